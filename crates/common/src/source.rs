@@ -1,0 +1,413 @@
+//! The storage contracts: [`SeriesSource`] for reads, [`SampleWriter`] for
+//! writes, and [`MemSource`], a small in-memory implementation of both that
+//! tests and `cairn promqltest --storage memory` use.
+
+use crate::{Labels, Matcher, Sample, Timestamp};
+use std::collections::BTreeMap;
+use std::sync::RwLock;
+
+/// Errors a storage implementation reports across the trait boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("I/O error {context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("corrupt data {0}")]
+    Corrupt(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl StorageError {
+    /// Whether the caller may retry the same request later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StorageError::Unavailable(_) | StorageError::Io { .. })
+    }
+}
+
+/// One series with its samples in the requested range, sorted by time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesData {
+    pub labels: Labels,
+    pub samples: Vec<Sample>,
+}
+
+/// An exemplar: labels (e.g. `trace_id`), value and timestamp.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exemplar {
+    pub labels: Labels,
+    pub value: f64,
+    pub t: Timestamp,
+}
+
+/// A series with the exemplars found for it in a range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExemplarSeries {
+    pub labels: Labels,
+    pub exemplars: Vec<Exemplar>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MetricType {
+    Unknown,
+    Counter,
+    Gauge,
+    Histogram,
+    GaugeHistogram,
+    Summary,
+    Info,
+    StateSet,
+}
+
+impl MetricType {
+    /// Prometheus's lower-case spelling, as `/api/v1/metadata` shows it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MetricType::Unknown => "unknown",
+            MetricType::Counter => "counter",
+            MetricType::Gauge => "gauge",
+            MetricType::Histogram => "histogram",
+            MetricType::GaugeHistogram => "gaugehistogram",
+            MetricType::Summary => "summary",
+            MetricType::Info => "info",
+            MetricType::StateSet => "stateset",
+        }
+    }
+
+    pub fn parse(s: &str) -> MetricType {
+        match s {
+            "counter" => MetricType::Counter,
+            "gauge" => MetricType::Gauge,
+            "histogram" => MetricType::Histogram,
+            "gaugehistogram" => MetricType::GaugeHistogram,
+            "summary" => MetricType::Summary,
+            "info" => MetricType::Info,
+            "stateset" => MetricType::StateSet,
+            _ => MetricType::Unknown,
+        }
+    }
+}
+
+/// Metric family metadata (TYPE, HELP, UNIT).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MetricMetadata {
+    pub metric_type: MetricType,
+    pub help: String,
+    pub unit: String,
+}
+
+/// The read contract. Times are milliseconds, both ends inclusive.
+/// Implementations: the in-process storage node, a remote shard client, and
+/// [`MemSource`].
+pub trait SeriesSource: Send + Sync {
+    /// Series of `tenant` matching every matcher, with their samples in
+    /// `[start, end]`, sorted by labels. Series without samples in the range
+    /// may be left out.
+    fn select(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Result<Vec<SeriesData>, StorageError>;
+
+    /// Label sets of the series matching every matcher (no samples), sorted.
+    fn series(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Result<Vec<Labels>, StorageError>;
+
+    /// Sorted, distinct label names; with matchers, only of matching series.
+    fn label_names(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Result<Vec<String>, StorageError>;
+
+    /// Sorted, distinct values of label `name`; with matchers, only of matching series.
+    fn label_values(
+        &self,
+        tenant: &str,
+        name: &str,
+        matchers: &[Matcher],
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Result<Vec<String>, StorageError>;
+
+    /// Exemplars of matching series in the range.
+    fn exemplars(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Result<Vec<ExemplarSeries>, StorageError>;
+
+    /// Metadata by metric family name (all when `metric` is None).
+    fn metadata(
+        &self,
+        tenant: &str,
+        metric: Option<&str>,
+    ) -> Result<Vec<(String, MetricMetadata)>, StorageError>;
+}
+
+/// One series' part of a write.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SeriesWrite {
+    pub labels: Labels,
+    pub samples: Vec<Sample>,
+    pub exemplars: Vec<Exemplar>,
+}
+
+/// A validated batch for one tenant.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriteBatch {
+    pub series: Vec<SeriesWrite>,
+    pub metadata: Vec<(String, MetricMetadata)>,
+}
+
+impl WriteBatch {
+    pub fn sample_count(&self) -> usize {
+        self.series.iter().map(|s| s.samples.len()).sum()
+    }
+}
+
+/// Part of a batch the store refused (e.g. older than retention).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteRejection {
+    /// The series in Prometheus text form.
+    pub series: String,
+    pub reason: String,
+    pub samples: usize,
+}
+
+/// What a write did. Returned only once the accepted part is durable.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriteOutcome {
+    pub accepted_samples: usize,
+    pub accepted_exemplars: usize,
+    pub rejections: Vec<WriteRejection>,
+}
+
+/// The write contract: a validated batch for one tenant. Returns once the
+/// accepted samples are durable under the store's fsync policy.
+pub trait SampleWriter: Send + Sync {
+    fn write(&self, tenant: &str, batch: WriteBatch) -> Result<WriteOutcome, StorageError>;
+}
+
+#[derive(Default)]
+struct MemInner {
+    /// (tenant, labels) → samples by timestamp (last write wins).
+    series: BTreeMap<(String, Labels), BTreeMap<Timestamp, f64>>,
+    exemplars: BTreeMap<(String, Labels), Vec<Exemplar>>,
+    metadata: BTreeMap<(String, String), MetricMetadata>,
+}
+
+/// An in-memory store implementing both contracts. Not for production: no
+/// durability, no compression; it exists so engines and decoders can be tested
+/// without RocksDB.
+#[derive(Default)]
+pub struct MemSource {
+    inner: RwLock<MemInner>,
+}
+
+fn matches_all(labels: &Labels, matchers: &[Matcher]) -> bool {
+    matchers
+        .iter()
+        .all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
+}
+
+impl MemSource {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one sample (test helper).
+    pub fn add(&self, tenant: &str, labels: &Labels, t: Timestamp, v: f64) {
+        let mut g = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        g.series
+            .entry((tenant.to_string(), labels.clone()))
+            .or_default()
+            .insert(t, v);
+    }
+
+    /// Drops everything (promqltest's `clear`).
+    pub fn clear(&self) {
+        let mut g = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        *g = MemInner::default();
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, MemInner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl SampleWriter for MemSource {
+    fn write(&self, tenant: &str, batch: WriteBatch) -> Result<WriteOutcome, StorageError> {
+        let mut out = WriteOutcome::default();
+        let mut g = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        for s in batch.series {
+            let key = (tenant.to_string(), s.labels);
+            let e = g.series.entry(key.clone()).or_default();
+            for smp in &s.samples {
+                e.insert(smp.t, smp.v);
+            }
+            out.accepted_samples += s.samples.len();
+            if !s.exemplars.is_empty() {
+                out.accepted_exemplars += s.exemplars.len();
+                g.exemplars.entry(key).or_default().extend(s.exemplars);
+            }
+        }
+        for (name, md) in batch.metadata {
+            g.metadata.insert((tenant.to_string(), name), md);
+        }
+        Ok(out)
+    }
+}
+
+impl SeriesSource for MemSource {
+    fn select(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Result<Vec<SeriesData>, StorageError> {
+        let g = self.read();
+        let mut out = Vec::new();
+        for ((t, labels), samples) in g.series.iter() {
+            if t != tenant || !matches_all(labels, matchers) {
+                continue;
+            }
+            let samples: Vec<Sample> = samples
+                .range(start..=end)
+                .map(|(&t, &v)| Sample { t, v })
+                .collect();
+            if !samples.is_empty() {
+                out.push(SeriesData {
+                    labels: labels.clone(),
+                    samples,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn series(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Result<Vec<Labels>, StorageError> {
+        Ok(self
+            .select(tenant, matchers, start, end)?
+            .into_iter()
+            .map(|s| s.labels)
+            .collect())
+    }
+
+    fn label_names(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Result<Vec<String>, StorageError> {
+        let mut names: Vec<String> = self
+            .series(tenant, matchers, start, end)?
+            .iter()
+            .flat_map(|l| l.iter().map(|l| l.name.clone()).collect::<Vec<_>>())
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    fn label_values(
+        &self,
+        tenant: &str,
+        name: &str,
+        matchers: &[Matcher],
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Result<Vec<String>, StorageError> {
+        let mut values: Vec<String> = self
+            .series(tenant, matchers, start, end)?
+            .iter()
+            .filter_map(|l| l.get(name).map(str::to_string))
+            .collect();
+        values.sort();
+        values.dedup();
+        Ok(values)
+    }
+
+    fn exemplars(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Result<Vec<ExemplarSeries>, StorageError> {
+        let g = self.read();
+        Ok(g.exemplars
+            .iter()
+            .filter(|((t, l), _)| t == tenant && matches_all(l, matchers))
+            .map(|((_, l), ex)| ExemplarSeries {
+                labels: l.clone(),
+                exemplars: ex
+                    .iter()
+                    .filter(|e| e.t >= start && e.t <= end)
+                    .cloned()
+                    .collect(),
+            })
+            .filter(|s| !s.exemplars.is_empty())
+            .collect())
+    }
+
+    fn metadata(
+        &self,
+        tenant: &str,
+        metric: Option<&str>,
+    ) -> Result<Vec<(String, MetricMetadata)>, StorageError> {
+        let g = self.read();
+        Ok(g.metadata
+            .iter()
+            .filter(|((t, n), _)| t == tenant && metric.is_none_or(|m| m == n))
+            .map(|((_, n), md)| (n.clone(), md.clone()))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MatchOp;
+
+    #[test]
+    fn mem_source_isolates_tenants_and_filters_range() {
+        let m = MemSource::new();
+        let l = Labels::from_pairs(&[("__name__", "up"), ("job", "a")]);
+        m.add("t1", &l, 10, 1.0);
+        m.add("t1", &l, 20, 2.0);
+        m.add("t2", &l, 10, 9.0);
+        let sel = [Matcher::new(MatchOp::Equal, "__name__", "up").unwrap()];
+        let r = m.select("t1", &sel, 15, 30).unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].samples, vec![Sample::new(20, 2.0)]);
+        assert_eq!(m.select("t3", &sel, 0, 30).unwrap().len(), 0);
+        assert_eq!(m.label_values("t1", "job", &[], 0, 30).unwrap(), vec!["a"]);
+    }
+}
