@@ -1,0 +1,1 @@
+//! cairn-api (to be built).

@@ -1,0 +1,1 @@
+//! cairn-codec (to be built).

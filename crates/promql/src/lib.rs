@@ -1,0 +1,1 @@
+//! cairn-promql (to be built).

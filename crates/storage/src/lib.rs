@@ -1,0 +1,1 @@
+//! cairn-storage (to be built).
