@@ -1,1 +1,853 @@
-//! cairn-storage (to be built).
+//! `cairn-storage`: the storage node.
+//!
+//! Owns the write path below the gateway — commit log ([`commitlog`]) → head
+//! ([`head`]) → immutable filesets ([`fileset`]) — and the label index in
+//! RocksDB ([`index`]). Implements the `cairn-common` contracts
+//! [`SampleWriter`] and [`SeriesSource`], which is all the rest of Cairn sees.
+//!
+//! A write: validate age against retention → register new series in the index
+//! → append one commit-log record (series definitions, samples, exemplars,
+//! metadata) → apply it to the head → wait until the record is durable → ack.
+//! A flush (periodic, or `POST /admin/v1/flush`): seal the commit-log segment,
+//! detach closed block windows from the head, write each as a fileset (merging
+//! a previous volume of the same block), then delete commit-log segments whose
+//! blocks are all on disk.
+//!
+//! Must never depend on: the HTTP layer, PromQL, ingest decoders. This crate
+//! and `meta` are the only RocksDB users.
+
+pub mod commitlog;
+mod enc;
+pub mod fileset;
+pub mod head;
+pub mod index;
+
+use cairn_common::{
+    Exemplar, ExemplarSeries, Labels, Matcher, MetricMetadata, MetricType, Sample, SampleWriter,
+    SeriesData, SeriesId, SeriesSource, StorageError, Timestamp, WriteBatch, WriteOutcome,
+    WriteRejection,
+};
+pub use commitlog::FsyncPolicy;
+use enc::{put_bytes, put_labels, put_uvarint, put_varint, Reader};
+use head::HeadShard;
+use parking_lot::{Mutex, RwLock};
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("I/O error {context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    #[error("index error: {0}")]
+    Index(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<Error> for StorageError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Io { context, source } => StorageError::Io { context, source },
+            Error::Corrupt(m) => StorageError::Corrupt(m),
+            Error::Index(m) => StorageError::Unavailable(m),
+            Error::Invalid(m) => StorageError::Invalid(m),
+            Error::Unavailable(m) => StorageError::Unavailable(m),
+        }
+    }
+}
+
+/// The clock the store reads "now" from (ms). Tests pass a fixed one.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+    pub fsync: FsyncPolicy,
+    /// Block window of the raw namespace (default 2h).
+    pub block: Duration,
+    /// Raw namespace retention (default 30d).
+    pub retention: Duration,
+    /// How long after a window's end writes into it are still expected
+    /// before it is flushed (default 10m).
+    pub buffer_past: Duration,
+    pub num_shards: u32,
+    pub max_segment_bytes: u64,
+    /// Background flush check period (default 1m).
+    pub flush_interval: Duration,
+}
+
+impl StorageConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            fsync: FsyncPolicy::Always,
+            block: Duration::from_secs(2 * 3600),
+            retention: Duration::from_secs(30 * 24 * 3600),
+            buffer_past: Duration::from_secs(600),
+            num_shards: 64,
+            max_segment_bytes: 128 << 20,
+            flush_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Counters published on `/metrics`.
+#[derive(Default)]
+pub struct Metrics {
+    pub samples_appended: AtomicU64,
+    pub samples_rejected_too_old: AtomicU64,
+    pub exemplars_appended: AtomicU64,
+    pub series_created: AtomicU64,
+    pub flushes: AtomicU64,
+    pub flush_failures: AtomicU64,
+    pub flush_seconds_total_ms: AtomicU64,
+    pub filesets_written: AtomicU64,
+    pub commitlog_records_replayed: AtomicU64,
+    pub recovery_ms: AtomicU64,
+}
+
+pub struct Storage {
+    cfg: StorageConfig,
+    block_ms: i64,
+    index: index::Index,
+    log: Arc<commitlog::CommitLog>,
+    shards: Vec<Mutex<HeadShard>>,
+    /// Writers hold it shared across log-append + head-apply; a flush takes it
+    /// exclusively to seal the log at a point where the head holds everything
+    /// written so far.
+    apply_lock: RwLock<()>,
+    flush_lock: Mutex<()>,
+    clock: Clock,
+    stopping: AtomicBool,
+    pub metrics: Metrics,
+}
+
+const RECORD_VERSION: u8 = 1;
+
+/// A decoded commit-log record.
+struct Record {
+    tenant: String,
+    new_series: Vec<(SeriesId, Labels)>,
+    samples: Vec<(SeriesId, Vec<Sample>)>,
+    exemplars: Vec<(SeriesId, Exemplar)>,
+    metadata: Vec<(String, MetricMetadata)>,
+}
+
+fn decode_record(p: &[u8]) -> Result<Record> {
+    let mut r = Reader::new(p, "commit log record");
+    let v = r.u8()?;
+    if v != RECORD_VERSION {
+        return Err(Error::Corrupt(format!("commit log record version {v}")));
+    }
+    let tenant = r.string()?;
+    let id = |r: &mut Reader| -> Result<SeriesId> { Ok(SeriesId::from_be_bytes(r.fixed::<16>()?)) };
+    let n = r.uvarint()? as usize;
+    let mut new_series = Vec::with_capacity(n.min(1 << 16));
+    for _ in 0..n {
+        new_series.push((id(&mut r)?, r.labels()?));
+    }
+    let n = r.uvarint()? as usize;
+    let mut samples = Vec::with_capacity(n.min(1 << 16));
+    for _ in 0..n {
+        let sid = id(&mut r)?;
+        let k = r.uvarint()? as usize;
+        let mut v = Vec::with_capacity(k.min(1 << 16));
+        let mut t = 0i64;
+        for _ in 0..k {
+            t = t.wrapping_add(r.varint()?);
+            v.push(Sample {
+                t,
+                v: f64::from_bits(r.u64()?),
+            });
+        }
+        samples.push((sid, v));
+    }
+    let n = r.uvarint()? as usize;
+    let mut exemplars = Vec::with_capacity(n.min(1 << 16));
+    for _ in 0..n {
+        let sid = id(&mut r)?;
+        let t = r.varint()?;
+        let value = f64::from_bits(r.u64()?);
+        exemplars.push((
+            sid,
+            Exemplar {
+                labels: r.labels()?,
+                value,
+                t,
+            },
+        ));
+    }
+    let n = r.uvarint()? as usize;
+    let mut metadata = Vec::with_capacity(n.min(1 << 16));
+    for _ in 0..n {
+        let name = r.string()?;
+        let metric_type = MetricType::parse(&r.string()?);
+        let help = r.string()?;
+        let unit = r.string()?;
+        metadata.push((
+            name,
+            MetricMetadata {
+                metric_type,
+                help,
+                unit,
+            },
+        ));
+    }
+    if !r.is_empty() {
+        return Err(Error::Corrupt(
+            "commit log record has trailing bytes".into(),
+        ));
+    }
+    Ok(Record {
+        tenant,
+        new_series,
+        samples,
+        exemplars,
+        metadata,
+    })
+}
+
+impl Storage {
+    /// Opens the store: RocksDB index, filesets, then commit-log replay.
+    /// Returns once recovery is complete (the node may then report ready).
+    pub fn open(cfg: StorageConfig, clock: Clock) -> Result<Arc<Self>> {
+        let started = Instant::now();
+        let data_dir = cfg.data_dir.clone();
+        std::fs::create_dir_all(&data_dir).map_err(|source| Error::Io {
+            context: format!("creating data dir {}", data_dir.display()),
+            source,
+        })?;
+        let index = index::Index::open(&data_dir.join("index"))?;
+        let block_ms = cfg.block.as_millis() as i64;
+        let num_shards = cfg.num_shards.max(1);
+        let mut shards: Vec<HeadShard> = (0..num_shards).map(|_| HeadShard::default()).collect();
+        for id in index.all_series_ids()? {
+            shards[id.shard(num_shards) as usize]
+                .series
+                .entry(id)
+                .or_default();
+        }
+        for (shard, fs) in fileset::load_all(&data_dir.join("data").join("raw"))? {
+            if let Some(s) = shards.get_mut(shard as usize) {
+                s.filesets.insert(fs.block_start, Arc::new(fs));
+            }
+        }
+        let mut replayed = 0u64;
+        let (log, stats) = commitlog::CommitLog::open(
+            &data_dir.join("commitlog"),
+            cfg.fsync,
+            cfg.max_segment_bytes,
+            |payload| {
+                let rec = decode_record(payload)?;
+                let refs: Vec<(SeriesId, &Labels)> =
+                    rec.new_series.iter().map(|(i, l)| (*i, l)).collect();
+                index.add_series(&rec.tenant, &refs)?;
+                let mut blocks = BTreeSet::new();
+                for (id, _) in &rec.new_series {
+                    shards[id.shard(num_shards) as usize]
+                        .series
+                        .entry(*id)
+                        .or_default();
+                }
+                for (id, samples) in &rec.samples {
+                    blocks.extend(samples.iter().map(|s| s.t - s.t.rem_euclid(block_ms)));
+                    shards[id.shard(num_shards) as usize].append(*id, block_ms, samples);
+                    replayed += samples.len() as u64;
+                }
+                index.put_exemplars(&rec.exemplars)?;
+                index.put_metadata(&rec.tenant, &rec.metadata)?;
+                Ok(blocks)
+            },
+        )?;
+        let store = Arc::new(Storage {
+            block_ms,
+            index,
+            log,
+            shards: shards.into_iter().map(Mutex::new).collect(),
+            apply_lock: RwLock::new(()),
+            flush_lock: Mutex::new(()),
+            clock,
+            stopping: AtomicBool::new(false),
+            metrics: Metrics::default(),
+            cfg,
+        });
+        store
+            .metrics
+            .commitlog_records_replayed
+            .store(stats.records, Ordering::Relaxed);
+        store
+            .metrics
+            .recovery_ms
+            .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        tracing::info!(
+            records = stats.records,
+            samples = replayed,
+            torn_segments = stats.torn_segments,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "recovery complete"
+        );
+        Ok(store)
+    }
+
+    pub fn config(&self) -> &StorageConfig {
+        &self.cfg
+    }
+
+    fn shard_of(&self, id: SeriesId) -> &Mutex<HeadShard> {
+        &self.shards[id.shard(self.cfg.num_shards.max(1)) as usize]
+    }
+
+    fn block_of(&self, t: Timestamp) -> i64 {
+        t - t.rem_euclid(self.block_ms)
+    }
+
+    /// Starts the periodic flush + retention thread.
+    pub fn start_background(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        let every = self.cfg.flush_interval;
+        let _ = std::thread::Builder::new()
+            .name("storage-flush".into())
+            .spawn(move || loop {
+                std::thread::sleep(every);
+                let Some(s) = me.upgrade() else { return };
+                if s.stopping.load(Ordering::Acquire) {
+                    return;
+                }
+                if let Err(e) = s.flush(false) {
+                    tracing::error!(?e, "background flush failed");
+                }
+                s.enforce_retention();
+            });
+    }
+
+    /// Flushes closed windows (or, with `force`, everything) to filesets and
+    /// truncates the commit log. Returns the number of filesets written.
+    pub fn flush(&self, force: bool) -> Result<usize> {
+        let _one = self.flush_lock.lock();
+        let started = Instant::now();
+        let now = (self.clock)();
+        let horizon = now - self.cfg.buffer_past.as_millis() as i64;
+        let block_ms = self.block_ms;
+        let pick = |b: i64| force || b + block_ms <= horizon;
+        let mut jobs = Vec::new();
+        let sealed = {
+            let _w = self.apply_lock.write();
+            let sealed = self.log.rotate()?;
+            for (i, sh) in self.shards.iter().enumerate() {
+                let mut g = sh.lock();
+                for (block, data) in g.detach(pick) {
+                    let data: head::Flushing = Arc::new(data);
+                    g.flushing.push((block, data.clone()));
+                    jobs.push((i, block, data));
+                }
+            }
+            sealed
+        };
+        let mut written = 0;
+        let mut failed = 0;
+        for (shard, block, data) in jobs {
+            match self.flush_one(shard, block, &data) {
+                Ok(()) => written += 1,
+                Err(e) => {
+                    failed += 1;
+                    tracing::error!(
+                        shard,
+                        block,
+                        ?e,
+                        "flush of block failed; data stays in memory and commit log"
+                    );
+                    let mut g = self.shards[shard].lock();
+                    g.flushing
+                        .retain(|(b, d)| !(*b == block && Arc::ptr_eq(d, &data)));
+                    for (id, samples) in data.iter() {
+                        g.append(*id, block_ms, samples);
+                    }
+                }
+            }
+        }
+        self.index.persist()?;
+        let mut in_memory = BTreeSet::new();
+        for sh in &self.shards {
+            sh.lock().blocks_in_memory(&mut in_memory);
+        }
+        let removed = self.log.remove_segments(sealed, |info| {
+            info.blocks.iter().any(|b| in_memory.contains(b))
+        });
+        self.metrics.flushes.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .filesets_written
+            .fetch_add(written as u64, Ordering::Relaxed);
+        self.metrics
+            .flush_failures
+            .fetch_add(failed, Ordering::Relaxed);
+        self.metrics
+            .flush_seconds_total_ms
+            .fetch_add(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        if written > 0 {
+            tracing::info!(
+                filesets = written,
+                segments_removed = removed,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "flush complete"
+            );
+        }
+        if failed > 0 {
+            return Err(Error::Unavailable(format!("{failed} block flushes failed")));
+        }
+        Ok(written)
+    }
+
+    fn flush_one(&self, shard: usize, block: i64, data: &head::Flushing) -> Result<()> {
+        let existing = self.shards[shard].lock().filesets.get(&block).cloned();
+        let mut merged: HashMap<SeriesId, Vec<Sample>> = HashMap::new();
+        let volume = match &existing {
+            Some(f) => {
+                merged.extend(f.read_all()?);
+                f.volume + 1
+            }
+            None => 0,
+        };
+        for (id, samples) in data.iter() {
+            let older = merged.remove(id).unwrap_or_default();
+            merged.insert(*id, head::merge_older_wins(older, samples.clone()));
+        }
+        let mut series: Vec<(SeriesId, Vec<Sample>)> = merged.into_iter().collect();
+        series.sort_unstable_by_key(|s| s.0);
+        let root = self.cfg.data_dir.join("data").join("raw");
+        let dir = fileset::fileset_dir(&root, shard as u32, block, volume);
+        fileset::write(&dir, &series)?;
+        let fs = fileset::Fileset::open(&dir, block, volume)?.ok_or_else(|| {
+            Error::Corrupt(format!(
+                "fileset {} incomplete right after writing",
+                dir.display()
+            ))
+        })?;
+        {
+            let mut g = self.shards[shard].lock();
+            g.filesets.insert(block, Arc::new(fs));
+            g.flushing
+                .retain(|(b, d)| !(*b == block && Arc::ptr_eq(d, data)));
+        }
+        if let Some(old) = existing {
+            let _ = std::fs::remove_dir_all(&old.dir);
+        }
+        Ok(())
+    }
+
+    /// Deletes filesets whose whole window is older than retention.
+    pub fn enforce_retention(&self) {
+        let cutoff = (self.clock)() - self.cfg.retention.as_millis() as i64;
+        for sh in &self.shards {
+            let doomed: Vec<Arc<fileset::Fileset>> = {
+                let mut g = sh.lock();
+                let old: Vec<i64> = g
+                    .filesets
+                    .keys()
+                    .copied()
+                    .filter(|b| b + self.block_ms <= cutoff)
+                    .collect();
+                old.iter().filter_map(|b| g.filesets.remove(b)).collect()
+            };
+            for f in doomed {
+                tracing::info!(fileset = %f.dir.display(), "retention: removing fileset");
+                let _ = std::fs::remove_dir_all(&f.dir);
+            }
+        }
+    }
+
+    /// Graceful stop: flush nothing, sync the commit log.
+    pub fn close(&self) -> Result<()> {
+        self.stopping.store(true, Ordering::Release);
+        let _w = self.apply_lock.write();
+        self.log.close()?;
+        self.index.persist()
+    }
+
+    fn read_samples(&self, id: SeriesId, start: i64, end: i64) -> Result<Vec<Sample>> {
+        self.shard_of(id).lock().read(id, start, end, self.block_ms)
+    }
+
+    /// (active series, head bytes, head samples) for self-metrics.
+    pub fn head_stats(&self) -> (usize, usize, usize) {
+        let mut t = (0, 0, 0);
+        for sh in &self.shards {
+            let (a, b, s) = sh.lock().memory();
+            t.0 += a;
+            t.1 += b;
+            t.2 += s;
+        }
+        t
+    }
+
+    /// (segments, bytes) of the commit log; (filesets, bytes) on disk.
+    pub fn disk_stats(&self) -> ((usize, u64), (usize, u64)) {
+        let segs = self.log.segments();
+        let cl = (segs.len(), segs.iter().map(|s| s.1).sum());
+        let mut fsn = 0;
+        let mut fsb = 0;
+        for sh in &self.shards {
+            let g = sh.lock();
+            fsn += g.filesets.len();
+            fsb += g.filesets.values().map(|f| f.disk_bytes()).sum::<u64>();
+        }
+        (cl, (fsn, fsb))
+    }
+
+    fn write_inner(&self, tenant: &str, batch: WriteBatch) -> Result<WriteOutcome> {
+        let now = (self.clock)();
+        let min_t = now - self.cfg.retention.as_millis() as i64;
+        let mut out = WriteOutcome::default();
+        let mut payload = Vec::with_capacity(64 + batch.sample_count() * 12);
+        payload.push(RECORD_VERSION);
+        put_bytes(&mut payload, tenant.as_bytes());
+
+        // Series ids, retention check, and which series are new.
+        let mut prepared: Vec<(SeriesId, &Labels, Vec<Sample>)> =
+            Vec::with_capacity(batch.series.len());
+        for s in &batch.series {
+            let id = SeriesId::of(tenant, &s.labels);
+            let (ok, old): (Vec<Sample>, Vec<Sample>) =
+                s.samples.iter().partition(|x| x.t >= min_t);
+            if !old.is_empty() {
+                self.metrics
+                    .samples_rejected_too_old
+                    .fetch_add(old.len() as u64, Ordering::Relaxed);
+                out.rejections.push(WriteRejection {
+                    series: s.labels.to_string(),
+                    reason: format!(
+                        "{} sample(s) older than the retention period ({}s): oldest timestamp {}",
+                        old.len(),
+                        self.cfg.retention.as_secs(),
+                        old.iter().map(|x| x.t).min().unwrap_or_default()
+                    ),
+                    samples: old.len(),
+                });
+            }
+            prepared.push((id, &s.labels, ok));
+        }
+        let mut new_series: Vec<(SeriesId, &Labels)> = Vec::new();
+        for (id, labels, _) in &prepared {
+            if !self.shard_of(*id).lock().series.contains_key(id)
+                && !new_series.iter().any(|(n, _)| n == id)
+            {
+                new_series.push((*id, labels));
+            }
+        }
+        if !new_series.is_empty() {
+            self.index.add_series(tenant, &new_series)?;
+            self.metrics
+                .series_created
+                .fetch_add(new_series.len() as u64, Ordering::Relaxed);
+        }
+        put_uvarint(&mut payload, new_series.len() as u64);
+        for (id, labels) in &new_series {
+            payload.extend_from_slice(&id.to_be_bytes());
+            put_labels(&mut payload, labels);
+        }
+        let with_samples = prepared.iter().filter(|p| !p.2.is_empty()).count();
+        put_uvarint(&mut payload, with_samples as u64);
+        let mut blocks = BTreeSet::new();
+        for (id, _, samples) in prepared.iter().filter(|p| !p.2.is_empty()) {
+            payload.extend_from_slice(&id.to_be_bytes());
+            put_uvarint(&mut payload, samples.len() as u64);
+            let mut prev = 0i64;
+            for s in samples {
+                put_varint(&mut payload, s.t.wrapping_sub(prev));
+                prev = s.t;
+                payload.extend_from_slice(&s.v.to_bits().to_le_bytes());
+                blocks.insert(self.block_of(s.t));
+            }
+            out.accepted_samples += samples.len();
+        }
+        let mut exemplars = Vec::new();
+        for (s, (id, ..)) in batch.series.iter().zip(&prepared) {
+            for e in &s.exemplars {
+                exemplars.push((*id, e.clone()));
+            }
+        }
+        put_uvarint(&mut payload, exemplars.len() as u64);
+        for (id, e) in &exemplars {
+            payload.extend_from_slice(&id.to_be_bytes());
+            put_varint(&mut payload, e.t);
+            payload.extend_from_slice(&e.value.to_bits().to_le_bytes());
+            put_labels(&mut payload, &e.labels);
+        }
+        put_uvarint(&mut payload, batch.metadata.len() as u64);
+        for (name, md) in &batch.metadata {
+            put_bytes(&mut payload, name.as_bytes());
+            put_bytes(&mut payload, md.metric_type.as_str().as_bytes());
+            put_bytes(&mut payload, md.help.as_bytes());
+            put_bytes(&mut payload, md.unit.as_bytes());
+        }
+
+        let seq = {
+            let _r = self.apply_lock.read();
+            let seq = self.log.append(&payload, &blocks)?;
+            for (id, _, samples) in &prepared {
+                if samples.is_empty() {
+                    self.shard_of(*id).lock().series.entry(*id).or_default();
+                } else {
+                    self.shard_of(*id)
+                        .lock()
+                        .append(*id, self.block_ms, samples);
+                }
+            }
+            seq
+        };
+        fileset::fail_point("after-commitlog-append");
+        if !exemplars.is_empty() {
+            self.index.put_exemplars(&exemplars)?;
+        }
+        if !batch.metadata.is_empty() {
+            self.index.put_metadata(tenant, &batch.metadata)?;
+        }
+        self.log.wait_durable(seq)?;
+        out.accepted_exemplars = exemplars.len();
+        self.metrics
+            .samples_appended
+            .fetch_add(out.accepted_samples as u64, Ordering::Relaxed);
+        self.metrics
+            .exemplars_appended
+            .fetch_add(exemplars.len() as u64, Ordering::Relaxed);
+        Ok(out)
+    }
+
+    /// Self-metrics in Prometheus text format.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let m = &self.metrics;
+        let c = |v: &AtomicU64| v.load(Ordering::Relaxed);
+        let (active, head_bytes, head_samples) = self.head_stats();
+        let ((segs, seg_bytes), (fsn, fsb)) = self.disk_stats();
+        let rows: [(&str, &str, &str, f64); 14] = [
+            (
+                "cairn_storage_samples_appended_total",
+                "counter",
+                "Samples appended to the head.",
+                c(&m.samples_appended) as f64,
+            ),
+            (
+                "cairn_storage_samples_rejected_too_old_total",
+                "counter",
+                "Samples refused as older than retention.",
+                c(&m.samples_rejected_too_old) as f64,
+            ),
+            (
+                "cairn_storage_exemplars_appended_total",
+                "counter",
+                "Exemplars stored.",
+                c(&m.exemplars_appended) as f64,
+            ),
+            (
+                "cairn_storage_series_created_total",
+                "counter",
+                "Series registered in the index.",
+                c(&m.series_created) as f64,
+            ),
+            (
+                "cairn_storage_flushes_total",
+                "counter",
+                "Flush runs.",
+                c(&m.flushes) as f64,
+            ),
+            (
+                "cairn_storage_flush_failures_total",
+                "counter",
+                "Block flushes that failed.",
+                c(&m.flush_failures) as f64,
+            ),
+            (
+                "cairn_storage_flush_seconds_total",
+                "counter",
+                "Time spent flushing.",
+                c(&m.flush_seconds_total_ms) as f64 / 1000.0,
+            ),
+            (
+                "cairn_storage_filesets_written_total",
+                "counter",
+                "Filesets written.",
+                c(&m.filesets_written) as f64,
+            ),
+            (
+                "cairn_storage_head_active_series",
+                "gauge",
+                "Series with data in the head.",
+                active as f64,
+            ),
+            (
+                "cairn_storage_head_bytes",
+                "gauge",
+                "Approximate head memory.",
+                head_bytes as f64,
+            ),
+            (
+                "cairn_storage_head_bytes_per_active_series",
+                "gauge",
+                "Head memory per active series.",
+                if active > 0 {
+                    head_bytes as f64 / active as f64
+                } else {
+                    0.0
+                },
+            ),
+            (
+                "cairn_storage_head_samples",
+                "gauge",
+                "Samples held in the head.",
+                head_samples as f64,
+            ),
+            (
+                "cairn_storage_commitlog_bytes",
+                "gauge",
+                "Commit log bytes on disk.",
+                seg_bytes as f64,
+            ),
+            (
+                "cairn_storage_fileset_bytes",
+                "gauge",
+                "Fileset bytes on disk.",
+                fsb as f64,
+            ),
+        ];
+        for (name, kind, help, v) in rows {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        }
+        let _ = writeln!(out, "# HELP cairn_storage_commitlog_segments Commit log segments on disk.\n# TYPE cairn_storage_commitlog_segments gauge\ncairn_storage_commitlog_segments {segs}");
+        let _ = writeln!(out, "# HELP cairn_storage_filesets Filesets on disk.\n# TYPE cairn_storage_filesets gauge\ncairn_storage_filesets {fsn}");
+        let _ = writeln!(out, "# HELP cairn_storage_recovery_seconds Time the last recovery took.\n# TYPE cairn_storage_recovery_seconds gauge\ncairn_storage_recovery_seconds {}", c(&m.recovery_ms) as f64 / 1000.0);
+    }
+}
+
+impl SampleWriter for Storage {
+    fn write(&self, tenant: &str, batch: WriteBatch) -> Result<WriteOutcome, StorageError> {
+        Ok(self.write_inner(tenant, batch)?)
+    }
+}
+
+impl SeriesSource for Storage {
+    fn select(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Result<Vec<SeriesData>, StorageError> {
+        let mut out = Vec::new();
+        for (id, labels) in self.index.select(tenant, matchers)? {
+            let samples = self.read_samples(id, start, end)?;
+            if !samples.is_empty() {
+                out.push(SeriesData { labels, samples });
+            }
+        }
+        Ok(out)
+    }
+
+    fn series(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        _start: Timestamp,
+        _end: Timestamp,
+    ) -> Result<Vec<Labels>, StorageError> {
+        Ok(self
+            .index
+            .select(tenant, matchers)?
+            .into_iter()
+            .map(|(_, l)| l)
+            .collect())
+    }
+
+    fn label_names(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Result<Vec<String>, StorageError> {
+        if matchers.is_empty() {
+            return Ok(self.index.label_names(tenant)?);
+        }
+        let mut names: Vec<String> = self
+            .series(tenant, matchers, start, end)?
+            .iter()
+            .flat_map(|l| l.iter().map(|l| l.name.clone()).collect::<Vec<_>>())
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    fn label_values(
+        &self,
+        tenant: &str,
+        name: &str,
+        matchers: &[Matcher],
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Result<Vec<String>, StorageError> {
+        if matchers.is_empty() {
+            return Ok(self.index.label_values(tenant, name)?);
+        }
+        let mut values: Vec<String> = self
+            .series(tenant, matchers, start, end)?
+            .iter()
+            .filter_map(|l| l.get(name).map(str::to_string))
+            .collect();
+        values.sort();
+        values.dedup();
+        Ok(values)
+    }
+
+    fn exemplars(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Result<Vec<ExemplarSeries>, StorageError> {
+        let mut out = Vec::new();
+        for (id, labels) in self.index.select(tenant, matchers)? {
+            let exemplars = self.index.exemplars(id, start, end)?;
+            if !exemplars.is_empty() {
+                out.push(ExemplarSeries { labels, exemplars });
+            }
+        }
+        Ok(out)
+    }
+
+    fn metadata(
+        &self,
+        tenant: &str,
+        metric: Option<&str>,
+    ) -> Result<Vec<(String, MetricMetadata)>, StorageError> {
+        Ok(self.index.metadata(tenant, metric)?)
+    }
+}
+
+#[cfg(test)]
+mod tests;

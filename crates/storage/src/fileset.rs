@@ -1,0 +1,331 @@
+//! Immutable filesets: one per (namespace, shard, block window, volume).
+//!
+//! Directory `<root>/<namespace>/<shard>/<block_start>-<volume>/` holds:
+//! - `data.db`   — the series' compressed chunks (cairn-codec), back to back;
+//! - `index.db`  — header (`CAIRNFI1`, entry count u64) then fixed 36-byte
+//!   entries sorted by series id: id u128 BE, offset u64 LE, len u32 LE,
+//!   samples u32 LE, crc32c(chunk) u32 LE;
+//! - `checkpoint` — written last, after both files are fsynced: `CAIRNCP1`,
+//!   sizes and crc32c of data.db and index.db. A directory without a valid
+//!   checkpoint is an interrupted flush and is deleted on open.
+//!
+//! A later volume of the same block supersedes the earlier ones (a flush into
+//! an already-flushed block merges the old volume in), so readers use only the
+//! highest complete volume.
+
+use crate::{Error, Result};
+use cairn_common::{Sample, SeriesId};
+use memmap2::Mmap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const INDEX_MAGIC: &[u8; 8] = b"CAIRNFI1";
+const CHECKPOINT_MAGIC: &[u8; 8] = b"CAIRNCP1";
+const ENTRY: usize = 36;
+const INDEX_HEADER: usize = 16;
+
+fn io_err(context: String) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::Io { context, source }
+}
+
+pub fn fileset_dir(root: &Path, shard: u32, block_start: i64, volume: u32) -> PathBuf {
+    root.join(shard.to_string())
+        .join(format!("{block_start}-{volume}"))
+}
+
+/// Writes a complete fileset. `series` must be sorted by id; each entry's
+/// samples sorted by time. Returns bytes written.
+pub fn write(dir: &Path, series: &[(SeriesId, Vec<Sample>)]) -> Result<u64> {
+    if dir.exists() {
+        fs::remove_dir_all(dir).map_err(io_err(format!("clearing {}", dir.display())))?;
+    }
+    fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+    let mut data = Vec::new();
+    let mut index = Vec::with_capacity(INDEX_HEADER + series.len() * ENTRY);
+    index.extend_from_slice(INDEX_MAGIC);
+    index.extend_from_slice(&(series.len() as u64).to_le_bytes());
+    let mut pairs = Vec::new();
+    for (id, samples) in series {
+        pairs.clear();
+        pairs.extend(samples.iter().map(|s| (s.t, s.v)));
+        let chunk = cairn_codec::encode_all(&pairs).map_err(|e| {
+            Error::Corrupt(format!("encoding series {id} for {}: {e}", dir.display()))
+        })?;
+        index.extend_from_slice(&id.to_be_bytes());
+        index.extend_from_slice(&(data.len() as u64).to_le_bytes());
+        index.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
+        index.extend_from_slice(&(samples.len() as u32).to_le_bytes());
+        index.extend_from_slice(&crc32c::crc32c(&chunk).to_le_bytes());
+        data.extend_from_slice(&chunk);
+    }
+    fail_point("fileset-before-data");
+    write_synced(&dir.join("data.db"), &data)?;
+    write_synced(&dir.join("index.db"), &index)?;
+    fail_point("fileset-before-checkpoint");
+    let mut cp = Vec::with_capacity(32);
+    cp.extend_from_slice(CHECKPOINT_MAGIC);
+    cp.extend_from_slice(&(data.len() as u64).to_le_bytes());
+    cp.extend_from_slice(&crc32c::crc32c(&data).to_le_bytes());
+    cp.extend_from_slice(&(index.len() as u64).to_le_bytes());
+    cp.extend_from_slice(&crc32c::crc32c(&index).to_le_bytes());
+    write_synced(&dir.join("checkpoint"), &cp)?;
+    if let Some(parent) = dir.parent() {
+        if let Ok(d) = File::open(parent) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok((data.len() + index.len() + cp.len()) as u64)
+}
+
+/// Test hook: with `CAIRN_FAILPOINT=<name>` the process aborts at that point,
+/// as a crash would (used by the crash tests to die mid-flush).
+pub fn fail_point(name: &str) {
+    if std::env::var("CAIRN_FAILPOINT").is_ok_and(|v| v == name) {
+        tracing::warn!(failpoint = name, "failpoint hit: aborting");
+        std::process::abort();
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = File::create(path).map_err(io_err(format!("creating {}", path.display())))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(io_err(format!("writing {}", path.display())))
+}
+
+/// A complete, open fileset (memory-mapped).
+pub struct Fileset {
+    pub dir: PathBuf,
+    pub block_start: i64,
+    pub volume: u32,
+    index: Mmap,
+    data: Mmap,
+    count: usize,
+}
+
+fn map(path: &Path) -> Result<Mmap> {
+    let f = File::open(path).map_err(io_err(format!("opening {}", path.display())))?;
+    // SAFETY: filesets are immutable once their checkpoint exists; Cairn never
+    // writes to a mapped file, and removes (unlinks) rather than truncates it.
+    #[allow(unsafe_code)]
+    let m = unsafe { Mmap::map(&f) }.map_err(io_err(format!("mapping {}", path.display())))?;
+    Ok(m)
+}
+
+impl Fileset {
+    /// Opens and verifies a fileset; Ok(None) when it is incomplete (no or bad checkpoint).
+    pub fn open(dir: &Path, block_start: i64, volume: u32) -> Result<Option<Fileset>> {
+        let Ok(cp) = fs::read(dir.join("checkpoint")) else {
+            return Ok(None);
+        };
+        if cp.len() != 32 || &cp[..8] != CHECKPOINT_MAGIC {
+            return Ok(None);
+        }
+        let u64_at = |o: usize| u64::from_le_bytes(cp[o..o + 8].try_into().unwrap_or_default());
+        let u32_at = |o: usize| u32::from_le_bytes(cp[o..o + 4].try_into().unwrap_or_default());
+        let (data_len, data_crc, index_len, index_crc) =
+            (u64_at(8), u32_at(16), u64_at(20), u32_at(28));
+        let index = map(&dir.join("index.db"))?;
+        let data = map(&dir.join("data.db"))?;
+        if index.len() as u64 != index_len || data.len() as u64 != data_len {
+            return Err(Error::Corrupt(format!(
+                "fileset {}: file sizes differ from checkpoint",
+                dir.display()
+            )));
+        }
+        if crc32c::crc32c(&index) != index_crc {
+            return Err(Error::Corrupt(format!(
+                "fileset {}: index checksum mismatch",
+                dir.display()
+            )));
+        }
+        let _ = data_crc; // data is verified per chunk on read (cheaper than at open)
+        if index.len() < INDEX_HEADER || &index[..8] != INDEX_MAGIC {
+            return Err(Error::Corrupt(format!(
+                "fileset {}: bad index header",
+                dir.display()
+            )));
+        }
+        let count = u64::from_le_bytes(index[8..16].try_into().unwrap_or_default()) as usize;
+        if INDEX_HEADER + count * ENTRY != index.len() {
+            return Err(Error::Corrupt(format!(
+                "fileset {}: index length",
+                dir.display()
+            )));
+        }
+        Ok(Some(Fileset {
+            dir: dir.to_path_buf(),
+            block_start,
+            volume,
+            index,
+            data,
+            count,
+        }))
+    }
+
+    pub fn series_count(&self) -> usize {
+        self.count
+    }
+
+    fn entry(&self, i: usize) -> (SeriesId, u64, u32, u32, u32) {
+        let e = &self.index[INDEX_HEADER + i * ENTRY..INDEX_HEADER + (i + 1) * ENTRY];
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&e[..16]);
+        let le32 = |o: usize| u32::from_le_bytes([e[o], e[o + 1], e[o + 2], e[o + 3]]);
+        let mut off = [0u8; 8];
+        off.copy_from_slice(&e[16..24]);
+        (
+            SeriesId::from_be_bytes(id),
+            u64::from_le_bytes(off),
+            le32(24),
+            le32(28),
+            le32(32),
+        )
+    }
+
+    fn decode_entry(&self, i: usize) -> Result<Vec<Sample>> {
+        let (id, off, len, _, crc) = self.entry(i);
+        let chunk = self
+            .data
+            .get(off as usize..off as usize + len as usize)
+            .ok_or_else(|| {
+                Error::Corrupt(format!(
+                    "fileset {}: chunk of {id} out of range",
+                    self.dir.display()
+                ))
+            })?;
+        if crc32c::crc32c(chunk) != crc {
+            return Err(Error::Corrupt(format!(
+                "fileset {}: checksum mismatch in chunk of series {id}",
+                self.dir.display()
+            )));
+        }
+        let pairs = cairn_codec::decode_all(chunk).map_err(|e| {
+            Error::Corrupt(format!("fileset {}: series {id}: {e}", self.dir.display()))
+        })?;
+        Ok(pairs.into_iter().map(|(t, v)| Sample { t, v }).collect())
+    }
+
+    /// The samples of one series, or empty when it has none here.
+    pub fn read(&self, id: SeriesId) -> Result<Vec<Sample>> {
+        let (mut lo, mut hi) = (0usize, self.count);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let (mid_id, ..) = self.entry(mid);
+            match mid_id.cmp(&id) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return self.decode_entry(mid),
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    /// Every series and its samples (for merging into a new volume).
+    pub fn read_all(&self) -> Result<Vec<(SeriesId, Vec<Sample>)>> {
+        (0..self.count)
+            .map(|i| Ok((self.entry(i).0, self.decode_entry(i)?)))
+            .collect()
+    }
+
+    pub fn disk_bytes(&self) -> u64 {
+        (self.index.len() + self.data.len()) as u64
+    }
+}
+
+/// Scans `<root>/<shard>/` directories: returns per shard the highest complete
+/// volume of each block, deleting incomplete and superseded volumes.
+pub fn load_all(root: &Path) -> Result<Vec<(u32, Fileset)>> {
+    let mut out = Vec::new();
+    let Ok(shards) = fs::read_dir(root) else {
+        return Ok(out);
+    };
+    for sh in shards.filter_map(|e| e.ok()) {
+        let Ok(shard) = sh.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let mut vols: Vec<(i64, u32, PathBuf)> = fs::read_dir(sh.path())
+            .map_err(io_err(format!("listing {}", sh.path().display())))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let n = e.file_name().to_string_lossy().to_string();
+                let (b, v) = n.rsplit_once('-')?;
+                Some((b.parse().ok()?, v.parse().ok()?, e.path()))
+            })
+            .collect();
+        // Highest volume first within each block.
+        vols.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        let mut current: Option<i64> = None;
+        for (block, vol, path) in vols {
+            if current == Some(block) {
+                tracing::info!(fileset = %path.display(), "removing superseded fileset volume");
+                let _ = fs::remove_dir_all(&path);
+                continue;
+            }
+            match Fileset::open(&path, block, vol)? {
+                Some(fs_) => {
+                    current = Some(block);
+                    out.push((shard, fs_));
+                }
+                None => {
+                    tracing::warn!(fileset = %path.display(), "removing incomplete fileset (interrupted flush)");
+                    let _ = fs::remove_dir_all(&path);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_open_read_and_incomplete_is_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let mut series: Vec<(SeriesId, Vec<Sample>)> = (0..50u128)
+            .map(|i| {
+                (
+                    SeriesId(i * 7919),
+                    (0..20)
+                        .map(|j| Sample::new(j * 15_000, (i * j as u128) as f64 / 100.0))
+                        .collect(),
+                )
+            })
+            .collect();
+        series.sort_by_key(|s| s.0);
+        write(&fileset_dir(d.path(), 3, 7200000, 0), &series).unwrap();
+        // An interrupted flush of a newer volume: no checkpoint.
+        let incomplete = fileset_dir(d.path(), 3, 7200000, 1);
+        fs::create_dir_all(&incomplete).unwrap();
+        fs::write(incomplete.join("data.db"), b"x").unwrap();
+        let all = load_all(d.path()).unwrap();
+        assert_eq!(all.len(), 1);
+        assert!(!incomplete.exists());
+        let f = &all[0].1;
+        for (id, samples) in &series {
+            assert_eq!(&f.read(*id).unwrap(), samples);
+        }
+        assert!(f.read(SeriesId(1)).unwrap().is_empty());
+        assert_eq!(f.read_all().unwrap(), series);
+    }
+
+    #[test]
+    fn corrupt_chunk_is_reported_not_returned() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = fileset_dir(d.path(), 0, 0, 0);
+        write(
+            &dir,
+            &[(SeriesId(5), vec![Sample::new(1, 1.0), Sample::new(2, 2.0)])],
+        )
+        .unwrap();
+        let mut data = fs::read(dir.join("data.db")).unwrap();
+        let last = data.len() - 1;
+        data[last] ^= 0xff;
+        fs::write(dir.join("data.db"), &data).unwrap();
+        let f = Fileset::open(&dir, 0, 0).unwrap().unwrap();
+        assert!(matches!(f.read(SeriesId(5)), Err(Error::Corrupt(_))));
+    }
+}

@@ -1,0 +1,178 @@
+use super::*;
+use cairn_common::{MatchOp, SeriesWrite};
+use std::sync::atomic::AtomicI64;
+
+const H: i64 = 3_600_000;
+const DAY: i64 = 24 * H;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    now: Arc<AtomicI64>,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            now: Arc::new(AtomicI64::new(100 * DAY)),
+        }
+    }
+
+    fn open(&self) -> Arc<Storage> {
+        let now = self.now.clone();
+        let mut cfg = StorageConfig::new(self.dir.path());
+        cfg.num_shards = 4;
+        Storage::open(cfg, Arc::new(move || now.load(Ordering::SeqCst))).unwrap()
+    }
+}
+
+fn labels(name: &str, job: &str) -> Labels {
+    Labels::from_pairs(&[("__name__", name), ("job", job)])
+}
+
+fn batch(series: Vec<(Labels, Vec<(i64, f64)>)>) -> WriteBatch {
+    WriteBatch {
+        series: series
+            .into_iter()
+            .map(|(labels, s)| SeriesWrite {
+                labels,
+                samples: s.into_iter().map(|(t, v)| Sample::new(t, v)).collect(),
+                exemplars: vec![],
+            })
+            .collect(),
+        metadata: vec![],
+    }
+}
+
+fn read(s: &Storage, tenant: &str, name: &str) -> Vec<(String, Vec<(i64, u64)>)> {
+    let m = [Matcher::new(MatchOp::Equal, "__name__", name).unwrap()];
+    s.select(tenant, &m, i64::MIN / 2, i64::MAX / 2)
+        .unwrap()
+        .into_iter()
+        .map(|d| {
+            (
+                d.labels.to_string(),
+                d.samples.iter().map(|x| (x.t, x.v.to_bits())).collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn write_flush_reopen_backfill_and_retention() {
+    let f = Fixture::new();
+    let now = f.now.load(Ordering::SeqCst);
+    let s = f.open();
+    let a = labels("m", "a");
+    let out = s
+        .write(
+            "t",
+            batch(vec![(
+                a.clone(),
+                vec![
+                    (now - 10, 1.0),
+                    (now - 30, 3.0),
+                    (now - 20, 2.0),
+                    (now - 5 * DAY, 0.5),
+                ],
+            )]),
+        )
+        .unwrap();
+    assert_eq!(out.accepted_samples, 4);
+    // Older than retention: refused with a reason; the rest of the batch stays.
+    let out = s
+        .write(
+            "t",
+            batch(vec![(
+                a.clone(),
+                vec![(now - 31 * DAY, 9.0), (now - 1, 4.0)],
+            )]),
+        )
+        .unwrap();
+    assert_eq!(out.accepted_samples, 1);
+    assert_eq!(out.rejections.len(), 1);
+    assert!(
+        out.rejections[0].reason.contains("retention"),
+        "{:?}",
+        out.rejections
+    );
+    assert!(out.rejections[0].series.contains("job=\"a\""));
+    // The staleness marker survives bit-exactly.
+    s.write(
+        "t",
+        batch(vec![(a.clone(), vec![(now, cairn_common::stale_nan())])]),
+    )
+    .unwrap();
+    let want = vec![(
+        a.to_string(),
+        vec![
+            (now - 5 * DAY, 0.5f64.to_bits()),
+            (now - 30, 3.0f64.to_bits()),
+            (now - 20, 2.0f64.to_bits()),
+            (now - 10, 1.0f64.to_bits()),
+            (now - 1, 4.0f64.to_bits()),
+            (now, cairn_common::STALE_NAN_BITS),
+        ],
+    )];
+    assert_eq!(read(&s, "t", "m"), want);
+    // Other tenants see nothing.
+    assert!(read(&s, "u", "m").is_empty());
+
+    assert!(s.flush(true).unwrap() >= 2);
+    assert_eq!(read(&s, "t", "m"), want);
+    // Write into an already-flushed block (new volume) and then reopen without flushing.
+    s.write(
+        "t",
+        batch(vec![(a.clone(), vec![(now - 5 * DAY + 1, 0.75)])]),
+    )
+    .unwrap();
+    s.close().unwrap();
+    drop(s);
+    let s = f.open();
+    let got = read(&s, "t", "m");
+    assert_eq!(got[0].1.len(), 7);
+    assert_eq!(got[0].1[1], (now - 5 * DAY + 1, 0.75f64.to_bits()));
+    s.flush(true).unwrap();
+    drop(s);
+    let s = f.open();
+    assert_eq!(read(&s, "t", "m")[0].1.len(), 7);
+    assert_eq!(s.label_values("t", "job", &[], 0, now).unwrap(), vec!["a"]);
+
+    // Retention removes whole filesets once the clock moves on.
+    f.now.store(now + 40 * DAY, Ordering::SeqCst);
+    s.enforce_retention();
+    assert!(read(&s, "t", "m").is_empty());
+}
+
+#[test]
+fn commit_log_is_truncated_after_flush() {
+    let f = Fixture::new();
+    let now = f.now.load(Ordering::SeqCst);
+    let s = f.open();
+    for i in 0..50 {
+        s.write(
+            "t",
+            batch(vec![(
+                labels("m", &format!("j{i}")),
+                vec![(now - 3 * H + i, i as f64)],
+            )]),
+        )
+        .unwrap();
+    }
+    // Closed windows are flushed without force; the open one stays in memory.
+    s.write("t", batch(vec![(labels("m", "open"), vec![(now, 1.0)])]))
+        .unwrap();
+    s.flush(false).unwrap();
+    let segs_before = s.disk_stats().0 .0;
+    s.flush(true).unwrap();
+    let ((segs, _), (filesets, _)) = s.disk_stats();
+    assert!(segs <= segs_before);
+    assert_eq!(
+        segs, 1,
+        "only the active segment remains after a full flush"
+    );
+    assert!(filesets >= 2);
+    drop(s);
+    let s = f.open();
+    assert_eq!(read(&s, "t", "m").len(), 51);
+}
