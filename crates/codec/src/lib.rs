@@ -25,22 +25,22 @@
 //! (absent for `i == 0`, whose timestamp is in the header), then its value
 //! code.
 //!
-//! **Timestamp code** — delta-of-delta `dod = (t[i]-t[i-1]) - (t[i-1]-t[i-2])`
-//! in wrapping `i64` arithmetic, with the delta before the first sample taken
-//! as 0. A unary prefix picks the width of a two's-complement payload:
+//! **Rice code** (used for timestamps and integers): an unsigned `z` is
+//! written as `q = z >> k` in unary (`q` ones, then a zero) followed by the
+//! low `k` bits of `z`, where `k` is the smallest value with `n * 2^k >= sum`
+//! over a decaying window of recent codes (LOCO-I style; starts at sum 4,
+//! n 1, halves at n 16). A quotient of 10 or more is escaped: ten ones, the
+//! bit width of `z` minus one (6 bits), then `z`. Signed numbers are
+//! zigzag-mapped first.
 //!
-//! | prefix   | payload | range of dod        |
-//! |----------|---------|---------------------|
-//! | `0`      | 0 bits  | 0                   |
-//! | `10`     | 4       | -8 ..= 7            |
-//! | `110`    | 7       | -64 ..= 63          |
-//! | `1110`   | 12      | -2048 ..= 2047      |
-//! | `11110`  | 20      | ±2^19               |
-//! | `111110` | 32      | ±2^31               |
-//! | `111111` | 64      | any (raw bits)      |
-//!
-//! The narrow buckets are tuned for millisecond scrapes at a fixed interval
-//! with a few ms of jitter.
+//! **Timestamp code** — predicted on a grid: `p = grid + interval` (wrapping
+//! `i64`), and `e = t - p` is Rice-coded. Normally `grid` becomes
+//! `p + e / 4` (it settles in the middle of the scrape jitter, so `e` stays
+//! within a few ms). On an escape (first sample after the header, a missed
+//! scrape, a new interval) the grid re-anchors on `t` and `interval` becomes
+//! `t - t_prev`, snapped to a whole second when within 50 ms of one; escaped
+//! offsets do not feed the Rice statistics. Before the second sample,
+//! `grid = t0` and `interval = 0`.
 //!
 //! **Value code** — the value state is: the previous value's bits (0.0 before
 //! the first sample), a mode (`Float`, or `Int` with decimal scale `k`), the
@@ -61,12 +61,14 @@
 //!
 //! *Int code*: value `v` is represented as the integer `m` with
 //! `m as f64 / 10^k` bit-identical to `v` (checked by an exact round trip, so
-//! never lossy). The delta `m - prev_m` (wrapping) is zigzag-encoded into `z`
-//! of `w = max(1, bit_length(z))` bits: `0` + `z` in the current width when
-//! `w` fits in it and does not waste more than a few bits; else `1` +
-//! (`w - 1`, 6 bits) + `z` in `w` bits, which becomes the current width. After
-//! a `111` switch, `prev_m` is the previous value scaled by `10^k` when that
-//! is exact, else 0.
+//! never lossy). `m - prediction` (wrapping) is Rice-coded (own statistics;
+//! an escape restarts them from the escaped value). The prediction is
+//! `prev_m`, or `prev_m + prev_delta` when delta-of-delta has coded smaller
+//! (with a little hysteresis) over recent samples (decaying means of code widths kept
+//! by both sides, so steady counters cost little and the choice costs no
+//! bits). After a `111` switch the prediction is the previous value scaled by
+//! `10^k` when that is exact, else 0; `prev_delta` restarts at 0 and that
+//! code does not feed the statistics.
 //!
 //! The encoder picks, per value, the cheaper of staying in or switching
 //! between the modes, so integers, counters and values with 1-7 decimals
@@ -114,12 +116,9 @@ pub type Result<T, E = CodecError> = std::result::Result<T, E>;
 // Shared coding tables and helpers.
 
 /// Payload widths of the timestamp delta-of-delta buckets (see the header).
-const TS_WIDTHS: [u32; 7] = [0, 4, 7, 12, 20, 32, 64];
 /// Largest decimal scale of the integer mode (3-bit field).
 const MAX_SCALE: u32 = 7;
 const POW10: [f64; 8] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6, 1e7];
-/// An int code keeps the current payload width if it wastes at most this many bits.
-const INT_WIDTH_SLACK: u32 = 3;
 
 #[inline]
 fn zigzag(v: i64) -> u64 {
@@ -129,12 +128,6 @@ fn zigzag(v: i64) -> u64 {
 #[inline]
 fn unzigzag(z: u64) -> i64 {
     ((z >> 1) as i64) ^ -((z & 1) as i64)
-}
-
-#[inline]
-fn sign_extend(v: u64, width: u32) -> i64 {
-    let shift = 64 - width;
-    ((v << shift) as i64) >> shift
 }
 
 /// Bit length of `z`, at least 1.
@@ -177,8 +170,13 @@ enum Mode {
 struct ValueState {
     prev_bits: u64,
     mode: Mode,
+    /// Previous scaled integer and the delta that led to it.
     int_prev: i64,
-    int_width: u32,
+    int_delta: i64,
+    /// Decaying mean code widths (x8) of the delta and delta-of-delta predictors.
+    score_delta: u32,
+    score_dod: u32,
+    int_rice: Rice,
     /// Leading/trailing zeros of the XOR window; `lead == u32::MAX` means no window yet.
     lead: u32,
     trail: u32,
@@ -190,7 +188,10 @@ impl ValueState {
             prev_bits: 0,
             mode: Mode::Float,
             int_prev: 0,
-            int_width: 0,
+            int_delta: 0,
+            score_delta: 0,
+            score_dod: 0,
+            int_rice: Rice::new(true),
             lead: u32::MAX,
             trail: 0,
         }
@@ -202,14 +203,10 @@ impl ValueState {
         int_repr(f64::from_bits(self.prev_bits), k).unwrap_or(0)
     }
 
+    /// Cost of switching into int mode with integer `m` over `base`.
     #[inline]
-    fn int_cost(&self, delta: i64) -> u32 {
-        let w = bit_width(zigzag(delta));
-        if w <= self.int_width && self.int_width - w <= INT_WIDTH_SLACK {
-            1 + self.int_width
-        } else {
-            1 + 6 + w
-        }
+    fn int_switch_cost(&self, m: i64, base: i64) -> u32 {
+        self.int_rice.cost(zigzag(m.wrapping_sub(base)))
     }
 
     #[inline]
@@ -224,32 +221,56 @@ impl ValueState {
         }
     }
 
-    fn write_int(&mut self, w: &mut BitWriter, m: i64) {
-        let z = zigzag(m.wrapping_sub(self.int_prev));
-        let width = bit_width(z);
-        if width <= self.int_width && self.int_width - width <= INT_WIDTH_SLACK {
-            w.write_bit(false);
-            w.write(z, self.int_width);
+    /// Prediction of the next scaled integer: the previous one, or (for
+    /// counters growing at a steady rate) the previous one plus the previous
+    /// delta, whichever has coded smaller lately. Both sides compute it from
+    /// decoded data, so the choice costs no bits.
+    #[inline]
+    fn int_prediction(&self) -> i64 {
+        if self.score_dod + 16 < self.score_delta {
+            self.int_prev.wrapping_add(self.int_delta)
         } else {
-            w.write_bit(true);
-            w.write(u64::from(width - 1), 6);
-            w.write(z, width);
-            self.int_width = width;
+            self.int_prev
+        }
+    }
+
+    /// Records the integer `m` just coded; `switched` after a `111` switch.
+    #[inline]
+    fn observe_int(&mut self, m: i64, switched: bool) {
+        if switched {
+            self.int_delta = 0;
+        } else {
+            let d = m.wrapping_sub(self.int_prev);
+            let dd = d.wrapping_sub(self.int_delta);
+            self.score_delta = self.score_delta - self.score_delta / 8 + 8 * bit_width(zigzag(d));
+            self.score_dod = self.score_dod - self.score_dod / 8 + 8 * bit_width(zigzag(dd));
+            self.int_delta = d;
         }
         self.int_prev = m;
     }
 
-    fn read_int(&mut self, r: &mut BitReader<'_>) -> Result<i64> {
-        if r.read_bit()? {
-            self.int_width = r.read(6)? as u32 + 1;
-        } else if self.int_width == 0 {
-            return Err(CodecError::Corrupt(
-                "integer width reused before it was set",
-            ));
-        }
-        let z = r.read(self.int_width)?;
-        self.int_prev = self.int_prev.wrapping_add(unzigzag(z));
-        Ok(self.int_prev)
+    /// Writes `m`; after a switch `int_prev` holds the base and is the prediction.
+    fn write_int(&mut self, w: &mut BitWriter, m: i64, switched: bool) {
+        let pred = if switched {
+            self.int_prev
+        } else {
+            self.int_prediction()
+        };
+        self.int_rice
+            .write(w, zigzag(m.wrapping_sub(pred)), !switched);
+        self.observe_int(m, switched);
+    }
+
+    fn read_int(&mut self, r: &mut BitReader<'_>, switched: bool) -> Result<i64> {
+        let pred = if switched {
+            self.int_prev
+        } else {
+            self.int_prediction()
+        };
+        let (z, _) = self.int_rice.read(r, !switched)?;
+        let m = pred.wrapping_add(unzigzag(z));
+        self.observe_int(m, switched);
+        Ok(m)
     }
 
     fn write_xor(&mut self, w: &mut BitWriter, bits: u64) {
@@ -300,7 +321,7 @@ impl ValueState {
         if let Mode::Int(k) = self.mode {
             if let Some(m) = int_repr(v, k) {
                 w.write(0b10, 2);
-                self.write_int(w, m);
+                self.write_int(w, m, false);
                 self.prev_bits = bits;
                 return;
             }
@@ -314,7 +335,7 @@ impl ValueState {
             }
             if let Some(m) = int_repr(v, k) {
                 let base = self.int_base(k);
-                let cost = 3 + 3 + self.int_cost(m.wrapping_sub(base));
+                let cost = 3 + 3 + self.int_switch_cost(m, base);
                 best_int = Some((k, m, base, cost));
                 break;
             }
@@ -325,7 +346,7 @@ impl ValueState {
                 w.write(u64::from(k), 3);
                 self.mode = Mode::Int(k);
                 self.int_prev = base;
-                self.write_int(w, m);
+                self.write_int(w, m, true);
             }
             _ => {
                 if self.mode == Mode::Float {
@@ -347,7 +368,7 @@ impl ValueState {
         let bits = if !r.read_bit()? {
             match self.mode {
                 Mode::Float => self.read_xor(r)?,
-                Mode::Int(k) => from_int(self.read_int(r)?, k).to_bits(),
+                Mode::Int(k) => from_int(self.read_int(r, false)?, k).to_bits(),
             }
         } else if !r.read_bit()? {
             self.mode = Mode::Float;
@@ -356,40 +377,188 @@ impl ValueState {
             let k = r.read(3)? as u32;
             self.int_prev = self.int_base(k);
             self.mode = Mode::Int(k);
-            from_int(self.read_int(r)?, k).to_bits()
+            from_int(self.read_int(r, true)?, k).to_bits()
         };
         self.prev_bits = bits;
         Ok(f64::from_bits(bits))
     }
 }
 
-fn write_ts(w: &mut BitWriter, dod: i64) {
-    for (i, &width) in TS_WIDTHS.iter().enumerate() {
-        let last = i == TS_WIDTHS.len() - 1;
-        let fits = last
-            || (width == 0 && dod == 0)
-            || (width > 0 && sign_extend(dod as u64, width) == dod);
-        if fits {
-            // i ones, then a terminating zero unless this is the last bucket.
-            if last {
-                w.write((1u64 << i) - 1, i as u32);
-            } else {
-                w.write(((1u64 << i) - 1) << 1, i as u32 + 1);
+/// Adaptive Rice code (LOCO-I style): `z >> k` in unary, then the low `k`
+/// bits, with `k` derived from the running mean of recent codes. A quotient of
+/// `RICE_QMAX` or more is escaped: `RICE_QMAX` ones, the bit width of `z`
+/// minus one (6 bits), then `z` itself.
+/// With `learn_escapes`, an escaped code restarts the statistics from it
+/// (values, whose magnitude may jump for good); without, it is ignored
+/// (timestamps, where an escape is a one-off gap or a new interval). Codes
+/// written with `learn == false` never touch the statistics.
+#[derive(Debug, Clone)]
+struct Rice {
+    sum: u64,
+    n: u64,
+    learn_escapes: bool,
+}
+
+const RICE_QMAX: u32 = 10;
+/// Halve the statistics when this many codes have been seen (fast adaptation).
+const RICE_WINDOW: u64 = 16;
+
+impl Rice {
+    fn new(learn_escapes: bool) -> Self {
+        Self {
+            sum: 4,
+            n: 1,
+            learn_escapes,
+        }
+    }
+
+    #[inline]
+    fn k(&self) -> u32 {
+        let mut k = 0;
+        // sum <= RICE_WINDOW * 2^40, so `n << k` never overflows before exceeding it.
+        while (self.n << k) < self.sum {
+            k += 1;
+        }
+        k
+    }
+
+    fn restart(&mut self, z: u64) {
+        self.sum = z.clamp(1, 1 << 40);
+        self.n = 1;
+    }
+
+    #[inline]
+    fn update(&mut self, z: u64) {
+        self.sum += z.min(1 << 40);
+        self.n += 1;
+        if self.n >= RICE_WINDOW {
+            self.sum = (self.sum >> 1).max(1);
+            self.n >>= 1;
+        }
+    }
+
+    #[inline]
+    fn cost(&self, z: u64) -> u32 {
+        let k = self.k();
+        let q = z >> k;
+        if q < u64::from(RICE_QMAX) {
+            q as u32 + 1 + k
+        } else {
+            RICE_QMAX + 6 + bit_width(z)
+        }
+    }
+
+    /// Writes `z`; returns whether it was escaped.
+    #[inline]
+    fn write(&mut self, w: &mut BitWriter, z: u64, learn: bool) -> bool {
+        let k = self.k();
+        let q = z >> k;
+        if q < u64::from(RICE_QMAX) {
+            let q = q as u32;
+            w.write(((1u64 << q) - 1) << 1, q + 1);
+            w.write(z, k);
+            if learn {
+                self.update(z);
             }
-            w.write(dod as u64, width);
-            return;
+            false
+        } else {
+            w.write((1u64 << RICE_QMAX) - 1, RICE_QMAX);
+            let width = bit_width(z);
+            w.write(u64::from(width - 1), 6);
+            w.write(z, width);
+            if learn && self.learn_escapes {
+                self.restart(z);
+            }
+            true
+        }
+    }
+
+    /// Reads one code; returns `(z, escaped)`.
+    #[inline]
+    fn read(&mut self, r: &mut BitReader<'_>, learn: bool) -> Result<(u64, bool)> {
+        let q = r.read_unary(RICE_QMAX)?;
+        if q < RICE_QMAX {
+            let k = self.k();
+            let low = r.read(k)?;
+            let z = (u64::from(q) << k) | low;
+            if learn {
+                self.update(z);
+            }
+            Ok((z, false))
+        } else {
+            let width = r.read(6)? as u32 + 1;
+            let z = r.read(width)?;
+            if learn && self.learn_escapes {
+                self.restart(z);
+            }
+            Ok((z, true))
         }
     }
 }
 
-fn read_ts(r: &mut BitReader<'_>) -> Result<i64> {
-    let i = r.read_unary(TS_WIDTHS.len() as u32 - 1)? as usize;
-    let width = TS_WIDTHS[i];
-    if width == 0 {
-        return Ok(0);
+/// Timestamp prediction state: a grid of interval `interval` whose last
+/// point is `grid`; a timestamp is coded as its offset from the next grid
+/// point. The grid follows a quarter of each offset (so it settles in the
+/// middle of the scrape jitter); an escaped offset re-anchors the grid on the
+/// timestamp and resets the interval to the last delta, snapped to a whole
+/// second when within 50 ms of one.
+#[derive(Debug, Clone)]
+struct TsState {
+    prev_t: i64,
+    grid: i64,
+    interval: i64,
+    rice: Rice,
+}
+
+/// Snaps a delta to a whole second when within 50 ms of one.
+#[inline]
+fn snap_interval(d: i64) -> i64 {
+    if (500..1 << 50).contains(&d) {
+        let r = (d + 500) / 1000 * 1000;
+        if (d - r).abs() <= 50 {
+            return r;
+        }
     }
-    let v = r.read(width)?;
-    Ok(sign_extend(v, width))
+    d
+}
+
+impl TsState {
+    fn new(first: i64) -> Self {
+        Self {
+            prev_t: first,
+            grid: first,
+            interval: 0,
+            rice: Rice::new(false),
+        }
+    }
+
+    #[inline]
+    fn observe(&mut self, t: i64, e: i64, escaped: bool) {
+        if escaped {
+            self.interval = snap_interval(t.wrapping_sub(self.prev_t));
+            self.grid = t;
+        } else {
+            self.grid = t.wrapping_sub(e - e / 4);
+        }
+        self.prev_t = t;
+    }
+
+    fn write(&mut self, w: &mut BitWriter, t: i64) {
+        let e = t.wrapping_sub(self.grid.wrapping_add(self.interval));
+        let escaped = self.rice.write(w, zigzag(e), true);
+        self.observe(t, e, escaped);
+    }
+
+    fn read(&mut self, r: &mut BitReader<'_>) -> Result<i64> {
+        let (z, escaped) = self.rice.read(r, true)?;
+        let e = unzigzag(z);
+        let t = self.grid.wrapping_add(self.interval).wrapping_add(e);
+        if t <= self.prev_t {
+            return Err(CodecError::Corrupt("timestamps not strictly increasing"));
+        }
+        self.observe(t, e, escaped);
+        Ok(t)
+    }
 }
 
 fn write_uvarint(out: &mut Vec<u8>, mut v: u64) {
@@ -429,8 +598,7 @@ pub struct Encoder {
     bits: BitWriter,
     count: usize,
     first_t: i64,
-    prev_t: i64,
-    prev_delta: i64,
+    ts: TsState,
     values: ValueState,
 }
 
@@ -446,8 +614,7 @@ impl Encoder {
             bits: BitWriter::new(),
             count: 0,
             first_t: 0,
-            prev_t: 0,
-            prev_delta: 0,
+            ts: TsState::new(0),
             values: ValueState::new(),
         }
     }
@@ -457,18 +624,16 @@ impl Encoder {
     pub fn append(&mut self, t: i64, v: f64) -> Result<()> {
         if self.count == 0 {
             self.first_t = t;
+            self.ts = TsState::new(t);
         } else {
-            if t <= self.prev_t {
+            if t <= self.ts.prev_t {
                 return Err(CodecError::OutOfOrder {
-                    last: self.prev_t,
+                    last: self.ts.prev_t,
                     t,
                 });
             }
-            let delta = t.wrapping_sub(self.prev_t);
-            write_ts(&mut self.bits, delta.wrapping_sub(self.prev_delta));
-            self.prev_delta = delta;
+            self.ts.write(&mut self.bits, t);
         }
-        self.prev_t = t;
         self.values.encode(&mut self.bits, v);
         self.count += 1;
         Ok(())
@@ -484,7 +649,7 @@ impl Encoder {
     }
 
     pub fn last_timestamp(&self) -> Option<i64> {
-        (self.count > 0).then_some(self.prev_t)
+        (self.count > 0).then_some(self.ts.prev_t)
     }
 
     /// Heap memory held by the encoder (capacity), for memory accounting.
@@ -534,8 +699,7 @@ pub struct Decoder<'a> {
     count: usize,
     index: usize,
     failed: bool,
-    prev_t: i64,
-    prev_delta: i64,
+    ts: TsState,
     values: ValueState,
 }
 
@@ -567,8 +731,7 @@ impl<'a> Decoder<'a> {
             count: count as usize,
             index: 0,
             failed: false,
-            prev_t: first_t,
-            prev_delta: 0,
+            ts: TsState::new(first_t),
             values: ValueState::new(),
         })
     }
@@ -584,14 +747,7 @@ impl<'a> Decoder<'a> {
 
     fn decode_next(&mut self) -> Result<(i64, f64)> {
         if self.index > 0 {
-            let dod = read_ts(&mut self.bits)?;
-            let delta = self.prev_delta.wrapping_add(dod);
-            let t = self.prev_t.wrapping_add(delta);
-            if t <= self.prev_t {
-                return Err(CodecError::Corrupt("timestamps not strictly increasing"));
-            }
-            self.prev_delta = delta;
-            self.prev_t = t;
+            self.ts.read(&mut self.bits)?;
         }
         let v = self.values.decode(&mut self.bits)?;
         self.index += 1;
@@ -601,7 +757,7 @@ impl<'a> Decoder<'a> {
                 return Err(CodecError::Corrupt("trailing data after the last sample"));
             }
         }
-        Ok((self.prev_t, v))
+        Ok((self.ts.prev_t, v))
     }
 }
 
