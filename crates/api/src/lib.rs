@@ -1,1 +1,617 @@
-//! cairn-api (to be built).
+//! `cairn-api`: the HTTP surface of Cairn.
+//!
+//! Owns: remote write (`/api/v1/write`), the Prometheus read API (`series`,
+//! `labels`, `label/<name>/values`), VictoriaMetrics-style `/api/v1/export`,
+//! admin (`/admin/v1/flush`), `/metrics`, `/-/healthy`, `/-/ready`. Maps
+//! errors to the status codes clients expect (remote write: 400 is never
+//! retried, 429/5xx are).
+//!
+//! Must never depend on: `cairn-storage` or RocksDB. It talks to the store
+//! only through the `cairn-common` traits plus the small [`Admin`] trait, so
+//! the same router serves an in-process store or a cluster client.
+
+mod params;
+mod selector;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use cairn_common::{Labels, Matcher, SampleWriter, SeriesSource, StorageError};
+use params::Params;
+pub use params::{parse_duration_ms, parse_time_ms};
+pub use selector::parse_selector;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Store operations the HTTP layer needs beyond reads and writes.
+pub trait Admin: Send + Sync {
+    /// Seals and flushes everything in the head; returns filesets written.
+    fn flush(&self) -> Result<usize, String>;
+    /// Appends the store's self-metrics (Prometheus text format).
+    fn render_metrics(&self, out: &mut String);
+}
+
+/// What the router serves from, set once recovery is complete.
+pub struct Backend {
+    pub source: Arc<dyn SeriesSource>,
+    pub writer: Arc<dyn SampleWriter>,
+    pub admin: Arc<dyn Admin>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Largest accepted request body (compressed), bytes.
+    pub max_body_size: usize,
+    /// Largest accepted decompressed remote-write body, bytes.
+    pub max_decoded_size: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            max_body_size: 64 << 20,
+            max_decoded_size: 512 << 20,
+        }
+    }
+}
+
+#[derive(Default)]
+struct HttpMetrics {
+    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    samples_received: AtomicU64,
+    samples_invalid: AtomicU64,
+    samples_rejected: AtomicU64,
+    exemplars_received: AtomicU64,
+}
+
+struct Inner {
+    cfg: ApiConfig,
+    backend: OnceLock<Backend>,
+    metrics: HttpMetrics,
+}
+
+/// Shared state of the router. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl AppState {
+    pub fn new(cfg: ApiConfig) -> Self {
+        Self(Arc::new(Inner {
+            cfg,
+            backend: OnceLock::new(),
+            metrics: HttpMetrics::default(),
+        }))
+    }
+
+    /// Installs the backend; from then on `/-/ready` answers 200.
+    pub fn set_ready(&self, backend: Backend) {
+        let _ = self.0.backend.set(backend);
+    }
+
+    fn backend(&self) -> Result<&Backend, Response> {
+        self.0.backend.get().ok_or_else(|| {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: recovery in progress\n",
+            )
+                .into_response()
+        })
+    }
+
+    fn count(&self, route: &'static str, status: StatusCode) {
+        let mut m = self
+            .0
+            .metrics
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *m.entry((route, status.as_u16())).or_default() += 1;
+    }
+}
+
+/// The full router.
+pub fn router(state: AppState) -> Router {
+    let limit = state.0.cfg.max_body_size;
+    Router::new()
+        .route("/api/v1/write", post(remote_write))
+        .route("/api/v1/prom/remote/write", post(remote_write))
+        .route("/api/v1/series", get(series).post(series))
+        .route("/api/v1/labels", get(labels).post(labels))
+        .route("/api/v1/label/{name}/values", get(label_values))
+        .route("/api/v1/export", get(export).post(export))
+        .route("/admin/v1/flush", post(flush))
+        .route("/metrics", get(metrics))
+        .route("/-/healthy", get(|| async { "Cairn is Healthy.\n" }))
+        .route("/-/ready", get(ready))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// Serves `router` on an already-bound listener until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn tenant(headers: &HeaderMap) -> Result<String, Response> {
+    let h = headers
+        .get("x-scope-orgid")
+        .map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    cairn_ingest::tenant_from_header(h)
+        .map_err(|e| api_error(StatusCode::BAD_REQUEST, "bad_data", &e.to_string()))
+}
+
+fn api_error(status: StatusCode, kind: &str, msg: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({"status": "error", "errorType": kind, "error": msg}).to_string(),
+    )
+        .into_response()
+}
+
+fn storage_error(e: StorageError) -> Response {
+    let status = match &e {
+        StorageError::Invalid(_) => StatusCode::BAD_REQUEST,
+        e if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let kind = if status == StatusCode::BAD_REQUEST {
+        "bad_data"
+    } else {
+        "internal"
+    };
+    api_error(status, kind, &e.to_string())
+}
+
+fn success(data: Value) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({"status": "success", "data": data}).to_string(),
+    )
+        .into_response()
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Response> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            &format!("task failed: {e}"),
+        )
+    })
+}
+
+fn text(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+async fn remote_write(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let resp = remote_write_inner(&st, &headers, body)
+        .await
+        .unwrap_or_else(|r| r);
+    st.count("/api/v1/write", resp.status());
+    resp
+}
+
+async fn remote_write_inner(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, Response> {
+    let backend = st.backend()?;
+    let hv = |name: header::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_ascii_lowercase)
+    };
+    if let Some(ct) = hv(header::CONTENT_TYPE) {
+        let mut parts = ct.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("");
+        if media != "application/x-protobuf" {
+            return Err(text(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("unsupported Content-Type {media:?}: remote write expects application/x-protobuf\n"),
+            ));
+        }
+        if let Some(proto) = parts.find_map(|p| p.strip_prefix("proto=")) {
+            if proto != "prometheus.writerequest" {
+                return Err(text(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    format!("unsupported remote-write message {proto:?}: this endpoint accepts prometheus.WriteRequest (remote write 1.0)\n"),
+                ));
+            }
+        }
+    }
+    if let Some(enc) = hv(header::CONTENT_ENCODING) {
+        if enc != "snappy" {
+            return Err(text(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("unsupported Content-Encoding {enc:?}: remote write expects snappy\n"),
+            ));
+        }
+    }
+    let tenant = tenant(headers)?;
+    let max_decoded = st.0.cfg.max_decoded_size;
+    let req = cairn_ingest::decode_remote_write(&body, max_decoded).map_err(|e| {
+        let status = match e {
+            cairn_ingest::IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        text(status, format!("{e}\n"))
+    })?;
+    let decoded = cairn_ingest::validate(req);
+    let m = &st.0.metrics;
+    let n_samples = decoded.batch.sample_count() as u64;
+    m.samples_received.fetch_add(n_samples, Ordering::Relaxed);
+    m.samples_invalid.fetch_add(
+        decoded.invalid.iter().map(|i| i.samples as u64).sum(),
+        Ordering::Relaxed,
+    );
+    let mut problems: Vec<String> = decoded
+        .invalid
+        .iter()
+        .map(|i| format!("series {}: {}", i.series, i.reason))
+        .collect();
+    if !decoded.batch.series.is_empty() || !decoded.batch.metadata.is_empty() {
+        let writer = backend.writer.clone();
+        let batch = decoded.batch;
+        let outcome = blocking(move || writer.write(&tenant, batch))
+            .await?
+            .map_err(|e| {
+                tracing::warn!(?e, "remote write failed in storage");
+                let status = if e.is_retryable() {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                };
+                text(status, format!("storage error: {e}\n"))
+            })?;
+        m.exemplars_received
+            .fetch_add(outcome.accepted_exemplars as u64, Ordering::Relaxed);
+        m.samples_rejected.fetch_add(
+            outcome.rejections.iter().map(|r| r.samples as u64).sum(),
+            Ordering::Relaxed,
+        );
+        problems.extend(
+            outcome
+                .rejections
+                .iter()
+                .map(|r| format!("series {}: {}", r.series, r.reason)),
+        );
+    }
+    if problems.is_empty() {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let total = problems.len();
+    let mut body = String::new();
+    for p in problems.iter().take(20) {
+        let _ = writeln!(body, "{p}");
+    }
+    if total > 20 {
+        let _ = writeln!(body, "... and {} more invalid series", total - 20);
+    }
+    let _ = writeln!(body, "(the valid rest of the request was stored)");
+    Ok(text(StatusCode::BAD_REQUEST, body))
+}
+
+/// Parsed `match[]`, `start`, `end` of the read endpoints.
+struct ReadArgs {
+    matchers: Vec<Vec<Matcher>>,
+    start: i64,
+    end: i64,
+}
+
+fn read_args(p: &Params, require_match: bool) -> Result<ReadArgs, Response> {
+    let bad = |m: String| api_error(StatusCode::BAD_REQUEST, "bad_data", &m);
+    let mut matchers = Vec::new();
+    for s in p.all("match[]") {
+        matchers.push(parse_selector(s).map_err(bad)?);
+    }
+    if require_match && matchers.is_empty() {
+        return Err(bad("no match[] parameter provided".into()));
+    }
+    let start = match p.get("start") {
+        Some(s) => {
+            parse_time_ms(s).map_err(|e| bad(format!("invalid parameter \"start\": {e}")))?
+        }
+        None => params::MIN_TIME,
+    };
+    let end = match p.get("end") {
+        Some(s) => parse_time_ms(s).map_err(|e| bad(format!("invalid parameter \"end\": {e}")))?,
+        None => params::MAX_TIME,
+    };
+    if end < start {
+        return Err(bad(
+            "invalid parameter \"end\": end timestamp must not be before start time".into(),
+        ));
+    }
+    Ok(ReadArgs {
+        matchers,
+        start,
+        end,
+    })
+}
+
+fn labels_json(l: &Labels) -> Value {
+    Value::Object(
+        l.iter()
+            .map(|l| (l.name.clone(), Value::String(l.value.clone())))
+            .collect(),
+    )
+}
+
+async fn series(
+    State(st): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    let r = async {
+        let backend = st.backend()?;
+        let tenant = tenant(&headers)?;
+        let p = Params::parse(q.as_deref(), &method, &headers, &body);
+        let args = read_args(&p, true)?;
+        let src = backend.source.clone();
+        let sets = blocking(move || -> Result<Vec<Labels>, StorageError> {
+            let mut all = Vec::new();
+            for m in &args.matchers {
+                all.extend(src.series(&tenant, m, args.start, args.end)?);
+            }
+            all.sort();
+            all.dedup();
+            Ok(all)
+        })
+        .await?
+        .map_err(storage_error)?;
+        Ok::<_, Response>(success(Value::Array(
+            sets.iter().map(labels_json).collect(),
+        )))
+    }
+    .await
+    .unwrap_or_else(|r| r);
+    st.count("/api/v1/series", r.status());
+    r
+}
+
+async fn labels(
+    State(st): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    let r = async {
+        let backend = st.backend()?;
+        let tenant = tenant(&headers)?;
+        let p = Params::parse(q.as_deref(), &method, &headers, &body);
+        let args = read_args(&p, false)?;
+        let src = backend.source.clone();
+        let names = blocking(move || -> Result<Vec<String>, StorageError> {
+            if args.matchers.is_empty() {
+                return src.label_names(&tenant, &[], args.start, args.end);
+            }
+            let mut all = Vec::new();
+            for m in &args.matchers {
+                all.extend(src.label_names(&tenant, m, args.start, args.end)?);
+            }
+            all.sort();
+            all.dedup();
+            Ok(all)
+        })
+        .await?
+        .map_err(storage_error)?;
+        Ok::<_, Response>(success(json!(names)))
+    }
+    .await
+    .unwrap_or_else(|r| r);
+    st.count("/api/v1/labels", r.status());
+    r
+}
+
+async fn label_values(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let r = async {
+        let backend = st.backend()?;
+        let tenant = tenant(&headers)?;
+        let p = Params::parse(q.as_deref(), &Method::GET, &headers, &[]);
+        let args = read_args(&p, false)?;
+        let src = backend.source.clone();
+        let values = blocking(move || -> Result<Vec<String>, StorageError> {
+            if args.matchers.is_empty() {
+                return src.label_values(&tenant, &name, &[], args.start, args.end);
+            }
+            let mut all = Vec::new();
+            for m in &args.matchers {
+                all.extend(src.label_values(&tenant, &name, m, args.start, args.end)?);
+            }
+            all.sort();
+            all.dedup();
+            Ok(all)
+        })
+        .await?
+        .map_err(storage_error)?;
+        Ok::<_, Response>(success(json!(values)))
+    }
+    .await
+    .unwrap_or_else(|r| r);
+    st.count("/api/v1/label/:name/values", r.status());
+    r
+}
+
+/// A float as VictoriaMetrics's export writes it: a JSON number, or a string
+/// for the values JSON cannot hold.
+fn export_value(v: f64) -> Value {
+    if v.is_finite() {
+        serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)
+    } else if v.is_nan() {
+        Value::String("NaN".into())
+    } else if v > 0.0 {
+        Value::String("+Inf".into())
+    } else {
+        Value::String("-Inf".into())
+    }
+}
+
+async fn export(
+    State(st): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    let r = async {
+        let backend = st.backend()?;
+        let tenant = tenant(&headers)?;
+        let p = Params::parse(q.as_deref(), &method, &headers, &body);
+        let args = read_args(&p, true)?;
+        let src = backend.source.clone();
+        let out = blocking(move || -> Result<String, StorageError> {
+            let mut out = String::new();
+            let mut seen = std::collections::HashSet::new();
+            for m in &args.matchers {
+                for s in src.select(&tenant, m, args.start, args.end)? {
+                    if !seen.insert(s.labels.clone()) {
+                        continue;
+                    }
+                    let line = json!({
+                        "metric": labels_json(&s.labels),
+                        "values": s.samples.iter().map(|x| export_value(x.v)).collect::<Vec<_>>(),
+                        "timestamps": s.samples.iter().map(|x| x.t).collect::<Vec<_>>(),
+                    });
+                    let _ = writeln!(out, "{line}");
+                }
+            }
+            Ok(out)
+        })
+        .await?
+        .map_err(storage_error)?;
+        Ok::<_, Response>(
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/stream+json"),
+                )],
+                out,
+            )
+                .into_response(),
+        )
+    }
+    .await
+    .unwrap_or_else(|r| r);
+    st.count("/api/v1/export", r.status());
+    r
+}
+
+async fn flush(State(st): State<AppState>) -> Response {
+    let r = async {
+        let admin = st.backend()?.admin.clone();
+        let n = blocking(move || admin.flush()).await?.map_err(|e| {
+            api_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                &format!("flush failed: {e}"),
+            )
+        })?;
+        Ok::<_, Response>(success(json!({"filesets_written": n})))
+    }
+    .await
+    .unwrap_or_else(|r| r);
+    st.count("/admin/v1/flush", r.status());
+    r
+}
+
+async fn ready(State(st): State<AppState>) -> Response {
+    match st.backend() {
+        Ok(_) => "Cairn is Ready.\n".into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn metrics(State(st): State<AppState>) -> Response {
+    let mut out = String::new();
+    let m = &st.0.metrics;
+    let _ = writeln!(out, "# HELP cairn_api_http_requests_total HTTP requests by route and status code.\n# TYPE cairn_api_http_requests_total counter");
+    {
+        let reqs = m.requests.lock().unwrap_or_else(|p| p.into_inner());
+        for ((route, code), n) in reqs.iter() {
+            let _ = writeln!(
+                out,
+                "cairn_api_http_requests_total{{route=\"{route}\",code=\"{code}\"}} {n}"
+            );
+        }
+    }
+    let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    for (name, help, v) in [
+        (
+            "cairn_ingest_samples_received_total",
+            "Valid samples received over remote write.",
+            c(&m.samples_received),
+        ),
+        (
+            "cairn_ingest_samples_invalid_total",
+            "Samples dropped because their series was invalid.",
+            c(&m.samples_invalid),
+        ),
+        (
+            "cairn_ingest_samples_rejected_total",
+            "Samples refused by the store (e.g. older than retention).",
+            c(&m.samples_rejected),
+        ),
+        (
+            "cairn_ingest_exemplars_received_total",
+            "Exemplars stored.",
+            c(&m.exemplars_received),
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    }
+    if let Some(b) = st.0.backend.get() {
+        let admin = b.admin.clone();
+        if let Ok(s) = blocking(move || {
+            let mut s = String::new();
+            admin.render_metrics(&mut s);
+            s
+        })
+        .await
+        {
+            out.push_str(&s);
+        }
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}

@@ -1,1 +1,178 @@
-fn main() {}
+//! `cairn`: the one binary. `cairn serve` runs every role in one process —
+//! the storage node (in-process), the ingest gateway and the HTTP API — from
+//! the embedded default config. It wires implementations (`cairn-storage`) to
+//! the traits the API speaks (`cairn-common`).
+
+mod config;
+
+use anyhow::{Context, Result};
+use cairn_api::{Admin, ApiConfig, AppState, Backend};
+use cairn_storage::Storage;
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "cairn",
+    version,
+    about = "Cairn: a Prometheus-compatible metrics database"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run every role in one process (single node).
+    Serve {
+        /// YAML config file (overrides the embedded defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory (storage.data-dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// HTTP listen address (http.listen), e.g. :9201 or 127.0.0.1:0.
+        #[arg(long)]
+        http_listen: Option<String>,
+    },
+    /// Print the embedded default configuration.
+    DefaultConfig,
+}
+
+struct StorageAdmin(Arc<Storage>);
+
+impl Admin for StorageAdmin {
+    fn flush(&self) -> Result<usize, String> {
+        self.0.flush(true).map_err(|e| e.to_string())
+    }
+    fn render_metrics(&self, out: &mut String) {
+        self.0.render_metrics(out);
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let res = match cli.cmd {
+        Cmd::Serve {
+            config,
+            data_dir,
+            http_listen,
+        } => {
+            let flags = config::Overrides {
+                config_file: config,
+                data_dir,
+                http_listen,
+            };
+            serve(flags)
+        }
+        Cmd::DefaultConfig => {
+            print!("{}", config::DEFAULT_YAML);
+            Ok(())
+        }
+    };
+    match res {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cairn: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes the bound address to `<data-dir>/http.addr` (temp file + rename), so
+/// tests and scripts that asked for port 0 can find the server.
+fn write_addr_file(data_dir: &Path, addr: std::net::SocketAddr) -> Result<()> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    let tmp = data_dir.join("http.addr.tmp");
+    std::fs::write(&tmp, addr.to_string()).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, data_dir.join("http.addr")).context("renaming http.addr")?;
+    Ok(())
+}
+
+fn serve(flags: config::Overrides) -> Result<()> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let cfg = config::Config::load(&flags, &env)?;
+    let storage_cfg = cfg.storage_config()?;
+    let api_cfg = ApiConfig {
+        max_body_size: cfg.max_body_size()?,
+        max_decoded_size: config::parse_size(
+            "ingest.max-decoded-size",
+            &cfg.ingest.max_decoded_size,
+        )? as usize,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio runtime")?;
+    rt.block_on(async move {
+        let addr = cfg.listen_addr()?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding http.listen {addr}"))?;
+        let local = listener.local_addr()?;
+        write_addr_file(&storage_cfg.data_dir, local)?;
+        tracing::info!(addr = %local, data_dir = %storage_cfg.data_dir.display(), "listening; recovering storage");
+
+        let state = AppState::new(api_cfg);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(cairn_api::serve(listener, cairn_api::router(state.clone()), async move {
+            let _ = rx.await;
+        }));
+
+        let sc = storage_cfg.clone();
+        let storage = tokio::task::spawn_blocking(move || Storage::open(sc, cairn_storage::system_clock()))
+            .await
+            .context("storage recovery task")?
+            .context("opening storage")?;
+        storage.start_background();
+        state.set_ready(Backend {
+            source: storage.clone(),
+            writer: storage.clone(),
+            admin: Arc::new(StorageAdmin(storage.clone())),
+        });
+        tracing::info!("ready");
+
+        shutdown_signal().await;
+        tracing::info!("shutting down: no new requests; syncing commit log");
+        let _ = tx.send(());
+        match tokio::time::timeout(std::time::Duration::from_secs(20), server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(?e, "http server error during shutdown"),
+            Ok(Err(e)) => tracing::warn!(?e, "http server task failed"),
+            Err(_) => tracing::warn!("http server did not stop within 20s"),
+        }
+        let st = storage.clone();
+        tokio::task::spawn_blocking(move || st.close())
+            .await
+            .context("shutdown task")?
+            .context("closing storage")?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(?e, "cannot install SIGTERM handler");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}

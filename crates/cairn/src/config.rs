@@ -1,0 +1,312 @@
+//! Configuration: embedded defaults (`config/cairn.yaml`), then the file given
+//! with `--config`, then `CAIRN_…` environment variables, then flags.
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
+use serde_yaml::{Mapping, Value};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const DEFAULT_YAML: &str = include_str!("../../../config/cairn.yaml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HttpConfig {
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StorageSection {
+    pub data_dir: PathBuf,
+    pub fsync: String,
+    pub block_size: String,
+    pub buffer_past: String,
+    pub retention: String,
+    pub num_shards: u32,
+    pub flush_interval: String,
+    pub commitlog_segment_size: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct IngestSection {
+    pub max_body_size: String,
+    pub max_decoded_size: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct QuerySection {
+    pub lookback_delta: String,
+    /// Read by the PromQL engine once it is wired in.
+    #[allow(dead_code)]
+    pub max_samples: usize,
+    pub timeout: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    pub http: HttpConfig,
+    pub storage: StorageSection,
+    pub ingest: IngestSection,
+    pub query: QuerySection,
+}
+
+/// Parses `2h`, `30d`, `10ms`, `1m30s`.
+pub fn parse_duration(key: &str, s: &str) -> Result<Duration> {
+    let bad = || anyhow!("config key {key}: {s:?} is not a duration (e.g. 10ms, 15s, 2h, 30d)");
+    let b = s.trim().as_bytes();
+    if b.is_empty() {
+        return Err(bad());
+    }
+    let mut i = 0;
+    let mut total: u64 = 0;
+    while i < b.len() {
+        let st = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        let n: u64 = std::str::from_utf8(&b[st..i])
+            .ok()
+            .and_then(|x| x.parse().ok())
+            .ok_or_else(bad)?;
+        let us = i;
+        while i < b.len() && b[i].is_ascii_alphabetic() {
+            i += 1;
+        }
+        let mult: u64 = match &b[us..i] {
+            b"ms" => 1,
+            b"s" => 1000,
+            b"m" => 60_000,
+            b"h" => 3_600_000,
+            b"d" => 86_400_000,
+            b"w" => 604_800_000,
+            b"y" => 31_536_000_000,
+            _ => return Err(bad()),
+        };
+        total = n
+            .checked_mul(mult)
+            .and_then(|x| total.checked_add(x))
+            .ok_or_else(bad)?;
+    }
+    Ok(Duration::from_millis(total))
+}
+
+/// Parses `64MiB`, `1GiB`, `512KiB`, `1MB`, `1000`.
+pub fn parse_size(key: &str, s: &str) -> Result<u64> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| anyhow!("config key {key}: {s:?} is not a size (e.g. 64MiB)"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        u => bail!("config key {key}: unknown size unit {u:?} in {s:?} (use B, KiB, MiB, GiB)"),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| anyhow!("config key {key}: {s:?} is too large"))
+}
+
+fn merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Mapping(b), Value::Mapping(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(bv) => merge(bv, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+fn set(root: &mut Value, section: &str, key: &str, value: &str) {
+    if let Value::Mapping(m) = root {
+        let sec = m
+            .entry(Value::String(section.into()))
+            .or_insert_with(|| Value::Mapping(Mapping::new()));
+        if let Value::Mapping(s) = sec {
+            // Numbers stay numbers for the numeric keys.
+            let v = value
+                .parse::<u64>()
+                .map(|n| Value::Number(n.into()))
+                .unwrap_or_else(|_| Value::String(value.into()));
+            s.insert(Value::String(key.into()), v);
+        }
+    }
+}
+
+/// Flags from the command line (None = not given).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub http_listen: Option<String>,
+}
+
+impl Config {
+    pub fn load(flags: &Overrides, env: &[(String, String)]) -> Result<Config> {
+        let mut v: Value = serde_yaml::from_str(DEFAULT_YAML).context("embedded default config")?;
+        if let Some(path) = &flags.config_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config file {}", path.display()))?;
+            let file: Value = serde_yaml::from_str(&text)
+                .with_context(|| format!("parsing config file {}", path.display()))?;
+            if !file.is_null() {
+                merge(&mut v, file);
+            }
+        }
+        for (k, val) in env {
+            let Some(rest) = k.strip_prefix("CAIRN_") else {
+                continue;
+            };
+            match rest {
+                "DATA_DIR" => set(&mut v, "storage", "data-dir", val),
+                "HTTP_LISTEN" => set(&mut v, "http", "listen", val),
+                "CONFIG" | "FAILPOINT" | "LOG" => {}
+                _ => {
+                    let Some((sec, key)) = rest.split_once('_') else {
+                        continue;
+                    };
+                    let sec = sec.to_ascii_lowercase();
+                    let key = key.to_ascii_lowercase().replace('_', "-");
+                    if !["http", "storage", "ingest", "query"].contains(&sec.as_str()) {
+                        bail!("environment variable {k}: unknown config section {sec:?}");
+                    }
+                    set(&mut v, &sec, &key, val);
+                }
+            }
+        }
+        if let Some(d) = &flags.data_dir {
+            set(&mut v, "storage", "data-dir", &d.to_string_lossy());
+        }
+        if let Some(l) = &flags.http_listen {
+            set(&mut v, "http", "listen", l);
+        }
+        let cfg: Config = serde_yaml::from_value(v).context("invalid configuration")?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks every value and names the bad key.
+    pub fn validate(&self) -> Result<()> {
+        self.listen_addr()?;
+        self.storage_config()?;
+        self.max_body_size()?;
+        parse_size("ingest.max-decoded-size", &self.ingest.max_decoded_size)?;
+        parse_duration("query.lookback-delta", &self.query.lookback_delta)?;
+        parse_duration("query.timeout", &self.query.timeout)?;
+        Ok(())
+    }
+
+    /// `:9201` means all interfaces.
+    pub fn listen_addr(&self) -> Result<std::net::SocketAddr> {
+        let l = &self.http.listen;
+        let full = if l.starts_with(':') {
+            format!("0.0.0.0{l}")
+        } else {
+            l.clone()
+        };
+        full.parse().map_err(|_| {
+            anyhow!("config key http.listen: {l:?} is not an address like :9201 or 127.0.0.1:9201")
+        })
+    }
+
+    pub fn max_body_size(&self) -> Result<usize> {
+        Ok(parse_size("ingest.max-body-size", &self.ingest.max_body_size)? as usize)
+    }
+
+    pub fn storage_config(&self) -> Result<cairn_storage::StorageConfig> {
+        let s = &self.storage;
+        let mut c = cairn_storage::StorageConfig::new(&s.data_dir);
+        c.fsync = match s.fsync.as_str() {
+            "always" => cairn_storage::FsyncPolicy::Always,
+            other => {
+                let d = parse_duration("storage.fsync", other)
+                    .map_err(|_| anyhow!("config key storage.fsync: {other:?} must be \"always\" or a period like 10ms"))?;
+                if d.is_zero() {
+                    cairn_storage::FsyncPolicy::Always
+                } else {
+                    cairn_storage::FsyncPolicy::Periodic(d)
+                }
+            }
+        };
+        c.block = parse_duration("storage.block-size", &s.block_size)?;
+        if c.block < Duration::from_secs(60) {
+            bail!("config key storage.block-size: must be at least 1m");
+        }
+        c.buffer_past = parse_duration("storage.buffer-past", &s.buffer_past)?;
+        c.retention = parse_duration("storage.retention", &s.retention)?;
+        if c.retention < c.block {
+            bail!("config key storage.retention: must be at least storage.block-size");
+        }
+        if s.num_shards == 0 || s.num_shards > 4096 {
+            bail!("config key storage.num-shards: must be 1..=4096");
+        }
+        c.num_shards = s.num_shards;
+        c.flush_interval = parse_duration("storage.flush-interval", &s.flush_interval)?;
+        c.max_segment_bytes =
+            parse_size("storage.commitlog-segment-size", &s.commitlog_segment_size)?;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_file_in_config_dir_loads() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config");
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "yaml") {
+                let flags = Overrides {
+                    config_file: Some(p.clone()),
+                    ..Default::default()
+                };
+                Config::load(&flags, &[]).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 2);
+    }
+
+    #[test]
+    fn env_overrides_file_and_flags_override_env() {
+        let env = vec![
+            ("CAIRN_INGEST_MAX_BODY_SIZE".to_string(), "1MiB".to_string()),
+            ("CAIRN_DATA_DIR".to_string(), "/env".to_string()),
+            ("CAIRN_STORAGE_FSYNC".to_string(), "10ms".to_string()),
+        ];
+        let flags = Overrides {
+            data_dir: Some("/flag".into()),
+            ..Default::default()
+        };
+        let c = Config::load(&flags, &env).unwrap();
+        assert_eq!(c.max_body_size().unwrap(), 1 << 20);
+        assert_eq!(c.storage.data_dir, PathBuf::from("/flag"));
+        assert_eq!(
+            c.storage_config().unwrap().fsync,
+            cairn_storage::FsyncPolicy::Periodic(Duration::from_millis(10))
+        );
+        let bad = vec![("CAIRN_STORAGE_RETENTION".to_string(), "forever".to_string())];
+        let e = Config::load(&Overrides::default(), &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("storage.retention"), "{e}");
+    }
+}
