@@ -1,0 +1,355 @@
+//! Aggregation operators (`sum`, `avg`, `topk`, `quantile`, `count_values`, …).
+
+use crate::eval::{exec_err, Elem, Evaluator, Result, Val};
+use crate::functions::{format_go_float, kahan_inc, quantile};
+use cairn_common::{Labels, METRIC_NAME};
+use promql_parser::parser::token::{
+    T_AVG, T_BOTTOMK, T_COUNT, T_COUNT_VALUES, T_GROUP, T_LIMITK, T_LIMIT_RATIO, T_MAX, T_MIN,
+    T_QUANTILE, T_STDDEV, T_STDVAR, T_SUM, T_TOPK,
+};
+use promql_parser::parser::{AggregateExpr, LabelModifier};
+use std::collections::HashMap;
+
+#[derive(Default, Clone)]
+struct Group {
+    labels: Labels,
+    value: f64,
+    kahan_c: f64,
+    mean: f64,
+    count: f64,
+    incremental_mean: bool,
+    seen: bool,
+    values: Vec<f64>,
+    members: Vec<usize>,
+}
+
+fn grouping_key(l: &Labels, modifier: &Option<LabelModifier>) -> Labels {
+    match modifier {
+        None => Labels::empty(),
+        Some(LabelModifier::Include(ls)) => {
+            let n: Vec<&str> = ls.labels.iter().map(|s| s.as_str()).collect();
+            l.keep_only(&n)
+        }
+        Some(LabelModifier::Exclude(ls)) => {
+            let mut n: Vec<&str> = ls.labels.iter().map(|s| s.as_str()).collect();
+            n.push(METRIC_NAME);
+            l.without(&n)
+        }
+    }
+}
+
+fn convertible_to_i64(v: f64) -> bool {
+    v <= i64::MAX as f64 && v >= i64::MIN as f64
+}
+
+pub(crate) fn eval_aggregate(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Result<Val> {
+    let op = a.op.id();
+    let mut param_f = 0.0;
+    let mut param_s = String::new();
+    if let Some(p) = &a.param {
+        if op == T_COUNT_VALUES {
+            param_s = ev.eval_string(p, t)?;
+        } else {
+            param_f = ev.eval_scalar(p, t)?;
+        }
+    }
+    let input = ev.eval_vector(&a.expr, t)?;
+    let input: Vec<Elem> = input
+        .into_iter()
+        .map(|mut e| {
+            if e.drop_name {
+                e.labels = e.labels.without_metric_name();
+                e.drop_name = false;
+            }
+            e
+        })
+        .collect();
+
+    match op {
+        T_TOPK | T_BOTTOMK | T_LIMITK => {
+            if param_f.is_nan() {
+                return Err(exec_err("Parameter value is NaN"));
+            }
+            if !convertible_to_i64(param_f) {
+                return Err(exec_err(format!("Scalar value {param_f} overflows int64")));
+            }
+            let k = param_f as i64;
+            if k < 1 {
+                return Ok(Val::Vector(Vec::new()));
+            }
+            return Ok(Val::Vector(select_k(op, input, &a.modifier, k as usize, t)));
+        }
+        T_LIMIT_RATIO => {
+            if param_f.is_nan() {
+                return Err(exec_err("Ratio value is NaN"));
+            }
+            let mut r = param_f;
+            if !(-1.0..=1.0).contains(&r) {
+                ev.warn(format!(
+                    "PromQL warning: ratio value should be between -1 and 1, got {}, capping to {}",
+                    format_go_float(r),
+                    if r < 0.0 { -1 } else { 1 }
+                ));
+                r = r.clamp(-1.0, 1.0);
+            }
+            let out = input
+                .into_iter()
+                .filter(|e| {
+                    let s = ratiosampler_offset(&e.labels);
+                    if r >= 0.0 {
+                        s < r
+                    } else {
+                        s >= 1.0 + r
+                    }
+                })
+                .collect();
+            return Ok(Val::Vector(out));
+        }
+        T_COUNT_VALUES => {
+            if param_s.is_empty() || param_s.contains('\u{FFFD}') {
+                return Err(exec_err(format!("invalid label name {param_s:?}")));
+            }
+            let mut groups: Vec<(Labels, f64)> = Vec::new();
+            let mut index: HashMap<Labels, usize> = HashMap::new();
+            for e in &input {
+                let mut b = grouping_key(&e.labels, &a.modifier).builder();
+                b.set(&param_s, &format_go_float(e.v));
+                let l = b.build();
+                match index.get(&l) {
+                    Some(&i) => groups[i].1 += 1.0,
+                    None => {
+                        index.insert(l.clone(), groups.len());
+                        groups.push((l, 1.0));
+                    }
+                }
+            }
+            return Ok(Val::Vector(
+                groups
+                    .into_iter()
+                    .map(|(labels, v)| Elem {
+                        labels,
+                        t,
+                        v,
+                        drop_name: false,
+                    })
+                    .collect(),
+            ));
+        }
+        _ => {}
+    }
+    if op == T_QUANTILE && !(0.0..=1.0).contains(&param_f) {
+        ev.warn(format!(
+            "PromQL warning: quantile value should be between 0 and 1, got {}",
+            format_go_float(param_f)
+        ));
+    }
+
+    let mut groups: Vec<Group> = Vec::new();
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    for e in &input {
+        let key = grouping_key(&e.labels, &a.modifier);
+        let gi = match index.get(&key) {
+            Some(&i) => i,
+            None => {
+                index.insert(key.clone(), groups.len());
+                groups.push(Group {
+                    labels: key,
+                    ..Default::default()
+                });
+                groups.len() - 1
+            }
+        };
+        let g = &mut groups[gi];
+        let v = e.v;
+        if !g.seen {
+            g.seen = true;
+            g.count = 1.0;
+            match op {
+                T_SUM | T_AVG => g.value = v,
+                T_MIN | T_MAX => g.value = v,
+                T_COUNT | T_GROUP => g.value = 1.0,
+                T_STDDEV | T_STDVAR => {
+                    g.mean = v;
+                    g.value = 0.0;
+                }
+                T_QUANTILE => g.values.push(v),
+                _ => {}
+            }
+            continue;
+        }
+        g.count += 1.0;
+        match op {
+            T_SUM => {
+                let (s, c) = kahan_inc(v, g.value, g.kahan_c);
+                g.value = s;
+                g.kahan_c = c;
+            }
+            T_AVG => {
+                if !g.incremental_mean {
+                    let (s, c) = kahan_inc(v, g.value, g.kahan_c);
+                    if !s.is_infinite() {
+                        g.value = s;
+                        g.kahan_c = c;
+                        continue;
+                    }
+                    g.incremental_mean = true;
+                    g.mean = g.value / (g.count - 1.0);
+                    g.kahan_c /= g.count - 1.0;
+                }
+                if g.mean.is_infinite() {
+                    if v.is_infinite() && (g.mean > 0.0) == (v > 0.0) {
+                        continue;
+                    }
+                    if !v.is_infinite() && !v.is_nan() {
+                        continue;
+                    }
+                }
+                let q = (g.count - 1.0) / g.count;
+                let (m, c) = kahan_inc(v / g.count, q * g.mean, q * g.kahan_c);
+                g.mean = m;
+                g.kahan_c = c;
+            }
+            T_MIN => {
+                if g.value > v || g.value.is_nan() {
+                    g.value = v;
+                }
+            }
+            T_MAX => {
+                if g.value < v || g.value.is_nan() {
+                    g.value = v;
+                }
+            }
+            T_COUNT => g.value += 1.0,
+            T_GROUP => {}
+            T_STDDEV | T_STDVAR => {
+                let delta = v - g.mean;
+                g.mean += delta / g.count;
+                g.value += delta * (v - g.mean);
+            }
+            T_QUANTILE => g.values.push(v),
+            _ => return Err(exec_err(format!("unsupported aggregation {}", a.op))),
+        }
+    }
+    let mut out = Vec::with_capacity(groups.len());
+    for g in groups {
+        let v = match op {
+            T_SUM => g.value + g.kahan_c,
+            T_AVG => {
+                if g.incremental_mean {
+                    g.mean + g.kahan_c
+                } else {
+                    (g.value + g.kahan_c) / g.count
+                }
+            }
+            T_STDVAR => g.value / g.count,
+            T_STDDEV => (g.value / g.count).sqrt(),
+            T_QUANTILE => {
+                let mut vals = g.values;
+                quantile(param_f, &mut vals)
+            }
+            _ => g.value,
+        };
+        let _ = &g.members;
+        out.push(Elem {
+            labels: g.labels,
+            t,
+            v,
+            drop_name: false,
+        });
+    }
+    Ok(Val::Vector(out))
+}
+
+/// Prometheus's deterministic per-series sampling offset for `limit_ratio`.
+fn ratiosampler_offset(l: &Labels) -> f64 {
+    // Prometheus hashes the label set with xxhash64 over its own byte layout;
+    // we use a stable hash of the label pairs, which keeps the property that
+    // matters (deterministic, uniform in [0,1)).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for lb in l.iter() {
+        for b in lb
+            .name
+            .bytes()
+            .chain([0xff])
+            .chain(lb.value.bytes())
+            .chain([0xff])
+        {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    (h as f64) / (u64::MAX as f64 + 1.0)
+}
+
+fn select_k(
+    op: promql_parser::parser::token::TokenId,
+    input: Vec<Elem>,
+    modifier: &Option<LabelModifier>,
+    k: usize,
+    t: i64,
+) -> Vec<Elem> {
+    let mut groups: Vec<Vec<Elem>> = Vec::new();
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    for e in input {
+        let key = grouping_key(&e.labels, modifier);
+        let gi = match index.get(&key) {
+            Some(&i) => i,
+            None => {
+                index.insert(key, groups.len());
+                groups.push(Vec::new());
+                groups.len() - 1
+            }
+        };
+        groups[gi].push(e);
+    }
+    let mut out = Vec::new();
+    for g in groups {
+        if op == T_LIMITK {
+            out.extend(g.into_iter().take(k).map(|mut e| {
+                e.t = t;
+                e
+            }));
+            continue;
+        }
+        let top = op == T_TOPK;
+        // Heap-like selection: keep the k best, NaN counting as worst.
+        let better = |a: f64, b: f64| -> bool {
+            if top {
+                a > b || (b.is_nan() && !a.is_nan())
+            } else {
+                a < b || (b.is_nan() && !a.is_nan())
+            }
+        };
+        let mut sel: Vec<Elem> = Vec::with_capacity(k.min(g.len()));
+        for e in g {
+            if sel.len() < k {
+                sel.push(e);
+                continue;
+            }
+            // Find the worst in sel.
+            let mut wi = 0;
+            for i in 1..sel.len() {
+                if better(sel[wi].v, sel[i].v) {
+                    wi = i;
+                }
+            }
+            if better(e.v, sel[wi].v) {
+                sel[wi] = e;
+            }
+        }
+        sel.sort_by(|a, b| {
+            if better(a.v, b.v) {
+                std::cmp::Ordering::Less
+            } else if better(b.v, a.v) {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        });
+        out.extend(sel.into_iter().map(|mut e| {
+            e.t = t;
+            e
+        }));
+    }
+    out
+}

@@ -1,0 +1,359 @@
+//! Binary operators: arithmetic, comparison (with and without `bool`), and
+//! the set operators, with `on`/`ignoring` and `group_left`/`group_right`
+//! vector matching.
+
+use crate::eval::{exec_err, go_labels, Elem, Evaluator, Result, Val};
+use cairn_common::{Labels, METRIC_NAME};
+use promql_parser::label::Labels as PLabels;
+use promql_parser::parser::token::TokenId;
+use promql_parser::parser::token::{
+    T_ADD, T_ATAN2, T_DIV, T_EQLC, T_GTE, T_GTR, T_LAND, T_LOR, T_LSS, T_LTE, T_LUNLESS, T_MOD,
+    T_MUL, T_NEQ, T_POW, T_SUB,
+};
+use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
+use std::collections::{HashMap, HashSet};
+
+pub(crate) fn is_comparison(op: TokenId) -> bool {
+    matches!(op, T_EQLC | T_NEQ | T_GTR | T_LSS | T_GTE | T_LTE)
+}
+
+/// Applies `op`; for comparisons returns (lhs, keep).
+pub(crate) fn apply(op: TokenId, l: f64, r: f64) -> (f64, bool) {
+    match op {
+        T_ADD => (l + r, true),
+        T_SUB => (l - r, true),
+        T_MUL => (l * r, true),
+        T_DIV => (l / r, true),
+        T_MOD => (l % r, true),
+        T_POW => (l.powf(r), true),
+        T_ATAN2 => (l.atan2(r), true),
+        T_EQLC => (l, l == r),
+        T_NEQ => (l, l != r),
+        T_GTR => (l, l > r),
+        T_LSS => (l, l < r),
+        T_GTE => (l, l >= r),
+        T_LTE => (l, l <= r),
+        _ => (f64::NAN, false),
+    }
+}
+
+fn names(ls: &PLabels) -> Vec<&str> {
+    ls.labels.iter().map(|s| s.as_str()).collect()
+}
+
+/// The matching signature of a series' labels.
+fn signature(l: &Labels, matching: &Option<LabelModifier>) -> Labels {
+    match matching {
+        Some(LabelModifier::Include(ls)) => l.keep_only(&names(ls)),
+        Some(LabelModifier::Exclude(ls)) => {
+            let mut n = names(ls);
+            n.push(METRIC_NAME);
+            l.without(&n)
+        }
+        None => l.without_metric_name(),
+    }
+}
+
+fn effective_labels(e: &Elem) -> Labels {
+    if e.drop_name {
+        e.labels.without_metric_name()
+    } else {
+        e.labels.clone()
+    }
+}
+
+pub(crate) fn eval_binary(ev: &Evaluator, b: &BinaryExpr, t: i64) -> Result<Val> {
+    let op = b.op.id();
+    let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
+    let lhs = ev.eval(&b.lhs, t)?;
+    let rhs = ev.eval(&b.rhs, t)?;
+    match (lhs, rhs) {
+        (Val::Scalar(l), Val::Scalar(r)) => {
+            let (v, keep) = apply(op, l, r);
+            if is_comparison(op) {
+                return Ok(Val::Scalar(if keep { 1.0 } else { 0.0 }));
+            }
+            Ok(Val::Scalar(v))
+        }
+        (Val::Vector(v), Val::Scalar(s)) => {
+            Ok(Val::Vector(vector_scalar(op, v, s, false, return_bool, t)))
+        }
+        (Val::Scalar(s), Val::Vector(v)) => {
+            Ok(Val::Vector(vector_scalar(op, v, s, true, return_bool, t)))
+        }
+        (Val::Vector(l), Val::Vector(r)) => {
+            let matching = b.modifier.as_ref().and_then(|m| m.matching.clone());
+            match op {
+                T_LAND => {
+                    let sigs: HashSet<Labels> = r
+                        .iter()
+                        .map(|e| signature(&effective_labels(e), &matching))
+                        .collect();
+                    Ok(Val::Vector(
+                        l.into_iter()
+                            .filter(|e| sigs.contains(&signature(&effective_labels(e), &matching)))
+                            .collect(),
+                    ))
+                }
+                T_LUNLESS => {
+                    let sigs: HashSet<Labels> = r
+                        .iter()
+                        .map(|e| signature(&effective_labels(e), &matching))
+                        .collect();
+                    Ok(Val::Vector(
+                        l.into_iter()
+                            .filter(|e| !sigs.contains(&signature(&effective_labels(e), &matching)))
+                            .collect(),
+                    ))
+                }
+                T_LOR => {
+                    let sigs: HashSet<Labels> = l
+                        .iter()
+                        .map(|e| signature(&effective_labels(e), &matching))
+                        .collect();
+                    let mut out = l;
+                    out.extend(
+                        r.into_iter().filter(|e| {
+                            !sigs.contains(&signature(&effective_labels(e), &matching))
+                        }),
+                    );
+                    Ok(Val::Vector(out))
+                }
+                _ => {
+                    let card = b
+                        .modifier
+                        .as_ref()
+                        .map(|m| m.card.clone())
+                        .unwrap_or(VectorMatchCardinality::OneToOne);
+                    let fill = b.modifier.as_ref().map(|m| m.fill_values.clone());
+                    vector_vector(op, l, r, &matching, &card, return_bool, fill, t).map(Val::Vector)
+                }
+            }
+        }
+        (l, r) => Err(exec_err(format!(
+            "binary operator not allowed between {} and {}",
+            l.type_name(),
+            r.type_name()
+        ))),
+    }
+}
+
+fn vector_scalar(
+    op: TokenId,
+    v: Vec<Elem>,
+    s: f64,
+    swap: bool,
+    return_bool: bool,
+    t: i64,
+) -> Vec<Elem> {
+    let cmp = is_comparison(op);
+    let mut out = Vec::with_capacity(v.len());
+    for mut e in v {
+        let (l, r) = if swap { (s, e.v) } else { (e.v, s) };
+        let (mut val, keep) = apply(op, l, r);
+        if cmp && swap {
+            val = r;
+        }
+        if return_bool {
+            val = if keep { 1.0 } else { 0.0 };
+        } else if !keep {
+            continue;
+        }
+        e.v = val;
+        e.t = t;
+        if !cmp || return_bool {
+            e.drop_name = true;
+        }
+        out.push(e);
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn vector_vector(
+    op: TokenId,
+    lhs: Vec<Elem>,
+    rhs: Vec<Elem>,
+    matching: &Option<LabelModifier>,
+    card: &VectorMatchCardinality,
+    return_bool: bool,
+    fill: Option<promql_parser::parser::VectorMatchFillValues>,
+    t: i64,
+) -> Result<Vec<Elem>> {
+    let one_to_many = matches!(card, VectorMatchCardinality::OneToMany(_));
+    let (lhs, rhs) = if one_to_many { (rhs, lhs) } else { (lhs, rhs) };
+    let include: Vec<String> = match card {
+        VectorMatchCardinality::ManyToOne(ls) | VectorMatchCardinality::OneToMany(ls) => {
+            ls.labels.clone()
+        }
+        _ => Vec::new(),
+    };
+    let (fill_l, fill_r) = match &fill {
+        Some(f) => {
+            if one_to_many {
+                (f.rhs, f.lhs)
+            } else {
+                (f.lhs, f.rhs)
+            }
+        }
+        None => (None, None),
+    };
+    let is_cmp = is_comparison(op);
+    // All rhs samples by signature; the rhs is the "one" side.
+    let mut right: HashMap<Labels, usize> = HashMap::new();
+    for (i, rs) in rhs.iter().enumerate() {
+        let sig = signature(&effective_labels(rs), matching);
+        if let Some(&j) = right.get(&sig) {
+            let one_side = if one_to_many { "left" } else { "right" };
+            let matched = match matching {
+                Some(LabelModifier::Include(ls)) => rs.labels.keep_only(&names(ls)),
+                Some(LabelModifier::Exclude(ls)) => {
+                    let mut n = names(ls);
+                    n.push(METRIC_NAME);
+                    rs.labels.without(&n)
+                }
+                None => rs.labels.without_metric_name(),
+            };
+            return Err(exec_err(format!(
+                "found duplicate series for the match group {} on the {} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
+                go_labels(&matched),
+                one_side,
+                go_labels(&rs.labels),
+                go_labels(&rhs[j].labels)
+            )));
+        }
+        right.insert(sig, i);
+    }
+    let mut matched_one: HashSet<Labels> = HashSet::new();
+    let mut matched_many: HashMap<Labels, HashSet<Labels>> = HashMap::new();
+    let mut rhs_used: HashSet<Labels> = HashSet::new();
+    let mut out = Vec::new();
+    let one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
+    if one_to_one {
+        // Duplicates on the lhs are an error even when the comparison
+        // would filter them out.
+        let mut seen: HashSet<Labels> = HashSet::new();
+        for ls in &lhs {
+            let sig = signature(&effective_labels(ls), matching);
+            if right.contains_key(&sig) && !seen.insert(sig) {
+                return Err(exec_err(
+                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
+                ));
+            }
+        }
+    }
+    let mut emit = |ls: &Elem, rs: &Elem, lv: f64, rv: f64, sig: &Labels| -> Result<()> {
+        let (fl, fr) = if one_to_many { (rv, lv) } else { (lv, rv) };
+        let (mut val, keep) = apply(op, fl, fr);
+        if return_bool {
+            val = if keep { 1.0 } else { 0.0 };
+        } else if !keep {
+            return Ok(());
+        }
+        let metric = result_metric(&ls.labels, &rs.labels, matching, card, &include);
+        if one_to_one {
+            matched_one.insert(sig.clone());
+        } else {
+            let set = matched_many.entry(sig.clone()).or_default();
+            if !set.insert(metric.clone()) {
+                return Err(exec_err(
+                    "multiple matches for labels: grouping labels must ensure unique matches",
+                ));
+            }
+        }
+        out.push(Elem {
+            labels: metric,
+            t,
+            v: val,
+            drop_name: return_bool || !is_cmp || ls.drop_name,
+        });
+        Ok(())
+    };
+    for ls in &lhs {
+        let sig = signature(&effective_labels(ls), matching);
+        match right.get(&sig) {
+            Some(&ri) => {
+                rhs_used.insert(sig.clone());
+                let rs = &rhs[ri];
+                emit(ls, rs, ls.v, rs.v, &sig)?;
+            }
+            None => {
+                if let Some(fv) = fill_r {
+                    let fake = Elem {
+                        labels: Labels::empty(),
+                        t,
+                        v: fv,
+                        drop_name: false,
+                    };
+                    emit(ls, &fake, ls.v, fv, &sig)?;
+                }
+            }
+        }
+    }
+    if let Some(fv) = fill_l {
+        for rs in &rhs {
+            let sig = signature(&effective_labels(rs), matching);
+            if rhs_used.contains(&sig) {
+                continue;
+            }
+            let fake = Elem {
+                labels: rs.labels.clone(),
+                t,
+                v: fv,
+                drop_name: rs.drop_name,
+            };
+            let (fl, fr) = (fv, rs.v);
+            let (l, r) = if one_to_many { (fr, fl) } else { (fl, fr) };
+            let (mut val, keep) = apply(op, l, r);
+            if return_bool {
+                val = if keep { 1.0 } else { 0.0 };
+            } else if !keep {
+                continue;
+            }
+            let metric = match matching {
+                Some(LabelModifier::Include(ls)) => rs.labels.keep_only(&names(ls)),
+                _ => signature(&rs.labels, matching),
+            };
+            let _ = fake;
+            out.push(Elem {
+                labels: metric,
+                t,
+                v: val,
+                drop_name: true,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn result_metric(
+    lhs: &Labels,
+    rhs: &Labels,
+    matching: &Option<LabelModifier>,
+    card: &VectorMatchCardinality,
+    include: &[String],
+) -> Labels {
+    let mut l = lhs.clone();
+    if matches!(card, VectorMatchCardinality::OneToOne) {
+        match matching {
+            Some(LabelModifier::Include(ls)) => l = l.keep_only(&names(ls)),
+            Some(LabelModifier::Exclude(ls)) => l = l.without(&names(ls)),
+            None => {}
+        }
+    }
+    if include.is_empty() {
+        return l;
+    }
+    let mut b = l.builder();
+    for n in include {
+        match rhs.get(n) {
+            Some(v) => {
+                b.set(n, v);
+            }
+            None => {
+                b.del(n);
+            }
+        }
+    }
+    b.build()
+}

@@ -1,0 +1,693 @@
+//! Planning (which selector needs which time range), fetching, and the
+//! step-wise evaluator.
+
+use crate::{Engine, InstantSample, QueryError, QueryResult, RangeSeries, Value};
+use cairn_common::{
+    is_stale_nan, Labels, MatchOp, Matcher, Sample, SeriesData, SeriesSource, METRIC_NAME,
+};
+use promql_parser::label::MatchOp as PMatchOp;
+use promql_parser::parser::{
+    AtModifier, Expr, MatrixSelector, Offset, SubqueryExpr, VectorSelector,
+};
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+pub(crate) type Result<T, E = QueryError> = std::result::Result<T, E>;
+
+/// One element of an instant vector during evaluation.
+#[derive(Debug, Clone)]
+pub(crate) struct Elem {
+    pub labels: Labels,
+    /// The sample's own timestamp (for `timestamp()`); the eval time otherwise.
+    pub t: i64,
+    pub v: f64,
+    /// Delayed `__name__` removal: dropped when the result is returned.
+    pub drop_name: bool,
+}
+
+/// One series of a range vector during evaluation.
+#[derive(Debug, Clone)]
+pub(crate) struct Series {
+    pub labels: Labels,
+    pub samples: Vec<Sample>,
+    pub drop_name: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct MatrixVal {
+    pub series: Vec<Series>,
+    /// The window `(range_end - range_ms, range_end]` the samples came from.
+    pub range_end: i64,
+    pub range_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Val {
+    Scalar(f64),
+    Str(String),
+    Vector(Vec<Elem>),
+    Matrix(MatrixVal),
+}
+
+impl Val {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Val::Scalar(_) => "scalar",
+            Val::Str(_) => "string",
+            Val::Vector(_) => "instant vector",
+            Val::Matrix(_) => "range vector",
+        }
+    }
+}
+
+pub(crate) fn exec_err(msg: impl Into<String>) -> QueryError {
+    QueryError::Execution(msg.into())
+}
+
+pub(crate) fn system_time_ms(st: &SystemTime) -> i64 {
+    match st.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    }
+}
+
+pub(crate) fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        None => 0,
+        Some(Offset::Pos(d)) => d.as_millis() as i64,
+        Some(Offset::Neg(d)) => -(d.as_millis() as i64),
+    }
+}
+
+fn selector_key(vs: &VectorSelector) -> usize {
+    vs as *const VectorSelector as usize
+}
+
+/// Labels in Go's `labels.Labels.String()` form: `{__name__="x", a="b"}`.
+pub(crate) fn go_labels(l: &Labels) -> String {
+    let mut s = String::from("{");
+    for (i, lb) in l.iter().enumerate() {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push_str(&lb.name);
+        s.push('=');
+        s.push_str(&format!("{:?}", lb.value));
+    }
+    s.push('}');
+    s
+}
+
+/// The evaluator: fetched data plus per-query settings.
+pub(crate) struct Evaluator {
+    pub data: HashMap<usize, Vec<SeriesData>>,
+    pub start: i64,
+    pub end: i64,
+    pub step: i64,
+    pub lookback: i64,
+    pub default_sub_step: i64,
+    pub deadline: Instant,
+    pub max_samples: usize,
+    pub samples_in_step: Cell<usize>,
+    pub warnings: RefCell<BTreeSet<String>>,
+    pub infos: RefCell<BTreeSet<String>>,
+}
+
+struct Planner<'a> {
+    /// key → (matchers, mint, maxt)
+    needs: HashMap<usize, (&'a VectorSelector, i64, i64)>,
+    start: i64,
+    end: i64,
+    lookback: i64,
+    default_sub_step: i64,
+}
+
+impl<'a> Planner<'a> {
+    fn at_time(&self, at: &Option<AtModifier>) -> Option<i64> {
+        at.as_ref().map(|a| match a {
+            AtModifier::Start => self.start,
+            AtModifier::End => self.end,
+            AtModifier::At(st) => system_time_ms(st),
+        })
+    }
+
+    fn need(&mut self, vs: &'a VectorSelector, mint: i64, maxt: i64) {
+        let e = self
+            .needs
+            .entry(selector_key(vs))
+            .or_insert((vs, mint, maxt));
+        e.1 = e.1.min(mint);
+        e.2 = e.2.max(maxt);
+    }
+
+    /// Walks `e`, evaluated at times within `[tmin, tmax]`.
+    fn walk(&mut self, e: &'a Expr, tmin: i64, tmax: i64) {
+        match e {
+            Expr::VectorSelector(vs) => {
+                let (lo, hi) = match self.at_time(&vs.at) {
+                    Some(a) => (a, a),
+                    None => (tmin, tmax),
+                };
+                let off = offset_ms(&vs.offset);
+                self.need(vs, lo - off - self.lookback, hi - off);
+            }
+            Expr::MatrixSelector(ms) => {
+                let vs = &ms.vs;
+                let (lo, hi) = match self.at_time(&vs.at) {
+                    Some(a) => (a, a),
+                    None => (tmin, tmax),
+                };
+                let off = offset_ms(&vs.offset);
+                let range = ms.range.as_millis() as i64;
+                self.need(vs, lo - off - range, hi - off);
+            }
+            Expr::Subquery(sq) => {
+                let (lo, hi) = match self.at_time(&sq.at) {
+                    Some(a) => (a, a),
+                    None => (tmin, tmax),
+                };
+                let off = offset_ms(&sq.offset);
+                let range = sq.range.as_millis() as i64;
+                let step = sq
+                    .step
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(self.default_sub_step)
+                    .max(1);
+                self.walk(&sq.expr, lo - off - range - step, hi - off);
+            }
+            Expr::Aggregate(a) => {
+                if let Some(p) = &a.param {
+                    self.walk(p, tmin, tmax);
+                }
+                self.walk(&a.expr, tmin, tmax);
+            }
+            Expr::Unary(u) => self.walk(&u.expr, tmin, tmax),
+            Expr::Binary(b) => {
+                self.walk(&b.lhs, tmin, tmax);
+                self.walk(&b.rhs, tmin, tmax);
+            }
+            Expr::Paren(p) => self.walk(&p.expr, tmin, tmax),
+            Expr::Call(c) => {
+                for a in &c.args.args {
+                    self.walk(a, tmin, tmax);
+                }
+            }
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+        }
+    }
+}
+
+/// Converts a selector's matchers (plus its metric name) to Cairn matchers;
+/// one group per `or` alternative.
+pub(crate) fn selector_matchers(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>> {
+    let conv = |m: &promql_parser::label::Matcher| -> Result<Matcher> {
+        let op = match m.op {
+            PMatchOp::Equal => MatchOp::Equal,
+            PMatchOp::NotEqual => MatchOp::NotEqual,
+            PMatchOp::Re(_) => MatchOp::RegexMatch,
+            PMatchOp::NotRe(_) => MatchOp::RegexNoMatch,
+        };
+        Matcher::new(op, m.name.clone(), m.value.clone()).map_err(QueryError::Parse)
+    };
+    let mut groups: Vec<Vec<&promql_parser::label::Matcher>> = Vec::new();
+    if vs.matchers.or_matchers.is_empty() {
+        groups.push(vs.matchers.matchers.iter().collect());
+    } else {
+        for g in &vs.matchers.or_matchers {
+            let mut v: Vec<_> = g.iter().collect();
+            v.extend(vs.matchers.matchers.iter());
+            groups.push(v);
+        }
+    }
+    let mut out = Vec::new();
+    for g in groups {
+        let mut ms = Vec::new();
+        if let Some(n) = &vs.name {
+            ms.push(Matcher::equal(METRIC_NAME, n.clone()));
+        }
+        for m in g {
+            ms.push(conv(m)?);
+        }
+        out.push(ms);
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run(
+    engine: &Engine,
+    src: &dyn SeriesSource,
+    tenant: &str,
+    expr: &Expr,
+    start: i64,
+    end: i64,
+    step: i64,
+    is_range: bool,
+) -> Result<QueryResult> {
+    let began = Instant::now();
+    let opts = &engine.opts;
+    if is_range {
+        let vt = expr.value_type();
+        let name = match vt {
+            promql_parser::parser::value::ValueType::Vector => None,
+            promql_parser::parser::value::ValueType::Scalar => None,
+            promql_parser::parser::value::ValueType::Matrix => Some("range vector"),
+            promql_parser::parser::value::ValueType::String => Some("string"),
+        };
+        if let Some(n) = name {
+            return Err(QueryError::Parse(format!(
+                "invalid expression type \"{n}\" for range query, must be Scalar or instant Vector"
+            )));
+        }
+    }
+    let mut planner = Planner {
+        needs: HashMap::new(),
+        start,
+        end,
+        lookback: opts.lookback_delta_ms,
+        default_sub_step: engine.default_subquery_step_ms,
+    };
+    planner.walk(expr, start, end);
+    let mut data = HashMap::new();
+    let mut loaded = 0usize;
+    for (key, (vs, mint, maxt)) in planner.needs {
+        let groups = selector_matchers(vs)?;
+        let mut series: Vec<SeriesData> = Vec::new();
+        for g in &groups {
+            let got = src
+                .select(tenant, g, mint, maxt)
+                .map_err(|e| QueryError::Storage(format!("selecting {vs}: {e}")))?;
+            if groups.len() == 1 {
+                series = got;
+            } else {
+                for s in got {
+                    if !series.iter().any(|x| x.labels == s.labels) {
+                        series.push(s);
+                    }
+                }
+            }
+        }
+        loaded += series.iter().map(|s| s.samples.len()).sum::<usize>();
+        if loaded > opts.max_samples {
+            return Err(too_many_samples());
+        }
+        if began.elapsed() > opts.timeout {
+            return Err(timeout_err("query preparation"));
+        }
+        data.insert(key, series);
+    }
+    let ev = Evaluator {
+        data,
+        start,
+        end,
+        step,
+        lookback: opts.lookback_delta_ms,
+        default_sub_step: engine.default_subquery_step_ms,
+        deadline: began + opts.timeout,
+        max_samples: opts.max_samples,
+        samples_in_step: Cell::new(0),
+        warnings: RefCell::new(BTreeSet::new()),
+        infos: RefCell::new(BTreeSet::new()),
+    };
+    let value = if !is_range {
+        let v = ev.eval(expr, start)?;
+        match v {
+            Val::Scalar(v) => Value::Scalar { t: start, v },
+            Val::Str(s) => Value::String { t: start, v: s },
+            Val::Vector(elems) => {
+                let elems = cleanup_vector(elems)?;
+                Value::Vector(
+                    elems
+                        .into_iter()
+                        .map(|e| InstantSample {
+                            labels: e.labels,
+                            t: start,
+                            v: e.v,
+                        })
+                        .collect(),
+                )
+            }
+            Val::Matrix(m) => {
+                let mut out: Vec<RangeSeries> = Vec::new();
+                for s in m.series {
+                    let labels = if s.drop_name {
+                        s.labels.without_metric_name()
+                    } else {
+                        s.labels
+                    };
+                    out.push(RangeSeries {
+                        labels,
+                        samples: s.samples,
+                    });
+                }
+                check_dup_series(&out)?;
+                Value::Matrix(out)
+            }
+        }
+    } else {
+        let mut index: HashMap<(Labels, bool), usize> = HashMap::new();
+        let mut series: Vec<(Labels, bool, Vec<Sample>)> = Vec::new();
+        let mut total = 0usize;
+        let mut t = start;
+        while t <= end {
+            ev.check_deadline()?;
+            ev.samples_in_step.set(0);
+            match ev.eval(expr, t)? {
+                Val::Scalar(v) => {
+                    let key = (Labels::empty(), false);
+                    let i = *index.entry(key).or_insert_with(|| {
+                        series.push((Labels::empty(), false, Vec::new()));
+                        series.len() - 1
+                    });
+                    series[i].2.push(Sample::new(t, v));
+                    total += 1;
+                }
+                Val::Vector(elems) => {
+                    for e in elems {
+                        let key = (e.labels, e.drop_name);
+                        let i = match index.get(&key) {
+                            Some(i) => *i,
+                            None => {
+                                series.push((key.0.clone(), key.1, Vec::new()));
+                                index.insert(key, series.len() - 1);
+                                series.len() - 1
+                            }
+                        };
+                        if series[i].2.last().is_some_and(|s| s.t == t) {
+                            return Err(exec_err(
+                                "vector cannot contain metrics with the same labelset",
+                            ));
+                        }
+                        series[i].2.push(Sample::new(t, e.v));
+                        total += 1;
+                    }
+                }
+                other => {
+                    return Err(exec_err(format!(
+                        "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                        other.type_name()
+                    )))
+                }
+            }
+            if total > opts.max_samples {
+                return Err(too_many_samples());
+            }
+            t += step;
+        }
+        let mut out: Vec<RangeSeries> = series
+            .into_iter()
+            .map(|(l, d, samples)| RangeSeries {
+                labels: if d { l.without_metric_name() } else { l },
+                samples,
+            })
+            .collect();
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        for w in out.windows(2) {
+            if w[0].labels == w[1].labels {
+                return Err(exec_err(
+                    "vector cannot contain metrics with the same labelset",
+                ));
+            }
+        }
+        Value::Matrix(out)
+    };
+    Ok(QueryResult {
+        value,
+        warnings: ev.warnings.into_inner().into_iter().collect(),
+        infos: ev.infos.into_inner().into_iter().collect(),
+    })
+}
+
+fn check_dup_series(out: &[RangeSeries]) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for s in out {
+        if !seen.insert(&s.labels) {
+            return Err(exec_err(
+                "vector cannot contain metrics with the same labelset",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Applies delayed name removal and checks label-set uniqueness.
+pub(crate) fn cleanup_vector(elems: Vec<Elem>) -> Result<Vec<Elem>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(elems.len());
+    for mut e in elems {
+        if e.drop_name {
+            e.labels = e.labels.without_metric_name();
+            e.drop_name = false;
+        }
+        if !seen.insert(e.labels.clone()) {
+            return Err(exec_err(
+                "vector cannot contain metrics with the same labelset",
+            ));
+        }
+        out.push(e);
+    }
+    Ok(out)
+}
+
+pub(crate) fn too_many_samples() -> QueryError {
+    QueryError::TooManySamples(
+        "query processing would load too many samples into memory in query execution".into(),
+    )
+}
+
+fn timeout_err(stage: &str) -> QueryError {
+    QueryError::Timeout(format!("query timed out in {stage}"))
+}
+
+impl Evaluator {
+    pub fn warn(&self, msg: impl Into<String>) {
+        self.warnings.borrow_mut().insert(msg.into());
+    }
+
+    pub fn info(&self, msg: impl Into<String>) {
+        self.infos.borrow_mut().insert(msg.into());
+    }
+
+    pub fn check_deadline(&self) -> Result<()> {
+        if Instant::now() > self.deadline {
+            return Err(timeout_err("query execution"));
+        }
+        Ok(())
+    }
+
+    fn add_samples(&self, n: usize) -> Result<()> {
+        let c = self.samples_in_step.get() + n;
+        self.samples_in_step.set(c);
+        if c > self.max_samples {
+            return Err(too_many_samples());
+        }
+        Ok(())
+    }
+
+    pub fn at_time(&self, at: &Option<AtModifier>) -> Option<i64> {
+        at.as_ref().map(|a| match a {
+            AtModifier::Start => self.start,
+            AtModifier::End => self.end,
+            AtModifier::At(st) => system_time_ms(st),
+        })
+    }
+
+    pub fn eval(&self, e: &Expr, t: i64) -> Result<Val> {
+        match e {
+            Expr::NumberLiteral(n) => Ok(Val::Scalar(n.val)),
+            Expr::StringLiteral(s) => Ok(Val::Str(s.val.clone())),
+            Expr::Paren(p) => self.eval(&p.expr, t),
+            Expr::Unary(u) => match self.eval(&u.expr, t)? {
+                Val::Scalar(v) => Ok(Val::Scalar(-v)),
+                Val::Vector(mut els) => {
+                    for e in &mut els {
+                        e.v = -e.v;
+                        e.drop_name = true;
+                        e.t = t;
+                    }
+                    Ok(Val::Vector(els))
+                }
+                other => Err(exec_err(format!(
+                    "unary expression only allowed on expressions of type scalar or instant vector, got {}",
+                    other.type_name()
+                ))),
+            },
+            Expr::VectorSelector(vs) => Ok(Val::Vector(self.select_instant(vs, t)?)),
+            Expr::MatrixSelector(ms) => Ok(Val::Matrix(self.select_range(ms, t)?)),
+            Expr::Subquery(sq) => Ok(Val::Matrix(self.subquery(sq, t)?)),
+            Expr::Binary(b) => crate::binop::eval_binary(self, b, t),
+            Expr::Aggregate(a) => crate::aggr::eval_aggregate(self, a, t),
+            Expr::Call(c) => crate::functions::eval_call(self, c, t),
+            Expr::Extension(_) => Err(exec_err("extension expressions are not supported")),
+        }
+    }
+
+    pub fn select_instant(&self, vs: &VectorSelector, t: i64) -> Result<Vec<Elem>> {
+        let te = self.at_time(&vs.at).unwrap_or(t) - offset_ms(&vs.offset);
+        let Some(data) = self.data.get(&selector_key(vs)) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for sd in data {
+            let idx = sd.samples.partition_point(|s| s.t <= te);
+            if idx == 0 {
+                continue;
+            }
+            let s = sd.samples[idx - 1];
+            if s.t <= te - self.lookback || is_stale_nan(s.v) {
+                continue;
+            }
+            out.push(Elem {
+                labels: sd.labels.clone(),
+                t: s.t,
+                v: s.v,
+                drop_name: false,
+            });
+        }
+        self.add_samples(out.len())?;
+        Ok(out)
+    }
+
+    pub fn select_range(&self, ms: &MatrixSelector, t: i64) -> Result<MatrixVal> {
+        let vs = &ms.vs;
+        let te = self.at_time(&vs.at).unwrap_or(t) - offset_ms(&vs.offset);
+        let range = ms.range.as_millis() as i64;
+        let mut out = Vec::new();
+        let mut n = 0;
+        if let Some(data) = self.data.get(&selector_key(vs)) {
+            for sd in data {
+                let lo = sd.samples.partition_point(|s| s.t <= te - range);
+                let hi = sd.samples.partition_point(|s| s.t <= te);
+                let samples: Vec<Sample> = sd.samples[lo..hi]
+                    .iter()
+                    .filter(|s| !is_stale_nan(s.v))
+                    .copied()
+                    .collect();
+                if samples.is_empty() {
+                    continue;
+                }
+                n += samples.len();
+                out.push(Series {
+                    labels: sd.labels.clone(),
+                    samples,
+                    drop_name: false,
+                });
+            }
+        }
+        self.add_samples(n)?;
+        Ok(MatrixVal {
+            series: out,
+            range_end: te,
+            range_ms: range,
+        })
+    }
+
+    pub fn subquery(&self, sq: &SubqueryExpr, t: i64) -> Result<MatrixVal> {
+        let base = self.at_time(&sq.at).unwrap_or(t) - offset_ms(&sq.offset);
+        let range = sq.range.as_millis() as i64;
+        let step = sq
+            .step
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(self.default_sub_step)
+            .max(1);
+        let lo = base - range;
+        // Go's integer division truncates toward zero, as Rust's does.
+        let mut ts = step * (lo / step);
+        if ts <= lo {
+            ts += step;
+        }
+        let mut index: HashMap<(Labels, bool), usize> = HashMap::new();
+        let mut series: Vec<Series> = Vec::new();
+        let mut n = 0;
+        while ts <= base {
+            self.check_deadline()?;
+            match self.eval(&sq.expr, ts)? {
+                Val::Vector(els) => {
+                    for e in els {
+                        n += 1;
+                        let key = (e.labels, e.drop_name);
+                        let i = match index.get(&key) {
+                            Some(i) => *i,
+                            None => {
+                                series.push(Series {
+                                    labels: key.0.clone(),
+                                    samples: Vec::new(),
+                                    drop_name: key.1,
+                                });
+                                index.insert(key, series.len() - 1);
+                                series.len() - 1
+                            }
+                        };
+                        series[i].samples.push(Sample::new(ts, e.v));
+                    }
+                }
+                Val::Scalar(v) => {
+                    n += 1;
+                    if series.is_empty() {
+                        series.push(Series {
+                            labels: Labels::empty(),
+                            samples: Vec::new(),
+                            drop_name: false,
+                        });
+                    }
+                    series[0].samples.push(Sample::new(ts, v));
+                }
+                other => {
+                    return Err(exec_err(format!(
+                        "subquery is only allowed on instant vector, got {}",
+                        other.type_name()
+                    )))
+                }
+            }
+            ts += step;
+        }
+        self.add_samples(n)?;
+        Ok(MatrixVal {
+            series,
+            range_end: base,
+            range_ms: range,
+        })
+    }
+
+    /// Evaluates an expression that must yield a scalar.
+    pub fn eval_scalar(&self, e: &Expr, t: i64) -> Result<f64> {
+        match self.eval(e, t)? {
+            Val::Scalar(v) => Ok(v),
+            other => Err(exec_err(format!(
+                "expected scalar, got {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    pub fn eval_vector(&self, e: &Expr, t: i64) -> Result<Vec<Elem>> {
+        match self.eval(e, t)? {
+            Val::Vector(v) => Ok(v),
+            other => Err(exec_err(format!(
+                "expected instant vector, got {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    pub fn eval_matrix(&self, e: &Expr, t: i64) -> Result<MatrixVal> {
+        match self.eval(e, t)? {
+            Val::Matrix(v) => Ok(v),
+            other => Err(exec_err(format!(
+                "expected range vector, got {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    pub fn eval_string(&self, e: &Expr, t: i64) -> Result<String> {
+        match self.eval(e, t)? {
+            Val::Str(v) => Ok(v),
+            other => Err(exec_err(format!(
+                "expected string, got {}",
+                other.type_name()
+            ))),
+        }
+    }
+}
