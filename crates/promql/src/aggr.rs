@@ -170,7 +170,11 @@ pub(crate) fn eval_aggregate(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Resul
                 T_COUNT | T_GROUP => g.value = 1.0,
                 T_STDDEV | T_STDVAR => {
                     g.mean = v;
-                    g.value = 0.0;
+                    g.value = if v.is_nan() || v.is_infinite() {
+                        f64::NAN
+                    } else {
+                        0.0
+                    };
                 }
                 T_QUANTILE => g.values.push(v),
                 _ => {}

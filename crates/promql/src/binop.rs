@@ -214,12 +214,16 @@ fn vector_vector(
                 }
                 None => rs.labels.without_metric_name(),
             };
+            let (mut first, mut second) = (&rs.labels, &rhs[j].labels);
+            if second < first {
+                std::mem::swap(&mut first, &mut second);
+            }
             return Err(exec_err(format!(
                 "found duplicate series for the match group {} on the {} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
                 go_labels(&matched),
                 one_side,
-                go_labels(&rs.labels),
-                go_labels(&rhs[j].labels)
+                go_labels(first),
+                go_labels(second)
             )));
         }
         right.insert(sig, i);

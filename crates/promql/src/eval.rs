@@ -346,49 +346,39 @@ pub(crate) fn run(
             }
         }
     } else {
-        let mut index: HashMap<(Labels, bool), usize> = HashMap::new();
-        let mut series: Vec<(Labels, bool, Vec<Sample>)> = Vec::new();
+        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut series: Vec<(Labels, Vec<Sample>)> = Vec::new();
         let mut total = 0usize;
         let mut t = start;
         while t <= end {
             ev.check_deadline()?;
             ev.samples_in_step.set(0);
-            match ev.eval(expr, t)? {
-                Val::Scalar(v) => {
-                    let key = (Labels::empty(), false);
-                    let i = *index.entry(key).or_insert_with(|| {
-                        series.push((Labels::empty(), false, Vec::new()));
-                        series.len() - 1
-                    });
-                    series[i].2.push(Sample::new(t, v));
-                    total += 1;
-                }
-                Val::Vector(elems) => {
-                    for e in elems {
-                        let key = (e.labels, e.drop_name);
-                        let i = match index.get(&key) {
-                            Some(i) => *i,
-                            None => {
-                                series.push((key.0.clone(), key.1, Vec::new()));
-                                index.insert(key, series.len() - 1);
-                                series.len() - 1
-                            }
-                        };
-                        if series[i].2.last().is_some_and(|s| s.t == t) {
-                            return Err(exec_err(
-                                "vector cannot contain metrics with the same labelset",
-                            ));
-                        }
-                        series[i].2.push(Sample::new(t, e.v));
-                        total += 1;
-                    }
-                }
+            let elems = match ev.eval(expr, t)? {
+                Val::Scalar(v) => vec![Elem {
+                    labels: Labels::empty(),
+                    t,
+                    v,
+                    drop_name: false,
+                }],
+                Val::Vector(elems) => cleanup_vector(elems)?,
                 other => {
                     return Err(exec_err(format!(
                         "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
                         other.type_name()
                     )))
                 }
+            };
+            for e in elems {
+                let i = match index.get(&e.labels) {
+                    Some(i) => *i,
+                    None => {
+                        series.push((e.labels.clone(), Vec::new()));
+                        index.insert(e.labels, series.len() - 1);
+                        series.len() - 1
+                    }
+                };
+                series[i].1.push(Sample::new(t, e.v));
+                total += 1;
             }
             if total > opts.max_samples {
                 return Err(too_many_samples());
@@ -397,19 +387,9 @@ pub(crate) fn run(
         }
         let mut out: Vec<RangeSeries> = series
             .into_iter()
-            .map(|(l, d, samples)| RangeSeries {
-                labels: if d { l.without_metric_name() } else { l },
-                samples,
-            })
+            .map(|(labels, samples)| RangeSeries { labels, samples })
             .collect();
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
-        for w in out.windows(2) {
-            if w[0].labels == w[1].labels {
-                return Err(exec_err(
-                    "vector cannot contain metrics with the same labelset",
-                ));
-            }
-        }
         Value::Matrix(out)
     };
     Ok(QueryResult {
@@ -604,7 +584,7 @@ impl Evaluator {
             self.check_deadline()?;
             match self.eval(&sq.expr, ts)? {
                 Val::Vector(els) => {
-                    for e in els {
+                    for e in cleanup_vector(els)? {
                         n += 1;
                         let key = (e.labels, e.drop_name);
                         let i = match index.get(&key) {
@@ -689,5 +669,32 @@ impl Evaluator {
                 other.type_name()
             ))),
         }
+    }
+}
+
+/// Every vector selector in `e` (including those inside matrix selectors).
+pub(crate) fn collect_selectors<'a>(e: &'a Expr, out: &mut Vec<&'a VectorSelector>) {
+    match e {
+        Expr::VectorSelector(vs) => out.push(vs),
+        Expr::MatrixSelector(ms) => out.push(&ms.vs),
+        Expr::Subquery(sq) => collect_selectors(&sq.expr, out),
+        Expr::Aggregate(a) => {
+            if let Some(p) = &a.param {
+                collect_selectors(p, out);
+            }
+            collect_selectors(&a.expr, out);
+        }
+        Expr::Unary(u) => collect_selectors(&u.expr, out),
+        Expr::Binary(b) => {
+            collect_selectors(&b.lhs, out);
+            collect_selectors(&b.rhs, out);
+        }
+        Expr::Paren(p) => collect_selectors(&p.expr, out),
+        Expr::Call(c) => {
+            for a in &c.args.args {
+                collect_selectors(a, out);
+            }
+        }
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
     }
 }

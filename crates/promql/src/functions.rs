@@ -878,6 +878,9 @@ fn eval_range_fn(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
             let m = ev.eval_matrix(arg(c, 0)?, t)?;
             Ok(over_time(m, t, false, |_, s| {
                 let mut vals: Vec<f64> = s.samples.iter().map(|x| x.v).collect();
+                if vals.iter().any(|v| v.is_nan()) {
+                    return Some(f64::NAN);
+                }
                 let med = quantile(0.5, &mut vals);
                 let mut dev: Vec<f64> = vals.iter().map(|v| (v - med).abs()).collect();
                 Some(quantile(0.5, &mut dev))

@@ -144,12 +144,7 @@ fn parse_float(s: &str) -> Option<f64> {
         "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
         "NaN" | "nan" => Some(f64::NAN),
         "stale" => Some(stale_nan()),
-        _ => {
-            if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-                return i64::from_str_radix(h, 16).ok().map(|v| v as f64);
-            }
-            s.parse::<f64>().ok()
-        }
+        _ => s.parse::<f64>().ok(),
     }
 }
 
@@ -304,6 +299,9 @@ fn parse_series_desc(s: &str) -> Result<(Labels, &str), String> {
         rest = &rest[end..];
     }
     let r = rest.trim_start();
+    if r.starts_with("{{") {
+        return Ok((b.build(), r));
+    }
     if let Some(mut r) = r.strip_prefix('{') {
         loop {
             r = r.trim_start();
@@ -409,7 +407,7 @@ fn run_script(
     let lines: Vec<&str> = text.lines().collect();
     let mut sum = Summary::default();
     let (mut src, mut writer) = new_store();
-    let mut hist_names: HashSet<String> = HashSet::new();
+    let mut hist_series: Vec<Labels> = Vec::new();
     let mut i = 0;
     while i < lines.len() {
         let raw = lines[i];
@@ -422,7 +420,7 @@ fn run_script(
         let (cmd, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
         if cmd == "clear" {
             (src, writer) = new_store();
-            hist_names.clear();
+            hist_series.clear();
             i += 1;
             continue;
         }
@@ -453,7 +451,7 @@ fn run_script(
                     &block,
                     cmd == "load_with_nhcb",
                     writer.as_ref(),
-                    &mut hist_names,
+                    &mut hist_series,
                 ) {
                     writeln!(out, "{name}:{lineno}: load failed: {e}")?;
                     sum.failed += 1;
@@ -468,7 +466,7 @@ fn run_script(
                         continue;
                     }
                 };
-                if ev.has_histogram || mentions_any(&ev.expr, &hist_names) {
+                if ev.has_histogram || touches_histograms(&ev.expr, &hist_series) {
                     writeln!(
                         out,
                         "{name}:{}: {} (skipped: native histograms)",
@@ -497,24 +495,27 @@ fn run_script(
     Ok(sum)
 }
 
-fn mentions_any(expr: &str, names: &HashSet<String>) -> bool {
-    if names.is_empty() {
+/// Whether any selector of `expr` matches a series that holds native
+/// histograms (which Cairn does not store yet).
+fn touches_histograms(expr: &str, hist_series: &[Labels]) -> bool {
+    if hist_series.is_empty() {
         return false;
     }
-    let mut word = String::new();
-    let check = |w: &mut String| {
-        let hit = names.contains(w.as_str());
-        w.clear();
-        hit
+    let Ok(e) = crate::parse(expr) else {
+        return false;
     };
-    for c in expr.chars() {
-        if is_ident(c) {
-            word.push(c);
-        } else if !word.is_empty() && check(&mut word) {
-            return true;
-        }
-    }
-    !word.is_empty() && check(&mut word)
+    let mut sels = Vec::new();
+    crate::eval::collect_selectors(&e, &mut sels);
+    sels.iter().any(|vs| {
+        let Ok(groups) = crate::eval::selector_matchers(vs) else {
+            return false;
+        };
+        groups.iter().any(|g| {
+            hist_series
+                .iter()
+                .any(|l| g.iter().all(|m| m.matches(l.get(&m.name).unwrap_or(""))))
+        })
+    })
 }
 
 fn load(
@@ -522,7 +523,7 @@ fn load(
     block: &[(usize, &str)],
     with_nhcb: bool,
     writer: &dyn SampleWriter,
-    hist_names: &mut HashSet<String>,
+    hist_series: &mut Vec<Labels>,
 ) -> Result<(), String> {
     let interval = parse_duration_ms(rest).ok_or_else(|| format!("bad interval {rest:?}"))?;
     let mut batch = WriteBatch::default();
@@ -540,12 +541,14 @@ fn load(
         }
         let name = labels.metric_name().unwrap_or("").to_string();
         if has_hist {
-            hist_names.insert(name.clone());
+            hist_series.push(labels.clone());
         }
         if with_nhcb {
             for suffix in ["_bucket", "_sum", "_count"] {
                 if let Some(base) = name.strip_suffix(suffix) {
-                    hist_names.insert(base.to_string());
+                    let mut b = labels.without(&["le"]).builder();
+                    b.set("__name__", base);
+                    hist_series.push(b.build());
                 }
             }
         }
@@ -667,7 +670,7 @@ fn parse_eval(
         }
         // A bare value is a scalar result.
         if let Ok(pts) = parse_points(l) {
-            if !l.starts_with(is_ident_start) && !l.starts_with('{') {
+            if !l.starts_with('{') && pts.iter().all(|p| matches!(p, Point::Float(_))) {
                 series.push((None, pts));
                 continue;
             }
