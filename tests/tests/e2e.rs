@@ -183,6 +183,11 @@ mod prometheus {
                         .is_some_and(|last| last >= w.last().expect("non-empty").0)
                 });
                 if caught_up || Instant::now() > deadline {
+                    eprintln!(
+                        "{sel}[10m] @ {t}: comparing {} series, {} samples",
+                        want.len(),
+                        want.values().map(Vec::len).sum::<usize>()
+                    );
                     assert_exported_eq(
                         &got,
                         &want,
