@@ -565,11 +565,22 @@ fn json_f64(v: &serde_json::Value) -> f64 {
 
 /// `GET /api/v1/export`; start/end in Unix seconds.
 pub fn export(base: &str, tenant: Option<&str>, matcher: &str, start: f64, end: f64) -> Exported {
+    export_range(base, tenant, matcher, &start.to_string(), &end.to_string())
+}
+
+/// `GET /api/v1/export` with start/end passed verbatim (e.g. RFC 3339).
+pub fn export_range(
+    base: &str,
+    tenant: Option<&str>,
+    matcher: &str,
+    start: &str,
+    end: &str,
+) -> Exported {
     let url = format!(
         "{base}/api/v1/export?match[]={}&start={}&end={}",
         enc(matcher),
-        start,
-        end
+        enc(start),
+        enc(end)
     );
     let r = get_as(&url, tenant);
     assert_eq!(r.status, 200, "GET {url}: {}", r.text());
@@ -620,6 +631,28 @@ pub fn strings(v: &serde_json::Value) -> Vec<String> {
     s
 }
 
+/// RFC 3339 (UTC, millisecond precision) of a Unix-ms timestamp.
+pub fn rfc3339(ms: i64) -> String {
+    let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (h, mi, sec, milli) = (
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60,
+        rem % 1000,
+    );
+    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{sec:02}.{milli:03}Z")
+}
+
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -650,5 +683,24 @@ impl Rng {
     /// Uniform in `lo..hi`.
     pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.next_u64() % (hi - lo)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn parses_chunked_responses() {
+        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        let r = parse_response(raw).expect("parse");
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"abcde"[..]));
     }
 }

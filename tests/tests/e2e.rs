@@ -712,6 +712,30 @@ mod bad_input {
         .into_iter()
         .collect();
         assert_exported_eq(&got, &want, "valid write after bad input");
+
+        // The alias path takes the same protocol.
+        let alias = write_request(vec![series(&[("__name__", "alias_ok")], &[(now, 4.0)])]);
+        let r = post(
+            &format!("{base}/api/v1/prom/remote/write"),
+            &SNAPPY_PB,
+            &encode_write(&alias),
+        )
+        .expect("POST alias");
+        assert_eq!(r.status, 204, "/api/v1/prom/remote/write: {}", r.text());
+        let got = export(&base, None, r#"{__name__="alias_ok"}"#, start, end);
+        let want: Exported = [(metric(&[("__name__", "alias_ok")]), vec![(now, 4.0)])]
+            .into_iter()
+            .collect();
+        assert_exported_eq(&got, &want, "write via the alias path");
+
+        // Self-metrics in Prometheus text format.
+        let m = get(&format!("{base}/metrics")).expect("GET /metrics");
+        assert_eq!(m.status, 200);
+        assert!(
+            m.text().lines().any(|l| l.starts_with("cairn_")),
+            "/metrics has no cairn_ metric: {}",
+            m.text()
+        );
     }
 }
 
@@ -814,6 +838,29 @@ mod tenants {
                 .collect();
             assert_exported_eq(&got, &want, &format!("tenant {name}: export"));
         }
+        // POST form-encoded /api/v1/series honours the tenant too.
+        for (hdr, name, _) in tenants {
+            let mut h = vec![("Content-Type", "application/x-www-form-urlencoded")];
+            if let Some(t) = hdr {
+                h.push(("X-Scope-OrgID", t));
+            }
+            let body = format!("match[]={}&{range}", enc(r#"{__name__="shared_metric"}"#));
+            let r =
+                post(&format!("{base}/api/v1/series"), &h, body.as_bytes()).expect("POST series");
+            assert_eq!(r.status, 200, "POST /api/v1/series as {name}: {}", r.text());
+            let owners: Vec<String> = r.json()["data"]
+                .as_array()
+                .expect("data")
+                .iter()
+                .map(|m| m["owner"].as_str().expect("owner").to_string())
+                .collect();
+            assert_eq!(
+                owners,
+                vec![name.to_string()],
+                "POST /api/v1/series as {name}"
+            );
+        }
+
         // A tenant that never wrote sees nothing.
         let hdr = Some("c");
         let data = api_data(&base, hdr, &format!("/api/v1/series?match[]={sel}&{range}"));
@@ -958,6 +1005,37 @@ mod backfill {
             )
         };
         assert_exported_eq(&read(&s), &want, "out-of-order and backfilled samples");
+
+        // RFC 3339 bounds select the same samples as Unix seconds.
+        let got = export_range(
+            &s.url(),
+            None,
+            r#"{__name__="backfill_metric"}"#,
+            &rfc3339(now - 31 * DAY),
+            &rfc3339(now + HOUR),
+        );
+        assert_exported_eq(&got, &want, "export with RFC 3339 start/end");
+        // And a narrower RFC 3339 window holds exactly the samples in it.
+        let got = export_range(
+            &s.url(),
+            None,
+            r#"{__name__="backfill_metric"}"#,
+            &rfc3339(now - 11 * DAY),
+            &rfc3339(now - 2 * DAY),
+        );
+        let want_window: Exported = want
+            .iter()
+            .map(|(m, v)| {
+                let v: Vec<(i64, f64)> = v
+                    .iter()
+                    .copied()
+                    .filter(|&(t, _)| t >= now - 11 * DAY && t <= now - 2 * DAY)
+                    .collect();
+                (m.clone(), v)
+            })
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
+        assert_exported_eq(&got, &want_window, "export of an RFC 3339 window");
 
         // Older than retention: refused, naming the series and retention.
         let too_old = [("__name__", "backfill_metric"), ("case", "too_old")];
