@@ -19,8 +19,8 @@ struct Group {
     count: f64,
     incremental_mean: bool,
     seen: bool,
+    drop_name: bool,
     values: Vec<f64>,
-    members: Vec<usize>,
 }
 
 fn grouping_key(l: &Labels, modifier: &Option<LabelModifier>) -> Labels {
@@ -54,16 +54,8 @@ pub(crate) fn eval_aggregate(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Resul
         }
     }
     let input = ev.eval_vector(&a.expr, t)?;
-    let input: Vec<Elem> = input
-        .into_iter()
-        .map(|mut e| {
-            if e.drop_name {
-                e.labels = e.labels.without_metric_name();
-                e.drop_name = false;
-            }
-            e
-        })
-        .collect();
+    // Delayed name removal: groups are formed on the labels as they are
+    // (names not yet dropped); a group drops its name if any member does.
 
     match op {
         T_TOPK | T_BOTTOMK | T_LIMITK => {
@@ -109,28 +101,31 @@ pub(crate) fn eval_aggregate(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Resul
             if param_s.is_empty() || param_s.contains('\u{FFFD}') {
                 return Err(exec_err(format!("invalid label name {param_s:?}")));
             }
-            let mut groups: Vec<(Labels, f64)> = Vec::new();
+            let mut groups: Vec<(Labels, f64, bool)> = Vec::new();
             let mut index: HashMap<Labels, usize> = HashMap::new();
             for e in &input {
                 let mut b = grouping_key(&e.labels, &a.modifier).builder();
                 b.set(&param_s, &format_go_float(e.v));
                 let l = b.build();
                 match index.get(&l) {
-                    Some(&i) => groups[i].1 += 1.0,
+                    Some(&i) => {
+                        groups[i].1 += 1.0;
+                        groups[i].2 |= e.drop_name;
+                    }
                     None => {
                         index.insert(l.clone(), groups.len());
-                        groups.push((l, 1.0));
+                        groups.push((l, 1.0, e.drop_name));
                     }
                 }
             }
             return Ok(Val::Vector(
                 groups
                     .into_iter()
-                    .map(|(labels, v)| Elem {
+                    .map(|(labels, v, drop_name)| Elem {
                         labels,
                         t,
                         v,
-                        drop_name: false,
+                        drop_name,
                     })
                     .collect(),
             ));
@@ -160,6 +155,7 @@ pub(crate) fn eval_aggregate(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Resul
             }
         };
         let g = &mut groups[gi];
+        g.drop_name |= e.drop_name;
         let v = e.v;
         if !g.seen {
             g.seen = true;
@@ -253,12 +249,11 @@ pub(crate) fn eval_aggregate(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Resul
             }
             _ => g.value,
         };
-        let _ = &g.members;
         out.push(Elem {
             labels: g.labels,
             t,
             v,
-            drop_name: false,
+            drop_name: g.drop_name,
         });
     }
     Ok(Val::Vector(out))

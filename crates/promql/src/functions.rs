@@ -387,11 +387,14 @@ pub(crate) fn eval_call(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
         "min_of" | "max_of" => {
             let a = ev.eval_scalar(arg(c, 0)?, t)?;
             let b = ev.eval_scalar(arg(c, 1)?, t)?;
-            return Ok(Val::Scalar(if name == "min_of" {
+            let v = if a.is_nan() || b.is_nan() {
+                f64::NAN
+            } else if name == "min_of" {
                 a.min(b)
             } else {
                 a.max(b)
-            }));
+            };
+            return Ok(Val::Scalar(v));
         }
         "vector" => {
             let v = ev.eval_scalar(arg(c, 0)?, t)?;
@@ -1054,7 +1057,7 @@ fn group_buckets(ev: &Evaluator, v: Vec<Elem>) -> BucketGroups {
             ));
             continue;
         };
-        let key = e.labels.without(&["le", METRIC_NAME]);
+        let key = e.labels.without(&["le"]);
         let gi = match index.get(&key) {
             Some(&i) => i,
             None => {
@@ -1108,7 +1111,7 @@ fn histogram_quantiles(
             let labels = match label {
                 Some(l) => {
                     let mut b = labels.builder();
-                    b.set(l, &format_go_float(q));
+                    b.set(l, &format_quantile_label(q));
                     b.build()
                 }
                 None => labels.clone(),
@@ -1117,7 +1120,7 @@ fn histogram_quantiles(
                 labels,
                 t,
                 v: val,
-                drop_name: false,
+                drop_name: true,
             });
         }
     }
@@ -1139,67 +1142,97 @@ fn histogram_fraction(ev: &Evaluator, lower: f64, upper: f64, v: Vec<Elem>, t: i
             labels,
             t,
             v: val,
-            drop_name: false,
+            drop_name: true,
         });
     }
     Ok(Val::Vector(out))
 }
 
+/// Quantile label values as Prometheus prints them (`0.0`, `0.25`, `1.0`).
+fn format_quantile_label(q: f64) -> String {
+    let s = format_go_float(q);
+    if q.is_finite() && !s.contains('.') && !s.contains('e') {
+        format!("{s}.0")
+    } else {
+        s
+    }
+}
+
 /// Prometheus's `BucketFraction` for classic histograms.
 fn bucket_fraction(lower: f64, upper: f64, buckets: &[Bucket]) -> f64 {
-    if lower.is_nan() || upper.is_nan() || buckets.is_empty() {
+    if buckets.is_empty() || buckets[buckets.len() - 1].upper != f64::INFINITY {
         return f64::NAN;
     }
-    if buckets[buckets.len() - 1].upper != f64::INFINITY {
-        return f64::NAN;
+    let mut merged: Vec<Bucket> = Vec::with_capacity(buckets.len());
+    for b in buckets {
+        match merged.last_mut() {
+            Some(l) if l.upper == b.upper => l.count += b.count,
+            _ => merged.push(Bucket {
+                upper: b.upper,
+                count: b.count,
+            }),
+        }
     }
-    let total = buckets[buckets.len() - 1].count;
-    if total == 0.0 {
+    let count = merged[merged.len() - 1].count;
+    if count == 0.0 || lower.is_nan() || upper.is_nan() {
         return f64::NAN;
     }
     if lower >= upper {
         return 0.0;
     }
-    let rank = |v: f64| -> f64 {
-        // Cumulative count at value v, interpolating linearly within a bucket.
-        let mut prev_upper = 0.0;
-        let mut prev_count = 0.0;
-        for (i, b) in buckets.iter().enumerate() {
-            if v <= b.upper {
-                if i == 0 && b.upper <= 0.0 {
-                    // First bucket with a non-positive bound: no interpolation.
-                    return if v < b.upper { 0.0 } else { b.count };
-                }
-                if b.upper == f64::INFINITY {
-                    // Cannot interpolate into the +Inf bucket.
-                    return prev_count;
-                }
-                let lo = if i == 0 {
-                    0.0_f64.min(b.upper)
-                } else {
-                    prev_upper
-                };
-                if v <= lo {
-                    return prev_count;
-                }
-                return prev_count + (b.count - prev_count) * (v - lo) / (b.upper - lo);
+    let (mut rank, mut lower_rank, mut upper_rank) = (0.0, 0.0, 0.0);
+    let (mut lower_set, mut upper_set) = (false, false);
+    for (i, b) in merged.iter().enumerate() {
+        let lower_bound = if i > 0 {
+            merged[i - 1].upper
+        } else if b.upper > 0.0 {
+            0.0
+        } else {
+            f64::NEG_INFINITY
+        };
+        let upper_bound = b.upper;
+        let interp = |v: f64| -> f64 {
+            // No interpolation within a bucket of infinite width: a value
+            // inside it maps to the bucket's finite end.
+            if upper_bound.is_infinite() {
+                return rank;
             }
-            prev_upper = b.upper;
-            prev_count = b.count;
+            if lower_bound.is_infinite() {
+                return b.count;
+            }
+            rank + (b.count - rank) * (v - lower_bound) / (upper_bound - lower_bound)
+        };
+        if !lower_set && lower_bound >= lower {
+            lower_rank = rank;
+            lower_set = true;
         }
-        total
-    };
-    let lo_rank = if lower == f64::NEG_INFINITY {
-        0.0
-    } else {
-        rank(lower)
-    };
-    let hi_rank = if upper == f64::INFINITY {
-        total
-    } else {
-        rank(upper)
-    };
-    (hi_rank - lo_rank) / total
+        if !upper_set && lower_bound >= upper {
+            upper_rank = rank;
+            upper_set = true;
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        if !lower_set && lower_bound < lower && upper_bound > lower {
+            lower_rank = interp(lower);
+            lower_set = true;
+        }
+        if !upper_set && lower_bound < upper && upper_bound > upper {
+            upper_rank = interp(upper);
+            upper_set = true;
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        rank = b.count;
+    }
+    if !lower_set || lower_rank > count {
+        lower_rank = count;
+    }
+    if !upper_set || upper_rank > count {
+        upper_rank = count;
+    }
+    (upper_rank - lower_rank) / count
 }
 
 #[allow(dead_code)]

@@ -497,12 +497,23 @@ fn run_script(
 
 /// Whether any selector of `expr` matches a series that holds native
 /// histograms (which Cairn does not store yet).
+fn mentions_any(expr: &str, names: &HashSet<String>) -> bool {
+    expr.split(|c: char| !is_ident(c))
+        .any(|w| !w.is_empty() && names.contains(w))
+}
+
 fn touches_histograms(expr: &str, hist_series: &[Labels]) -> bool {
     if hist_series.is_empty() {
         return false;
     }
     let Ok(e) = crate::parse(expr) else {
-        return false;
+        // Unparseable here (e.g. histogram-only operators): fall back to
+        // the metric names the text mentions.
+        let names: HashSet<String> = hist_series
+            .iter()
+            .filter_map(|l| l.metric_name().map(str::to_string))
+            .collect();
+        return mentions_any(expr, &names);
     };
     let mut sels = Vec::new();
     crate::eval::collect_selectors(&e, &mut sels);
