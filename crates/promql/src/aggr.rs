@@ -98,7 +98,7 @@ pub(crate) fn eval_aggregate(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Resul
             return Ok(Val::Vector(out));
         }
         T_COUNT_VALUES => {
-            if param_s.is_empty() || param_s.contains('\u{FFFD}') {
+            if !ev.valid_label_name(&param_s) {
                 return Err(exec_err(format!("invalid label name {param_s:?}")));
             }
             let mut groups: Vec<(Labels, f64, bool)> = Vec::new();
@@ -133,8 +133,9 @@ pub(crate) fn eval_aggregate(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Resul
         _ => {}
     }
     if op == T_QUANTILE && !(0.0..=1.0).contains(&param_f) {
+        let pos = a.param.as_ref().map(|p| ev.pos(p)).unwrap_or_default();
         ev.warn(format!(
-            "PromQL warning: quantile value should be between 0 and 1, got {}",
+            "PromQL warning: quantile value should be between 0 and 1, got {}{pos}",
             format_go_float(param_f)
         ));
     }

@@ -101,6 +101,8 @@ pub(crate) fn go_labels(l: &Labels) -> String {
 
 /// The evaluator: fetched data plus per-query settings.
 pub(crate) struct Evaluator {
+    /// The query text, to report annotation positions as `(line:col)`.
+    pub query: String,
     pub data: HashMap<usize, Vec<SeriesData>>,
     pub start: i64,
     pub end: i64,
@@ -239,6 +241,7 @@ pub(crate) fn run(
     engine: &Engine,
     src: &dyn SeriesSource,
     tenant: &str,
+    query: &str,
     expr: &Expr,
     start: i64,
     end: i64,
@@ -298,6 +301,7 @@ pub(crate) fn run(
         data.insert(key, series);
     }
     let ev = Evaluator {
+        query: query.to_string(),
         data,
         start,
         end,
@@ -447,6 +451,43 @@ impl Evaluator {
 
     pub fn info(&self, msg: impl Into<String>) {
         self.infos.borrow_mut().insert(msg.into());
+    }
+
+    /// Prometheus's position suffix for an annotation about `e`: where its
+    /// text starts in the query, as `(line:col)`. The parser keeps no
+    /// positions, so the expression's printed form is searched for.
+    pub fn pos(&self, e: &Expr) -> String {
+        let text = e.to_string();
+        let mut candidates = vec![text.clone()];
+        if let Some(i) = text.find(['[', '(', '{']) {
+            if i > 0 {
+                candidates.push(text[..i].to_string());
+            }
+        }
+        for c in candidates {
+            if let Some(idx) = self.query.find(&c) {
+                let before = &self.query[..idx];
+                let line = before.matches('\n').count() + 1;
+                let col = idx - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+                return format!(" ({line}:{col})");
+            }
+        }
+        " (1:1)".to_string()
+    }
+
+    /// Whether `name` is a valid label name. Prometheus 3 accepts any UTF-8;
+    /// the parser turns a `\xNN` escape into U+00NN where Go keeps the raw
+    /// byte, so a high `\x` escape present in the query text marks the name
+    /// as the invalid UTF-8 Prometheus would have seen.
+    pub fn valid_label_name(&self, name: &str) -> bool {
+        if name.is_empty() {
+            return false;
+        }
+        let q = self.query.to_ascii_lowercase();
+        !name.chars().any(|c| {
+            let u = c as u32;
+            (0x80..=0xff).contains(&u) && q.contains(&format!("\\x{u:02x}"))
+        })
     }
 
     pub fn check_deadline(&self) -> Result<()> {

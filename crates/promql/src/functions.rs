@@ -375,6 +375,7 @@ fn metric_name_of(s: &Series) -> String {
 }
 
 pub(crate) fn eval_call(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
+    let call_expr = &Expr::Call(c.clone());
     let name = c.func.name;
     let nargs = c.args.args.len();
     match name {
@@ -520,7 +521,7 @@ pub(crate) fn eval_call(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
                     "invalid regular expression in label_replace(): {re_s}: {e}"
                 ))
             })?;
-            if dst.is_empty() || dst.contains('\u{FFFD}') {
+            if !ev.valid_label_name(&dst) {
                 return Err(exec_err(format!(
                     "invalid destination label name in label_replace(): {dst}"
                 )));
@@ -552,7 +553,7 @@ pub(crate) fn eval_call(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
             for i in 3..nargs {
                 srcs.push(ev.eval_string(arg(c, i)?, t)?);
             }
-            if dst.is_empty() || dst.contains('\u{FFFD}') {
+            if !ev.valid_label_name(&dst) {
                 return Err(exec_err(format!(
                     "invalid destination label name in label_join(): {dst}"
                 )));
@@ -577,7 +578,8 @@ pub(crate) fn eval_call(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
         "sort" | "sort_desc" => {
             if ev.step > 0 {
                 ev.warn(format!(
-                    "PromQL warning: {name} is ineffective for range queries since results are always ordered by labels (1:1)"
+                    "PromQL warning: sort is ineffective for range queries since results are always ordered by labels{}",
+                    ev.pos(call_expr)
                 ));
             }
             let mut v = ev.eval_vector(arg(c, 0)?, t)?;
@@ -603,7 +605,8 @@ pub(crate) fn eval_call(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
         "sort_by_label" | "sort_by_label_desc" => {
             if ev.step > 0 {
                 ev.warn(format!(
-                    "PromQL warning: {name} is ineffective for range queries since results are always ordered by labels (1:1)"
+                    "PromQL warning: sort is ineffective for range queries since results are always ordered by labels{}",
+                    ev.pos(call_expr)
                 ));
             }
             let mut v = ev.eval_vector(arg(c, 0)?, t)?;
@@ -664,7 +667,8 @@ pub(crate) fn eval_call(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
         "histogram_quantile" => {
             let q = ev.eval_scalar(arg(c, 0)?, t)?;
             let v = ev.eval_vector(arg(c, 1)?, t)?;
-            crate::functions::histogram_quantiles(ev, &[q], None, v, t)
+            let pos = (ev.pos(arg(c, 0)?), ev.pos(arg(c, 1)?));
+            crate::functions::histogram_quantiles(ev, &[q], None, v, t, pos)
         }
         "histogram_quantiles" => {
             let v = ev.eval_vector(arg(c, 0)?, t)?;
@@ -673,13 +677,20 @@ pub(crate) fn eval_call(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
             for i in 2..nargs {
                 qs.push(ev.eval_scalar(arg(c, i)?, t)?);
             }
-            crate::functions::histogram_quantiles(ev, &qs, Some(&label), v, t)
+            let qpos = if nargs > 2 {
+                ev.pos(arg(c, 2)?)
+            } else {
+                String::new()
+            };
+            let pos = (qpos, ev.pos(arg(c, 0)?));
+            crate::functions::histogram_quantiles(ev, &qs, Some(&label), v, t, pos)
         }
         "histogram_fraction" => {
             let lower = ev.eval_scalar(arg(c, 0)?, t)?;
             let upper = ev.eval_scalar(arg(c, 1)?, t)?;
             let v = ev.eval_vector(arg(c, 2)?, t)?;
-            histogram_fraction(ev, lower, upper, v, t)
+            let pos = ev.pos(arg(c, 2)?);
+            histogram_fraction(ev, lower, upper, v, t, &pos)
         }
         "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
         | "histogram_stdvar" => {
@@ -725,7 +736,8 @@ fn eval_range_fn(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
                         && !n.ends_with("_bucket")
                     {
                         ev.info(format!(
-                            "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {n:?}"
+                            "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {n:?}{}",
+                            ev.pos(arg(c, 0)?)
                         ));
                     }
                 }
@@ -868,8 +880,9 @@ fn eval_range_fn(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
             let m = ev.eval_matrix(arg(c, 1)?, t)?;
             if !(0.0..=1.0).contains(&q) {
                 ev.warn(format!(
-                    "PromQL warning: quantile value should be between 0 and 1, got {}",
-                    format_go_float(q)
+                    "PromQL warning: quantile value should be between 0 and 1, got {}{}",
+                    format_go_float(q),
+                    ev.pos(arg(c, 0)?)
                 ));
             }
             Ok(over_time(m, t, false, |_, s| {
@@ -1044,14 +1057,14 @@ fn parse_le(s: &str) -> Option<f64> {
 
 type BucketGroups = Vec<(Labels, Vec<Bucket>)>;
 
-fn group_buckets(ev: &Evaluator, v: Vec<Elem>) -> BucketGroups {
+fn group_buckets(ev: &Evaluator, v: Vec<Elem>, pos: &str) -> BucketGroups {
     let mut groups: BucketGroups = Vec::new();
     let mut index: std::collections::HashMap<Labels, usize> = std::collections::HashMap::new();
     for e in v {
         let name = e.labels.metric_name().unwrap_or("").to_string();
         let Some(upper) = e.labels.get("le").and_then(parse_le) else {
             ev.warn(format!(
-                "PromQL warning: bucket label \"le\" is missing or has a malformed value of {:?} for metric name {:?}",
+                "PromQL warning: bucket label \"le\" is missing or has a malformed value of {:?} for metric name {:?}{pos}",
                 e.labels.get("le").unwrap_or(""),
                 name
             ));
@@ -1077,11 +1090,12 @@ fn histogram_quantiles(
     label: Option<&str>,
     v: Vec<Elem>,
     t: i64,
+    (qpos, vpos): (String, String),
 ) -> Result<Val> {
     for q in qs {
         if !(0.0..=1.0).contains(q) {
             ev.warn(format!(
-                "PromQL warning: quantile value should be between 0 and 1, got {}",
+                "PromQL warning: quantile value should be between 0 and 1, got {}{qpos}",
                 format_go_float(*q)
             ));
         }
@@ -1090,7 +1104,7 @@ fn histogram_quantiles(
         .iter()
         .map(|e| e.labels.metric_name().unwrap_or("").to_string())
         .collect();
-    let groups = group_buckets(ev, v);
+    let groups = group_buckets(ev, v, &vpos);
     let mut out = Vec::new();
     for (labels, buckets) in groups {
         for &q in qs {
@@ -1105,7 +1119,7 @@ fn histogram_quantiles(
             if forced {
                 let n = names.first().cloned().unwrap_or_default();
                 ev.info(format!(
-                    "PromQL info: input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {n:?}"
+                    "PromQL info: input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {n:?}{vpos}"
                 ));
             }
             let labels = match label {
@@ -1128,8 +1142,15 @@ fn histogram_quantiles(
     Ok(Val::Vector(out))
 }
 
-fn histogram_fraction(ev: &Evaluator, lower: f64, upper: f64, v: Vec<Elem>, t: i64) -> Result<Val> {
-    let groups = group_buckets(ev, v);
+fn histogram_fraction(
+    ev: &Evaluator,
+    lower: f64,
+    upper: f64,
+    v: Vec<Elem>,
+    t: i64,
+    pos: &str,
+) -> Result<Val> {
+    let groups = group_buckets(ev, v, pos);
     let mut out = Vec::new();
     for (labels, mut buckets) in groups {
         buckets.sort_by(|a, b| {

@@ -163,7 +163,7 @@ impl Engine {
         t_ms: i64,
     ) -> Result<QueryResult, QueryError> {
         let expr = parse(query)?;
-        eval::run(self, src, tenant, &expr, t_ms, t_ms, 0, false)
+        eval::run(self, src, tenant, query, &expr, t_ms, t_ms, 0, false)
     }
 
     /// Evaluates `query` at every step from `start_ms` to `end_ms` inclusive.
@@ -187,7 +187,9 @@ impl Engine {
             ));
         }
         let expr = parse(query)?;
-        eval::run(self, src, tenant, &expr, start_ms, end_ms, step_ms, true)
+        eval::run(
+            self, src, tenant, query, &expr, start_ms, end_ms, step_ms, true,
+        )
     }
 }
 
