@@ -215,6 +215,11 @@ impl TestServer {
         String::from_utf8_lossy(&buf).into_owned()
     }
 
+    /// The server's whole combined stdout/stderr (all runs).
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
     /// `http://127.0.0.1:PORT` of the current run (changes on restart).
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)

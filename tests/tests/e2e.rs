@@ -211,7 +211,7 @@ mod crash {
     use std::time::Duration;
 
     const SERIES: u64 = 8;
-    const KILLS: usize = 24;
+    const KILLS: usize = 30;
     const NAME: &str = "crash_test";
 
     fn kind(s: u64) -> &'static str {
@@ -412,13 +412,13 @@ mod crash {
         let mut last_acked = 0;
         for i in 0..KILLS {
             thread::sleep(Duration::from_millis(rng.range(150, 1300)));
-            let flusher = if i % 3 == 1 {
+            let flusher = if i % 2 == 1 {
                 // Kill while a flush is (probably) in progress.
                 let u = server.url();
                 let f = thread::spawn(move || {
                     let _ = post(&format!("{u}/admin/v1/flush"), &[], &[]);
                 });
-                thread::sleep(Duration::from_millis(rng.range(0, 40)));
+                thread::sleep(Duration::from_millis(rng.range(0, 25)));
                 Some(f)
             } else {
                 None
@@ -465,6 +465,14 @@ mod crash {
         }
         let snapshot = acked.lock().expect("acked").clone();
         verify(&server, &snapshot, base, &max_issued, "final");
+        let log = server.log();
+        eprintln!(
+            "crash test: {} restarts, server logged {} interrupted-flush cleanups",
+            log.matches("==== cairn-e2e: start").count(),
+            log.lines()
+                .filter(|l| contains_ci(l, "interrupted"))
+                .count()
+        );
         // The test only means something if writes were acknowledged between
         // most of the kills.
         assert!(
