@@ -997,18 +997,18 @@ fn bucket_quantile(q: f64, buckets: &mut Vec<Bucket>) -> (f64, bool, bool) {
     let mut forced = false;
     let mut fixed = false;
     let mut prev = buckets[0].count;
-    for i in 1..buckets.len() {
-        let curr = buckets[i].count;
+    for b in buckets.iter_mut().skip(1) {
+        let curr = b.count;
         if curr == prev {
             continue;
         }
         if almost_equal(prev, curr, 1e-12) {
-            buckets[i].count = prev;
+            b.count = prev;
             fixed = true;
             continue;
         }
         if curr < prev {
-            buckets[i].count = prev;
+            b.count = prev;
             forced = true;
             continue;
         }

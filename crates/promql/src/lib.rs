@@ -197,3 +197,221 @@ impl Engine {
 pub fn parse(query: &str) -> Result<promql_parser::parser::Expr, QueryError> {
     promql_parser::parser::parse(query).map_err(QueryError::Parse)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_common::{stale_nan, MemSource};
+
+    fn l(pairs: &[(&str, &str)]) -> Labels {
+        Labels::from_pairs(pairs)
+    }
+
+    /// `up{job=a}` every 15s from 0 to 10m with value t/15s; `up{job=b}` is
+    /// 1 until a stale marker at 60s.
+    fn store() -> MemSource {
+        let m = MemSource::new();
+        let a = l(&[("__name__", "up"), ("job", "a")]);
+        let b = l(&[("__name__", "up"), ("job", "b")]);
+        for i in 0..=40 {
+            m.add("default", &a, i * 15_000, i as f64);
+        }
+        m.add("default", &b, 0, 1.0);
+        m.add("default", &b, 30_000, 1.0);
+        m.add("default", &b, 60_000, stale_nan());
+        m
+    }
+
+    fn vector(r: QueryResult) -> Vec<(String, f64)> {
+        match r.value {
+            Value::Vector(v) => {
+                let mut out: Vec<_> = v.into_iter().map(|s| (s.labels.to_string(), s.v)).collect();
+                out.sort_by(|a, b| a.0.cmp(&b.0));
+                out
+            }
+            other => panic!("expected vector, got {other:?}"),
+        }
+    }
+
+    fn q(m: &MemSource, query: &str, t: i64) -> Vec<(String, f64)> {
+        vector(
+            Engine::new(EngineOptions::default())
+                .instant_query(m, "default", query, t)
+                .unwrap(),
+        )
+    }
+
+    #[test]
+    fn instant_selector_honours_lookback_and_staleness() {
+        let m = store();
+        assert_eq!(
+            q(&m, "up", 45_000),
+            vec![
+                (r#"up{job="a"}"#.to_string(), 3.0),
+                (r#"up{job="b"}"#.to_string(), 1.0)
+            ]
+        );
+        // The stale marker at 60s ends job=b at once; the value is never returned.
+        assert_eq!(q(&m, "up{job=\"b\"}", 60_000), vec![]);
+        // Lookback is left-open: a sample exactly 5m old is out.
+        assert_eq!(q(&m, "up{job=\"a\"}", 600_000 + 300_000), vec![]);
+        assert_eq!(q(&m, "up{job=\"a\"}", 600_000 + 299_999).len(), 1);
+    }
+
+    #[test]
+    fn range_selector_is_left_open_and_rate_extrapolates() {
+        let m = store();
+        // (60s, 120s] holds 75s, 90s, 105s, 120s: 4 samples.
+        assert_eq!(
+            q(&m, "count_over_time(up{job=\"a\"}[1m])", 120_000),
+            vec![(r#"{job="a"}"#.to_string(), 4.0)]
+        );
+        // Counter rising 1 per 15s: rate 1/15 per second.
+        let r = q(&m, "rate(up{job=\"a\"}[1m])", 300_000);
+        assert!((r[0].1 - 1.0 / 15.0).abs() < 1e-9, "{r:?}");
+    }
+
+    #[test]
+    fn offset_at_and_subquery() {
+        let m = store();
+        assert_eq!(q(&m, "up{job=\"a\"} offset 1m", 120_000)[0].1, 4.0);
+        assert_eq!(q(&m, "up{job=\"a\"} @ 30", 600_000)[0].1, 2.0);
+        // Subquery steps at 60s, 120s, 180s (aligned), inclusive end.
+        assert_eq!(
+            q(&m, "count_over_time(up{job=\"a\"}[3m:1m])", 180_000)[0].1,
+            3.0
+        );
+        assert_eq!(
+            q(&m, "max_over_time(up{job=\"a\"}[3m:1m])", 180_000)[0].1,
+            12.0
+        );
+    }
+
+    #[test]
+    fn aggregation_and_vector_matching() {
+        let m = MemSource::new();
+        for (inst, v) in [("1", 10.0), ("2", 20.0)] {
+            m.add(
+                "default",
+                &l(&[("__name__", "req"), ("job", "x"), ("instance", inst)]),
+                0,
+                v,
+            );
+        }
+        m.add(
+            "default",
+            &l(&[("__name__", "limit"), ("job", "x"), ("team", "t1")]),
+            0,
+            100.0,
+        );
+        assert_eq!(
+            q(&m, "sum by (job) (req)", 0),
+            vec![(r#"{job="x"}"#.into(), 30.0)]
+        );
+        assert_eq!(q(&m, "avg(req)", 0), vec![("{}".into(), 15.0)]);
+        assert_eq!(
+            q(&m, "req / on(job) group_left(team) limit", 0),
+            vec![
+                (r#"{instance="1", job="x", team="t1"}"#.into(), 0.1),
+                (r#"{instance="2", job="x", team="t1"}"#.into(), 0.2)
+            ]
+        );
+        assert_eq!(
+            q(&m, "req > 15", 0),
+            vec![(r#"req{instance="2", job="x"}"#.into(), 20.0)]
+        );
+        assert_eq!(q(&m, "topk(1, req)", 0)[0].1, 20.0);
+        assert_eq!(q(&m, "quantile(0.5, req)", 0)[0].1, 15.0);
+        let err = Engine::default()
+            .instant_query(&m, "default", "req + on(job) req", 0)
+            .unwrap_err();
+        assert_eq!(err.error_type(), "execution");
+    }
+
+    #[test]
+    fn range_query_is_sorted_matrix_of_steps() {
+        let m = store();
+        let r = Engine::new(EngineOptions::default())
+            .range_query(&m, "default", "up", 0, 60_000, 30_000)
+            .unwrap();
+        let Value::Matrix(ss) = r.value else {
+            panic!("expected matrix")
+        };
+        assert_eq!(ss.len(), 2);
+        assert_eq!(ss[0].labels.get("job"), Some("a"));
+        assert_eq!(
+            ss[0].samples,
+            vec![
+                Sample::new(0, 0.0),
+                Sample::new(30_000, 2.0),
+                Sample::new(60_000, 4.0)
+            ]
+        );
+        // job=b is stale at 60s.
+        assert_eq!(ss[1].samples.len(), 2);
+    }
+
+    #[test]
+    fn errors_map_to_prometheus_types() {
+        let m = store();
+        let e = Engine::default();
+        let err = e.instant_query(&m, "default", "sum(", 0).unwrap_err();
+        assert_eq!(err.error_type(), "bad_data");
+        let small = Engine::new(EngineOptions {
+            max_samples: 5,
+            ..EngineOptions::default()
+        });
+        let err = small
+            .instant_query(&m, "default", "up[10m]", 600_000)
+            .unwrap_err();
+        assert!(matches!(err, QueryError::TooManySamples(_)), "{err:?}");
+        let quick = Engine::new(EngineOptions {
+            timeout: Duration::ZERO,
+            ..EngineOptions::default()
+        });
+        let err = quick
+            .range_query(&m, "default", "up", 0, 600_000, 1_000)
+            .unwrap_err();
+        assert_eq!(err.error_type(), "timeout");
+        let err = e
+            .range_query(&m, "default", "up[1m]", 0, 60_000, 15_000)
+            .unwrap_err();
+        assert_eq!(err.error_type(), "bad_data");
+    }
+
+    #[test]
+    fn delayed_name_removal_and_label_replace() {
+        let m = store();
+        assert_eq!(
+            q(
+                &m,
+                "label_replace(rate(up{job=\"a\"}[1m]), \"n\", \"$1\", \"__name__\", \"(.+)\")",
+                300_000
+            )[0]
+            .0,
+            r#"{job="a", n="up"}"#
+        );
+        assert_eq!(
+            q(&m, "last_over_time(up{job=\"a\"}[1m])", 300_000)[0].0,
+            r#"up{job="a"}"#
+        );
+    }
+
+    #[test]
+    fn scalar_and_string_results() {
+        let m = store();
+        let e = Engine::default();
+        let r = e.instant_query(&m, "default", "1 + 2 * 3", 5_000).unwrap();
+        assert_eq!(r.value, Value::Scalar { t: 5_000, v: 7.0 });
+        let r = e.instant_query(&m, "default", "\"hi\"", 5_000).unwrap();
+        assert_eq!(
+            r.value,
+            Value::String {
+                t: 5_000,
+                v: "hi".into()
+            }
+        );
+        let r = e.instant_query(&m, "default", "time()", 5_000).unwrap();
+        assert_eq!(r.value, Value::Scalar { t: 5_000, v: 5.0 });
+    }
+}

@@ -840,13 +840,11 @@ fn eq(a: f64, b: f64) -> bool {
 fn compare(ev: &Eval, v: &Value) -> Result<(), String> {
     match v {
         Value::Scalar { v, .. } => {
-            if ev.series.len() != 1 || ev.series[0].0.is_some() {
-                if ev.range.is_none() {
-                    return Err("expected vector or matrix result, but got scalar".into());
-                }
-            }
             if ev.range.is_some() {
                 return Err("range query returned a scalar".into());
+            }
+            if ev.series.len() != 1 || ev.series[0].0.is_some() {
+                return Err("expected vector or matrix result, but got scalar".into());
             }
             match ev.series[0].1.first() {
                 Some(Point::Float(x)) if eq(*x, *v) => Ok(()),
@@ -967,3 +965,84 @@ pub fn run_files_mem(paths: &[PathBuf], out: &mut dyn Write) -> std::io::Result<
 
 #[allow(dead_code)]
 fn _path(_: &Path) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn floats(s: &str) -> Vec<Option<f64>> {
+        parse_points(s)
+            .unwrap()
+            .into_iter()
+            .map(|p| match p {
+                Point::Float(v) => Some(v),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn expands_series_values() {
+        assert_eq!(
+            floats("0+10x2 _ 1x1 -2+4x1 1-2x1 _x2"),
+            vec![
+                Some(0.0),
+                Some(10.0),
+                Some(20.0),
+                None,
+                Some(1.0),
+                Some(1.0),
+                Some(-2.0),
+                Some(2.0),
+                Some(1.0),
+                Some(-1.0),
+                None,
+                None
+            ]
+        );
+        assert!(cairn_common::is_stale_nan(floats("stale")[0].unwrap()));
+        assert_eq!(floats("0x3"), vec![Some(0.0); 4]);
+        assert_eq!(
+            parse_points("{{schema:0 sum:1}}x2").unwrap(),
+            vec![Point::Histogram; 3]
+        );
+        assert!(parse_points("1+x").is_err());
+    }
+
+    #[test]
+    fn parses_durations_and_series() {
+        assert_eq!(parse_duration_ms("10s53ms"), Some(10_053));
+        assert_eq!(parse_duration_ms("1h30m"), Some(5_400_000));
+        assert_eq!(parse_duration_ms("0"), Some(0));
+        assert_eq!(parse_duration_ms("bogus"), None);
+        let (l, rest) = parse_series_desc(r#"m{a="x\"y", b='z',} 1 2"#).unwrap();
+        assert_eq!(l.to_string(), r#"m{a="x\"y", b="z"}"#);
+        assert_eq!(rest.trim(), "1 2");
+        let (l, _) = parse_series_desc(r#"{"odd.name", c="d"} 1"#).unwrap();
+        assert_eq!(l.metric_name(), Some("odd.name"));
+    }
+
+    #[test]
+    fn script_runs_and_reports_failures() {
+        let script = "load 1m\n  m{a=\"1\"} 1+1x5\n\neval instant at 2m m\n  m{a=\"1\"} 3\n\neval instant at 2m m\n  m{a=\"1\"} 4\n\neval range from 0 to 2m step 1m m * 2\n  {a=\"1\"} 2 4 6\n\neval instant at 0m nosuch(\n  expect fail\n";
+        let factory = || {
+            let m = Arc::new(cairn_common::MemSource::new());
+            (
+                m.clone() as Arc<dyn SeriesSource>,
+                m as Arc<dyn SampleWriter>,
+            )
+        };
+        let mut out = Vec::new();
+        let s = run_script("t.test", script, &factory, &Engine::default(), &mut out).unwrap();
+        assert_eq!(
+            s,
+            Summary {
+                passed: 3,
+                failed: 1,
+                skipped: 0
+            }
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("t.test:7: m"), "{text}");
+    }
+}

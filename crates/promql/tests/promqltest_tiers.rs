@@ -67,6 +67,10 @@ fn stable_tier() {
             s.passed, s.failed, s.skipped
         );
         assert!(s.passed > 0);
+        assert_eq!(
+            s.failed, 0,
+            "stable tier regressed; run with CAIRN_PROMQLTEST_VERBOSE=1"
+        );
     }
 }
 
