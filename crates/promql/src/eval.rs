@@ -123,6 +123,9 @@ struct Planner<'a> {
     end: i64,
     lookback: i64,
     default_sub_step: i64,
+    /// `info()` calls without a selector: call address → (mint, maxt) of
+    /// the `target_info` series they need.
+    info_default: HashMap<usize, (i64, i64)>,
 }
 
 impl<'a> Planner<'a> {
@@ -191,6 +194,24 @@ impl<'a> Planner<'a> {
             }
             Expr::Paren(p) => self.walk(&p.expr, tmin, tmax),
             Expr::Call(c) => {
+                if c.func.name == "info" {
+                    // Info series are looked up at the base's own time.
+                    let lo = info_time(&c.args.args[0], tmin, self.start, self.end);
+                    let hi = info_time(&c.args.args[0], tmax, self.start, self.end);
+                    let (lo, hi) = (lo.min(hi), lo.max(hi));
+                    self.walk(&c.args.args[0], tmin, tmax);
+                    if let Some(sel) = c.args.args.get(1) {
+                        self.walk(sel, lo, hi);
+                    } else {
+                        let e = self
+                            .info_default
+                            .entry(c as *const _ as usize)
+                            .or_insert((lo - self.lookback, hi));
+                        e.0 = e.0.min(lo - self.lookback);
+                        e.1 = e.1.max(hi);
+                    }
+                    return;
+                }
                 for a in &c.args.args {
                     self.walk(a, tmin, tmax);
                 }
@@ -270,9 +291,21 @@ pub(crate) fn run(
         end,
         lookback: opts.lookback_delta_ms,
         default_sub_step: engine.default_subquery_step_ms,
+        info_default: HashMap::new(),
     };
     planner.walk(expr, start, end);
     let mut data = HashMap::new();
+    for (key, (mint, maxt)) in std::mem::take(&mut planner.info_default) {
+        let got = src
+            .select(
+                tenant,
+                &[Matcher::equal(METRIC_NAME, "target_info")],
+                mint,
+                maxt,
+            )
+            .map_err(|e| QueryError::Storage(format!("selecting target_info: {e}")))?;
+        data.insert(key, got);
+    }
     let mut loaded = 0usize;
     for (key, (vs, mint, maxt)) in planner.needs {
         let groups = selector_matchers(vs)?;
@@ -546,7 +579,12 @@ impl Evaluator {
 
     pub fn select_instant(&self, vs: &VectorSelector, t: i64) -> Result<Vec<Elem>> {
         let te = self.at_time(&vs.at).unwrap_or(t) - offset_ms(&vs.offset);
-        let Some(data) = self.data.get(&selector_key(vs)) else {
+        self.instant_from_key(selector_key(vs), te)
+    }
+
+    /// The instant vector at `te` of the series fetched under `key`.
+    pub fn instant_from_key(&self, key: usize, te: i64) -> Result<Vec<Elem>> {
+        let Some(data) = self.data.get(&key) else {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
@@ -737,5 +775,39 @@ pub(crate) fn collect_selectors<'a>(e: &'a Expr, out: &mut Vec<&'a VectorSelecto
             }
         }
         Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+    }
+}
+
+/// The time at which `info()` looks up info series for base expression `e`
+/// evaluated at `t`: the base's own `@`/`offset` time where it has one.
+pub(crate) fn info_time(e: &Expr, t: i64, start: i64, end: i64) -> i64 {
+    let at = |a: &Option<AtModifier>| {
+        a.as_ref().map(|a| match a {
+            AtModifier::Start => start,
+            AtModifier::End => end,
+            AtModifier::At(st) => system_time_ms(st),
+        })
+    };
+    match e {
+        Expr::VectorSelector(vs) => at(&vs.at).unwrap_or(t) - offset_ms(&vs.offset),
+        Expr::MatrixSelector(ms) => at(&ms.vs.at).unwrap_or(t) - offset_ms(&ms.vs.offset),
+        Expr::Subquery(sq) => at(&sq.at).unwrap_or(t) - offset_ms(&sq.offset),
+        Expr::Paren(p) => info_time(&p.expr, t, start, end),
+        Expr::Unary(u) => info_time(&u.expr, t, start, end),
+        Expr::Aggregate(a) => info_time(&a.expr, t, start, end),
+        Expr::Call(c) => c
+            .args
+            .args
+            .iter()
+            .find(|a| {
+                matches!(
+                    a.value_type(),
+                    promql_parser::parser::value::ValueType::Vector
+                        | promql_parser::parser::value::ValueType::Matrix
+                )
+            })
+            .map(|a| info_time(a, t, start, end))
+            .unwrap_or(t),
+        _ => t,
     }
 }

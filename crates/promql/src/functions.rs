@@ -698,8 +698,98 @@ pub(crate) fn eval_call(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
             let _ = ev.eval_vector(arg(c, 0)?, t)?;
             Ok(Val::Vector(Vec::new()))
         }
+        "info" => eval_info(ev, c, t),
         _ => eval_range_fn(ev, c, t),
     }
+}
+
+/// `info(v, {selector})`: adds data labels of info series (default
+/// `target_info`) joined on the identifying labels `instance` and `job`.
+fn eval_info(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
+    use promql_parser::label::MatchOp as P;
+    const IDENT: [&str; 2] = ["instance", "job"];
+    let base = ev.eval_vector(arg(c, 0)?, t)?;
+    let it = crate::eval::info_time(arg(c, 0)?, t, ev.start, ev.end);
+    let (infos, name_ms, data_ms) = match c.args.args.get(1).map(|b| b.as_ref()) {
+        Some(Expr::VectorSelector(vs)) => {
+            let mut infos = ev.select_instant(vs, it)?;
+            let groups = crate::eval::selector_matchers(vs)?;
+            let all: Vec<cairn_common::Matcher> = groups.into_iter().flatten().collect();
+            let (name_ms, data_ms): (Vec<_>, Vec<_>) =
+                all.into_iter().partition(|m| m.name == METRIC_NAME);
+            let name_ms = if name_ms.is_empty() {
+                vec![cairn_common::Matcher::equal(METRIC_NAME, "target_info")]
+            } else {
+                name_ms
+            };
+            infos.retain(|e| {
+                name_ms
+                    .iter()
+                    .all(|m| m.matches(e.labels.metric_name().unwrap_or("")))
+            });
+            let _ = P::Equal;
+            (infos, name_ms, data_ms)
+        }
+        Some(_) => {
+            return Err(exec_err(
+                "info(): second argument must be a vector selector",
+            ))
+        }
+        None => (
+            ev.instant_from_key(c as *const Call as usize, it)?,
+            vec![cairn_common::Matcher::equal(METRIC_NAME, "target_info")],
+            Vec::new(),
+        ),
+    };
+    let has_positive_name = name_ms.iter().any(|m| {
+        matches!(
+            m.op,
+            cairn_common::MatchOp::Equal | cairn_common::MatchOp::RegexMatch
+        )
+    });
+    let data_names: Vec<&str> = data_ms.iter().map(|m| m.name.as_str()).collect();
+    let accepts_empty = data_ms.iter().all(|m| m.matches_empty());
+    let mut out = Vec::with_capacity(base.len());
+    for mut e in base {
+        let name = e.labels.metric_name().unwrap_or("");
+        if has_positive_name && name_ms.iter().all(|m| m.matches(name)) {
+            e.t = t;
+            out.push(e);
+            continue;
+        }
+        let matched: Vec<&Elem> = infos
+            .iter()
+            .filter(|i| {
+                IDENT
+                    .iter()
+                    .all(|l| i.labels.get(l).unwrap_or("") == e.labels.get(l).unwrap_or(""))
+            })
+            .collect();
+        if matched.is_empty() {
+            if accepts_empty {
+                e.t = t;
+                out.push(e);
+            }
+            continue;
+        }
+        let mut b = e.labels.builder();
+        for i in matched {
+            for lb in i.labels.iter() {
+                if lb.name == METRIC_NAME
+                    || IDENT.contains(&lb.name.as_str())
+                    || e.labels.get(&lb.name).is_some()
+                    || (!data_names.is_empty() && !data_names.contains(&lb.name.as_str()))
+                {
+                    continue;
+                }
+                b.set(&lb.name, &lb.value);
+            }
+        }
+        e.labels = b.build();
+        e.t = t;
+        out.push(e);
+    }
+    Ok(Val::Vector(out))
 }
 
 fn check_unique(v: &[Elem]) -> Result<()> {
