@@ -257,30 +257,28 @@ async fn remote_write_inner(
     }
     let tenant = tenant(headers)?;
     let max_decoded = st.0.cfg.max_decoded_size;
-    let req = cairn_ingest::decode_remote_write(&body, max_decoded).map_err(|e| {
-        let status = match e {
-            cairn_ingest::IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        text(status, format!("{e}\n"))
-    })?;
-    let decoded = cairn_ingest::validate(req);
+    let (batch, invalid) =
+        cairn_ingest::decode_prepared(&tenant, &body, max_decoded).map_err(|e| {
+            let status = match e {
+                cairn_ingest::IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            text(status, format!("{e}\n"))
+        })?;
     let m = &st.0.metrics;
-    let n_samples = decoded.batch.sample_count() as u64;
+    let n_samples = batch.sample_count() as u64;
     m.samples_received.fetch_add(n_samples, Ordering::Relaxed);
     m.samples_invalid.fetch_add(
-        decoded.invalid.iter().map(|i| i.samples as u64).sum(),
+        invalid.iter().map(|i| i.samples as u64).sum(),
         Ordering::Relaxed,
     );
-    let mut problems: Vec<String> = decoded
-        .invalid
+    let mut problems: Vec<String> = invalid
         .iter()
         .map(|i| format!("series {}: {}", i.series, i.reason))
         .collect();
-    if !decoded.batch.series.is_empty() || !decoded.batch.metadata.is_empty() {
+    if !batch.series.is_empty() || !batch.metadata.is_empty() {
         let writer = backend.writer.clone();
-        let batch = decoded.batch;
-        let outcome = blocking(move || writer.write(&tenant, batch))
+        let outcome = blocking(move || writer.write_prepared(&tenant, batch))
             .await?
             .map_err(|e| {
                 tracing::warn!(?e, "remote write failed in storage");

@@ -10,10 +10,12 @@
 
 mod labels;
 mod matcher;
+mod prepared;
 mod source;
 
 pub use labels::{Label, Labels, LabelsBuilder, METRIC_NAME};
 pub use matcher::{MatchOp, Matcher};
+pub use prepared::{LazyLabels, PreparedBatch, PreparedSeries};
 pub use source::{
     Exemplar, ExemplarSeries, MemSource, MetricMetadata, MetricType, SampleWriter, SeriesData,
     SeriesSource, SeriesWrite, StorageError, WriteBatch, WriteOutcome, WriteRejection,
@@ -64,16 +66,34 @@ impl SeriesId {
     /// Hash of the tenant and the (sorted) label set. Separators that cannot
     /// occur in valid UTF-8 (0xff, 0xfe) keep `a="bc"` and `ab="c"` apart.
     pub fn of(tenant: &str, labels: &Labels) -> SeriesId {
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        h.update(tenant.as_bytes());
-        h.update(&[0xff]);
-        for l in labels.iter() {
-            h.update(l.name.as_bytes());
-            h.update(&[0xfe]);
-            h.update(l.value.as_bytes());
-            h.update(&[0xff]);
+        Self::of_pairs(
+            tenant,
+            labels.iter().map(|l| (l.name.as_str(), l.value.as_str())),
+        )
+    }
+
+    /// The same hash over sorted (name, value) pairs with non-empty values,
+    /// without building [`Labels`] (the ingest fast path).
+    pub fn of_pairs<'a>(tenant: &str, pairs: impl Iterator<Item = (&'a str, &'a str)>) -> SeriesId {
+        Self::of_bytes(tenant, pairs.map(|(n, v)| (n.as_bytes(), v.as_bytes())))
+    }
+
+    /// The same hash over raw (already validated) label bytes.
+    pub fn of_bytes<'a>(
+        tenant: &str,
+        pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    ) -> SeriesId {
+        // One contiguous buffer hashes much faster than many small updates.
+        let mut buf = Vec::with_capacity(256);
+        buf.extend_from_slice(tenant.as_bytes());
+        buf.push(0xff);
+        for (name, value) in pairs {
+            buf.extend_from_slice(name);
+            buf.push(0xfe);
+            buf.extend_from_slice(value);
+            buf.push(0xff);
         }
-        SeriesId(h.digest128())
+        SeriesId(xxhash_rust::xxh3::xxh3_128(&buf))
     }
 
     /// The shard this series lands on, `hash % num_shards`.
@@ -97,6 +117,28 @@ impl std::fmt::Display for SeriesId {
         write!(f, "{:032x}", self.0)
     }
 }
+
+/// A hasher for maps keyed by [`SeriesId`]: the id is already a uniform
+/// hash, so hashing it again (SipHash) is wasted work on the ingest path.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 ^= (v as u64) ^ ((v >> 64) as u64);
+    }
+}
+
+/// A `HashMap` keyed by series id, with [`IdHasher`].
+pub type IdMap<V> = std::collections::HashMap<SeriesId, V, std::hash::BuildHasherDefault<IdHasher>>;
 
 #[cfg(test)]
 mod tests {

@@ -205,6 +205,32 @@ pub struct WriteOutcome {
 /// accepted samples are durable under the store's fsync policy.
 pub trait SampleWriter: Send + Sync {
     fn write(&self, tenant: &str, batch: WriteBatch) -> Result<WriteOutcome, StorageError>;
+
+    /// The same with ids precomputed and labels built only on demand. The
+    /// default materialises the labels and calls [`write`](Self::write);
+    /// stores override it to skip that for series they already know.
+    fn write_prepared(
+        &self,
+        tenant: &str,
+        batch: crate::PreparedBatch,
+    ) -> Result<WriteOutcome, StorageError> {
+        let series = batch
+            .series
+            .into_iter()
+            .map(|s| SeriesWrite {
+                labels: s.labels.materialize(),
+                samples: s.samples,
+                exemplars: s.exemplars,
+            })
+            .collect();
+        self.write(
+            tenant,
+            WriteBatch {
+                series,
+                metadata: batch.metadata,
+            },
+        )
+    }
 }
 
 #[derive(Default)]

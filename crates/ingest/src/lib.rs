@@ -16,6 +16,9 @@ use cairn_common::{
 use cairn_proto::prompb;
 use prost::Message;
 
+mod fast;
+pub use fast::decode_prepared;
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum IngestError {
     /// The body is not snappy (block format).
@@ -102,7 +105,7 @@ fn is_valid_metric_name(n: &str) -> bool {
 }
 
 /// Readable form of raw labels for error messages (lossy UTF-8).
-fn describe(labels: &[prompb::Label]) -> String {
+pub(crate) fn describe(labels: &[prompb::Label]) -> String {
     let parts: Vec<String> = labels
         .iter()
         .map(|l| {
@@ -165,7 +168,30 @@ pub fn validate_labels(raw: &[prompb::Label]) -> Result<Labels, String> {
     Ok(Labels::from_sorted_unchecked(out))
 }
 
-fn metric_type(t: i32) -> MetricType {
+/// Validates an exemplar's labels.
+pub(crate) fn validate_exemplar(e: prompb::Exemplar) -> Result<Exemplar, String> {
+    let mut el = Vec::with_capacity(e.labels.len());
+    for l in &e.labels {
+        match (std::str::from_utf8(&l.name), std::str::from_utf8(&l.value)) {
+            (Ok(n), Ok(v)) if is_valid_label_name(n) && !v.contains('\0') => {
+                el.push((n.to_string(), v.to_string()))
+            }
+            _ => {
+                return Err(format!(
+                    "exemplar with invalid label {}",
+                    describe(std::slice::from_ref(l))
+                ))
+            }
+        }
+    }
+    Ok(Exemplar {
+        labels: Labels::from_pairs(&el),
+        value: e.value,
+        t: e.timestamp,
+    })
+}
+
+pub(crate) fn metric_type(t: i32) -> MetricType {
     match t {
         1 => MetricType::Counter,
         2 => MetricType::Gauge,
@@ -337,7 +363,57 @@ mod tests {
         assert!(tenant_from_header(Some("a/b")).is_err());
     }
 
+    fn arb_label() -> impl proptest::strategy::Strategy<Value = L> {
+        use proptest::prelude::*;
+        (
+            prop_oneof![
+                Just(b"__name__".to_vec()),
+                Just(b"job".to_vec()),
+                Just(b"a".to_vec()),
+                Just(b"1x".to_vec()),
+                Just(vec![0xffu8])
+            ],
+            prop_oneof![
+                Just(b"up".to_vec()),
+                Just(b"v".to_vec()),
+                Just(Vec::new()),
+                Just(b"x y".to_vec()),
+                Just(vec![0xfeu8])
+            ],
+        )
+            .prop_map(|(name, value)| L { name, value })
+    }
+
     proptest::proptest! {
+        /// The zero-copy decoder agrees with prost + `validate` on every request.
+        #[test]
+        fn fast_decoder_agrees_with_prost(
+            series in proptest::collection::vec(
+                (proptest::collection::vec(arb_label(), 0..4), proptest::collection::vec((proptest::prelude::any::<i64>(), proptest::prelude::any::<u64>()), 0..3)),
+                0..6),
+        ) {
+            let req = WriteRequest {
+                timeseries: series.into_iter().map(|(labels, s)| TimeSeries {
+                    labels,
+                    samples: s.into_iter().map(|(t, v)| prompb::Sample { timestamp: t, value: f64::from_bits(v) }).collect(),
+                    ..Default::default()
+                }).collect(),
+                metadata: vec![],
+            };
+            let body = snap::raw::Encoder::new().compress_vec(&req.encode_to_vec()).unwrap();
+            let slow = validate(decode_remote_write(&body, 1 << 20).unwrap());
+            let (fast, invalid) = decode_prepared("t", &body, 1 << 20).unwrap();
+            proptest::prop_assert_eq!(&invalid, &slow.invalid);
+            proptest::prop_assert_eq!(fast.series.len(), slow.batch.series.len());
+            for (f, s) in fast.series.iter().zip(&slow.batch.series) {
+                proptest::prop_assert_eq!(f.labels.materialize(), s.labels.clone());
+                proptest::prop_assert_eq!(f.id, cairn_common::SeriesId::of("t", &s.labels));
+                let fb: Vec<(i64, u64)> = f.samples.iter().map(|x| (x.t, x.v.to_bits())).collect();
+                let sb: Vec<(i64, u64)> = s.samples.iter().map(|x| (x.t, x.v.to_bits())).collect();
+                proptest::prop_assert_eq!(fb, sb);
+            }
+        }
+
         #[test]
         fn decoder_never_panics(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
             if let Ok(req) = decode_remote_write(&b, 1 << 20) {
@@ -347,6 +423,8 @@ mod tests {
             if let Ok(req) = decode_remote_write(&framed, 1 << 20) {
                 let _ = validate(req);
             }
+            let _ = decode_prepared("t", &framed, 1 << 20);
+            let _ = decode_prepared("t", &b, 1 << 20);
         }
     }
 }

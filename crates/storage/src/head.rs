@@ -5,7 +5,7 @@
 //! first write wins, so replaying a commit-log record twice is harmless.
 
 use cairn_codec::Encoder;
-use cairn_common::{Sample, SeriesId};
+use cairn_common::{IdMap, Sample, SeriesId};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -112,7 +112,7 @@ pub type Flushing = Arc<HashMap<SeriesId, Vec<Sample>>>;
 /// flushed stays with an empty buffer list.
 #[derive(Default)]
 pub struct HeadShard {
-    pub series: HashMap<SeriesId, HeadSeries>,
+    pub series: IdMap<HeadSeries>,
     pub flushing: Vec<(i64, Flushing)>,
     pub filesets: BTreeMap<i64, Arc<Fileset>>,
 }

@@ -23,9 +23,9 @@ pub mod head;
 pub mod index;
 
 use cairn_common::{
-    Exemplar, ExemplarSeries, Labels, Matcher, MetricMetadata, MetricType, Sample, SampleWriter,
-    SeriesData, SeriesId, SeriesSource, StorageError, Timestamp, WriteBatch, WriteOutcome,
-    WriteRejection,
+    Exemplar, ExemplarSeries, Labels, LazyLabels, Matcher, MetricMetadata, MetricType,
+    PreparedBatch, PreparedSeries, Sample, SampleWriter, SeriesData, SeriesId, SeriesSource,
+    StorageError, Timestamp, WriteBatch, WriteOutcome, WriteRejection,
 };
 pub use commitlog::FsyncPolicy;
 use enc::{put_bytes, put_labels, put_uvarint, put_varint, Reader};
@@ -515,48 +515,64 @@ impl Storage {
         (cl, (fsn, fsb))
     }
 
-    fn write_inner(&self, tenant: &str, batch: WriteBatch) -> Result<WriteOutcome> {
+    fn write_inner(&self, tenant: &str, mut batch: PreparedBatch) -> Result<WriteOutcome> {
         let now = (self.clock)();
         let min_t = now - self.cfg.retention.as_millis() as i64;
         let mut out = WriteOutcome::default();
-        let mut payload = Vec::with_capacity(64 + batch.sample_count() * 12);
+        let mut payload =
+            Vec::with_capacity(64 + batch.sample_count() * 12 + batch.series.len() * 20);
         payload.push(RECORD_VERSION);
         put_bytes(&mut payload, tenant.as_bytes());
 
-        // Series ids, retention check, and which series are new.
-        let mut prepared: Vec<(SeriesId, &Labels, Vec<Sample>)> =
-            Vec::with_capacity(batch.series.len());
-        for s in &batch.series {
-            let id = SeriesId::of(tenant, &s.labels);
-            let (ok, old): (Vec<Sample>, Vec<Sample>) =
-                s.samples.iter().partition(|x| x.t >= min_t);
-            if !old.is_empty() {
-                self.metrics
-                    .samples_rejected_too_old
-                    .fetch_add(old.len() as u64, Ordering::Relaxed);
-                out.rejections.push(WriteRejection {
-                    series: s.labels.to_string(),
-                    reason: format!(
-                        "{} sample(s) older than the retention period ({}s): oldest timestamp {}",
-                        old.len(),
-                        self.cfg.retention.as_secs(),
-                        old.iter().map(|x| x.t).min().unwrap_or_default()
-                    ),
-                    samples: old.len(),
-                });
+        // Retention check (the rare path allocates; the common one does not).
+        for s in batch.series.iter_mut() {
+            if s.samples.iter().all(|x| x.t >= min_t) {
+                continue;
             }
-            prepared.push((id, &s.labels, ok));
+            let old: Vec<i64> = s
+                .samples
+                .iter()
+                .filter(|x| x.t < min_t)
+                .map(|x| x.t)
+                .collect();
+            s.samples.retain(|x| x.t >= min_t);
+            self.metrics
+                .samples_rejected_too_old
+                .fetch_add(old.len() as u64, Ordering::Relaxed);
+            out.rejections.push(WriteRejection {
+                series: s.labels.materialize().to_string(),
+                reason: format!(
+                    "{} sample(s) older than the retention period ({}s): oldest timestamp {}",
+                    old.len(),
+                    self.cfg.retention.as_secs(),
+                    old.iter().min().copied().unwrap_or_default()
+                ),
+                samples: old.len(),
+            });
         }
-        let mut new_series: Vec<(SeriesId, &Labels)> = Vec::new();
-        for (id, labels, _) in &prepared {
-            if !self.shard_of(*id).lock().series.contains_key(id)
-                && !new_series.iter().any(|(n, _)| n == id)
+        let mut exemplars = Vec::new();
+        for s in batch.series.iter_mut() {
+            for e in s.exemplars.drain(..) {
+                exemplars.push((s.id, e));
+            }
+        }
+        let prepared: Vec<(SeriesId, &[Sample])> = batch
+            .series
+            .iter()
+            .map(|s| (s.id, s.samples.as_slice()))
+            .collect();
+        // Series the store has never seen: only these get owned labels.
+        let mut new_series: Vec<(SeriesId, Labels)> = Vec::new();
+        for s in &batch.series {
+            if !self.shard_of(s.id).lock().series.contains_key(&s.id)
+                && !new_series.iter().any(|(n, _)| *n == s.id)
             {
-                new_series.push((*id, labels));
+                new_series.push((s.id, s.labels.materialize()));
             }
         }
         if !new_series.is_empty() {
-            self.index.add_series(tenant, &new_series)?;
+            let refs: Vec<(SeriesId, &Labels)> = new_series.iter().map(|(i, l)| (*i, l)).collect();
+            self.index.add_series(tenant, &refs)?;
             self.metrics
                 .series_created
                 .fetch_add(new_series.len() as u64, Ordering::Relaxed);
@@ -566,26 +582,20 @@ impl Storage {
             payload.extend_from_slice(&id.to_be_bytes());
             put_labels(&mut payload, labels);
         }
-        let with_samples = prepared.iter().filter(|p| !p.2.is_empty()).count();
+        let with_samples = prepared.iter().filter(|p| !p.1.is_empty()).count();
         put_uvarint(&mut payload, with_samples as u64);
         let mut blocks = BTreeSet::new();
-        for (id, _, samples) in prepared.iter().filter(|p| !p.2.is_empty()) {
+        for (id, samples) in prepared.iter().filter(|p| !p.1.is_empty()) {
             payload.extend_from_slice(&id.to_be_bytes());
             put_uvarint(&mut payload, samples.len() as u64);
             let mut prev = 0i64;
-            for s in samples {
+            for s in samples.iter() {
                 put_varint(&mut payload, s.t.wrapping_sub(prev));
                 prev = s.t;
                 payload.extend_from_slice(&s.v.to_bits().to_le_bytes());
                 blocks.insert(self.block_of(s.t));
             }
             out.accepted_samples += samples.len();
-        }
-        let mut exemplars = Vec::new();
-        for (s, (id, ..)) in batch.series.iter().zip(&prepared) {
-            for e in &s.exemplars {
-                exemplars.push((*id, e.clone()));
-            }
         }
         put_uvarint(&mut payload, exemplars.len() as u64);
         for (id, e) in &exemplars {
@@ -605,13 +615,22 @@ impl Storage {
         let seq = {
             let _r = self.apply_lock.read();
             let seq = self.log.append(&payload, &blocks)?;
-            for (id, _, samples) in &prepared {
-                if samples.is_empty() {
-                    self.shard_of(*id).lock().series.entry(*id).or_default();
-                } else {
-                    self.shard_of(*id)
-                        .lock()
-                        .append(*id, self.block_ms, samples);
+            // Apply shard by shard: one lock per shard touched, not per series.
+            let n = self.cfg.num_shards.max(1);
+            let mut order: Vec<usize> = (0..prepared.len()).collect();
+            order.sort_unstable_by_key(|&i| prepared[i].0.shard(n));
+            let mut i = 0;
+            while i < order.len() {
+                let shard = prepared[order[i]].0.shard(n);
+                let mut g = self.shards[shard as usize].lock();
+                while i < order.len() && prepared[order[i]].0.shard(n) == shard {
+                    let (id, samples) = prepared[order[i]];
+                    if samples.is_empty() {
+                        g.series.entry(id).or_default();
+                    } else {
+                        g.append(id, self.block_ms, samples);
+                    }
+                    i += 1;
                 }
             }
             seq
@@ -744,7 +763,48 @@ impl Storage {
 }
 
 impl SampleWriter for Storage {
+    /// The slow path (tests, promqltest): labels are serialised into one
+    /// buffer so both paths share `write_inner`.
     fn write(&self, tenant: &str, batch: WriteBatch) -> Result<WriteOutcome, StorageError> {
+        let mut buf = Vec::new();
+        let mut all_spans = Vec::with_capacity(batch.series.len());
+        for s in &batch.series {
+            let mut spans = Vec::with_capacity(s.labels.len());
+            for l in s.labels.iter() {
+                let n0 = buf.len() as u32;
+                buf.extend_from_slice(l.name.as_bytes());
+                let v0 = buf.len() as u32;
+                buf.extend_from_slice(l.value.as_bytes());
+                spans.push([n0, v0, v0, buf.len() as u32]);
+            }
+            all_spans.push(spans);
+        }
+        let buf = Arc::new(buf);
+        let series = batch
+            .series
+            .into_iter()
+            .zip(all_spans)
+            .map(|(s, spans)| PreparedSeries {
+                id: SeriesId::of(tenant, &s.labels),
+                labels: LazyLabels::new(buf.clone(), spans),
+                samples: s.samples,
+                exemplars: s.exemplars,
+            })
+            .collect();
+        Ok(self.write_inner(
+            tenant,
+            PreparedBatch {
+                series,
+                metadata: batch.metadata,
+            },
+        )?)
+    }
+
+    fn write_prepared(
+        &self,
+        tenant: &str,
+        batch: PreparedBatch,
+    ) -> Result<WriteOutcome, StorageError> {
         Ok(self.write_inner(tenant, batch)?)
     }
 }

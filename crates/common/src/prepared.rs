@@ -1,0 +1,71 @@
+//! The fast write path: series whose id the gateway already computed from the
+//! raw request bytes, with labels kept as spans into the shared request
+//! buffer and turned into [`Labels`] only when the store meets a series it has
+//! never seen (node-exporter-like traffic repeats the same series every
+//! scrape, so building owned labels per sample would dominate ingest CPU).
+
+use crate::{Exemplar, Label, Labels, MetricMetadata, Sample, SeriesId};
+use std::sync::Arc;
+
+/// Validated labels as (name, value) byte ranges into a shared buffer.
+/// Invariant (upheld by the constructor's caller): every range is valid UTF-8,
+/// names are sorted and unique, empty values are already left out.
+#[derive(Clone, Debug)]
+pub struct LazyLabels {
+    buf: Arc<Vec<u8>>,
+    spans: Vec<[u32; 4]>,
+}
+
+impl LazyLabels {
+    /// `spans`: `[name_start, name_end, value_start, value_end]` per label.
+    pub fn new(buf: Arc<Vec<u8>>, spans: Vec<[u32; 4]>) -> Self {
+        Self { buf, spans }
+    }
+
+    /// The (name, value) pairs.
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.spans.iter().map(|s| {
+            let get = |a: u32, b: u32| {
+                std::str::from_utf8(&self.buf[a as usize..b as usize]).unwrap_or("\u{fffd}")
+            };
+            (get(s[0], s[1]), get(s[2], s[3]))
+        })
+    }
+
+    /// The (name, value) pairs as bytes (no UTF-8 re-check).
+    pub fn raw_pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.spans.iter().map(|s| {
+            (
+                &self.buf[s[0] as usize..s[1] as usize],
+                &self.buf[s[2] as usize..s[3] as usize],
+            )
+        })
+    }
+
+    pub fn materialize(&self) -> Labels {
+        Labels::from_sorted_unchecked(self.pairs().map(|(n, v)| Label::new(n, v)).collect())
+    }
+}
+
+/// One series of a prepared write.
+#[derive(Clone, Debug)]
+pub struct PreparedSeries {
+    /// `SeriesId::of(tenant, labels)`, computed from the raw pairs.
+    pub id: SeriesId,
+    pub labels: LazyLabels,
+    pub samples: Vec<Sample>,
+    pub exemplars: Vec<Exemplar>,
+}
+
+/// A validated batch for one tenant, ids precomputed.
+#[derive(Clone, Debug, Default)]
+pub struct PreparedBatch {
+    pub series: Vec<PreparedSeries>,
+    pub metadata: Vec<(String, MetricMetadata)>,
+}
+
+impl PreparedBatch {
+    pub fn sample_count(&self) -> usize {
+        self.series.iter().map(|s| s.samples.len()).sum()
+    }
+}
