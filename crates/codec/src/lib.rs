@@ -12,10 +12,10 @@
 //! nearly 2^64 (all timestamp arithmetic wraps, and a 64-bit escape code holds
 //! any delta-of-delta).
 //!
-//! # Chunk format, version 1
+//! # Chunk format, version 2
 //!
 //! ```text
-//! byte 0      version (= 1)
+//! byte 0      version (= 2)
 //! varint      sample count n (unsigned LEB128)
 //! varint      first timestamp, zigzag LEB128 (present only when n > 0)
 //! bitstream   MSB-first, zero-padded to a whole byte; nothing follows it
@@ -25,62 +25,72 @@
 //! (absent for `i == 0`, whose timestamp is in the header), then its value
 //! code.
 //!
-//! **Rice code** (used for timestamps and integers): an unsigned `z` is
-//! written as `q = z >> k` in unary (`q` ones, then a zero) followed by the
-//! low `k` bits of `z`, where `k` is the smallest value with `n * 2^k >= sum`
-//! over a decaying window of recent codes (LOCO-I style; starts at sum 4,
-//! n 1, halves at n 16). A quotient of 10 or more is escaped: ten ones, the
-//! bit width of `z` minus one (6 bits), then `z`. Signed numbers are
-//! zigzag-mapped first.
+//! **Rice code** (timestamps and integers): an unsigned `z` is written as
+//! `q = z >> k` in unary (`q` ones, then a zero) followed by the low `k` bits
+//! of `z`, where `k` is the smallest value with `n * 2^k >= sum` over a
+//! decaying window of recent codes (LOCO-I style; starts at sum 4, n 1,
+//! halves at n 16). A quotient of 10 or more is escaped: ten ones, a `0`, the
+//! bit width of `z` minus one (6 bits), then `z`. Ten ones then a `1` is a
+//! *switch* (value codes only). Signed numbers are zigzag-mapped first.
+//! *Universal code*: the bit length of `z` (7 bits), then its bits below the
+//! leading one.
 //!
-//! **Timestamp code** — predicted on a grid: `p = grid + interval` (wrapping
-//! `i64`), and `e = t - p` is Rice-coded. Normally `grid` becomes
-//! `p + e / 4` (it settles in the middle of the scrape jitter, so `e` stays
-//! within a few ms). On an escape (first sample after the header, a missed
-//! scrape, a new interval) the grid re-anchors on `t` and `interval` becomes
-//! `t - t_prev`, snapped to a whole second when within 50 ms of one; escaped
-//! offsets do not feed the Rice statistics. Before the second sample,
-//! `grid = t0` and `interval = 0`.
+//! **Timestamp code** — predicted at `p = center + interval`, plus one when
+//! the center's 1/16 ms fraction is at least 8/16; `e = t - p` is Rice-coded
+//! with the `k` among 0..=3 whose decaying cost over recent offsets is lowest
+//! (while the running mean asks for `k <= 3`; else the mean's `k`). Normally
+//! the center (x16) moves an eighth of the way to `t`, so it settles in the
+//! middle of the scrape jitter. On an escape (first sample after the header,
+//! a missed scrape, a new interval) the center re-anchors on `t` (fraction
+//! 0) and `interval` becomes `t - t_prev`, snapped to a whole second when
+//! within 50 ms of one; escaped offsets do not feed the statistics. Before
+//! the second sample, `center = t0` and `interval = 0`.
 //!
 //! **Value code** — the value state is: the previous value's bits (0.0 before
-//! the first sample), a mode (`Float`, or `Int` with decimal scale `k`), the
-//! previous scaled integer, an integer payload width, and the XOR window
-//! (leading/trailing zeros). Opcodes:
+//! the first sample), a mode (`Float`, or `Int` with decimal scale `k` and
+//! shift `s`), the integer predictors' state, the XOR window and a decaying
+//! repeat rate.
 //!
-//! | code       | meaning                                                        |
-//! |------------|----------------------------------------------------------------|
-//! | `0`        | same bits as the previous value                                |
-//! | `10` ...   | encoded in the current mode (see below)                        |
-//! | `110` ...  | switch to `Float` mode, then an XOR code                        |
-//! | `111` k:3 ... | switch to `Int` mode with scale `k` (0..=7), then an int code |
+//! *Float mode*: `0` same bits as the previous value; `10` + XOR code; `11` +
+//! int switch.
+//!
+//! *Int mode* `(k, s)`: a value is the integer `m` with `m as f64 / 10^k`
+//! bit-identical to it (checked by an exact round trip, so never lossy), and
+//! all `m` in the mode are congruent mod `2^s` (page- or sector-quantised
+//! gauges and counters do not pay for their zero low bits). When repeats are
+//! frequent (rate x (Rice k + 1) > 1), the code starts with a flag: `0` =
+//! same value, `1` = a body follows; otherwise a repeat is just a body. The
+//! body is the Rice code of `(m - prediction) >> s`, where the prediction is
+//! the previous `m`, plus the decaying mean delta, or plus the last delta
+//! (delta terms rounded down to a multiple of `2^s`), whichever has had the
+//! smallest residuals lately (decaying mean code widths kept by both sides,
+//! so the choice costs no bits). A Rice switch instead is followed by `0` +
+//! XOR code (to `Float`) or `1` + int switch.
+//!
+//! *Int switch*: `k` (3 bits) and `s` (6 bits). Same `k` as the current int
+//! mode: only the shift changes (the Rice sum is rescaled) and a body
+//! follows. Otherwise `s` must be 0, and `m - base` follows as a zigzag
+//! universal code, where `base` is the previous value scaled by `10^k` when
+//! exact, else 0; the predictors restart at `m`.
 //!
 //! *XOR code* (Gorilla): `x = bits ^ prev_bits` (never 0 here). `0` + the
 //! meaningful bits, reusing the previous leading/trailing window when `x`
 //! fits in it; or `1` + leading zeros (5 bits, capped at 31) + meaningful bit
 //! count (6 bits, 64 written as 0) + the meaningful bits.
 //!
-//! *Int code*: value `v` is represented as the integer `m` with
-//! `m as f64 / 10^k` bit-identical to `v` (checked by an exact round trip, so
-//! never lossy). `m - prediction` (wrapping) is Rice-coded (own statistics;
-//! an escape restarts them from the escaped value). The prediction is
-//! `prev_m`, or `prev_m + prev_delta` when delta-of-delta has coded smaller
-//! (with a little hysteresis) over recent samples (decaying means of code widths kept
-//! by both sides, so steady counters cost little and the choice costs no
-//! bits). After a `111` switch the prediction is the previous value scaled by
-//! `10^k` when that is exact, else 0; `prev_delta` restarts at 0 and that
-//! code does not feed the statistics.
-//!
-//! The encoder picks, per value, the cheaper of staying in or switching
-//! between the modes, so integers, counters and values with 1-7 decimals
-//! (0.37, 1234.56) are encoded as small integer deltas while arbitrary floats
-//! fall back to XOR.
+//! The encoder picks the cheaper code per value, biased towards staying in
+//! (or entering) int mode when the previous value was an integer at that
+//! scale too, and widens the shift when recent deltas shared more trailing
+//! zeros; so integers, counters and values with 1-7 decimals (0.37, 1234.56)
+//! are encoded as small integer residuals while arbitrary floats fall back
+//! to XOR.
 
 mod bits;
 
 use bits::{BitReader, BitWriter};
 
 /// Version byte written at the start of every chunk.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
 
 /// Errors of this crate. None are retryable: a bad chunk stays bad.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -115,7 +125,6 @@ pub type Result<T, E = CodecError> = std::result::Result<T, E>;
 // ---------------------------------------------------------------------------
 // Shared coding tables and helpers.
 
-/// Payload widths of the timestamp delta-of-delta buckets (see the header).
 /// Largest decimal scale of the integer mode (3-bit field).
 const MAX_SCALE: u32 = 7;
 const POW10: [f64; 8] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6, 1e7];
@@ -159,11 +168,52 @@ fn int_repr(v: f64, k: u32) -> Option<i64> {
     (from_int(m, k).to_bits() == v.to_bits()).then_some(m)
 }
 
+/// Rounds `d` down to a multiple of `2^s` (`s` < 64).
+#[inline]
+fn align(d: i64, s: u32) -> i64 {
+    d & (-1i64).wrapping_shl(s)
+}
+
+/// Universal code of `z`: its bit length (0..=64) in 7 bits, then the bits
+/// below its leading one.
+fn write_universal(w: &mut BitWriter, z: u64) {
+    let width = 64 - z.leading_zeros();
+    w.write(u64::from(width), 7);
+    if width > 1 {
+        w.write(z, width - 1);
+    }
+}
+
+fn universal_cost(z: u64) -> u32 {
+    7 + (64 - z.leading_zeros()).saturating_sub(1)
+}
+
+fn read_universal(r: &mut BitReader<'_>) -> Result<u64> {
+    let width = r.read(7)? as u32;
+    match width {
+        0 => Ok(0),
+        1..=64 => Ok((1u64 << (width - 1)) | r.read(width - 1)?),
+        _ => Err(CodecError::Corrupt("universal code wider than 64 bits")),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Float,
-    Int(u32),
+    /// Decimal scale `k`, and every scaled integer is congruent mod `2^s`.
+    Int {
+        k: u32,
+        s: u32,
+    },
 }
+
+/// Number of integer predictors (see [`ValueState::predictions`]).
+const PREDICTORS: usize = 3;
+/// Extra bits a float-to-int switch may cost over an XOR code when the
+/// previous value was an integer at the same scale.
+const SWITCH_MARGIN: u32 = 32;
+/// Initial / maximum value of the repeat-rate estimate (probability x 256).
+const REP_ONE: u32 = 256;
 
 /// Value-coding state, identical on both sides.
 #[derive(Debug, Clone)]
@@ -173,13 +223,25 @@ struct ValueState {
     /// Previous scaled integer and the delta that led to it.
     int_prev: i64,
     int_delta: i64,
-    /// Decaying mean code widths (x8) of the delta and delta-of-delta predictors.
-    score_delta: u32,
-    score_dod: u32,
+    /// Decaying mean of the deltas, x16.
+    mean16: i64,
+    /// Decaying mean code widths (x8) of each predictor's residuals.
+    scores: [u32; PREDICTORS],
     int_rice: Rice,
+    /// Decaying rate of exact repeats (x256).
+    rep: u32,
     /// Leading/trailing zeros of the XOR window; `lead == u32::MAX` means no window yet.
     lead: u32,
     trail: u32,
+    /// Encoder only: min trailing zeros of recent nonzero deltas and their count.
+    tz_min: u32,
+    tz_n: u32,
+}
+
+/// What follows a Rice quotient of `RICE_QMAX` ones.
+enum RiceSym {
+    Value(u64),
+    Switch,
 }
 
 impl ValueState {
@@ -189,24 +251,21 @@ impl ValueState {
             mode: Mode::Float,
             int_prev: 0,
             int_delta: 0,
-            score_delta: 0,
-            score_dod: 0,
+            mean16: 0,
+            scores: [0; PREDICTORS],
             int_rice: Rice::new(true),
+            rep: REP_ONE,
             lead: u32::MAX,
             trail: 0,
+            tz_min: 64,
+            tz_n: 0,
         }
     }
 
-    /// Base integer after switching into scale `k`.
+    /// Base integer after switching into scale `k` from another mode.
     #[inline]
     fn int_base(&self, k: u32) -> i64 {
         int_repr(f64::from_bits(self.prev_bits), k).unwrap_or(0)
-    }
-
-    /// Cost of switching into int mode with integer `m` over `base`.
-    #[inline]
-    fn int_switch_cost(&self, m: i64, base: i64) -> u32 {
-        self.int_rice.cost(zigzag(m.wrapping_sub(base)))
     }
 
     #[inline]
@@ -221,56 +280,100 @@ impl ValueState {
         }
     }
 
-    /// Prediction of the next scaled integer: the previous one, or (for
-    /// counters growing at a steady rate) the previous one plus the previous
-    /// delta, whichever has coded smaller lately. Both sides compute it from
-    /// decoded data, so the choice costs no bits.
+    /// The predictions of the next scaled integer (all congruent to `int_prev`
+    /// mod `2^s`): the previous one; plus the mean delta; plus the last delta.
     #[inline]
-    fn int_prediction(&self) -> i64 {
-        if self.score_dod + 16 < self.score_delta {
-            self.int_prev.wrapping_add(self.int_delta)
-        } else {
-            self.int_prev
-        }
+    fn predictions(&self, s: u32) -> [i64; PREDICTORS] {
+        let p = self.int_prev;
+        [
+            p,
+            p.wrapping_add(align(self.mean16.wrapping_add(8) >> 4, s)),
+            p.wrapping_add(align(self.int_delta, s)),
+        ]
     }
 
-    /// Records the integer `m` just coded; `switched` after a `111` switch.
+    /// The predictor that has coded smallest lately (both sides compute it
+    /// from decoded data, so the choice costs no bits).
     #[inline]
-    fn observe_int(&mut self, m: i64, switched: bool) {
-        if switched {
-            self.int_delta = 0;
-        } else {
-            let d = m.wrapping_sub(self.int_prev);
-            let dd = d.wrapping_sub(self.int_delta);
-            self.score_delta = self.score_delta - self.score_delta / 8 + 8 * bit_width(zigzag(d));
-            self.score_dod = self.score_dod - self.score_dod / 8 + 8 * bit_width(zigzag(dd));
-            self.int_delta = d;
+    fn best(&self) -> usize {
+        let mut b = 0;
+        for i in 1..PREDICTORS {
+            if self.scores[i] < self.scores[b] {
+                b = i;
+            }
         }
+        b
+    }
+
+    /// Whether the int code starts with a repeat flag bit: when repeats are
+    /// frequent enough to pay for it.
+    #[inline]
+    fn rep_flag(&self) -> bool {
+        self.rep * (self.int_rice.k() + 1) > REP_ONE
+    }
+
+    /// Records the integer `m` just coded in mode `Int { s, .. }`.
+    #[inline]
+    fn observe_int(&mut self, m: i64, s: u32, preds: &[i64; PREDICTORS], repeat: bool) {
+        for (sc, &p) in self.scores.iter_mut().zip(preds) {
+            let r = m.wrapping_sub(p) >> s;
+            *sc = *sc - *sc / 8 + 8 * bit_width(zigzag(r));
+        }
+        let d = m.wrapping_sub(self.int_prev);
+        self.mean16 = self
+            .mean16
+            .wrapping_add(d.wrapping_mul(16).wrapping_sub(self.mean16) >> 3);
+        self.int_delta = d;
         self.int_prev = m;
+        self.rep = self.rep - self.rep / 8 + if repeat { REP_ONE / 8 } else { 0 };
     }
 
-    /// Writes `m`; after a switch `int_prev` holds the base and is the prediction.
-    fn write_int(&mut self, w: &mut BitWriter, m: i64, switched: bool) {
-        let pred = if switched {
-            self.int_prev
-        } else {
-            self.int_prediction()
-        };
-        self.int_rice
-            .write(w, zigzag(m.wrapping_sub(pred)), !switched);
-        self.observe_int(m, switched);
+    /// Restarts the integer state on `m` after a switch from another mode or scale.
+    fn reset_int(&mut self, m: i64) {
+        self.int_prev = m;
+        self.int_delta = 0;
+        self.mean16 = 0;
+        self.scores = [0; PREDICTORS];
+        self.int_rice = Rice::new(true);
     }
 
-    fn read_int(&mut self, r: &mut BitReader<'_>, switched: bool) -> Result<i64> {
-        let pred = if switched {
-            self.int_prev
-        } else {
-            self.int_prediction()
+    /// Changes the shift within the same scale; the Rice statistics follow.
+    fn set_shift(&mut self, k: u32, s: u32) {
+        if let Mode::Int { s: old, .. } = self.mode {
+            let rice = &mut self.int_rice;
+            if s > old {
+                rice.sum = (rice.sum >> (s - old)).max(1);
+            } else {
+                let up = (u128::from(rice.sum) << (old - s).min(64)).min(1 << 44);
+                rice.sum = up as u64;
+            }
+        }
+        self.mode = Mode::Int { k, s };
+    }
+
+    /// Int body in mode `Int { s, .. }`: the residual over the best prediction.
+    fn write_body(&mut self, w: &mut BitWriter, m: i64, s: u32, repeat: bool) {
+        let preds = self.predictions(s);
+        let r = m.wrapping_sub(preds[self.best()]) >> s;
+        self.int_rice.write(w, zigzag(r));
+        self.observe_int(m, s, &preds, repeat);
+    }
+
+    fn body_cost(&self, m: i64, s: u32) -> u32 {
+        let preds = self.predictions(s);
+        let r = m.wrapping_sub(preds[self.best()]) >> s;
+        self.int_rice.cost(zigzag(r))
+    }
+
+    fn read_body(&mut self, r: &mut BitReader<'_>, s: u32) -> Result<Option<i64>> {
+        let preds = self.predictions(s);
+        let z = match self.int_rice.read(r)? {
+            RiceSym::Value(z) => z,
+            RiceSym::Switch => return Ok(None),
         };
-        let (z, _) = self.int_rice.read(r, !switched)?;
-        let m = pred.wrapping_add(unzigzag(z));
-        self.observe_int(m, switched);
-        Ok(m)
+        let m = preds[self.best()].wrapping_add(unzigzag(z).wrapping_shl(s));
+        self.observe_int(m, s, &preds, m == self.int_prev);
+        Ok(Some(m))
     }
 
     fn write_xor(&mut self, w: &mut BitWriter, bits: u64) {
@@ -312,72 +415,179 @@ impl ValueState {
         Ok(self.prev_bits ^ x)
     }
 
+    /// The cheapest switch into an int mode for `v`: `(k, m, cost of the payload)`.
+    fn int_switch(&self, v: f64) -> Option<(u32, i64, u32)> {
+        (0..=MAX_SCALE).find_map(|k| {
+            let m = int_repr(v, k)?;
+            let z = zigzag(m.wrapping_sub(self.int_base(k)));
+            Some((k, m, 9 + universal_cost(z)))
+        })
+    }
+
+    /// Switch payload into `Int { k, s: 0 }` from another mode or scale.
+    fn write_int_switch(&mut self, w: &mut BitWriter, k: u32, m: i64) {
+        w.write(u64::from(k), 3);
+        w.write(0, 6);
+        write_universal(w, zigzag(m.wrapping_sub(self.int_base(k))));
+        self.mode = Mode::Int { k, s: 0 };
+        self.reset_int(m);
+        self.tz_min = 64;
+        self.tz_n = 0;
+    }
+
     fn encode(&mut self, w: &mut BitWriter, v: f64) {
         let bits = v.to_bits();
-        if bits == self.prev_bits {
-            w.write_bit(false);
-            return;
-        }
-        if let Mode::Int(k) = self.mode {
-            if let Some(m) = int_repr(v, k) {
-                w.write(0b10, 2);
-                self.write_int(w, m, false);
-                self.prev_bits = bits;
-                return;
-            }
-        }
-        // Float in place (`10` in float mode) or a switch to float (`110`).
-        let float_cost = self.xor_cost(bits) + if self.mode == Mode::Float { 2 } else { 3 };
-        let mut best_int = None;
-        for k in 0..=MAX_SCALE {
-            if Mode::Int(k) == self.mode {
-                continue; // already known not to fit
-            }
-            if let Some(m) = int_repr(v, k) {
-                let base = self.int_base(k);
-                let cost = 3 + 3 + self.int_switch_cost(m, base);
-                best_int = Some((k, m, base, cost));
-                break;
-            }
-        }
-        match best_int {
-            Some((k, m, base, cost)) if cost <= float_cost => {
-                w.write(0b111, 3);
-                w.write(u64::from(k), 3);
-                self.mode = Mode::Int(k);
-                self.int_prev = base;
-                self.write_int(w, m, true);
-            }
-            _ => {
-                if self.mode == Mode::Float {
-                    w.write(0b10, 2);
-                } else {
-                    w.write(0b110, 3);
-                    self.mode = Mode::Float;
-                }
-                self.write_xor(w, bits);
-            }
+        match self.mode {
+            Mode::Float => self.encode_float_mode(w, v, bits),
+            Mode::Int { k, s } => self.encode_int_mode(w, v, bits, k, s),
         }
         self.prev_bits = bits;
     }
 
-    fn decode(&mut self, r: &mut BitReader<'_>) -> Result<f64> {
-        if !r.read_bit()? {
-            return Ok(f64::from_bits(self.prev_bits));
+    fn encode_float_mode(&mut self, w: &mut BitWriter, v: f64, bits: u64) {
+        if bits == self.prev_bits {
+            w.write_bit(false);
+            return;
         }
-        let bits = if !r.read_bit()? {
-            match self.mode {
-                Mode::Float => self.read_xor(r)?,
-                Mode::Int(k) => from_int(self.read_int(r, false)?, k).to_bits(),
+        let xor = self.xor_cost(bits);
+        match self.int_switch(v) {
+            // When the previous value was an integer at that scale too, the
+            // series likely stays one: int mode pays off on later samples.
+            Some((k, m, cost))
+                if cost <= xor
+                    || (int_repr(f64::from_bits(self.prev_bits), k).is_some()
+                        && cost <= xor + SWITCH_MARGIN) =>
+            {
+                w.write(0b11, 2);
+                self.write_int_switch(w, k, m);
             }
-        } else if !r.read_bit()? {
+            _ => {
+                w.write(0b10, 2);
+                self.write_xor(w, bits);
+            }
+        }
+    }
+
+    fn encode_int_mode(&mut self, w: &mut BitWriter, v: f64, bits: u64, k: u32, s: u32) {
+        let flag = self.rep_flag();
+        if bits == self.prev_bits {
+            if flag {
+                w.write_bit(false);
+                let preds = self.predictions(s);
+                self.observe_int(self.int_prev, s, &preds, true);
+            } else {
+                self.write_body(w, self.int_prev, s, true);
+            }
+            return;
+        }
+        if flag {
+            w.write_bit(true);
+        }
+        if let Some(m) = int_repr(v, k) {
+            let d = m.wrapping_sub(self.int_prev);
+            let tz = d.trailing_zeros();
+            if tz >= s {
+                let body = self.body_cost(m, s);
+                let float = RICE_QMAX + 2 + self.xor_cost(bits);
+                if body <= float + SWITCH_MARGIN {
+                    // Encoder heuristic: widen the shift when the recent
+                    // deltas all shared more trailing zeros.
+                    if self.tz_n >= 3 && self.tz_min >= s + 2 && tz >= self.tz_min {
+                        let ns = self.tz_min.min(63);
+                        Rice::write_switch(w);
+                        w.write(0b1, 1);
+                        w.write(u64::from(k), 3);
+                        w.write(u64::from(ns), 6);
+                        self.set_shift(k, ns);
+                        self.tz_min = 64;
+                        self.tz_n = 0;
+                        self.write_body(w, m, ns, false);
+                    } else {
+                        self.tz_min = self.tz_min.min(tz);
+                        self.tz_n += 1;
+                        self.write_body(w, m, s, false);
+                    }
+                    return;
+                }
+            } else {
+                // Same scale, fewer shared low bits: narrow the shift.
+                Rice::write_switch(w);
+                w.write(0b1, 1);
+                w.write(u64::from(k), 3);
+                w.write(u64::from(tz), 6);
+                self.set_shift(k, tz);
+                self.tz_min = 64;
+                self.tz_n = 0;
+                self.write_body(w, m, tz, false);
+                return;
+            }
+        }
+        Rice::write_switch(w);
+        let xor = self.xor_cost(bits);
+        match self.int_switch(v) {
+            Some((nk, m, cost)) if nk != k && cost <= xor => {
+                w.write(0b1, 1);
+                self.write_int_switch(w, nk, m);
+            }
+            _ => {
+                w.write(0b0, 1);
+                self.mode = Mode::Float;
+                self.write_xor(w, bits);
+            }
+        }
+    }
+
+    /// Reads a switch (after `11` in float mode or an escape in int mode).
+    fn read_switch(&mut self, r: &mut BitReader<'_>, in_int: bool) -> Result<u64> {
+        if in_int && !r.read_bit()? {
             self.mode = Mode::Float;
-            self.read_xor(r)?
-        } else {
-            let k = r.read(3)? as u32;
-            self.int_prev = self.int_base(k);
-            self.mode = Mode::Int(k);
-            from_int(self.read_int(r, true)?, k).to_bits()
+            return self.read_xor(r);
+        }
+        let k = r.read(3)? as u32;
+        let s = r.read(6)? as u32;
+        match self.mode {
+            Mode::Int { k: old, .. } if old == k => {
+                self.set_shift(k, s);
+                let m = self
+                    .read_body(r, s)?
+                    .ok_or(CodecError::Corrupt("switch right after a switch"))?;
+                Ok(from_int(m, k).to_bits())
+            }
+            _ => {
+                if s != 0 {
+                    return Err(CodecError::Corrupt("shift set on a scale switch"));
+                }
+                let m = self.int_base(k).wrapping_add(unzigzag(read_universal(r)?));
+                self.mode = Mode::Int { k, s: 0 };
+                self.reset_int(m);
+                Ok(from_int(m, k).to_bits())
+            }
+        }
+    }
+
+    fn decode(&mut self, r: &mut BitReader<'_>) -> Result<f64> {
+        let bits = match self.mode {
+            Mode::Float => {
+                if !r.read_bit()? {
+                    return Ok(f64::from_bits(self.prev_bits));
+                }
+                if !r.read_bit()? {
+                    self.read_xor(r)?
+                } else {
+                    self.read_switch(r, false)?
+                }
+            }
+            Mode::Int { k, s } => {
+                if self.rep_flag() && !r.read_bit()? {
+                    let preds = self.predictions(s);
+                    self.observe_int(self.int_prev, s, &preds, true);
+                    return Ok(f64::from_bits(self.prev_bits));
+                }
+                match self.read_body(r, s)? {
+                    Some(m) => from_int(m, k).to_bits(),
+                    None => self.read_switch(r, true)?,
+                }
+            }
         };
         self.prev_bits = bits;
         Ok(f64::from_bits(bits))
@@ -386,12 +596,12 @@ impl ValueState {
 
 /// Adaptive Rice code (LOCO-I style): `z >> k` in unary, then the low `k`
 /// bits, with `k` derived from the running mean of recent codes. A quotient of
-/// `RICE_QMAX` or more is escaped: `RICE_QMAX` ones, the bit width of `z`
-/// minus one (6 bits), then `z` itself.
-/// With `learn_escapes`, an escaped code restarts the statistics from it
+/// `RICE_QMAX` or more is escaped: `RICE_QMAX` ones, a `0`, the bit width of
+/// `z` minus one (6 bits), then `z` itself. `RICE_QMAX` ones then a `1` is a
+/// switch (values only).
+/// With `learn_escapes`, an escaped code feeds the statistics like any other
 /// (values, whose magnitude may jump for good); without, it is ignored
-/// (timestamps, where an escape is a one-off gap or a new interval). Codes
-/// written with `learn == false` never touch the statistics.
+/// (timestamps, where an escape is a one-off gap or a new interval).
 #[derive(Debug, Clone)]
 struct Rice {
     sum: u64,
@@ -412,19 +622,22 @@ impl Rice {
         }
     }
 
+    /// The smallest `k` with `n * 2^k >= sum`.
     #[inline]
     fn k(&self) -> u32 {
-        let mut k = 0;
-        // sum <= RICE_WINDOW * 2^40, so `n << k` never overflows before exceeding it.
+        // 1 <= n < RICE_WINDOW and sum <= RICE_WINDOW * 2^44: no overflow.
+        if self.n >= self.sum {
+            return 0;
+        }
+        let q = (self.sum - 1) / self.n;
+        let mut k = 64 - q.leading_zeros();
+        while k > 0 && (self.n << (k - 1)) >= self.sum {
+            k -= 1;
+        }
         while (self.n << k) < self.sum {
             k += 1;
         }
         k
-    }
-
-    fn restart(&mut self, z: u64) {
-        self.sum = z.clamp(1, 1 << 40);
-        self.n = 1;
     }
 
     #[inline]
@@ -444,71 +657,96 @@ impl Rice {
         if q < u64::from(RICE_QMAX) {
             q as u32 + 1 + k
         } else {
-            RICE_QMAX + 6 + bit_width(z)
+            RICE_QMAX + 7 + bit_width(z)
         }
+    }
+
+    /// The switch prefix: `RICE_QMAX` ones, then a one.
+    #[inline]
+    fn write_switch(w: &mut BitWriter) {
+        w.write((1u64 << (RICE_QMAX + 1)) - 1, RICE_QMAX + 1);
     }
 
     /// Writes `z`; returns whether it was escaped.
     #[inline]
-    fn write(&mut self, w: &mut BitWriter, z: u64, learn: bool) -> bool {
-        let k = self.k();
+    fn write(&mut self, w: &mut BitWriter, z: u64) -> bool {
+        self.write_k(w, z, self.k())
+    }
+
+    /// Writes `z` with parameter `k`; returns whether it was escaped.
+    #[inline]
+    fn write_k(&mut self, w: &mut BitWriter, z: u64, k: u32) -> bool {
         let q = z >> k;
         if q < u64::from(RICE_QMAX) {
             let q = q as u32;
             w.write(((1u64 << q) - 1) << 1, q + 1);
             w.write(z, k);
-            if learn {
-                self.update(z);
-            }
+            self.update(z);
             false
         } else {
-            w.write((1u64 << RICE_QMAX) - 1, RICE_QMAX);
+            w.write(((1u64 << RICE_QMAX) - 1) << 1, RICE_QMAX + 1);
             let width = bit_width(z);
             w.write(u64::from(width - 1), 6);
             w.write(z, width);
-            if learn && self.learn_escapes {
-                self.restart(z);
+            if self.learn_escapes {
+                self.update(z);
             }
             true
         }
     }
 
-    /// Reads one code; returns `(z, escaped)`.
+    /// Reads one code: a value and whether it was escaped, or a switch.
     #[inline]
-    fn read(&mut self, r: &mut BitReader<'_>, learn: bool) -> Result<(u64, bool)> {
+    fn read_sym(&mut self, r: &mut BitReader<'_>) -> Result<(RiceSym, bool)> {
+        self.read_sym_k(r, self.k())
+    }
+
+    #[inline]
+    fn read_sym_k(&mut self, r: &mut BitReader<'_>, k: u32) -> Result<(RiceSym, bool)> {
         let q = r.read_unary(RICE_QMAX)?;
         if q < RICE_QMAX {
-            let k = self.k();
             let low = r.read(k)?;
             let z = (u64::from(q) << k) | low;
-            if learn {
-                self.update(z);
-            }
-            Ok((z, false))
+            self.update(z);
+            Ok((RiceSym::Value(z), false))
+        } else if r.read_bit()? {
+            Ok((RiceSym::Switch, true))
         } else {
             let width = r.read(6)? as u32 + 1;
             let z = r.read(width)?;
-            if learn && self.learn_escapes {
-                self.restart(z);
+            if self.learn_escapes {
+                self.update(z);
             }
-            Ok((z, true))
+            Ok((RiceSym::Value(z), true))
         }
+    }
+
+    #[inline]
+    fn read(&mut self, r: &mut BitReader<'_>) -> Result<RiceSym> {
+        Ok(self.read_sym(r)?.0)
     }
 }
 
-/// Timestamp prediction state: a grid of interval `interval` whose last
-/// point is `grid`; a timestamp is coded as its offset from the next grid
-/// point. The grid follows a quarter of each offset (so it settles in the
-/// middle of the scrape jitter); an escaped offset re-anchors the grid on the
-/// timestamp and resets the interval to the last delta, snapped to a whole
-/// second when within 50 ms of one.
+/// Timestamp prediction state. The next timestamp is predicted at
+/// `center + interval`, rounded by the 1/16 ms fraction `frac`; the center
+/// follows an eighth of each offset (so it settles in the middle of the
+/// scrape jitter, to a sixteenth of a millisecond); an escaped offset
+/// re-anchors the center on the timestamp and resets the interval to the
+/// last delta, snapped to a whole second when within 50 ms of one.
 #[derive(Debug, Clone)]
 struct TsState {
     prev_t: i64,
-    grid: i64,
+    center: i64,
+    /// Sub-millisecond part of the center, in 1/16 ms (0..16).
+    frac: i64,
     interval: i64,
     rice: Rice,
+    /// Decaying costs (x16) of coding the recent offsets with Rice `k` = 0..4;
+    /// the cheapest is used while the running mean asks for `k` <= 4.
+    costs: [u32; TS_KS],
 }
+
+const TS_KS: usize = 4;
 
 /// Snaps a delta to a whole second when within 50 ms of one.
 #[inline]
@@ -526,37 +764,84 @@ impl TsState {
     fn new(first: i64) -> Self {
         Self {
             prev_t: first,
-            grid: first,
+            center: first,
+            frac: 0,
             interval: 0,
             rice: Rice::new(false),
+            costs: [0; TS_KS],
+        }
+    }
+
+    /// Rice parameter of the next offset.
+    #[inline]
+    fn k(&self) -> u32 {
+        let k = self.rice.k();
+        if k as usize >= TS_KS {
+            return k;
+        }
+        let mut b = 0;
+        for i in 1..TS_KS {
+            if self.costs[i] < self.costs[b] {
+                b = i;
+            }
+        }
+        b as u32
+    }
+
+    #[inline]
+    fn learn(&mut self, z: u64) {
+        for (k, c) in self.costs.iter_mut().enumerate() {
+            let q = (z >> k).min(64) as u32;
+            *c = *c - *c / 16 + q + 1 + k as u32;
         }
     }
 
     #[inline]
-    fn observe(&mut self, t: i64, e: i64, escaped: bool) {
+    fn prediction(&self) -> i64 {
+        self.center
+            .wrapping_add(self.interval)
+            .wrapping_add(i64::from(self.frac >= 8))
+    }
+
+    #[inline]
+    fn observe(&mut self, t: i64, escaped: bool) {
         if escaped {
             self.interval = snap_interval(t.wrapping_sub(self.prev_t));
-            self.grid = t;
+            self.center = t;
+            self.frac = 0;
         } else {
-            self.grid = t.wrapping_sub(e - e / 4);
+            let base = self.center.wrapping_add(self.interval);
+            let o16 = t.wrapping_sub(base).wrapping_mul(16);
+            let x = self.frac.wrapping_add(o16.wrapping_sub(self.frac) >> 3);
+            self.center = base.wrapping_add(x >> 4);
+            self.frac = x & 15;
         }
         self.prev_t = t;
     }
 
     fn write(&mut self, w: &mut BitWriter, t: i64) {
-        let e = t.wrapping_sub(self.grid.wrapping_add(self.interval));
-        let escaped = self.rice.write(w, zigzag(e), true);
-        self.observe(t, e, escaped);
+        let e = t.wrapping_sub(self.prediction());
+        let z = zigzag(e);
+        let escaped = self.rice.write_k(w, z, self.k());
+        if !escaped {
+            self.learn(z);
+        }
+        self.observe(t, escaped);
     }
 
     fn read(&mut self, r: &mut BitReader<'_>) -> Result<i64> {
-        let (z, escaped) = self.rice.read(r, true)?;
-        let e = unzigzag(z);
-        let t = self.grid.wrapping_add(self.interval).wrapping_add(e);
+        let (sym, escaped) = self.rice.read_sym_k(r, self.k())?;
+        if let (RiceSym::Value(z), false) = (&sym, escaped) {
+            self.learn(*z);
+        }
+        let RiceSym::Value(z) = sym else {
+            return Err(CodecError::Corrupt("switch code in a timestamp"));
+        };
+        let t = self.prediction().wrapping_add(unzigzag(z));
         if t <= self.prev_t {
             return Err(CodecError::Corrupt("timestamps not strictly increasing"));
         }
-        self.observe(t, e, escaped);
+        self.observe(t, escaped);
         Ok(t)
     }
 }

@@ -160,14 +160,27 @@ fn decimal_values_use_integer_mode() {
 fn garbage_is_rejected_without_panicking() {
     assert_eq!(decode_all(&[]), Err(CodecError::Empty));
     assert_eq!(decode_all(&[9, 0]), Err(CodecError::UnsupportedVersion(9)));
-    assert_eq!(decode_all(&[1]), Err(CodecError::Truncated));
-    assert!(
-        decode_all(&[1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]).is_err()
-    );
-    assert!(decode_all(&[1, 0, 0]).is_err());
+    assert_eq!(decode_all(&[FORMAT_VERSION]), Err(CodecError::Truncated));
+    assert_eq!(decode_all(&[1, 0]), Err(CodecError::UnsupportedVersion(1)));
+    assert!(decode_all(&[
+        FORMAT_VERSION,
+        0xff,
+        0xff,
+        0xff,
+        0xff,
+        0xff,
+        0xff,
+        0xff,
+        0xff,
+        0xff,
+        0xff,
+        0x7f
+    ])
+    .is_err());
+    assert!(decode_all(&[FORMAT_VERSION, 0, 0]).is_err());
     // Huge sample count with a tiny body: no huge allocation, just an error.
     assert_eq!(
-        decode_all(&[1, 0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0]),
+        decode_all(&[FORMAT_VERSION, 0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0]),
         Err(CodecError::Truncated)
     );
     // Trailing bytes after a valid chunk.
@@ -350,4 +363,75 @@ proptest! {
             prop_assert!(got.len() <= n);
         }
     }
+}
+
+/// Integer streams shaped like real counters and gauges: deltas sharing
+/// trailing zeros (page- or sector-quantised), runs of repeats, occasional
+/// odd deltas, scale changes and float interludes, to exercise the shift
+/// widening/narrowing switches, the repeat flag and every predictor.
+fn arb_structured() -> impl Strategy<Value = Vec<f64>> {
+    (
+        any::<i64>().prop_map(|m| m >> 8),
+        0u32..20,
+        0u32..=3,
+        prop::collection::vec((any::<u16>(), 0u8..100, any::<u64>()), 0..200),
+    )
+        .prop_map(|(start, shift, k, steps)| {
+            let mut m: i64 = start >> shift << shift;
+            let mut k = k;
+            let mut out = Vec::new();
+            for (step, kind, raw) in steps {
+                match kind {
+                    0..=29 => {} // repeat
+                    30..=79 => {
+                        m = m.wrapping_add(i64::from(step as i16) << shift);
+                    }
+                    80..=84 => m = m.wrapping_add(i64::from(step)), // odd delta
+                    85..=89 => k = u32::from(step % 4),
+                    90..=94 => {
+                        out.push(f64::from_bits(raw));
+                        continue;
+                    }
+                    _ => m = m.wrapping_add(i64::from(step) << 40), // burst
+                }
+                out.push(from_int(m, k));
+            }
+            out
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn prop_roundtrip_structured_ints(values in arb_structured(), ts in arb_timestamps(200)) {
+        let samples: Vec<(i64, f64)> = ts.into_iter().zip(values).collect();
+        let chunk = encode_all(&samples).unwrap();
+        let got = decode_all(&chunk).unwrap();
+        prop_assert_eq!(model_of(&got), model_of(&samples));
+        // Every strict prefix of the chunk fails cleanly.
+        for cut in [chunk.len() / 2, chunk.len().saturating_sub(1)] {
+            if cut < chunk.len() {
+                prop_assert!(decode_all(&chunk[..cut]).is_err());
+            }
+        }
+    }
+}
+
+#[test]
+fn quantised_gauge_uses_the_shift() {
+    // A memory gauge moving by whole 4 KiB pages: the 12 zero bits are not coded.
+    let mut v = 6_000_000_000i64;
+    let mut st = 7u64;
+    let samples: Vec<(i64, f64)> = (0..120)
+        .map(|i| {
+            st ^= st << 13;
+            st ^= st >> 7;
+            st ^= st << 17;
+            v += ((st % 2001) as i64 - 1000) * 4096;
+            (i * 15_000, v as f64)
+        })
+        .collect();
+    let chunk = roundtrip(&samples);
+    assert!(chunk.len() < 120 * 2, "{} bytes", chunk.len());
 }
