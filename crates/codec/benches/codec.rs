@@ -14,6 +14,8 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 #[path = "data.rs"]
 mod data;
+#[path = "loadgen.rs"]
+mod loadgen;
 
 fn print_bytes_per_sample() {
     eprintln!("{:<32} {:>12}", "series kind", "bytes/sample");
@@ -46,14 +48,27 @@ fn print_bytes_per_sample() {
 fn bench_codec(c: &mut Criterion) {
     print_bytes_per_sample();
     let mut group = c.benchmark_group("codec");
-    for (name, kinds) in [
-        ("mix", &data::MIX[..]),
-        ("raw-float", &[data::Kind::RawFloatGauge][..]),
-    ] {
-        let chunks: Vec<Vec<(i64, f64)>> = kinds
-            .iter()
-            .flat_map(|&k| data::chunks(k, 20, 11))
-            .collect();
+    type Chunk = Vec<(i64, f64)>;
+    let sets: Vec<(&str, Vec<Chunk>)> = vec![
+        (
+            "mix",
+            data::MIX
+                .iter()
+                .flat_map(|&k| data::chunks(k, 20, 11))
+                .collect(),
+        ),
+        ("raw-float", data::chunks(data::Kind::RawFloatGauge, 20, 11)),
+        // The cairn-loadgen node workload (what benches/compare ingests):
+        // 10 hosts x 86 series, one 120-sample chunk each.
+        (
+            "loadgen-node",
+            loadgen::node_workload(860, data::CHUNK)
+                .into_iter()
+                .map(|s| s.samples)
+                .collect(),
+        ),
+    ];
+    for (name, chunks) in &sets {
         let samples: usize = chunks.iter().map(Vec::len).sum();
         let encoded: Vec<Vec<u8>> = chunks
             .iter()
@@ -62,7 +77,7 @@ fn bench_codec(c: &mut Criterion) {
         group.throughput(Throughput::Elements(samples as u64));
         group.bench_function(format!("encode/{name}"), |b| {
             b.iter(|| {
-                for chunk in &chunks {
+                for chunk in chunks {
                     let mut enc = Encoder::new();
                     for &(t, v) in chunk {
                         enc.append(t, v).expect("sorted");

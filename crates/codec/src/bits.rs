@@ -97,22 +97,22 @@ impl<'a> BitReader<'a> {
         self.data.len() * 8 - self.pos
     }
 
-    /// Reads up to 57 bits from a single 8-byte window.
+    /// The next 64 bits from the current position, MSB-aligned; bits past
+    /// the end read as 0. At least 57 of them are real window bits.
     #[inline]
-    fn read_small(&mut self, n: u32) -> u64 {
-        debug_assert!(n <= 57 && n as usize <= self.remaining());
-        let byte = self.pos / 8;
-        let shift = (self.pos % 8) as u32;
-        let mut win = [0u8; 8];
-        let avail = (self.data.len() - byte).min(8);
-        win[..avail].copy_from_slice(&self.data[byte..byte + avail]);
-        let w = u64::from_be_bytes(win) << shift;
-        self.pos += n as usize;
-        if n == 0 {
-            0
-        } else {
-            w >> (64 - n)
-        }
+    fn peek(&self) -> u64 {
+        let byte = self.pos >> 3;
+        let shift = (self.pos & 7) as u32;
+        let w = match self.data.get(byte..byte + 8) {
+            Some(s) => u64::from_be_bytes(s.try_into().expect("8 bytes")),
+            None => {
+                let mut win = [0u8; 8];
+                let tail = self.data.get(byte..).unwrap_or(&[]);
+                win[..tail.len()].copy_from_slice(tail);
+                u64::from_be_bytes(win)
+            }
+        };
+        w << shift
     }
 
     /// Reads `n` bits (0..=64).
@@ -122,32 +122,49 @@ impl<'a> BitReader<'a> {
         if n as usize > self.remaining() {
             return Err(CodecError::Truncated);
         }
+        if n == 0 {
+            return Ok(0);
+        }
         if n <= 57 {
-            Ok(self.read_small(n))
+            let v = self.peek() >> (64 - n);
+            self.pos += n as usize;
+            Ok(v)
         } else {
-            let hi = self.read_small(32);
-            let lo = self.read_small(n - 32);
+            let hi = self.peek() >> 32;
+            self.pos += 32;
+            let lo = self.peek() >> (64 - (n - 32));
+            self.pos += (n - 32) as usize;
             Ok((hi << (n - 32)) | lo)
         }
     }
 
     #[inline]
     pub(crate) fn read_bit(&mut self) -> Result<bool, CodecError> {
-        Ok(self.read(1)? == 1)
+        if self.pos >= self.data.len() * 8 {
+            return Err(CodecError::Truncated);
+        }
+        let bit = (self.data[self.pos >> 3] >> (7 - (self.pos & 7))) & 1;
+        self.pos += 1;
+        Ok(bit == 1)
     }
 
-    /// Counts consecutive 1 bits (consuming them and the terminating 0), up to `max`.
-    /// Returns `max` without consuming a terminator when `max` ones were read.
+    /// Counts consecutive 1 bits (consuming them and the terminating 0), up to `max`
+    /// (at most 56). Returns `max` without consuming a terminator when `max`
+    /// ones were read.
     #[inline]
     pub(crate) fn read_unary(&mut self, max: u32) -> Result<u32, CodecError> {
-        let mut n = 0;
-        while n < max {
-            if !self.read_bit()? {
-                return Ok(n);
-            }
-            n += 1;
+        debug_assert!(max <= 56);
+        // Padding past the end reads as zeros, so the count never runs past it.
+        let ones = self.peek().leading_ones();
+        if ones >= max {
+            self.pos += max as usize;
+            return Ok(max);
         }
-        Ok(n)
+        if ones as usize + 1 > self.remaining() {
+            return Err(CodecError::Truncated);
+        }
+        self.pos += ones as usize + 1;
+        Ok(ones)
     }
 }
 
@@ -179,5 +196,21 @@ mod tests {
         let pad = r.remaining() as u32;
         assert_eq!(r.read(pad).unwrap(), 0);
         assert!(matches!(r.read(1), Err(CodecError::Truncated)));
+    }
+
+    #[test]
+    fn unary_at_the_end_of_data() {
+        // 0b1110_0000: three ones, then a terminator.
+        let mut r = BitReader::new(&[0xe0]);
+        assert_eq!(r.read_unary(10).unwrap(), 3);
+        assert_eq!(r.remaining(), 4);
+        // All ones up to the end: no terminator, fewer than max ones.
+        let mut r = BitReader::new(&[0xff]);
+        assert!(matches!(r.read_unary(10), Err(CodecError::Truncated)));
+        // Exactly max ones: returned without a terminator.
+        let mut r = BitReader::new(&[0xff, 0xc0]);
+        assert_eq!(r.read_unary(10).unwrap(), 10);
+        assert_eq!(r.remaining(), 6);
+        assert!(!r.read_bit().unwrap());
     }
 }

@@ -342,10 +342,10 @@ impl ValueState {
         if let Mode::Int { s: old, .. } = self.mode {
             let rice = &mut self.int_rice;
             if s > old {
-                rice.sum = (rice.sum >> (s - old)).max(1);
+                rice.set_sum((rice.sum >> (s - old)).max(1));
             } else {
                 let up = (u128::from(rice.sum) << (old - s).min(64)).min(1 << 44);
-                rice.sum = up as u64;
+                rice.set_sum(up as u64);
             }
         }
         self.mode = Mode::Int { k, s };
@@ -606,6 +606,8 @@ impl ValueState {
 struct Rice {
     sum: u64,
     n: u64,
+    /// Cached parameter for the current `sum` and `n`.
+    k: u32,
     learn_escapes: bool,
 }
 
@@ -618,26 +620,32 @@ impl Rice {
         Self {
             sum: 4,
             n: 1,
+            k: 2,
             learn_escapes,
         }
     }
 
-    /// The smallest `k` with `n * 2^k >= sum`.
     #[inline]
     fn k(&self) -> u32 {
+        self.k
+    }
+
+    /// Sets `sum` (after a shift change) and recomputes `k`.
+    fn set_sum(&mut self, sum: u64) {
+        self.sum = sum;
+        self.k = self.compute_k();
+    }
+
+    /// The smallest `k` with `n * 2^k >= sum`.
+    #[inline]
+    fn compute_k(&self) -> u32 {
         // 1 <= n < RICE_WINDOW and sum <= RICE_WINDOW * 2^44: no overflow.
         if self.n >= self.sum {
             return 0;
         }
-        let q = (self.sum - 1) / self.n;
-        let mut k = 64 - q.leading_zeros();
-        while k > 0 && (self.n << (k - 1)) >= self.sum {
-            k -= 1;
-        }
-        while (self.n << k) < self.sum {
-            k += 1;
-        }
-        k
+        // n << k0 has the bit length of sum; one more doubling may be needed.
+        let k0 = self.n.leading_zeros() - self.sum.leading_zeros();
+        k0 + u32::from((self.n << k0) < self.sum)
     }
 
     #[inline]
@@ -648,6 +656,7 @@ impl Rice {
             self.sum = (self.sum >> 1).max(1);
             self.n >>= 1;
         }
+        self.k = self.compute_k();
     }
 
     #[inline]
