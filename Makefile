@@ -1,6 +1,7 @@
 # Cairn — `make run` starts a single node with the embedded default config;
 # `make test` runs every check CI runs. Both install missing system packages.
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/cairn-target
 CARGO ?= cargo
 # System packages: RocksDB (linked dynamically, see .cargo/config.toml),
@@ -8,7 +9,14 @@ CARGO ?= cargo
 APT_PACKAGES := librocksdb-dev libclang-dev pkg-config prometheus
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps build run test fmt lint unit e2e bench-quick clean
+# Prometheus's own PromQL test scripts (read in place, never copied).
+PROMQLTEST_DIR ?= ../shared/promqltest
+PROMQLTEST_STABLE := selectors literals collision trig_functions operators aggregators \
+	functions staleness range_queries histograms name_label_dropping native_histograms
+PROMQLTEST_EXPERIMENTAL := limit info type_and_unit duration_expression extended_vectors \
+	fill-modifier start_timestamps
+
+.PHONY: deps build run test fmt lint unit e2e promqltest promqltest-experimental bench-quick clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -43,7 +51,17 @@ e2e: build
 	  CAIRN_BIN=$(CARGO_TARGET_DIR)/debug/cairn $(CARGO) nextest run -p cairn-e2e --no-fail-fast --test-threads 2; \
 	else CAIRN_BIN=$(CARGO_TARGET_DIR)/debug/cairn $(CARGO) test -p cairn-e2e -- --test-threads 2; fi
 
-test: deps fmt lint unit e2e
+# The stable tier must pass in full, on the in-memory store and on the real
+# on-disk store (commit log, head, RocksDB index).
+promqltest: build
+	@test -d $(PROMQLTEST_DIR) || { echo "promqltest data not found at $(PROMQLTEST_DIR) (set PROMQLTEST_DIR)"; exit 1; }
+	$(CARGO_TARGET_DIR)/debug/cairn promqltest --storage memory $(addprefix $(PROMQLTEST_DIR)/,$(addsuffix .test,$(PROMQLTEST_STABLE))) | tail -n 15
+	$(CARGO_TARGET_DIR)/debug/cairn promqltest --storage disk $(addprefix $(PROMQLTEST_DIR)/,$(addsuffix .test,$(PROMQLTEST_STABLE))) | tail -n 15
+
+promqltest-experimental: build
+	-$(CARGO_TARGET_DIR)/debug/cairn promqltest $(addprefix $(PROMQLTEST_DIR)/,$(addsuffix .test,$(PROMQLTEST_EXPERIMENTAL))) | grep -E "^[a-z_-]+\.test:|passed"
+
+test: deps fmt lint unit promqltest e2e
 
 bench-quick: deps
 	benches/compare --quick

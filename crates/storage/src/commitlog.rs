@@ -107,13 +107,17 @@ fn create_segment(dir: &Path, no: u64) -> Result<File> {
 
 impl CommitLog {
     /// Opens the log in `dir`, replaying every existing segment into `apply`
-    /// (oldest first). `apply` returns the block windows a record touches.
-    /// Afterwards a fresh segment is started for new writes.
+    /// (oldest first, with the segment number). `apply` returns the block
+    /// windows whose data from that record now lives only in memory.
+    /// Afterwards a fresh segment is started for new writes, numbered above
+    /// every existing one and above `min_next` (numbers never repeat, since
+    /// filesets refer to them).
     pub fn open(
         dir: &Path,
         policy: FsyncPolicy,
         max_segment_bytes: u64,
-        mut apply: impl FnMut(&[u8]) -> Result<BTreeSet<i64>>,
+        min_next: u64,
+        mut apply: impl FnMut(u64, &[u8]) -> Result<BTreeSet<i64>>,
     ) -> Result<(Arc<Self>, ReplayStats)> {
         fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
         let mut nos: Vec<u64> = fs::read_dir(dir)
@@ -150,7 +154,7 @@ impl CommitLog {
             while pos < buf.len() {
                 match next_record(&buf, pos) {
                     Some((payload, next)) => {
-                        let blocks = apply(payload)?;
+                        let blocks = apply(no, payload)?;
                         info.blocks.extend(blocks);
                         stats.records += 1;
                         pos = next;
@@ -164,7 +168,7 @@ impl CommitLog {
             }
             segments.insert(no, info);
         }
-        let next_no = nos.last().map_or(1, |n| n + 1);
+        let next_no = nos.last().map_or(1, |n| n + 1).max(min_next);
         let file = create_segment(dir, next_no)?;
         segments.insert(next_no, SegmentInfo::default());
         let log = Arc::new(CommitLog {
@@ -386,7 +390,7 @@ mod tests {
     use super::*;
 
     fn open(dir: &Path, seen: &mut Vec<Vec<u8>>) -> Arc<CommitLog> {
-        CommitLog::open(dir, FsyncPolicy::Always, 1 << 20, |p| {
+        CommitLog::open(dir, FsyncPolicy::Always, 1 << 20, 0, |_, p| {
             seen.push(p.to_vec());
             Ok(BTreeSet::from([7]))
         })

@@ -6,7 +6,9 @@
 //!   entries sorted by series id: id u128 BE, offset u64 LE, len u32 LE,
 //!   samples u32 LE, crc32c(chunk) u32 LE;
 //! - `checkpoint` — written last, after both files are fsynced: `CAIRNCP1`,
-//!   sizes and crc32c of data.db and index.db. A directory without a valid
+//!   sizes and crc32c of data.db and index.db, and the last commit-log
+//!   segment whose samples of this block the fileset includes (replay skips
+//!   those samples). A directory without a valid
 //!   checkpoint is an interrupted flush and is deleted on open.
 //!
 //! A later volume of the same block supersedes the earlier ones (a flush into
@@ -23,6 +25,7 @@ use std::path::{Path, PathBuf};
 const INDEX_MAGIC: &[u8; 8] = b"CAIRNFI1";
 const CHECKPOINT_MAGIC: &[u8; 8] = b"CAIRNCP1";
 const ENTRY: usize = 36;
+const CHECKPOINT_LEN: usize = 40;
 const INDEX_HEADER: usize = 16;
 
 fn io_err(context: String) -> impl FnOnce(std::io::Error) -> Error {
@@ -36,7 +39,7 @@ pub fn fileset_dir(root: &Path, shard: u32, block_start: i64, volume: u32) -> Pa
 
 /// Writes a complete fileset. `series` must be sorted by id; each entry's
 /// samples sorted by time. Returns bytes written.
-pub fn write(dir: &Path, series: &[(SeriesId, Vec<Sample>)]) -> Result<u64> {
+pub fn write(dir: &Path, series: &[(SeriesId, Vec<Sample>)], log_upto: u64) -> Result<u64> {
     if dir.exists() {
         fs::remove_dir_all(dir).map_err(io_err(format!("clearing {}", dir.display())))?;
     }
@@ -63,12 +66,13 @@ pub fn write(dir: &Path, series: &[(SeriesId, Vec<Sample>)]) -> Result<u64> {
     write_synced(&dir.join("data.db"), &data)?;
     write_synced(&dir.join("index.db"), &index)?;
     fail_point("fileset-before-checkpoint");
-    let mut cp = Vec::with_capacity(32);
+    let mut cp = Vec::with_capacity(CHECKPOINT_LEN);
     cp.extend_from_slice(CHECKPOINT_MAGIC);
     cp.extend_from_slice(&(data.len() as u64).to_le_bytes());
     cp.extend_from_slice(&crc32c::crc32c(&data).to_le_bytes());
     cp.extend_from_slice(&(index.len() as u64).to_le_bytes());
     cp.extend_from_slice(&crc32c::crc32c(&index).to_le_bytes());
+    cp.extend_from_slice(&log_upto.to_le_bytes());
     write_synced(&dir.join("checkpoint"), &cp)?;
     if let Some(parent) = dir.parent() {
         if let Ok(d) = File::open(parent) {
@@ -99,6 +103,8 @@ pub struct Fileset {
     pub dir: PathBuf,
     pub block_start: i64,
     pub volume: u32,
+    /// Commit-log segments up to this number are included for this block.
+    pub log_upto: u64,
     index: Mmap,
     data: Mmap,
     count: usize,
@@ -119,13 +125,14 @@ impl Fileset {
         let Ok(cp) = fs::read(dir.join("checkpoint")) else {
             return Ok(None);
         };
-        if cp.len() != 32 || &cp[..8] != CHECKPOINT_MAGIC {
+        if cp.len() != CHECKPOINT_LEN || &cp[..8] != CHECKPOINT_MAGIC {
             return Ok(None);
         }
         let u64_at = |o: usize| u64::from_le_bytes(cp[o..o + 8].try_into().unwrap_or_default());
         let u32_at = |o: usize| u32::from_le_bytes(cp[o..o + 4].try_into().unwrap_or_default());
         let (data_len, data_crc, index_len, index_crc) =
             (u64_at(8), u32_at(16), u64_at(20), u32_at(28));
+        let log_upto = u64_at(32);
         let index = map(&dir.join("index.db"))?;
         let data = map(&dir.join("data.db"))?;
         if index.len() as u64 != index_len || data.len() as u64 != data_len {
@@ -158,6 +165,7 @@ impl Fileset {
             dir: dir.to_path_buf(),
             block_start,
             volume,
+            log_upto,
             index,
             data,
             count,
@@ -296,7 +304,7 @@ mod tests {
             })
             .collect();
         series.sort_by_key(|s| s.0);
-        write(&fileset_dir(d.path(), 3, 7200000, 0), &series).unwrap();
+        write(&fileset_dir(d.path(), 3, 7200000, 0), &series, 5).unwrap();
         // An interrupted flush of a newer volume: no checkpoint.
         let incomplete = fileset_dir(d.path(), 3, 7200000, 1);
         fs::create_dir_all(&incomplete).unwrap();
@@ -319,6 +327,7 @@ mod tests {
         write(
             &dir,
             &[(SeriesId(5), vec![Sample::new(1, 1.0), Sample::new(2, 2.0)])],
+            0,
         )
         .unwrap();
         let mut data = fs::read(dir.join("data.db")).unwrap();

@@ -2,7 +2,9 @@
 //! fly. In-order samples go to a Gorilla encoder; samples older than the
 //! encoder's last timestamp (out of order or backfill) go to a small side
 //! buffer that is merged at read and at flush. On a duplicate timestamp the
-//! first write wins, so replaying a commit-log record twice is harmless.
+//! last write wins (an upsert, as in M3; Prometheus's test scripts expect the
+//! same). Replay never re-applies data that a fileset already holds (filesets
+//! record the commit-log position they cover), so an old value cannot come back.
 
 use cairn_codec::Encoder;
 use cairn_common::{IdMap, Sample, SeriesId};
@@ -34,7 +36,9 @@ impl BlockBuf {
         }
     }
 
-    /// The buffer's samples, sorted, one per timestamp (first write wins).
+    /// The buffer's samples, sorted, one per timestamp (last write wins:
+    /// side-buffer entries are always newer than encoder entries with the
+    /// same timestamp, because the encoder only takes timestamps above its last).
     pub fn samples(&self) -> Vec<Sample> {
         let snapshot = self.enc.snapshot();
         let in_order: Vec<Sample> = match cairn_codec::decode_all(&snapshot) {
@@ -49,9 +53,10 @@ impl BlockBuf {
             return in_order;
         }
         let mut ooo = self.ooo.clone();
-        ooo.sort_by_key(|s| s.t); // stable: first write first
-        ooo.dedup_by_key(|s| s.t); // keeps the first of equal timestamps
-        merge_older_wins(in_order, ooo)
+        ooo.reverse(); // newest first, so the stable sort + dedup keeps the newest
+        ooo.sort_by_key(|s| s.t);
+        ooo.dedup_by_key(|s| s.t);
+        merge_newer_wins(in_order, ooo)
     }
 
     pub fn heap_bytes(&self) -> usize {
@@ -67,8 +72,8 @@ impl BlockBuf {
     }
 }
 
-/// Merges two sorted, de-duplicated runs; on equal timestamps `older` wins.
-pub fn merge_older_wins(older: Vec<Sample>, newer: Vec<Sample>) -> Vec<Sample> {
+/// Merges two sorted, de-duplicated runs; on equal timestamps `newer` wins.
+pub fn merge_newer_wins(older: Vec<Sample>, newer: Vec<Sample>) -> Vec<Sample> {
     if older.is_empty() {
         return newer;
     }
@@ -85,8 +90,8 @@ pub fn merge_older_wins(older: Vec<Sample>, newer: Vec<Sample>) -> Vec<Sample> {
                 } else if y.t < x.t {
                     out.extend(b.next());
                 } else {
-                    out.extend(a.next());
-                    b.next();
+                    a.next();
+                    out.extend(b.next());
                 }
             }
             (Some(_), None) => out.extend(a.by_ref()),
@@ -194,7 +199,7 @@ impl HeadShard {
             }
             if let Some(v) = data.get(&id) {
                 let older = per_block.remove(b).unwrap_or_default();
-                per_block.insert(*b, merge_older_wins(older, v.clone()));
+                per_block.insert(*b, merge_newer_wins(older, v.clone()));
             }
         }
         if let Some(s) = self.series.get(&id) {
@@ -203,7 +208,7 @@ impl HeadShard {
                     continue;
                 }
                 let older = per_block.remove(&buf.start).unwrap_or_default();
-                per_block.insert(buf.start, merge_older_wins(older, buf.samples()));
+                per_block.insert(buf.start, merge_newer_wins(older, buf.samples()));
             }
         }
         Ok(per_block
@@ -238,7 +243,7 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
-        /// Head reads equal a BTreeMap model with first-write-wins.
+        /// Head reads equal a BTreeMap model with last-write-wins.
         #[test]
         fn head_matches_model(writes in proptest::collection::vec((0i64..20_000, any::<u64>()), 1..300)) {
             let mut shard = HeadShard::default();
@@ -246,7 +251,7 @@ mod tests {
             let mut model = std::collections::BTreeMap::new();
             for (t, bits) in &writes {
                 shard.append(id, 7_000, &[Sample::new(*t, f64::from_bits(*bits))]);
-                model.entry(*t).or_insert(*bits);
+                model.insert(*t, *bits);
             }
             let got = shard.read(id, 0, 20_000, 7_000).unwrap();
             let want: Vec<(i64, u64)> = model.into_iter().collect();

@@ -255,11 +255,18 @@ impl Storage {
             }
         }
         let mut replayed = 0u64;
+        let mut skipped = 0u64;
+        let min_next = shards
+            .iter()
+            .flat_map(|s| s.filesets.values().map(|f| f.log_upto + 1))
+            .max()
+            .unwrap_or(1);
         let (log, stats) = commitlog::CommitLog::open(
             &data_dir.join("commitlog"),
             cfg.fsync,
             cfg.max_segment_bytes,
-            |payload| {
+            min_next,
+            |seg, payload| {
                 let rec = decode_record(payload)?;
                 let refs: Vec<(SeriesId, &Labels)> =
                     rec.new_series.iter().map(|(i, l)| (*i, l)).collect();
@@ -272,9 +279,21 @@ impl Storage {
                         .or_default();
                 }
                 for (id, samples) in &rec.samples {
-                    blocks.extend(samples.iter().map(|s| s.t - s.t.rem_euclid(block_ms)));
-                    shards[id.shard(num_shards) as usize].append(*id, block_ms, samples);
-                    replayed += samples.len() as u64;
+                    let shard = &mut shards[id.shard(num_shards) as usize];
+                    // Samples a fileset already holds are not replayed: the
+                    // fileset may hold a newer value for the same timestamp.
+                    let pending: Vec<Sample> = samples
+                        .iter()
+                        .filter(|s| {
+                            let b = s.t - s.t.rem_euclid(block_ms);
+                            !shard.filesets.get(&b).is_some_and(|f| f.log_upto >= seg)
+                        })
+                        .copied()
+                        .collect();
+                    skipped += (samples.len() - pending.len()) as u64;
+                    blocks.extend(pending.iter().map(|s| s.t - s.t.rem_euclid(block_ms)));
+                    shard.append(*id, block_ms, &pending);
+                    replayed += pending.len() as u64;
                 }
                 index.put_exemplars(&rec.exemplars)?;
                 index.put_metadata(&rec.tenant, &rec.metadata)?;
@@ -304,6 +323,7 @@ impl Storage {
         tracing::info!(
             records = stats.records,
             samples = replayed,
+            samples_already_flushed = skipped,
             torn_segments = stats.torn_segments,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "recovery complete"
@@ -368,7 +388,7 @@ impl Storage {
         let mut written = 0;
         let mut failed = 0;
         for (shard, block, data) in jobs {
-            match self.flush_one(shard, block, &data) {
+            match self.flush_one(shard, block, &data, sealed) {
                 Ok(()) => written += 1,
                 Err(e) => {
                     failed += 1;
@@ -419,7 +439,15 @@ impl Storage {
         Ok(written)
     }
 
-    fn flush_one(&self, shard: usize, block: i64, data: &head::Flushing) -> Result<()> {
+    /// Writes one block of one shard. `sealed`: every commit-log segment up to
+    /// it had been applied to the head when the data was detached.
+    fn flush_one(
+        &self,
+        shard: usize,
+        block: i64,
+        data: &head::Flushing,
+        sealed: u64,
+    ) -> Result<()> {
         let existing = self.shards[shard].lock().filesets.get(&block).cloned();
         let mut merged: HashMap<SeriesId, Vec<Sample>> = HashMap::new();
         let volume = match &existing {
@@ -431,13 +459,13 @@ impl Storage {
         };
         for (id, samples) in data.iter() {
             let older = merged.remove(id).unwrap_or_default();
-            merged.insert(*id, head::merge_older_wins(older, samples.clone()));
+            merged.insert(*id, head::merge_newer_wins(older, samples.clone()));
         }
         let mut series: Vec<(SeriesId, Vec<Sample>)> = merged.into_iter().collect();
         series.sort_unstable_by_key(|s| s.0);
         let root = self.cfg.data_dir.join("data").join("raw");
         let dir = fileset::fileset_dir(&root, shard as u32, block, volume);
-        fileset::write(&dir, &series)?;
+        fileset::write(&dir, &series, sealed)?;
         let fs = fileset::Fileset::open(&dir, block, volume)?.ok_or_else(|| {
             Error::Corrupt(format!(
                 "fileset {} incomplete right after writing",

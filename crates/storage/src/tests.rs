@@ -176,3 +176,35 @@ fn commit_log_is_truncated_after_flush() {
     let s = f.open();
     assert_eq!(read(&s, "t", "m").len(), 51);
 }
+
+#[test]
+fn overwrite_survives_replay_of_older_segment() {
+    let f = Fixture::new();
+    let now = f.now.load(Ordering::SeqCst);
+    let s = f.open();
+    let x = labels("m", "x");
+    let old_t = now - 5 * DAY;
+    // Segment 1: the old sample plus one in the open window (keeps segment 1 alive).
+    s.write(
+        "t",
+        batch(vec![(x.clone(), vec![(old_t, 1.0), (now, 7.0)])]),
+    )
+    .unwrap();
+    s.flush(false).unwrap();
+    // Last write wins: the overwrite lands in a new volume of the old block.
+    s.write("t", batch(vec![(x.clone(), vec![(old_t, 2.0)])]))
+        .unwrap();
+    s.flush(false).unwrap();
+    assert!(
+        s.disk_stats().0 .0 >= 2,
+        "segment 1 must still exist for the open window"
+    );
+    s.close().unwrap();
+    drop(s);
+    let s = f.open();
+    let got = read(&s, "t", "m");
+    assert_eq!(
+        got[0].1,
+        vec![(old_t, 2.0f64.to_bits()), (now, 7.0f64.to_bits())]
+    );
+}
