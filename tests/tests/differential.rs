@@ -1,0 +1,1333 @@
+//! Differential PromQL test (issue 3's acceptance): the same generated data
+//! (counters with resets, gauges with negative and decimal values, classic
+//! histograms, gaps, staleness markers, series that start late or end early)
+//! is remote-written into Cairn and into a real Prometheus 2.x
+//! (`/usr/bin/prometheus`, Debian package), then several hundred distinct
+//! PromQL queries run against both as instant queries at several times and as
+//! range queries; every answer must agree (same result type, same series,
+//! same timestamps, values equal within 1e-6 relative, NaN == NaN).
+//!
+//! Prometheus 2.x vs 3.x: Cairn implements 3.x semantics, the reference is
+//! 2.x, so the data and queries are laid out where both agree:
+//! - range selectors (2.x closed `[t-r, t]`, 3.x left-open `(t-r, t]`) and the
+//!   lookback window: every sample timestamp has a non-zero millisecond part
+//!   (1..=999 ms jitter) while every evaluation time, range, offset, `@` and
+//!   subquery step is a whole number of seconds, so no sample ever sits on a
+//!   boundary;
+//! - subquery evaluation points (2.x includes `t-r`, 3.x does not): evaluation
+//!   times are ≡ 13 s (mod 30 s) and subquery steps/ranges/offsets are
+//!   multiples of 30 s, so `t-r` is never a multiple of the subquery step;
+//! - no `holt_winters`/`double_exponential_smoothing`, no experimental
+//!   functions, no native histograms, no regexes over newlines, no NaN
+//!   inputs to `sort`, no `topk`/`bottomk` over values that can tie.
+//!
+//! Run with:
+//! `CARGO_TARGET_DIR=$HOME/.cache/cairn-target-e2e cargo test -p cairn-e2e --test differential -- --nocapture`
+//! (`CAIRN_BIN` picks the binary, see `cairn_e2e::cairn_bin`).
+//! `CAIRN_DIFF_SELF_CHECK=1` compares Prometheus with a second Prometheus
+//! instead of Cairn (validates the loader and the comparison itself);
+//! `CAIRN_DIFF_SEED=<n>` changes the generated data (default fixed);
+//! `CAIRN_DIFF_FILTER=<substring>` runs only the matching queries.
+
+use cairn_e2e::*;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const SEC: i64 = 1000;
+const MIN: i64 = 60 * SEC;
+/// Prometheus's staleness marker (`value.StaleNaN`).
+const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+const REL_TOL: f64 = 1e-6;
+
+// ------------------------------------------------------------------ servers
+
+/// Starts `prometheus` with the remote-write receiver on a free loopback port
+/// and waits until it is ready.
+fn start_prometheus(bin: &str, dir: &Path) -> (ChildGuard, String) {
+    std::fs::create_dir_all(dir).expect("prometheus dir");
+    let port = free_port();
+    let cfg_path = dir.join("prometheus.yml");
+    // No scrape configs: the only data is what the test writes.
+    std::fs::write(&cfg_path, "global:\n  scrape_interval: 1m\n").expect("write prometheus.yml");
+    let log_path = dir.join("prometheus.log");
+    let log = std::fs::File::create(&log_path).expect("prometheus log");
+    let child = Command::new(bin)
+        .arg(format!("--config.file={}", cfg_path.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--web.enable-remote-write-receiver")
+        .arg("--query.lookback-delta=5m")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("dup"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
+    let mut guard = ChildGuard(child);
+    let url = format!("http://127.0.0.1:{port}");
+    let prom_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !get(&format!("{url}/-/ready")).is_ok_and(|r| r.status == 200) {
+        if let Ok(Some(st)) = guard.0.try_wait() {
+            panic!("prometheus exited ({st}):\n{}", prom_log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "prometheus not ready:\n{}",
+            prom_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (guard, url)
+}
+
+// --------------------------------------------------------------------- data
+
+type Labels = Vec<(String, String)>;
+
+struct Gen {
+    series: Vec<(Labels, Vec<(i64, f64)>)>,
+}
+
+impl Gen {
+    fn add(&mut self, labels: &[(&str, &str)], samples: Vec<(i64, f64)>) {
+        let mut l: Labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        l.sort();
+        for w in samples.windows(2) {
+            assert!(w[0].0 < w[1].0, "generated samples out of order: {l:?}");
+        }
+        for &(t, _) in &samples {
+            assert_ne!(t % SEC, 0, "sample on a whole second: {l:?} {t}");
+        }
+        self.series.push((l, samples));
+    }
+}
+
+/// Sample times of a series: every `interval` from `t0 + from` to `t0 + to`
+/// (exclusive), each with 1..=999 ms jitter so none sits on a whole second.
+fn times(rng: &mut Rng, t0: i64, interval: i64, from: i64, to: i64) -> Vec<i64> {
+    let mut out = Vec::new();
+    let mut t = from;
+    while t < to {
+        out.push(t0 + t + rng.range(1, 1000) as i64);
+        t += interval;
+    }
+    out
+}
+
+fn stale() -> f64 {
+    f64::from_bits(STALE_NAN_BITS)
+}
+
+/// Rounds to `d` decimals so values look like real exposition values.
+fn dec(x: f64, d: i32) -> f64 {
+    let p = 10f64.powi(d);
+    (x * p).round() / p
+}
+
+/// The data set; `t0` is a multiple of 5 minutes, data covers
+/// `[t0, t0 + 60m)`.
+fn generate(seed: u64, t0: i64) -> Gen {
+    let mut rng = Rng::new(seed);
+    let mut g = Gen { series: Vec::new() };
+    let end = 60 * MIN;
+
+    // Counters: http_requests_total, 15 s interval.
+    for job in ["api", "db"] {
+        for inst in ["a:9090", "b:9090"] {
+            for method in ["GET", "POST"] {
+                for code in ["200", "500"] {
+                    let labels = [
+                        ("__name__", "http_requests_total"),
+                        ("job", job),
+                        ("instance", inst),
+                        ("method", method),
+                        ("code", code),
+                    ];
+                    let rate = if code == "200" { 20 } else { 3 };
+                    let mut v = rng.range(0, 1000) as f64;
+                    let mut samples = Vec::new();
+                    let ends_early = job == "db" && inst == "b:9090" && code == "500";
+                    for (i, t) in times(&mut rng, t0, 15 * SEC, 0, end).into_iter().enumerate() {
+                        if ends_early && t - t0 > 40 * MIN {
+                            // Target went away: one staleness marker, then nothing.
+                            samples.push((t, stale()));
+                            break;
+                        }
+                        // Counter resets (process restarts).
+                        let reset = (job == "api" && inst == "a:9090" && i == 100)
+                            || (job == "db" && method == "GET" && i == 170);
+                        if reset {
+                            v = rng.range(0, 5) as f64;
+                        } else {
+                            v += rng.range(0, rate) as f64;
+                        }
+                        samples.push((t, v));
+                    }
+                    g.add(&labels, samples);
+                }
+            }
+        }
+    }
+    // A counter that starts late (25 min in), with decimal increments.
+    {
+        let mut v = 0.0;
+        let samples = times(&mut rng, t0, 15 * SEC, 25 * MIN, end)
+            .into_iter()
+            .map(|t| {
+                v = dec(v + rng.range(0, 400) as f64 / 100.0, 2);
+                (t, v)
+            })
+            .collect();
+        g.add(
+            &[
+                ("__name__", "http_requests_total"),
+                ("job", "api"),
+                ("instance", "c:9090"),
+                ("method", "GET"),
+                ("code", "200"),
+            ],
+            samples,
+        );
+    }
+
+    // Gauges: node_temp_celsius, 10 s interval, decimals, one zone negative.
+    for inst in ["a:9100", "b:9100"] {
+        for (zone, base) in [("cpu0", 55.0), ("cpu1", 48.0), ("ambient", -4.0)] {
+            let labels = [
+                ("__name__", "node_temp_celsius"),
+                ("job", "node"),
+                ("instance", inst),
+                ("zone", zone),
+            ];
+            let phase = rng.range(0, 100) as f64 / 10.0;
+            let mut samples = Vec::new();
+            for (i, t) in times(&mut rng, t0, 10 * SEC, 0, end).into_iter().enumerate() {
+                let rel = t - t0;
+                // A gap of 8 minutes (> lookback) with no staleness marker.
+                if zone == "cpu0" && inst == "a:9100" && (20 * MIN..28 * MIN).contains(&rel) {
+                    continue;
+                }
+                // A staleness marker at 30 min, series back at 36 min.
+                if zone == "ambient" && inst == "b:9100" && (30 * MIN..36 * MIN).contains(&rel) {
+                    if samples
+                        .last()
+                        .is_some_and(|&(_, v): &(i64, f64)| v.to_bits() != STALE_NAN_BITS)
+                    {
+                        samples.push((t, stale()));
+                    }
+                    continue;
+                }
+                let x = base
+                    + 6.0 * ((i as f64) / 17.0 + phase).sin()
+                    + rng.range(0, 1000) as f64 / 1000.0;
+                samples.push((t, dec(x, 3)));
+            }
+            g.add(&labels, samples);
+        }
+    }
+
+    // Integer gauge with repeated values (count_values, changes), 15 s.
+    for job in ["api", "db"] {
+        for inst in ["a:9090", "b:9090"] {
+            let mut v = rng.range(0, 10) as i64;
+            let samples = times(&mut rng, t0, 15 * SEC, 0, end)
+                .into_iter()
+                .map(|t| {
+                    if rng.range(0, 4) == 0 {
+                        v = (v + rng.range(0, 5) as i64 - 2).clamp(0, 12);
+                    }
+                    (t, v as f64)
+                })
+                .collect();
+            g.add(
+                &[("__name__", "queue_depth"), ("job", job), ("instance", inst)],
+                samples,
+            );
+        }
+    }
+
+    // 0/1 flapping gauge, 30 s; one instance ends early at 50 min.
+    for job in ["api", "db"] {
+        for inst in ["a:9090", "b:9090"] {
+            let to = if job == "db" && inst == "a:9090" { 50 * MIN } else { end };
+            let samples = times(&mut rng, t0, 30 * SEC, 0, to)
+                .into_iter()
+                .map(|t| (t, if rng.range(0, 10) < 8 { 1.0 } else { 0.0 }))
+                .collect();
+            g.add(
+                &[("__name__", "service_up"), ("job", job), ("instance", inst)],
+                samples,
+            );
+        }
+    }
+
+    // Classic histograms, 15 s interval.
+    let les = ["0.05", "0.1", "0.25", "0.5", "1", "2.5", "+Inf"];
+    let bounds = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, f64::INFINITY];
+    for job in ["api", "db"] {
+        for inst in ["a:9090", "b:9090"] {
+            let mut counts = [0f64; 7];
+            let mut sum = 0.0;
+            let mut count = 0.0;
+            let mut rows: Vec<(i64, [f64; 7], f64, f64)> = Vec::new();
+            let scale = if job == "api" { 0.2 } else { 0.6 };
+            let starts_late = job == "api" && inst == "b:9090";
+            let from = if starts_late { 12 * MIN } else { 0 };
+            let ends_early = job == "db" && inst == "b:9090";
+            for (i, t) in times(&mut rng, t0, 15 * SEC, from, end).into_iter().enumerate() {
+                if job == "db" && inst == "a:9090" && i == 150 {
+                    // Process restart: every series of the histogram resets.
+                    counts = [0.0; 7];
+                    sum = 0.0;
+                    count = 0.0;
+                }
+                let n = rng.range(0, 25);
+                for _ in 0..n {
+                    // Roughly exponential observations.
+                    let u = (rng.range(1, 10_000) as f64) / 10_000.0;
+                    let x = dec(-scale * u.ln(), 4);
+                    for (k, b) in bounds.iter().enumerate() {
+                        if x <= *b {
+                            counts[k] += 1.0;
+                        }
+                    }
+                    sum += x;
+                    count += 1.0;
+                }
+                rows.push((t, counts, dec(sum, 4), count));
+            }
+            let mut end_marker = None;
+            if ends_early {
+                let cut = t0 + 50 * MIN;
+                let first_after = rows.iter().position(|r| r.0 > cut).expect("rows");
+                end_marker = Some(rows[first_after].0);
+                rows.truncate(first_after);
+            }
+            let with_end = |mut v: Vec<(i64, f64)>| {
+                if let Some(t) = end_marker {
+                    v.push((t, stale()));
+                }
+                v
+            };
+            for (k, le) in les.iter().enumerate() {
+                g.add(
+                    &[
+                        ("__name__", "request_duration_seconds_bucket"),
+                        ("job", job),
+                        ("instance", inst),
+                        ("le", le),
+                    ],
+                    with_end(rows.iter().map(|r| (r.0, r.1[k])).collect()),
+                );
+            }
+            g.add(
+                &[
+                    ("__name__", "request_duration_seconds_sum"),
+                    ("job", job),
+                    ("instance", inst),
+                ],
+                with_end(rows.iter().map(|r| (r.0, r.2)).collect()),
+            );
+            g.add(
+                &[
+                    ("__name__", "request_duration_seconds_count"),
+                    ("job", job),
+                    ("instance", inst),
+                ],
+                with_end(rows.iter().map(|r| (r.0, r.3)).collect()),
+            );
+        }
+    }
+
+    // Label values with characters that need care in regexes/label_replace.
+    for (path, k) in [("/api/v1/query", 1.0), ("/api/v1/write", 2.5), ("/-/ready", 0.25)] {
+        let samples = times(&mut rng, t0, 20 * SEC, 0, end)
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (t, dec(k * (i as f64) + (i % 7) as f64 * 0.125, 3)))
+            .collect();
+        g.add(
+            &[
+                ("__name__", "handler_bytes_total"),
+                ("job", "api"),
+                ("handler", path),
+            ],
+            samples,
+        );
+    }
+    g
+}
+
+/// Write requests covering consecutive 5-minute windows, in time order (both
+/// servers refuse out-of-order samples).
+fn batches(g: &Gen, t0: i64) -> Vec<WriteRequest> {
+    let mut out = Vec::new();
+    let mut w = t0;
+    let last = g
+        .series
+        .iter()
+        .filter_map(|(_, s)| s.last().map(|p| p.0))
+        .max()
+        .unwrap_or(t0);
+    while w <= last {
+        let ts: Vec<TimeSeries> = g
+            .series
+            .iter()
+            .filter_map(|(l, s)| {
+                let samples: Vec<(i64, f64)> = s
+                    .iter()
+                    .copied()
+                    .filter(|&(t, _)| t >= w && t < w + 5 * MIN)
+                    .collect();
+                if samples.is_empty() {
+                    return None;
+                }
+                let labels: Vec<(&str, &str)> =
+                    l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                Some(series(&labels, &samples))
+            })
+            .collect();
+        out.push(write_request(ts));
+        w += 5 * MIN;
+    }
+    out
+}
+
+// ------------------------------------------------------------------ queries
+
+/// A query and whether the order of its instant result matters.
+struct Query {
+    q: String,
+    ordered: bool,
+    /// Evaluates to a range vector: instant queries only.
+    range_vector: bool,
+}
+
+fn queries(at: i64) -> Vec<Query> {
+    let mut qs: Vec<String> = Vec::new();
+    let mut rv: Vec<String> = Vec::new();
+    let mut push = |s: String| qs.push(s);
+
+    // Selectors with every matcher kind.
+    let selectors = [
+        "http_requests_total",
+        r#"http_requests_total{job="api"}"#,
+        r#"http_requests_total{job!="api"}"#,
+        r#"http_requests_total{method=~"G.*"}"#,
+        r#"http_requests_total{code!~"5.."}"#,
+        r#"http_requests_total{job="api",code="500",method="POST"}"#,
+        r#"http_requests_total{instance=~".+:9090",job!~"d.*"}"#,
+        r#"{__name__="node_temp_celsius"}"#,
+        r#"{__name__=~"node_temp_celsius|queue_depth",job=~"node|api"}"#,
+        r#"{__name__=~"request_duration_seconds_(sum|count)"}"#,
+        "node_temp_celsius",
+        r#"node_temp_celsius{zone=~"cpu.*"}"#,
+        r#"node_temp_celsius{zone=""}"#,
+        r#"node_temp_celsius{zone!=""}"#,
+        r#"node_temp_celsius{zone=~"ambient|cpu0",instance="b:9100"}"#,
+        "queue_depth",
+        "service_up",
+        "request_duration_seconds_count",
+        "request_duration_seconds_sum",
+        r#"request_duration_seconds_bucket{le="+Inf"}"#,
+        r#"request_duration_seconds_bucket{le=~"0.*"}"#,
+        r#"handler_bytes_total{handler=~"/api/.*"}"#,
+        r#"handler_bytes_total{handler!~"/api/v1/(query|write)"}"#,
+        "nonexistent_metric",
+        r#"nonexistent_metric{job="x"}"#,
+    ];
+    for s in selectors {
+        push(s.to_string());
+    }
+    for s in [
+        "node_temp_celsius offset 5m",
+        "node_temp_celsius offset 10m30s",
+        "http_requests_total offset -5m",
+        "queue_depth offset 50m",
+    ] {
+        push(s.to_string());
+    }
+    push(format!("node_temp_celsius @ {at}"));
+    push(format!("http_requests_total @ {at} offset 5m"));
+    push("node_temp_celsius @ end()".into());
+    push("queue_depth @ start()".into());
+
+    // Raw range selectors (instant queries only).
+    for s in [
+        "node_temp_celsius[1m]",
+        r#"http_requests_total{job="db"}[2m]"#,
+        "service_up[3m] offset 5m",
+        r#"node_temp_celsius{zone="ambient"}[5m]"#,
+    ] {
+        rv.push(s.to_string());
+    }
+    rv.push(format!("queue_depth[1m] @ {at}"));
+
+    // Counter range functions.
+    let counters = [
+        "http_requests_total",
+        r#"http_requests_total{job="db"}"#,
+        "request_duration_seconds_count",
+        "request_duration_seconds_sum",
+        "handler_bytes_total",
+    ];
+    let ranges = ["1m", "2m", "5m", "10m"];
+    for f in ["rate", "irate", "increase", "resets", "changes"] {
+        for c in counters {
+            for r in ranges {
+                push(format!("{f}({c}[{r}])"));
+            }
+        }
+    }
+    // Gauge range functions.
+    let gauges = [
+        "node_temp_celsius",
+        "queue_depth",
+        r#"node_temp_celsius{zone="ambient"}"#,
+        "service_up",
+    ];
+    for f in [
+        "delta",
+        "idelta",
+        "deriv",
+        "changes",
+        "resets",
+        "avg_over_time",
+        "min_over_time",
+        "max_over_time",
+        "sum_over_time",
+        "count_over_time",
+        "last_over_time",
+        "present_over_time",
+        "stddev_over_time",
+        "stdvar_over_time",
+    ] {
+        for gauge in gauges {
+            for r in ["1m", "5m", "10m"] {
+                push(format!("{f}({gauge}[{r}])"));
+            }
+        }
+    }
+    for phi in ["0", "0.25", "0.5", "0.9", "1"] {
+        for gauge in ["node_temp_celsius", "queue_depth"] {
+            push(format!("quantile_over_time({phi}, {gauge}[5m])"));
+        }
+    }
+    push("quantile_over_time(1.5, node_temp_celsius[5m])".into());
+    push("quantile_over_time(-1, node_temp_celsius[5m])".into());
+    for gauge in ["node_temp_celsius", "queue_depth"] {
+        for (r, h) in [("5m", "300"), ("10m", "600"), ("15m", "-60"), ("2m", "3600")] {
+            push(format!("predict_linear({gauge}[{r}], {h})"));
+        }
+    }
+    push("absent_over_time(nonexistent_metric[5m])".into());
+    push(r#"absent_over_time(nonexistent_metric{job="x",instance=~"y"}[5m])"#.into());
+    for r in ["1m", "5m", "10m"] {
+        push(format!(r#"absent_over_time(node_temp_celsius{{zone="cpu0",instance="a:9100"}}[{r}])"#));
+        push(format!(r#"absent_over_time(service_up{{job="db",instance="a:9090"}}[{r}])"#));
+    }
+    push("absent_over_time(queue_depth[5m])".into());
+    push("rate(http_requests_total[5m] offset 10m)".into());
+    push(format!("rate(http_requests_total[5m] @ {at})"));
+    push("max_over_time(node_temp_celsius[10m] offset -5m)".into());
+
+    // Aggregations.
+    let groupings = [
+        "",
+        " by (job)",
+        " without (instance)",
+        " by (job, instance)",
+        " without (job, instance, zone, method, code)",
+    ];
+    let inners = [
+        "node_temp_celsius",
+        "rate(http_requests_total[5m])",
+        "queue_depth",
+    ];
+    for agg in [
+        "sum", "avg", "min", "max", "count", "group", "stddev", "stdvar",
+    ] {
+        for gr in groupings {
+            for inner in inners {
+                push(format!("{agg}{gr} ({inner})"));
+            }
+        }
+    }
+    for k in ["1", "2", "3"] {
+        push(format!("topk({k}, node_temp_celsius)"));
+        push(format!("bottomk({k}, node_temp_celsius)"));
+        push(format!("topk by (job) ({k}, rate(http_requests_total[5m]))"));
+        push(format!("bottomk without (zone) ({k}, node_temp_celsius)"));
+    }
+    push("topk(100, node_temp_celsius)".into());
+    push("bottomk(0, node_temp_celsius)".into());
+    for phi in ["0", "0.1", "0.5", "0.75", "0.99", "1"] {
+        push(format!("quantile({phi}, node_temp_celsius)"));
+        push(format!("quantile by (job) ({phi}, rate(http_requests_total[5m]))"));
+    }
+    push("quantile(2, node_temp_celsius)".into());
+    push("count_values(\"value\", queue_depth)".into());
+    push("count_values by (job) (\"depth\", queue_depth)".into());
+    push("count_values(\"t\", round(node_temp_celsius))".into());
+    push("count_values without (instance) (\"up\", service_up)".into());
+    push("sum(count_values(\"v\", queue_depth))".into());
+
+    // Binary operators.
+    for op in ["+", "-", "*", "/", "%", "^"] {
+        push(format!("node_temp_celsius {op} 3"));
+        push(format!("2 {op} queue_depth"));
+    }
+    push("node_temp_celsius / 0".into());
+    push("-node_temp_celsius".into());
+    push("queue_depth - queue_depth".into());
+    push("queue_depth / queue_depth".into());
+    for op in ["==", "!=", ">", "<", ">=", "<="] {
+        push(format!("queue_depth {op} 4"));
+        push(format!("queue_depth {op} bool 4"));
+        push(format!("node_temp_celsius {op} 50"));
+    }
+    push("node_temp_celsius > bool 50 == bool 1".into());
+    push("2 > bool 1".into());
+    push("1 + 2 * 3 ^ 2 % 5".into());
+    push(r#"http_requests_total{code="500"} / ignoring(code) http_requests_total{code="200"}"#.into());
+    push(r#"http_requests_total{code="500"} + on(job, instance, method) http_requests_total{code="200"}"#.into());
+    push(
+        "sum by (job) (rate(http_requests_total{code=\"500\"}[5m])) / sum by (job) (rate(http_requests_total[5m]))"
+            .into(),
+    );
+    push(
+        "rate(http_requests_total[5m]) / on(job, instance) group_left sum by (job, instance) (rate(http_requests_total[5m]))"
+            .into(),
+    );
+    push(
+        "sum by (job, instance) (rate(http_requests_total[5m])) / on(job, instance) group_right rate(http_requests_total[5m])"
+            .into(),
+    );
+    push("http_requests_total * on(job, instance) group_left(nothing) queue_depth".into());
+    push("queue_depth * on(job, instance) group_right http_requests_total".into());
+    push("rate(http_requests_total[5m]) > on(job, instance) group_left queue_depth".into());
+    push("queue_depth > bool on(job, instance) service_up".into());
+    push("node_temp_celsius{instance=\"a:9100\"} - ignoring(instance) node_temp_celsius{instance=\"b:9100\"}".into());
+    push("node_temp_celsius and node_temp_celsius > 50".into());
+    push("queue_depth and on(job, instance) service_up == 1".into());
+    push("queue_depth or service_up".into());
+    push("queue_depth > 5 or on(job) queue_depth < 2".into());
+    push("node_temp_celsius unless node_temp_celsius{zone=\"ambient\"}".into());
+    push("queue_depth unless on(instance) service_up == 0".into());
+    push("service_up unless ignoring(job) queue_depth > 3".into());
+    push("http_requests_total and ignoring(method, code) queue_depth".into());
+    push("vector(1) and on() (sum(queue_depth) > 10)".into());
+    push("node_temp_celsius > scalar(avg(node_temp_celsius))".into());
+    push("node_temp_celsius - on() group_left avg(node_temp_celsius)".into());
+    push("sum(rate(http_requests_total[5m])) by (job) * 60".into());
+
+    // Histograms.
+    for phi in ["0", "0.25", "0.5", "0.9", "0.99", "1"] {
+        push(format!(
+            "histogram_quantile({phi}, sum by (le) (rate(request_duration_seconds_bucket[5m])))"
+        ));
+        push(format!(
+            "histogram_quantile({phi}, sum by (job, le) (rate(request_duration_seconds_bucket[2m])))"
+        ));
+    }
+    push("histogram_quantile(0.9, rate(request_duration_seconds_bucket[5m]))".into());
+    push("histogram_quantile(0.5, request_duration_seconds_bucket)".into());
+    push("histogram_quantile(-0.5, rate(request_duration_seconds_bucket[5m]))".into());
+    push("histogram_quantile(1.5, rate(request_duration_seconds_bucket[5m]))".into());
+    push("histogram_quantile(0.9, sum without (instance) (increase(request_duration_seconds_bucket[10m])))".into());
+    push("rate(request_duration_seconds_sum[5m]) / rate(request_duration_seconds_count[5m])".into());
+    push("sum by (le) (request_duration_seconds_bucket)".into());
+
+    // Label manipulation.
+    push(r#"label_replace(http_requests_total, "port", "$1", "instance", ".*:(.*)")"#.into());
+    push(r#"label_replace(node_temp_celsius, "zone", "", "zone", "ambient")"#.into());
+    push(r#"label_replace(queue_depth, "host", "$1-$2", "instance", "(.*):(.*)")"#.into());
+    push(r#"label_replace(queue_depth, "x", "y", "instance", "nomatch")"#.into());
+    push(r#"label_replace(handler_bytes_total, "root", "$1", "handler", "/([^/]*).*")"#.into());
+    push(r#"label_replace(rate(http_requests_total[5m]), "job", "all", "", "")"#.into());
+    push(r#"label_join(queue_depth, "id", "-", "job", "instance")"#.into());
+    push(r#"label_join(node_temp_celsius, "zone", "/", "instance", "zone")"#.into());
+    push(r#"label_join(service_up, "empty", ",")"#.into());
+    push(r#"sum by (port) (label_replace(rate(http_requests_total[5m]), "port", "$1", "instance", ".*:(.*)"))"#.into());
+
+    // Math functions.
+    for f in [
+        "abs", "ceil", "floor", "round", "sqrt", "exp", "ln", "log2", "log10", "sgn", "sin",
+        "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh", "deg", "rad",
+    ] {
+        push(format!("{f}(node_temp_celsius)"));
+    }
+    push("exp(node_temp_celsius / 10)".into());
+    push("sqrt(abs(node_temp_celsius))".into());
+    push("ln(queue_depth)".into());
+    push("round(node_temp_celsius, 0.5)".into());
+    push("round(node_temp_celsius, 5)".into());
+    push("round(-node_temp_celsius, 0.1)".into());
+    push("clamp(node_temp_celsius, 0, 50)".into());
+    push("clamp(node_temp_celsius, 50, 0)".into());
+    push("clamp_min(node_temp_celsius, 10)".into());
+    push("clamp_max(node_temp_celsius, 10)".into());
+    push("clamp_min(rate(http_requests_total[5m]), 0.5)".into());
+    push("asin(clamp(node_temp_celsius / 100, -1, 1))".into());
+    push("pi() * 2".into());
+
+    // Time functions.
+    push("timestamp(node_temp_celsius)".into());
+    push("timestamp(queue_depth offset 5m)".into());
+    push("time() - timestamp(service_up)".into());
+    push("time()".into());
+    push("time() / 60".into());
+    for f in [
+        "minute",
+        "hour",
+        "day_of_week",
+        "day_of_month",
+        "days_in_month",
+        "month",
+        "year",
+    ] {
+        push(format!("{f}()"));
+        push(format!("{f}(timestamp(queue_depth))"));
+    }
+
+    // absent, scalar, vector.
+    push("absent(nonexistent_metric)".into());
+    push(r#"absent(nonexistent_metric{job="x",instance="y"})"#.into());
+    push(r#"absent(nonexistent_metric{job=~"x"})"#.into());
+    push("absent(node_temp_celsius)".into());
+    push(r#"absent(node_temp_celsius{zone="cpu0",instance="a:9100"})"#.into());
+    push("absent(sum(nonexistent_metric))".into());
+    push("scalar(sum(queue_depth))".into());
+    push("scalar(queue_depth)".into());
+    push("vector(1)".into());
+    push("vector(time())".into());
+    push("vector(scalar(sum(service_up)))".into());
+    push("sum(queue_depth) + scalar(sum(service_up))".into());
+
+    // Subqueries (steps/ranges/offsets multiples of 30 s, see the header).
+    push("max_over_time(rate(http_requests_total[1m])[10m:1m])".into());
+    push("min_over_time(rate(http_requests_total[2m])[15m:30s])".into());
+    push("avg_over_time(node_temp_celsius[10m:1m])".into());
+    push("sum_over_time(queue_depth[5m:30s])".into());
+    push("count_over_time(node_temp_celsius[20m:2m])".into());
+    push("max_over_time(sum by (job) (rate(http_requests_total[5m]))[30m:5m])".into());
+    push("rate(sum(request_duration_seconds_count)[10m:1m])".into());
+    push("deriv(avg(node_temp_celsius)[10m:1m])".into());
+    push("last_over_time(queue_depth[10m:1m] offset 5m)".into());
+    push(format!("max_over_time(node_temp_celsius[10m:1m] @ {at})"));
+    push("quantile_over_time(0.9, rate(http_requests_total[2m])[20m:1m])".into());
+    push("max_over_time(max_over_time(node_temp_celsius[2m:30s])[10m:2m])".into());
+    push("changes(service_up[20m:1m])".into());
+    push("stddev_over_time(deriv(node_temp_celsius[5m])[10m:1m])".into());
+    rv.push("rate(http_requests_total[1m])[5m:1m]".into());
+    rv.push("node_temp_celsius[3m:30s]".into());
+
+    // Ordered results.
+    for inner in [
+        "node_temp_celsius",
+        "rate(http_requests_total[5m])",
+        "sum by (job) (rate(http_requests_total[5m]))",
+    ] {
+        push(format!("sort({inner})"));
+        push(format!("sort_desc({inner})"));
+    }
+
+    // Composites.
+    push("sum by (job) (increase(http_requests_total[10m])) / on(job) group_left sum by (job) (increase(request_duration_seconds_count[10m]))".into());
+    push("avg by (zone) (avg_over_time(node_temp_celsius[5m])) > 0".into());
+    push("count by (job) (service_up == 0)".into());
+    push("sum without (le) (rate(request_duration_seconds_bucket[5m]))".into());
+    push("max by (job) (queue_depth) - min by (job) (queue_depth)".into());
+    push("abs(delta(node_temp_celsius[10m])) > 1".into());
+    push("group by (job) (http_requests_total)".into());
+    push("count(count by (job, instance) (http_requests_total))".into());
+    push("stddev by (zone) (node_temp_celsius)".into());
+    push("1 - avg by (job) (service_up)".into());
+
+    // Dedupe, keeping the first occurrence's position.
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for (q, range_vector) in qs
+        .into_iter()
+        .map(|q| (q, false))
+        .chain(rv.into_iter().map(|q| (q, true)))
+    {
+        if seen.insert(q.clone()) {
+            let ordered = q.starts_with("sort(") || q.starts_with("sort_desc(");
+            out.push(Query {
+                q,
+                ordered,
+                range_vector,
+            });
+        }
+    }
+    out
+}
+
+// --------------------------------------------------------------- comparison
+
+#[derive(Clone, Debug)]
+enum Answer {
+    /// Transport error, non-JSON body, or `status: error`.
+    Error(String),
+    Scalar(i64, f64),
+    Str(i64, String),
+    Vector(Vec<(Metric, i64, f64)>),
+    Matrix(Vec<(Metric, Vec<(i64, f64)>)>),
+}
+
+fn parse_value(v: &Value) -> Option<f64> {
+    let s = v.as_str()?;
+    Some(match s {
+        "NaN" => f64::NAN,
+        "+Inf" | "Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        _ => s.parse().ok()?,
+    })
+}
+
+fn parse_ts(v: &Value) -> Option<i64> {
+    Some((v.as_f64()? * 1000.0).round() as i64)
+}
+
+fn parse_point(p: &Value) -> Option<(i64, f64)> {
+    Some((parse_ts(p.get(0)?)?, parse_value(p.get(1)?)?))
+}
+
+fn parse_metric(m: &Value) -> Option<Metric> {
+    m.as_object()?
+        .iter()
+        .map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+        .collect()
+}
+
+fn parse_answer(r: std::io::Result<Response>) -> Answer {
+    let r = match r {
+        Ok(r) => r,
+        Err(e) => return Answer::Error(format!("transport: {e}")),
+    };
+    let Ok(j) = serde_json::from_slice::<Value>(&r.body) else {
+        return Answer::Error(format!("status {} non-JSON: {}", r.status, trunc(&r.text(), 300)));
+    };
+    if j["status"] != "success" {
+        return Answer::Error(format!(
+            "status {} {}: {}",
+            r.status, j["errorType"], j["error"]
+        ));
+    }
+    if r.status != 200 {
+        return Answer::Error(format!("status {} with success body", r.status));
+    }
+    let d = &j["data"];
+    let bad = |what: &str| Answer::Error(format!("malformed {what}: {}", trunc(&j.to_string(), 300)));
+    match d["resultType"].as_str() {
+        Some("scalar") => match parse_point(&d["result"]) {
+            Some((t, v)) => Answer::Scalar(t, v),
+            None => bad("scalar"),
+        },
+        Some("string") => match (parse_ts(&d["result"][0]), d["result"][1].as_str()) {
+            (Some(t), Some(s)) => Answer::Str(t, s.to_string()),
+            _ => bad("string"),
+        },
+        Some("vector") => {
+            let Some(arr) = d["result"].as_array() else {
+                return bad("vector");
+            };
+            let mut out = Vec::new();
+            for s in arr {
+                match (parse_metric(&s["metric"]), parse_point(&s["value"])) {
+                    (Some(m), Some((t, v))) => out.push((m, t, v)),
+                    _ => return bad("vector element"),
+                }
+            }
+            Answer::Vector(out)
+        }
+        Some("matrix") => {
+            let Some(arr) = d["result"].as_array() else {
+                return bad("matrix");
+            };
+            let mut out = Vec::new();
+            for s in arr {
+                let m = parse_metric(&s["metric"]);
+                let pts: Option<Vec<(i64, f64)>> = s["values"]
+                    .as_array()
+                    .map(|a| a.iter().map(parse_point).collect())
+                    .unwrap_or(Some(Vec::new()));
+                match (m, pts) {
+                    (Some(m), Some(p)) => out.push((m, p)),
+                    _ => return bad("matrix element"),
+                }
+            }
+            Answer::Matrix(out)
+        }
+        _ => bad("resultType"),
+    }
+}
+
+fn trunc(s: &str, n: usize) -> String {
+    if s.len() <= n {
+        return s.to_string();
+    }
+    let mut i = n;
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    format!("{}… ({} bytes)", &s[..i], s.len())
+}
+
+fn close(a: f64, b: f64) -> bool {
+    if a.is_nan() || b.is_nan() {
+        return a.is_nan() && b.is_nan();
+    }
+    if a.is_infinite() || b.is_infinite() {
+        return a == b;
+    }
+    (a - b).abs() <= REL_TOL * a.abs().max(b.abs())
+}
+
+fn fmt_metric(m: &Metric) -> String {
+    let inner: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+/// `None` if equal, else a one-line reason.
+fn compare(want: &Answer, got: &Answer, ordered: bool) -> Option<String> {
+    use Answer::*;
+    match (want, got) {
+        (Error(_), Error(_)) => None,
+        (Error(e), _) => Some(format!("only the reference failed: {e}")),
+        (_, Error(e)) => Some(format!("only the target failed: {e}")),
+        (Scalar(t1, v1), Scalar(t2, v2)) => {
+            (t1 != t2 || !close(*v1, *v2)).then(|| format!("scalar ({t1}, {v1}) vs ({t2}, {v2})"))
+        }
+        (Str(t1, s1), Str(t2, s2)) => (t1 != t2 || s1 != s2).then(|| "string differs".into()),
+        (Vector(a), Vector(b)) => {
+            let index = |v: &[(Metric, i64, f64)]| -> Result<BTreeMap<Metric, (i64, f64)>, String> {
+                let mut m = BTreeMap::new();
+                for (l, t, x) in v {
+                    if m.insert(l.clone(), (*t, *x)).is_some() {
+                        return Err(fmt_metric(l));
+                    }
+                }
+                Ok(m)
+            };
+            let (ia, ib) = match (index(a), index(b)) {
+                (Ok(x), Ok(y)) => (x, y),
+                (Err(l), _) => return Some(format!("reference has duplicate series {l}")),
+                (_, Err(l)) => return Some(format!("target has duplicate series {l}")),
+            };
+            let mut why = Vec::new();
+            for (l, (t, x)) in &ia {
+                match ib.get(l) {
+                    None => why.push(format!("missing {}", fmt_metric(l))),
+                    Some((t2, x2)) if t2 != t || !close(*x, *x2) => why.push(format!(
+                        "{}: ({t}, {x}) vs ({t2}, {x2})",
+                        fmt_metric(l)
+                    )),
+                    _ => {}
+                }
+            }
+            for l in ib.keys().filter(|l| !ia.contains_key(*l)) {
+                why.push(format!("unexpected {}", fmt_metric(l)));
+            }
+            if why.is_empty() && ordered {
+                // Values must come in the same order (labels of ties may swap).
+                let va: Vec<f64> = a.iter().map(|e| e.2).collect();
+                let vb: Vec<f64> = b.iter().map(|e| e.2).collect();
+                if va.iter().zip(&vb).any(|(x, y)| !close(*x, *y)) {
+                    why.push(format!("order differs: {va:?} vs {vb:?}"));
+                }
+            }
+            (!why.is_empty()).then(|| trunc(&why.join("; "), 600))
+        }
+        (Matrix(a), Matrix(b)) => {
+            let index = |v: &[(Metric, Vec<(i64, f64)>)]| -> Result<BTreeMap<Metric, Vec<(i64, f64)>>, String> {
+                let mut m = BTreeMap::new();
+                for (l, p) in v {
+                    if m.insert(l.clone(), p.clone()).is_some() {
+                        return Err(fmt_metric(l));
+                    }
+                }
+                Ok(m)
+            };
+            let (ia, ib) = match (index(a), index(b)) {
+                (Ok(x), Ok(y)) => (x, y),
+                (Err(l), _) => return Some(format!("reference has duplicate series {l}")),
+                (_, Err(l)) => return Some(format!("target has duplicate series {l}")),
+            };
+            let mut why = Vec::new();
+            for (l, pa) in &ia {
+                let Some(pb) = ib.get(l) else {
+                    why.push(format!("missing {} ({} points)", fmt_metric(l), pa.len()));
+                    continue;
+                };
+                let ta: Vec<i64> = pa.iter().map(|p| p.0).collect();
+                let tb: Vec<i64> = pb.iter().map(|p| p.0).collect();
+                if ta != tb {
+                    let only_a: Vec<i64> = ta.iter().filter(|t| !tb.contains(t)).copied().collect();
+                    let only_b: Vec<i64> = tb.iter().filter(|t| !ta.contains(t)).copied().collect();
+                    why.push(format!(
+                        "{}: timestamps differ ({} vs {} points; only in reference {:?}; only in target {:?})",
+                        fmt_metric(l),
+                        ta.len(),
+                        tb.len(),
+                        &only_a[..only_a.len().min(5)],
+                        &only_b[..only_b.len().min(5)]
+                    ));
+                    continue;
+                }
+                if let Some(((t, x), (_, y))) =
+                    pa.iter().zip(pb).find(|((_, x), (_, y))| !close(*x, *y))
+                {
+                    why.push(format!("{} @ {t}: {x} vs {y}", fmt_metric(l)));
+                }
+            }
+            for l in ib.keys().filter(|l| !ia.contains_key(*l)) {
+                why.push(format!("unexpected {}", fmt_metric(l)));
+            }
+            (!why.is_empty()).then(|| trunc(&why.join("; "), 600))
+        }
+        _ => Some(format!(
+            "result type {} vs {}",
+            kind(want),
+            kind(got)
+        )),
+    }
+}
+
+fn kind(a: &Answer) -> &'static str {
+    match a {
+        Answer::Error(_) => "error",
+        Answer::Scalar(..) => "scalar",
+        Answer::Str(..) => "string",
+        Answer::Vector(_) => "vector",
+        Answer::Matrix(_) => "matrix",
+    }
+}
+
+fn show(a: &Answer) -> String {
+    let s = match a {
+        Answer::Error(e) => format!("error {e}"),
+        Answer::Scalar(t, v) => format!("scalar ({t}, {v})"),
+        Answer::Str(t, s) => format!("string ({t}, {s:?})"),
+        Answer::Vector(v) => {
+            let parts: Vec<String> = v
+                .iter()
+                .map(|(m, t, x)| format!("{} ({t}, {x})", fmt_metric(m)))
+                .collect();
+            format!("vector[{}] {}", v.len(), parts.join(" "))
+        }
+        Answer::Matrix(v) => {
+            let parts: Vec<String> = v
+                .iter()
+                .map(|(m, p)| {
+                    format!(
+                        "{} {}pts {:?}",
+                        fmt_metric(m),
+                        p.len(),
+                        &p[..p.len().min(3)]
+                    )
+                })
+                .collect();
+            format!("matrix[{}] {}", v.len(), parts.join(" "))
+        }
+    };
+    trunc(&s, 700)
+}
+
+// --------------------------------------------------------------------- test
+
+/// Series labels (minus `__name__`) of an instant query on the reference.
+fn reference_series(prom: &str, q: &str, t: i64) -> BTreeSet<String> {
+    let path = Eval::Instant(t).path(q);
+    match parse_answer(get(&format!("{prom}{path}"))) {
+        Answer::Vector(v) => v
+            .into_iter()
+            .map(|(mut m, _, _)| {
+                m.remove("__name__");
+                fmt_metric(&m)
+            })
+            .collect(),
+        other => panic!("reference {q} at {t}: {}", show(&other)),
+    }
+}
+
+/// The data really has the features the comparison is meant to cover, as
+/// seen by Prometheus: a gap, a staleness marker, late starts, early ends,
+/// counter resets.
+fn check_reference_data(prom: &str, at: impl Fn(i64) -> i64) {
+    let gap = r#"{instance="a:9100",job="node",zone="cpu0"}"#;
+    let stale = r#"{instance="b:9100",job="node",zone="ambient"}"#;
+    let temps = |s| reference_series(prom, "node_temp_celsius", at(s));
+    assert!(temps(613).contains(gap) && temps(613).contains(stale));
+    assert!(!temps(1513).contains(gap), "gap not seen by Prometheus");
+    assert!(temps(1813).contains(gap));
+    assert!(!temps(1813).contains(stale), "staleness marker not honoured");
+    assert!(temps(2713).contains(stale));
+    let late = r#"{code="200",instance="c:9090",job="api",method="GET"}"#;
+    let ended = r#"{code="500",instance="b:9090",job="db",method="POST"}"#;
+    let reqs = |s| reference_series(prom, "http_requests_total", at(s));
+    assert!(!reqs(613).contains(late) && reqs(613).contains(ended));
+    assert!(reqs(2713).contains(late) && !reqs(2713).contains(ended));
+    let resets = reference_series(prom, "resets(http_requests_total[30m]) > 0", at(3583));
+    assert!(resets.len() >= 2, "counter resets: {resets:?}");
+    let hist_end = reference_series(prom, "request_duration_seconds_count", at(3583));
+    assert_eq!(hist_end.len(), 3, "histogram ending early: {hist_end:?}");
+}
+
+/// One evaluation of a query: instant at `time`, or range.
+#[derive(Clone, Copy, Debug)]
+enum Eval {
+    Instant(i64),
+    Range { start: i64, end: i64, step: &'static str },
+}
+
+impl Eval {
+    fn path(&self, q: &str) -> String {
+        match *self {
+            Eval::Instant(t) => format!("/api/v1/query?query={}&time={}", enc(q), t / 1000),
+            Eval::Range { start, end, step } => format!(
+                "/api/v1/query_range?query={}&start={}&end={}&step={step}",
+                enc(q),
+                start / 1000,
+                end / 1000
+            ),
+        }
+    }
+    fn label(&self, t0: i64) -> String {
+        match *self {
+            Eval::Instant(t) => format!("instant t0+{}s", (t - t0) / 1000),
+            Eval::Range { start, end, step } => format!(
+                "range t0+{}s..t0+{}s step {step}",
+                (start - t0) / 1000,
+                (end - t0) / 1000
+            ),
+        }
+    }
+}
+
+#[test]
+fn promql_matches_prometheus() {
+    let prom_bin = std::env::var("PROMETHEUS_BIN").unwrap_or("/usr/bin/prometheus".into());
+    if !Path::new(&prom_bin).exists() {
+        eprintln!(
+            "\n!!!!!! SKIPPING promql_matches_prometheus: {prom_bin} not found \
+             (apt-get install prometheus; the Makefile does) !!!!!!\n"
+        );
+        return;
+    }
+    let self_check = std::env::var("CAIRN_DIFF_SELF_CHECK").is_ok_and(|v| v == "1");
+    let seed: u64 = std::env::var("CAIRN_DIFF_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_240_607);
+    let filter = std::env::var("CAIRN_DIFF_FILTER").ok();
+    let started = Instant::now();
+
+    let dir = tempfile::Builder::new()
+        .prefix("cairn-diff-")
+        .tempdir()
+        .expect("tempdir");
+    let (_prom_guard, prom) = start_prometheus(&prom_bin, &dir.path().join("prom"));
+    // The target: Cairn, or a second Prometheus in self-check mode.
+    let mut _cairn = None;
+    let mut _prom2 = None;
+    let (target_name, target) = if self_check {
+        let (g, u) = start_prometheus(&prom_bin, &dir.path().join("prom2"));
+        _prom2 = Some(g);
+        ("prometheus#2", u)
+    } else {
+        let s = TestServer::spawn(ServerOpts::default());
+        let u = s.url();
+        _cairn = Some(s);
+        ("cairn", u)
+    };
+
+    // Data: [t0, t0 + 60m), t0 a multiple of 5 minutes, ending before now.
+    let now = now_ms();
+    let t0 = now / (5 * MIN) * (5 * MIN) - 60 * MIN;
+    let data = generate(seed, t0);
+    let n_samples: usize = data.series.iter().map(|s| s.1.len()).sum();
+    for (i, req) in batches(&data, t0).iter().enumerate() {
+        for (name, url) in [("prometheus", &prom), (target_name, &target)] {
+            let (st, body) = remote_write(url, None, req);
+            assert!(
+                st == 200 || st == 204,
+                "remote write batch {i} to {name}: status {st}: {body}"
+            );
+        }
+    }
+    eprintln!(
+        "differential: seed {seed}, t0 {t0} ({}), {} series, {n_samples} samples written to prometheus and {target_name}",
+        rfc3339(t0),
+        data.series.len()
+    );
+
+    // Evaluation times ≡ 13 s (mod 30 s), see the header.
+    let at = |s: i64| t0 + s * SEC;
+    check_reference_data(&prom, at);
+    let evals = [
+        Eval::Instant(at(613)),
+        Eval::Instant(at(1513)), // inside the gap of node_temp_celsius{cpu0,a}
+        Eval::Instant(at(1813)), // after the staleness marker of ambient,b
+        Eval::Instant(at(2713)), // after the late starts, before the early ends
+        Eval::Instant(at(3583)), // the end: early-ended series are gone
+        Eval::Range {
+            start: at(613),
+            end: at(3583),
+            step: "30s",
+        },
+        Eval::Range {
+            start: at(1213),
+            end: at(3013),
+            step: "60",
+        },
+    ];
+    let mut qs = queries(at(1813) / 1000);
+    let n_distinct = qs.len();
+    if let Some(f) = &filter {
+        qs.retain(|q| q.q.contains(f.as_str()));
+    }
+    let jobs: Vec<(usize, Eval)> = qs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, q)| {
+            evals
+                .iter()
+                .filter(move |e| !(q.range_vector && matches!(e, Eval::Range { .. })))
+                .map(move |e| (i, *e))
+        })
+        .collect();
+    eprintln!(
+        "differential: {n_distinct} distinct queries, {} evaluations on each server",
+        jobs.len()
+    );
+
+    struct Outcome {
+        job: usize,
+        mismatch: Option<String>,
+        both_err: Option<(String, String)>,
+        want: Answer,
+        got: Answer,
+    }
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Outcome>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| loop {
+                let j = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&(qi, ev)) = jobs.get(j) else { break };
+                let q = &qs[qi];
+                let path = ev.path(&q.q);
+                let want = parse_answer(get(&format!("{prom}{path}")));
+                let got = parse_answer(get(&format!("{target}{path}")));
+                let ordered = q.ordered && matches!(ev, Eval::Instant(_));
+                let mismatch = compare(&want, &got, ordered);
+                let both_err = match (&want, &got) {
+                    (Answer::Error(a), Answer::Error(b)) => Some((a.clone(), b.clone())),
+                    _ => None,
+                };
+                results.lock().expect("results").push(Outcome {
+                    job: j,
+                    mismatch,
+                    both_err,
+                    want,
+                    got,
+                });
+            });
+        }
+    });
+    let mut results = results.into_inner().expect("results");
+    results.sort_by_key(|o| o.job);
+
+    // Queries whose reference answer is empty (or an error) at every
+    // evaluation test nothing: keep them few.
+    let mut has_data = vec![false; qs.len()];
+    for o in &results {
+        let non_empty = match &o.want {
+            Answer::Error(_) => false,
+            Answer::Scalar(..) | Answer::Str(..) => true,
+            Answer::Vector(v) => !v.is_empty(),
+            Answer::Matrix(m) => m.iter().any(|s| !s.1.is_empty()),
+        };
+        has_data[jobs[o.job].0] |= non_empty;
+    }
+    let empty: Vec<&str> = qs
+        .iter()
+        .zip(&has_data)
+        .filter(|(_, d)| !**d)
+        .map(|(q, _)| q.q.as_str())
+        .collect();
+    eprintln!(
+        "differential: {} queries have an empty reference answer everywhere: {empty:?}",
+        empty.len()
+    );
+
+    let mut mismatched_queries = BTreeSet::new();
+    let mut both_err_queries = BTreeSet::new();
+    let mut n_mismatch = 0;
+    for o in &results {
+        let (qi, ev) = jobs[o.job];
+        let q = &qs[qi].q;
+        if let Some(why) = &o.mismatch {
+            n_mismatch += 1;
+            mismatched_queries.insert(qi);
+            eprintln!(
+                "MISMATCH {q}\n  at {}: {why}\n  prometheus: {}\n  {target_name}: {}",
+                ev.label(t0),
+                show(&o.want),
+                show(&o.got)
+            );
+        }
+        if let Some((a, b)) = &o.both_err {
+            if both_err_queries.insert(qi) {
+                eprintln!(
+                    "both errored: {q} ({}):\n  prometheus: {}\n  {target_name}: {}",
+                    ev.label(t0),
+                    trunc(a, 200),
+                    trunc(b, 200)
+                );
+            }
+        }
+    }
+    let n_eval = results.len();
+    eprintln!(
+        "differential: {} queries ({n_eval} evaluations) against prometheus and {target_name}: \
+         {} evaluations equal, {n_mismatch} mismatched ({} queries); \
+         {} queries errored on both sides; {:.1}s",
+        qs.len(),
+        n_eval - n_mismatch,
+        mismatched_queries.len(),
+        both_err_queries.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if filter.is_none() {
+        assert!(n_distinct >= 300, "only {n_distinct} distinct queries");
+        assert!(
+            empty.len() <= 25,
+            "{} queries have no data in the reference answer: {empty:?}",
+            empty.len()
+        );
+    }
+    assert_eq!(
+        n_mismatch,
+        0,
+        "{n_mismatch} of {n_eval} evaluations differ between prometheus and {target_name} \
+         ({} distinct queries); see MISMATCH lines above",
+        mismatched_queries.len()
+    );
+    // Errors on both sides are allowed only for the few queries meant to fail.
+    assert!(
+        both_err_queries.len() <= 5,
+        "{} queries errored on both sides; see above",
+        both_err_queries.len()
+    );
+}
