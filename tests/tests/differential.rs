@@ -1151,6 +1151,14 @@ fn promql_matches_prometheus() {
         ("cairn", u)
     };
 
+    // Fail fast (one line, not thousands of mismatches) without a query API.
+    let probe = get(&format!("{target}/api/v1/query?query=1"));
+    assert!(
+        probe.as_ref().is_ok_and(|r| r.status == 200),
+        "{target_name} does not answer /api/v1/query: {:?}",
+        probe.map(|r| (r.status, trunc(&r.text(), 200)))
+    );
+
     // Data: [t0, t0 + 60m), t0 a multiple of 5 minutes, ending before now.
     let now = now_ms();
     let t0 = now / (5 * MIN) * (5 * MIN) - 60 * MIN;
