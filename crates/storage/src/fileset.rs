@@ -2,9 +2,9 @@
 //!
 //! Directory `<root>/<namespace>/<shard>/<block_start>-<volume>/` holds:
 //! - `data.db`   — the series' compressed chunks (cairn-codec), back to back;
-//! - `index.db`  — header (`CAIRNFI1`, entry count u64) then fixed 36-byte
-//!   entries sorted by series id: id u128 BE, offset u64 LE, len u32 LE,
-//!   samples u32 LE, crc32c(chunk) u32 LE;
+//! - `index.db`  — header (`CAIRNFI2`, entry count u64) then fixed 24-byte
+//!   entries sorted by series id: id u128 BE, end offset of the chunk in
+//!   data.db u32 LE (it starts where the previous one ends), crc32c(chunk) u32 LE;
 //! - `checkpoint` — written last, after both files are fsynced: `CAIRNCP1`,
 //!   sizes and crc32c of data.db and index.db, and the last commit-log
 //!   segment whose samples of this block the fileset includes (replay skips
@@ -22,9 +22,9 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-const INDEX_MAGIC: &[u8; 8] = b"CAIRNFI1";
+const INDEX_MAGIC: &[u8; 8] = b"CAIRNFI2";
 const CHECKPOINT_MAGIC: &[u8; 8] = b"CAIRNCP1";
-const ENTRY: usize = 36;
+const ENTRY: usize = 24;
 const CHECKPOINT_LEN: usize = 40;
 const INDEX_HEADER: usize = 16;
 
@@ -37,30 +37,48 @@ pub fn fileset_dir(root: &Path, shard: u32, block_start: i64, volume: u32) -> Pa
         .join(format!("{block_start}-{volume}"))
 }
 
-/// Writes a complete fileset. `series` must be sorted by id; each entry's
-/// samples sorted by time. Returns bytes written.
+/// Writes a complete fileset from samples (encodes them). `series` must be
+/// sorted by id; each entry's samples sorted by time. Returns bytes written.
 pub fn write(dir: &Path, series: &[(SeriesId, Vec<Sample>)], log_upto: u64) -> Result<u64> {
+    let mut chunks = Vec::with_capacity(series.len());
+    for (id, samples) in series {
+        chunks.push((
+            *id,
+            encode(samples).map_err(|e| {
+                Error::Corrupt(format!("encoding series {id} for {}: {e}", dir.display()))
+            })?,
+        ));
+    }
+    write_chunks(dir, &chunks, log_upto)
+}
+
+/// Encodes sorted samples as one chunk.
+pub fn encode(samples: &[Sample]) -> std::result::Result<Vec<u8>, cairn_codec::CodecError> {
+    let pairs: Vec<(i64, f64)> = samples.iter().map(|s| (s.t, s.v)).collect();
+    cairn_codec::encode_all(&pairs)
+}
+
+/// Writes a complete fileset from already-encoded chunks, sorted by id.
+pub fn write_chunks(dir: &Path, chunks: &[(SeriesId, Vec<u8>)], log_upto: u64) -> Result<u64> {
     if dir.exists() {
         fs::remove_dir_all(dir).map_err(io_err(format!("clearing {}", dir.display())))?;
     }
     fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
-    let mut data = Vec::new();
-    let mut index = Vec::with_capacity(INDEX_HEADER + series.len() * ENTRY);
+    let mut data = Vec::with_capacity(chunks.iter().map(|c| c.1.len()).sum());
+    let mut index = Vec::with_capacity(INDEX_HEADER + chunks.len() * ENTRY);
     index.extend_from_slice(INDEX_MAGIC);
-    index.extend_from_slice(&(series.len() as u64).to_le_bytes());
-    let mut pairs = Vec::new();
-    for (id, samples) in series {
-        pairs.clear();
-        pairs.extend(samples.iter().map(|s| (s.t, s.v)));
-        let chunk = cairn_codec::encode_all(&pairs).map_err(|e| {
-            Error::Corrupt(format!("encoding series {id} for {}: {e}", dir.display()))
+    index.extend_from_slice(&(chunks.len() as u64).to_le_bytes());
+    for (id, chunk) in chunks {
+        data.extend_from_slice(chunk);
+        let end = u32::try_from(data.len()).map_err(|_| {
+            Error::Invalid(format!(
+                "fileset {} would exceed 4 GiB of chunk data; use more shards",
+                dir.display()
+            ))
         })?;
         index.extend_from_slice(&id.to_be_bytes());
-        index.extend_from_slice(&(data.len() as u64).to_le_bytes());
-        index.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
-        index.extend_from_slice(&(samples.len() as u32).to_le_bytes());
-        index.extend_from_slice(&crc32c::crc32c(&chunk).to_le_bytes());
-        data.extend_from_slice(&chunk);
+        index.extend_from_slice(&end.to_le_bytes());
+        index.extend_from_slice(&crc32c::crc32c(chunk).to_le_bytes());
     }
     fail_point("fileset-before-data");
     write_synced(&dir.join("data.db"), &data)?;
@@ -176,64 +194,80 @@ impl Fileset {
         self.count
     }
 
-    fn entry(&self, i: usize) -> (SeriesId, u64, u32, u32, u32) {
-        let e = &self.index[INDEX_HEADER + i * ENTRY..INDEX_HEADER + (i + 1) * ENTRY];
+    fn id_at(&self, i: usize) -> SeriesId {
+        let o = INDEX_HEADER + i * ENTRY;
         let mut id = [0u8; 16];
-        id.copy_from_slice(&e[..16]);
-        let le32 = |o: usize| u32::from_le_bytes([e[o], e[o + 1], e[o + 2], e[o + 3]]);
-        let mut off = [0u8; 8];
-        off.copy_from_slice(&e[16..24]);
+        id.copy_from_slice(&self.index[o..o + 16]);
+        SeriesId::from_be_bytes(id)
+    }
+
+    fn end_at(&self, i: usize) -> (usize, u32) {
+        let o = INDEX_HEADER + i * ENTRY + 16;
+        let e = &self.index[o..o + 8];
         (
-            SeriesId::from_be_bytes(id),
-            u64::from_le_bytes(off),
-            le32(24),
-            le32(28),
-            le32(32),
+            u32::from_le_bytes([e[0], e[1], e[2], e[3]]) as usize,
+            u32::from_le_bytes([e[4], e[5], e[6], e[7]]),
         )
     }
 
-    fn decode_entry(&self, i: usize) -> Result<Vec<Sample>> {
-        let (id, off, len, _, crc) = self.entry(i);
-        let chunk = self
-            .data
-            .get(off as usize..off as usize + len as usize)
-            .ok_or_else(|| {
-                Error::Corrupt(format!(
-                    "fileset {}: chunk of {id} out of range",
-                    self.dir.display()
-                ))
-            })?;
+    /// Entry `i`: its id and its checksum-verified chunk bytes.
+    pub fn raw(&self, i: usize) -> Result<(SeriesId, &[u8])> {
+        let id = self.id_at(i);
+        let start = if i == 0 { 0 } else { self.end_at(i - 1).0 };
+        let (end, crc) = self.end_at(i);
+        let chunk = self.data.get(start..end).ok_or_else(|| {
+            Error::Corrupt(format!(
+                "fileset {}: chunk of {id} out of range",
+                self.dir.display()
+            ))
+        })?;
         if crc32c::crc32c(chunk) != crc {
             return Err(Error::Corrupt(format!(
                 "fileset {}: checksum mismatch in chunk of series {id}",
                 self.dir.display()
             )));
         }
+        Ok((id, chunk))
+    }
+
+    fn decode_entry(&self, i: usize) -> Result<Vec<Sample>> {
+        let (id, chunk) = self.raw(i)?;
         let pairs = cairn_codec::decode_all(chunk).map_err(|e| {
             Error::Corrupt(format!("fileset {}: series {id}: {e}", self.dir.display()))
         })?;
         Ok(pairs.into_iter().map(|(t, v)| Sample { t, v }).collect())
     }
 
-    /// The samples of one series, or empty when it has none here.
-    pub fn read(&self, id: SeriesId) -> Result<Vec<Sample>> {
+    /// Index of series `id`, if present.
+    pub fn find(&self, id: SeriesId) -> Option<usize> {
         let (mut lo, mut hi) = (0usize, self.count);
         while lo < hi {
             let mid = (lo + hi) / 2;
-            let (mid_id, ..) = self.entry(mid);
-            match mid_id.cmp(&id) {
+            match self.id_at(mid).cmp(&id) {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return self.decode_entry(mid),
+                std::cmp::Ordering::Equal => return Some(mid),
             }
         }
-        Ok(Vec::new())
+        None
+    }
+
+    pub fn decode(&self, i: usize) -> Result<Vec<Sample>> {
+        self.decode_entry(i)
+    }
+
+    /// The samples of one series, or empty when it has none here.
+    pub fn read(&self, id: SeriesId) -> Result<Vec<Sample>> {
+        match self.find(id) {
+            Some(i) => self.decode_entry(i),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Every series and its samples (for merging into a new volume).
     pub fn read_all(&self) -> Result<Vec<(SeriesId, Vec<Sample>)>> {
         (0..self.count)
-            .map(|i| Ok((self.entry(i).0, self.decode_entry(i)?)))
+            .map(|i| Ok((self.id_at(i), self.decode_entry(i)?)))
             .collect()
     }
 

@@ -8,7 +8,7 @@
 
 use cairn_codec::Encoder;
 use cairn_common::{IdMap, Sample, SeriesId};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::fileset::Fileset;
@@ -57,6 +57,15 @@ impl BlockBuf {
         ooo.sort_by_key(|s| s.t);
         ooo.dedup_by_key(|s| s.t);
         merge_newer_wins(in_order, ooo)
+    }
+
+    /// The buffer as one encoded chunk: the encoder's bytes as they are when
+    /// nothing arrived out of order (the common case: no decode, no re-encode).
+    pub fn chunk(&self) -> Result<Vec<u8>, cairn_codec::CodecError> {
+        if self.ooo.is_empty() {
+            return Ok(self.enc.snapshot());
+        }
+        crate::fileset::encode(&self.samples())
     }
 
     pub fn heap_bytes(&self) -> usize {
@@ -108,9 +117,9 @@ pub struct HeadSeries {
     pub blocks: Vec<BlockBuf>,
 }
 
-/// Data detached from the head while it is being written to a fileset;
-/// reads still see it until the fileset is in place.
-pub type Flushing = Arc<HashMap<SeriesId, Vec<Sample>>>;
+/// Block buffers detached from the head while they are written to a
+/// fileset; reads still see them until the fileset is in place.
+pub type Flushing = Arc<IdMap<BlockBuf>>;
 
 /// One shard's in-memory state. The map also serves as the set of known
 /// series (those registered in the index): a series whose blocks were all
@@ -141,11 +150,8 @@ impl HeadShard {
     }
 
     /// Detaches the buffers of every block `pick` selects; returns them by block.
-    pub fn detach(
-        &mut self,
-        pick: impl Fn(i64) -> bool,
-    ) -> BTreeMap<i64, HashMap<SeriesId, Vec<Sample>>> {
-        let mut out: BTreeMap<i64, HashMap<SeriesId, Vec<Sample>>> = BTreeMap::new();
+    pub fn detach(&mut self, pick: impl Fn(i64) -> bool) -> BTreeMap<i64, IdMap<BlockBuf>> {
+        let mut out: BTreeMap<i64, IdMap<BlockBuf>> = BTreeMap::new();
         for (id, s) in self.series.iter_mut() {
             if s.blocks.is_empty() {
                 continue;
@@ -154,9 +160,8 @@ impl HeadShard {
             while i < s.blocks.len() {
                 if pick(s.blocks[i].start) {
                     let b = s.blocks.swap_remove(i);
-                    let samples = b.samples();
-                    if !samples.is_empty() {
-                        out.entry(b.start).or_default().insert(*id, samples);
+                    if !b.is_empty() {
+                        out.entry(b.start).or_default().insert(*id, b);
                     }
                 } else {
                     i += 1;
@@ -197,9 +202,9 @@ impl HeadShard {
             if *b + block_ms <= start || *b > end {
                 continue;
             }
-            if let Some(v) = data.get(&id) {
+            if let Some(buf) = data.get(&id) {
                 let older = per_block.remove(b).unwrap_or_default();
-                per_block.insert(*b, merge_newer_wins(older, v.clone()));
+                per_block.insert(*b, merge_newer_wins(older, buf.samples()));
             }
         }
         if let Some(s) = self.series.get(&id) {

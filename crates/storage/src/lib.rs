@@ -31,7 +31,7 @@ pub use commitlog::FsyncPolicy;
 use enc::{put_bytes, put_labels, put_uvarint, put_varint, Reader};
 use head::HeadShard;
 use parking_lot::{Mutex, RwLock};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -139,6 +139,8 @@ pub struct Storage {
     /// written so far.
     apply_lock: RwLock<()>,
     flush_lock: Mutex<()>,
+    /// Detached blocks whose fileset write failed; retried first next flush.
+    retry: Mutex<Vec<(usize, i64, head::Flushing)>>,
     clock: Clock,
     stopping: AtomicBool,
     pub metrics: Metrics,
@@ -286,7 +288,7 @@ impl Storage {
                         .iter()
                         .filter(|s| {
                             let b = s.t - s.t.rem_euclid(block_ms);
-                            !shard.filesets.get(&b).is_some_and(|f| f.log_upto >= seg)
+                            shard.filesets.get(&b).is_none_or(|f| f.log_upto < seg)
                         })
                         .copied()
                         .collect();
@@ -307,6 +309,7 @@ impl Storage {
             shards: shards.into_iter().map(Mutex::new).collect(),
             apply_lock: RwLock::new(()),
             flush_lock: Mutex::new(()),
+            retry: Mutex::new(Vec::new()),
             clock,
             stopping: AtomicBool::new(false),
             metrics: Metrics::default(),
@@ -371,7 +374,8 @@ impl Storage {
         let horizon = now - self.cfg.buffer_past.as_millis() as i64;
         let block_ms = self.block_ms;
         let pick = |b: i64| force || b + block_ms <= horizon;
-        let mut jobs = Vec::new();
+        // Blocks whose earlier flush failed go first (their data is older).
+        let mut jobs: Vec<(usize, i64, head::Flushing)> = std::mem::take(&mut *self.retry.lock());
         let sealed = {
             let _w = self.apply_lock.write();
             let sealed = self.log.rotate()?;
@@ -396,14 +400,9 @@ impl Storage {
                         shard,
                         block,
                         ?e,
-                        "flush of block failed; data stays in memory and commit log"
+                        "flush of block failed; data stays readable in memory and in the commit log, retried at the next flush"
                     );
-                    let mut g = self.shards[shard].lock();
-                    g.flushing
-                        .retain(|(b, d)| !(*b == block && Arc::ptr_eq(d, &data)));
-                    for (id, samples) in data.iter() {
-                        g.append(*id, block_ms, samples);
-                    }
+                    self.retry.lock().push((shard, block, data));
                 }
             }
         }
@@ -449,23 +448,53 @@ impl Storage {
         sealed: u64,
     ) -> Result<()> {
         let existing = self.shards[shard].lock().filesets.get(&block).cloned();
-        let mut merged: HashMap<SeriesId, Vec<Sample>> = HashMap::new();
-        let volume = match &existing {
-            Some(f) => {
-                merged.extend(f.read_all()?);
-                f.volume + 1
-            }
-            None => 0,
+        let volume = existing.as_ref().map_or(0, |f| f.volume + 1);
+        let mut new: Vec<(&SeriesId, &head::BlockBuf)> = data.iter().collect();
+        new.sort_unstable_by_key(|(id, _)| **id);
+        let codec_err = |id: SeriesId| {
+            move |e: cairn_codec::CodecError| Error::Corrupt(format!("encoding series {id}: {e}"))
         };
-        for (id, samples) in data.iter() {
-            let older = merged.remove(id).unwrap_or_default();
-            merged.insert(*id, head::merge_newer_wins(older, samples.clone()));
+        // Merge-join with the previous volume by id: series only in one side
+        // keep their chunk bytes as they are; only series in both are decoded.
+        let old_count = existing.as_ref().map_or(0, |f| f.series_count());
+        let mut chunks: Vec<(SeriesId, Vec<u8>)> = Vec::with_capacity(old_count.max(new.len()));
+        let (mut i, mut j) = (0usize, 0usize);
+        while i < old_count || j < new.len() {
+            let old_id = existing
+                .as_ref()
+                .filter(|_| i < old_count)
+                .map(|f| (f, f.raw(i)));
+            match (old_id, new.get(j)) {
+                (Some((_, r)), None) => {
+                    let (id, chunk) = r?;
+                    chunks.push((id, chunk.to_vec()));
+                    i += 1;
+                }
+                (None, Some((id, buf))) => {
+                    chunks.push((**id, buf.chunk().map_err(codec_err(**id))?));
+                    j += 1;
+                }
+                (Some((f, r)), Some((nid, buf))) => {
+                    let (oid, chunk) = r?;
+                    if oid < **nid {
+                        chunks.push((oid, chunk.to_vec()));
+                        i += 1;
+                    } else if **nid < oid {
+                        chunks.push((**nid, buf.chunk().map_err(codec_err(**nid))?));
+                        j += 1;
+                    } else {
+                        let merged = head::merge_newer_wins(f.decode(i)?, buf.samples());
+                        chunks.push((oid, fileset::encode(&merged).map_err(codec_err(oid))?));
+                        i += 1;
+                        j += 1;
+                    }
+                }
+                (None, None) => break,
+            }
         }
-        let mut series: Vec<(SeriesId, Vec<Sample>)> = merged.into_iter().collect();
-        series.sort_unstable_by_key(|s| s.0);
         let root = self.cfg.data_dir.join("data").join("raw");
         let dir = fileset::fileset_dir(&root, shard as u32, block, volume);
-        fileset::write(&dir, &series, sealed)?;
+        fileset::write_chunks(&dir, &chunks, sealed)?;
         let fs = fileset::Fileset::open(&dir, block, volume)?.ok_or_else(|| {
             Error::Corrupt(format!(
                 "fileset {} incomplete right after writing",
