@@ -1,7 +1,8 @@
 //! `cairn-api`: the HTTP surface of Cairn.
 //!
 //! Owns: remote write (`/api/v1/write`), the Prometheus read API (`series`,
-//! `labels`, `label/<name>/values`), VictoriaMetrics-style `/api/v1/export`,
+//! `labels`, `label/<name>/values`), the PromQL query API and remote read
+//! (module `query`), VictoriaMetrics-style `/api/v1/export`,
 //! admin (`/admin/v1/flush`), `/metrics`, `/-/healthy`, `/-/ready`. Maps
 //! errors to the status codes clients expect (remote write: 400 is never
 //! retried, 429/5xx are).
@@ -15,6 +16,7 @@
 #![allow(clippy::result_large_err)]
 
 mod params;
+mod query;
 mod selector;
 
 use axum::body::Bytes;
@@ -26,6 +28,7 @@ use axum::Router;
 use cairn_common::{Labels, Matcher, SampleWriter, SeriesSource, StorageError};
 use params::Params;
 pub use params::{parse_duration_ms, parse_time_ms};
+pub use query::{format_float, write_timestamp, PROMETHEUS_COMPAT_VERSION};
 pub use selector::parse_selector;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -54,6 +57,8 @@ pub struct ApiConfig {
     pub max_body_size: usize,
     /// Largest accepted decompressed remote-write body, bytes.
     pub max_decoded_size: usize,
+    /// PromQL engine limits (lookback delta, max samples, query timeout).
+    pub engine: cairn_promql::EngineOptions,
 }
 
 impl Default for ApiConfig {
@@ -61,6 +66,7 @@ impl Default for ApiConfig {
         Self {
             max_body_size: 64 << 20,
             max_decoded_size: 512 << 20,
+            engine: cairn_promql::EngineOptions::default(),
         }
     }
 }
@@ -129,6 +135,27 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/labels", get(labels).post(labels))
         .route("/api/v1/label/{name}/values", get(label_values))
         .route("/api/v1/export", get(export).post(export))
+        .route(
+            "/api/v1/query",
+            get(query::instant_query).post(query::instant_query),
+        )
+        .route(
+            "/api/v1/query_range",
+            get(query::range_query).post(query::range_query),
+        )
+        .route(
+            "/api/v1/query_exemplars",
+            get(query::query_exemplars).post(query::query_exemplars),
+        )
+        .route("/api/v1/metadata", get(query::metadata))
+        .route(
+            "/api/v1/format_query",
+            get(query::format_query).post(query::format_query),
+        )
+        .route("/api/v1/status/buildinfo", get(query::buildinfo))
+        .route("/api/v1/status/config", get(query::status_config))
+        .route("/api/v1/status/flags", get(query::status_flags))
+        .route("/api/v1/read", post(query::remote_read))
         .route("/admin/v1/flush", post(flush))
         .route("/metrics", get(metrics))
         .route("/-/healthy", get(|| async { "Cairn is Healthy.\n" }))

@@ -39,8 +39,6 @@ pub struct IngestSection {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct QuerySection {
     pub lookback_delta: String,
-    /// Read by the PromQL engine once it is wired in.
-    #[allow(dead_code)]
     pub max_samples: usize,
     pub timeout: String,
 }
@@ -206,8 +204,7 @@ impl Config {
         self.storage_config()?;
         self.max_body_size()?;
         parse_size("ingest.max-decoded-size", &self.ingest.max_decoded_size)?;
-        parse_duration("query.lookback-delta", &self.query.lookback_delta)?;
-        parse_duration("query.timeout", &self.query.timeout)?;
+        self.engine_options()?;
         Ok(())
     }
 
@@ -221,6 +218,22 @@ impl Config {
         };
         full.parse().map_err(|_| {
             anyhow!("config key http.listen: {l:?} is not an address like :9201 or 127.0.0.1:9201")
+        })
+    }
+
+    /// The PromQL engine's options from the `query:` section.
+    pub fn engine_options(&self) -> Result<cairn_promql::EngineOptions> {
+        let lookback = parse_duration("query.lookback-delta", &self.query.lookback_delta)?;
+        if lookback.is_zero() {
+            bail!("config key query.lookback-delta: must be positive");
+        }
+        if self.query.max_samples == 0 {
+            bail!("config key query.max-samples: must be positive");
+        }
+        Ok(cairn_promql::EngineOptions {
+            lookback_delta_ms: lookback.as_millis() as i64,
+            max_samples: self.query.max_samples,
+            timeout: parse_duration("query.timeout", &self.query.timeout)?,
         })
     }
 

@@ -183,6 +183,7 @@ fn serve(flags: config::Overrides) -> Result<()> {
             "ingest.max-decoded-size",
             &cfg.ingest.max_decoded_size,
         )? as usize,
+        engine: cfg.engine_options()?,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
