@@ -16,7 +16,11 @@
 //!   boundary;
 //! - subquery evaluation points (2.x includes `t-r`, 3.x does not): evaluation
 //!   times are ≡ 13 s (mod 30 s) and subquery steps/ranges/offsets are
-//!   multiples of 30 s, so `t-r` is never a multiple of the subquery step;
+//!   multiples of 30 s, so `t-r` is never a multiple of the subquery step
+//!   (a subquery nested in a subquery runs at step-aligned times: its range
+//!   is not a multiple of its step);
+//! - `rate`/`increase` of a counter starting inside the range (order of the
+//!   zero-point clamp, changed in 2.52): see `COUNTER_BASE`;
 //! - no `holt_winters`/`double_exponential_smoothing`, no experimental
 //!   functions, no native histograms, no regexes over newlines, no NaN
 //!   inputs to `sort`, no `topk`/`bottomk` over values that can tie.
@@ -43,6 +47,14 @@ const MIN: i64 = 60 * SEC;
 /// Prometheus's staleness marker (`value.StaleNaN`).
 const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
 const REL_TOL: f64 = 1e-6;
+/// Counters start far above what they gain within any queried range (a
+/// histogram gets 5000 observations of history). Prometheus 2.52 (PR #13725)
+/// swapped the order of `rate`/`increase`'s zero-point clamp and its
+/// extrapolation threshold when a series starts inside the range: 2.x may
+/// extrapolate by the zero-point distance where 3.x extrapolates by half a
+/// sample interval. The two agree whenever the zero point lies more than
+/// 1.1 sample intervals before the first sample, which this guarantees.
+const COUNTER_BASE: f64 = 10_000.0;
 
 // ------------------------------------------------------------------ servers
 
@@ -58,7 +70,10 @@ fn start_prometheus(bin: &str, dir: &Path) -> (ChildGuard, String) {
     let log = std::fs::File::create(&log_path).expect("prometheus log");
     let child = Command::new(bin)
         .arg(format!("--config.file={}", cfg_path.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("tsdb").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg("--web.enable-remote-write-receiver")
         .arg("--query.lookback-delta=5m")
@@ -152,10 +167,13 @@ fn generate(seed: u64, t0: i64) -> Gen {
                         ("code", code),
                     ];
                     let rate = if code == "200" { 20 } else { 3 };
-                    let mut v = rng.range(0, 1000) as f64;
+                    let mut v = COUNTER_BASE + rng.range(0, 1000) as f64;
                     let mut samples = Vec::new();
                     let ends_early = job == "db" && inst == "b:9090" && code == "500";
-                    for (i, t) in times(&mut rng, t0, 15 * SEC, 0, end).into_iter().enumerate() {
+                    for (i, t) in times(&mut rng, t0, 15 * SEC, 0, end)
+                        .into_iter()
+                        .enumerate()
+                    {
                         if ends_early && t - t0 > 40 * MIN {
                             // Target went away: one staleness marker, then nothing.
                             samples.push((t, stale()));
@@ -178,7 +196,7 @@ fn generate(seed: u64, t0: i64) -> Gen {
     }
     // A counter that starts late (25 min in), with decimal increments.
     {
-        let mut v = 0.0;
+        let mut v = COUNTER_BASE;
         let samples = times(&mut rng, t0, 15 * SEC, 25 * MIN, end)
             .into_iter()
             .map(|t| {
@@ -209,7 +227,10 @@ fn generate(seed: u64, t0: i64) -> Gen {
             ];
             let phase = rng.range(0, 100) as f64 / 10.0;
             let mut samples = Vec::new();
-            for (i, t) in times(&mut rng, t0, 10 * SEC, 0, end).into_iter().enumerate() {
+            for (i, t) in times(&mut rng, t0, 10 * SEC, 0, end)
+                .into_iter()
+                .enumerate()
+            {
                 let rel = t - t0;
                 // A gap of 8 minutes (> lookback) with no staleness marker.
                 if zone == "cpu0" && inst == "a:9100" && (20 * MIN..28 * MIN).contains(&rel) {
@@ -248,7 +269,11 @@ fn generate(seed: u64, t0: i64) -> Gen {
                 })
                 .collect();
             g.add(
-                &[("__name__", "queue_depth"), ("job", job), ("instance", inst)],
+                &[
+                    ("__name__", "queue_depth"),
+                    ("job", job),
+                    ("instance", inst),
+                ],
                 samples,
             );
         }
@@ -257,7 +282,11 @@ fn generate(seed: u64, t0: i64) -> Gen {
     // 0/1 flapping gauge, 30 s; one instance ends early at 50 min.
     for job in ["api", "db"] {
         for inst in ["a:9090", "b:9090"] {
-            let to = if job == "db" && inst == "a:9090" { 50 * MIN } else { end };
+            let to = if job == "db" && inst == "a:9090" {
+                50 * MIN
+            } else {
+                end
+            };
             let samples = times(&mut rng, t0, 30 * SEC, 0, to)
                 .into_iter()
                 .map(|t| (t, if rng.range(0, 10) < 8 { 1.0 } else { 0.0 }))
@@ -282,7 +311,27 @@ fn generate(seed: u64, t0: i64) -> Gen {
             let starts_late = job == "api" && inst == "b:9090";
             let from = if starts_late { 12 * MIN } else { 0 };
             let ends_early = job == "db" && inst == "b:9090";
-            for (i, t) in times(&mut rng, t0, 15 * SEC, from, end).into_iter().enumerate() {
+            // Roughly exponential observations.
+            let observe =
+                |n: u64, counts: &mut [f64; 7], sum: &mut f64, count: &mut f64, rng: &mut Rng| {
+                    for _ in 0..n {
+                        let u = (rng.range(1, 10_000) as f64) / 10_000.0;
+                        let x = dec(-scale * u.ln(), 4);
+                        for (k, b) in bounds.iter().enumerate() {
+                            if x <= *b {
+                                counts[k] += 1.0;
+                            }
+                        }
+                        *sum += x;
+                        *count += 1.0;
+                    }
+                };
+            // History before the first sample (see COUNTER_BASE).
+            observe(5000, &mut counts, &mut sum, &mut count, &mut rng);
+            for (i, t) in times(&mut rng, t0, 15 * SEC, from, end)
+                .into_iter()
+                .enumerate()
+            {
                 if job == "db" && inst == "a:9090" && i == 150 {
                     // Process restart: every series of the histogram resets.
                     counts = [0.0; 7];
@@ -290,18 +339,7 @@ fn generate(seed: u64, t0: i64) -> Gen {
                     count = 0.0;
                 }
                 let n = rng.range(0, 25);
-                for _ in 0..n {
-                    // Roughly exponential observations.
-                    let u = (rng.range(1, 10_000) as f64) / 10_000.0;
-                    let x = dec(-scale * u.ln(), 4);
-                    for (k, b) in bounds.iter().enumerate() {
-                        if x <= *b {
-                            counts[k] += 1.0;
-                        }
-                    }
-                    sum += x;
-                    count += 1.0;
-                }
+                observe(n, &mut counts, &mut sum, &mut count, &mut rng);
                 rows.push((t, counts, dec(sum, 4), count));
             }
             let mut end_marker = None;
@@ -348,11 +386,15 @@ fn generate(seed: u64, t0: i64) -> Gen {
     }
 
     // Label values with characters that need care in regexes/label_replace.
-    for (path, k) in [("/api/v1/query", 1.0), ("/api/v1/write", 2.5), ("/-/ready", 0.25)] {
+    for (path, k) in [
+        ("/api/v1/query", 1.0),
+        ("/api/v1/write", 2.5),
+        ("/-/ready", 0.25),
+    ] {
         let samples = times(&mut rng, t0, 20 * SEC, 0, end)
             .into_iter()
             .enumerate()
-            .map(|(i, t)| (t, dec(k * (i as f64) + (i % 7) as f64 * 0.125, 3)))
+            .map(|(i, t)| (t, dec(COUNTER_BASE + k * (i as f64) + (i % 7) as f64 * 0.125, 3)))
             .collect();
         g.add(
             &[
@@ -524,15 +566,24 @@ fn queries(at: i64) -> Vec<Query> {
     push("quantile_over_time(1.5, node_temp_celsius[5m])".into());
     push("quantile_over_time(-1, node_temp_celsius[5m])".into());
     for gauge in ["node_temp_celsius", "queue_depth"] {
-        for (r, h) in [("5m", "300"), ("10m", "600"), ("15m", "-60"), ("2m", "3600")] {
+        for (r, h) in [
+            ("5m", "300"),
+            ("10m", "600"),
+            ("15m", "-60"),
+            ("2m", "3600"),
+        ] {
             push(format!("predict_linear({gauge}[{r}], {h})"));
         }
     }
     push("absent_over_time(nonexistent_metric[5m])".into());
     push(r#"absent_over_time(nonexistent_metric{job="x",instance=~"y"}[5m])"#.into());
     for r in ["1m", "5m", "10m"] {
-        push(format!(r#"absent_over_time(node_temp_celsius{{zone="cpu0",instance="a:9100"}}[{r}])"#));
-        push(format!(r#"absent_over_time(service_up{{job="db",instance="a:9090"}}[{r}])"#));
+        push(format!(
+            r#"absent_over_time(node_temp_celsius{{zone="cpu0",instance="a:9100"}}[{r}])"#
+        ));
+        push(format!(
+            r#"absent_over_time(service_up{{job="db",instance="a:9090"}}[{r}])"#
+        ));
     }
     push("absent_over_time(queue_depth[5m])".into());
     push("rate(http_requests_total[5m] offset 10m)".into());
@@ -564,14 +615,18 @@ fn queries(at: i64) -> Vec<Query> {
     for k in ["1", "2", "3"] {
         push(format!("topk({k}, node_temp_celsius)"));
         push(format!("bottomk({k}, node_temp_celsius)"));
-        push(format!("topk by (job) ({k}, rate(http_requests_total[5m]))"));
+        push(format!(
+            "topk by (job) ({k}, rate(http_requests_total[5m]))"
+        ));
         push(format!("bottomk without (zone) ({k}, node_temp_celsius)"));
     }
     push("topk(100, node_temp_celsius)".into());
     push("bottomk(0, node_temp_celsius)".into());
     for phi in ["0", "0.1", "0.5", "0.75", "0.99", "1"] {
         push(format!("quantile({phi}, node_temp_celsius)"));
-        push(format!("quantile by (job) ({phi}, rate(http_requests_total[5m]))"));
+        push(format!(
+            "quantile by (job) ({phi}, rate(http_requests_total[5m]))"
+        ));
     }
     push("quantile(2, node_temp_celsius)".into());
     push("count_values(\"value\", queue_depth)".into());
@@ -597,7 +652,10 @@ fn queries(at: i64) -> Vec<Query> {
     push("node_temp_celsius > bool 50 == bool 1".into());
     push("2 > bool 1".into());
     push("1 + 2 * 3 ^ 2 % 5".into());
-    push(r#"http_requests_total{code="500"} / ignoring(code) http_requests_total{code="200"}"#.into());
+    push(
+        r#"http_requests_total{code="500"} / ignoring(code) http_requests_total{code="200"}"#
+            .into(),
+    );
     push(r#"http_requests_total{code="500"} + on(job, instance, method) http_requests_total{code="200"}"#.into());
     push(
         "sum by (job) (rate(http_requests_total{code=\"500\"}[5m])) / sum by (job) (rate(http_requests_total[5m]))"
@@ -643,7 +701,9 @@ fn queries(at: i64) -> Vec<Query> {
     push("histogram_quantile(-0.5, rate(request_duration_seconds_bucket[5m]))".into());
     push("histogram_quantile(1.5, rate(request_duration_seconds_bucket[5m]))".into());
     push("histogram_quantile(0.9, sum without (instance) (increase(request_duration_seconds_bucket[10m])))".into());
-    push("rate(request_duration_seconds_sum[5m]) / rate(request_duration_seconds_count[5m])".into());
+    push(
+        "rate(request_duration_seconds_sum[5m]) / rate(request_duration_seconds_count[5m])".into(),
+    );
     push("sum by (le) (request_duration_seconds_bucket)".into());
 
     // Label manipulation.
@@ -660,8 +720,8 @@ fn queries(at: i64) -> Vec<Query> {
 
     // Math functions.
     for f in [
-        "abs", "ceil", "floor", "round", "sqrt", "exp", "ln", "log2", "log10", "sgn", "sin",
-        "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh", "deg", "rad",
+        "abs", "ceil", "floor", "round", "sqrt", "exp", "ln", "log2", "log10", "sgn", "sin", "cos",
+        "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh", "deg", "rad",
     ] {
         push(format!("{f}(node_temp_celsius)"));
     }
@@ -724,7 +784,9 @@ fn queries(at: i64) -> Vec<Query> {
     push("last_over_time(queue_depth[10m:1m] offset 5m)".into());
     push(format!("max_over_time(node_temp_celsius[10m:1m] @ {at})"));
     push("quantile_over_time(0.9, rate(http_requests_total[2m])[20m:1m])".into());
-    push("max_over_time(max_over_time(node_temp_celsius[2m:30s])[10m:2m])".into());
+    // The inner subquery runs at the outer one's step-aligned times, so its
+    // range must not be a multiple of its step (2.x/3.x boundary, see header).
+    push("max_over_time(max_over_time(node_temp_celsius[2m10s:30s])[10m:2m])".into());
     push("changes(service_up[20m:1m])".into());
     push("stddev_over_time(deriv(node_temp_celsius[5m])[10m:1m])".into());
     rv.push("rate(http_requests_total[1m])[5m:1m]".into());
@@ -815,7 +877,11 @@ fn parse_answer(r: std::io::Result<Response>) -> Answer {
         Err(e) => return Answer::Error(format!("transport: {e}")),
     };
     let Ok(j) = serde_json::from_slice::<Value>(&r.body) else {
-        return Answer::Error(format!("status {} non-JSON: {}", r.status, trunc(&r.text(), 300)));
+        return Answer::Error(format!(
+            "status {} non-JSON: {}",
+            r.status,
+            trunc(&r.text(), 300)
+        ));
     };
     if j["status"] != "success" {
         return Answer::Error(format!(
@@ -827,7 +893,8 @@ fn parse_answer(r: std::io::Result<Response>) -> Answer {
         return Answer::Error(format!("status {} with success body", r.status));
     }
     let d = &j["data"];
-    let bad = |what: &str| Answer::Error(format!("malformed {what}: {}", trunc(&j.to_string(), 300)));
+    let bad =
+        |what: &str| Answer::Error(format!("malformed {what}: {}", trunc(&j.to_string(), 300)));
     match d["resultType"].as_str() {
         Some("scalar") => match parse_point(&d["result"]) {
             Some((t, v)) => Answer::Scalar(t, v),
@@ -928,10 +995,9 @@ fn compare(want: &Answer, got: &Answer, ordered: bool) -> Option<String> {
             for (l, (t, x)) in &ia {
                 match ib.get(l) {
                     None => why.push(format!("missing {}", fmt_metric(l))),
-                    Some((t2, x2)) if t2 != t || !close(*x, *x2) => why.push(format!(
-                        "{}: ({t}, {x}) vs ({t2}, {x2})",
-                        fmt_metric(l)
-                    )),
+                    Some((t2, x2)) if t2 != t || !close(*x, *x2) => {
+                        why.push(format!("{}: ({t}, {x}) vs ({t2}, {x2})", fmt_metric(l)))
+                    }
                     _ => {}
                 }
             }
@@ -995,11 +1061,7 @@ fn compare(want: &Answer, got: &Answer, ordered: bool) -> Option<String> {
             }
             (!why.is_empty()).then(|| trunc(&why.join("; "), 600))
         }
-        _ => Some(format!(
-            "result type {} vs {}",
-            kind(want),
-            kind(got)
-        )),
+        _ => Some(format!("result type {} vs {}", kind(want), kind(got))),
     }
 }
 
@@ -1070,7 +1132,10 @@ fn check_reference_data(prom: &str, at: impl Fn(i64) -> i64) {
     assert!(temps(613).contains(gap) && temps(613).contains(stale));
     assert!(!temps(1513).contains(gap), "gap not seen by Prometheus");
     assert!(temps(1813).contains(gap));
-    assert!(!temps(1813).contains(stale), "staleness marker not honoured");
+    assert!(
+        !temps(1813).contains(stale),
+        "staleness marker not honoured"
+    );
     assert!(temps(2713).contains(stale));
     let late = r#"{code="200",instance="c:9090",job="api",method="GET"}"#;
     let ended = r#"{code="500",instance="b:9090",job="db",method="POST"}"#;
@@ -1087,7 +1152,11 @@ fn check_reference_data(prom: &str, at: impl Fn(i64) -> i64) {
 #[derive(Clone, Copy, Debug)]
 enum Eval {
     Instant(i64),
-    Range { start: i64, end: i64, step: &'static str },
+    Range {
+        start: i64,
+        end: i64,
+        step: &'static str,
+    },
 }
 
 impl Eval {
