@@ -546,10 +546,8 @@ async fn metadata_inner(req: Req<'_>) -> Result<Response, Response> {
     for (name, m) in md {
         let entry = json!({"type": m.metric_type.as_str(), "help": m.help, "unit": m.unit});
         if let Some(serde_json::Value::Array(list)) = out.get_mut(&name) {
-            if per_metric < 0 || (list.len() as i64) < per_metric {
-                if !list.contains(&entry) {
-                    list.push(entry);
-                }
+            if (per_metric < 0 || (list.len() as i64) < per_metric) && !list.contains(&entry) {
+                list.push(entry);
             }
             continue;
         }

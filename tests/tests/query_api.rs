@@ -1,0 +1,708 @@
+//! End-to-end tests of the PromQL HTTP API against the real binary:
+//! the requests Grafana's Prometheus data source makes, with the response
+//! shapes it parses; error status codes; remote read round trips.
+
+use cairn_e2e::*;
+use cairn_proto::prompb;
+use prost::Message;
+use serde_json::Value;
+
+const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
+
+fn secs(ms: i64) -> f64 {
+    ms as f64 / 1000.0
+}
+
+/// A form POST (Grafana's default method) with an optional tenant.
+fn post_form(url: &str, tenant: Option<&str>, form: &str) -> Response {
+    let mut h = vec![FORM];
+    if let Some(t) = tenant {
+        h.push(("X-Scope-OrgID", t));
+    }
+    post(url, &h, form.as_bytes()).unwrap_or_else(|e| panic!("POST {url}: {e}"))
+}
+
+/// Status 200, `"status":"success"`, and the JSON body.
+fn ok_json(r: &Response, what: &str) -> Value {
+    assert_eq!(r.status, 200, "{what}: {}", r.text());
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/json"),
+        "{what}: content type"
+    );
+    let j = r.json();
+    assert_eq!(j["status"], "success", "{what}: {j}");
+    j
+}
+
+/// An error answer: the status code and Prometheus's error shape.
+fn assert_api_error(r: &Response, status: u16, kind: &str, what: &str) -> String {
+    assert_eq!(r.status, status, "{what}: {}", r.text());
+    let j = r.json();
+    assert_eq!(j["status"], "error", "{what}: {j}");
+    assert_eq!(j["errorType"], kind, "{what}: {j}");
+    let msg = j["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{what}: error is not a string: {j}"));
+    assert!(!msg.is_empty(), "{what}: empty error message");
+    msg.to_string()
+}
+
+/// A `[t, "v"]` pair as Grafana reads it: numeric seconds and a string value.
+fn point(p: &Value, what: &str) -> (f64, f64) {
+    let a = p
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: point is not an array: {p}"));
+    assert_eq!(a.len(), 2, "{what}: {p}");
+    let t = a[0]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{what}: timestamp is not a number: {p}"));
+    let s = a[1]
+        .as_str()
+        .unwrap_or_else(|| panic!("{what}: value is not a string: {p}"));
+    let v = match s {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        other => other
+            .parse()
+            .unwrap_or_else(|_| panic!("{what}: bad value {other:?}")),
+    };
+    (t, v)
+}
+
+fn labels_of(v: &Value) -> Metric {
+    v.as_object()
+        .unwrap_or_else(|| panic!("labels are not an object: {v}"))
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.as_str().expect("label value is a string").to_string(),
+            )
+        })
+        .collect()
+}
+
+struct Data {
+    /// First and last sample timestamps (ms), 15 s apart.
+    t0: i64,
+    t1: i64,
+    exemplar_t: i64,
+}
+
+/// Writes two counters (`http_requests_total`, +10 and +5 per 15 s), a gauge,
+/// an exemplar with a trace_id and the counter's metadata.
+fn load(base: &str, tenant: Option<&str>) -> Data {
+    let now = now_ms();
+    // Whole seconds, 5 minutes back: well inside the writable window.
+    let t0 = (now / 15_000) * 15_000 - 300_000;
+    let n = 21;
+    let pts = |step: f64| -> Vec<(i64, f64)> {
+        (0..n).map(|i| (t0 + i * 15_000, i as f64 * step)).collect()
+    };
+    let mut a = series(
+        &[
+            ("__name__", "http_requests_total"),
+            ("instance", "a"),
+            ("job", "api"),
+        ],
+        &pts(10.0),
+    );
+    let exemplar_t = t0 + 10 * 15_000 + 500;
+    a.exemplars.push(prompb::Exemplar {
+        labels: vec![Label::new("trace_id", "4bf92f3577b34da6a3ce929d0e0e4736")],
+        value: 1.0,
+        timestamp: exemplar_t,
+    });
+    let b = series(
+        &[
+            ("__name__", "http_requests_total"),
+            ("instance", "b"),
+            ("job", "api"),
+        ],
+        &pts(5.0),
+    );
+    let g = series(
+        &[("__name__", "temperature_celsius"), ("job", "node")],
+        &(0..n).map(|i| (t0 + i * 15_000, 20.25)).collect::<Vec<_>>(),
+    );
+    let mut req = write_request(vec![a, b, g]);
+    req.metadata.push(prompb::MetricMetadata {
+        r#type: 1,
+        metric_family_name: "http_requests_total".into(),
+        help: "Total HTTP requests.".into(),
+        unit: "".into(),
+    });
+    req.metadata.push(prompb::MetricMetadata {
+        r#type: 2,
+        metric_family_name: "temperature_celsius".into(),
+        help: "Room temperature.".into(),
+        unit: "celsius".into(),
+    });
+    let (st, body) = remote_write(base, tenant, &req);
+    assert_eq!(st, 204, "remote write: {body}");
+    Data {
+        t0,
+        t1: t0 + (n - 1) * 15_000,
+        exemplar_t,
+    }
+}
+
+#[test]
+fn grafana_data_source_requests() {
+    let s = TestServer::spawn(ServerOpts::default());
+    let base = s.url();
+    let d = load(&base, None);
+    let (start, end) = (d.t0 / 1000 - 60, d.t1 / 1000 + 60);
+    let range = format!("start={start}&end={end}");
+
+    // Health check: `1+1` as an instant query, expects a scalar.
+    let r = get_as(
+        &format!("{base}/api/v1/query?query=1%2B1&time={}", secs(now_ms())),
+        None,
+    );
+    let j = ok_json(&r, "health check");
+    assert_eq!(j["data"]["resultType"], "scalar", "{j}");
+    let (t, v) = point(&j["data"]["result"], "health check");
+    assert_eq!(v, 2.0);
+    assert!((t - secs(now_ms())).abs() < 60.0, "{j}");
+    assert!(
+        j.get("warnings").is_none() && j.get("infos").is_none(),
+        "{j}"
+    );
+
+    // Build info: Grafana reads data.version (semver) to pick features.
+    let j = ok_json(
+        &get_as(&format!("{base}/api/v1/status/buildinfo"), None),
+        "buildinfo",
+    );
+    let version = j["data"]["version"].as_str().expect("version string");
+    let major: u32 = version.split('.').next().unwrap().parse().expect("semver");
+    assert!(major >= 2, "{version}");
+    for k in ["revision", "branch", "buildUser", "buildDate", "goVersion"] {
+        assert!(j["data"][k].is_string(), "buildinfo.{k}: {j}");
+    }
+
+    // Metrics browser: labels, label values, series.
+    let j = ok_json(
+        &get_as(&format!("{base}/api/v1/labels?{range}"), None),
+        "labels",
+    );
+    assert_eq!(
+        strings(&j["data"]),
+        vec!["__name__", "instance", "job"],
+        "{j}"
+    );
+    let j = ok_json(
+        &get_as(&format!("{base}/api/v1/label/job/values?{range}"), None),
+        "label values",
+    );
+    assert_eq!(strings(&j["data"]), vec!["api", "node"]);
+    let j = ok_json(
+        &get_as(
+            &format!("{base}/api/v1/label/__name__/values?{range}"),
+            None,
+        ),
+        "metric names",
+    );
+    assert_eq!(
+        strings(&j["data"]),
+        vec!["http_requests_total", "temperature_celsius"]
+    );
+    let j = ok_json(
+        &get_as(
+            &format!(
+                "{base}/api/v1/series?match[]={}&{range}",
+                enc(r#"http_requests_total{job="api"}"#)
+            ),
+            None,
+        ),
+        "series",
+    );
+    let got: Vec<Metric> = j["data"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(labels_of)
+        .collect();
+    assert_eq!(got.len(), 2, "{j}");
+    assert_eq!(got[0]["instance"], "a");
+
+    // Metadata: map of metric name to [{type, help, unit}].
+    let j = ok_json(
+        &get_as(&format!("{base}/api/v1/metadata"), None),
+        "metadata",
+    );
+    let m = &j["data"]["http_requests_total"][0];
+    assert_eq!(m["type"], "counter", "{j}");
+    assert_eq!(m["help"], "Total HTTP requests.", "{j}");
+    assert_eq!(m["unit"], "", "{j}");
+    assert_eq!(
+        j["data"]["temperature_celsius"][0]["unit"], "celsius",
+        "{j}"
+    );
+    let j = ok_json(
+        &get_as(
+            &format!("{base}/api/v1/metadata?metric=temperature_celsius"),
+            None,
+        ),
+        "metadata?metric",
+    );
+    assert_eq!(j["data"].as_object().unwrap().len(), 1, "{j}");
+    let j = ok_json(
+        &get_as(&format!("{base}/api/v1/metadata?limit=1"), None),
+        "metadata?limit",
+    );
+    assert_eq!(j["data"].as_object().unwrap().len(), 1, "{j}");
+
+    // Range query as Grafana sends it: POST form, integer seconds, step in seconds.
+    let step = 15;
+    let qr_start = d.t0 / 1000 + 60;
+    let qr_end = d.t1 / 1000;
+    let r = post_form(
+        &format!("{base}/api/v1/query_range"),
+        None,
+        &format!(
+            "query={}&start={qr_start}&end={qr_end}&step={step}",
+            enc("rate(http_requests_total[1m])")
+        ),
+    );
+    let j = ok_json(&r, "query_range");
+    assert_eq!(j["data"]["resultType"], "matrix", "{j}");
+    let result = j["data"]["result"].as_array().expect("result array");
+    assert_eq!(result.len(), 2, "{j}");
+    for (s, per_s) in result.iter().zip([10.0 / 15.0, 5.0 / 15.0]) {
+        let m = labels_of(&s["metric"]);
+        assert!(!m.contains_key("__name__"), "rate keeps no name: {m:?}");
+        assert_eq!(m["job"], "api");
+        let vals = s["values"].as_array().expect("values array");
+        assert_eq!(vals.len() as i64, (qr_end - qr_start) / step + 1, "{s}");
+        for (k, p) in vals.iter().enumerate() {
+            let (t, v) = point(p, "query_range point");
+            assert_eq!(t, (qr_start + k as i64 * step) as f64);
+            assert!((v - per_s).abs() < 1e-9, "rate {v} != {per_s} in {s}");
+        }
+    }
+
+    // Instant query as a POST form; the answer's time is the `time` given.
+    let r = post_form(
+        &format!("{base}/api/v1/query"),
+        None,
+        &format!(
+            "query={}&time={}",
+            enc("sum by (job) (http_requests_total)"),
+            secs(d.t1)
+        ),
+    );
+    let j = ok_json(&r, "query");
+    assert_eq!(j["data"]["resultType"], "vector", "{j}");
+    let v = &j["data"]["result"][0];
+    assert_eq!(labels_of(&v["metric"]), metric(&[("job", "api")]));
+    assert_eq!(point(&v["value"], "query"), (secs(d.t1), 300.0));
+
+    // Non-finite values and fractional timestamps come out as Prometheus writes them.
+    let t_frac = d.t1 + 500;
+    let r = get_as(
+        &format!(
+            "{base}/api/v1/query?query={}&time={}",
+            enc("temperature_celsius / 0 or -temperature_celsius{job=\"x\"}"),
+            secs(t_frac)
+        ),
+        None,
+    );
+    let body = ok_json(&r, "inf").to_string();
+    assert!(body.contains("\"+Inf\""), "{body}");
+    let raw = r.text();
+    assert!(
+        raw.contains(&format!("[{}.500,\"+Inf\"]", t_frac / 1000)),
+        "timestamp format: {raw}"
+    );
+    let j = ok_json(
+        &get_as(
+            &format!("{base}/api/v1/query?query={}&time=100", enc("0/0")),
+            None,
+        ),
+        "NaN",
+    );
+    assert_eq!(j["data"]["result"][1], "NaN");
+    let j = ok_json(
+        &get_as(
+            &format!("{base}/api/v1/query?query={}&time=100", enc("-1/0")),
+            None,
+        ),
+        "-Inf",
+    );
+    assert_eq!(j["data"]["result"][1], "-Inf");
+    let j = ok_json(
+        &get_as(
+            &format!("{base}/api/v1/query?query={}&time=100", enc("\"hi\"")),
+            None,
+        ),
+        "string",
+    );
+    assert_eq!(j["data"]["resultType"], "string");
+    assert_eq!(j["data"]["result"][1], "hi");
+
+    // Range vector of an instant query: matrix of raw samples.
+    let j = ok_json(
+        &get_as(
+            &format!(
+                "{base}/api/v1/query?query={}&time={}",
+                enc("http_requests_total{instance=\"a\"}[1m]"),
+                secs(d.t1)
+            ),
+            None,
+        ),
+        "range selector",
+    );
+    assert_eq!(j["data"]["resultType"], "matrix");
+    let vals = j["data"]["result"][0]["values"].as_array().unwrap();
+    assert_eq!(vals.len(), 4, "(t-60s, t] holds 4 samples: {j}");
+    assert_eq!(point(&vals[3], "raw"), (secs(d.t1), 200.0));
+
+    // Exemplars as Grafana asks for them (POST form).
+    let r = post_form(
+        &format!("{base}/api/v1/query_exemplars"),
+        None,
+        &format!(
+            "query={}&start={start}&end={end}",
+            enc("sum(rate(http_requests_total{job=\"api\"}[1m]))")
+        ),
+    );
+    let j = ok_json(&r, "query_exemplars");
+    let ex = j["data"].as_array().expect("exemplar array");
+    assert_eq!(ex.len(), 1, "{j}");
+    assert_eq!(
+        labels_of(&ex[0]["seriesLabels"]),
+        metric(&[
+            ("__name__", "http_requests_total"),
+            ("instance", "a"),
+            ("job", "api")
+        ])
+    );
+    let e = &ex[0]["exemplars"][0];
+    assert_eq!(
+        labels_of(&e["labels"]),
+        metric(&[("trace_id", "4bf92f3577b34da6a3ce929d0e0e4736")])
+    );
+    assert_eq!(e["value"], "1", "{j}");
+    assert_eq!(e["timestamp"].as_f64(), Some(secs(d.exemplar_t)), "{j}");
+    // Outside the range: none, but still an array.
+    let j = ok_json(
+        &get_as(
+            &format!(
+                "{base}/api/v1/query_exemplars?query=http_requests_total&start={}&end={}",
+                start - 3600,
+                start - 1800
+            ),
+            None,
+        ),
+        "query_exemplars outside range",
+    );
+    assert_eq!(j["data"], serde_json::json!([]));
+
+    // Query formatting.
+    let j = ok_json(
+        &get_as(
+            &format!(
+                "{base}/api/v1/format_query?query={}",
+                enc("sum(rate(http_requests_total[5m]))by(job)")
+            ),
+            None,
+        ),
+        "format_query",
+    );
+    assert_eq!(j["data"], "sum by (job) (rate(http_requests_total[5m]))");
+
+    // Status endpoints exist with their shapes.
+    let j = ok_json(
+        &get_as(&format!("{base}/api/v1/status/config"), None),
+        "config",
+    );
+    assert!(j["data"]["yaml"].is_string());
+    let j = ok_json(
+        &get_as(&format!("{base}/api/v1/status/flags"), None),
+        "flags",
+    );
+    assert!(j["data"].is_object());
+
+    // Another tenant sees nothing of this.
+    let j = ok_json(
+        &get_as(
+            &format!(
+                "{base}/api/v1/query?query=http_requests_total&time={}",
+                secs(d.t1)
+            ),
+            Some("other"),
+        ),
+        "other tenant",
+    );
+    assert_eq!(j["data"]["result"], serde_json::json!([]));
+}
+
+#[test]
+fn query_errors_have_prometheus_codes() {
+    let s = TestServer::spawn(ServerOpts::default());
+    let base = s.url();
+    let d = load(&base, None);
+    let t = secs(d.t1);
+    let q = |query: &str, extra: &str| {
+        get_as(
+            &format!("{base}/api/v1/query?query={}&time={t}{extra}", enc(query)),
+            None,
+        )
+    };
+    let msg = assert_api_error(&q("sum(", ""), 400, "bad_data", "parse error");
+    assert!(
+        msg.contains("parenthesis"),
+        "{msg}"
+    );
+    assert_api_error(
+        &get_as(
+            &format!("{base}/api/v1/query?query=up&time=yesterday"),
+            None,
+        ),
+        400,
+        "bad_data",
+        "bad time",
+    );
+    assert_api_error(&q("up", "&timeout=soon"), 400, "bad_data", "bad timeout");
+    assert_api_error(&q("up", "&limit=-3"), 400, "bad_data", "bad limit");
+    // Many-to-many matching is an execution error (422).
+    let msg = assert_api_error(
+        &q("http_requests_total + on(job) http_requests_total", ""),
+        422,
+        "execution",
+        "many-to-many",
+    );
+    assert!(msg.contains("many-to-many"), "{msg}");
+
+    let qr = |params: &str| {
+        post_form(
+            &format!("{base}/api/v1/query_range"),
+            None,
+            &format!("query=http_requests_total&{params}"),
+        )
+    };
+    let msg = assert_api_error(
+        &qr(&format!("start={t}&end={t}&step=abc")),
+        400,
+        "bad_data",
+        "bad step",
+    );
+    assert!(msg.contains("step"), "{msg}");
+    let msg = assert_api_error(
+        &qr(&format!("start={t}&end={t}&step=0")),
+        400,
+        "bad_data",
+        "zero step",
+    );
+    assert!(msg.contains("zero or negative"), "{msg}");
+    let msg = assert_api_error(
+        &qr(&format!("start={}&end={t}&step=1", t - 86_400.0)),
+        400,
+        "bad_data",
+        "too many points",
+    );
+    assert_eq!(
+        msg,
+        "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"
+    );
+    assert_api_error(
+        &qr(&format!("start={t}&end={}&step=15", t - 60.0)),
+        400,
+        "bad_data",
+        "end before start",
+    );
+    assert_api_error(
+        &qr(&format!("end={t}&step=15")),
+        400,
+        "bad_data",
+        "no start",
+    );
+    // `step` as a duration and RFC 3339 bounds are accepted.
+    let r = qr(&format!(
+        "start={}&end={}&step=1m",
+        enc(&rfc3339(d.t0)),
+        enc(&rfc3339(d.t1))
+    ));
+    let j = ok_json(&r, "duration step");
+    assert_eq!(
+        j["data"]["result"][0]["values"].as_array().unwrap().len(),
+        6,
+        "{j}"
+    );
+    // Exemplars and format_query reject bad PromQL the same way.
+    assert_api_error(
+        &get_as(
+            &format!("{base}/api/v1/query_exemplars?query={}", enc("rate(")),
+            None,
+        ),
+        400,
+        "bad_data",
+        "exemplars parse error",
+    );
+    assert_api_error(
+        &get_as(
+            &format!("{base}/api/v1/format_query?query={}", enc("a +")),
+            None,
+        ),
+        400,
+        "bad_data",
+        "format_query parse error",
+    );
+    assert_api_error(
+        &get_as(&format!("{base}/api/v1/metadata?limit=x"), None),
+        400,
+        "bad_data",
+        "metadata limit",
+    );
+}
+
+// ------------------------------------------------------------ remote read
+
+fn matcher(kind: i32, name: &str, value: &str) -> prompb::LabelMatcher {
+    prompb::LabelMatcher {
+        r#type: kind,
+        name: name.into(),
+        value: value.into(),
+    }
+}
+
+fn remote_read(base: &str, tenant: Option<&str>, req: &prompb::ReadRequest) -> Response {
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .expect("snappy");
+    remote_read_raw(base, tenant, &body)
+}
+
+fn remote_read_raw(base: &str, tenant: Option<&str>, body: &[u8]) -> Response {
+    let mut h = vec![
+        ("Content-Type", "application/x-protobuf"),
+        ("Content-Encoding", "snappy"),
+        ("X-Prometheus-Remote-Read-Version", "0.1.0"),
+    ];
+    if let Some(t) = tenant {
+        h.push(("X-Scope-OrgID", t));
+    }
+    post(&format!("{base}/api/v1/read"), &h, body).expect("POST /api/v1/read")
+}
+
+fn decode_read(r: &Response) -> prompb::ReadResponse {
+    assert_eq!(r.status, 200, "remote read: {}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/x-protobuf"));
+    assert_eq!(r.header("content-encoding"), Some("snappy"));
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(&r.body)
+        .expect("snappy response");
+    prompb::ReadResponse::decode(raw.as_slice()).expect("ReadResponse")
+}
+
+fn ts_labels(ts: &prompb::TimeSeries) -> Metric {
+    ts.labels
+        .iter()
+        .map(|l| {
+            (
+                String::from_utf8(l.name.clone()).unwrap(),
+                String::from_utf8(l.value.clone()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn remote_read_round_trip_and_errors() {
+    let s = TestServer::spawn(ServerOpts::default());
+    let base = s.url();
+    let d = load(&base, None);
+    load(&base, Some("t2"));
+
+    let req = prompb::ReadRequest {
+        queries: vec![
+            prompb::Query {
+                start_timestamp_ms: d.t0,
+                end_timestamp_ms: d.t1,
+                matchers: vec![
+                    matcher(0, "__name__", "http_requests_total"),
+                    matcher(0, "instance", "a"),
+                ],
+                hints: None,
+            },
+            prompb::Query {
+                // Only the last minute, both counters (regex), and not the gauge.
+                start_timestamp_ms: d.t1 - 59_999,
+                end_timestamp_ms: d.t1,
+                matchers: vec![
+                    matcher(2, "__name__", "http_.+"),
+                    matcher(1, "instance", "nope"),
+                ],
+                hints: None,
+            },
+        ],
+        accepted_response_types: vec![0],
+    };
+    let resp = decode_read(&remote_read(&base, None, &req));
+    assert_eq!(resp.results.len(), 2);
+    let q0 = &resp.results[0].timeseries;
+    assert_eq!(q0.len(), 1);
+    assert_eq!(
+        ts_labels(&q0[0]),
+        metric(&[
+            ("__name__", "http_requests_total"),
+            ("instance", "a"),
+            ("job", "api")
+        ])
+    );
+    let want: Vec<(i64, f64)> = (0..21)
+        .map(|i| (d.t0 + i * 15_000, i as f64 * 10.0))
+        .collect();
+    let got: Vec<(i64, f64)> = q0[0]
+        .samples
+        .iter()
+        .map(|s| (s.timestamp, s.value))
+        .collect();
+    assert_eq!(got, want);
+    let q1 = &resp.results[1].timeseries;
+    assert_eq!(q1.len(), 2, "{q1:?}");
+    for ts in q1 {
+        assert_eq!(ts.samples.len(), 4, "last minute: {ts:?}");
+        assert_eq!(ts_labels(ts)["__name__"], "http_requests_total");
+    }
+
+    // Tenants are isolated; an unknown tenant reads nothing.
+    let resp = decode_read(&remote_read(&base, Some("t2"), &req));
+    assert_eq!(resp.results[0].timeseries.len(), 1);
+    let resp = decode_read(&remote_read(&base, Some("nobody"), &req));
+    assert!(resp.results.iter().all(|r| r.timeseries.is_empty()));
+
+    // An empty accepted list means SAMPLES (remote read 0.1.0 clients).
+    let mut plain = req.clone();
+    plain.accepted_response_types.clear();
+    assert_eq!(
+        decode_read(&remote_read(&base, None, &plain)).results.len(),
+        2
+    );
+
+    // Errors: plain-text 400s that say what is wrong.
+    let r = remote_read_raw(&base, None, b"this is not snappy");
+    assert_eq!(r.status, 400, "{}", r.text());
+    let junk = snap::raw::Encoder::new().compress_vec(&[0xff; 32]).unwrap();
+    let r = remote_read_raw(&base, None, &junk);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("ReadRequest"), "{}", r.text());
+    let mut chunks = req.clone();
+    chunks.accepted_response_types = vec![1];
+    let r = remote_read(&base, None, &chunks);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("SAMPLES"), "{}", r.text());
+    let mut bad_re = req.clone();
+    bad_re.queries[0]
+        .matchers
+        .push(matcher(2, "job", "(unclosed"));
+    let r = remote_read(&base, None, &bad_re);
+    assert_eq!(r.status, 400, "{}", r.text());
+    let mut empty = req;
+    empty.queries[0].matchers = vec![matcher(2, "job", ".*")];
+    let r = remote_read(&base, None, &empty);
+    assert_eq!(r.status, 400, "{}", r.text());
+}
