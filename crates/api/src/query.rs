@@ -576,7 +576,6 @@ pub(crate) async fn buildinfo(State(st): State<AppState>) -> Response {
         "buildUser": "cairn",
         "buildDate": option_env!("CAIRN_BUILD_DATE").unwrap_or("unknown"),
         "goVersion": "none (Cairn is written in Rust)",
-        "application": "cairn",
         "cairnVersion": env!("CARGO_PKG_VERSION"),
     }));
     st.count("/api/v1/status/buildinfo", r.status());
