@@ -112,21 +112,26 @@ fn check_labels(buf: &[u8], raw: &[[usize; 4]]) -> Result<Vec<[u32; 4]>, String>
                 String::from_utf8_lossy(name)
             ));
         }
-        let name_str = String::from_utf8_lossy(name);
+        // Only error messages need the name as text.
+        let name_str = || String::from_utf8_lossy(name);
         if !value.is_ascii() && std::str::from_utf8(value).is_err() {
-            return Err(format!("value of label {name_str:?} is not valid UTF-8"));
+            return Err(format!(
+                "value of label {:?} is not valid UTF-8",
+                name_str()
+            ));
         }
         if i > 0 {
             let p = raw[i - 1];
             let prev = s(p[0], p[1]);
             match prev.cmp(name) {
                 std::cmp::Ordering::Equal => {
-                    return Err(format!("duplicate label name {name_str:?}"))
+                    return Err(format!("duplicate label name {:?}", name_str()))
                 }
                 std::cmp::Ordering::Greater => {
                     return Err(format!(
-                        "labels are not sorted by name: {:?} comes after {name_str:?}",
-                        String::from_utf8_lossy(prev)
+                        "labels are not sorted by name: {:?} comes after {:?}",
+                        String::from_utf8_lossy(prev),
+                        name_str()
                     ))
                 }
                 std::cmp::Ordering::Less => {}
@@ -141,10 +146,13 @@ fn check_labels(buf: &[u8], raw: &[[usize; 4]]) -> Result<Vec<[u32; 4]>, String>
             }
             has_name = true;
         } else if !valid_label_name(name) {
-            return Err(format!("invalid label name {name_str:?}"));
+            return Err(format!("invalid label name {:?}", name_str()));
         }
         if value.contains(&0) {
-            return Err(format!("value of label {name_str:?} contains a NUL byte"));
+            return Err(format!(
+                "value of label {:?} contains a NUL byte",
+                name_str()
+            ));
         }
         if !value.is_empty() {
             spans.push([r[0] as u32, r[1] as u32, r[2] as u32, r[3] as u32]);

@@ -139,6 +139,9 @@ impl HeadShard {
             let buf = match s.blocks.iter().position(|b| b.start == start) {
                 Some(i) => &mut s.blocks[i],
                 None => {
+                    // Exact growth: a Vec's first push reserves 4 slots, and a
+                    // buffer is ~260 bytes; most series only ever hold one.
+                    s.blocks.reserve_exact(1);
                     s.blocks.push(BlockBuf::new(start));
                     // Invariant: just pushed, so last() exists.
                     let last = s.blocks.len() - 1;

@@ -674,14 +674,18 @@ impl Storage {
             let seq = self.log.append(&payload, &blocks)?;
             // Apply shard by shard: one lock per shard touched, not per series.
             let n = self.cfg.num_shards.max(1);
-            let mut order: Vec<usize> = (0..prepared.len()).collect();
-            order.sort_unstable_by_key(|&i| prepared[i].0.shard(n));
+            let mut order: Vec<(u32, usize)> = prepared
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (p.0.shard(n), i))
+                .collect();
+            order.sort_unstable();
             let mut i = 0;
             while i < order.len() {
-                let shard = prepared[order[i]].0.shard(n);
+                let shard = order[i].0;
                 let mut g = self.shards[shard as usize].lock();
-                while i < order.len() && prepared[order[i]].0.shard(n) == shard {
-                    let (id, samples) = prepared[order[i]];
+                while i < order.len() && order[i].0 == shard {
+                    let (id, samples) = prepared[order[i].1];
                     if samples.is_empty() {
                         g.series.entry(id).or_default();
                     } else {
