@@ -28,10 +28,12 @@
 //! Run with:
 //! `CARGO_TARGET_DIR=$HOME/.cache/cairn-target-e2e cargo test -p cairn-e2e --test differential -- --nocapture`
 //! (`CAIRN_BIN` picks the binary, see `cairn_e2e::cairn_bin`).
-//! `CAIRN_DIFF_SELF_CHECK=1` compares Prometheus with a second Prometheus
+//! (Not `CAIRN_`-prefixed: `cairn serve` reads every `CAIRN_*` variable as
+//! config and refuses unknown ones.)
+//! `PROMQL_DIFF_SELF_CHECK=1` compares Prometheus with a second Prometheus
 //! instead of Cairn (validates the loader and the comparison itself);
-//! `CAIRN_DIFF_SEED=<n>` changes the generated data (default fixed);
-//! `CAIRN_DIFF_FILTER=<substring>` runs only the matching queries.
+//! `PROMQL_DIFF_SEED=<n>` changes the generated data (default fixed);
+//! `PROMQL_DIFF_FILTER=<substring>` runs only the matching queries.
 
 use cairn_e2e::*;
 use serde_json::Value;
@@ -394,7 +396,12 @@ fn generate(seed: u64, t0: i64) -> Gen {
         let samples = times(&mut rng, t0, 20 * SEC, 0, end)
             .into_iter()
             .enumerate()
-            .map(|(i, t)| (t, dec(COUNTER_BASE + k * (i as f64) + (i % 7) as f64 * 0.125, 3)))
+            .map(|(i, t)| {
+                (
+                    t,
+                    dec(COUNTER_BASE + k * (i as f64) + (i % 7) as f64 * 0.125, 3),
+                )
+            })
             .collect();
         g.add(
             &[
@@ -1193,12 +1200,12 @@ fn promql_matches_prometheus() {
         );
         return;
     }
-    let self_check = std::env::var("CAIRN_DIFF_SELF_CHECK").is_ok_and(|v| v == "1");
-    let seed: u64 = std::env::var("CAIRN_DIFF_SEED")
+    let self_check = std::env::var("PROMQL_DIFF_SELF_CHECK").is_ok_and(|v| v == "1");
+    let seed: u64 = std::env::var("PROMQL_DIFF_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20_240_607);
-    let filter = std::env::var("CAIRN_DIFF_FILTER").ok();
+    let filter = std::env::var("PROMQL_DIFF_FILTER").ok();
     let started = Instant::now();
 
     let dir = tempfile::Builder::new()
@@ -1288,42 +1295,61 @@ fn promql_matches_prometheus() {
         jobs.len()
     );
 
+    // Cairn answers every evaluation twice: from the in-memory head, then
+    // again after `POST /admin/v1/flush` has persisted the data to disk.
+    let phases: &[&str] = if self_check {
+        &["head"]
+    } else {
+        &["head", "after flush"]
+    };
     struct Outcome {
+        phase: usize,
         job: usize,
         mismatch: Option<String>,
         both_err: Option<(String, String)>,
         want: Answer,
         got: Answer,
     }
-    let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Outcome>> = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..4 {
-            s.spawn(|| loop {
-                let j = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&(qi, ev)) = jobs.get(j) else { break };
-                let q = &qs[qi];
-                let path = ev.path(&q.q);
-                let want = parse_answer(get(&format!("{prom}{path}")));
-                let got = parse_answer(get(&format!("{target}{path}")));
-                let ordered = q.ordered && matches!(ev, Eval::Instant(_));
-                let mismatch = compare(&want, &got, ordered);
-                let both_err = match (&want, &got) {
-                    (Answer::Error(a), Answer::Error(b)) => Some((a.clone(), b.clone())),
-                    _ => None,
-                };
-                results.lock().expect("results").push(Outcome {
-                    job: j,
-                    mismatch,
-                    both_err,
-                    want,
-                    got,
-                });
-            });
+    for (phase, phase_name) in phases.iter().enumerate() {
+        if phase > 0 {
+            let r = post(&format!("{target}/admin/v1/flush"), &[], &[]).expect("POST flush");
+            assert_eq!(r.status, 200, "flush: {}", r.text());
         }
-    });
+        let next = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| loop {
+                    let j = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(qi, ev)) = jobs.get(j) else { break };
+                    let q = &qs[qi];
+                    let path = ev.path(&q.q);
+                    let want = parse_answer(get(&format!("{prom}{path}")));
+                    let got = parse_answer(get(&format!("{target}{path}")));
+                    let ordered = q.ordered && matches!(ev, Eval::Instant(_));
+                    let mismatch = compare(&want, &got, ordered);
+                    let both_err = match (&want, &got) {
+                        (Answer::Error(a), Answer::Error(b)) => Some((a.clone(), b.clone())),
+                        _ => None,
+                    };
+                    results.lock().expect("results").push(Outcome {
+                        phase,
+                        job: j,
+                        mismatch,
+                        both_err,
+                        want,
+                        got,
+                    });
+                });
+            }
+        });
+        eprintln!(
+            "differential: pass {phase_name} done at {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+    }
     let mut results = results.into_inner().expect("results");
-    results.sort_by_key(|o| o.job);
+    results.sort_by_key(|o| (o.phase, o.job));
 
     // Queries whose reference answer is empty (or an error) at every
     // evaluation test nothing: keep them few.
@@ -1358,8 +1384,9 @@ fn promql_matches_prometheus() {
             n_mismatch += 1;
             mismatched_queries.insert(qi);
             eprintln!(
-                "MISMATCH {q}\n  at {}: {why}\n  prometheus: {}\n  {target_name}: {}",
+                "MISMATCH {q}\n  at {} ({}): {why}\n  prometheus: {}\n  {target_name}: {}",
                 ev.label(t0),
+                phases[o.phase],
                 show(&o.want),
                 show(&o.got)
             );
@@ -1377,10 +1404,11 @@ fn promql_matches_prometheus() {
     }
     let n_eval = results.len();
     eprintln!(
-        "differential: {} queries ({n_eval} evaluations) against prometheus and {target_name}: \
+        "differential: {} queries ({n_eval} evaluations in {} passes) against prometheus and {target_name}: \
          {} evaluations equal, {n_mismatch} mismatched ({} queries); \
          {} queries errored on both sides; {:.1}s",
         qs.len(),
+        phases.len(),
         n_eval - n_mismatch,
         mismatched_queries.len(),
         both_err_queries.len(),
