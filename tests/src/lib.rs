@@ -709,3 +709,53 @@ mod tests {
         assert_eq!((r.status, r.body.as_slice()), (200, &b"abcde"[..]));
     }
 }
+
+// ----------------------------------------------------------------- prometheus
+
+/// Path of a Prometheus binary (`PROMETHEUS_BIN`, else `/usr/bin/prometheus`)
+/// if one exists.
+pub fn prometheus_bin() -> Option<String> {
+    let bin = std::env::var("PROMETHEUS_BIN").unwrap_or_else(|_| "/usr/bin/prometheus".into());
+    Path::new(&bin).exists().then_some(bin)
+}
+
+/// Starts Prometheus with the remote-write receiver and no scrape targets on
+/// a free loopback port in `dir`; returns the guard and its base URL once
+/// `/-/ready` answers 200.
+pub fn spawn_prometheus(bin: &str, dir: &Path) -> (ChildGuard, String) {
+    fs::create_dir_all(dir).expect("prometheus dir");
+    let port = free_port();
+    let cfg_path = dir.join("prometheus.yml");
+    fs::write(&cfg_path, "global:\n  scrape_interval: 1m\n").expect("write prometheus.yml");
+    let log_path = dir.join("prometheus.log");
+    let log = File::create(&log_path).expect("prometheus log");
+    let child = Command::new(bin)
+        .arg(format!("--config.file={}", cfg_path.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--web.enable-remote-write-receiver")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("dup"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
+    let mut guard = ChildGuard(child);
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !get(&format!("{url}/-/ready")).is_ok_and(|r| r.status == 200) {
+        let log = || fs::read_to_string(&log_path).unwrap_or_default();
+        if let Ok(Some(st)) = guard.0.try_wait() {
+            panic!("prometheus exited ({st}):\n{}", log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "prometheus not ready:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (guard, url)
+}

@@ -93,6 +93,13 @@ struct Data {
 /// Writes two counters (`http_requests_total`, +10 and +5 per 15 s), a gauge,
 /// an exemplar with a trace_id and the counter's metadata.
 fn load(base: &str, tenant: Option<&str>) -> Data {
+    let (d, req) = data_request();
+    let (st, body) = remote_write(base, tenant, &req);
+    assert_eq!(st, 204, "remote write: {body}");
+    d
+}
+
+fn data_request() -> (Data, WriteRequest) {
     let now = now_ms();
     // Whole seconds, 5 minutes back: well inside the writable window.
     let t0 = (now / 15_000) * 15_000 - 300_000;
@@ -139,13 +146,12 @@ fn load(base: &str, tenant: Option<&str>) -> Data {
         help: "Room temperature.".into(),
         unit: "celsius".into(),
     });
-    let (st, body) = remote_write(base, tenant, &req);
-    assert_eq!(st, 204, "remote write: {body}");
-    Data {
+    let d = Data {
         t0,
         t1: t0 + (n - 1) * 15_000,
         exemplar_t,
-    }
+    };
+    (d, req)
 }
 
 #[test]
@@ -440,6 +446,82 @@ fn grafana_data_source_requests() {
     assert_eq!(j["data"]["result"], serde_json::json!([]));
 }
 
+/// The same data in Cairn and a real Prometheus: the query answers must be
+/// the same bytes (values, timestamps with fractions, NaN/Inf spellings,
+/// scalar/string/vector/matrix shapes). Skipped without a Prometheus binary.
+#[test]
+fn json_is_byte_identical_to_prometheus() {
+    let Some(bin) = prometheus_bin() else {
+        eprintln!("\n!!!!!! SKIPPING json_is_byte_identical_to_prometheus: no prometheus binary (apt-get install prometheus) !!!!!!\n");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_prom_guard, prom) = spawn_prometheus(&bin, dir.path());
+    let s = TestServer::spawn(ServerOpts::default());
+    let cairn = s.url();
+    let (d, mut req) = data_request();
+    let (st, body) = remote_write(&cairn, None, &req);
+    assert_eq!(st, 204, "cairn: {body}");
+    // Prometheus 2.x without exemplar storage: send samples only.
+    req.metadata.clear();
+    for ts in &mut req.timeseries {
+        ts.exemplars.clear();
+    }
+    let (st, body) = remote_write(&prom, None, &req);
+    assert_eq!(st, 204, "prometheus: {body}");
+
+    // Off the sample grid, with a millisecond fraction.
+    let t = secs(d.t1 - 7_500 + 1);
+    let mut urls: Vec<String> = [
+        "1+1",
+        "0/0",
+        "-1/0",
+        "\"hi\"",
+        "http_requests_total",
+        "temperature_celsius / 0",
+        "-temperature_celsius / 0",
+        "temperature_celsius * 1e21",
+        "temperature_celsius / 3e9",
+        "sum by (job) (http_requests_total)",
+        "rate(http_requests_total[1m])",
+        "http_requests_total{instance=\"a\"}[1m]",
+        "nothing_here",
+    ]
+    .iter()
+    .map(|q| format!("/api/v1/query?query={}&time={t}", enc(q)))
+    .collect();
+    let (start, end) = (secs(d.t0 + 250), secs(d.t1));
+    for q in [
+        "rate(http_requests_total[1m])",
+        "temperature_celsius",
+        "http_requests_total / 7",
+    ] {
+        urls.push(format!(
+            "/api/v1/query_range?query={}&start={start}&end={end}&step=15",
+            enc(q)
+        ));
+    }
+    let mut checked = 0;
+    for u in &urls {
+        let a = get_as(&format!("{cairn}{u}"), None);
+        let b = get_as(&format!("{prom}{u}"), None);
+        assert_eq!(
+            a.status,
+            b.status,
+            "{u}: cairn {} / prometheus {}",
+            a.text(),
+            b.text()
+        );
+        assert_eq!(
+            a.text(),
+            b.text(),
+            "{u}: bodies differ (left cairn, right prometheus)"
+        );
+        checked += 1;
+    }
+    eprintln!("json_is_byte_identical_to_prometheus: {checked} answers identical");
+}
+
 #[test]
 fn query_errors_have_prometheus_codes() {
     let s = TestServer::spawn(ServerOpts::default());
@@ -453,10 +535,7 @@ fn query_errors_have_prometheus_codes() {
         )
     };
     let msg = assert_api_error(&q("sum(", ""), 400, "bad_data", "parse error");
-    assert!(
-        msg.contains("parenthesis"),
-        "{msg}"
-    );
+    assert!(msg.contains("parenthesis"), "{msg}");
     assert_api_error(
         &get_as(
             &format!("{base}/api/v1/query?query=up&time=yesterday"),

@@ -33,9 +33,10 @@ pub const PROMETHEUS_COMPAT_VERSION: &str = "2.53.0";
 
 // ------------------------------------------------------------- formatting
 
-/// Appends `v` as Prometheus writes a sample value (without quotes):
-/// Go's `strconv.FormatFloat(v, 'f', -1, 64)`, i.e. the shortest digits that
-/// round-trip, never an exponent; `NaN`, `+Inf`, `-Inf` for the rest.
+/// Appends `v` as Prometheus writes a sample value (without quotes), i.e.
+/// its `jsonutil.MarshalValue`: Go's `strconv.FormatFloat(v, 'f', -1, 64)`
+/// (shortest round-trip digits), switching to `'e'` (`2.025e+22`, `1e-07`)
+/// when `|v| < 1e-6` or `|v| >= 1e21`, like JavaScript; `NaN`, `+Inf`, `-Inf`.
 pub fn write_float(out: &mut String, v: f64) {
     if v.is_nan() {
         out.push_str("NaN");
@@ -44,9 +45,22 @@ pub fn write_float(out: &mut String, v: f64) {
     } else if v == f64::NEG_INFINITY {
         out.push_str("-Inf");
     } else {
-        // Rust's Display for f64 is the shortest round-trip form without an
-        // exponent — the same digits Go's 'f', -1 produces (incl. "-0").
-        let _ = write!(out, "{v}");
+        let a = v.abs();
+        if a != 0.0 && !(1e-6..1e21).contains(&a) {
+            // Rust's `{:e}` has the shortest round-trip mantissa too; Go
+            // writes the exponent with a sign and at least two digits.
+            let e = format!("{v:e}");
+            let (mant, exp) = e.split_once('e').unwrap_or((&e, "0"));
+            let (sign, digits) = match exp.strip_prefix('-') {
+                Some(d) => ('-', d),
+                None => ('+', exp),
+            };
+            let _ = write!(out, "{mant}e{sign}{digits:0>2}");
+        } else {
+            // Display is the shortest round-trip form without an exponent,
+            // the digits Go's 'f', -1 produces (incl. "-0").
+            let _ = write!(out, "{v}");
+        }
     }
 }
 
@@ -756,20 +770,28 @@ mod tests {
 
     #[test]
     fn floats_format_like_go() {
-        for (v, s) in [
+        for (v, want) in [
             (1.0, "1"),
             (-0.0, "-0"),
             (0.1, "0.1"),
-            (1.5e-7, "0.00000015"),
-            (1e21, "1000000000000000000000"),
+            (0.000001, "0.000001"),
+            (1.5e-7, "1.5e-07"),
+            (-2.5e-10, "-2.5e-10"),
+            (1e21, "1e+21"),
+            (2.025e22, "2.025e+22"),
+            (999999999999999900000.0, "999999999999999900000"),
             (123456789.125, "123456789.125"),
+            (1.0 / 3.0, "0.3333333333333333"),
             (f64::NAN, "NaN"),
             (f64::INFINITY, "+Inf"),
             (f64::NEG_INFINITY, "-Inf"),
-            (f64::MAX, &format!("17976931348623157{}", "0".repeat(292))),
-            (5e-324, &format!("0.{}5", "0".repeat(323))),
+            (f64::MAX, "1.7976931348623157e+308"),
+            (5e-324, "5e-324"),
         ] {
-            assert_eq!(format_float(v), s, "{v:e}");
+            assert_eq!(format_float(v), want, "{v:e}");
+            if v.is_finite() {
+                assert_eq!(want.parse::<f64>().unwrap().to_bits(), v.to_bits());
+            }
         }
     }
 
