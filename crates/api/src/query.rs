@@ -2,11 +2,13 @@
 //! `query_exemplars`, `metadata`, `format_query`, `status/buildinfo`,
 //! `status/config`, `status/flags`, and remote read (`POST /api/v1/read`).
 //!
-//! Results are written as Prometheus writes them, byte for byte where a
-//! client could tell: sample values as strings in Go's
-//! `strconv.FormatFloat(v, 'f', -1, 64)` spelling (`"NaN"`, `"+Inf"`),
-//! timestamps as Unix seconds with millisecond fraction (Prometheus's
-//! `jsonutil.MarshalTimestamp`), `warnings`/`infos` only when non-empty.
+//! Results are written as Prometheus writes them, byte for byte (the e2e
+//! test `json_is_byte_identical_to_prometheus` compares with a real one):
+//! sample values as strings per Prometheus's `jsonutil.MarshalValue` (Go's
+//! shortest `'f'` form, `'e'` below 1e-6 and from 1e21; `"NaN"`, `"+Inf"`),
+//! timestamps as Unix seconds with a 3-digit millisecond fraction when
+//! non-zero (`jsonutil.MarshalTimestamp`), `warnings`/`infos` only when
+//! non-empty.
 //! The engine is synchronous; every evaluation runs on the blocking pool.
 
 use crate::params::{Params, MAX_TIME, MIN_TIME};
