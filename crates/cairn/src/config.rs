@@ -25,6 +25,7 @@ pub struct StorageSection {
     pub retention: String,
     pub num_shards: u32,
     pub flush_interval: String,
+    pub head_max_bytes: String,
     pub commitlog_segment_size: String,
 }
 
@@ -180,8 +181,11 @@ impl Config {
                     };
                     let sec = sec.to_ascii_lowercase();
                     let key = key.to_ascii_lowercase().replace('_', "-");
+                    // Other tools' CAIRN_* variables (CAIRN_BIN, CAIRN_E2E_SEED, …)
+                    // are not config; a known section with an unknown key is
+                    // refused by deny_unknown_fields, naming the key.
                     if !["http", "storage", "ingest", "query"].contains(&sec.as_str()) {
-                        bail!("environment variable {k}: unknown config section {sec:?}");
+                        continue;
                     }
                     set(&mut v, &sec, &key, val);
                 }
@@ -270,6 +274,7 @@ impl Config {
         }
         c.num_shards = s.num_shards;
         c.flush_interval = parse_duration("storage.flush-interval", &s.flush_interval)?;
+        c.head_max_bytes = parse_size("storage.head-max-bytes", &s.head_max_bytes)?;
         c.max_segment_bytes =
             parse_size("storage.commitlog-segment-size", &s.commitlog_segment_size)?;
         Ok(c)
@@ -316,6 +321,14 @@ mod tests {
             c.storage_config().unwrap().fsync,
             cairn_storage::FsyncPolicy::Periodic(Duration::from_millis(10))
         );
+        let other = vec![("CAIRN_E2E_SEED".to_string(), "7".to_string())];
+        assert!(Config::load(&Overrides::default(), &other).is_ok());
+        let typo = vec![("CAIRN_STORAGE_RETENTON".to_string(), "7d".to_string())];
+        let e = format!(
+            "{:#}",
+            Config::load(&Overrides::default(), &typo).unwrap_err()
+        );
+        assert!(e.contains("retenton"), "{e}");
         let bad = vec![("CAIRN_STORAGE_RETENTION".to_string(), "forever".to_string())];
         let e = Config::load(&Overrides::default(), &bad)
             .unwrap_err()

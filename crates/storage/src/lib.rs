@@ -96,6 +96,8 @@ pub struct StorageConfig {
     pub max_segment_bytes: u64,
     /// Background flush check period (default 1m).
     pub flush_interval: Duration,
+    /// Head memory above which open windows are flushed early (default 4 GiB).
+    pub head_max_bytes: u64,
 }
 
 impl StorageConfig {
@@ -109,6 +111,7 @@ impl StorageConfig {
             num_shards: 64,
             max_segment_bytes: 128 << 20,
             flush_interval: Duration::from_secs(60),
+            head_max_bytes: 4 << 30,
         }
     }
 }
@@ -347,21 +350,43 @@ impl Storage {
     }
 
     /// Starts the periodic flush + retention thread.
+    /// Starts the background thread: every `flush-interval` it flushes
+    /// closed windows and applies retention; every few seconds it checks head
+    /// memory and, above `head-max-bytes`, flushes everything (open windows
+    /// included) so the head stays bounded.
     pub fn start_background(self: &Arc<Self>) {
         let me = Arc::downgrade(self);
         let every = self.cfg.flush_interval;
+        let tick = every.min(Duration::from_secs(5));
         let _ = std::thread::Builder::new()
             .name("storage-flush".into())
-            .spawn(move || loop {
-                std::thread::sleep(every);
-                let Some(s) = me.upgrade() else { return };
-                if s.stopping.load(Ordering::Acquire) {
-                    return;
+            .spawn(move || {
+                let mut last = Instant::now();
+                loop {
+                    std::thread::sleep(tick);
+                    let Some(s) = me.upgrade() else { return };
+                    if s.stopping.load(Ordering::Acquire) {
+                        return;
+                    }
+                    let (_, head_bytes, _) = s.head_stats();
+                    if head_bytes as u64 > s.cfg.head_max_bytes {
+                        tracing::warn!(
+                            head_bytes,
+                            limit = s.cfg.head_max_bytes,
+                            "head above storage.head-max-bytes: flushing open windows early"
+                        );
+                        if let Err(e) = s.flush(true) {
+                            tracing::error!(?e, "memory-pressure flush failed");
+                        }
+                    }
+                    if last.elapsed() >= every {
+                        last = Instant::now();
+                        if let Err(e) = s.flush(false) {
+                            tracing::error!(?e, "background flush failed");
+                        }
+                        s.enforce_retention();
+                    }
                 }
-                if let Err(e) = s.flush(false) {
-                    tracing::error!(?e, "background flush failed");
-                }
-                s.enforce_retention();
             });
     }
 
