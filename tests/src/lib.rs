@@ -691,25 +691,6 @@ impl Rng {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339_formats_known_instants() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
-        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
-    }
-
-    #[test]
-    fn parses_chunked_responses() {
-        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
-        let r = parse_response(raw).expect("parse");
-        assert_eq!((r.status, r.body.as_slice()), (200, &b"abcde"[..]));
-    }
-}
-
 // ----------------------------------------------------------------- prometheus
 
 /// Path of a Prometheus binary (`PROMETHEUS_BIN`, else `/usr/bin/prometheus`)
@@ -758,4 +739,23 @@ pub fn spawn_prometheus(bin: &str, dir: &Path) -> (ChildGuard, String) {
         std::thread::sleep(Duration::from_millis(100));
     }
     (guard, url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn parses_chunked_responses() {
+        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        let r = parse_response(raw).expect("parse");
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"abcde"[..]));
+    }
 }
