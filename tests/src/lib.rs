@@ -266,6 +266,32 @@ impl TestServer {
         }
     }
 
+    /// Sets (Some) or removes (None) an environment variable of the server
+    /// for its next start (e.g. `CAIRN_FAILPOINT`).
+    pub fn set_env(&mut self, k: &str, v: Option<&str>) {
+        self.opts.env.retain(|(name, _)| name != k);
+        if let Some(v) = v {
+            self.opts.env.push((k.to_string(), v.to_string()));
+        }
+    }
+
+    /// Waits up to `timeout` for the server process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    self.child = None;
+                    return Some(st);
+                }
+            } else {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// Starts the server again over the same data dir (after kill9/sigterm,
     /// or SIGKILLing a still running one first) and waits until ready.
     pub fn restart(&mut self) {

@@ -103,7 +103,10 @@ pub fn write_chunks(dir: &Path, chunks: &[(SeriesId, Vec<u8>)], log_upto: u64) -
 /// Test hook: with `CAIRN_FAILPOINT=<name>` the process aborts at that point,
 /// as a crash would (used by the crash tests to die mid-flush).
 pub fn fail_point(name: &str) {
-    if std::env::var("CAIRN_FAILPOINT").is_ok_and(|v| v == name) {
+    // Read once: this sits on the write path.
+    static ARMED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let armed = ARMED.get_or_init(|| std::env::var("CAIRN_FAILPOINT").ok());
+    if armed.as_deref() == Some(name) {
         tracing::warn!(failpoint = name, "failpoint hit: aborting");
         std::process::abort();
     }
