@@ -645,9 +645,10 @@ impl Storage {
             .collect();
         // Series the store has never seen: only these get owned labels.
         let mut new_series: Vec<(SeriesId, Labels)> = Vec::new();
+        let mut seen_new: cairn_common::IdMap<()> = Default::default();
         for s in &batch.series {
             if !self.shard_of(s.id).lock().series.contains_key(&s.id)
-                && !new_series.iter().any(|(n, _)| *n == s.id)
+                && seen_new.insert(s.id, ()).is_none()
             {
                 new_series.push((s.id, s.labels.materialize()));
             }
