@@ -238,3 +238,33 @@ async fn query_once(
     }
     Ok(v["data"]["result"].as_array().map_or(0, |a| a.len()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_encoding_keeps_unreserved_and_escapes_the_rest() {
+        assert_eq!(
+            percent_encode(r#"rate(x{a=~"b.*"}[5m])"#),
+            "rate%28x%7Ba%3D~%22b.%2A%22%7D%5B5m%5D%29"
+        );
+        assert_eq!(percent_encode("sum by (le)"), "sum%20by%20%28le%29");
+    }
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), 50.0);
+        assert_eq!(percentile(&v, 99.0), 99.0);
+        assert_eq!(percentile(&v[..1], 99.0), 1.0);
+        assert!(percentile(&[], 50.0).is_nan());
+    }
+
+    #[test]
+    fn every_workload_has_queries_and_mixed_has_all() {
+        assert!(!queries_for(Kind::Node).is_empty());
+        assert!(!queries_for(Kind::Histogram).is_empty());
+        assert_eq!(queries_for(Kind::Mixed).len(), QUERIES.len());
+    }
+}
