@@ -1,6 +1,6 @@
 //! Aggregation operators (`sum`, `avg`, `topk`, `quantile`, `count_values`, …).
 
-use crate::eval::{exec_err, Elem, Evaluator, Result, Val};
+use crate::eval::{exec_err, Elem, Evaluator, GroupCache, Result, Val};
 use crate::functions::{format_go_float, kahan_inc, quantile};
 use cairn_common::{Labels, METRIC_NAME};
 use promql_parser::parser::token::{
@@ -8,11 +8,13 @@ use promql_parser::parser::token::{
     T_QUANTILE, T_STDDEV, T_STDVAR, T_SUM, T_TOPK,
 };
 use promql_parser::parser::{AggregateExpr, LabelModifier};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
+use std::sync::Arc;
 
-#[derive(Default, Clone)]
 struct Group {
-    labels: Labels,
+    labels: Arc<Labels>,
+    /// The group's id in the node's [`GroupCache`].
+    gid: usize,
     value: f64,
     kahan_c: f64,
     mean: f64,
@@ -102,7 +104,7 @@ pub(crate) fn eval_aggregate(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Resul
                 return Err(exec_err(format!("invalid label name {param_s:?}")));
             }
             let mut groups: Vec<(Labels, f64, bool)> = Vec::new();
-            let mut index: HashMap<Labels, usize> = HashMap::new();
+            let mut index: HashMap<Labels, usize> = HashMap::default();
             for e in &input {
                 let mut b = grouping_key(&e.labels, &a.modifier).builder();
                 b.set(&param_s, &format_go_float(e.v));
@@ -122,7 +124,7 @@ pub(crate) fn eval_aggregate(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Resul
                 groups
                     .into_iter()
                     .map(|(labels, v, drop_name)| Elem {
-                        labels,
+                        labels: labels.into(),
                         t,
                         v,
                         drop_name,
@@ -140,20 +142,78 @@ pub(crate) fn eval_aggregate(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Resul
         ));
     }
 
+    // Each input label set's group is found once per query (by the label
+    // set's address); a step only maps groups to its own slots.
+    let mut caches = ev.groups.borrow_mut();
+    let gc: &mut GroupCache = caches
+        .entry(a as *const AggregateExpr as usize)
+        .or_default();
     let mut groups: Vec<Group> = Vec::new();
-    let mut index: HashMap<Labels, usize> = HashMap::new();
-    for e in &input {
-        let key = grouping_key(&e.labels, &a.modifier);
-        let gi = match index.get(&key) {
-            Some(&i) => i,
-            None => {
-                index.insert(key.clone(), groups.len());
+    let res = fold_groups(op, a, &input, gc, &mut groups);
+    for g in &groups {
+        gc.slot[g.gid] = u32::MAX;
+    }
+    drop(caches);
+    res?;
+    let mut out = Vec::with_capacity(groups.len());
+    for g in groups {
+        let v = match op {
+            T_SUM => g.value + g.kahan_c,
+            T_AVG => {
+                if g.incremental_mean {
+                    g.mean + g.kahan_c
+                } else {
+                    (g.value + g.kahan_c) / g.count
+                }
+            }
+            T_STDVAR => g.value / g.count,
+            T_STDDEV => (g.value / g.count).sqrt(),
+            T_QUANTILE => {
+                let mut vals = g.values;
+                quantile(param_f, &mut vals)
+            }
+            _ => g.value,
+        };
+        out.push(Elem {
+            labels: g.labels,
+            t,
+            v,
+            drop_name: g.drop_name,
+        });
+    }
+    Ok(Val::Vector(out))
+}
+
+fn fold_groups(
+    op: promql_parser::parser::token::TokenId,
+    a: &AggregateExpr,
+    input: &[Elem],
+    gc: &mut GroupCache,
+    groups: &mut Vec<Group>,
+) -> Result<()> {
+    for e in input {
+        let gid = gc.group_of(&e.labels, |l| grouping_key(l, &a.modifier));
+        if gc.slot.len() < gc.keys.len() {
+            gc.slot.resize(gc.keys.len(), u32::MAX);
+        }
+        let gi = match gc.slot[gid] {
+            u32::MAX => {
+                gc.slot[gid] = groups.len() as u32;
                 groups.push(Group {
-                    labels: key,
-                    ..Default::default()
+                    labels: gc.keys[gid].clone(),
+                    gid,
+                    value: 0.0,
+                    kahan_c: 0.0,
+                    mean: 0.0,
+                    count: 0.0,
+                    incremental_mean: false,
+                    seen: false,
+                    drop_name: false,
+                    values: Vec::new(),
                 });
                 groups.len() - 1
             }
+            i => i as usize,
         };
         let g = &mut groups[gi];
         g.drop_name |= e.drop_name;
@@ -231,33 +291,7 @@ pub(crate) fn eval_aggregate(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Resul
             _ => return Err(exec_err(format!("unsupported aggregation {}", a.op))),
         }
     }
-    let mut out = Vec::with_capacity(groups.len());
-    for g in groups {
-        let v = match op {
-            T_SUM => g.value + g.kahan_c,
-            T_AVG => {
-                if g.incremental_mean {
-                    g.mean + g.kahan_c
-                } else {
-                    (g.value + g.kahan_c) / g.count
-                }
-            }
-            T_STDVAR => g.value / g.count,
-            T_STDDEV => (g.value / g.count).sqrt(),
-            T_QUANTILE => {
-                let mut vals = g.values;
-                quantile(param_f, &mut vals)
-            }
-            _ => g.value,
-        };
-        out.push(Elem {
-            labels: g.labels,
-            t,
-            v,
-            drop_name: g.drop_name,
-        });
-    }
-    Ok(Val::Vector(out))
+    Ok(())
 }
 
 /// Prometheus's deterministic per-series sampling offset for `limit_ratio`.
@@ -289,7 +323,7 @@ fn select_k(
     t: i64,
 ) -> Vec<Elem> {
     let mut groups: Vec<Vec<Elem>> = Vec::new();
-    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut index: HashMap<Labels, usize> = HashMap::default();
     for e in input {
         let key = grouping_key(&e.labels, modifier);
         let gi = match index.get(&key) {

@@ -2,7 +2,7 @@
 //! the set operators, with `on`/`ignoring` and `group_left`/`group_right`
 //! vector matching.
 
-use crate::eval::{exec_err, go_labels, Elem, Evaluator, Result, Val};
+use crate::eval::{exec_err, go_labels, BinCache, Elem, Evaluator, Result, Val};
 use cairn_common::{Labels, METRIC_NAME};
 use promql_parser::label::Labels as PLabels;
 use promql_parser::parser::token::TokenId;
@@ -11,7 +11,7 @@ use promql_parser::parser::token::{
     T_MUL, T_NEQ, T_POW, T_SUB,
 };
 use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 pub(crate) fn is_comparison(op: TokenId) -> bool {
     matches!(op, T_EQLC | T_NEQ | T_GTR | T_LSS | T_GTE | T_LTE)
@@ -54,12 +54,16 @@ fn signature(l: &Labels, matching: &Option<LabelModifier>) -> Labels {
     }
 }
 
-fn effective_labels(e: &Elem) -> Labels {
-    if e.drop_name {
-        e.labels.without_metric_name()
-    } else {
-        e.labels.clone()
-    }
+/// The signature id of `e` (over its effective labels).
+fn sig_id(bc: &mut BinCache, e: &Elem, matching: &Option<LabelModifier>) -> u32 {
+    let drop = e.drop_name;
+    bc.sig_id(&e.labels, drop, |l| {
+        if drop {
+            signature(&l.without_metric_name(), matching)
+        } else {
+            signature(l, matching)
+        }
+    })
 }
 
 pub(crate) fn eval_binary(ev: &Evaluator, b: &BinaryExpr, t: i64) -> Result<Val> {
@@ -83,39 +87,32 @@ pub(crate) fn eval_binary(ev: &Evaluator, b: &BinaryExpr, t: i64) -> Result<Val>
         }
         (Val::Vector(l), Val::Vector(r)) => {
             let matching = b.modifier.as_ref().and_then(|m| m.matching.clone());
+            // Signatures are computed once per label set per query.
+            let mut bins = ev.bins.borrow_mut();
+            let bc = bins.entry(b as *const BinaryExpr as usize).or_default();
             match op {
                 T_LAND => {
-                    let sigs: HashSet<Labels> = r
-                        .iter()
-                        .map(|e| signature(&effective_labels(e), &matching))
-                        .collect();
+                    let sigs: HashSet<u32> = r.iter().map(|e| sig_id(bc, e, &matching)).collect();
                     Ok(Val::Vector(
                         l.into_iter()
-                            .filter(|e| sigs.contains(&signature(&effective_labels(e), &matching)))
+                            .filter(|e| sigs.contains(&sig_id(bc, e, &matching)))
                             .collect(),
                     ))
                 }
                 T_LUNLESS => {
-                    let sigs: HashSet<Labels> = r
-                        .iter()
-                        .map(|e| signature(&effective_labels(e), &matching))
-                        .collect();
+                    let sigs: HashSet<u32> = r.iter().map(|e| sig_id(bc, e, &matching)).collect();
                     Ok(Val::Vector(
                         l.into_iter()
-                            .filter(|e| !sigs.contains(&signature(&effective_labels(e), &matching)))
+                            .filter(|e| !sigs.contains(&sig_id(bc, e, &matching)))
                             .collect(),
                     ))
                 }
                 T_LOR => {
-                    let sigs: HashSet<Labels> = l
-                        .iter()
-                        .map(|e| signature(&effective_labels(e), &matching))
-                        .collect();
+                    let sigs: HashSet<u32> = l.iter().map(|e| sig_id(bc, e, &matching)).collect();
                     let mut out = l;
                     out.extend(
-                        r.into_iter().filter(|e| {
-                            !sigs.contains(&signature(&effective_labels(e), &matching))
-                        }),
+                        r.into_iter()
+                            .filter(|e| !sigs.contains(&sig_id(bc, e, &matching))),
                     );
                     Ok(Val::Vector(out))
                 }
@@ -126,7 +123,8 @@ pub(crate) fn eval_binary(ev: &Evaluator, b: &BinaryExpr, t: i64) -> Result<Val>
                         .map(|m| m.card.clone())
                         .unwrap_or(VectorMatchCardinality::OneToOne);
                     let fill = b.modifier.as_ref().map(|m| m.fill_values.clone());
-                    vector_vector(op, l, r, &matching, &card, return_bool, fill, t).map(Val::Vector)
+                    vector_vector(bc, op, l, r, &matching, &card, return_bool, fill, t)
+                        .map(Val::Vector)
                 }
             }
         }
@@ -171,6 +169,7 @@ fn vector_scalar(
 
 #[allow(clippy::too_many_arguments)]
 fn vector_vector(
+    bc: &mut BinCache,
     op: TokenId,
     lhs: Vec<Elem>,
     rhs: Vec<Elem>,
@@ -200,9 +199,12 @@ fn vector_vector(
     };
     let is_cmp = is_comparison(op);
     // All rhs samples by signature; the rhs is the "one" side.
-    let mut right: HashMap<Labels, usize> = HashMap::new();
+    let mut right: HashMap<u32, usize> = HashMap::default();
+    right.reserve(rhs.len());
+    let rsigs: Vec<u32> = rhs.iter().map(|e| sig_id(bc, e, matching)).collect();
+    let lsigs: Vec<u32> = lhs.iter().map(|e| sig_id(bc, e, matching)).collect();
     for (i, rs) in rhs.iter().enumerate() {
-        let sig = signature(&effective_labels(rs), matching);
+        let sig = rsigs[i];
         if let Some(&j) = right.get(&sig) {
             let one_side = if one_to_many { "left" } else { "right" };
             let matched = match matching {
@@ -228,17 +230,16 @@ fn vector_vector(
         }
         right.insert(sig, i);
     }
-    let mut matched_one: HashSet<Labels> = HashSet::new();
-    let mut matched_many: HashMap<Labels, HashSet<Labels>> = HashMap::new();
-    let mut rhs_used: HashSet<Labels> = HashSet::new();
-    let mut out = Vec::new();
+    let mut matched_one: HashSet<u32> = HashSet::default();
+    let mut matched_many: HashMap<u32, HashSet<Labels>> = HashMap::default();
+    let mut rhs_used: HashSet<u32> = HashSet::default();
+    let mut out = Vec::with_capacity(lhs.len());
     let one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
     if one_to_one {
         // Duplicates on the lhs are an error even when the comparison
         // would filter them out.
-        let mut seen: HashSet<Labels> = HashSet::new();
-        for ls in &lhs {
-            let sig = signature(&effective_labels(ls), matching);
+        let mut seen: HashSet<u32> = HashSet::default();
+        for &sig in &lsigs {
             if right.contains_key(&sig) && !seen.insert(sig) {
                 return Err(exec_err(
                     "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
@@ -246,7 +247,8 @@ fn vector_vector(
             }
         }
     }
-    let mut emit = |ls: &Elem, rs: &Elem, lv: f64, rv: f64, sig: &Labels| -> Result<()> {
+    let result = &mut bc.result;
+    let mut emit = |ls: &Elem, rs: &Elem, lv: f64, rv: f64, sig: u32| -> Result<()> {
         let (fl, fr) = if one_to_many { (rv, lv) } else { (lv, rv) };
         let (mut val, keep) = apply(op, fl, fr);
         if return_bool {
@@ -254,12 +256,19 @@ fn vector_vector(
         } else if !keep {
             return Ok(());
         }
-        let metric = result_metric(&ls.labels, &rs.labels, matching, card, &include);
-        if one_to_one {
-            matched_one.insert(sig.clone());
+        let metric: std::sync::Arc<Labels> = if include.is_empty() {
+            // Depends on the lhs labels alone: shared across steps.
+            result.get_or(&ls.labels, |l| {
+                result_metric(l, &rs.labels, matching, card, &include).into()
+            })
         } else {
-            let set = matched_many.entry(sig.clone()).or_default();
-            if !set.insert(metric.clone()) {
+            result_metric(&ls.labels, &rs.labels, matching, card, &include).into()
+        };
+        if one_to_one {
+            matched_one.insert(sig);
+        } else {
+            let set = matched_many.entry(sig).or_default();
+            if !set.insert((*metric).clone()) {
                 return Err(exec_err(
                     "multiple matches for labels: grouping labels must ensure unique matches",
                 ));
@@ -273,30 +282,30 @@ fn vector_vector(
         });
         Ok(())
     };
-    for ls in &lhs {
-        let sig = signature(&effective_labels(ls), matching);
+    for (ls, &sig) in lhs.iter().zip(&lsigs) {
         match right.get(&sig) {
             Some(&ri) => {
-                rhs_used.insert(sig.clone());
+                if fill_l.is_some() {
+                    rhs_used.insert(sig);
+                }
                 let rs = &rhs[ri];
-                emit(ls, rs, ls.v, rs.v, &sig)?;
+                emit(ls, rs, ls.v, rs.v, sig)?;
             }
             None => {
                 if let Some(fv) = fill_r {
                     let fake = Elem {
-                        labels: Labels::empty(),
+                        labels: Labels::empty().into(),
                         t,
                         v: fv,
                         drop_name: false,
                     };
-                    emit(ls, &fake, ls.v, fv, &sig)?;
+                    emit(ls, &fake, ls.v, fv, sig)?;
                 }
             }
         }
     }
     if let Some(fv) = fill_l {
-        for rs in &rhs {
-            let sig = signature(&effective_labels(rs), matching);
+        for (rs, &sig) in rhs.iter().zip(&rsigs) {
             if rhs_used.contains(&sig) {
                 continue;
             }
@@ -320,7 +329,7 @@ fn vector_vector(
             };
             let _ = fake;
             out.push(Elem {
-                labels: metric,
+                labels: metric.into(),
                 t,
                 v: val,
                 drop_name: true,

@@ -9,8 +9,10 @@ use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::{
     AtModifier, Expr, MatrixSelector, Offset, SubqueryExpr, VectorSelector,
 };
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 pub(crate) type Result<T, E = QueryError> = std::result::Result<T, E>;
@@ -18,7 +20,8 @@ pub(crate) type Result<T, E = QueryError> = std::result::Result<T, E>;
 /// One element of an instant vector during evaluation.
 #[derive(Debug, Clone)]
 pub(crate) struct Elem {
-    pub labels: Labels,
+    /// Shared: steps refer to a series' label set, never copy it.
+    pub labels: Arc<Labels>,
     /// The sample's own timestamp (for `timestamp()`); the eval time otherwise.
     pub t: i64,
     pub v: f64,
@@ -29,7 +32,7 @@ pub(crate) struct Elem {
 /// One series of a range vector during evaluation.
 #[derive(Debug, Clone)]
 pub(crate) struct Series {
-    pub labels: Labels,
+    pub labels: Arc<Labels>,
     pub samples: Vec<Sample>,
     pub drop_name: bool,
 }
@@ -99,11 +102,127 @@ pub(crate) fn go_labels(l: &Labels) -> String {
     s
 }
 
+/// One fetched series. Series of range selectors have their staleness
+/// markers removed at load time (range selectors never see them).
+pub(crate) struct Fetched {
+    pub labels: Arc<Labels>,
+    pub samples: Vec<Sample>,
+    /// Whether the metric name does not look like a counter's (for
+    /// `rate`'s annotation), decided once.
+    pub odd_counter_name: bool,
+}
+
+/// Whether `rate()` of metric `n` deserves "might not be a counter".
+pub(crate) fn not_counter_name(n: &str) -> bool {
+    !n.ends_with("_total")
+        && !n.ends_with("_sum")
+        && !n.ends_with("_count")
+        && !n.ends_with("_bucket")
+}
+
+/// Sliding-window cursors of one range selector: per series, the sample
+/// indices `[lo, hi)` of the window ending at `last_te`.
+struct Windows {
+    last_te: i64,
+    cur: Vec<(usize, usize)>,
+}
+
+/// Label sets derived from a shared label set, keyed by the source `Arc`'s
+/// address (the `Arc` is kept so the address stays unique).
+#[derive(Default)]
+pub(crate) struct PtrCache<V> {
+    map: FxHashMap<usize, (Arc<Labels>, V)>,
+}
+
+impl<V: Clone> PtrCache<V> {
+    /// Looks `l` up by address; on a miss computes the value and, when `l`
+    /// is shared (held elsewhere too, so likely seen again), remembers it.
+    pub fn get_or(&mut self, l: &Arc<Labels>, f: impl FnOnce(&Labels) -> V) -> V {
+        self.get_or_tagged(l, false, f)
+    }
+
+    /// The same, with a one-bit tag in the key (the address is aligned).
+    pub fn get_or_tagged(&mut self, l: &Arc<Labels>, tag: bool, f: impl FnOnce(&Labels) -> V) -> V {
+        let k = Arc::as_ptr(l) as usize | usize::from(tag);
+        if let Some((_, v)) = self.map.get(&k) {
+            return v.clone();
+        }
+        let v = f(l);
+        if Arc::strong_count(l) > 1 {
+            if self.map.len() > 1 << 20 {
+                self.map.clear();
+            }
+            self.map.insert(k, (l.clone(), v.clone()));
+        }
+        v
+    }
+}
+
+/// Per-aggregation state kept across steps: each input label set's group.
+#[derive(Default)]
+pub(crate) struct GroupCache {
+    pub by_ptr: PtrCache<u32>,
+    pub index: FxHashMap<Labels, u32>,
+    pub keys: Vec<Arc<Labels>>,
+    /// Scratch: global group → slot in the current step's groups.
+    pub slot: Vec<u32>,
+}
+
+impl GroupCache {
+    pub fn group_of(&mut self, l: &Arc<Labels>, key: impl FnOnce(&Labels) -> Labels) -> usize {
+        let (index, keys) = (&mut self.index, &mut self.keys);
+        self.by_ptr.get_or(l, |l| {
+            let k = key(l);
+            if let Some(&g) = index.get(&k) {
+                return g;
+            }
+            let g = keys.len() as u32;
+            keys.push(Arc::new(k.clone()));
+            index.insert(k, g);
+            g
+        }) as usize
+    }
+}
+
+/// Per binary-operator state kept across steps: match signatures as small
+/// ids, by (label set, drop_name); one-to-one result label sets.
+#[derive(Default)]
+pub(crate) struct BinCache {
+    sig: PtrCache<u32>,
+    ids: FxHashMap<Labels, u32>,
+    pub result: PtrCache<Arc<Labels>>,
+}
+
+impl BinCache {
+    /// The id of `sig(labels)`; `drop_name` is part of the key since the
+    /// signature is taken over the effective labels.
+    pub fn sig_id(
+        &mut self,
+        l: &Arc<Labels>,
+        drop_name: bool,
+        sig: impl FnOnce(&Labels) -> Labels,
+    ) -> u32 {
+        let ids = &mut self.ids;
+        self.sig.get_or_tagged(l, drop_name, |l| {
+            let k = sig(l);
+            let n = ids.len() as u32;
+            *ids.entry(k).or_insert(n)
+        })
+    }
+}
+
 /// The evaluator: fetched data plus per-query settings.
 pub(crate) struct Evaluator {
     /// The query text, to report annotation positions as `(line:col)`.
     pub query: String,
-    pub data: HashMap<usize, Vec<SeriesData>>,
+    pub data: HashMap<usize, Vec<Fetched>>,
+    windows: RefCell<FxHashMap<usize, Windows>>,
+    /// Per aggregation node (by address): its grouping across steps.
+    pub groups: RefCell<FxHashMap<usize, GroupCache>>,
+    /// Per binary operator node (by address): its matching across steps.
+    pub bins: RefCell<FxHashMap<usize, BinCache>>,
+    /// Label sets with `__name__` removed, by source label set.
+    no_name: RefCell<PtrCache<Arc<Labels>>>,
     pub start: i64,
     pub end: i64,
     pub step: i64,
@@ -126,6 +245,8 @@ struct Planner<'a> {
     /// `info()` calls without a selector: call address → (mint, maxt) of
     /// the `target_info` series they need.
     info_default: HashMap<usize, (i64, i64)>,
+    /// Keys of selectors used as range selectors (never as instant ones).
+    range_keys: FxHashSet<usize>,
 }
 
 impl<'a> Planner<'a> {
@@ -165,6 +286,7 @@ impl<'a> Planner<'a> {
                 };
                 let off = offset_ms(&vs.offset);
                 let range = ms.range.as_millis() as i64;
+                self.range_keys.insert(selector_key(vs));
                 self.need(vs, lo - off - range, hi - off);
             }
             Expr::Subquery(sq) => {
@@ -292,6 +414,7 @@ pub(crate) fn run(
         lookback: opts.lookback_delta_ms,
         default_sub_step: engine.default_subquery_step_ms,
         info_default: HashMap::new(),
+        range_keys: FxHashSet::default(),
     };
     planner.walk(expr, start, end);
     let mut data = HashMap::new();
@@ -304,7 +427,7 @@ pub(crate) fn run(
                 maxt,
             )
             .map_err(|e| QueryError::Storage(format!("selecting target_info: {e}")))?;
-        data.insert(key, got);
+        data.insert(key, fetched(got, false));
     }
     let mut loaded = 0usize;
     for (key, (vs, mint, maxt)) in planner.needs {
@@ -331,11 +454,15 @@ pub(crate) fn run(
         if began.elapsed() > opts.timeout {
             return Err(timeout_err("query preparation"));
         }
-        data.insert(key, series);
+        data.insert(key, fetched(series, planner.range_keys.contains(&key)));
     }
     let ev = Evaluator {
         query: query.to_string(),
         data,
+        windows: RefCell::new(FxHashMap::default()),
+        groups: RefCell::new(FxHashMap::default()),
+        bins: RefCell::new(FxHashMap::default()),
+        no_name: RefCell::new(PtrCache::default()),
         start,
         end,
         step,
@@ -353,12 +480,12 @@ pub(crate) fn run(
             Val::Scalar(v) => Value::Scalar { t: start, v },
             Val::Str(s) => Value::String { t: start, v: s },
             Val::Vector(elems) => {
-                let elems = cleanup_vector(elems)?;
+                let elems = ev.cleanup_vector(elems)?;
                 Value::Vector(
                     elems
                         .into_iter()
                         .map(|e| InstantSample {
-                            labels: e.labels,
+                            labels: Arc::unwrap_or_clone(e.labels),
                             t: start,
                             v: e.v,
                         })
@@ -371,7 +498,7 @@ pub(crate) fn run(
                     let labels = if s.drop_name {
                         s.labels.without_metric_name()
                     } else {
-                        s.labels
+                        Arc::unwrap_or_clone(s.labels)
                     };
                     out.push(RangeSeries {
                         labels,
@@ -383,21 +510,23 @@ pub(crate) fn run(
             }
         }
     } else {
-        let mut index: HashMap<Labels, usize> = HashMap::new();
-        let mut series: Vec<(Labels, Vec<Sample>)> = Vec::new();
+        let mut index: FxHashMap<Arc<Labels>, usize> = FxHashMap::default();
+        let mut by_ptr: FxHashMap<usize, (Arc<Labels>, usize)> = FxHashMap::default();
+        let mut series: Vec<(Arc<Labels>, Vec<Sample>)> = Vec::new();
         let mut total = 0usize;
         let mut t = start;
+        let empty = Arc::new(Labels::empty());
         while t <= end {
             ev.check_deadline()?;
             ev.samples_in_step.set(0);
             let elems = match ev.eval(expr, t)? {
                 Val::Scalar(v) => vec![Elem {
-                    labels: Labels::empty(),
+                    labels: empty.clone(),
                     t,
                     v,
                     drop_name: false,
                 }],
-                Val::Vector(elems) => cleanup_vector(elems)?,
+                Val::Vector(elems) => ev.cleanup_vector(elems)?,
                 other => {
                     return Err(exec_err(format!(
                         "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
@@ -406,12 +535,27 @@ pub(crate) fn run(
                 }
             };
             for e in elems {
-                let i = match index.get(&e.labels) {
-                    Some(i) => *i,
+                // A series' label set is usually the same `Arc` every step:
+                // find it by address, by value only the first time.
+                let p = Arc::as_ptr(&e.labels) as usize;
+                let i = match by_ptr.get(&p) {
+                    Some(&(_, i)) => i,
                     None => {
-                        series.push((e.labels.clone(), Vec::new()));
-                        index.insert(e.labels, series.len() - 1);
-                        series.len() - 1
+                        // Shared label sets (held by fetched data or a
+                        // cache) come back every step; temporaries do not.
+                        let shared = Arc::strong_count(&e.labels) > 1;
+                        let i = match index.get(&e.labels) {
+                            Some(&i) => i,
+                            None => {
+                                series.push((e.labels.clone(), Vec::new()));
+                                index.insert(e.labels.clone(), series.len() - 1);
+                                series.len() - 1
+                            }
+                        };
+                        if shared {
+                            by_ptr.insert(p, (e.labels.clone(), i));
+                        }
+                        i
                     }
                 };
                 series[i].1.push(Sample::new(t, e.v));
@@ -422,9 +566,13 @@ pub(crate) fn run(
             }
             t += step;
         }
+        drop((index, by_ptr));
         let mut out: Vec<RangeSeries> = series
             .into_iter()
-            .map(|(labels, samples)| RangeSeries { labels, samples })
+            .map(|(labels, samples)| RangeSeries {
+                labels: Arc::unwrap_or_clone(labels),
+                samples,
+            })
             .collect();
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
         Value::Matrix(out)
@@ -448,23 +596,38 @@ fn check_dup_series(out: &[RangeSeries]) -> Result<()> {
     Ok(())
 }
 
-/// Applies delayed name removal and checks label-set uniqueness.
-pub(crate) fn cleanup_vector(elems: Vec<Elem>) -> Result<Vec<Elem>> {
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::with_capacity(elems.len());
-    for mut e in elems {
-        if e.drop_name {
-            e.labels = e.labels.without_metric_name();
-            e.drop_name = false;
-        }
-        if !seen.insert(e.labels.clone()) {
+/// Wraps fetched series; range selectors' staleness markers are dropped.
+fn fetched(series: Vec<SeriesData>, range: bool) -> Vec<Fetched> {
+    series
+        .into_iter()
+        .map(|mut s| {
+            if range && s.samples.iter().any(|x| is_stale_nan(x.v)) {
+                s.samples.retain(|x| !is_stale_nan(x.v));
+            }
+            Fetched {
+                odd_counter_name: not_counter_name(s.labels.metric_name().unwrap_or("")),
+                labels: Arc::new(s.labels),
+                samples: s.samples,
+            }
+        })
+        .collect()
+}
+
+/// Errors if two elements have the same label set.
+pub(crate) fn check_unique_labels(elems: &[Elem]) -> Result<()> {
+    if elems.len() < 2 {
+        return Ok(());
+    }
+    let mut seen: FxHashSet<&Labels> = FxHashSet::default();
+    seen.reserve(elems.len());
+    for e in elems {
+        if !seen.insert(&e.labels) {
             return Err(exec_err(
                 "vector cannot contain metrics with the same labelset",
             ));
         }
-        out.push(e);
     }
-    Ok(out)
+    Ok(())
 }
 
 pub(crate) fn too_many_samples() -> QueryError {
@@ -478,6 +641,28 @@ fn timeout_err(stage: &str) -> QueryError {
 }
 
 impl Evaluator {
+    /// `l` without `__name__`, shared across steps.
+    pub fn without_name(&self, l: &Arc<Labels>) -> Arc<Labels> {
+        if l.metric_name().is_none() {
+            return l.clone();
+        }
+        self.no_name
+            .borrow_mut()
+            .get_or(l, |l| Arc::new(l.without_metric_name()))
+    }
+
+    /// Applies delayed name removal and checks label-set uniqueness.
+    pub fn cleanup_vector(&self, mut elems: Vec<Elem>) -> Result<Vec<Elem>> {
+        for e in &mut elems {
+            if e.drop_name {
+                e.labels = self.without_name(&e.labels);
+                e.drop_name = false;
+            }
+        }
+        check_unique_labels(&elems)?;
+        Ok(elems)
+    }
+
     pub fn warn(&self, msg: impl Into<String>) {
         self.warnings.borrow_mut().insert(msg.into());
     }
@@ -608,6 +793,59 @@ impl Evaluator {
         Ok(out)
     }
 
+    /// Calls `f(series, window)` for each series of range selector `ms`
+    /// with samples in its window at `t`, in series order, without copying
+    /// samples. Windows slide forward as `t` grows (each step advances two
+    /// indices per series); a step back searches afresh. Returns the
+    /// window's end and length.
+    pub fn for_each_window(
+        &self,
+        ms: &MatrixSelector,
+        t: i64,
+        mut f: impl FnMut(&Fetched, &[Sample]),
+    ) -> Result<(i64, i64)> {
+        let vs = &ms.vs;
+        let te = self.at_time(&vs.at).unwrap_or(t) - offset_ms(&vs.offset);
+        let range = ms.range.as_millis() as i64;
+        let key = selector_key(vs);
+        let Some(data) = self.data.get(&key) else {
+            return Ok((te, range));
+        };
+        let mut n = 0;
+        {
+            let mut all = self.windows.borrow_mut();
+            let w = all.entry(key).or_insert_with(|| Windows {
+                last_te: i64::MIN,
+                cur: vec![(0, 0); data.len()],
+            });
+            let forward = te >= w.last_te;
+            let from = te - range;
+            for (sd, cur) in data.iter().zip(w.cur.iter_mut()) {
+                let s = &sd.samples[..];
+                let (mut lo, mut hi) = if forward {
+                    *cur
+                } else {
+                    (s.partition_point(|x| x.t <= from), 0)
+                };
+                while lo < s.len() && s[lo].t <= from {
+                    lo += 1;
+                }
+                hi = hi.max(lo);
+                while hi < s.len() && s[hi].t <= te {
+                    hi += 1;
+                }
+                *cur = (lo, hi);
+                if hi > lo {
+                    n += hi - lo;
+                    f(sd, &s[lo..hi]);
+                }
+            }
+            w.last_te = te;
+        }
+        self.add_samples(n)?;
+        Ok((te, range))
+    }
+
     pub fn select_range(&self, ms: &MatrixSelector, t: i64) -> Result<MatrixVal> {
         let vs = &ms.vs;
         let te = self.at_time(&vs.at).unwrap_or(t) - offset_ms(&vs.offset);
@@ -656,14 +894,14 @@ impl Evaluator {
         if ts <= lo {
             ts += step;
         }
-        let mut index: HashMap<(Labels, bool), usize> = HashMap::new();
+        let mut index: FxHashMap<(Arc<Labels>, bool), usize> = FxHashMap::default();
         let mut series: Vec<Series> = Vec::new();
         let mut n = 0;
         while ts <= base {
             self.check_deadline()?;
             match self.eval(&sq.expr, ts)? {
                 Val::Vector(els) => {
-                    for e in cleanup_vector(els)? {
+                    for e in self.cleanup_vector(els)? {
                         n += 1;
                         let key = (e.labels, e.drop_name);
                         let i = match index.get(&key) {
@@ -685,7 +923,7 @@ impl Evaluator {
                     n += 1;
                     if series.is_empty() {
                         series.push(Series {
-                            labels: Labels::empty(),
+                            labels: Arc::new(Labels::empty()),
                             samples: Vec::new(),
                             drop_name: false,
                         });

@@ -177,13 +177,17 @@ fn linear_regression(samples: &[Sample], intercept_time: i64) -> (f64, f64) {
     (slope, intercept)
 }
 
-fn extrapolated_rate(m: &MatrixVal, s: &Series, is_counter: bool, is_rate: bool) -> Option<f64> {
-    let samples = &s.samples;
+fn extrapolated_rate(
+    samples: &[Sample],
+    range_end: i64,
+    range_ms: i64,
+    is_counter: bool,
+    is_rate: bool,
+) -> Option<f64> {
     if samples.len() < 2 {
         return None;
     }
-    let range_start = m.range_end - m.range_ms;
-    let range_end = m.range_end;
+    let range_start = range_end - range_ms;
     let n1 = samples.len() - 1;
     let first_t = samples[0].t;
     let last_t = samples[n1].t;
@@ -219,18 +223,18 @@ fn extrapolated_rate(m: &MatrixVal, s: &Series, is_counter: bool, is_rate: bool)
     extrapolate_to += duration_to_end;
     let mut factor = extrapolate_to / sampled_interval;
     if is_rate {
-        factor /= m.range_ms as f64 / 1000.0;
+        factor /= range_ms as f64 / 1000.0;
     }
     Some(result * factor)
 }
 
-fn instant_value(s: &Series, is_rate: bool) -> Option<f64> {
-    let n = s.samples.len();
+fn instant_value(s: &[Sample], is_rate: bool) -> Option<f64> {
+    let n = s.len();
     if n < 2 {
         return None;
     }
-    let last = s.samples[n - 1];
-    let prev = s.samples[n - 2];
+    let last = s[n - 1];
+    let prev = s[n - 2];
     let interval = last.t - prev.t;
     if interval == 0 {
         return None;
@@ -400,7 +404,7 @@ pub(crate) fn eval_call(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
         "vector" => {
             let v = ev.eval_scalar(arg(c, 0)?, t)?;
             return Ok(Val::Vector(vec![Elem {
-                labels: Labels::empty(),
+                labels: Labels::empty().into(),
                 t,
                 v,
                 drop_name: false,
@@ -500,7 +504,7 @@ pub(crate) fn eval_call(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
         | "hour" | "minute" => {
             let v = if nargs == 0 {
                 vec![Elem {
-                    labels: Labels::empty(),
+                    labels: Labels::empty().into(),
                     t,
                     v: t as f64 / 1000.0,
                     drop_name: false,
@@ -534,7 +538,7 @@ pub(crate) fn eval_call(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
                     caps.expand(&repl, &mut res);
                     let mut b = e.labels.builder();
                     b.set(&dst, &res);
-                    e.labels = b.build();
+                    e.labels = b.build().into();
                     if dst == METRIC_NAME {
                         e.drop_name = false;
                     }
@@ -565,7 +569,7 @@ pub(crate) fn eval_call(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
                 let joined = joined.join(&sep);
                 let mut b = e.labels.builder();
                 b.set(&dst, &joined);
-                e.labels = b.build();
+                e.labels = b.build().into();
                 if dst == METRIC_NAME {
                     e.drop_name = false;
                 }
@@ -641,7 +645,7 @@ pub(crate) fn eval_call(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
                 return Ok(Val::Vector(Vec::new()));
             }
             Ok(Val::Vector(vec![Elem {
-                labels: absent_labels(e),
+                labels: absent_labels(e).into(),
                 t,
                 v: 1.0,
                 drop_name: false,
@@ -658,7 +662,7 @@ pub(crate) fn eval_call(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
                 _ => absent_labels(e),
             };
             Ok(Val::Vector(vec![Elem {
-                labels,
+                labels: labels.into(),
                 t,
                 v: 1.0,
                 drop_name: false,
@@ -785,7 +789,7 @@ fn eval_info(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
                 b.set(&lb.name, &lb.value);
             }
         }
-        e.labels = b.build();
+        e.labels = b.build().into();
         e.t = t;
         out.push(e);
     }
@@ -798,7 +802,7 @@ fn check_unique(v: &[Elem]) -> Result<()> {
         let l = if e.drop_name {
             e.labels.without_metric_name()
         } else {
-            e.labels.clone()
+            (*e.labels).clone()
         };
         if !seen.insert(l) {
             return Err(exec_err(
@@ -809,47 +813,204 @@ fn check_unique(v: &[Elem]) -> Result<()> {
     Ok(())
 }
 
-fn eval_range_fn(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
-    let name = c.func.name;
-    match name {
-        "rate" | "increase" | "delta" => {
-            let m = ev.eval_matrix(arg(c, 0)?, t)?;
-            let is_counter = name != "delta";
-            let is_rate = name == "rate";
-            if is_counter {
-                for s in &m.series {
-                    let n = metric_name_of(s);
-                    if !s.samples.is_empty()
-                        && !n.ends_with("_total")
-                        && !n.ends_with("_sum")
-                        && !n.ends_with("_count")
-                        && !n.ends_with("_bucket")
-                    {
-                        ev.info(format!(
-                            "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {n:?}{}",
-                            ev.pos(arg(c, 0)?)
-                        ));
-                    }
-                }
-            }
-            Ok(over_time(m, t, false, |m, s| {
-                extrapolated_rate(m, s, is_counter, is_rate)
-            }))
-        }
-        "irate" | "idelta" => {
-            let m = ev.eval_matrix(arg(c, 0)?, t)?;
-            let is_rate = name == "irate";
-            Ok(over_time(m, t, false, |_, s| instant_value(s, is_rate)))
-        }
-        "deriv" => {
-            let m = ev.eval_matrix(arg(c, 0)?, t)?;
-            Ok(over_time(m, t, false, |_, s| {
-                if s.samples.len() < 2 {
+/// Range functions of one range-vector argument: computed per series from
+/// the window's samples alone, so they can run over borrowed windows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RangeFn {
+    Rate,
+    Increase,
+    Delta,
+    Irate,
+    Idelta,
+    Deriv,
+    Resets,
+    Changes,
+    Avg,
+    Sum,
+    Count,
+    Min,
+    Max,
+    Last,
+    First,
+    TsLast,
+    TsFirst,
+    TsMax,
+    TsMin,
+    Present,
+    Stddev,
+    Stdvar,
+}
+
+impl RangeFn {
+    fn from_name(name: &str) -> Option<RangeFn> {
+        use RangeFn::*;
+        Some(match name {
+            "rate" => Rate,
+            "increase" => Increase,
+            "delta" => Delta,
+            "irate" => Irate,
+            "idelta" => Idelta,
+            "deriv" => Deriv,
+            "resets" => Resets,
+            "changes" => Changes,
+            "avg_over_time" => Avg,
+            "sum_over_time" => Sum,
+            "count_over_time" => Count,
+            "min_over_time" => Min,
+            "max_over_time" => Max,
+            "last_over_time" => Last,
+            "first_over_time" => First,
+            "ts_of_last_over_time" => TsLast,
+            "ts_of_first_over_time" => TsFirst,
+            "ts_of_max_over_time" => TsMax,
+            "ts_of_min_over_time" => TsMin,
+            "present_over_time" => Present,
+            "stddev_over_time" => Stddev,
+            "stdvar_over_time" => Stdvar,
+            _ => return None,
+        })
+    }
+
+    /// Whether the result keeps the metric name.
+    fn keeps_name(self) -> bool {
+        matches!(self, RangeFn::Last | RangeFn::First)
+    }
+
+    fn is_counter_fn(self) -> bool {
+        matches!(self, RangeFn::Rate | RangeFn::Increase)
+    }
+
+    /// The value over a non-empty window `(range_end - range_ms, range_end]`.
+    fn apply(self, s: &[Sample], range_end: i64, range_ms: i64) -> Option<f64> {
+        use RangeFn::*;
+        match self {
+            Rate => extrapolated_rate(s, range_end, range_ms, true, true),
+            Increase => extrapolated_rate(s, range_end, range_ms, true, false),
+            Delta => extrapolated_rate(s, range_end, range_ms, false, false),
+            Irate => instant_value(s, true),
+            Idelta => instant_value(s, false),
+            Deriv => {
+                if s.len() < 2 {
                     return None;
                 }
-                Some(linear_regression(&s.samples, s.samples[0].t).0)
-            }))
+                Some(linear_regression(s, s[0].t).0)
+            }
+            Resets => {
+                let mut n = 0.0;
+                for w in s.windows(2) {
+                    if w[1].v < w[0].v {
+                        n += 1.0;
+                    }
+                }
+                Some(n)
+            }
+            Changes => {
+                let mut n = 0.0;
+                for w in s.windows(2) {
+                    if w[1].v != w[0].v && !(w[1].v.is_nan() && w[0].v.is_nan()) {
+                        n += 1.0;
+                    }
+                }
+                Some(n)
+            }
+            Avg => Some(avg_of(s.iter().map(|x| x.v))),
+            Sum => {
+                let (mut sum, mut c) = (0.0, 0.0);
+                for x in s {
+                    (sum, c) = kahan_inc(x.v, sum, c);
+                }
+                Some(if sum.is_infinite() { sum } else { sum + c })
+            }
+            Count => Some(s.len() as f64),
+            Min | Max => {
+                let is_max = self == Max;
+                let mut r = s[0].v;
+                for x in &s[1..] {
+                    if (is_max && x.v > r) || (!is_max && x.v < r) || r.is_nan() {
+                        r = x.v;
+                    }
+                }
+                Some(r)
+            }
+            Last => s.last().map(|x| x.v),
+            First => s.first().map(|x| x.v),
+            TsLast => s.last().map(|x| x.t as f64 / 1000.0),
+            TsFirst => s.first().map(|x| x.t as f64 / 1000.0),
+            TsMax | TsMin => {
+                let is_max = self == TsMax;
+                let mut r = s[0].v;
+                let mut ts = s[0].t;
+                for x in &s[1..] {
+                    if (is_max && x.v >= r) || (!is_max && x.v <= r) || r.is_nan() {
+                        r = x.v;
+                        ts = x.t;
+                    }
+                }
+                Some(ts as f64 / 1000.0)
+            }
+            Present => Some(1.0),
+            Stddev => Some(variance(s).sqrt()),
+            Stdvar => Some(variance(s)),
         }
+    }
+}
+
+use crate::eval::not_counter_name;
+
+fn eval_range_fn(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
+    let name = c.func.name;
+    if let Some(rf) = RangeFn::from_name(name) {
+        let a = arg(c, 0)?;
+        let keep = rf.keeps_name();
+        let note = |n: &str| {
+            ev.info(format!(
+                "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {n:?}{}",
+                ev.pos(a)
+            ));
+        };
+        if let Expr::MatrixSelector(ms) = a {
+            // Fast path: windows slide over the fetched samples; nothing is
+            // copied and labels are shared.
+            let vs = &ms.vs;
+            let te = ev.at_time(&vs.at).unwrap_or(t) - crate::eval::offset_ms(&vs.offset);
+            let range = ms.range.as_millis() as i64;
+            let mut out = Vec::new();
+            let mut odd: Vec<String> = Vec::new();
+            ev.for_each_window(ms, t, |sd, w| {
+                if rf.is_counter_fn() && sd.odd_counter_name {
+                    let n = sd.labels.metric_name().unwrap_or("");
+                    if odd.last().map(String::as_str) != Some(n) {
+                        odd.push(n.to_string());
+                    }
+                }
+                if let Some(v) = rf.apply(w, te, range) {
+                    out.push(Elem {
+                        labels: sd.labels.clone(),
+                        t,
+                        v,
+                        drop_name: !keep,
+                    });
+                }
+            })?;
+            for n in &odd {
+                note(n);
+            }
+            return Ok(Val::Vector(out));
+        }
+        let m = ev.eval_matrix(a, t)?;
+        if rf.is_counter_fn() {
+            for s in &m.series {
+                let n = metric_name_of(s);
+                if !s.samples.is_empty() && not_counter_name(&n) {
+                    note(&n);
+                }
+            }
+        }
+        return Ok(over_time(m, t, keep, |m, s| {
+            rf.apply(&s.samples, m.range_end, m.range_ms)
+        }));
+    }
+    match name {
         "predict_linear" => {
             let m = ev.eval_matrix(arg(c, 0)?, t)?;
             let d = ev.eval_scalar(arg(c, 1)?, t)?;
@@ -859,110 +1020,6 @@ fn eval_range_fn(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
                 }
                 let (slope, intercept) = linear_regression(&s.samples, t);
                 Some(slope * d + intercept)
-            }))
-        }
-        "resets" => {
-            let m = ev.eval_matrix(arg(c, 0)?, t)?;
-            Ok(over_time(m, t, false, |_, s| {
-                let mut n = 0.0;
-                for w in s.samples.windows(2) {
-                    if w[1].v < w[0].v {
-                        n += 1.0;
-                    }
-                }
-                Some(n)
-            }))
-        }
-        "changes" => {
-            let m = ev.eval_matrix(arg(c, 0)?, t)?;
-            Ok(over_time(m, t, false, |_, s| {
-                let mut n = 0.0;
-                for w in s.samples.windows(2) {
-                    if w[1].v != w[0].v && !(w[1].v.is_nan() && w[0].v.is_nan()) {
-                        n += 1.0;
-                    }
-                }
-                Some(n)
-            }))
-        }
-        "avg_over_time" => {
-            let m = ev.eval_matrix(arg(c, 0)?, t)?;
-            Ok(over_time(m, t, false, |_, s| {
-                Some(avg_of(s.samples.iter().map(|x| x.v)))
-            }))
-        }
-        "sum_over_time" => {
-            let m = ev.eval_matrix(arg(c, 0)?, t)?;
-            Ok(over_time(m, t, false, |_, s| {
-                let (mut sum, mut c) = (0.0, 0.0);
-                for x in &s.samples {
-                    (sum, c) = kahan_inc(x.v, sum, c);
-                }
-                Some(if sum.is_infinite() { sum } else { sum + c })
-            }))
-        }
-        "count_over_time" => {
-            let m = ev.eval_matrix(arg(c, 0)?, t)?;
-            Ok(over_time(m, t, false, |_, s| Some(s.samples.len() as f64)))
-        }
-        "min_over_time" | "max_over_time" => {
-            let m = ev.eval_matrix(arg(c, 0)?, t)?;
-            let is_max = name == "max_over_time";
-            Ok(over_time(m, t, false, |_, s| {
-                let mut r = s.samples[0].v;
-                for x in &s.samples[1..] {
-                    if (is_max && x.v > r) || (!is_max && x.v < r) || r.is_nan() {
-                        r = x.v;
-                    }
-                }
-                Some(r)
-            }))
-        }
-        "last_over_time" => {
-            let m = ev.eval_matrix(arg(c, 0)?, t)?;
-            Ok(over_time(m, t, true, |_, s| s.samples.last().map(|x| x.v)))
-        }
-        "first_over_time" => {
-            let m = ev.eval_matrix(arg(c, 0)?, t)?;
-            Ok(over_time(m, t, true, |_, s| s.samples.first().map(|x| x.v)))
-        }
-        "ts_of_last_over_time" => {
-            let m = ev.eval_matrix(arg(c, 0)?, t)?;
-            Ok(over_time(m, t, false, |_, s| {
-                s.samples.last().map(|x| x.t as f64 / 1000.0)
-            }))
-        }
-        "ts_of_first_over_time" => {
-            let m = ev.eval_matrix(arg(c, 0)?, t)?;
-            Ok(over_time(m, t, false, |_, s| {
-                s.samples.first().map(|x| x.t as f64 / 1000.0)
-            }))
-        }
-        "ts_of_max_over_time" | "ts_of_min_over_time" => {
-            let m = ev.eval_matrix(arg(c, 0)?, t)?;
-            let is_max = name == "ts_of_max_over_time";
-            Ok(over_time(m, t, false, |_, s| {
-                let mut r = s.samples[0].v;
-                let mut ts = s.samples[0].t;
-                for x in &s.samples[1..] {
-                    if (is_max && x.v >= r) || (!is_max && x.v <= r) || r.is_nan() {
-                        r = x.v;
-                        ts = x.t;
-                    }
-                }
-                Some(ts as f64 / 1000.0)
-            }))
-        }
-        "present_over_time" => {
-            let m = ev.eval_matrix(arg(c, 0)?, t)?;
-            Ok(over_time(m, t, false, |_, _| Some(1.0)))
-        }
-        "stddev_over_time" | "stdvar_over_time" => {
-            let m = ev.eval_matrix(arg(c, 0)?, t)?;
-            let sd = name == "stddev_over_time";
-            Ok(over_time(m, t, false, |_, s| {
-                let v = variance(&s.samples);
-                Some(if sd { v.sqrt() } else { v })
             }))
         }
         "quantile_over_time" => {
@@ -1221,7 +1278,7 @@ fn histogram_quantiles(
                 None => labels.clone(),
             };
             out.push(Elem {
-                labels,
+                labels: labels.into(),
                 t,
                 v: val,
                 drop_name: true,
@@ -1250,7 +1307,7 @@ fn histogram_fraction(
         });
         let val = bucket_fraction(lower, upper, &buckets);
         out.push(Elem {
-            labels,
+            labels: labels.into(),
             t,
             v: val,
             drop_name: true,
