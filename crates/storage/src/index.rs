@@ -309,6 +309,10 @@ impl Index {
         // large blocks; the index is small and read mostly from cache.
         opts.set_compression_type(DBCompressionType::Zstd);
         opts.set_bottommost_compression_type(DBCompressionType::Zstd);
+        // Level 6: ~8% smaller than the default 3; the index is small, so
+        // the extra compression CPU at flush and compaction is too.
+        opts.set_compression_options(-14, 6, 0, 0);
+        opts.set_bottommost_compression_options(-14, 6, 0, 0, true);
         let mut table = BlockBasedOptions::default();
         table.set_block_size(32 << 10);
         // Registering a series first looks its id up, nearly always a miss:
