@@ -2,21 +2,104 @@
 
 use crate::CodecError;
 
-/// Appends bits MSB-first. Whole 64-bit words go to `buf`; the last partial
-/// word stays in `acc` so that `snapshot` can copy without consuming.
+/// A bitstream held in one byte buffer, MSB-first; the last byte may be
+/// partial. `buf` is the whole allocation: written bytes, then zeros (bits
+/// past `bit_len` are always 0). It grows by about half at a time from 16
+/// bytes, so a short chunk holds little more heap than its own length.
+/// Written through a [`BitWriter`], which keeps the bits of one append in a
+/// register.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct BitWriter {
-    buf: Vec<u8>,
+pub(crate) struct BitBuf {
+    buf: Box<[u8]>,
+    /// Number of bits written.
+    bit_len: usize,
+}
+
+impl BitBuf {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// A writer appending to this buffer; its bits land when it is dropped.
+    #[inline]
+    pub(crate) fn writer(&mut self) -> BitWriter<'_> {
+        let used = (self.bit_len & 7) as u32;
+        let mut acc = 0;
+        if used > 0 {
+            // Take the partial last byte back into the accumulator.
+            self.bit_len -= used as usize;
+            acc = u64::from(self.buf[self.bit_len >> 3] >> (8 - used));
+        }
+        BitWriter {
+            out: self,
+            acc,
+            acc_bits: used,
+        }
+    }
+
+    /// Stores `word` at the byte-aligned end and advances by `nbits` (1..=64);
+    /// the bytes of `word` past them are 0.
+    #[inline]
+    fn put(&mut self, word: u64, nbits: u32) {
+        debug_assert!(self.bit_len & 7 == 0 && (1..=64).contains(&nbits));
+        let byte = self.bit_len >> 3;
+        let bytes = word.to_be_bytes();
+        match self.buf.get_mut(byte..byte + 8) {
+            // Bytes past `nbits` are 0 in `word` and in `buf`.
+            Some(dst) => dst.copy_from_slice(&bytes),
+            None => self.put_tail(&bytes[..nbits.div_ceil(8) as usize]),
+        }
+        self.bit_len += nbits as usize;
+    }
+
+    /// `put` within 8 bytes of the end of the allocation.
+    #[cold]
+    #[inline(never)]
+    fn put_tail(&mut self, bytes: &[u8]) {
+        let byte = self.bit_len >> 3;
+        if byte + bytes.len() > self.buf.len() {
+            self.grow(byte + bytes.len());
+        }
+        for (d, &b) in self.buf[byte..].iter_mut().zip(bytes) {
+            *d = b;
+        }
+    }
+
+    /// Reallocates to at least `need` bytes: about half more, in 8-byte steps.
+    fn grow(&mut self, need: usize) {
+        let cap = (need + need / 2).max(16).next_multiple_of(8);
+        let mut v = std::mem::take(&mut self.buf).into_vec();
+        v.reserve_exact(cap - v.len());
+        // Length = capacity, so the boxed slice keeps the allocation as is.
+        v.resize(v.capacity(), 0);
+        self.buf = v.into_boxed_slice();
+    }
+
+    pub(crate) fn byte_len(&self) -> usize {
+        self.bit_len.div_ceil(8)
+    }
+
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The bits written, zero-padded to a whole byte.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.buf[..self.byte_len()]
+    }
+}
+
+/// Appends bits MSB-first to a [`BitBuf`]. Whole 64-bit words go to the
+/// buffer; the last partial word stays in `acc` until the writer is dropped.
+#[derive(Debug)]
+pub(crate) struct BitWriter<'a> {
+    out: &'a mut BitBuf,
     acc: u64,
     /// Number of valid low bits in `acc`, always < 64 between calls.
     acc_bits: u32,
 }
 
-impl BitWriter {
-    pub(crate) fn new() -> Self {
-        Self::default()
-    }
-
+impl BitWriter<'_> {
     /// Writes the low `n` bits of `value` (`n` in 0..=64).
     #[inline]
     pub(crate) fn write(&mut self, value: u64, n: u32) {
@@ -42,7 +125,7 @@ impl BitWriter {
             } else {
                 (self.acc << room) | (v >> rest)
             };
-            self.buf.extend_from_slice(&word.to_be_bytes());
+            self.out.put(word, 64);
             self.acc = if rest == 0 {
                 0
             } else {
@@ -56,26 +139,15 @@ impl BitWriter {
     pub(crate) fn write_bit(&mut self, bit: bool) {
         self.write(u64::from(bit), 1);
     }
+}
 
-    pub(crate) fn bit_len(&self) -> usize {
-        self.buf.len() * 8 + self.acc_bits as usize
-    }
-
-    pub(crate) fn byte_len(&self) -> usize {
-        self.bit_len().div_ceil(8)
-    }
-
-    pub(crate) fn heap_bytes(&self) -> usize {
-        self.buf.capacity()
-    }
-
-    /// Appends the bitstream, zero-padded to a whole byte, to `out`.
-    pub(crate) fn copy_to(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.buf);
+impl Drop for BitWriter<'_> {
+    /// Stores the partial word, zero-padded to a whole byte.
+    #[inline]
+    fn drop(&mut self) {
         if self.acc_bits > 0 {
-            let aligned = self.acc << (64 - self.acc_bits);
-            let nbytes = self.acc_bits.div_ceil(8) as usize;
-            out.extend_from_slice(&aligned.to_be_bytes()[..nbytes]);
+            self.out
+                .put(self.acc << (64 - self.acc_bits), self.acc_bits);
         }
     }
 }
@@ -174,7 +246,7 @@ mod tests {
 
     #[test]
     fn roundtrip_mixed_widths() {
-        let mut w = BitWriter::new();
+        let mut buf = BitBuf::new();
         let items: Vec<(u64, u32)> = (0..500u64)
             .map(|i| {
                 let n = (i * 7 % 65) as u32;
@@ -182,12 +254,15 @@ mod tests {
                 (if n == 64 { v } else { v & ((1u64 << n) - 1) }, n)
             })
             .collect();
-        for &(v, n) in &items {
-            w.write(v, n);
+        // Several writers in turn, as appends do.
+        for chunk in items.chunks(7) {
+            let mut w = buf.writer();
+            for &(v, n) in chunk {
+                w.write(v, n);
+            }
         }
-        let mut out = Vec::new();
-        w.copy_to(&mut out);
-        assert_eq!(out.len(), w.byte_len());
+        let out = buf.bytes().to_vec();
+        assert!(buf.heap_bytes() >= out.len());
         let mut r = BitReader::new(&out);
         for &(v, n) in &items {
             assert_eq!(r.read(n).unwrap(), v, "width {n}");

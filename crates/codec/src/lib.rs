@@ -87,7 +87,7 @@
 
 mod bits;
 
-use bits::{BitReader, BitWriter};
+use bits::{BitBuf, BitReader, BitWriter};
 
 /// Version byte written at the start of every chunk.
 pub const FORMAT_VERSION: u8 = 2;
@@ -176,7 +176,7 @@ fn align(d: i64, s: u32) -> i64 {
 
 /// Universal code of `z`: its bit length (0..=64) in 7 bits, then the bits
 /// below its leading one.
-fn write_universal(w: &mut BitWriter, z: u64) {
+fn write_universal(w: &mut BitWriter<'_>, z: u64) {
     let width = 64 - z.leading_zeros();
     w.write(u64::from(width), 7);
     if width > 1 {
@@ -207,35 +207,52 @@ enum Mode {
     },
 }
 
-/// Number of integer predictors (see [`ValueState::predictions`]).
+/// Number of integer predictors (see [`IntState::predictions`]).
 const PREDICTORS: usize = 3;
 /// Extra bits a float-to-int switch may cost over an XOR code when the
 /// previous value was an integer at the same scale.
 const SWITCH_MARGIN: u32 = 32;
 /// Initial / maximum value of the repeat-rate estimate (probability x 256).
-const REP_ONE: u32 = 256;
+const REP_ONE: u16 = 256;
+/// `ValueState::scale` in float mode.
+const FLOAT_MODE: u8 = u8::MAX;
+/// `ValueState::lead` before the first XOR window.
+const NO_WINDOW: u8 = u8::MAX;
 
-/// Value-coding state, identical on both sides.
+/// Value-coding state, identical on both sides. Kept small: an encoder lives
+/// in memory for every open series. The integer predictors live in a box
+/// allocated on the first switch into int mode (and kept after it).
 #[derive(Debug, Clone)]
 struct ValueState {
     prev_bits: u64,
-    mode: Mode,
+    /// Integer-mode state; `Some` whenever the mode is `Int`.
+    int: Option<Box<IntState>>,
+    /// Decaying rate of exact repeats in int mode (x256, at most `REP_ONE`).
+    rep: u16,
+    /// Mode: `FLOAT_MODE`, or `Int { k: scale, s: shift }`.
+    scale: u8,
+    shift: u8,
+    /// Leading (<= 31) / trailing (<= 63) zeros of the XOR window;
+    /// `lead == NO_WINDOW` means no window yet.
+    lead: u8,
+    trail: u8,
+    /// Encoder only: min trailing zeros (<= 64) of recent nonzero deltas and
+    /// their count (saturating; only `>= 3` matters).
+    tz_min: u8,
+    tz_n: u8,
+}
+
+/// Integer-mode state: the predictors and the Rice statistics of residuals.
+#[derive(Debug, Clone)]
+struct IntState {
     /// Previous scaled integer and the delta that led to it.
-    int_prev: i64,
-    int_delta: i64,
+    prev: i64,
+    delta: i64,
     /// Decaying mean of the deltas, x16.
     mean16: i64,
-    /// Decaying mean code widths (x8) of each predictor's residuals.
-    scores: [u32; PREDICTORS],
-    int_rice: Rice,
-    /// Decaying rate of exact repeats (x256).
-    rep: u32,
-    /// Leading/trailing zeros of the XOR window; `lead == u32::MAX` means no window yet.
-    lead: u32,
-    trail: u32,
-    /// Encoder only: min trailing zeros of recent nonzero deltas and their count.
-    tz_min: u32,
-    tz_n: u32,
+    rice: Rice,
+    /// Decaying mean code widths (x8, at most 4103) of each predictor's residuals.
+    scores: [u16; PREDICTORS],
 }
 
 /// What follows a Rice quotient of `RICE_QMAX` ones.
@@ -244,51 +261,26 @@ enum RiceSym {
     Switch,
 }
 
-impl ValueState {
-    fn new() -> Self {
+impl IntState {
+    fn new(m: i64) -> Self {
         Self {
-            prev_bits: 0,
-            mode: Mode::Float,
-            int_prev: 0,
-            int_delta: 0,
+            prev: m,
+            delta: 0,
             mean16: 0,
+            rice: Rice::new(),
             scores: [0; PREDICTORS],
-            int_rice: Rice::new(true),
-            rep: REP_ONE,
-            lead: u32::MAX,
-            trail: 0,
-            tz_min: 64,
-            tz_n: 0,
         }
     }
 
-    /// Base integer after switching into scale `k` from another mode.
-    #[inline]
-    fn int_base(&self, k: u32) -> i64 {
-        int_repr(f64::from_bits(self.prev_bits), k).unwrap_or(0)
-    }
-
-    #[inline]
-    fn xor_cost(&self, bits: u64) -> u32 {
-        let x = bits ^ self.prev_bits;
-        let lead = x.leading_zeros().min(31);
-        let trail = x.trailing_zeros();
-        if self.lead != u32::MAX && lead >= self.lead && trail >= self.trail {
-            1 + 64 - self.lead - self.trail
-        } else {
-            1 + 5 + 6 + 64 - lead - trail
-        }
-    }
-
-    /// The predictions of the next scaled integer (all congruent to `int_prev`
+    /// The predictions of the next scaled integer (all congruent to `prev`
     /// mod `2^s`): the previous one; plus the mean delta; plus the last delta.
     #[inline]
     fn predictions(&self, s: u32) -> [i64; PREDICTORS] {
-        let p = self.int_prev;
+        let p = self.prev;
         [
             p,
             p.wrapping_add(align(self.mean16.wrapping_add(8) >> 4, s)),
-            p.wrapping_add(align(self.int_delta, s)),
+            p.wrapping_add(align(self.delta, s)),
         ]
     }
 
@@ -305,93 +297,189 @@ impl ValueState {
         b
     }
 
+    /// Records the integer `m` just coded in mode `Int { s, .. }`.
+    #[inline]
+    fn observe(&mut self, m: i64, s: u32, preds: &[i64; PREDICTORS]) {
+        for (sc, &p) in self.scores.iter_mut().zip(preds) {
+            let r = m.wrapping_sub(p) >> s;
+            // At most 4103 - 512 + 512: no overflow.
+            *sc = *sc - *sc / 8 + 8 * bit_width(zigzag(r)) as u16;
+        }
+        let d = m.wrapping_sub(self.prev);
+        self.mean16 = self
+            .mean16
+            .wrapping_add(d.wrapping_mul(16).wrapping_sub(self.mean16) >> 3);
+        self.delta = d;
+        self.prev = m;
+    }
+}
+
+impl ValueState {
+    fn new() -> Self {
+        Self {
+            prev_bits: 0,
+            int: None,
+            rep: REP_ONE,
+            scale: FLOAT_MODE,
+            shift: 0,
+            lead: NO_WINDOW,
+            trail: 0,
+            tz_min: 64,
+            tz_n: 0,
+        }
+    }
+
+    #[inline]
+    fn mode(&self) -> Mode {
+        if self.scale == FLOAT_MODE {
+            Mode::Float
+        } else {
+            Mode::Int {
+                k: u32::from(self.scale),
+                s: u32::from(self.shift),
+            }
+        }
+    }
+
+    /// Sets the mode; `Int` only once the int state exists. `k <= 7`, `s <= 63`.
+    #[inline]
+    fn set_mode(&mut self, mode: Mode) {
+        match mode {
+            Mode::Float => self.scale = FLOAT_MODE,
+            Mode::Int { k, s } => {
+                debug_assert!(k <= MAX_SCALE && s < 64 && self.int.is_some());
+                self.scale = k as u8;
+                self.shift = s as u8;
+            }
+        }
+    }
+
+    /// The int state; only called in int mode, where it always exists.
+    #[inline]
+    fn int(&self) -> &IntState {
+        self.int.as_deref().expect("int mode has int state")
+    }
+
+    #[inline]
+    fn int_mut(&mut self) -> &mut IntState {
+        self.int.as_deref_mut().expect("int mode has int state")
+    }
+
+    /// Base integer after switching into scale `k` from another mode.
+    #[inline]
+    fn int_base(&self, k: u32) -> i64 {
+        int_repr(f64::from_bits(self.prev_bits), k).unwrap_or(0)
+    }
+
+    /// The XOR window `(lead, trail)`, if set.
+    #[inline]
+    fn window(&self) -> Option<(u32, u32)> {
+        (self.lead != NO_WINDOW).then(|| (u32::from(self.lead), u32::from(self.trail)))
+    }
+
+    #[inline]
+    fn xor_cost(&self, bits: u64) -> u32 {
+        let x = bits ^ self.prev_bits;
+        let lead = x.leading_zeros().min(31);
+        let trail = x.trailing_zeros();
+        match self.window() {
+            Some((wl, wt)) if lead >= wl && trail >= wt => 1 + 64 - wl - wt,
+            _ => 1 + 5 + 6 + 64 - lead - trail,
+        }
+    }
+
     /// Whether the int code starts with a repeat flag bit: when repeats are
     /// frequent enough to pay for it.
     #[inline]
     fn rep_flag(&self) -> bool {
-        self.rep * (self.int_rice.k() + 1) > REP_ONE
+        u32::from(self.rep) * (self.int().rice.k() + 1) > u32::from(REP_ONE)
     }
 
     /// Records the integer `m` just coded in mode `Int { s, .. }`.
     #[inline]
     fn observe_int(&mut self, m: i64, s: u32, preds: &[i64; PREDICTORS], repeat: bool) {
-        for (sc, &p) in self.scores.iter_mut().zip(preds) {
-            let r = m.wrapping_sub(p) >> s;
-            *sc = *sc - *sc / 8 + 8 * bit_width(zigzag(r));
-        }
-        let d = m.wrapping_sub(self.int_prev);
-        self.mean16 = self
-            .mean16
-            .wrapping_add(d.wrapping_mul(16).wrapping_sub(self.mean16) >> 3);
-        self.int_delta = d;
-        self.int_prev = m;
+        self.int_mut().observe(m, s, preds);
         self.rep = self.rep - self.rep / 8 + if repeat { REP_ONE / 8 } else { 0 };
+    }
+
+    /// Records a repeat of the previous integer, coded by the repeat flag alone.
+    #[inline]
+    fn observe_repeat(&mut self, s: u32) {
+        let st = self.int();
+        let (m, preds) = (st.prev, st.predictions(s));
+        self.observe_int(m, s, &preds, true);
     }
 
     /// Restarts the integer state on `m` after a switch from another mode or scale.
     fn reset_int(&mut self, m: i64) {
-        self.int_prev = m;
-        self.int_delta = 0;
-        self.mean16 = 0;
-        self.scores = [0; PREDICTORS];
-        self.int_rice = Rice::new(true);
+        match &mut self.int {
+            Some(st) => **st = IntState::new(m),
+            None => self.int = Some(Box::new(IntState::new(m))),
+        }
     }
 
     /// Changes the shift within the same scale; the Rice statistics follow.
     fn set_shift(&mut self, k: u32, s: u32) {
-        if let Mode::Int { s: old, .. } = self.mode {
-            let rice = &mut self.int_rice;
+        if let Mode::Int { s: old, .. } = self.mode() {
+            let rice = &mut self.int_mut().rice;
             if s > old {
-                rice.set_sum((rice.sum >> (s - old)).max(1));
+                rice.set_sum((rice.sum() >> (s - old)).max(1));
             } else {
-                let up = (u128::from(rice.sum) << (old - s).min(64)).min(1 << 44);
+                let up = (u128::from(rice.sum()) << (old - s).min(64)).min(1 << 44);
                 rice.set_sum(up as u64);
             }
         }
-        self.mode = Mode::Int { k, s };
+        self.set_mode(Mode::Int { k, s });
     }
 
     /// Int body in mode `Int { s, .. }`: the residual over the best prediction.
-    fn write_body(&mut self, w: &mut BitWriter, m: i64, s: u32, repeat: bool) {
-        let preds = self.predictions(s);
-        let r = m.wrapping_sub(preds[self.best()]) >> s;
-        self.int_rice.write(w, zigzag(r));
+    fn write_body(&mut self, w: &mut BitWriter<'_>, m: i64, s: u32, repeat: bool) {
+        let st = self.int_mut();
+        let preds = st.predictions(s);
+        let r = m.wrapping_sub(preds[st.best()]) >> s;
+        st.rice.write(w, zigzag(r), true);
         self.observe_int(m, s, &preds, repeat);
     }
 
     fn body_cost(&self, m: i64, s: u32) -> u32 {
-        let preds = self.predictions(s);
-        let r = m.wrapping_sub(preds[self.best()]) >> s;
-        self.int_rice.cost(zigzag(r))
+        let st = self.int();
+        let preds = st.predictions(s);
+        let r = m.wrapping_sub(preds[st.best()]) >> s;
+        st.rice.cost(zigzag(r))
     }
 
     fn read_body(&mut self, r: &mut BitReader<'_>, s: u32) -> Result<Option<i64>> {
-        let preds = self.predictions(s);
-        let z = match self.int_rice.read(r)? {
+        let st = self.int_mut();
+        let preds = st.predictions(s);
+        let z = match st.rice.read(r, true)? {
             RiceSym::Value(z) => z,
             RiceSym::Switch => return Ok(None),
         };
-        let m = preds[self.best()].wrapping_add(unzigzag(z).wrapping_shl(s));
-        self.observe_int(m, s, &preds, m == self.int_prev);
+        let m = preds[st.best()].wrapping_add(unzigzag(z).wrapping_shl(s));
+        let repeat = m == st.prev;
+        self.observe_int(m, s, &preds, repeat);
         Ok(Some(m))
     }
 
-    fn write_xor(&mut self, w: &mut BitWriter, bits: u64) {
+    fn write_xor(&mut self, w: &mut BitWriter<'_>, bits: u64) {
         let x = bits ^ self.prev_bits;
         debug_assert!(x != 0);
         let lead = x.leading_zeros().min(31);
         let trail = x.trailing_zeros();
-        if self.lead != u32::MAX && lead >= self.lead && trail >= self.trail {
-            w.write_bit(false);
-            w.write(x >> self.trail, 64 - self.lead - self.trail);
-        } else {
-            let sig = 64 - lead - trail;
-            w.write_bit(true);
-            w.write(u64::from(lead), 5);
-            w.write(u64::from(sig & 63), 6);
-            w.write(x >> trail, sig);
-            self.lead = lead;
-            self.trail = trail;
+        match self.window() {
+            Some((wl, wt)) if lead >= wl && trail >= wt => {
+                w.write_bit(false);
+                w.write(x >> wt, 64 - wl - wt);
+            }
+            _ => {
+                let sig = 64 - lead - trail;
+                w.write_bit(true);
+                w.write(u64::from(lead), 5);
+                w.write(u64::from(sig & 63), 6);
+                w.write(x >> trail, sig);
+                self.lead = lead as u8;
+                self.trail = trail as u8;
+            }
         }
     }
 
@@ -405,13 +493,14 @@ impl ValueState {
             if lead + sig > 64 {
                 return Err(CodecError::Corrupt("XOR window wider than 64 bits"));
             }
-            self.lead = lead;
-            self.trail = 64 - lead - sig;
-        } else if self.lead == u32::MAX {
-            return Err(CodecError::Corrupt("XOR window reused before it was set"));
+            self.lead = lead as u8;
+            self.trail = (64 - lead - sig) as u8;
         }
-        let sig = 64 - self.lead - self.trail;
-        let x = r.read(sig)? << self.trail;
+        let Some((lead, trail)) = self.window() else {
+            return Err(CodecError::Corrupt("XOR window reused before it was set"));
+        };
+        let sig = 64 - lead - trail;
+        let x = r.read(sig)? << trail;
         Ok(self.prev_bits ^ x)
     }
 
@@ -424,27 +513,33 @@ impl ValueState {
         })
     }
 
-    /// Switch payload into `Int { k, s: 0 }` from another mode or scale.
-    fn write_int_switch(&mut self, w: &mut BitWriter, k: u32, m: i64) {
-        w.write(u64::from(k), 3);
-        w.write(0, 6);
-        write_universal(w, zigzag(m.wrapping_sub(self.int_base(k))));
-        self.mode = Mode::Int { k, s: 0 };
-        self.reset_int(m);
+    /// Forgets the trailing-zero statistics of recent deltas (encoder only).
+    #[inline]
+    fn reset_tz(&mut self) {
         self.tz_min = 64;
         self.tz_n = 0;
     }
 
-    fn encode(&mut self, w: &mut BitWriter, v: f64) {
+    /// Switch payload into `Int { k, s: 0 }` from another mode or scale.
+    fn write_int_switch(&mut self, w: &mut BitWriter<'_>, k: u32, m: i64) {
+        w.write(u64::from(k), 3);
+        w.write(0, 6);
+        write_universal(w, zigzag(m.wrapping_sub(self.int_base(k))));
+        self.reset_int(m);
+        self.set_mode(Mode::Int { k, s: 0 });
+        self.reset_tz();
+    }
+
+    fn encode(&mut self, w: &mut BitWriter<'_>, v: f64) {
         let bits = v.to_bits();
-        match self.mode {
+        match self.mode() {
             Mode::Float => self.encode_float_mode(w, v, bits),
             Mode::Int { k, s } => self.encode_int_mode(w, v, bits, k, s),
         }
         self.prev_bits = bits;
     }
 
-    fn encode_float_mode(&mut self, w: &mut BitWriter, v: f64, bits: u64) {
+    fn encode_float_mode(&mut self, w: &mut BitWriter<'_>, v: f64, bits: u64) {
         if bits == self.prev_bits {
             w.write_bit(false);
             return;
@@ -468,15 +563,15 @@ impl ValueState {
         }
     }
 
-    fn encode_int_mode(&mut self, w: &mut BitWriter, v: f64, bits: u64, k: u32, s: u32) {
+    fn encode_int_mode(&mut self, w: &mut BitWriter<'_>, v: f64, bits: u64, k: u32, s: u32) {
         let flag = self.rep_flag();
         if bits == self.prev_bits {
             if flag {
                 w.write_bit(false);
-                let preds = self.predictions(s);
-                self.observe_int(self.int_prev, s, &preds, true);
+                self.observe_repeat(s);
             } else {
-                self.write_body(w, self.int_prev, s, true);
+                let m = self.int().prev;
+                self.write_body(w, m, s, true);
             }
             return;
         }
@@ -484,7 +579,7 @@ impl ValueState {
             w.write_bit(true);
         }
         if let Some(m) = int_repr(v, k) {
-            let d = m.wrapping_sub(self.int_prev);
+            let d = m.wrapping_sub(self.int().prev);
             let tz = d.trailing_zeros();
             if tz >= s {
                 let body = self.body_cost(m, s);
@@ -492,19 +587,20 @@ impl ValueState {
                 if body <= float + SWITCH_MARGIN {
                     // Encoder heuristic: widen the shift when the recent
                     // deltas all shared more trailing zeros.
-                    if self.tz_n >= 3 && self.tz_min >= s + 2 && tz >= self.tz_min {
-                        let ns = self.tz_min.min(63);
+                    let tz_min = u32::from(self.tz_min);
+                    if self.tz_n >= 3 && tz_min >= s + 2 && tz >= tz_min {
+                        let ns = tz_min.min(63);
                         Rice::write_switch(w);
                         w.write(0b1, 1);
                         w.write(u64::from(k), 3);
                         w.write(u64::from(ns), 6);
                         self.set_shift(k, ns);
-                        self.tz_min = 64;
-                        self.tz_n = 0;
+                        self.reset_tz();
                         self.write_body(w, m, ns, false);
                     } else {
-                        self.tz_min = self.tz_min.min(tz);
-                        self.tz_n += 1;
+                        // tz <= 64.
+                        self.tz_min = self.tz_min.min(tz as u8);
+                        self.tz_n = self.tz_n.saturating_add(1);
                         self.write_body(w, m, s, false);
                     }
                     return;
@@ -516,8 +612,7 @@ impl ValueState {
                 w.write(u64::from(k), 3);
                 w.write(u64::from(tz), 6);
                 self.set_shift(k, tz);
-                self.tz_min = 64;
-                self.tz_n = 0;
+                self.reset_tz();
                 self.write_body(w, m, tz, false);
                 return;
             }
@@ -531,7 +626,7 @@ impl ValueState {
             }
             _ => {
                 w.write(0b0, 1);
-                self.mode = Mode::Float;
+                self.set_mode(Mode::Float);
                 self.write_xor(w, bits);
             }
         }
@@ -540,12 +635,12 @@ impl ValueState {
     /// Reads a switch (after `11` in float mode or an escape in int mode).
     fn read_switch(&mut self, r: &mut BitReader<'_>, in_int: bool) -> Result<u64> {
         if in_int && !r.read_bit()? {
-            self.mode = Mode::Float;
+            self.set_mode(Mode::Float);
             return self.read_xor(r);
         }
         let k = r.read(3)? as u32;
         let s = r.read(6)? as u32;
-        match self.mode {
+        match self.mode() {
             Mode::Int { k: old, .. } if old == k => {
                 self.set_shift(k, s);
                 let m = self
@@ -558,15 +653,15 @@ impl ValueState {
                     return Err(CodecError::Corrupt("shift set on a scale switch"));
                 }
                 let m = self.int_base(k).wrapping_add(unzigzag(read_universal(r)?));
-                self.mode = Mode::Int { k, s: 0 };
                 self.reset_int(m);
+                self.set_mode(Mode::Int { k, s: 0 });
                 Ok(from_int(m, k).to_bits())
             }
         }
     }
 
     fn decode(&mut self, r: &mut BitReader<'_>) -> Result<f64> {
-        let bits = match self.mode {
+        let bits = match self.mode() {
             Mode::Float => {
                 if !r.read_bit()? {
                     return Ok(f64::from_bits(self.prev_bits));
@@ -579,8 +674,7 @@ impl ValueState {
             }
             Mode::Int { k, s } => {
                 if self.rep_flag() && !r.read_bit()? {
-                    let preds = self.predictions(s);
-                    self.observe_int(self.int_prev, s, &preds, true);
+                    self.observe_repeat(s);
                     return Ok(f64::from_bits(self.prev_bits));
                 }
                 match self.read_body(r, s)? {
@@ -602,65 +696,82 @@ impl ValueState {
 /// With `learn_escapes`, an escaped code feeds the statistics like any other
 /// (values, whose magnitude may jump for good); without, it is ignored
 /// (timestamps, where an escape is a one-off gap or a new interval).
-#[derive(Debug, Clone)]
-struct Rice {
-    sum: u64,
-    n: u64,
-    /// Cached parameter for the current `sum` and `n`.
-    k: u32,
-    learn_escapes: bool,
-}
+///
+/// The statistics are packed in one word: `sum` (always below 2^46: each
+/// code adds at most 2^40, `set_sum` at most 2^44, and it halves every 8
+/// codes, 15 at first) in bits 0..48, `n` (1..=16, 16 only within `update`)
+/// in bits 48..53, a 4-bit field the owner may use in bits 53..57 (the
+/// timestamp state keeps its center fraction there) and the cached `k`
+/// (<= 46) in bits 58..64.
+#[derive(Debug, Clone, Copy)]
+struct Rice(u64);
 
 const RICE_QMAX: u32 = 10;
 /// Halve the statistics when this many codes have been seen (fast adaptation).
 const RICE_WINDOW: u64 = 16;
+const RICE_SUM_MASK: u64 = (1 << 48) - 1;
+const RICE_N_SHIFT: u32 = 48;
+const RICE_AUX_SHIFT: u32 = 53;
+const RICE_K_SHIFT: u32 = 58;
 
 impl Rice {
-    fn new(learn_escapes: bool) -> Self {
-        Self {
-            sum: 4,
-            n: 1,
-            k: 2,
-            learn_escapes,
-        }
+    fn new() -> Self {
+        Self(4 | 1 << RICE_N_SHIFT).with_k()
+    }
+
+    /// Recomputes the cached `k` from `sum` and `n`.
+    #[inline]
+    fn with_k(self) -> Self {
+        let x = self.0 & ((1 << RICE_K_SHIFT) - 1);
+        Self(x | u64::from(compute_k(self.sum(), self.n())) << RICE_K_SHIFT)
     }
 
     #[inline]
-    fn k(&self) -> u32 {
-        self.k
+    fn sum(self) -> u64 {
+        self.0 & RICE_SUM_MASK
+    }
+
+    #[inline]
+    fn n(self) -> u64 {
+        (self.0 >> RICE_N_SHIFT) & 31
+    }
+
+    #[inline]
+    fn k(self) -> u32 {
+        (self.0 >> RICE_K_SHIFT) as u32
+    }
+
+    /// The owner's 4-bit field.
+    #[inline]
+    fn aux(self) -> u64 {
+        (self.0 >> RICE_AUX_SHIFT) & 15
+    }
+
+    #[inline]
+    fn set_aux(&mut self, aux: u64) {
+        debug_assert!(aux < 16);
+        self.0 = (self.0 & !(15 << RICE_AUX_SHIFT)) | aux << RICE_AUX_SHIFT;
     }
 
     /// Sets `sum` (after a shift change) and recomputes `k`.
     fn set_sum(&mut self, sum: u64) {
-        self.sum = sum;
-        self.k = self.compute_k();
-    }
-
-    /// The smallest `k` with `n * 2^k >= sum`.
-    #[inline]
-    fn compute_k(&self) -> u32 {
-        // 1 <= n < RICE_WINDOW and sum <= RICE_WINDOW * 2^44: no overflow.
-        if self.n >= self.sum {
-            return 0;
-        }
-        // n << k0 has the bit length of sum; one more doubling may be needed.
-        let k0 = self.n.leading_zeros() - self.sum.leading_zeros();
-        k0 + u32::from((self.n << k0) < self.sum)
+        debug_assert!(sum < 1 << 46);
+        *self = Self((self.0 & !RICE_SUM_MASK) | sum).with_k();
     }
 
     #[inline]
     fn update(&mut self, z: u64) {
-        self.sum += z.min(1 << 40);
-        self.n += 1;
-        if self.n >= RICE_WINDOW {
-            self.sum = (self.sum >> 1).max(1);
-            self.n >>= 1;
+        // sum < 2^46 stays below the `n` field.
+        let mut x = self.0 + z.min(1 << 40) + (1 << RICE_N_SHIFT);
+        if (x >> RICE_N_SHIFT) & 31 >= RICE_WINDOW {
+            let sum = ((x & RICE_SUM_MASK) >> 1).max(1);
+            x = ((x - ((RICE_WINDOW / 2) << RICE_N_SHIFT)) & !RICE_SUM_MASK) | sum;
         }
-        self.k = self.compute_k();
+        *self = Self(x).with_k();
     }
 
     #[inline]
-    fn cost(&self, z: u64) -> u32 {
+    fn cost(self, z: u64) -> u32 {
         let k = self.k();
         let q = z >> k;
         if q < u64::from(RICE_QMAX) {
@@ -672,19 +783,19 @@ impl Rice {
 
     /// The switch prefix: `RICE_QMAX` ones, then a one.
     #[inline]
-    fn write_switch(w: &mut BitWriter) {
+    fn write_switch(w: &mut BitWriter<'_>) {
         w.write((1u64 << (RICE_QMAX + 1)) - 1, RICE_QMAX + 1);
     }
 
     /// Writes `z`; returns whether it was escaped.
     #[inline]
-    fn write(&mut self, w: &mut BitWriter, z: u64) -> bool {
-        self.write_k(w, z, self.k())
+    fn write(&mut self, w: &mut BitWriter<'_>, z: u64, learn_escapes: bool) -> bool {
+        self.write_k(w, z, self.k(), learn_escapes)
     }
 
     /// Writes `z` with parameter `k`; returns whether it was escaped.
     #[inline]
-    fn write_k(&mut self, w: &mut BitWriter, z: u64, k: u32) -> bool {
+    fn write_k(&mut self, w: &mut BitWriter<'_>, z: u64, k: u32, learn_escapes: bool) -> bool {
         let q = z >> k;
         if q < u64::from(RICE_QMAX) {
             let q = q as u32;
@@ -697,21 +808,22 @@ impl Rice {
             let width = bit_width(z);
             w.write(u64::from(width - 1), 6);
             w.write(z, width);
-            if self.learn_escapes {
+            if learn_escapes {
                 self.update(z);
             }
             true
         }
     }
 
-    /// Reads one code: a value and whether it was escaped, or a switch.
+    /// Reads one code with parameter `k`: a value and whether it was
+    /// escaped, or a switch.
     #[inline]
-    fn read_sym(&mut self, r: &mut BitReader<'_>) -> Result<(RiceSym, bool)> {
-        self.read_sym_k(r, self.k())
-    }
-
-    #[inline]
-    fn read_sym_k(&mut self, r: &mut BitReader<'_>, k: u32) -> Result<(RiceSym, bool)> {
+    fn read_sym_k(
+        &mut self,
+        r: &mut BitReader<'_>,
+        k: u32,
+        learn_escapes: bool,
+    ) -> Result<(RiceSym, bool)> {
         let q = r.read_unary(RICE_QMAX)?;
         if q < RICE_QMAX {
             let low = r.read(k)?;
@@ -723,7 +835,7 @@ impl Rice {
         } else {
             let width = r.read(6)? as u32 + 1;
             let z = r.read(width)?;
-            if self.learn_escapes {
+            if learn_escapes {
                 self.update(z);
             }
             Ok((RiceSym::Value(z), true))
@@ -731,9 +843,21 @@ impl Rice {
     }
 
     #[inline]
-    fn read(&mut self, r: &mut BitReader<'_>) -> Result<RiceSym> {
-        Ok(self.read_sym(r)?.0)
+    fn read(&mut self, r: &mut BitReader<'_>, learn_escapes: bool) -> Result<RiceSym> {
+        Ok(self.read_sym_k(r, self.k(), learn_escapes)?.0)
     }
+}
+
+/// The smallest `k` with `n * 2^k >= sum`.
+#[inline]
+fn compute_k(sum: u64, n: u64) -> u32 {
+    // 1 <= n < RICE_WINDOW and sum < 2^46: no overflow.
+    if n >= sum {
+        return 0;
+    }
+    // n << k0 has the bit length of sum; one more doubling may be needed.
+    let k0 = n.leading_zeros() - sum.leading_zeros();
+    k0 + u32::from((n << k0) < sum)
 }
 
 /// Timestamp prediction state. The next timestamp is predicted at
@@ -746,13 +870,14 @@ impl Rice {
 struct TsState {
     prev_t: i64,
     center: i64,
-    /// Sub-millisecond part of the center, in 1/16 ms (0..16).
-    frac: i64,
     interval: i64,
+    /// Offsets' Rice statistics; its owner field holds `frac`, the
+    /// sub-millisecond part of the center in 1/16 ms (0..16).
     rice: Rice,
-    /// Decaying costs (x16) of coding the recent offsets with Rice `k` = 0..4;
-    /// the cheapest is used while the running mean asks for `k` <= 4.
-    costs: [u32; TS_KS],
+    /// Decaying costs (x16, at most 1103) of coding the recent offsets with
+    /// Rice `k` = 0..4; the cheapest is used while the running mean asks for
+    /// `k` <= 4.
+    costs: [u16; TS_KS],
 }
 
 const TS_KS: usize = 4;
@@ -774,11 +899,15 @@ impl TsState {
         Self {
             prev_t: first,
             center: first,
-            frac: 0,
             interval: 0,
-            rice: Rice::new(false),
+            rice: Rice::new(),
             costs: [0; TS_KS],
         }
+    }
+
+    #[inline]
+    fn frac(&self) -> i64 {
+        self.rice.aux() as i64
     }
 
     /// Rice parameter of the next offset.
@@ -800,8 +929,8 @@ impl TsState {
     #[inline]
     fn learn(&mut self, z: u64) {
         for (k, c) in self.costs.iter_mut().enumerate() {
-            let q = (z >> k).min(64) as u32;
-            *c = *c - *c / 16 + q + 1 + k as u32;
+            let q = (z >> k).min(64) as u16;
+            *c = *c - *c / 16 + q + 1 + k as u16;
         }
     }
 
@@ -809,7 +938,7 @@ impl TsState {
     fn prediction(&self) -> i64 {
         self.center
             .wrapping_add(self.interval)
-            .wrapping_add(i64::from(self.frac >= 8))
+            .wrapping_add(i64::from(self.frac() >= 8))
     }
 
     #[inline]
@@ -817,21 +946,22 @@ impl TsState {
         if escaped {
             self.interval = snap_interval(t.wrapping_sub(self.prev_t));
             self.center = t;
-            self.frac = 0;
+            self.rice.set_aux(0);
         } else {
             let base = self.center.wrapping_add(self.interval);
             let o16 = t.wrapping_sub(base).wrapping_mul(16);
-            let x = self.frac.wrapping_add(o16.wrapping_sub(self.frac) >> 3);
+            let frac = self.frac();
+            let x = frac.wrapping_add(o16.wrapping_sub(frac) >> 3);
             self.center = base.wrapping_add(x >> 4);
-            self.frac = x & 15;
+            self.rice.set_aux((x & 15) as u64);
         }
         self.prev_t = t;
     }
 
-    fn write(&mut self, w: &mut BitWriter, t: i64) {
+    fn write(&mut self, w: &mut BitWriter<'_>, t: i64) {
         let e = t.wrapping_sub(self.prediction());
         let z = zigzag(e);
-        let escaped = self.rice.write_k(w, z, self.k());
+        let escaped = self.rice.write_k(w, z, self.k(), false);
         if !escaped {
             self.learn(z);
         }
@@ -839,7 +969,7 @@ impl TsState {
     }
 
     fn read(&mut self, r: &mut BitReader<'_>) -> Result<i64> {
-        let (sym, escaped) = self.rice.read_sym_k(r, self.k())?;
+        let (sym, escaped) = self.rice.read_sym_k(r, self.k(), false)?;
         if let (RiceSym::Value(z), false) = (&sym, escaped) {
             self.learn(*z);
         }
@@ -887,11 +1017,15 @@ fn read_uvarint(data: &[u8], pos: &mut usize) -> Result<u64> {
 // Encoder.
 
 /// Appends samples into an open chunk. Cheap to snapshot at any point.
+///
+/// Small (96 bytes; the head keeps one per open series): the chunk's bytes
+/// after the sample count (the first timestamp, then the bitstream) are built
+/// in place in one buffer, and the integer-mode state is boxed.
 #[derive(Debug, Clone)]
 pub struct Encoder {
-    bits: BitWriter,
+    /// First timestamp (zigzag varint, once a sample is in), then the bitstream.
+    bits: BitBuf,
     count: usize,
-    first_t: i64,
     ts: TsState,
     values: ValueState,
 }
@@ -905,9 +1039,8 @@ impl Default for Encoder {
 impl Encoder {
     pub fn new() -> Self {
         Self {
-            bits: BitWriter::new(),
+            bits: BitBuf::new(),
             count: 0,
-            first_t: 0,
             ts: TsState::new(0),
             values: ValueState::new(),
         }
@@ -916,19 +1049,27 @@ impl Encoder {
     /// Appends a sample; timestamps must be strictly increasing, else
     /// `Err(CodecError::OutOfOrder { .. })` and the encoder is unchanged.
     pub fn append(&mut self, t: i64, v: f64) -> Result<()> {
+        if self.count > 0 && t <= self.ts.prev_t {
+            return Err(CodecError::OutOfOrder {
+                last: self.ts.prev_t,
+                t,
+            });
+        }
+        let mut w = self.bits.writer();
         if self.count == 0 {
-            self.first_t = t;
+            // The header's first timestamp (zigzag varint, as `write_uvarint`).
+            let mut z = zigzag(t);
+            while z >= 0x80 {
+                w.write(z | 0x80, 8);
+                z >>= 7;
+            }
+            w.write(z, 8);
             self.ts = TsState::new(t);
         } else {
-            if t <= self.ts.prev_t {
-                return Err(CodecError::OutOfOrder {
-                    last: self.ts.prev_t,
-                    t,
-                });
-            }
-            self.ts.write(&mut self.bits, t);
+            self.ts.write(&mut w, t);
         }
-        self.values.encode(&mut self.bits, v);
+        self.values.encode(&mut w, v);
+        drop(w);
         self.count += 1;
         Ok(())
     }
@@ -948,20 +1089,17 @@ impl Encoder {
 
     /// Heap memory held by the encoder (capacity), for memory accounting.
     pub fn heap_bytes(&self) -> usize {
-        self.bits.heap_bytes()
+        let int = if self.values.int.is_some() {
+            std::mem::size_of::<IntState>()
+        } else {
+            0
+        };
+        self.bits.heap_bytes() + int
     }
 
     /// Exact length of the bytes `snapshot()`/`finish()` would return now.
     pub fn encoded_len(&self) -> usize {
-        self.header_len() + self.bits.byte_len()
-    }
-
-    fn header_len(&self) -> usize {
-        let mut n = 1 + uvarint_len(self.count as u64);
-        if self.count > 0 {
-            n += uvarint_len(zigzag(self.first_t));
-        }
-        n
+        1 + uvarint_len(self.count as u64) + self.bits.byte_len()
     }
 
     /// A self-contained chunk of everything appended so far; the encoder stays usable.
@@ -969,10 +1107,7 @@ impl Encoder {
         let mut out = Vec::with_capacity(self.encoded_len());
         out.push(FORMAT_VERSION);
         write_uvarint(&mut out, self.count as u64);
-        if self.count > 0 {
-            write_uvarint(&mut out, zigzag(self.first_t));
-        }
-        self.bits.copy_to(&mut out);
+        out.extend_from_slice(self.bits.bytes());
         out
     }
 

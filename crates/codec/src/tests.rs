@@ -435,3 +435,27 @@ fn quantised_gauge_uses_the_shift() {
     let chunk = roundtrip(&samples);
     assert!(chunk.len() < 120 * 2, "{} bytes", chunk.len());
 }
+
+#[test]
+fn encoder_stays_small() {
+    // One encoder per open series in the head: a regression here multiplies
+    // by the number of active series.
+    assert!(
+        std::mem::size_of::<Encoder>() <= 96,
+        "size_of::<Encoder>() = {}",
+        std::mem::size_of::<Encoder>()
+    );
+    // A short chunk holds about its own length of heap, plus the boxed int state.
+    let mut enc = Encoder::new();
+    for i in 0..20 {
+        enc.append(1_700_000_000_000 + i * 15_000, (i * 3) as f64)
+            .unwrap();
+    }
+    let slack = std::mem::size_of::<IntState>() + 16;
+    assert!(
+        enc.heap_bytes() <= enc.encoded_len() + enc.encoded_len() / 4 + slack,
+        "heap {} for {} bytes",
+        enc.heap_bytes(),
+        enc.encoded_len()
+    );
+}
