@@ -6,13 +6,14 @@
 //! (label, 16-byte random id).
 //!
 //! Keys (one column family, prefixed by kind):
-//! - `i` id(16)                                  → ref (uvarint)          (id → ref)
+//! - `i` id(first 8 of 16)                       → refs, as postings      (id → ref)
 //! - `r` ref(8, big-endian)                      → tenant, labels [, id(16)]
 //!   (registry; the id is stored only when it is not `SeriesId::of(tenant, labels)`)
 //! - `p` tenant 0 name 0 value 0                 → refs, ascending, uvarint deltas
 //!   (postings; one value per label pair, appended with the merge operator)
 //! - `e` id(16) t(8, big-endian, sign-flipped)   → value, labels    (exemplars)
 //! - `m` tenant 0 metric                         → type, help, unit (metadata)
+//! - `v`                                         → layout version ("2")
 //!
 //! Tenant, label names and values are valid UTF-8 without NUL (ingest
 //! validates that), so `0` separates key parts unambiguously.
@@ -45,12 +46,19 @@ fn db_err(context: &str) -> impl FnOnce(rocksdb::Error) -> Error + '_ {
     move |e| Error::Index(format!("{context}: {e}"))
 }
 
-fn id_key(id: SeriesId) -> [u8; 17] {
-    let mut k = [0u8; 17];
+/// The id lookup key holds only the id's first 8 bytes (the id is a uniform
+/// hash); its value lists the refs of every series sharing them.
+fn id_key(id: SeriesId) -> [u8; 9] {
+    let mut k = [0u8; 9];
     k[0] = b'i';
-    k[1..].copy_from_slice(&id.to_be_bytes());
+    k[1..].copy_from_slice(&id.to_be_bytes()[..8]);
     k
 }
+
+/// The layout version key; absent in the first ref layout, which keyed
+/// `i` by the whole id.
+const VERSION_KEY: &[u8] = b"v";
+const VERSION: &[u8] = b"2";
 
 fn ref_key(r: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
@@ -294,6 +302,23 @@ fn decode_entry(v: &[u8]) -> Result<Entry> {
     Ok(Entry { tenant, labels, id })
 }
 
+/// The id of an encoded registry entry, without building its labels.
+fn entry_id(v: &[u8]) -> Result<SeriesId> {
+    let mut r = Reader::new(v, "index series entry");
+    let tenant = std::str::from_utf8(r.bytes()?)
+        .map_err(|_| Error::Corrupt("index series entry: tenant not UTF-8".into()))?;
+    let n = r.uvarint()?;
+    let mut pairs = Vec::with_capacity(n.min(256) as usize);
+    for _ in 0..n {
+        pairs.push((r.bytes()?, r.bytes()?));
+    }
+    if r.is_empty() {
+        Ok(SeriesId::of_bytes(tenant, pairs.into_iter()))
+    } else {
+        Ok(SeriesId::from_be_bytes(r.fixed::<16>()?))
+    }
+}
+
 /// The tenant of an encoded registry entry, without decoding the labels.
 fn entry_tenant(v: &[u8]) -> Result<&[u8]> {
     Reader::new(v, "index series entry").bytes()
@@ -330,6 +355,7 @@ impl Index {
             next_ref: Mutex::new(0),
         };
         *index.next_ref.get_mut() = index.max_ref()?.map_or(0, |r| r + 1);
+        index.upgrade_id_keys()?;
         index.convert_legacy()?;
         Ok(index)
     }
@@ -398,22 +424,15 @@ impl Index {
     /// Every registered series id (startup: the write path's known set).
     pub fn all_series_ids(&self) -> Result<Vec<SeriesId>> {
         let mut out = Vec::new();
-        for item in self
-            .db
-            .iterator(IteratorMode::From(b"i", Direction::Forward))
-        {
-            let (k, _) = item.map_err(db_err("scanning series registry"))?;
-            if k.first() != Some(&b'i') {
-                break;
-            }
-            if let Ok(b) = <[u8; 16]>::try_from(&k[1..]) {
-                out.push(SeriesId::from_be_bytes(b));
-            }
+        for item in self.prefix_iter(b"r") {
+            let (_, v) = item.map_err(db_err("scanning series registry"))?;
+            out.push(entry_id(&v)?);
         }
         Ok(out)
     }
 
-    fn ref_of(&self, id: SeriesId) -> Result<Option<u64>> {
+    /// The ref and registry entry of `id`.
+    fn lookup(&self, id: SeriesId) -> Result<Option<(u64, Entry)>> {
         let Some(v) = self
             .db
             .get_pinned(id_key(id))
@@ -421,7 +440,45 @@ impl Index {
         else {
             return Ok(None);
         };
-        Ok(Some(Reader::new(&v, "index series ref").uvarint()?))
+        for r in decode_refs(&v)? {
+            if let Some(e) = self.entry(r)? {
+                if e.id() == id {
+                    return Ok(Some((r, e)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Rewrites the `i` keys of the first ref layout (whole 16-byte ids).
+    fn upgrade_id_keys(&self) -> Result<()> {
+        if self
+            .db
+            .get_pinned(VERSION_KEY)
+            .map_err(db_err("reading index version"))?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let mut wb = WriteBatch::default();
+        if self.max_ref()?.is_some() {
+            tracing::info!("rewriting the label index's id keys");
+            wb.delete_range(b"i".as_slice(), b"j".as_slice());
+            let mut v = Vec::new();
+            for item in self.prefix_iter(b"r") {
+                let (k, e) = item.map_err(db_err("scanning series registry"))?;
+                let r = u64::from_be_bytes(
+                    k[1..]
+                        .try_into()
+                        .map_err(|_| Error::Corrupt("registry key".into()))?,
+                );
+                v.clear();
+                encode_refs(&mut v, &[r]);
+                wb.merge(id_key(entry_id(&e)?), &v);
+            }
+        }
+        wb.put(VERSION_KEY, VERSION);
+        self.db.write(wb).map_err(db_err("writing index version"))
     }
 
     fn entry(&self, r: u64) -> Result<Option<Entry>> {
@@ -455,23 +512,21 @@ impl Index {
                     "series id collision: {labels} collides with {prev} (tenant {tenant})"
                 )));
             }
-            if let Some(r) = self.ref_of(id)? {
-                if let Some(e) = self.entry(r)? {
-                    if e.tenant == tenant && &e.labels == labels {
-                        continue;
-                    }
-                    return Err(Error::Invalid(format!(
-                        "series id collision: {labels} collides with {} (tenant {})",
-                        e.labels, e.tenant
-                    )));
+            if let Some((_, e)) = self.lookup(id)? {
+                if e.tenant == tenant && &e.labels == labels {
+                    continue;
                 }
+                return Err(Error::Invalid(format!(
+                    "series id collision: {labels} collides with {} (tenant {})",
+                    e.labels, e.tenant
+                )));
             }
             batch.insert(id, labels);
             let r = next;
             next += 1;
             let mut rv = Vec::with_capacity(3);
-            put_uvarint(&mut rv, r);
-            wb.put(id_key(id), rv);
+            encode_refs(&mut rv, &[r]);
+            wb.merge(id_key(id), rv);
             wb.put(ref_key(r), encode_entry(tenant, labels, id));
             for l in labels.iter() {
                 postings
@@ -506,10 +561,7 @@ impl Index {
     }
 
     pub fn series_labels(&self, id: SeriesId) -> Result<Option<(String, Labels)>> {
-        let Some(r) = self.ref_of(id)? else {
-            return Ok(None);
-        };
-        Ok(self.entry(r)?.map(|e| (e.tenant, e.labels)))
+        Ok(self.lookup(id)?.map(|(_, e)| (e.tenant, e.labels)))
     }
 
     /// The refs of one label pair, ascending.
@@ -880,7 +932,7 @@ mod tests {
                 prop_assert_eq!(idx.series_labels(*id).unwrap(), Some((t.clone(), l.clone())));
             }
             let refs: std::collections::HashSet<u64> =
-                all.keys().map(|id| idx.ref_of(*id).unwrap().unwrap()).collect();
+                all.keys().map(|id| idx.lookup(*id).unwrap().unwrap().0).collect();
             prop_assert_eq!(refs.len(), all.len());
             let every: Vec<Labels> = idx.select("a", &[]).unwrap().into_iter().map(|(_, l)| l).collect();
             prop_assert_eq!(every, model.keys().cloned().collect::<Vec<_>>());
@@ -921,6 +973,69 @@ mod tests {
         let other = SeriesId(7);
         assert!(idx.add_series("t", &[(other, &l2), (other, &l1)]).is_err());
         assert_eq!(idx.all_series_ids().unwrap(), vec![id]);
+    }
+
+    #[test]
+    fn ids_sharing_a_lookup_key() {
+        let d = tempfile::tempdir().unwrap();
+        let l1 = Labels::from_pairs(&[("__name__", "up"), ("job", "a")]);
+        let l2 = Labels::from_pairs(&[("__name__", "up"), ("job", "b")]);
+        let l3 = Labels::from_pairs(&[("__name__", "up"), ("job", "c")]);
+        let (i1, i2, i3) = (
+            SeriesId(1 << 64),
+            SeriesId((1 << 64) | 1),
+            SeriesId(5 << 64),
+        );
+        {
+            let idx = Index::open(d.path()).unwrap();
+            idx.add_series("t", &[(i1, &l1), (i2, &l2)]).unwrap();
+            idx.add_series("t", &[(i3, &l3)]).unwrap();
+            assert!(idx.add_series("t", &[(i2, &l1)]).is_err());
+            idx.persist().unwrap();
+        }
+        let idx = Index::open(d.path()).unwrap();
+        idx.add_series("t", &[(i2, &l2), (i1, &l1)]).unwrap();
+        assert_eq!(idx.series_labels(i1).unwrap(), Some(("t".into(), l1)));
+        assert_eq!(idx.series_labels(i2).unwrap(), Some(("t".into(), l2)));
+        assert_eq!(idx.series_labels(SeriesId((1 << 64) | 2)).unwrap(), None);
+        let mut ids = idx.all_series_ids().unwrap();
+        ids.sort();
+        assert_eq!(ids, vec![i1, i2, i3]);
+        assert_eq!(*idx.next_ref.lock(), 3);
+    }
+
+    #[test]
+    fn upgrades_whole_id_keys() {
+        let d = tempfile::tempdir().unwrap();
+        let l1 = Labels::from_pairs(&[("__name__", "up"), ("job", "a")]);
+        let l2 = Labels::from_pairs(&[("__name__", "up"), ("job", "b")]);
+        let (i1, i2) = (SeriesId::of("t", &l1), SeriesId(42));
+        {
+            let idx = Index::open(d.path()).unwrap();
+            idx.add_series("t", &[(i1, &l1), (i2, &l2)]).unwrap();
+            // Back to the first ref layout: whole-id `i` keys, no version.
+            let mut wb = WriteBatch::default();
+            wb.delete_range(b"i".as_slice(), b"j".as_slice());
+            idx.db.write(wb).unwrap();
+            idx.db.delete(VERSION_KEY).unwrap();
+            for (r, id) in [(0u64, i1), (1, i2)] {
+                let mut k = vec![b'i'];
+                k.extend_from_slice(&id.to_be_bytes());
+                let mut v = Vec::new();
+                put_uvarint(&mut v, r);
+                idx.db.put(k, v).unwrap();
+            }
+        }
+        let idx = Index::open(d.path()).unwrap();
+        assert_eq!(idx.series_labels(i1).unwrap(), Some(("t".into(), l1)));
+        assert_eq!(idx.series_labels(i2).unwrap(), Some(("t".into(), l2)));
+        let mut ids = idx.all_series_ids().unwrap();
+        ids.sort();
+        let mut want = vec![i1, i2];
+        want.sort();
+        assert_eq!(ids, want);
+        let n = idx.prefix_iter(b"i").count();
+        assert_eq!(n, 2);
     }
 
     #[test]
