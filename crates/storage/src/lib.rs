@@ -399,37 +399,49 @@ impl Storage {
         let horizon = now - self.cfg.buffer_past.as_millis() as i64;
         let block_ms = self.block_ms;
         let pick = |b: i64| force || b + block_ms <= horizon;
-        // Blocks whose earlier flush failed go first (their data is older).
-        let mut jobs: Vec<(usize, i64, head::Flushing)> = std::mem::take(&mut *self.retry.lock());
+        // Seal the log where the head holds everything written so far; each
+        // shard is then detached and written in turn, so the extra memory a
+        // flush needs is one shard's worth, not the whole head's. Data a shard
+        // receives after the seal and before its turn is flushed too (replay
+        // of it is idempotent); `sealed` stays a correct lower bound.
         let sealed = {
             let _w = self.apply_lock.write();
-            let sealed = self.log.rotate()?;
-            for (i, sh) in self.shards.iter().enumerate() {
+            self.log.rotate()?
+        };
+        let mut written = 0;
+        let mut failed = 0;
+        let mut run = |jobs: Vec<(usize, i64, head::Flushing)>| {
+            for (shard, block, data) in jobs {
+                match self.flush_one(shard, block, &data, sealed) {
+                    Ok(()) => written += 1,
+                    Err(e) => {
+                        failed += 1;
+                        tracing::error!(
+                            shard,
+                            block,
+                            ?e,
+                            "flush of block failed; data stays readable in memory and in the commit log, retried at the next flush"
+                        );
+                        self.retry.lock().push((shard, block, data));
+                    }
+                }
+            }
+        };
+        // Blocks whose earlier flush failed go first (their data is older).
+        run(std::mem::take(&mut *self.retry.lock()));
+        for (i, sh) in self.shards.iter().enumerate() {
+            let jobs: Vec<(usize, i64, head::Flushing)> = {
                 let mut g = sh.lock();
-                for (block, data) in g.detach(pick) {
+                let detached = g.detach(pick);
+                let mut jobs = Vec::with_capacity(detached.len());
+                for (block, data) in detached {
                     let data: head::Flushing = Arc::new(data);
                     g.flushing.push((block, data.clone()));
                     jobs.push((i, block, data));
                 }
-            }
-            sealed
-        };
-        let mut written = 0;
-        let mut failed = 0;
-        for (shard, block, data) in jobs {
-            match self.flush_one(shard, block, &data, sealed) {
-                Ok(()) => written += 1,
-                Err(e) => {
-                    failed += 1;
-                    tracing::error!(
-                        shard,
-                        block,
-                        ?e,
-                        "flush of block failed; data stays readable in memory and in the commit log, retried at the next flush"
-                    );
-                    self.retry.lock().push((shard, block, data));
-                }
-            }
+                jobs
+            };
+            run(jobs);
         }
         self.index.persist()?;
         let mut in_memory = BTreeSet::new();
