@@ -219,11 +219,22 @@ impl HeadShard {
                 per_block.insert(buf.start, merge_newer_wins(older, buf.samples()));
             }
         }
-        Ok(per_block
-            .into_values()
-            .flatten()
-            .filter(|s| s.t >= start && s.t <= end)
-            .collect())
+        // Common case: one block, already inside the range: return it as is.
+        let in_range = |s: &Sample| s.t >= start && s.t <= end;
+        if per_block.len() == 1 {
+            let mut v = per_block.into_values().next().unwrap_or_default();
+            if !v.first().is_some_and(in_range) || !v.last().is_some_and(in_range) {
+                v.retain(in_range);
+            }
+            return Ok(v);
+        }
+        let total = per_block.values().map(Vec::len).sum();
+        let mut out = Vec::with_capacity(total);
+        for v in per_block.into_values() {
+            out.extend(v.into_iter().filter(in_range));
+        }
+        out.shrink_to_fit();
+        Ok(out)
     }
 
     pub fn memory(&self) -> (usize, usize, usize) {
