@@ -4,8 +4,8 @@ use crate::eval::{exec_err, Elem, Evaluator, GroupCache, Result, Val};
 use crate::functions::{format_go_float, kahan_inc, quantile};
 use cairn_common::{Labels, METRIC_NAME};
 use promql_parser::parser::token::{
-    T_AVG, T_BOTTOMK, T_COUNT, T_COUNT_VALUES, T_GROUP, T_LIMITK, T_LIMIT_RATIO, T_MAX, T_MIN,
-    T_QUANTILE, T_STDDEV, T_STDVAR, T_SUM, T_TOPK,
+    TokenId, T_AVG, T_BOTTOMK, T_COUNT, T_COUNT_VALUES, T_GROUP, T_LIMITK, T_LIMIT_RATIO, T_MAX,
+    T_MIN, T_QUANTILE, T_STDDEV, T_STDVAR, T_SUM, T_TOPK,
 };
 use promql_parser::parser::{AggregateExpr, LabelModifier};
 use rustc_hash::FxHashMap as HashMap;
@@ -15,14 +15,114 @@ struct Group {
     labels: Arc<Labels>,
     /// The group's id in the node's [`GroupCache`].
     gid: usize,
+    acc: Acc,
+    drop_name: bool,
+    values: Vec<f64>,
+}
+
+/// One group's running state at one step (`count > 0` once seen).
+#[derive(Clone, Copy, Default)]
+struct Acc {
     value: f64,
     kahan_c: f64,
     mean: f64,
     count: f64,
     incremental_mean: bool,
-    seen: bool,
-    drop_name: bool,
-    values: Vec<f64>,
+}
+
+/// Folds `v` into `g` for `op` (not `quantile`, whose values are kept
+/// apart). Returns false for an operator this does not handle.
+#[inline]
+fn acc_add(op: TokenId, g: &mut Acc, v: f64) -> bool {
+    if g.count == 0.0 {
+        g.count = 1.0;
+        match op {
+            T_SUM | T_AVG => g.value = v,
+            T_MIN | T_MAX => g.value = v,
+            T_COUNT | T_GROUP => g.value = 1.0,
+            T_STDDEV | T_STDVAR => {
+                g.mean = v;
+                g.value = if v.is_nan() || v.is_infinite() {
+                    f64::NAN
+                } else {
+                    0.0
+                };
+            }
+            _ => {}
+        }
+        return true;
+    }
+    g.count += 1.0;
+    match op {
+        T_SUM => {
+            let (s, c) = kahan_inc(v, g.value, g.kahan_c);
+            g.value = s;
+            g.kahan_c = c;
+        }
+        T_AVG => {
+            if !g.incremental_mean {
+                let (s, c) = kahan_inc(v, g.value, g.kahan_c);
+                if !s.is_infinite() {
+                    g.value = s;
+                    g.kahan_c = c;
+                    return true;
+                }
+                g.incremental_mean = true;
+                g.mean = g.value / (g.count - 1.0);
+                g.kahan_c /= g.count - 1.0;
+            }
+            if g.mean.is_infinite() {
+                if v.is_infinite() && (g.mean > 0.0) == (v > 0.0) {
+                    return true;
+                }
+                if !v.is_infinite() && !v.is_nan() {
+                    return true;
+                }
+            }
+            let q = (g.count - 1.0) / g.count;
+            let (m, c) = kahan_inc(v / g.count, q * g.mean, q * g.kahan_c);
+            g.mean = m;
+            g.kahan_c = c;
+        }
+        T_MIN => {
+            if g.value > v || g.value.is_nan() {
+                g.value = v;
+            }
+        }
+        T_MAX => {
+            if g.value < v || g.value.is_nan() {
+                g.value = v;
+            }
+        }
+        T_COUNT => g.value += 1.0,
+        T_GROUP => {}
+        T_STDDEV | T_STDVAR => {
+            let delta = v - g.mean;
+            g.mean += delta / g.count;
+            g.value += delta * (v - g.mean);
+        }
+        T_QUANTILE => {}
+        _ => return false,
+    }
+    true
+}
+
+/// A group's result from its state (not `quantile`).
+#[inline]
+fn acc_value(op: TokenId, g: &Acc) -> f64 {
+    match op {
+        T_SUM => g.value + g.kahan_c,
+        T_AVG => {
+            if g.incremental_mean {
+                g.mean + g.kahan_c
+            } else {
+                (g.value + g.kahan_c) / g.count
+            }
+        }
+        T_STDVAR => g.value / g.count,
+        T_STDDEV => (g.value / g.count).sqrt(),
+        _ => g.value,
+    }
 }
 
 fn grouping_key(l: &Labels, modifier: &Option<LabelModifier>) -> Labels {
@@ -45,6 +145,9 @@ fn convertible_to_i64(v: f64) -> bool {
 }
 
 pub(crate) fn eval_aggregate(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Result<Val> {
+    if let Some(r) = precomputed(ev, a, t) {
+        return r;
+    }
     let op = a.op.id();
     let mut param_f = 0.0;
     let mut param_s = String::new();
@@ -158,21 +261,11 @@ pub(crate) fn eval_aggregate(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Resul
     let mut out = Vec::with_capacity(groups.len());
     for g in groups {
         let v = match op {
-            T_SUM => g.value + g.kahan_c,
-            T_AVG => {
-                if g.incremental_mean {
-                    g.mean + g.kahan_c
-                } else {
-                    (g.value + g.kahan_c) / g.count
-                }
-            }
-            T_STDVAR => g.value / g.count,
-            T_STDDEV => (g.value / g.count).sqrt(),
             T_QUANTILE => {
                 let mut vals = g.values;
                 quantile(param_f, &mut vals)
             }
-            _ => g.value,
+            _ => acc_value(op, &g.acc),
         };
         out.push(Elem {
             labels: g.labels,
@@ -185,7 +278,7 @@ pub(crate) fn eval_aggregate(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Resul
 }
 
 fn fold_groups(
-    op: promql_parser::parser::token::TokenId,
+    op: TokenId,
     a: &AggregateExpr,
     input: &[Elem],
     gc: &mut GroupCache,
@@ -202,12 +295,7 @@ fn fold_groups(
                 groups.push(Group {
                     labels: gc.keys[gid].clone(),
                     gid,
-                    value: 0.0,
-                    kahan_c: 0.0,
-                    mean: 0.0,
-                    count: 0.0,
-                    incremental_mean: false,
-                    seen: false,
+                    acc: Acc::default(),
                     drop_name: false,
                     values: Vec::new(),
                 });
@@ -217,78 +305,11 @@ fn fold_groups(
         };
         let g = &mut groups[gi];
         g.drop_name |= e.drop_name;
-        let v = e.v;
-        if !g.seen {
-            g.seen = true;
-            g.count = 1.0;
-            match op {
-                T_SUM | T_AVG => g.value = v,
-                T_MIN | T_MAX => g.value = v,
-                T_COUNT | T_GROUP => g.value = 1.0,
-                T_STDDEV | T_STDVAR => {
-                    g.mean = v;
-                    g.value = if v.is_nan() || v.is_infinite() {
-                        f64::NAN
-                    } else {
-                        0.0
-                    };
-                }
-                T_QUANTILE => g.values.push(v),
-                _ => {}
-            }
-            continue;
+        if op == T_QUANTILE {
+            g.values.push(e.v);
         }
-        g.count += 1.0;
-        match op {
-            T_SUM => {
-                let (s, c) = kahan_inc(v, g.value, g.kahan_c);
-                g.value = s;
-                g.kahan_c = c;
-            }
-            T_AVG => {
-                if !g.incremental_mean {
-                    let (s, c) = kahan_inc(v, g.value, g.kahan_c);
-                    if !s.is_infinite() {
-                        g.value = s;
-                        g.kahan_c = c;
-                        continue;
-                    }
-                    g.incremental_mean = true;
-                    g.mean = g.value / (g.count - 1.0);
-                    g.kahan_c /= g.count - 1.0;
-                }
-                if g.mean.is_infinite() {
-                    if v.is_infinite() && (g.mean > 0.0) == (v > 0.0) {
-                        continue;
-                    }
-                    if !v.is_infinite() && !v.is_nan() {
-                        continue;
-                    }
-                }
-                let q = (g.count - 1.0) / g.count;
-                let (m, c) = kahan_inc(v / g.count, q * g.mean, q * g.kahan_c);
-                g.mean = m;
-                g.kahan_c = c;
-            }
-            T_MIN => {
-                if g.value > v || g.value.is_nan() {
-                    g.value = v;
-                }
-            }
-            T_MAX => {
-                if g.value < v || g.value.is_nan() {
-                    g.value = v;
-                }
-            }
-            T_COUNT => g.value += 1.0,
-            T_GROUP => {}
-            T_STDDEV | T_STDVAR => {
-                let delta = v - g.mean;
-                g.mean += delta / g.count;
-                g.value += delta * (v - g.mean);
-            }
-            T_QUANTILE => g.values.push(v),
-            _ => return Err(exec_err(format!("unsupported aggregation {}", a.op))),
+        if !acc_add(op, &mut g.acc, e.v) {
+            return Err(exec_err(format!("unsupported aggregation {}", a.op)));
         }
     }
     Ok(())
@@ -386,4 +407,202 @@ fn select_k(
         }));
     }
     out
+}
+
+/// An aggregation's results at every step of a range query, computed
+/// series by series ahead of the step loop.
+pub(crate) struct Precomputed {
+    steps: usize,
+    /// Per group: its output label set.
+    keys: Vec<Arc<Labels>>,
+    /// Per step: the results, aligned with `order`.
+    values: Vec<Vec<f64>>,
+    /// Per step: its groups in order of their first input series.
+    order: Vec<Vec<u32>>,
+    /// Per step: the samples its windows held (for the sample limit).
+    samples: Vec<usize>,
+    drop_name: bool,
+}
+
+/// For `aggr by (…) (f(selector[r]))` in a range query, with `aggr` one of
+/// sum/avg/min/max/count/group/stddev/stdvar and `f` a window-only range
+/// function: computes every step's result ahead of the step loop, in
+/// blocks of steps. Per block, each fetched series is visited once: `f` is
+/// computed over the block's steps with a sliding window and folded into
+/// one accumulator per group and step, in the order the step-by-step path
+/// folds them (series order), so results are identical. Group keys are
+/// found once per series and no per-step input vectors are built; the
+/// selector's fetched series are dropped once done.
+pub(crate) fn precompute(ev: &mut Evaluator, a: &AggregateExpr) -> Result<()> {
+    use crate::functions::RangeFn;
+    use promql_parser::parser::Expr;
+    let op = a.op.id();
+    if a.param.is_some()
+        || !matches!(
+            op,
+            T_SUM | T_AVG | T_MIN | T_MAX | T_COUNT | T_GROUP | T_STDDEV | T_STDVAR
+        )
+    {
+        return Ok(());
+    }
+    let Expr::Call(c) = a.expr.as_ref() else {
+        return Ok(());
+    };
+    let Some(rf) = RangeFn::from_name(c.func.name) else {
+        return Ok(());
+    };
+    if c.args.args.len() != 1 {
+        return Ok(());
+    }
+    let arg = c.args.args[0].as_ref();
+    let Expr::MatrixSelector(ms) = arg else {
+        return Ok(());
+    };
+    if ev.step <= 0 || ev.end < ev.start {
+        return Ok(());
+    }
+    let key = crate::eval::selector_key(&ms.vs);
+    let Some(data) = ev.data.remove(&key) else {
+        return Ok(());
+    };
+    let steps = ((ev.end - ev.start) / ev.step) as usize + 1;
+    let vs = &ms.vs;
+    let range = ms.range.as_millis() as i64;
+    let off = crate::eval::offset_ms(&vs.offset);
+    let at = ev.at_time(&vs.at);
+    let te_of = |i: usize| at.unwrap_or(ev.start + i as i64 * ev.step) - off;
+    let mut index: HashMap<Labels, u32> = HashMap::default();
+    let mut keys: Vec<Arc<Labels>> = Vec::new();
+    // Steps are done in blocks, so accumulators stay small.
+    const BLOCK: usize = 64;
+    let mut accs: Vec<Acc> = Vec::new();
+    let mut order: Vec<Vec<u32>> = vec![Vec::new(); steps];
+    let mut values: Vec<Vec<f64>> = vec![Vec::new(); steps];
+    let mut samples = vec![0usize; steps];
+    let mut odd: Vec<String> = Vec::new();
+    let mut odd_seen = vec![false; data.len()];
+    let mut cur = vec![(0usize, 0usize); data.len()];
+    let mut gids = vec![u32::MAX; data.len()];
+    let mut buf: Vec<Option<f64>> = vec![None; BLOCK];
+    let mut b0 = 0;
+    while b0 < steps {
+        let bn = BLOCK.min(steps - b0);
+        accs.clear();
+        accs.resize(keys.len() * BLOCK, Acc::default());
+        for (n, sd) in data.iter().enumerate() {
+            if n % 1024 == 1023 {
+                ev.check_deadline()?;
+            }
+            let s = &sd.samples[..];
+            let (mut lo, mut hi) = cur[n];
+            let mut any = false;
+            for (j, slot) in buf[..bn].iter_mut().enumerate() {
+                let i = b0 + j;
+                let te = te_of(i);
+                let from = te - range;
+                while lo < s.len() && s[lo].t <= from {
+                    lo += 1;
+                }
+                hi = hi.max(lo);
+                while hi < s.len() && s[hi].t <= te {
+                    hi += 1;
+                }
+                *slot = None;
+                if hi > lo {
+                    any = true;
+                    samples[i] += hi - lo;
+                    *slot = rf.apply(&s[lo..hi], te, range);
+                }
+            }
+            cur[n] = (lo, hi);
+            if any && !odd_seen[n] && rf.is_counter_fn() && sd.odd_counter_name {
+                odd_seen[n] = true;
+                let name = sd.labels.metric_name().unwrap_or("");
+                if !odd.iter().any(|o| o == name) {
+                    odd.push(name.to_string());
+                }
+            }
+            if buf[..bn].iter().all(Option::is_none) {
+                continue;
+            }
+            if gids[n] == u32::MAX {
+                let k = grouping_key(&sd.labels, &a.modifier);
+                gids[n] = match index.get(&k) {
+                    Some(&g) => g,
+                    None => {
+                        let g = keys.len() as u32;
+                        keys.push(Arc::new(k.clone()));
+                        index.insert(k, g);
+                        accs.resize(keys.len() * BLOCK, Acc::default());
+                        g
+                    }
+                };
+            }
+            let gid = gids[n] as usize;
+            let row = &mut accs[gid * BLOCK..gid * BLOCK + bn];
+            for (j, (v, acc)) in buf[..bn].iter().zip(row.iter_mut()).enumerate() {
+                if let Some(v) = *v {
+                    if acc.count == 0.0 {
+                        order[b0 + j].push(gid as u32);
+                    }
+                    acc_add(op, acc, v);
+                }
+            }
+        }
+        for j in 0..bn {
+            let i = b0 + j;
+            values[i] = order[i]
+                .iter()
+                .map(|&g| acc_value(op, &accs[g as usize * BLOCK + j]))
+                .collect();
+        }
+        b0 += bn;
+    }
+    drop((data, accs, index, cur, gids));
+    for name in &odd {
+        ev.info(format!(
+            "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {name:?}{}",
+            ev.pos(arg)
+        ));
+    }
+    ev.pre.get_mut().insert(
+        a as *const AggregateExpr as usize,
+        Precomputed {
+            steps,
+            keys,
+            values,
+            order,
+            samples,
+            drop_name: !rf.keeps_name(),
+        },
+    );
+    Ok(())
+}
+
+/// The precomputed result of aggregation `a` at `t`, if there is one.
+fn precomputed(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Option<Result<Val>> {
+    let pre = ev.pre.borrow();
+    let p = pre.get(&(a as *const AggregateExpr as usize))?;
+    let off = t - ev.start;
+    let i = (off / ev.step) as usize;
+    if off < 0 || off % ev.step != 0 || i >= p.steps {
+        return Some(Err(exec_err(
+            "internal error: precomputed aggregation evaluated off its steps",
+        )));
+    }
+    if let Err(e) = ev.add_samples(p.samples[i]) {
+        return Some(Err(e));
+    }
+    Some(Ok(Val::Vector(
+        p.order[i]
+            .iter()
+            .zip(&p.values[i])
+            .map(|(&g, &v)| Elem {
+                labels: p.keys[g as usize].clone(),
+                t,
+                v,
+                drop_name: p.drop_name,
+            })
+            .collect(),
+    )))
 }

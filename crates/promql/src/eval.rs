@@ -7,7 +7,7 @@ use cairn_common::{
 };
 use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::{
-    AtModifier, Expr, MatrixSelector, Offset, SubqueryExpr, VectorSelector,
+    AggregateExpr, AtModifier, Expr, MatrixSelector, Offset, SubqueryExpr, VectorSelector,
 };
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::cell::{Cell, RefCell};
@@ -83,7 +83,7 @@ pub(crate) fn offset_ms(o: &Option<Offset>) -> i64 {
     }
 }
 
-fn selector_key(vs: &VectorSelector) -> usize {
+pub(crate) fn selector_key(vs: &VectorSelector) -> usize {
     vs as *const VectorSelector as usize
 }
 
@@ -221,6 +221,8 @@ pub(crate) struct Evaluator {
     pub groups: RefCell<FxHashMap<usize, GroupCache>>,
     /// Per binary operator node (by address): its matching across steps.
     pub bins: RefCell<FxHashMap<usize, BinCache>>,
+    /// Aggregations computed ahead of a range query's steps, by node address.
+    pub pre: RefCell<FxHashMap<usize, crate::aggr::Precomputed>>,
     /// Label sets with `__name__` removed, by source label set.
     no_name: RefCell<PtrCache<Arc<Labels>>>,
     pub start: i64,
@@ -456,12 +458,13 @@ pub(crate) fn run(
         }
         data.insert(key, fetched(series, planner.range_keys.contains(&key)));
     }
-    let ev = Evaluator {
+    let mut ev = Evaluator {
         query: query.to_string(),
         data,
         windows: RefCell::new(FxHashMap::default()),
         groups: RefCell::new(FxHashMap::default()),
         bins: RefCell::new(FxHashMap::default()),
+        pre: RefCell::new(FxHashMap::default()),
         no_name: RefCell::new(PtrCache::default()),
         start,
         end,
@@ -474,6 +477,13 @@ pub(crate) fn run(
         warnings: RefCell::new(BTreeSet::new()),
         infos: RefCell::new(BTreeSet::new()),
     };
+    if is_range {
+        let mut aggs = Vec::new();
+        stream_candidates(expr, &mut aggs);
+        for a in aggs {
+            crate::aggr::precompute(&mut ev, a)?;
+        }
+    }
     let value = if !is_range {
         let v = ev.eval(expr, start)?;
         match v {
@@ -582,6 +592,24 @@ pub(crate) fn run(
         warnings: ev.warnings.into_inner().into_iter().collect(),
         infos: ev.infos.into_inner().into_iter().collect(),
     })
+}
+
+/// Aggregations evaluated at exactly the query's steps (not under a
+/// subquery or function), so they can be computed ahead, series by series.
+fn stream_candidates<'a>(e: &'a Expr, out: &mut Vec<&'a AggregateExpr>) {
+    match e {
+        Expr::Paren(p) => stream_candidates(&p.expr, out),
+        Expr::Unary(u) => stream_candidates(&u.expr, out),
+        Expr::Binary(b) => {
+            stream_candidates(&b.lhs, out);
+            stream_candidates(&b.rhs, out);
+        }
+        Expr::Aggregate(a) => {
+            out.push(a);
+            stream_candidates(&a.expr, out);
+        }
+        _ => {}
+    }
 }
 
 fn check_dup_series(out: &[RangeSeries]) -> Result<()> {
@@ -715,7 +743,7 @@ impl Evaluator {
         Ok(())
     }
 
-    fn add_samples(&self, n: usize) -> Result<()> {
+    pub(crate) fn add_samples(&self, n: usize) -> Result<()> {
         let c = self.samples_in_step.get() + n;
         self.samples_in_step.set(c);
         if c > self.max_samples {

@@ -816,7 +816,7 @@ fn check_unique(v: &[Elem]) -> Result<()> {
 /// Range functions of one range-vector argument: computed per series from
 /// the window's samples alone, so they can run over borrowed windows.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum RangeFn {
+pub(crate) enum RangeFn {
     Rate,
     Increase,
     Delta,
@@ -842,7 +842,7 @@ enum RangeFn {
 }
 
 impl RangeFn {
-    fn from_name(name: &str) -> Option<RangeFn> {
+    pub(crate) fn from_name(name: &str) -> Option<RangeFn> {
         use RangeFn::*;
         Some(match name {
             "rate" => Rate,
@@ -872,16 +872,16 @@ impl RangeFn {
     }
 
     /// Whether the result keeps the metric name.
-    fn keeps_name(self) -> bool {
+    pub(crate) fn keeps_name(self) -> bool {
         matches!(self, RangeFn::Last | RangeFn::First)
     }
 
-    fn is_counter_fn(self) -> bool {
+    pub(crate) fn is_counter_fn(self) -> bool {
         matches!(self, RangeFn::Rate | RangeFn::Increase)
     }
 
     /// The value over a non-empty window `(range_end - range_ms, range_end]`.
-    fn apply(self, s: &[Sample], range_end: i64, range_ms: i64) -> Option<f64> {
+    pub(crate) fn apply(self, s: &[Sample], range_end: i64, range_ms: i64) -> Option<f64> {
         use RangeFn::*;
         match self {
             Rate => extrapolated_rate(s, range_end, range_ms, true, true),
