@@ -152,6 +152,28 @@ impl<'a> IntoIterator for &'a Labels {
     }
 }
 
+/// Sorted, distinct label names over label sets (`/api/v1/labels`).
+pub fn distinct_names(sets: &[Labels]) -> Vec<String> {
+    let mut names: Vec<String> = sets
+        .iter()
+        .flat_map(|l| l.iter().map(|l| l.name.clone()))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Sorted, distinct values of label `name` over label sets.
+pub fn distinct_values(sets: &[Labels], name: &str) -> Vec<String> {
+    let mut values: Vec<String> = sets
+        .iter()
+        .filter_map(|l| l.get(name).map(str::to_string))
+        .collect();
+    values.sort();
+    values.dedup();
+    values
+}
+
 /// Edits a label set and re-sorts once at the end.
 #[derive(Debug, Clone, Default)]
 pub struct LabelsBuilder {

@@ -13,7 +13,7 @@ mod matcher;
 mod prepared;
 mod source;
 
-pub use labels::{Label, Labels, LabelsBuilder, METRIC_NAME};
+pub use labels::{distinct_names, distinct_values, Label, Labels, LabelsBuilder, METRIC_NAME};
 pub use matcher::{MatchOp, Matcher};
 pub use prepared::{LazyLabels, PreparedBatch, PreparedSeries};
 pub use source::{

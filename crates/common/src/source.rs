@@ -352,14 +352,9 @@ impl SeriesSource for MemSource {
         start: Timestamp,
         end: Timestamp,
     ) -> Result<Vec<String>, StorageError> {
-        let mut names: Vec<String> = self
-            .series(tenant, matchers, start, end)?
-            .iter()
-            .flat_map(|l| l.iter().map(|l| l.name.clone()).collect::<Vec<_>>())
-            .collect();
-        names.sort();
-        names.dedup();
-        Ok(names)
+        Ok(crate::distinct_names(
+            &self.series(tenant, matchers, start, end)?,
+        ))
     }
 
     fn label_values(
@@ -370,14 +365,10 @@ impl SeriesSource for MemSource {
         start: Timestamp,
         end: Timestamp,
     ) -> Result<Vec<String>, StorageError> {
-        let mut values: Vec<String> = self
-            .series(tenant, matchers, start, end)?
-            .iter()
-            .filter_map(|l| l.get(name).map(str::to_string))
-            .collect();
-        values.sort();
-        values.dedup();
-        Ok(values)
+        Ok(crate::distinct_values(
+            &self.series(tenant, matchers, start, end)?,
+            name,
+        ))
     }
 
     fn exemplars(

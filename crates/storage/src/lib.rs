@@ -951,14 +951,9 @@ impl SeriesSource for Storage {
         if matchers.is_empty() {
             return Ok(self.index.label_names(tenant)?);
         }
-        let mut names: Vec<String> = self
-            .series(tenant, matchers, start, end)?
-            .iter()
-            .flat_map(|l| l.iter().map(|l| l.name.clone()).collect::<Vec<_>>())
-            .collect();
-        names.sort();
-        names.dedup();
-        Ok(names)
+        Ok(cairn_common::distinct_names(
+            &self.series(tenant, matchers, start, end)?,
+        ))
     }
 
     fn label_values(
@@ -972,14 +967,10 @@ impl SeriesSource for Storage {
         if matchers.is_empty() {
             return Ok(self.index.label_values(tenant, name)?);
         }
-        let mut values: Vec<String> = self
-            .series(tenant, matchers, start, end)?
-            .iter()
-            .filter_map(|l| l.get(name).map(str::to_string))
-            .collect();
-        values.sort();
-        values.dedup();
-        Ok(values)
+        Ok(cairn_common::distinct_values(
+            &self.series(tenant, matchers, start, end)?,
+            name,
+        ))
     }
 
     fn exemplars(
