@@ -39,10 +39,9 @@ use cairn_e2e::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const SEC: i64 = 1000;
 const MIN: i64 = 60 * SEC;
@@ -59,48 +58,6 @@ const REL_TOL: f64 = 1e-6;
 const COUNTER_BASE: f64 = 10_000.0;
 
 // ------------------------------------------------------------------ servers
-
-/// Starts `prometheus` with the remote-write receiver on a free loopback port
-/// and waits until it is ready.
-fn start_prometheus(bin: &str, dir: &Path) -> (ChildGuard, String) {
-    std::fs::create_dir_all(dir).expect("prometheus dir");
-    let port = free_port();
-    let cfg_path = dir.join("prometheus.yml");
-    // No scrape configs: the only data is what the test writes.
-    std::fs::write(&cfg_path, "global:\n  scrape_interval: 1m\n").expect("write prometheus.yml");
-    let log_path = dir.join("prometheus.log");
-    let log = std::fs::File::create(&log_path).expect("prometheus log");
-    let child = Command::new(bin)
-        .arg(format!("--config.file={}", cfg_path.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("tsdb").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--web.enable-remote-write-receiver")
-        .arg("--query.lookback-delta=5m")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("dup"))
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
-    let mut guard = ChildGuard(child);
-    let url = format!("http://127.0.0.1:{port}");
-    let prom_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !get(&format!("{url}/-/ready")).is_ok_and(|r| r.status == 200) {
-        if let Ok(Some(st)) = guard.0.try_wait() {
-            panic!("prometheus exited ({st}):\n{}", prom_log());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "prometheus not ready:\n{}",
-            prom_log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (guard, url)
-}
 
 // --------------------------------------------------------------------- data
 
@@ -1212,12 +1169,12 @@ fn promql_matches_prometheus() {
         .prefix("cairn-diff-")
         .tempdir()
         .expect("tempdir");
-    let (_prom_guard, prom) = start_prometheus(&prom_bin, &dir.path().join("prom"));
+    let (_prom_guard, prom) = spawn_prometheus(&prom_bin, &dir.path().join("prom"));
     // The target: Cairn, or a second Prometheus in self-check mode.
     let mut _cairn = None;
     let mut _prom2 = None;
     let (target_name, target) = if self_check {
-        let (g, u) = start_prometheus(&prom_bin, &dir.path().join("prom2"));
+        let (g, u) = spawn_prometheus(&prom_bin, &dir.path().join("prom2"));
         _prom2 = Some(g);
         ("prometheus#2", u)
     } else {

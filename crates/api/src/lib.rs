@@ -382,6 +382,24 @@ fn read_args(p: &Params, require_match: bool) -> Result<ReadArgs, Response> {
     })
 }
 
+/// Runs `f` once per `match[]` selector (once with no matchers when there are
+/// none) and returns the sorted union, as Prometheus does for several `match[]`.
+fn union_over_matches<T: Ord>(
+    matchers: &[Vec<Matcher>],
+    mut f: impl FnMut(&[Matcher]) -> Result<Vec<T>, StorageError>,
+) -> Result<Vec<T>, StorageError> {
+    if matchers.is_empty() {
+        return f(&[]);
+    }
+    let mut all = Vec::new();
+    for m in matchers {
+        all.extend(f(m)?);
+    }
+    all.sort();
+    all.dedup();
+    Ok(all)
+}
+
 fn labels_json(l: &Labels) -> Value {
     Value::Object(
         l.iter()
@@ -403,14 +421,10 @@ async fn series(
         let p = Params::parse(q.as_deref(), &method, &headers, &body);
         let args = read_args(&p, true)?;
         let src = backend.source.clone();
-        let sets = blocking(move || -> Result<Vec<Labels>, StorageError> {
-            let mut all = Vec::new();
-            for m in &args.matchers {
-                all.extend(src.series(&tenant, m, args.start, args.end)?);
-            }
-            all.sort();
-            all.dedup();
-            Ok(all)
+        let sets = blocking(move || {
+            union_over_matches(&args.matchers, |m| {
+                src.series(&tenant, m, args.start, args.end)
+            })
         })
         .await?
         .map_err(storage_error)?;
@@ -437,17 +451,10 @@ async fn labels(
         let p = Params::parse(q.as_deref(), &method, &headers, &body);
         let args = read_args(&p, false)?;
         let src = backend.source.clone();
-        let names = blocking(move || -> Result<Vec<String>, StorageError> {
-            if args.matchers.is_empty() {
-                return src.label_names(&tenant, &[], args.start, args.end);
-            }
-            let mut all = Vec::new();
-            for m in &args.matchers {
-                all.extend(src.label_names(&tenant, m, args.start, args.end)?);
-            }
-            all.sort();
-            all.dedup();
-            Ok(all)
+        let names = blocking(move || {
+            union_over_matches(&args.matchers, |m| {
+                src.label_names(&tenant, m, args.start, args.end)
+            })
         })
         .await?
         .map_err(storage_error)?;
@@ -471,17 +478,10 @@ async fn label_values(
         let p = Params::parse(q.as_deref(), &Method::GET, &headers, &[]);
         let args = read_args(&p, false)?;
         let src = backend.source.clone();
-        let values = blocking(move || -> Result<Vec<String>, StorageError> {
-            if args.matchers.is_empty() {
-                return src.label_values(&tenant, &name, &[], args.start, args.end);
-            }
-            let mut all = Vec::new();
-            for m in &args.matchers {
-                all.extend(src.label_values(&tenant, &name, m, args.start, args.end)?);
-            }
-            all.sort();
-            all.dedup();
-            Ok(all)
+        let values = blocking(move || {
+            union_over_matches(&args.matchers, |m| {
+                src.label_values(&tenant, &name, m, args.start, args.end)
+            })
         })
         .await?
         .map_err(storage_error)?;
