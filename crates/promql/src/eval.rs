@@ -595,7 +595,10 @@ pub(crate) fn run(
 }
 
 /// Aggregations evaluated at exactly the query's steps (not under a
-/// subquery or function), so they can be computed ahead, series by series.
+/// subquery), so they can be computed ahead, series by series. Function
+/// arguments are evaluated at the caller's step (range-vector arguments are
+/// selectors or subqueries, which are not descended), so aggregations under
+/// e.g. `histogram_quantile` or `label_replace` qualify.
 fn stream_candidates<'a>(e: &'a Expr, out: &mut Vec<&'a AggregateExpr>) {
     match e {
         Expr::Paren(p) => stream_candidates(&p.expr, out),
@@ -607,6 +610,11 @@ fn stream_candidates<'a>(e: &'a Expr, out: &mut Vec<&'a AggregateExpr>) {
         Expr::Aggregate(a) => {
             out.push(a);
             stream_candidates(&a.expr, out);
+        }
+        Expr::Call(c) => {
+            for arg in &c.args.args {
+                stream_candidates(arg, out);
+            }
         }
         _ => {}
     }
