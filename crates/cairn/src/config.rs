@@ -27,6 +27,7 @@ pub struct StorageSection {
     pub flush_interval: String,
     pub head_max_bytes: String,
     pub commitlog_segment_size: String,
+    pub index_cache_size: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -277,6 +278,7 @@ impl Config {
         c.head_max_bytes = parse_size("storage.head-max-bytes", &s.head_max_bytes)?;
         c.max_segment_bytes =
             parse_size("storage.commitlog-segment-size", &s.commitlog_segment_size)?;
+        c.index_cache_bytes = parse_size("storage.index-cache-size", &s.index_cache_size)?;
         Ok(c)
     }
 }

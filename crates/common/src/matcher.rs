@@ -3,6 +3,7 @@
 
 use regex::Regex;
 use std::fmt;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MatchOp {
@@ -28,7 +29,7 @@ pub struct Matcher {
     pub name: String,
     pub op: MatchOp,
     pub value: String,
-    re: Option<Regex>,
+    re: Option<Arc<Regex>>,
 }
 
 impl PartialEq for Matcher {
@@ -47,11 +48,9 @@ impl Matcher {
         let name = name.into();
         let value = value.into();
         let re = match op {
-            MatchOp::RegexMatch | MatchOp::RegexNoMatch => {
-                Some(Regex::new(&format!("^(?s:{value})$")).map_err(|e| {
-                    format!("invalid regular expression {value:?} for label {name:?}: {e}")
-                })?)
-            }
+            MatchOp::RegexMatch | MatchOp::RegexNoMatch => Some(compiled(&value).map_err(|e| {
+                format!("invalid regular expression {value:?} for label {name:?}: {e}")
+            })?),
             _ => None,
         };
         Ok(Self {
@@ -101,6 +100,65 @@ impl Matcher {
     }
 }
 
+/// Compiled anchored regexes by pattern. Dashboards send the same
+/// selectors again and again: sharing one `Regex` (not a clone, which
+/// would get a cold cache pool) skips compilation and keeps its lazy DFA's
+/// states warm across queries.
+fn compiled(pattern: &str) -> Result<Arc<Regex>, regex::Error> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    const MAX_ENTRIES: usize = 1024;
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Regex>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(r) = cache.lock().ok().and_then(|c| c.get(pattern).cloned()) {
+        return Ok(r);
+    }
+    let r = Arc::new(Regex::new(&format!("^(?s:{pattern})$"))?);
+    if let Ok(mut c) = cache.lock() {
+        if c.len() >= MAX_ENTRIES {
+            c.clear();
+        }
+        c.insert(pattern.to_string(), r.clone());
+    }
+    Ok(r)
+}
+
+impl Matcher {
+    /// For `=~`, a literal that every matching value starts with (possibly
+    /// empty), so an index can scan only the values with that prefix; None
+    /// when the pattern has a top-level alternation or is not `=~`.
+    pub fn literal_prefix(&self) -> Option<&str> {
+        if self.op != MatchOp::RegexMatch {
+            return None;
+        }
+        let v = self.value.as_str();
+        // A top-level `|` anywhere: alternatives need not share a prefix.
+        let (mut depth, mut class, mut esc) = (0i32, false, false);
+        for c in v.chars() {
+            match c {
+                _ if esc => esc = false,
+                '\\' => esc = true,
+                '[' if !class => class = true,
+                ']' if class => class = false,
+                '(' if !class => depth += 1,
+                ')' if !class => depth -= 1,
+                '|' if !class && depth == 0 => return None,
+                _ => {}
+            }
+        }
+        let special = |c: char| "\\.+*?()[]{}^$|".contains(c);
+        let end = v.find(special).unwrap_or(v.len());
+        let mut prefix = &v[..end];
+        // A quantifier applies to the last literal character, which may
+        // then be absent (`ab*`) or repeated.
+        if v[end..].starts_with(['*', '?', '{', '+']) {
+            let cut = prefix.char_indices().last().map_or(0, |(i, _)| i);
+            prefix = &prefix[..cut];
+        }
+        Some(prefix)
+    }
+}
+
 impl fmt::Display for Matcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}{}{:?}", self.name, self.op.as_str(), self.value)
@@ -110,6 +168,61 @@ impl fmt::Display for Matcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn literal_prefixes_bound_every_match() {
+        let p = |v: &str| {
+            Matcher::new(MatchOp::RegexMatch, "l", v)
+                .unwrap()
+                .literal_prefix()
+                .map(str::to_string)
+        };
+        assert_eq!(p("host-0001[0-9]:.*").as_deref(), Some("host-0001"));
+        assert_eq!(p("/api/v1/(items|orders)").as_deref(), Some("/api/v1/"));
+        assert_eq!(p("abc*").as_deref(), Some("ab"));
+        assert_eq!(p("abc+").as_deref(), Some("ab"));
+        assert_eq!(p("abc").as_deref(), Some("abc"));
+        assert_eq!(p("a.c").as_deref(), Some("a"));
+        assert_eq!(p("a\\.c").as_deref(), Some("a"));
+        assert_eq!(p("(?i)abc").as_deref(), Some(""));
+        assert_eq!(p("abc.*|xyz"), None);
+        assert_eq!(p("ab(c|d)|e"), None);
+        assert_eq!(p("ab[|]c").as_deref(), Some("ab"));
+        assert_eq!(p("é+x").as_deref(), Some(""));
+        assert_eq!(
+            Matcher::new(MatchOp::NotEqual, "l", "x")
+                .unwrap()
+                .literal_prefix(),
+            None
+        );
+        // Every value the regex matches starts with the prefix.
+        for pat in [
+            "host-0001[0-9]:.*",
+            "abc*",
+            "ab?c",
+            "a{2}b",
+            "x(y|z)w",
+            "ab[|]c",
+        ] {
+            let m = Matcher::new(MatchOp::RegexMatch, "l", pat).unwrap();
+            let pre = m.literal_prefix().unwrap();
+            for v in [
+                "host-00012:9100",
+                "ab",
+                "abc",
+                "ac",
+                "aab",
+                "xyw",
+                "xzw",
+                "ab|c",
+                "a",
+            ] {
+                if m.matches(v) {
+                    assert!(v.starts_with(pre), "{pat}: {v} lacks {pre}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn regex_is_anchored_and_empty_matches_absent() {

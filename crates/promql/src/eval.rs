@@ -127,6 +127,13 @@ struct Windows {
     cur: Vec<(usize, usize)>,
 }
 
+/// Cursors of one instant selector: per series, the number of samples at
+/// or before `last_te`.
+struct Cursors {
+    last_te: i64,
+    idx: Vec<usize>,
+}
+
 /// Label sets derived from a shared label set, keyed by the source `Arc`'s
 /// address (the `Arc` is kept so the address stays unique).
 #[derive(Default)]
@@ -217,6 +224,7 @@ pub(crate) struct Evaluator {
     pub query: String,
     pub data: HashMap<usize, Vec<Fetched>>,
     windows: RefCell<FxHashMap<usize, Windows>>,
+    instants: RefCell<FxHashMap<usize, Cursors>>,
     /// Per aggregation node (by address): its grouping across steps.
     pub groups: RefCell<FxHashMap<usize, GroupCache>>,
     /// Per binary operator node (by address): its matching across steps.
@@ -462,6 +470,7 @@ pub(crate) fn run(
         query: query.to_string(),
         data,
         windows: RefCell::new(FxHashMap::default()),
+        instants: RefCell::new(FxHashMap::default()),
         groups: RefCell::new(FxHashMap::default()),
         bins: RefCell::new(FxHashMap::default()),
         pre: RefCell::new(FxHashMap::default()),
@@ -809,8 +818,32 @@ impl Evaluator {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
-        for sd in data {
-            let idx = sd.samples.partition_point(|s| s.t <= te);
+        let mut all = self.instants.borrow_mut();
+        let cur = all.entry(key).or_insert_with(|| Cursors {
+            last_te: i64::MIN,
+            idx: vec![0; data.len()],
+        });
+        // Steps move forward: each series' cursor advances over the samples
+        // since the previous step; a step back searches afresh.
+        let forward = te >= cur.last_te;
+        cur.last_te = te;
+        for (sd, at) in data.iter().zip(cur.idx.iter_mut()) {
+            let s = &sd.samples[..];
+            let mut idx = if forward {
+                *at
+            } else {
+                s.partition_point(|x| x.t <= te)
+            };
+            if forward {
+                // Far jumps (sparse steps over dense data) search.
+                if idx + 16 < s.len() && s[idx + 16].t <= te {
+                    idx += s[idx..].partition_point(|x| x.t <= te);
+                }
+                while idx < s.len() && s[idx].t <= te {
+                    idx += 1;
+                }
+            }
+            *at = idx;
             if idx == 0 {
                 continue;
             }

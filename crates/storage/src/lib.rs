@@ -98,6 +98,8 @@ pub struct StorageConfig {
     pub flush_interval: Duration,
     /// Head memory above which open windows are flushed early (default 4 GiB).
     pub head_max_bytes: u64,
+    /// Block cache of the RocksDB label index (default 64 MiB).
+    pub index_cache_bytes: u64,
 }
 
 impl StorageConfig {
@@ -112,6 +114,7 @@ impl StorageConfig {
             max_segment_bytes: 128 << 20,
             flush_interval: Duration::from_secs(60),
             head_max_bytes: 4 << 30,
+            index_cache_bytes: index::DEFAULT_CACHE_BYTES as u64,
         }
     }
 }
@@ -244,7 +247,8 @@ impl Storage {
             context: format!("creating data dir {}", data_dir.display()),
             source,
         })?;
-        let index = index::Index::open(&data_dir.join("index"))?;
+        let index =
+            index::Index::open_with_cache(&data_dir.join("index"), cfg.index_cache_bytes as usize)?;
         let block_ms = cfg.block.as_millis() as i64;
         let num_shards = cfg.num_shards.max(1);
         let mut shards: Vec<HeadShard> = (0..num_shards).map(|_| HeadShard::default()).collect();
@@ -444,6 +448,7 @@ impl Storage {
             run(jobs);
         }
         self.index.persist()?;
+        self.index.compact_postings();
         let mut in_memory = BTreeSet::new();
         for sh in &self.shards {
             sh.lock().blocks_in_memory(&mut in_memory);
