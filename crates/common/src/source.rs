@@ -35,7 +35,8 @@ impl StorageError {
 /// One series with its samples in the requested range, sorted by time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeriesData {
-    pub labels: Labels,
+    /// Shared: a store may hand out the same label set to every query.
+    pub labels: std::sync::Arc<Labels>,
     pub samples: Vec<Sample>,
 }
 
@@ -323,7 +324,7 @@ impl SeriesSource for MemSource {
                 .collect();
             if !samples.is_empty() {
                 out.push(SeriesData {
-                    labels: labels.clone(),
+                    labels: std::sync::Arc::new(labels.clone()),
                     samples,
                 });
             }
@@ -341,7 +342,7 @@ impl SeriesSource for MemSource {
         Ok(self
             .select(tenant, matchers, start, end)?
             .into_iter()
-            .map(|s| s.labels)
+            .map(|s| std::sync::Arc::unwrap_or_clone(s.labels))
             .collect())
     }
 

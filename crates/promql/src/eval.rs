@@ -651,7 +651,7 @@ fn fetched(series: Vec<SeriesData>, range: bool) -> Vec<Fetched> {
             }
             Fetched {
                 odd_counter_name: not_counter_name(s.labels.metric_name().unwrap_or("")),
-                labels: Arc::new(s.labels),
+                labels: s.labels,
                 samples: s.samples,
             }
         })

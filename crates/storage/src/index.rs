@@ -32,11 +32,56 @@ use rocksdb::{
     BlockBasedOptions, DBCompressionType, Direction, IteratorMode, MergeOperands, Options,
     ReadOptions, WriteBatch, DB,
 };
+use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
+
+/// Decoded label sets of recently selected series, by ref, within a byte
+/// budget: two generations, the older dropped whole when the newer fills
+/// its half (a hit in the older moves the entry up). A ref's labels never
+/// change (refs are not reused), so entries need no invalidation.
+struct SeriesCache {
+    cur: FxHashMap<u64, (SeriesId, Arc<Labels>)>,
+    prev: FxHashMap<u64, (SeriesId, Arc<Labels>)>,
+    cur_bytes: usize,
+    budget: usize,
+}
+
+/// Heap bytes of a label set as cached (vector, strings, Arc, map slot).
+fn cached_size(l: &Labels) -> usize {
+    96 + l
+        .iter()
+        .map(|x| std::mem::size_of::<cairn_common::Label>() + x.name.len() + x.value.len() + 16)
+        .sum::<usize>()
+}
+
+impl SeriesCache {
+    fn get(&mut self, r: u64) -> Option<(SeriesId, Arc<Labels>)> {
+        if let Some(v) = self.cur.get(&r) {
+            return Some(v.clone());
+        }
+        let v = self.prev.remove(&r)?;
+        self.insert(r, v.clone());
+        Some(v)
+    }
+
+    fn insert(&mut self, r: u64, v: (SeriesId, Arc<Labels>)) {
+        if self.budget == 0 {
+            return;
+        }
+        self.cur_bytes += cached_size(&v.1);
+        self.cur.insert(r, v);
+        if self.cur_bytes > self.budget / 2 {
+            self.prev = std::mem::take(&mut self.cur);
+            self.cur_bytes = 0;
+        }
+    }
+}
 
 pub struct Index {
     db: DB,
+    series_cache: Mutex<SeriesCache>,
     /// The next ref to assign; also serializes registration so that a series
     /// registered concurrently by two writers gets one ref.
     next_ref: Mutex<u64>,
@@ -327,7 +372,7 @@ fn entry_tenant(v: &[u8]) -> Result<&[u8]> {
     Reader::new(v, "index series entry").bytes()
 }
 
-/// Default size of the index's block cache (see `StorageConfig`).
+/// Default size of the index's caches (see `StorageConfig`).
 pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
 impl Index {
@@ -335,10 +380,11 @@ impl Index {
         Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
     }
 
-    /// Opens the index with a block cache of `cache_bytes` (uncompressed
-    /// blocks: series entries and postings). Queries read entries of every
-    /// selected series, so a cache smaller than the hot part of the index
-    /// decompresses a 32 KiB block per few series.
+    /// Opens the index with caches of `cache_bytes` in all: a quarter for
+    /// RocksDB's block cache (uncompressed blocks of postings and series
+    /// entries; smaller than the hot part of the index, every lookup would
+    /// decompress a 32 KiB block), the rest for decoded label sets of
+    /// selected series, so repeated queries skip RocksDB altogether.
     pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Self> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
@@ -357,7 +403,7 @@ impl Index {
         // Registering a series first looks its id up, nearly always a miss:
         // without a filter every miss decompresses a large block per level.
         table.set_bloom_filter(10.0, false);
-        let cache = rocksdb::Cache::new_lru_cache(cache_bytes.max(1 << 20))
+        let cache = rocksdb::Cache::new_lru_cache((cache_bytes / 4).max(1 << 20))
             .map_err(|e| Error::Index(format!("creating the index block cache: {e}")))?;
         table.set_block_cache(&cache);
         opts.set_block_based_table_factory(&table);
@@ -369,6 +415,12 @@ impl Index {
         })?;
         let mut index = Self {
             db,
+            series_cache: Mutex::new(SeriesCache {
+                cur: FxHashMap::default(),
+                prev: FxHashMap::default(),
+                cur_bytes: 0,
+                budget: cache_bytes - cache_bytes / 4,
+            }),
             next_ref: Mutex::new(0),
             postings_dirty: std::sync::atomic::AtomicBool::new(true),
         };
@@ -635,7 +687,11 @@ impl Index {
     /// Series of `tenant` matching every matcher, with their labels, sorted
     /// by labels. Matchers that match the empty string are checked against the
     /// labels; the others select postings, smallest set first.
-    pub fn select(&self, tenant: &str, matchers: &[Matcher]) -> Result<Vec<(SeriesId, Labels)>> {
+    pub fn select(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+    ) -> Result<Vec<(SeriesId, Arc<Labels>)>> {
         let mut sets: Vec<Vec<u64>> = Vec::new();
         for m in matchers.iter().filter(|m| !m.matches_empty()) {
             let set = match m.op {
@@ -668,26 +724,48 @@ impl Index {
             it.fold(first, |acc, s| intersect_sorted(&acc, &s))
         };
         let mut out = Vec::with_capacity(candidates.len());
-        self.for_each_entry(&candidates, |v| {
-            if entry_tenant(v)? != tenant.as_bytes() {
-                return Ok(());
+        let mut missing = Vec::new();
+        {
+            let mut cache = self.series_cache.lock();
+            for &r in &candidates {
+                match cache.get(r) {
+                    Some(v) => out.push(v),
+                    None => missing.push(r),
+                }
             }
-            let e = decode_entry(v)?;
-            if matchers
+        }
+        if !missing.is_empty() {
+            let mut got = Vec::with_capacity(missing.len());
+            self.for_each_entry(&missing, |r, v| {
+                // Postings are per tenant; the check guards against damage.
+                if entry_tenant(v)? == tenant.as_bytes() {
+                    let e = decode_entry(v)?;
+                    got.push((r, (e.id(), Arc::new(e.labels))));
+                }
+                Ok(())
+            })?;
+            let mut cache = self.series_cache.lock();
+            for (r, v) in got {
+                cache.insert(r, v.clone());
+                out.push(v);
+            }
+        }
+        out.retain(|(_, l)| {
+            matchers
                 .iter()
-                .all(|m| m.matches(e.labels.get(&m.name).unwrap_or("")))
-            {
-                out.push((e.id(), e.labels));
-            }
-            Ok(())
-        })?;
+                .all(|m| m.matches(l.get(&m.name).unwrap_or("")))
+        });
         out.sort_by(|a, b| a.1.cmp(&b.1));
         Ok(out)
     }
 
     /// Calls `f` with the registry entry of each ref (ascending) that has
     /// one: one iterator, stepping over near gaps and seeking over far ones.
-    fn for_each_entry(&self, refs: &[u64], mut f: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+    fn for_each_entry(
+        &self,
+        refs: &[u64],
+        mut f: impl FnMut(u64, &[u8]) -> Result<()>,
+    ) -> Result<()> {
         let (Some(&lo), Some(&hi)) = (refs.first(), refs.last()) else {
             return Ok(());
         };
@@ -715,7 +793,7 @@ impl Index {
             }
             if it.key() == Some(want.as_slice()) {
                 if let Some(v) = it.value() {
-                    f(v)?;
+                    f(r, v)?;
                 }
             }
         }
@@ -962,7 +1040,12 @@ mod tests {
             }
             let matchers: Vec<(Matcher, &str)> = ms.iter().map(|(op, n, v)| build_matcher(*op, *n, *v)).collect();
             let ms: Vec<Matcher> = matchers.iter().map(|(m, _)| m.clone()).collect();
-            let got: Vec<(SeriesId, Labels)> = idx.select("a", &ms).unwrap();
+            let got: Vec<(SeriesId, Labels)> = idx
+                .select("a", &ms)
+                .unwrap()
+                .into_iter()
+                .map(|(i, l)| (i, Arc::unwrap_or_clone(l)))
+                .collect();
             let want: Vec<(SeriesId, Labels)> = model
                 .iter()
                 .filter(|(l, _)| matchers.iter().all(|(m, n)| m.matches(l.get(n).unwrap_or(""))))
@@ -981,7 +1064,7 @@ mod tests {
             let refs: std::collections::HashSet<u64> =
                 all.keys().map(|id| idx.lookup(*id).unwrap().unwrap().0).collect();
             prop_assert_eq!(refs.len(), all.len());
-            let every: Vec<Labels> = idx.select("a", &[]).unwrap().into_iter().map(|(_, l)| l).collect();
+            let every: Vec<Labels> = idx.select("a", &[]).unwrap().into_iter().map(|(_, l)| Arc::unwrap_or_clone(l)).collect();
             prop_assert_eq!(every, model.keys().cloned().collect::<Vec<_>>());
         }
 
@@ -1004,6 +1087,45 @@ mod tests {
             }
             let got = idx.postings_eq("t", "n", "v").unwrap();
             prop_assert_eq!(got, want.into_iter().collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn small_series_cache_answers_like_no_cache() {
+        let d = tempfile::tempdir().unwrap();
+        let e = tempfile::tempdir().unwrap();
+        // 8 KiB for label sets: a few dozen series, so generations rotate.
+        let small = Index::open_with_cache(d.path(), 8 << 10).unwrap();
+        let none = Index::open_with_cache(e.path(), 0).unwrap();
+        for t in ["t", "u"] {
+            let all: Vec<(SeriesId, Labels)> = (0..300)
+                .map(|i| {
+                    let l = Labels::from_pairs(&[
+                        ("__name__", if i % 2 == 0 { "up" } else { "down" }),
+                        ("i", &format!("{i:03}")),
+                        ("g", &format!("{}", i % 7)),
+                    ]);
+                    (SeriesId::of(t, &l), l)
+                })
+                .collect();
+            let refs: Vec<(SeriesId, &Labels)> = all.iter().map(|(i, l)| (*i, l)).collect();
+            small.add_series(t, &refs).unwrap();
+            none.add_series(t, &refs).unwrap();
+        }
+        for round in 0..3 {
+            for g in 0..7 {
+                for (t, name) in [("t", "up"), ("u", "down"), ("t", "down")] {
+                    let ms = [
+                        Matcher::new(MatchOp::Equal, "__name__", name).unwrap(),
+                        Matcher::new(MatchOp::RegexMatch, "g", format!("{g}|{}", (g + round) % 7))
+                            .unwrap(),
+                    ];
+                    let a = small.select(t, &ms).unwrap();
+                    let b = none.select(t, &ms).unwrap();
+                    assert!(!a.is_empty());
+                    assert_eq!(a, b, "{t} {name} g={g} round {round}");
+                }
+            }
         }
     }
 
@@ -1113,7 +1235,7 @@ mod tests {
         let m = Matcher::new(MatchOp::Equal, "__name__", "up").unwrap();
         assert_eq!(
             idx.select("t", &[m]).unwrap(),
-            vec![(i1, l1.clone()), (i2, l2.clone())]
+            vec![(i1, Arc::new(l1.clone())), (i2, Arc::new(l2.clone()))]
         );
         assert_eq!(idx.label_values("t", "job").unwrap(), vec!["a", "b"]);
         assert_eq!(idx.label_names("t").unwrap(), vec!["__name__", "job"]);

@@ -942,7 +942,7 @@ impl SeriesSource for Storage {
             .index
             .select(tenant, matchers)?
             .into_iter()
-            .map(|(_, l)| l)
+            .map(|(_, l)| Arc::unwrap_or_clone(l))
             .collect())
     }
 
@@ -989,7 +989,10 @@ impl SeriesSource for Storage {
         for (id, labels) in self.index.select(tenant, matchers)? {
             let exemplars = self.index.exemplars(id, start, end)?;
             if !exemplars.is_empty() {
-                out.push(ExemplarSeries { labels, exemplars });
+                out.push(ExemplarSeries {
+                    labels: Arc::unwrap_or_clone(labels),
+                    exemplars,
+                });
             }
         }
         Ok(out)
