@@ -495,6 +495,13 @@ pub(crate) fn precompute(ev: &mut Evaluator, a: &AggregateExpr) -> Result<()> {
             }
             let s = &sd.samples[..];
             let (mut lo, mut hi) = cur[n];
+            // No sample in any of the block's windows (long ranges over
+            // short-lived series): skip without walking the steps.
+            let (first_te, last_te) = (te_of(b0), te_of(b0 + bn - 1));
+            let (w_from, w_to) = (first_te.min(last_te) - range, first_te.max(last_te));
+            if s.last().is_none_or(|x| x.t <= w_from) || s[lo.min(s.len() - 1)].t > w_to {
+                continue;
+            }
             let mut any = false;
             for (j, slot) in buf[..bn].iter_mut().enumerate() {
                 let i = b0 + j;
@@ -511,7 +518,7 @@ pub(crate) fn precompute(ev: &mut Evaluator, a: &AggregateExpr) -> Result<()> {
                 if hi > lo {
                     any = true;
                     samples[i] += hi - lo;
-                    *slot = rf.apply(&s[lo..hi], te, range);
+                    *slot = rf.apply_known(&s[lo..hi], te, range, sd.may_reset);
                 }
             }
             cur[n] = (lo, hi);

@@ -110,6 +110,9 @@ pub(crate) struct Fetched {
     /// Whether the metric name does not look like a counter's (for
     /// `rate`'s annotation), decided once.
     pub odd_counter_name: bool,
+    /// Whether any sample is below its predecessor (a counter reset), so
+    /// `rate` over windows of a series without one skips looking for them.
+    pub may_reset: bool,
 }
 
 /// Whether `rate()` of metric `n` deserves "might not be a counter".
@@ -651,6 +654,7 @@ fn fetched(series: Vec<SeriesData>, range: bool) -> Vec<Fetched> {
             }
             Fetched {
                 odd_counter_name: not_counter_name(s.labels.metric_name().unwrap_or("")),
+                may_reset: s.samples.windows(2).any(|w| w[1].v < w[0].v),
                 labels: s.labels,
                 samples: s.samples,
             }

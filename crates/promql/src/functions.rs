@@ -181,6 +181,7 @@ fn extrapolated_rate(
     samples: &[Sample],
     range_end: i64,
     range_ms: i64,
+    may_reset: bool,
     is_counter: bool,
     is_rate: bool,
 ) -> Option<f64> {
@@ -192,7 +193,7 @@ fn extrapolated_rate(
     let first_t = samples[0].t;
     let last_t = samples[n1].t;
     let mut result = samples[n1].v - samples[0].v;
-    if is_counter {
+    if is_counter && may_reset {
         let mut prev = samples[0].v;
         for c in &samples[1..] {
             if c.v < prev {
@@ -882,11 +883,24 @@ impl RangeFn {
 
     /// The value over a non-empty window `(range_end - range_ms, range_end]`.
     pub(crate) fn apply(self, s: &[Sample], range_end: i64, range_ms: i64) -> Option<f64> {
+        self.apply_known(s, range_end, range_ms, true)
+    }
+
+    /// [`apply`](Self::apply), told whether the window may hold a counter
+    /// reset (a value below its predecessor): when it cannot, `rate` and
+    /// `increase` skip the scan for resets (same result).
+    pub(crate) fn apply_known(
+        self,
+        s: &[Sample],
+        range_end: i64,
+        range_ms: i64,
+        may_reset: bool,
+    ) -> Option<f64> {
         use RangeFn::*;
         match self {
-            Rate => extrapolated_rate(s, range_end, range_ms, true, true),
-            Increase => extrapolated_rate(s, range_end, range_ms, true, false),
-            Delta => extrapolated_rate(s, range_end, range_ms, false, false),
+            Rate => extrapolated_rate(s, range_end, range_ms, may_reset, true, true),
+            Increase => extrapolated_rate(s, range_end, range_ms, may_reset, true, false),
+            Delta => extrapolated_rate(s, range_end, range_ms, false, false, false),
             Irate => instant_value(s, true),
             Idelta => instant_value(s, false),
             Deriv => {
@@ -983,7 +997,7 @@ fn eval_range_fn(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
                         odd.push(n.to_string());
                     }
                 }
-                if let Some(v) = rf.apply(w, te, range) {
+                if let Some(v) = rf.apply_known(w, te, range, sd.may_reset) {
                     out.push(Elem {
                         labels: sd.labels.clone(),
                         t,

@@ -194,20 +194,29 @@ impl HeadShard {
         block_ms: i64,
     ) -> crate::Result<Vec<Sample>> {
         let first_block = start - start.rem_euclid(block_ms);
-        let mut per_block: BTreeMap<i64, Vec<Sample>> = BTreeMap::new();
+        // (block start, samples), ascending by block: filesets come in
+        // order; newer in-memory data merges into its block's entry.
+        let mut per_block: Vec<(i64, Vec<Sample>)> = Vec::new();
         for (&b, f) in self.filesets.range(first_block..=end) {
             let v = f.read(id)?;
             if !v.is_empty() {
-                per_block.insert(b, v);
+                per_block.push((b, v));
             }
         }
+        let mut merge_in =
+            |b: i64, newer: Vec<Sample>| match per_block.binary_search_by_key(&b, |e| e.0) {
+                Ok(i) => {
+                    let older = std::mem::take(&mut per_block[i].1);
+                    per_block[i].1 = merge_newer_wins(older, newer);
+                }
+                Err(i) => per_block.insert(i, (b, newer)),
+            };
         for (b, data) in &self.flushing {
             if *b + block_ms <= start || *b > end {
                 continue;
             }
             if let Some(buf) = data.get(&id) {
-                let older = per_block.remove(b).unwrap_or_default();
-                per_block.insert(*b, merge_newer_wins(older, buf.samples()));
+                merge_in(*b, buf.samples());
             }
         }
         if let Some(s) = self.series.get(&id) {
@@ -215,25 +224,23 @@ impl HeadShard {
                 if buf.start + block_ms <= start || buf.start > end {
                     continue;
                 }
-                let older = per_block.remove(&buf.start).unwrap_or_default();
-                per_block.insert(buf.start, merge_newer_wins(older, buf.samples()));
+                merge_in(buf.start, buf.samples());
             }
         }
         // Common case: one block, already inside the range: return it as is.
         let in_range = |s: &Sample| s.t >= start && s.t <= end;
         if per_block.len() == 1 {
-            let mut v = per_block.into_values().next().unwrap_or_default();
+            let mut v = per_block.pop().map(|e| e.1).unwrap_or_default();
             if !v.first().is_some_and(in_range) || !v.last().is_some_and(in_range) {
                 v.retain(in_range);
             }
             return Ok(v);
         }
-        let total = per_block.values().map(Vec::len).sum();
+        let total = per_block.iter().map(|e| e.1.len()).sum();
         let mut out = Vec::with_capacity(total);
-        for v in per_block.into_values() {
+        for (_, v) in per_block {
             out.extend(v.into_iter().filter(in_range));
         }
-        out.shrink_to_fit();
         Ok(out)
     }
 

@@ -750,12 +750,18 @@ impl Index {
                 out.push(v);
             }
         }
-        out.retain(|(_, l)| {
-            matchers
-                .iter()
-                .all(|m| m.matches(l.get(&m.name).unwrap_or("")))
-        });
-        out.sort_by(|a, b| a.1.cmp(&b.1));
+        // Postings already enforce the matchers that need a value; those
+        // that match the empty string are checked against the labels.
+        let checks: Vec<&Matcher> = matchers.iter().filter(|m| m.matches_empty()).collect();
+        if !checks.is_empty() {
+            out.retain(|(_, l)| {
+                checks
+                    .iter()
+                    .all(|m| m.matches(l.get(&m.name).unwrap_or("")))
+            });
+        }
+        // Label sets are distinct, so an unstable sort gives the same order.
+        out.sort_unstable_by(|a, b| a.1.cmp(&b.1));
         Ok(out)
     }
 

@@ -584,10 +584,6 @@ impl Storage {
         self.index.persist()
     }
 
-    fn read_samples(&self, id: SeriesId, start: i64, end: i64) -> Result<Vec<Sample>> {
-        self.shard_of(id).lock().read(id, start, end, self.block_ms)
-    }
-
     /// (active series, head bytes, head samples) for self-metrics.
     pub fn head_stats(&self) -> (usize, usize, usize) {
         let mut t = (0, 0, 0);
@@ -921,14 +917,35 @@ impl SeriesSource for Storage {
         start: Timestamp,
         end: Timestamp,
     ) -> Result<Vec<SeriesData>, StorageError> {
-        let mut out = Vec::new();
-        for (id, labels) in self.index.select(tenant, matchers)? {
-            let samples = self.read_samples(id, start, end)?;
-            if !samples.is_empty() {
-                out.push(SeriesData { labels, samples });
+        let sel = self.index.select(tenant, matchers)?;
+        // Read shard by shard in id order (filesets are sorted by id, so
+        // lookups and chunk reads walk each file forward), a bounded batch
+        // per lock; the answer keeps the index's label order.
+        let n = self.cfg.num_shards.max(1);
+        let mut order: Vec<u32> = (0..sel.len() as u32).collect();
+        order.sort_unstable_by_key(|&i| {
+            let id = sel[i as usize].0;
+            (id.shard(n), id)
+        });
+        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); sel.len()];
+        const BATCH: usize = 256;
+        let mut i = 0;
+        while i < order.len() {
+            let shard = sel[order[i] as usize].0.shard(n);
+            let g = self.shards[shard as usize].lock();
+            let stop = (i + BATCH).min(order.len());
+            while i < stop && sel[order[i] as usize].0.shard(n) == shard {
+                let k = order[i] as usize;
+                samples[k] = g.read(sel[k].0, start, end, self.block_ms)?;
+                i += 1;
             }
         }
-        Ok(out)
+        Ok(sel
+            .into_iter()
+            .zip(samples)
+            .filter(|(_, s)| !s.is_empty())
+            .map(|((_, labels), samples)| SeriesData { labels, samples })
+            .collect())
     }
 
     fn series(
