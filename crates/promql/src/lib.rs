@@ -25,6 +25,8 @@ mod functions;
 pub mod promqltest;
 
 use cairn_common::{Labels, Sample, SeriesSource};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Engine limits and defaults.
@@ -137,14 +139,36 @@ pub struct Engine {
     /// Step of subqueries without an explicit step (Prometheus's global
     /// evaluation interval, 1m by default).
     default_subquery_step_ms: i64,
+    /// Parsed queries by text: dashboards repeat the same queries, and
+    /// parsing compiles every regex matcher afresh.
+    parsed: Arc<std::sync::Mutex<HashMap<String, Arc<promql_parser::parser::Expr>>>>,
 }
+
+/// Distinct query texts kept parsed (the map is emptied when full).
+const PARSE_CACHE_ENTRIES: usize = 512;
 
 impl Engine {
     pub fn new(opts: EngineOptions) -> Self {
         Self {
             opts,
             default_subquery_step_ms: 60_000,
+            parsed: Default::default(),
         }
+    }
+
+    /// `query` parsed, from the cache when it was parsed before.
+    fn parse_cached(&self, query: &str) -> Result<Arc<promql_parser::parser::Expr>, QueryError> {
+        if let Some(e) = self.parsed.lock().ok().and_then(|m| m.get(query).cloned()) {
+            return Ok(e);
+        }
+        let e = Arc::new(parse(query)?);
+        if let Ok(mut m) = self.parsed.lock() {
+            if m.len() >= PARSE_CACHE_ENTRIES {
+                m.clear();
+            }
+            m.insert(query.to_string(), e.clone());
+        }
+        Ok(e)
     }
 
     /// Sets the step used by subqueries that give none (default 1m).
@@ -165,7 +189,7 @@ impl Engine {
         query: &str,
         t_ms: i64,
     ) -> Result<QueryResult, QueryError> {
-        let expr = parse(query)?;
+        let expr = self.parse_cached(query)?;
         eval::run(self, src, tenant, query, &expr, t_ms, t_ms, 0, false)
     }
 
@@ -189,7 +213,7 @@ impl Engine {
                 "end timestamp must not be before start time".into(),
             ));
         }
-        let expr = parse(query)?;
+        let expr = self.parse_cached(query)?;
         eval::run(
             self, src, tenant, query, &expr, start_ms, end_ms, step_ms, true,
         )
