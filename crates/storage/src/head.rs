@@ -129,6 +129,9 @@ pub struct HeadShard {
     pub series: IdMap<HeadSeries>,
     pub flushing: Vec<(i64, Flushing)>,
     pub filesets: BTreeMap<i64, Arc<Fileset>>,
+    /// Open block buffers per block start, so a read over windows that
+    /// are all flushed skips the (cache-missing) series lookup.
+    open_blocks: BTreeMap<i64, usize>,
 }
 
 impl HeadShard {
@@ -143,6 +146,7 @@ impl HeadShard {
                     // buffer is ~260 bytes; most series only ever hold one.
                     s.blocks.reserve_exact(1);
                     s.blocks.push(BlockBuf::new(start));
+                    *self.open_blocks.entry(start).or_default() += 1;
                     // Invariant: just pushed, so last() exists.
                     let last = s.blocks.len() - 1;
                     &mut s.blocks[last]
@@ -163,6 +167,12 @@ impl HeadShard {
             while i < s.blocks.len() {
                 if pick(s.blocks[i].start) {
                     let b = s.blocks.swap_remove(i);
+                    if let Some(n) = self.open_blocks.get_mut(&b.start) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.open_blocks.remove(&b.start);
+                        }
+                    }
                     if !b.is_empty() {
                         out.entry(b.start).or_default().insert(*id, b);
                     }
@@ -193,12 +203,37 @@ impl HeadShard {
         end: i64,
         block_ms: i64,
     ) -> crate::Result<Vec<Sample>> {
+        self.read_hinted(id, start, end, block_ms, &mut Vec::new())
+    }
+
+    /// [`read`](Self::read) for ids read in ascending order with the same
+    /// `start`/`end`: `hints` keeps, per fileset in range, where the
+    /// previous id was found (start with an empty Vec).
+    pub fn read_hinted(
+        &self,
+        id: SeriesId,
+        start: i64,
+        end: i64,
+        block_ms: i64,
+        hints: &mut Vec<usize>,
+    ) -> crate::Result<Vec<Sample>> {
         let first_block = start - start.rem_euclid(block_ms);
         // (block start, samples), ascending by block: filesets come in
         // order; newer in-memory data merges into its block's entry.
         let mut per_block: Vec<(i64, Vec<Sample>)> = Vec::new();
-        for (&b, f) in self.filesets.range(first_block..=end) {
-            let v = f.read(id)?;
+        for (k, (&b, f)) in self.filesets.range(first_block..=end).enumerate() {
+            if hints.len() <= k {
+                hints.push(0);
+            }
+            let i = match f.find_from(id, hints[k]) {
+                Ok(i) => i,
+                Err(i) => {
+                    hints[k] = i;
+                    continue;
+                }
+            };
+            hints[k] = i + 1;
+            let v = f.decode(i)?;
             if !v.is_empty() {
                 per_block.push((b, v));
             }
@@ -219,7 +254,14 @@ impl HeadShard {
                 merge_in(*b, buf.samples());
             }
         }
-        if let Some(s) = self.series.get(&id) {
+        // The latest open block starting by `end` is the one that reaches
+        // furthest; if it ends before `start`, so do all earlier ones.
+        let head_overlaps = self
+            .open_blocks
+            .range(..=end)
+            .next_back()
+            .is_some_and(|(&b, _)| b + block_ms > start);
+        if let Some(s) = self.series.get(&id).filter(|_| head_overlaps) {
             for buf in &s.blocks {
                 if buf.start + block_ms <= start || buf.start > end {
                     continue;

@@ -934,9 +934,10 @@ impl SeriesSource for Storage {
             let shard = sel[order[i] as usize].0.shard(n);
             let g = self.shards[shard as usize].lock();
             let stop = (i + BATCH).min(order.len());
+            let mut hints = Vec::new();
             while i < stop && sel[order[i] as usize].0.shard(n) == shard {
                 let k = order[i] as usize;
-                samples[k] = g.read(sel[k].0, start, end, self.block_ms)?;
+                samples[k] = g.read_hinted(sel[k].0, start, end, self.block_ms, &mut hints)?;
                 i += 1;
             }
         }
