@@ -9,7 +9,7 @@
 
 use std::hint::black_box;
 
-use cairn_codec::{decode_all, encode_all, Decoder, Encoder};
+use cairn_codec::{decode_all, decode_into, encode_all, Decoder, Encoder};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 #[path = "data.rs"]
@@ -99,6 +99,17 @@ fn bench_codec(c: &mut Criterion) {
             b.iter(|| {
                 for bytes in &encoded {
                     black_box(decode_all(bytes).expect("valid"));
+                }
+            })
+        });
+        // Into one reused buffer, as a query decoding many chunks would.
+        let mut buf = Vec::new();
+        group.bench_function(format!("decode_into/{name}"), |b| {
+            b.iter(|| {
+                for bytes in &encoded {
+                    buf.clear();
+                    decode_into(bytes, &mut buf).expect("valid");
+                    black_box(&buf);
                 }
             })
         });

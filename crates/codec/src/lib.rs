@@ -3,8 +3,9 @@
 //! Owns the byte format of a chunk and nothing else: it is pure (no I/O, no
 //! clocks, no logging) and must never depend on storage, the network or any
 //! other Cairn crate. Storage, the head block and the query path read and
-//! write chunks only through [`Encoder`], [`Decoder`], [`encode_all`] and
-//! [`decode_all`].
+//! write chunks only through [`Encoder`], [`Decoder`], [`encode_all`],
+//! [`decode_all`], [`decode_into`] and [`decode_into_with`] (the last two
+//! append to a caller's buffer, the fastest way to decode whole chunks).
 //!
 //! Every sample round-trips bit-exactly: any `f64` bit pattern (NaN payloads
 //! such as Prometheus's staleness marker `0x7ff0000000000002`, ±Inf, -0.0,
@@ -86,8 +87,10 @@
 //! to XOR.
 
 mod bits;
+mod decode;
 
 use bits::{BitBuf, BitReader, BitWriter};
+pub use decode::{decode_all, decode_into, decode_into_with, Decoder};
 
 /// Version byte written at the start of every chunk.
 pub const FORMAT_VERSION: u8 = 2;
@@ -1118,12 +1121,41 @@ impl Encoder {
 }
 
 // ---------------------------------------------------------------------------
-// Decoder.
+// Reference decoder.
 
-/// Iterates the samples of a chunk. Corrupt or truncated input yields one
-/// `Err` (then the iterator ends), never a panic.
+/// Parses a chunk header: `(sample count, first timestamp, bitstream)`.
+fn parse_header(chunk: &[u8]) -> Result<(usize, i64, &[u8])> {
+    let (&version, _) = chunk.split_first().ok_or(CodecError::Empty)?;
+    if version != FORMAT_VERSION {
+        return Err(CodecError::UnsupportedVersion(version));
+    }
+    let mut pos = 1;
+    let count = read_uvarint(chunk, &mut pos)?;
+    let first_t = if count > 0 {
+        unzigzag(read_uvarint(chunk, &mut pos)?)
+    } else {
+        0
+    };
+    let body = &chunk[pos..];
+    // Every sample takes at least one bit; this also bounds allocations.
+    if count > (body.len() as u64) * 8 {
+        return Err(CodecError::Truncated);
+    }
+    if count == 0 && !body.is_empty() {
+        return Err(CodecError::Corrupt("data after an empty chunk's header"));
+    }
+    // Bounded by body.len() * 8 above, so it fits in usize.
+    Ok((count as usize, first_t, body))
+}
+
+/// The reference decoder: a straightforward, fully checked reading of the
+/// format, one bit-reader call per field. [`Decoder`] and [`decode_all`] use
+/// the fast path in `decode.rs` and fall back to this one only when that
+/// path fails, so corrupt input gets exactly this decoder's samples and
+/// errors. Corrupt or truncated input yields one `Err` (then the iterator
+/// ends), never a panic.
 #[derive(Debug, Clone)]
-pub struct Decoder<'a> {
+struct RefDecoder<'a> {
     bits: BitReader<'a>,
     count: usize,
     index: usize,
@@ -1132,46 +1164,18 @@ pub struct Decoder<'a> {
     values: ValueState,
 }
 
-impl<'a> Decoder<'a> {
+impl<'a> RefDecoder<'a> {
     /// Parses the chunk header.
-    pub fn new(chunk: &'a [u8]) -> Result<Self> {
-        let (&version, _) = chunk.split_first().ok_or(CodecError::Empty)?;
-        if version != FORMAT_VERSION {
-            return Err(CodecError::UnsupportedVersion(version));
-        }
-        let mut pos = 1;
-        let count = read_uvarint(chunk, &mut pos)?;
-        let first_t = if count > 0 {
-            unzigzag(read_uvarint(chunk, &mut pos)?)
-        } else {
-            0
-        };
-        let body = &chunk[pos..];
-        // Every sample takes at least one bit; this also bounds allocations.
-        if count > (body.len() as u64) * 8 {
-            return Err(CodecError::Truncated);
-        }
-        if count == 0 && !body.is_empty() {
-            return Err(CodecError::Corrupt("data after an empty chunk's header"));
-        }
+    fn new(chunk: &'a [u8]) -> Result<Self> {
+        let (count, first_t, body) = parse_header(chunk)?;
         Ok(Self {
             bits: BitReader::new(body),
-            // Bounded by body.len() * 8 above, so it fits in usize.
-            count: count as usize,
+            count,
             index: 0,
             failed: false,
             ts: TsState::new(first_t),
             values: ValueState::new(),
         })
-    }
-
-    /// Number of samples in the chunk, from its header.
-    pub fn len(&self) -> usize {
-        self.count
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
     }
 
     fn decode_next(&mut self) -> Result<(i64, f64)> {
@@ -1190,7 +1194,7 @@ impl<'a> Decoder<'a> {
     }
 }
 
-impl Iterator for Decoder<'_> {
+impl Iterator for RefDecoder<'_> {
     type Item = Result<(i64, f64)>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -1201,24 +1205,6 @@ impl Iterator for Decoder<'_> {
         self.failed = r.is_err();
         Some(r)
     }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        if self.failed {
-            (0, Some(0))
-        } else {
-            (0, Some(self.count - self.index))
-        }
-    }
-}
-
-/// Decodes a whole chunk.
-pub fn decode_all(chunk: &[u8]) -> Result<Vec<(i64, f64)>> {
-    let dec = Decoder::new(chunk)?;
-    let mut out = Vec::with_capacity(dec.len());
-    for s in dec {
-        out.push(s?);
-    }
-    Ok(out)
 }
 
 /// Encodes samples (timestamps strictly increasing) into one chunk.

@@ -459,3 +459,235 @@ fn encoder_stays_small() {
         enc.encoded_len()
     );
 }
+
+// ---------------------------------------------------------------------------
+// Differential tests: the fast decoding path (`decode.rs`) against the
+// reference decoder (`RefDecoder`, the straightforward fully checked one).
+
+#[path = "../benches/data.rs"]
+mod data;
+#[path = "../benches/loadgen.rs"]
+mod loadgen;
+
+type Items = Vec<Result<(i64, u64)>>;
+
+fn bits_of(items: impl Iterator<Item = Result<(i64, f64)>>) -> Items {
+    items.map(|r| r.map(|(t, v)| (t, v.to_bits()))).collect()
+}
+
+/// The reference decoder's items, as `decode_all` / the iterator must give them.
+fn reference(chunk: &[u8]) -> Result<Items> {
+    RefDecoder::new(chunk).map(bits_of)
+}
+
+/// Every fast entry point agrees with the reference decoder on `chunk`:
+/// same samples (bit for bit), same error, same items before the error.
+fn assert_same_as_reference(chunk: &[u8]) {
+    let want = reference(chunk);
+    // The iterator, item by item, and it stays ended.
+    let got = Decoder::new(chunk).map(|mut d| {
+        let items = bits_of(d.by_ref());
+        assert!(d.next().is_none(), "iterator resumed after its end");
+        items
+    });
+    assert_eq!(got, want, "Decoder vs reference on {chunk:02x?}");
+    // The whole-chunk functions.
+    let want_all: Result<Model> = want.and_then(|items| items.into_iter().collect());
+    assert_eq!(
+        decode_all(chunk).map(|s| model_of(&s)),
+        want_all,
+        "decode_all vs reference on {chunk:02x?}"
+    );
+    let mut out = vec![(-1, 0.5)];
+    let r = decode_into(chunk, &mut out);
+    let mut want_out = vec![(-1, 0.5f64.to_bits())];
+    match &want_all {
+        Ok(m) => {
+            assert_eq!(r, Ok(()));
+            want_out.extend_from_slice(m);
+        }
+        Err(e) => assert_eq!(r.as_ref(), Err(e)),
+    }
+    assert_eq!(
+        model_of(&out),
+        want_out,
+        "decode_into appends, or leaves out as is"
+    );
+    let mut structs: Vec<[u64; 2]> = vec![[7, 7]];
+    let r = decode_into_with(chunk, &mut structs, |t, v| [t as u64, v.to_bits()]);
+    assert_eq!(r.is_ok(), want_all.is_ok());
+    let want_structs: Vec<[u64; 2]> = std::iter::once([7, 7])
+        .chain(want_out[1..].iter().map(|&(t, v)| [t as u64, v]))
+        .collect();
+    assert_eq!(structs, want_structs);
+}
+
+/// `samples` round-trip through every entry point, and the fast path never
+/// needs the reference decoder on the encoder's output.
+fn assert_fast_roundtrip(samples: &[(i64, f64)]) {
+    let chunk = encode_all(samples).unwrap();
+    let model = model_of(samples);
+    let fast = decode::decode_fast_only(&chunk).expect("fast path accepts encoder output");
+    assert_eq!(model_of(&fast), model);
+    let mut dec = Decoder::new(&chunk).unwrap();
+    let items: Vec<_> = dec.by_ref().map(|s| s.unwrap()).collect();
+    assert!(!dec.fell_back(), "iterator fell back on encoder output");
+    assert_eq!(model_of(&items), model);
+    assert_same_as_reference(&chunk);
+    // Every prefix of the encoder's output (as a snapshot would be cut).
+    for cut in [
+        chunk.len() / 3,
+        chunk.len() / 2,
+        chunk.len().saturating_sub(1),
+    ] {
+        assert_same_as_reference(&chunk[..cut]);
+    }
+}
+
+#[test]
+fn fast_path_matches_reference_on_special_values() {
+    const T0: i64 = 1_700_000_000_000;
+    let specials = special_values();
+    // Each special value between counters, gauges and decimals, at an
+    // irregular interval with gaps and a missed scrape.
+    let mut samples = Vec::new();
+    let mut t = T0;
+    let mut st = 99u64;
+    for i in 0..600i64 {
+        st ^= st << 13;
+        st ^= st >> 7;
+        st ^= st << 17;
+        t += match i % 97 {
+            0 => 45_000,                       // missed scrapes
+            50 => 1 << 40,                     // huge gap
+            _ => 15_000 + (st % 7) as i64 - 3, // jitter
+        };
+        let v = match (i / 40) % 6 {
+            0 => (i * 1000) as f64,            // counter
+            1 => ((st % 1000) as f64) / 100.0, // 2 decimals
+            2 => f64::from_bits(st),           // raw bits
+            3 => {
+                if i % 3 == 0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            } // flapping
+            4 => (i64::MAX - (st % 1000) as i64) as f64, // large ints
+            _ => 42.0,                         // constant
+        };
+        samples.push((t, v));
+        if i % 13 == 0 {
+            t += 1;
+            samples.push((t, specials[(i / 13) as usize % specials.len()]));
+        }
+        if i % 29 == 0 {
+            // A run of staleness markers, then the series resumes.
+            for _ in 0..3 {
+                t += 15_000;
+                samples.push((t, f64::from_bits(STALE_NAN)));
+            }
+        }
+    }
+    for n in [1, 2, 3, 10, 120, samples.len()] {
+        assert_fast_roundtrip(&samples[..n]);
+    }
+    for &v in &specials {
+        assert_fast_roundtrip(&[(i64::MIN, v)]);
+        assert_fast_roundtrip(&[(-5, v), (i64::MAX, v)]);
+        assert_fast_roundtrip(&[(0, v), (1, 1.5), (2, v), (3, v), (4, 1.0), (5, v)]);
+    }
+}
+
+#[test]
+fn fast_path_matches_reference_on_loadgen_and_bench_data() {
+    for s in loadgen::node_workload(860, 120) {
+        assert_fast_roundtrip(&s.samples);
+    }
+    for s in loadgen::node_workload(50, 1000) {
+        assert_fast_roundtrip(&s.samples);
+    }
+    for kind in data::ALL {
+        for c in data::chunks(kind, 20, 3) {
+            assert_fast_roundtrip(&c);
+        }
+    }
+}
+
+#[test]
+fn fast_path_matches_reference_on_garbage() {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for len in 0..3000usize {
+        let bytes: Vec<u8> = (0..len % 131).map(|_| rnd() as u8).collect();
+        assert_same_as_reference(&bytes);
+        let mut with_header = vec![FORMAT_VERSION, (len % 70) as u8];
+        with_header.extend_from_slice(&bytes);
+        assert_same_as_reference(&with_header);
+    }
+    // Every single-bit flip of a small mixed chunk.
+    let samples: Vec<(i64, f64)> = (0..40)
+        .map(|i| {
+            (
+                i * 15_000 + i % 3,
+                [1.5, 2.0, f64::NAN, 1e300, 7.25][i as usize % 5],
+            )
+        })
+        .collect();
+    let chunk = encode_all(&samples).unwrap();
+    for i in 0..chunk.len() * 8 {
+        let mut c = chunk.clone();
+        c[i / 8] ^= 0x80 >> (i % 8);
+        assert_same_as_reference(&c);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn prop_fast_path_matches_reference(samples in arb_samples()) {
+        assert_fast_roundtrip(&samples);
+    }
+
+    #[test]
+    fn prop_fast_path_matches_reference_structured(
+        values in arb_structured(),
+        ts in arb_timestamps(200),
+    ) {
+        let samples: Vec<(i64, f64)> = ts.into_iter().zip(values).collect();
+        assert_fast_roundtrip(&samples);
+    }
+
+    #[test]
+    fn prop_fast_path_matches_reference_when_corrupted(
+        samples in arb_samples(),
+        cut in any::<prop::sample::Index>(),
+        flips in prop::collection::vec((any::<prop::sample::Index>(), 0u8..8), 1..4),
+    ) {
+        let chunk = encode_all(&samples).unwrap();
+        assert_same_as_reference(&chunk[..cut.index(chunk.len() + 1)]);
+        let mut flipped = chunk.clone();
+        for (i, bit) in flips {
+            let i = i.index(flipped.len());
+            flipped[i] ^= 1 << bit;
+        }
+        assert_same_as_reference(&flipped);
+    }
+
+    #[test]
+    fn prop_fast_path_matches_reference_on_random_bytes(
+        bytes in prop::collection::vec(any::<u8>(), 0..300),
+        count in 0u8..200,
+    ) {
+        assert_same_as_reference(&bytes);
+        let mut with_header = vec![FORMAT_VERSION, count & 0x7f];
+        with_header.extend_from_slice(&bytes);
+        assert_same_as_reference(&with_header);
+    }
+}
