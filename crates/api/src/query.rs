@@ -12,7 +12,9 @@
 //! The engine is synchronous; every evaluation runs on the blocking pool.
 
 use crate::params::{Params, MAX_TIME, MIN_TIME};
-use crate::{api_error, blocking, labels_json, parse_duration_ms, parse_time_ms, success, tenant};
+use crate::{
+    api_error, blocking_read, labels_json, parse_duration_ms, parse_time_ms, success, tenant,
+};
 use crate::{AppState, Backend};
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
@@ -369,7 +371,7 @@ async fn instant_query_inner(req: Req<'_>) -> Result<Response, Response> {
     let limit = param_limit(&p)?;
     let query = p.get("query").unwrap_or("").to_string();
     let src = backend.source.clone();
-    let mut r = blocking(move || engine.instant_query(src.as_ref(), &tenant, &query, t))
+    let mut r = blocking_read(move || engine.instant_query(src.as_ref(), &tenant, &query, t))
         .await?
         .map_err(query_error)?;
     apply_limit(&mut r, limit);
@@ -410,7 +412,7 @@ async fn range_query_inner(req: Req<'_>) -> Result<Response, Response> {
     let query = p.get("query").unwrap_or("").to_string();
     let src = backend.source.clone();
     let mut r =
-        blocking(move || engine.range_query(src.as_ref(), &tenant, &query, start, end, step))
+        blocking_read(move || engine.range_query(src.as_ref(), &tenant, &query, start, end, step))
             .await?
             .map_err(query_error)?;
     apply_limit(&mut r, limit);
@@ -518,7 +520,7 @@ async fn exemplars_inner(req: Req<'_>) -> Result<Response, Response> {
     let expr = cairn_promql::parse(query).map_err(query_error)?;
     let selectors = extract_selectors(&expr).map_err(bad_data)?;
     let src = backend.source.clone();
-    let out = blocking(move || -> Result<Vec<ExemplarSeries>, StorageError> {
+    let out = blocking_read(move || -> Result<Vec<ExemplarSeries>, StorageError> {
         let mut all: Vec<ExemplarSeries> = Vec::new();
         for m in &selectors {
             for s in src.exemplars(&tenant, m, start, end)? {
@@ -554,7 +556,7 @@ async fn metadata_inner(req: Req<'_>) -> Result<Response, Response> {
         .filter(|s| !s.is_empty())
         .map(str::to_string);
     let src = backend.source.clone();
-    let mut md = blocking(move || src.metadata(&tenant, metric.as_deref()))
+    let mut md = blocking_read(move || src.metadata(&tenant, metric.as_deref()))
         .await?
         .map_err(storage_error)?;
     md.sort_by(|a, b| a.0.cmp(&b.0));
@@ -703,7 +705,7 @@ async fn remote_read_inner(
     }
     let src = backend.source.clone();
     let max_samples = st.0.cfg.engine.max_samples;
-    let resp = blocking(move || -> Result<prompb::ReadResponse, Response> {
+    let resp = blocking_read(move || -> Result<prompb::ReadResponse, Response> {
         let mut results = Vec::with_capacity(queries.len());
         let mut total = 0usize;
         for (ms, start, end) in &queries {

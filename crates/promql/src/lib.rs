@@ -139,10 +139,14 @@ pub struct Engine {
     /// Step of subqueries without an explicit step (Prometheus's global
     /// evaluation interval, 1m by default).
     default_subquery_step_ms: i64,
-    /// Parsed queries by text: dashboards repeat the same queries, and
-    /// parsing compiles every regex matcher afresh.
-    parsed: Arc<std::sync::Mutex<HashMap<String, Arc<promql_parser::parser::Expr>>>>,
 }
+
+/// Parsed queries by text, process-wide (the API builds an engine per
+/// request): dashboards repeat the same queries, and parsing compiles every
+/// regex matcher afresh.
+static PARSED: std::sync::OnceLock<
+    std::sync::Mutex<HashMap<String, Arc<promql_parser::parser::Expr>>>,
+> = std::sync::OnceLock::new();
 
 /// Distinct query texts kept parsed (the map is emptied when full).
 const PARSE_CACHE_ENTRIES: usize = 512;
@@ -152,17 +156,17 @@ impl Engine {
         Self {
             opts,
             default_subquery_step_ms: 60_000,
-            parsed: Default::default(),
         }
     }
 
     /// `query` parsed, from the cache when it was parsed before.
     fn parse_cached(&self, query: &str) -> Result<Arc<promql_parser::parser::Expr>, QueryError> {
-        if let Some(e) = self.parsed.lock().ok().and_then(|m| m.get(query).cloned()) {
+        let cache = PARSED.get_or_init(Default::default);
+        if let Some(e) = cache.lock().ok().and_then(|m| m.get(query).cloned()) {
             return Ok(e);
         }
         let e = Arc::new(parse(query)?);
-        if let Ok(mut m) = self.parsed.lock() {
+        if let Ok(mut m) = cache.lock() {
             if m.len() >= PARSE_CACHE_ENTRIES {
                 m.clear();
             }
