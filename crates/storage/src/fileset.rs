@@ -235,10 +235,11 @@ impl Fileset {
 
     fn decode_entry(&self, i: usize) -> Result<Vec<Sample>> {
         let (id, chunk) = self.raw(i)?;
-        let pairs = cairn_codec::decode_all(chunk).map_err(|e| {
+        let mut out = Vec::new();
+        cairn_codec::decode_into_with(chunk, &mut out, |t, v| Sample { t, v }).map_err(|e| {
             Error::Corrupt(format!("fileset {}: series {id}: {e}", self.dir.display()))
         })?;
-        Ok(pairs.into_iter().map(|(t, v)| Sample { t, v }).collect())
+        Ok(out)
     }
 
     /// Index of series `id`, if present.

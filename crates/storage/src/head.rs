@@ -41,14 +41,14 @@ impl BlockBuf {
     /// same timestamp, because the encoder only takes timestamps above its last).
     pub fn samples(&self) -> Vec<Sample> {
         let snapshot = self.enc.snapshot();
-        let in_order: Vec<Sample> = match cairn_codec::decode_all(&snapshot) {
-            Ok(v) => v.into_iter().map(|(t, v)| Sample { t, v }).collect(),
-            Err(e) => {
-                // Invariant: the encoder's own snapshot always decodes.
-                tracing::error!(?e, "head chunk failed to decode");
-                Vec::new()
-            }
-        };
+        let mut in_order: Vec<Sample> = Vec::new();
+        if let Err(e) =
+            cairn_codec::decode_into_with(&snapshot, &mut in_order, |t, v| Sample { t, v })
+        {
+            // Invariant: the encoder's own snapshot always decodes.
+            tracing::error!(?e, "head chunk failed to decode");
+            in_order.clear();
+        }
         if self.ooo.is_empty() {
             return in_order;
         }
