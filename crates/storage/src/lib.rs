@@ -610,6 +610,37 @@ impl Storage {
         (cl, (fsn, fsb))
     }
 
+    /// Samples in `[start, end]` of the series `order` points at in `sel`
+    /// (`order` sorted by shard, then id), shard by shard, a bounded batch
+    /// per lock, walking each fileset forward.
+    fn read_ordered(
+        &self,
+        sel: &[(SeriesId, Arc<Labels>)],
+        order: &[u32],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<(u32, Vec<Sample>)>> {
+        const BATCH: usize = 256;
+        let n = self.cfg.num_shards.max(1);
+        let mut out = Vec::with_capacity(order.len());
+        let mut i = 0;
+        while i < order.len() {
+            let shard = sel[order[i] as usize].0.shard(n);
+            let g = self.shards[shard as usize].lock();
+            let stop = (i + BATCH).min(order.len());
+            let mut hints = Vec::new();
+            while i < stop && sel[order[i] as usize].0.shard(n) == shard {
+                let k = order[i];
+                out.push((
+                    k,
+                    g.read_hinted(sel[k as usize].0, start, end, self.block_ms, &mut hints)?,
+                ));
+                i += 1;
+            }
+        }
+        Ok(out)
+    }
+
     fn write_inner(&self, tenant: &str, mut batch: PreparedBatch) -> Result<WriteOutcome> {
         let now = (self.clock)();
         let min_t = now - self.cfg.retention.as_millis() as i64;
@@ -928,18 +959,11 @@ impl SeriesSource for Storage {
             (id.shard(n), id)
         });
         let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); sel.len()];
-        const BATCH: usize = 256;
-        let mut i = 0;
-        while i < order.len() {
-            let shard = sel[order[i] as usize].0.shard(n);
-            let g = self.shards[shard as usize].lock();
-            let stop = (i + BATCH).min(order.len());
-            let mut hints = Vec::new();
-            while i < stop && sel[order[i] as usize].0.shard(n) == shard {
-                let k = order[i] as usize;
-                samples[k] = g.read_hinted(sel[k].0, start, end, self.block_ms, &mut hints)?;
-                i += 1;
-            }
+        // One thread: reading with two cost ~20% more CPU (cross-thread
+        // frees, cold caches) for a small gain in latency, and dashboards
+        // run queries side by side anyway.
+        for (k, s) in self.read_ordered(&sel, &order, start, end)? {
+            samples[k as usize] = s;
         }
         Ok(sel
             .into_iter()
