@@ -196,6 +196,24 @@ impl HeadShard {
     }
 
     /// Samples of `id` in `[start, end]` from filesets, flushing and head.
+    /// Whether `id` has data in a block window overlapping `[start, end]`
+    /// (filesets, in-flight flushes or head), without decoding anything.
+    pub fn has_data(&self, id: SeriesId, start: i64, end: i64, block_ms: i64) -> bool {
+        let overlaps = |b: i64| b <= end && b + block_ms > start;
+        let first_block = start - start.rem_euclid(block_ms);
+        self.filesets
+            .range(first_block..=end)
+            .any(|(_, f)| f.find(id).is_some())
+            || self
+                .flushing
+                .iter()
+                .any(|(b, data)| overlaps(*b) && data.contains_key(&id))
+            || self
+                .series
+                .get(&id)
+                .is_some_and(|s| s.blocks.iter().any(|b| overlaps(b.start) && !b.is_empty()))
+    }
+
     pub fn read(
         &self,
         id: SeriesId,

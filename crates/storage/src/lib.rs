@@ -973,19 +973,32 @@ impl SeriesSource for Storage {
             .collect())
     }
 
+    /// Series with data in a block window overlapping `[start, end]` (as
+    /// Prometheus, at block granularity: no chunk is decoded); the whole
+    /// index when the range covers all retained time.
     fn series(
         &self,
         tenant: &str,
         matchers: &[Matcher],
-        _start: Timestamp,
-        _end: Timestamp,
+        start: Timestamp,
+        end: Timestamp,
     ) -> Result<Vec<Labels>, StorageError> {
-        Ok(self
-            .index
-            .select(tenant, matchers)?
-            .into_iter()
-            .map(|(_, l)| Arc::unwrap_or_clone(l))
-            .collect())
+        let sel = self.index.select(tenant, matchers)?;
+        let now = (self.clock)();
+        let everything = start <= now - self.cfg.retention.as_millis() as i64 - self.block_ms
+            && end >= now + self.block_ms;
+        let n = self.cfg.num_shards.max(1);
+        let mut out = Vec::with_capacity(sel.len());
+        for (id, l) in sel {
+            if everything
+                || self.shards[id.shard(n) as usize]
+                    .lock()
+                    .has_data(id, start, end, self.block_ms)
+            {
+                out.push(Arc::unwrap_or_clone(l));
+            }
+        }
+        Ok(out)
     }
 
     fn label_names(

@@ -254,3 +254,39 @@ fn large_selection_is_complete_and_ordered() {
         assert_eq!(pts, &want, "series {i}");
     }
 }
+
+/// `series` with a time range returns the series with data in block
+/// windows overlapping it, from filesets and from the head.
+#[test]
+fn series_honours_the_time_range_at_block_granularity() {
+    let f = Fixture::new();
+    let s = f.open();
+    let now = f.now.load(Ordering::SeqCst);
+    let old = now - 5 * DAY;
+    s.write("t", batch(vec![(labels("m", "old"), vec![(old, 1.0)])]))
+        .unwrap();
+    s.flush(true).unwrap();
+    s.write(
+        "t",
+        batch(vec![(labels("m", "new"), vec![(now - 60_000, 2.0)])]),
+    )
+    .unwrap();
+    let m = [Matcher::new(MatchOp::Equal, "__name__", "m").unwrap()];
+    let jobs = |start: i64, end: i64| -> Vec<String> {
+        s.series("t", &m, start, end)
+            .unwrap()
+            .iter()
+            .map(|l| l.get("job").unwrap_or("").to_string())
+            .collect()
+    };
+    assert_eq!(jobs(now - H, now), vec!["new"]);
+    assert_eq!(jobs(old - 10 * 60_000, old + 10 * 60_000), vec!["old"]);
+    assert!(jobs(now - 3 * DAY, now - 2 * DAY).is_empty());
+    assert_eq!(jobs(i64::MIN / 4, i64::MAX / 4), vec!["new", "old"]);
+    assert_eq!(jobs(old, now), vec!["new", "old"]);
+    // Label values with matchers follow the same range.
+    assert_eq!(
+        s.label_values("t", "job", &m, now - H, now).unwrap(),
+        vec!["new".to_string()]
+    );
+}
