@@ -226,7 +226,17 @@ pub(crate) async fn blocking_read<T: Send + 'static>(
     if tokio::runtime::Handle::current().runtime_flavor()
         == tokio::runtime::RuntimeFlavor::MultiThread
     {
-        return Ok(tokio::task::block_in_place(f));
+        // A panic becomes a 500, as through the blocking pool.
+        return tokio::task::block_in_place(|| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        })
+        .map_err(|_| {
+            api_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "task failed: the query panicked",
+            )
+        });
     }
     blocking(f).await
 }

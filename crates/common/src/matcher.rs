@@ -30,6 +30,8 @@ pub struct Matcher {
     pub op: MatchOp,
     pub value: String,
     re: Option<Arc<Regex>>,
+    /// Bytes of `value` every match starts with (regex ops; 0 otherwise).
+    prefix_len: usize,
 }
 
 impl PartialEq for Matcher {
@@ -47,17 +49,31 @@ impl Matcher {
     ) -> Result<Self, String> {
         let name = name.into();
         let value = value.into();
+        let mut prefix_len = 0;
         let re = match op {
             MatchOp::RegexMatch | MatchOp::RegexNoMatch => Some(compiled(&value).map_err(|e| {
                 format!("invalid regular expression {value:?} for label {name:?}: {e}")
             })?),
             _ => None,
         };
+        if re.is_some() {
+            // The pattern must parse on its own (as Prometheus checks):
+            // `a)|(b` only compiles once wrapped, and means something else.
+            let hir = regex_syntax::ParserBuilder::new()
+                .dot_matches_new_line(true)
+                .build()
+                .parse(&value)
+                .map_err(|e| {
+                    format!("invalid regular expression {value:?} for label {name:?}: {e}")
+                })?;
+            prefix_len = literal_prefix_len(&hir, &value);
+        }
         Ok(Self {
             name,
             op,
             value,
             re,
+            prefix_len,
         })
     }
 
@@ -67,6 +83,7 @@ impl Matcher {
             op: MatchOp::Equal,
             value: value.into(),
             re: None,
+            prefix_len: 0,
         }
     }
 
@@ -107,7 +124,13 @@ impl Matcher {
 fn compiled(pattern: &str) -> Result<Arc<Regex>, regex::Error> {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
-    const MAX_ENTRIES: usize = 1024;
+    // Bounded by count and pattern length; longer patterns are compiled
+    // per query as before.
+    const MAX_ENTRIES: usize = 256;
+    const MAX_PATTERN: usize = 256;
+    if pattern.len() > MAX_PATTERN {
+        return Ok(Arc::new(Regex::new(&format!("^(?s:{pattern})$"))?));
+    }
     static CACHE: OnceLock<Mutex<HashMap<String, Arc<Regex>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     if let Some(r) = cache.lock().ok().and_then(|c| c.get(pattern).cloned()) {
@@ -123,6 +146,36 @@ fn compiled(pattern: &str) -> Result<Arc<Regex>, regex::Error> {
     Ok(r)
 }
 
+/// Length of a literal every match of `hir` starts with, taken from the
+/// parsed pattern (leading literal pieces of a concatenation) and cut to
+/// where the pattern's text still spells it (an escape such as `\.` ends
+/// it), so the prefix is a slice of `value`.
+fn literal_prefix_len(hir: &regex_syntax::hir::Hir, value: &str) -> usize {
+    use regex_syntax::hir::HirKind;
+    let mut lit: Vec<u8> = Vec::new();
+    match hir.kind() {
+        HirKind::Literal(l) => lit.extend_from_slice(&l.0),
+        HirKind::Concat(parts) => {
+            for p in parts {
+                match p.kind() {
+                    HirKind::Literal(l) => lit.extend_from_slice(&l.0),
+                    _ => break,
+                }
+            }
+        }
+        _ => {}
+    }
+    let mut n = value
+        .bytes()
+        .zip(lit.iter())
+        .take_while(|(a, b)| a == *b)
+        .count();
+    while !value.is_char_boundary(n) {
+        n -= 1;
+    }
+    n
+}
+
 impl Matcher {
     /// For `=~`, a literal that every matching value starts with (possibly
     /// empty), so an index can scan only the values with that prefix; None
@@ -131,31 +184,7 @@ impl Matcher {
         if self.op != MatchOp::RegexMatch {
             return None;
         }
-        let v = self.value.as_str();
-        // A top-level `|` anywhere: alternatives need not share a prefix.
-        let (mut depth, mut class, mut esc) = (0i32, false, false);
-        for c in v.chars() {
-            match c {
-                _ if esc => esc = false,
-                '\\' => esc = true,
-                '[' if !class => class = true,
-                ']' if class => class = false,
-                '(' if !class => depth += 1,
-                ')' if !class => depth -= 1,
-                '|' if !class && depth == 0 => return None,
-                _ => {}
-            }
-        }
-        let special = |c: char| "\\.+*?()[]{}^$|".contains(c);
-        let end = v.find(special).unwrap_or(v.len());
-        let mut prefix = &v[..end];
-        // A quantifier applies to the last literal character, which may
-        // then be absent (`ab*`) or repeated.
-        if v[end..].starts_with(['*', '?', '{', '+']) {
-            let cut = prefix.char_indices().last().map_or(0, |(i, _)| i);
-            prefix = &prefix[..cut];
-        }
-        Some(prefix)
+        Some(&self.value[..self.prefix_len])
     }
 }
 
@@ -184,9 +213,16 @@ mod tests {
         assert_eq!(p("abc").as_deref(), Some("abc"));
         assert_eq!(p("a.c").as_deref(), Some("a"));
         assert_eq!(p("a\\.c").as_deref(), Some("a"));
+        // Only compiles once wrapped in ^(?s:…)$, meaning something else:
+        // refused, as Prometheus does.
+        assert!(Matcher::new(MatchOp::RegexMatch, "l", "a)|(b").is_err());
         assert_eq!(p("(?i)abc").as_deref(), Some(""));
-        assert_eq!(p("abc.*|xyz"), None);
-        assert_eq!(p("ab(c|d)|e"), None);
+        assert_eq!(p("abc.*|xyz").as_deref(), Some(""));
+        assert_eq!(p("ab(c|d)|e").as_deref(), Some(""));
+        // Classes and groups that hide a top-level alternation from a scan.
+        assert_eq!(p("ab[[:digit:](]|cd").as_deref(), Some(""));
+        assert_eq!(p("ab[](]|cd").as_deref(), Some(""));
+        assert_eq!(p("ab\\|c").as_deref(), Some("ab"));
         assert_eq!(p("ab[|]c").as_deref(), Some("ab"));
         assert_eq!(p("é+x").as_deref(), Some(""));
         assert_eq!(
@@ -203,6 +239,9 @@ mod tests {
             "a{2}b",
             "x(y|z)w",
             "ab[|]c",
+            "ab[[:digit:](]|cd",
+            "ab[](]|cd",
+            "(?i)Ab",
         ] {
             let m = Matcher::new(MatchOp::RegexMatch, "l", pat).unwrap();
             let pre = m.literal_prefix().unwrap();
@@ -216,6 +255,10 @@ mod tests {
                 "xzw",
                 "ab|c",
                 "a",
+                "cd",
+                "ab(",
+                "ab1",
+                "aB",
             ] {
                 if m.matches(v) {
                     assert!(v.starts_with(pre), "{pat}: {v} lacks {pre}");

@@ -148,8 +148,10 @@ static PARSED: std::sync::OnceLock<
     std::sync::Mutex<HashMap<String, Arc<promql_parser::parser::Expr>>>,
 > = std::sync::OnceLock::new();
 
-/// Distinct query texts kept parsed (the map is emptied when full).
-const PARSE_CACHE_ENTRIES: usize = 512;
+/// Distinct query texts kept parsed (the map is emptied when full), and
+/// the longest text cached (longer ones are parsed every time).
+const PARSE_CACHE_ENTRIES: usize = 256;
+const PARSE_CACHE_MAX_LEN: usize = 2048;
 
 impl Engine {
     pub fn new(opts: EngineOptions) -> Self {
@@ -161,6 +163,9 @@ impl Engine {
 
     /// `query` parsed, from the cache when it was parsed before.
     fn parse_cached(&self, query: &str) -> Result<Arc<promql_parser::parser::Expr>, QueryError> {
+        if query.len() > PARSE_CACHE_MAX_LEN {
+            return Ok(Arc::new(parse(query)?));
+        }
         let cache = PARSED.get_or_init(Default::default);
         if let Some(e) = cache.lock().ok().and_then(|m| m.get(query).cloned()) {
             return Ok(e);

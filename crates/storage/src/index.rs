@@ -88,6 +88,8 @@ pub struct Index {
     /// Postings were appended since the last compaction (true at open, so
     /// operands left by an earlier run are folded at the first flush).
     postings_dirty: std::sync::atomic::AtomicBool,
+    /// When postings were last compacted (rate limit).
+    last_compaction: Mutex<Option<std::time::Instant>>,
 }
 
 fn db_err(context: &str) -> impl FnOnce(rocksdb::Error) -> Error + '_ {
@@ -423,6 +425,7 @@ impl Index {
             }),
             next_ref: Mutex::new(0),
             postings_dirty: std::sync::atomic::AtomicBool::new(true),
+            last_compaction: Mutex::new(None),
         };
         *index.next_ref.get_mut() = index.max_ref()?.map_or(0, |r| r + 1);
         index.upgrade_id_keys()?;
@@ -948,15 +951,25 @@ impl Index {
     /// Compacts the postings so each list is one value again: appends
     /// accumulate as merge operands (one per write batch), which every
     /// read would otherwise merge.
+    /// At most once per 10 minutes, so churn between frequent flushes does
+    /// not rewrite every postings list each time; not exclusive, so
+    /// RocksDB's own compactions go on meanwhile.
     pub fn compact_postings(&self) {
+        const MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
+        let mut last = self.last_compaction.lock();
+        if last.is_some_and(|t| t.elapsed() < MIN_INTERVAL) {
+            return;
+        }
         if self
             .postings_dirty
             .swap(false, std::sync::atomic::Ordering::Relaxed)
         {
+            *last = Some(std::time::Instant::now());
             // Force the bottommost level too: without a compaction filter
             // RocksDB skips it, and operands already there would stay.
             let mut co = rocksdb::CompactOptions::default();
             co.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+            co.set_exclusive_manual_compaction(false);
             self.db.compact_range_opt(Some(b"p"), Some(b"q"), &co);
         }
     }

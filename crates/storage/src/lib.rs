@@ -620,7 +620,8 @@ impl Storage {
         start: i64,
         end: i64,
     ) -> Result<Vec<(u32, Vec<Sample>)>> {
-        const BATCH: usize = 256;
+        // Small batches: writers to the shard wait at most this many reads.
+        const BATCH: usize = 64;
         let n = self.cfg.num_shards.max(1);
         let mut out = Vec::with_capacity(order.len());
         let mut i = 0;
