@@ -506,14 +506,7 @@ pub(crate) fn precompute(ev: &mut Evaluator, a: &AggregateExpr) -> Result<()> {
             for (j, slot) in buf[..bn].iter_mut().enumerate() {
                 let i = b0 + j;
                 let te = te_of(i);
-                let from = te - range;
-                while lo < s.len() && s[lo].t <= from {
-                    lo += 1;
-                }
-                hi = hi.max(lo);
-                while hi < s.len() && s[hi].t <= te {
-                    hi += 1;
-                }
+                (lo, hi) = crate::eval::slide_window(s, (lo, hi), te - range, te);
                 *slot = None;
                 if hi > lo {
                     any = true;

@@ -130,6 +130,24 @@ struct Windows {
     cur: Vec<(usize, usize)>,
 }
 
+/// Moves window cursors `(lo, hi)` forward to the samples in `(from, te]`:
+/// both only advance, so successive steps cost the samples they pass.
+pub(crate) fn slide_window(
+    s: &[Sample],
+    (mut lo, mut hi): (usize, usize),
+    from: i64,
+    te: i64,
+) -> (usize, usize) {
+    while lo < s.len() && s[lo].t <= from {
+        lo += 1;
+    }
+    hi = hi.max(lo);
+    while hi < s.len() && s[hi].t <= te {
+        hi += 1;
+    }
+    (lo, hi)
+}
+
 /// Cursors of one instant selector: per series, the number of samples at
 /// or before `last_te`.
 struct Cursors {
@@ -895,18 +913,12 @@ impl Evaluator {
             let from = te - range;
             for (sd, cur) in data.iter().zip(w.cur.iter_mut()) {
                 let s = &sd.samples[..];
-                let (mut lo, mut hi) = if forward {
+                let start = if forward {
                     *cur
                 } else {
                     (s.partition_point(|x| x.t <= from), 0)
                 };
-                while lo < s.len() && s[lo].t <= from {
-                    lo += 1;
-                }
-                hi = hi.max(lo);
-                while hi < s.len() && s[hi].t <= te {
-                    hi += 1;
-                }
+                let (lo, hi) = slide_window(s, start, from, te);
                 *cur = (lo, hi);
                 if hi > lo {
                     n += hi - lo;
