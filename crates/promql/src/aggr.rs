@@ -22,7 +22,7 @@ struct Group {
 
 /// One group's running state at one step (`count > 0` once seen).
 #[derive(Clone, Copy, Default)]
-struct Acc {
+pub(crate) struct Acc {
     value: f64,
     kahan_c: f64,
     mean: f64,
@@ -33,7 +33,7 @@ struct Acc {
 /// Folds `v` into `g` for `op` (not `quantile`, whose values are kept
 /// apart). Returns false for an operator this does not handle.
 #[inline]
-fn acc_add(op: TokenId, g: &mut Acc, v: f64) -> bool {
+pub(crate) fn acc_add(op: TokenId, g: &mut Acc, v: f64) -> bool {
     if g.count == 0.0 {
         g.count = 1.0;
         match op {
@@ -107,9 +107,16 @@ fn acc_add(op: TokenId, g: &mut Acc, v: f64) -> bool {
     true
 }
 
+impl Acc {
+    /// Whether any value was folded in.
+    pub(crate) fn seen(&self) -> bool {
+        self.count > 0.0
+    }
+}
+
 /// A group's result from its state (not `quantile`).
 #[inline]
-fn acc_value(op: TokenId, g: &Acc) -> f64 {
+pub(crate) fn acc_value(op: TokenId, g: &Acc) -> f64 {
     match op {
         T_SUM => g.value + g.kahan_c,
         T_AVG => {
@@ -125,7 +132,7 @@ fn acc_value(op: TokenId, g: &Acc) -> f64 {
     }
 }
 
-fn grouping_key(l: &Labels, modifier: &Option<LabelModifier>) -> Labels {
+pub(crate) fn grouping_key(l: &Labels, modifier: &Option<LabelModifier>) -> Labels {
     match modifier {
         None => Labels::empty(),
         Some(LabelModifier::Include(ls)) => {
@@ -140,7 +147,7 @@ fn grouping_key(l: &Labels, modifier: &Option<LabelModifier>) -> Labels {
     }
 }
 
-fn convertible_to_i64(v: f64) -> bool {
+pub(crate) fn convertible_to_i64(v: f64) -> bool {
     v <= i64::MAX as f64 && v >= i64::MIN as f64
 }
 
@@ -366,62 +373,86 @@ fn select_k(
             }));
             continue;
         }
-        let top = op == T_TOPK;
-        // Heap-like selection: keep the k best, NaN counting as worst.
-        let better = |a: f64, b: f64| -> bool {
-            if top {
-                a > b || (b.is_nan() && !a.is_nan())
-            } else {
-                a < b || (b.is_nan() && !a.is_nan())
-            }
-        };
-        let mut sel: Vec<Elem> = Vec::with_capacity(k.min(g.len()));
-        for e in g {
-            if sel.len() < k {
-                sel.push(e);
-                continue;
-            }
-            // Find the worst in sel.
-            let mut wi = 0;
-            for i in 1..sel.len() {
-                if better(sel[wi].v, sel[i].v) {
-                    wi = i;
-                }
-            }
-            if better(e.v, sel[wi].v) {
-                sel[wi] = e;
-            }
-        }
-        sel.sort_by(|a, b| {
-            if better(a.v, b.v) {
-                std::cmp::Ordering::Less
-            } else if better(b.v, a.v) {
-                std::cmp::Ordering::Greater
-            } else {
-                std::cmp::Ordering::Equal
-            }
-        });
-        out.extend(sel.into_iter().map(|mut e| {
+        let mut sel = Vec::new();
+        best_k(op == T_TOPK, g.iter().map(|e| e.v), k, &mut sel);
+        let mut g: Vec<Option<Elem>> = g.into_iter().map(Some).collect();
+        out.extend(sel.iter().filter_map(|&(i, _)| {
+            let mut e = g[i].take()?;
             e.t = t;
-            e
+            Some(e)
         }));
     }
     out
 }
 
+/// `topk` (`top`) or `bottomk` over one group's values in input order:
+/// fills `sel` with the (position, value) of the `k` best, best first. NaN
+/// counts as worst; among equals the earlier input wins a place and keeps
+/// its place in the order (Prometheus's heap gives the same sets).
+pub(crate) fn best_k(
+    top: bool,
+    vals: impl Iterator<Item = f64>,
+    k: usize,
+    sel: &mut Vec<(usize, f64)>,
+) {
+    let better = |a: f64, b: f64| -> bool {
+        if top {
+            a > b || (b.is_nan() && !a.is_nan())
+        } else {
+            a < b || (b.is_nan() && !a.is_nan())
+        }
+    };
+    sel.clear();
+    // The worst kept entry (the first of equals), found again only when
+    // it is replaced.
+    let mut wi = 0;
+    for (i, v) in vals.enumerate() {
+        if sel.len() < k {
+            sel.push((i, v));
+            if sel.len() == k {
+                wi = worst(sel, better);
+            }
+            continue;
+        }
+        if better(v, sel[wi].1) {
+            sel[wi] = (i, v);
+            wi = worst(sel, better);
+        }
+    }
+    sel.sort_by(|a, b| {
+        if better(a.1, b.1) {
+            std::cmp::Ordering::Less
+        } else if better(b.1, a.1) {
+            std::cmp::Ordering::Greater
+        } else {
+            std::cmp::Ordering::Equal
+        }
+    });
+}
+
+fn worst(sel: &[(usize, f64)], better: impl Fn(f64, f64) -> bool) -> usize {
+    let mut wi = 0;
+    for i in 1..sel.len() {
+        if better(sel[wi].1, sel[i].1) {
+            wi = i;
+        }
+    }
+    wi
+}
+
 /// An aggregation's results at every step of a range query, computed
 /// series by series ahead of the step loop.
 pub(crate) struct Precomputed {
-    steps: usize,
+    pub steps: usize,
     /// Per group: its output label set.
-    keys: Vec<Arc<Labels>>,
+    pub keys: Vec<Arc<Labels>>,
     /// Per step: the results, aligned with `order`.
-    values: Vec<Vec<f64>>,
+    pub values: Vec<Vec<f64>>,
     /// Per step: its groups in order of their first input series.
-    order: Vec<Vec<u32>>,
+    pub order: Vec<Vec<u32>>,
     /// Per step: the samples its windows held (for the sample limit).
-    samples: Vec<usize>,
-    drop_name: bool,
+    pub samples: Vec<usize>,
+    pub drop_name: bool,
 }
 
 /// For `aggr by (…) (f(selector[r]))` in a range query, with `aggr` one of
@@ -560,10 +591,7 @@ pub(crate) fn precompute(ev: &mut Evaluator, a: &AggregateExpr) -> Result<()> {
     }
     drop((data, accs, index, cur, gids));
     for name in &odd {
-        ev.info(format!(
-            "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {name:?}{}",
-            ev.pos(arg)
-        ));
+        crate::functions::note_not_counter(ev, name, arg);
     }
     ev.pre.get_mut().insert(
         a as *const AggregateExpr as usize,

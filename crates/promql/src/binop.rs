@@ -42,7 +42,7 @@ fn names(ls: &PLabels) -> Vec<&str> {
 }
 
 /// The matching signature of a series' labels.
-fn signature(l: &Labels, matching: &Option<LabelModifier>) -> Labels {
+pub(crate) fn signature(l: &Labels, matching: &Option<LabelModifier>) -> Labels {
     match matching {
         Some(LabelModifier::Include(ls)) => l.keep_only(&names(ls)),
         Some(LabelModifier::Exclude(ls)) => {
@@ -339,7 +339,7 @@ fn vector_vector(
     Ok(out)
 }
 
-fn result_metric(
+pub(crate) fn result_metric(
     lhs: &Labels,
     rhs: &Labels,
     matching: &Option<LabelModifier>,

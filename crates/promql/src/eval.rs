@@ -123,6 +123,19 @@ pub(crate) fn not_counter_name(n: &str) -> bool {
         && !n.ends_with("_bucket")
 }
 
+/// Moves an instant cursor forward: from `idx`, the number of samples at
+/// or before `te` (`te` at or after the time `idx` was found for).
+pub(crate) fn advance_to(s: &[Sample], mut idx: usize, te: i64) -> usize {
+    // Far jumps (sparse steps over dense data) search.
+    if idx + 16 < s.len() && s[idx + 16].t <= te {
+        idx += s[idx..].partition_point(|x| x.t <= te);
+    }
+    while idx < s.len() && s[idx].t <= te {
+        idx += 1;
+    }
+    idx
+}
+
 /// Sliding-window cursors of one range selector: per series, the sample
 /// indices `[lo, hi)` of the window ending at `last_te`.
 struct Windows {
@@ -252,6 +265,8 @@ pub(crate) struct Evaluator {
     pub bins: RefCell<FxHashMap<usize, BinCache>>,
     /// Aggregations computed ahead of a range query's steps, by node address.
     pub pre: RefCell<FxHashMap<usize, crate::aggr::Precomputed>>,
+    /// Subexpressions computed series-wise ahead of the steps, by address.
+    pub cols: RefCell<FxHashMap<usize, crate::columnar::Cols>>,
     /// Label sets with `__name__` removed, by source label set.
     no_name: RefCell<PtrCache<Arc<Labels>>>,
     pub start: i64,
@@ -495,6 +510,7 @@ pub(crate) fn run(
         groups: RefCell::new(FxHashMap::default()),
         bins: RefCell::new(FxHashMap::default()),
         pre: RefCell::new(FxHashMap::default()),
+        cols: RefCell::new(FxHashMap::default()),
         no_name: RefCell::new(PtrCache::default()),
         start,
         end,
@@ -507,14 +523,21 @@ pub(crate) fn run(
         warnings: RefCell::new(BTreeSet::new()),
         infos: RefCell::new(BTreeSet::new()),
     };
-    if is_range {
+    let mut series_wise = None;
+    if is_range && engine.ahead {
         let mut aggs = Vec::new();
         stream_candidates(expr, &mut aggs);
         for a in aggs {
             crate::aggr::precompute(&mut ev, a)?;
         }
+        series_wise = crate::columnar::range_query(&ev, expr)?;
+        if series_wise.is_none() {
+            crate::columnar::plan(&mut ev, expr)?;
+        }
     }
-    let value = if !is_range {
+    let value = if let Some(out) = series_wise {
+        Value::Matrix(out)
+    } else if !is_range {
         let v = ev.eval(expr, start)?;
         match v {
             Val::Scalar(v) => Value::Scalar { t: start, v },
@@ -800,6 +823,11 @@ impl Evaluator {
     }
 
     pub fn eval(&self, e: &Expr, t: i64) -> Result<Val> {
+        if !self.cols.borrow().is_empty() {
+            if let Some(r) = crate::columnar::at_step(self, e, t) {
+                return r.map(Val::Vector);
+            }
+        }
         match e {
             Expr::NumberLiteral(n) => Ok(Val::Scalar(n.val)),
             Expr::StringLiteral(s) => Ok(Val::Str(s.val.clone())),
@@ -851,20 +879,11 @@ impl Evaluator {
         cur.last_te = te;
         for (sd, at) in data.iter().zip(cur.idx.iter_mut()) {
             let s = &sd.samples[..];
-            let mut idx = if forward {
-                *at
+            let idx = if forward {
+                advance_to(s, *at, te)
             } else {
                 s.partition_point(|x| x.t <= te)
             };
-            if forward {
-                // Far jumps (sparse steps over dense data) search.
-                if idx + 16 < s.len() && s[idx + 16].t <= te {
-                    idx += s[idx..].partition_point(|x| x.t <= te);
-                }
-                while idx < s.len() && s[idx].t <= te {
-                    idx += 1;
-                }
-            }
             *at = idx;
             if idx == 0 {
                 continue;

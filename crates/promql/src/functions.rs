@@ -971,17 +971,21 @@ impl RangeFn {
 
 use crate::eval::not_counter_name;
 
+/// The info `rate`/`increase` give over metric `name`, whose range
+/// argument is `arg`.
+pub(crate) fn note_not_counter(ev: &Evaluator, name: &str, arg: &Expr) {
+    ev.info(format!(
+        "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {name:?}{}",
+        ev.pos(arg)
+    ));
+}
+
 fn eval_range_fn(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
     let name = c.func.name;
     if let Some(rf) = RangeFn::from_name(name) {
         let a = arg(c, 0)?;
         let keep = rf.keeps_name();
-        let note = |n: &str| {
-            ev.info(format!(
-                "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {n:?}{}",
-                ev.pos(a)
-            ));
-        };
+        let note = |n: &str| note_not_counter(ev, n, a);
         if let Expr::MatrixSelector(ms) = a {
             // Fast path: windows slide over the fetched samples; nothing is
             // copied and labels are shared.

@@ -20,6 +20,7 @@
 
 mod aggr;
 mod binop;
+mod columnar;
 mod eval;
 mod functions;
 pub mod promqltest;
@@ -139,6 +140,10 @@ pub struct Engine {
     /// Step of subqueries without an explicit step (Prometheus's global
     /// evaluation interval, 1m by default).
     default_subquery_step_ms: i64,
+    /// Whether range queries compute what they can ahead of the step loop
+    /// (precomputed aggregations, series-wise nodes); off only in tests
+    /// that compare those against the plain step-by-step evaluation.
+    pub(crate) ahead: bool,
 }
 
 /// Parsed queries by text, process-wide (the API builds an engine per
@@ -158,6 +163,7 @@ impl Engine {
         Self {
             opts,
             default_subquery_step_ms: 60_000,
+            ahead: true,
         }
     }
 
@@ -487,6 +493,8 @@ mod tests {
             }
         }
         let e = Engine::new(EngineOptions::default());
+        let mut step_by_step = Engine::new(EngineOptions::default());
+        step_by_step.ahead = false;
         for op in [
             "sum", "avg", "min", "max", "count", "group", "stddev", "stdvar",
         ] {
@@ -510,28 +518,189 @@ mod tests {
                         };
                         for (start, end, step) in [(0, 2_100_000, 15_000), (50_000, 900_000, 7_000)]
                         {
-                            let a = e.range_query(&m, "default", &fast, start, end, step);
-                            let b = e.range_query(&m, "default", &slow, start, end, step);
-                            match (a, b) {
-                                (Ok(a), Ok(b)) => {
-                                    assert_eq!(
-                                        format!("{:?}", a.value),
-                                        format!("{:?}", b.value),
-                                        "{fast}"
-                                    );
-                                    assert_eq!(a.warnings, b.warnings, "{fast}");
-                                    let strip = |v: Vec<String>| -> Vec<String> {
-                                        v.into_iter()
-                                            .map(|s| s.split(" (").next().unwrap_or("").to_string())
-                                            .collect()
-                                    };
-                                    assert_eq!(strip(a.infos), strip(b.infos), "{fast}");
-                                }
-                                (a, b) => assert_eq!(a.is_err(), b.is_err(), "{fast}"),
+                            let plain =
+                                step_by_step.range_query(&m, "default", &fast, start, end, step);
+                            // Computed ahead, and (parenthesised) series-wise.
+                            for q in [&fast, &slow] {
+                                let a = e.range_query(&m, "default", q, start, end, step);
+                                assert_same_result(q, &a, &plain, 0.0);
                             }
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Asserts two evaluations agree: the same series, timestamps, warnings
+    /// and infos (positions aside), values equal within `rel` relative
+    /// (NaN equal to NaN), or both errors.
+    fn assert_same_result(
+        q: &str,
+        a: &Result<QueryResult, QueryError>,
+        b: &Result<QueryResult, QueryError>,
+        rel: f64,
+    ) {
+        let (a, b) = match (a, b) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(a), Err(b)) => {
+                assert_eq!(a.to_string(), b.to_string(), "{q}");
+                return;
+            }
+            (a, b) => panic!("{q}: {a:?} vs {b:?}"),
+        };
+        let (Value::Matrix(x), Value::Matrix(y)) = (&a.value, &b.value) else {
+            panic!("{q}: not matrices: {:?} vs {:?}", a.value, b.value);
+        };
+        assert_eq!(x.len(), y.len(), "{q}: {x:?} vs {y:?}");
+        for (sx, sy) in x.iter().zip(y) {
+            assert_eq!(sx.labels, sy.labels, "{q}");
+            assert_eq!(sx.samples.len(), sy.samples.len(), "{q} {:?}", sx.labels);
+            for (p, r) in sx.samples.iter().zip(&sy.samples) {
+                assert_eq!(p.t, r.t, "{q} {:?}", sx.labels);
+                let same = (p.v.is_nan() && r.v.is_nan())
+                    || p.v == r.v
+                    || (p.v - r.v).abs() <= rel * p.v.abs().max(r.v.abs());
+                assert!(same, "{q} {:?} at {}: {} vs {}", sx.labels, p.t, p.v, r.v);
+            }
+        }
+        assert_eq!(a.warnings, b.warnings, "{q}");
+        let strip = |v: &[String]| -> Vec<String> {
+            v.iter()
+                .map(|s| s.split(" (").next().unwrap_or("").to_string())
+                .collect()
+        };
+        assert_eq!(strip(&a.infos), strip(&b.infos), "{q}");
+    }
+
+    /// Range queries evaluated series-wise (whole queries and planned
+    /// subexpressions) give what the step-by-step evaluation gives: over
+    /// counters and gauges with gaps, specials, staleness markers, series
+    /// that start late or end early, ties, two metrics whose label sets
+    /// collide once names are dropped, and match groups with two series.
+    #[test]
+    fn series_wise_matches_step_by_step() {
+        let m = MemSource::new();
+        let specials = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e308, -1e308];
+        for s in 0..24u32 {
+            for name in ["x_total", "y_total", "gauge"] {
+                if name == "y_total" && s % 5 == 4 {
+                    continue;
+                }
+                let g = format!("{}", s % 3);
+                let inst = format!("{s:02}");
+                let lb = l(&[("__name__", name), ("g", &g), ("s", &inst)]);
+                for i in 0..150i64 {
+                    if (i + s as i64) % 13 == 4 || (s % 6 == 1 && i < 90) || (s % 6 == 2 && i > 50)
+                    {
+                        continue;
+                    }
+                    let v = if name == "gauge" {
+                        // Few distinct values: ties for topk and comparisons.
+                        ((i / 10 + s as i64) % 4) as f64
+                    } else if (i * 7 + s as i64) % 41 == 0 {
+                        specials[(i as usize + s as usize) % specials.len()]
+                    } else {
+                        (i * (s as i64 + 1)) as f64 * 0.37 + f64::from(s) * 1e-9
+                    };
+                    m.add("default", &lb, i * 10_000 + i64::from(s) * 89, v);
+                }
+                if s % 4 == 0 {
+                    m.add("default", &lb, 1_000_000, stale_nan());
+                }
+            }
+        }
+        // Two series per `g` on `dup`: one-to-one matching on `g` fails
+        // at the steps where both are present.
+        for (s, from, to) in [("a", 0, 60), ("b", 40, 100), ("c", 70, 150)] {
+            let lb = l(&[("__name__", "dup"), ("g", "0"), ("s", s)]);
+            for i in from..to {
+                m.add("default", &lb, i * 10_000, i as f64);
+            }
+        }
+        // `dup2`'s two series are never both within the lookback.
+        for (s, from, to) in [("a", 0, 30), ("b", 70, 100)] {
+            let lb = l(&[("__name__", "dup2"), ("g", "0"), ("s", s)]);
+            for i in from..to {
+                m.add("default", &lb, i * 10_000, i as f64);
+            }
+        }
+        // Samples exactly one lookback (and one range) before a step.
+        let lb = l(&[("__name__", "edge"), ("g", "9")]);
+        for t in [0, 60_000, 600_000, 660_000] {
+            m.add("default", &lb, t, t as f64);
+        }
+        let e = Engine::new(EngineOptions::default());
+        let mut step_by_step = Engine::new(EngineOptions::default());
+        step_by_step.ahead = false;
+        let queries = [
+            "edge",
+            "count_over_time(edge[1m])",
+            "dup + on (g) sum by (g) (gauge)",
+            "dup2 + on (g) sum by (g) (gauge)",
+            "dup2 - ignoring (s) group by (g, __name__) (dup2)",
+            "x_total",
+            "gauge offset 1m",
+            "gauge @ 500",
+            "-x_total",
+            "x_total * 2",
+            "2 - (x_total)",
+            "x_total > 50",
+            "100 < x_total",
+            "gauge >= bool 2",
+            "gauge == bool gauge",
+            "x_total / y_total",
+            "x_total / on (s) y_total",
+            "x_total + ignoring (g) y_total",
+            "x_total > x_total",
+            "gauge != bool on (s, g) x_total",
+            "x_total / on (g) y_total",
+            "dup + on (g) gauge",
+            "gauge + on (g) dup",
+            "dup",
+            "dup * 1",
+            "rate(x_total[1m]) / rate(y_total[1m])",
+            "rate({__name__=~\"x_total|y_total\"}[1m])",
+            "-{__name__=~\"x_total|gauge\"}",
+            "{__name__=~\"x_total|y_total\"} / 3",
+            "max by (g) (1 - x_total / y_total)",
+            "sum(x_total)",
+            "avg without (s) (x_total * 2)",
+            "count(x_total > 10)",
+            "stddev by (g) (gauge)",
+            "group by (s) (gauge)",
+            "sum by (__name__) ({__name__=~\"x_total|gauge\"})",
+            "sum by (__name__) (-{__name__=~\"x_total|gauge\"})",
+            "min by (g) ({__name__=~\"x_total|gauge\"} * 1)",
+            "sum by (g) (rate(x_total[1m])) / sum by (g) (rate(y_total[1m]))",
+            "100 * (1 - avg by (g) (rate(x_total[2m])))",
+            "topk(3, gauge)",
+            "bottomk(2, rate(x_total[1m]))",
+            "topk by (g) (1, gauge)",
+            "topk(2, gauge * 2)",
+            "topk(2, sum by (s) (gauge))",
+            "topk(0, gauge)",
+            "topk(-1, gauge)",
+            "topk(1e300, gauge)",
+            "topk(2, -{__name__=~\"x_total|gauge\"})",
+            "abs(x_total - y_total)",
+            "clamp_max(sum by (g) (gauge) > 2, 5)",
+            "sort(max by (g) (gauge))",
+            "histogram_quantile(0.9, sum by (g) (gauge))",
+            "sum(topk(2, gauge))",
+            "count(gauge * 1) by (g) + count(gauge) by (g)",
+            "label_replace(gauge * 1, \"x\", \"$1\", \"s\", \"(.)\")",
+        ];
+        for q in queries {
+            for (start, end, step) in [
+                (0, 1_500_000, 15_000),
+                (35_000, 700_000, 7_000),
+                (-600_000, 3_000_000, 120_000),
+            ] {
+                let a = e.range_query(&m, "default", q, start, end, step);
+                let b = step_by_step.range_query(&m, "default", q, start, end, step);
+                // Aggregations of aggregations may fold in another order.
+                assert_same_result(q, &a, &b, 1e-12);
             }
         }
     }
