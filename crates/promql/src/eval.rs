@@ -473,7 +473,7 @@ pub(crate) fn run(
                 maxt,
             )
             .map_err(|e| QueryError::Storage(format!("selecting target_info: {e}")))?;
-        data.insert(key, fetched(got, false));
+        data.insert(key, fetched(got, false, Some("target_info")));
     }
     let mut loaded = 0usize;
     for (key, (vs, mint, maxt)) in planner.needs {
@@ -500,7 +500,14 @@ pub(crate) fn run(
         if began.elapsed() > opts.timeout {
             return Err(timeout_err("query preparation"));
         }
-        data.insert(key, fetched(series, planner.range_keys.contains(&key)));
+        data.insert(
+            key,
+            fetched(
+                series,
+                planner.range_keys.contains(&key),
+                vs.name.as_deref(),
+            ),
+        );
     }
     let mut ev = Evaluator {
         query: query.to_string(),
@@ -686,7 +693,10 @@ fn check_dup_series(out: &[RangeSeries]) -> Result<()> {
 }
 
 /// Wraps fetched series; range selectors' staleness markers are dropped.
-fn fetched(series: Vec<SeriesData>, range: bool) -> Vec<Fetched> {
+/// `name`: the selector's metric name, when it has one (then every series
+/// has it, and its labels need not be looked at).
+fn fetched(series: Vec<SeriesData>, range: bool, name: Option<&str>) -> Vec<Fetched> {
+    let odd_name = name.map(not_counter_name);
     series
         .into_iter()
         .map(|mut s| {
@@ -694,7 +704,8 @@ fn fetched(series: Vec<SeriesData>, range: bool) -> Vec<Fetched> {
                 s.samples.retain(|x| !is_stale_nan(x.v));
             }
             Fetched {
-                odd_counter_name: not_counter_name(s.labels.metric_name().unwrap_or("")),
+                odd_counter_name: odd_name
+                    .unwrap_or_else(|| not_counter_name(s.labels.metric_name().unwrap_or(""))),
                 may_reset: s.samples.windows(2).any(|w| w[1].v < w[0].v),
                 labels: s.labels,
                 samples: s.samples,
