@@ -16,7 +16,11 @@
 //! a range query is its instant evaluations at each step, merged by labels.
 //! In a range query, simple aggregations of a range function of a range
 //! selector (outside subqueries) are computed ahead, series by series, in
-//! blocks of steps (`aggr::precompute`), with the same results.
+//! blocks of steps (`aggr::precompute`), and the common dashboard shapes —
+//! selectors, range functions, arithmetic and comparisons, simple
+//! aggregations, `topk` — are evaluated series-wise (`columnar`): the whole
+//! query when every node allows it, else its largest such subexpressions
+//! ahead of the step loop. Both give the step-by-step results.
 
 mod aggr;
 mod binop;
