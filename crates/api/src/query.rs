@@ -24,7 +24,6 @@ use cairn_common::{ExemplarSeries, Labels, MatchOp, Matcher, StorageError, METRI
 use cairn_promql::{Engine, EngineOptions, QueryError, QueryResult, Value as PValue};
 use promql_parser::parser::{Expr, VectorSelector};
 use serde_json::json;
-use std::fmt::Write as _;
 use std::time::Duration;
 
 /// Prometheus's cap on points per series of a range query.
@@ -44,27 +43,85 @@ pub const PROMETHEUS_COMPAT_VERSION: &str = "2.53.0";
 pub fn write_float(out: &mut String, v: f64) {
     if v.is_nan() {
         out.push_str("NaN");
+        return;
     } else if v == f64::INFINITY {
         out.push_str("+Inf");
+        return;
     } else if v == f64::NEG_INFINITY {
         out.push_str("-Inf");
-    } else {
-        let a = v.abs();
-        if a != 0.0 && !(1e-6..1e21).contains(&a) {
-            // Rust's `{:e}` has the shortest round-trip mantissa too; Go
-            // writes the exponent with a sign and at least two digits.
-            let e = format!("{v:e}");
-            let (mant, exp) = e.split_once('e').unwrap_or((&e, "0"));
-            let (sign, digits) = match exp.strip_prefix('-') {
-                Some(d) => ('-', d),
-                None => ('+', exp),
-            };
-            let _ = write!(out, "{mant}e{sign}{digits:0>2}");
-        } else {
-            // Display is the shortest round-trip form without an exponent,
-            // the digits Go's 'f', -1 produces (incl. "-0").
-            let _ = write!(out, "{v}");
+        return;
+    } else if v == 0.0 {
+        out.push_str(if v.is_sign_negative() { "-0" } else { "0" });
+        return;
+    }
+    // Ryū gives the shortest round-trip digits (the digits Go picks), in
+    // its own layout ("1.0", "0.3", "1.2e-7"): take the digits and the
+    // decimal exponent from it and lay them out as Go does.
+    let mut buf = ryu::Buffer::new();
+    let s = buf.format_finite(v);
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let (mant, exp) = match s.split_once('e') {
+        Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
+        None => (s, 0),
+    };
+    let (int, frac) = mant.split_once('.').unwrap_or((mant, ""));
+    // value = 0.DIGITS × 10^point
+    let mut digits = [0u8; 40];
+    let mut n = 0;
+    let mut point = int.len() as i32 + exp;
+    for &b in int.as_bytes().iter().chain(frac.as_bytes()) {
+        if n == 0 && b == b'0' {
+            point -= 1;
+            continue;
         }
+        if n < digits.len() {
+            digits[n] = b;
+            n += 1;
+        }
+    }
+    while n > 1 && digits[n - 1] == b'0' {
+        n -= 1;
+    }
+    let digits = &digits[..n];
+    fn text(d: &[u8]) -> &str {
+        // ASCII digits only, so this cannot fail.
+        std::str::from_utf8(d).unwrap_or("")
+    }
+    if neg {
+        out.push('-');
+    }
+    let a = v.abs();
+    if (1e-6..1e21).contains(&a) {
+        let len = digits.len() as i32;
+        if point <= 0 {
+            out.push_str("0.");
+            out.extend(std::iter::repeat_n('0', (-point) as usize));
+            out.push_str(text(digits));
+        } else if point >= len {
+            out.push_str(text(digits));
+            out.extend(std::iter::repeat_n('0', (point - len) as usize));
+        } else {
+            out.push_str(text(&digits[..point as usize]));
+            out.push('.');
+            out.push_str(text(&digits[point as usize..]));
+        }
+    } else {
+        // Go's 'e': d[.ddd]e±XX, the exponent with at least two digits.
+        out.push_str(text(&digits[..1]));
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(text(&digits[1..]));
+        }
+        let e = point - 1;
+        out.push('e');
+        out.push(if e < 0 { '-' } else { '+' });
+        if e.unsigned_abs() < 10 {
+            out.push('0');
+        }
+        out.push_str(itoa::Buffer::new().format(e.unsigned_abs()));
     }
 }
 
@@ -83,10 +140,16 @@ pub fn write_timestamp(out: &mut String, t_ms: i64) {
         out.push('-');
     }
     let a = t_ms.unsigned_abs();
-    let _ = write!(out, "{}", a / 1000);
+    out.push_str(itoa::Buffer::new().format(a / 1000));
     let frac = a % 1000;
     if frac != 0 {
-        let _ = write!(out, ".{frac:03}");
+        let d = [
+            b'.',
+            b'0' + (frac / 100) as u8,
+            b'0' + (frac / 10 % 10) as u8,
+            b'0' + (frac % 10) as u8,
+        ];
+        out.push_str(std::str::from_utf8(&d).unwrap_or(""));
     }
 }
 
@@ -769,6 +832,99 @@ mod tests {
     use axum::body::Body;
     use axum::http::Request;
     use cairn_common::{MemSource, SampleWriter, SeriesSource};
+
+    /// The previous, `format!`-based float writer: Rust's shortest
+    /// round-trip digits laid out as Go's `FormatFloat(v, 'f'/'e', -1)`.
+    fn reference_float(v: f64) -> String {
+        if v.is_nan() {
+            return "NaN".into();
+        } else if v == f64::INFINITY {
+            return "+Inf".into();
+        } else if v == f64::NEG_INFINITY {
+            return "-Inf".into();
+        }
+        let a = v.abs();
+        if a != 0.0 && !(1e-6..1e21).contains(&a) {
+            let e = format!("{v:e}");
+            let (mant, exp) = e.split_once('e').unwrap();
+            let (sign, digits) = match exp.strip_prefix('-') {
+                Some(d) => ('-', d),
+                None => ('+', exp),
+            };
+            format!("{mant}e{sign}{digits:0>2}")
+        } else {
+            format!("{v}")
+        }
+    }
+
+    #[test]
+    fn floats_are_written_as_go_writes_them() {
+        let fixed = [
+            (0.0, "0"),
+            (-0.0, "-0"),
+            (1.0, "1"),
+            (-2.5, "-2.5"),
+            (0.1, "0.1"),
+            (1e-6, "0.000001"),
+            (1e-7, "1e-07"),
+            (2.025e22, "2.025e+22"),
+            (1e21, "1e+21"),
+            (1e20, "100000000000000000000"),
+            (123456.789, "123456.789"),
+            (5e-324, "5e-324"),
+            (f64::MAX, "1.7976931348623157e+308"),
+            (1.5e300, "1.5e+300"),
+            // Exactly halfway between two shortest forms: Go rounds to
+            // even (84418043664819.125; checked against Prometheus 2.42).
+            (f64::from_bits(0x42d3_31c6_e056_6cc8), "84418043664819.12"),
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "+Inf"),
+            (f64::NEG_INFINITY, "-Inf"),
+        ];
+        for (v, want) in fixed {
+            assert_eq!(format_float(v), want, "{v:?}");
+        }
+        // Random bit patterns and decimal-looking values: the same layout
+        // and length as the reference writer, and the value read back;
+        // the digits differ only where two shortest forms are equally
+        // near (Rust's `Display` rounds those up, Go to even).
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for i in 0..300_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = match i % 3 {
+                0 => f64::from_bits(x),
+                1 => (x % 10_000_000) as f64 / 10f64.powi((x % 13) as i32),
+                _ => (x >> 11) as f64 * 10f64.powi((x % 40) as i32 - 20),
+            };
+            if !v.is_finite() {
+                continue;
+            }
+            let (got, want) = (format_float(v), reference_float(v));
+            if got != want {
+                assert_eq!(got.len(), want.len(), "{v:?}: {got} vs {want}");
+                let back: f64 = got.parse().unwrap();
+                assert_eq!(back.to_bits(), v.to_bits(), "{v:?}: {got}");
+                assert!(got.contains('e') == want.contains('e'), "{got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn timestamps_are_written_as_prometheus_writes_them() {
+        for (t, want) in [
+            (1_700_000_000_000, "1700000000"),
+            (1_700_000_000_500, "1700000000.500"),
+            (1_700_000_000_007, "1700000000.007"),
+            (-1, "-0.001"),
+            (0, "0"),
+        ] {
+            let mut s = String::new();
+            write_timestamp(&mut s, t);
+            assert_eq!(s, want);
+        }
+    }
     use std::sync::Arc;
     use tower::ServiceExt;
 
