@@ -119,6 +119,22 @@ pub trait SeriesSource: Send + Sync {
         end: Timestamp,
     ) -> Result<Vec<SeriesData>, StorageError>;
 
+    /// [`select`](Self::select)'s answer handed to `f` in consecutive
+    /// batches, in the same order, so a caller that folds series one by one
+    /// holds a batch of samples at a time rather than all of them. `f`
+    /// returns false to stop early. The default hands out one batch.
+    fn select_batched(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        start: Timestamp,
+        end: Timestamp,
+        f: &mut dyn FnMut(Vec<SeriesData>) -> bool,
+    ) -> Result<(), StorageError> {
+        f(self.select(tenant, matchers, start, end)?);
+        Ok(())
+    }
+
     /// Label sets of the series matching every matcher (no samples), sorted.
     fn series(
         &self,
@@ -248,6 +264,8 @@ struct MemInner {
 #[derive(Default)]
 pub struct MemSource {
     inner: RwLock<MemInner>,
+    /// Series per [`SeriesSource::select_batched`] batch (0: one batch).
+    batch: usize,
 }
 
 fn matches_all(labels: &Labels, matchers: &[Matcher]) -> bool {
@@ -259,6 +277,15 @@ fn matches_all(labels: &Labels, matchers: &[Matcher]) -> bool {
 impl MemSource {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A store that hands out batched selects `n` series at a time (to test
+    /// callers against sources that stream).
+    pub fn with_batch_size(n: usize) -> Self {
+        Self {
+            batch: n,
+            ..Self::default()
+        }
     }
 
     /// Adds one sample (test helper).
@@ -330,6 +357,28 @@ impl SeriesSource for MemSource {
             }
         }
         Ok(out)
+    }
+
+    fn select_batched(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        start: Timestamp,
+        end: Timestamp,
+        f: &mut dyn FnMut(Vec<SeriesData>) -> bool,
+    ) -> Result<(), StorageError> {
+        let mut all = self.select(tenant, matchers, start, end)?;
+        if self.batch == 0 {
+            f(all);
+            return Ok(());
+        }
+        while !all.is_empty() {
+            let rest = all.split_off(self.batch.min(all.len()));
+            if !f(std::mem::replace(&mut all, rest)) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn series(

@@ -455,143 +455,175 @@ pub(crate) struct Precomputed {
     pub drop_name: bool,
 }
 
-/// For `aggr by (…) (f(selector[r]))` in a range query, with `aggr` one of
-/// sum/avg/min/max/count/group/stddev/stdvar and `f` a window-only range
-/// function: computes every step's result ahead of the step loop, in
-/// blocks of steps. Per block, each fetched series is visited once: `f` is
-/// computed over the block's steps with a sliding window and folded into
-/// one accumulator per group and step, in the order the step-by-step path
-/// folds them (series order), so results are identical. Group keys are
-/// found once per series and no per-step input vectors are built; the
-/// selector's fetched series are dropped once done.
-pub(crate) fn precompute(ev: &mut Evaluator, a: &AggregateExpr) -> Result<()> {
-    use crate::functions::RangeFn;
-    use promql_parser::parser::Expr;
-    let op = a.op.id();
-    if a.param.is_some()
-        || !matches!(
-            op,
-            T_SUM | T_AVG | T_MIN | T_MAX | T_COUNT | T_GROUP | T_STDDEV | T_STDVAR
-        )
-    {
-        return Ok(());
+/// The aggregations [`precompute`] folds: `aggr by (…) (f(selector[r]))`
+/// with `aggr` one of sum/avg/min/max/count/group/stddev/stdvar and `f` a
+/// window-only range function.
+pub(crate) fn precompute_shape(
+    a: &AggregateExpr,
+) -> Option<(
+    crate::functions::RangeFn,
+    &promql_parser::parser::MatrixSelector,
+)> {
+    if !crate::columnar::simple_aggregation(a) {
+        return None;
     }
-    let Expr::Call(c) = a.expr.as_ref() else {
-        return Ok(());
-    };
-    let Some(rf) = RangeFn::from_name(c.func.name) else {
-        return Ok(());
-    };
-    if c.args.args.len() != 1 {
-        return Ok(());
+    match a.expr.as_ref() {
+        promql_parser::parser::Expr::Call(c) => crate::columnar::range_call(c),
+        _ => None,
     }
-    let arg = c.args.args[0].as_ref();
-    let Expr::MatrixSelector(ms) = arg else {
-        return Ok(());
+}
+
+/// One group's accumulators over the steps `first..first + accs.len()`.
+struct GroupAccs {
+    first: usize,
+    accs: Vec<Acc>,
+}
+
+/// For an aggregation of [`precompute_shape`] in a range query: reads the
+/// selector's series (`matchers` over `[mint, maxt]`) in batches and folds
+/// each series, as it arrives, into one accumulator per group and step:
+/// `f` is computed over the series' steps with a sliding window, its group
+/// found once. Only a batch of samples is held, never the selector's whole
+/// data, and no per-step input vectors are built. Series are folded in the
+/// order the step path folds them (the source's order), so results are
+/// identical. Adds the samples read to `loaded` (the query's sample limit).
+///
+/// Returns false, leaving `ev` and `loaded` as they were, when the
+/// accumulators would outgrow the samples they summarise (about as many
+/// groups as series, with a step near the scrape interval): the caller
+/// then fetches the selector for the step path.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn precompute(
+    ev: &mut Evaluator,
+    src: &dyn cairn_common::SeriesSource,
+    tenant: &str,
+    a: &AggregateExpr,
+    matchers: &[cairn_common::Matcher],
+    mint: i64,
+    maxt: i64,
+    loaded: &mut usize,
+) -> Result<bool> {
+    let Some((rf, ms)) = precompute_shape(a) else {
+        return Ok(false);
     };
     if ev.step <= 0 || ev.end < ev.start {
-        return Ok(());
+        return Ok(false);
     }
-    let key = crate::eval::selector_key(&ms.vs);
-    let Some(data) = ev.data.remove(&key) else {
-        return Ok(());
-    };
-    let steps = ((ev.end - ev.start) / ev.step) as usize + 1;
-    let vs = &ms.vs;
-    let range = ms.range.as_millis() as i64;
-    let off = crate::eval::offset_ms(&vs.offset);
-    let at = ev.at_time(&vs.at);
-    let te_of = |i: usize| at.unwrap_or(ev.start + i as i64 * ev.step) - off;
+    let op = a.op.id();
+    let steps = crate::columnar::steps(ev);
+    let name = ms.vs.name.as_deref();
     let mut index: HashMap<Labels, u32> = HashMap::default();
     let mut keys: Vec<Arc<Labels>> = Vec::new();
-    // Steps are done in blocks, so accumulators stay small.
-    const BLOCK: usize = 64;
-    let mut accs: Vec<Acc> = Vec::new();
+    let mut groups: Vec<GroupAccs> = Vec::new();
     let mut order: Vec<Vec<u32>> = vec![Vec::new(); steps];
-    let mut values: Vec<Vec<f64>> = vec![Vec::new(); steps];
     let mut samples = vec![0usize; steps];
     let mut odd: Vec<String> = Vec::new();
-    let mut odd_seen = vec![false; data.len()];
-    let mut cur = vec![(0usize, 0usize); data.len()];
-    let mut gids = vec![u32::MAX; data.len()];
-    let mut buf: Vec<Option<f64>> = vec![None; BLOCK];
-    let mut b0 = 0;
-    while b0 < steps {
-        let bn = BLOCK.min(steps - b0);
-        accs.clear();
-        accs.resize(keys.len() * BLOCK, Acc::default());
-        for (n, sd) in data.iter().enumerate() {
-            if n % 1024 == 1023 {
-                ev.check_deadline()?;
-            }
-            let s = &sd.samples[..];
-            let (mut lo, mut hi) = cur[n];
-            // No sample in any of the block's windows (long ranges over
-            // short-lived series): skip without walking the steps.
-            let (first_te, last_te) = (te_of(b0), te_of(b0 + bn - 1));
-            let (w_from, w_to) = (first_te.min(last_te) - range, first_te.max(last_te));
-            if s.last().is_none_or(|x| x.t <= w_from) || s[lo.min(s.len() - 1)].t > w_to {
-                continue;
-            }
-            let mut any = false;
-            for (j, slot) in buf[..bn].iter_mut().enumerate() {
-                let i = b0 + j;
-                let te = te_of(i);
-                (lo, hi) = crate::eval::slide_window(s, (lo, hi), te - range, te);
-                *slot = None;
-                if hi > lo {
-                    any = true;
-                    samples[i] += hi - lo;
-                    *slot = rf.apply_known(&s[lo..hi], te, range, sd.may_reset);
+    let mut vals: Vec<Option<f64>> = Vec::new();
+    let (mut cells, mut mine) = (0usize, 0usize);
+    let mut failed: Option<crate::QueryError> = None;
+    let mut abandoned = false;
+    let before = *loaded;
+    let ev_ref: &Evaluator = ev;
+    let mut fold = |batch: Vec<cairn_common::SeriesData>| -> bool {
+        mine += batch.iter().map(|s| s.samples.len()).sum::<usize>();
+        if before + mine > ev_ref.max_samples {
+            failed = Some(crate::eval::too_many_samples());
+            return false;
+        }
+        if let Err(e) = ev_ref.check_deadline() {
+            failed = Some(e);
+            return false;
+        }
+        for sd in crate::eval::fetched(batch, true, name) {
+            let (first, seen) =
+                crate::columnar::range_fn_values(ev_ref, rf, ms, &sd, &mut samples, &mut vals);
+            if seen && rf.is_counter_fn() && sd.odd_counter_name {
+                let n = sd.labels.metric_name().unwrap_or("");
+                if !odd.iter().any(|o| o == n) {
+                    odd.push(n.to_string());
                 }
             }
-            cur[n] = (lo, hi);
-            if any && !odd_seen[n] && rf.is_counter_fn() && sd.odd_counter_name {
-                odd_seen[n] = true;
-                let name = sd.labels.metric_name().unwrap_or("");
-                if !odd.iter().any(|o| o == name) {
-                    odd.push(name.to_string());
-                }
-            }
-            if buf[..bn].iter().all(Option::is_none) {
+            let Some(lo) = vals.iter().position(Option::is_some) else {
                 continue;
+            };
+            let hi = vals.iter().rposition(Option::is_some).map_or(lo, |h| h + 1);
+            let k = grouping_key(&sd.labels, &a.modifier);
+            let g = match index.get(&k) {
+                Some(&g) => g as usize,
+                None => {
+                    keys.push(Arc::new(k.clone()));
+                    index.insert(k, keys.len() as u32 - 1);
+                    groups.push(GroupAccs {
+                        first: first + lo,
+                        accs: Vec::new(),
+                    });
+                    keys.len() - 1
+                }
+            };
+            // Widen the group's steps to this series' (rarely forward:
+            // series come in label order, mostly with similar spans).
+            let ga = &mut groups[g];
+            let (from, to) = (first + lo, first + hi);
+            if ga.accs.is_empty() {
+                ga.first = from;
             }
-            if gids[n] == u32::MAX {
-                let k = grouping_key(&sd.labels, &a.modifier);
-                gids[n] = match index.get(&k) {
-                    Some(&g) => g,
-                    None => {
-                        let g = keys.len() as u32;
-                        keys.push(Arc::new(k.clone()));
-                        index.insert(k, g);
-                        accs.resize(keys.len() * BLOCK, Acc::default());
-                        g
-                    }
-                };
+            if from < ga.first {
+                let grow = ga.first - from;
+                ga.accs
+                    .splice(0..0, std::iter::repeat_n(Acc::default(), grow));
+                ga.first = from;
+                cells += grow;
             }
-            let gid = gids[n] as usize;
-            let row = &mut accs[gid * BLOCK..gid * BLOCK + bn];
-            for (j, (v, acc)) in buf[..bn].iter().zip(row.iter_mut()).enumerate() {
+            if to > ga.first + ga.accs.len() {
+                let grow = to - ga.first - ga.accs.len();
+                ga.accs.resize(ga.accs.len() + grow, Acc::default());
+                cells += grow;
+            }
+            for (i, v) in (from..to).zip(&vals[lo..hi]) {
                 if let Some(v) = *v {
-                    if acc.count == 0.0 {
-                        order[b0 + j].push(gid as u32);
+                    let acc = &mut ga.accs[i - ga.first];
+                    if !acc.seen() {
+                        order[i].push(g as u32);
                     }
                     acc_add(op, acc, v);
                 }
             }
         }
-        for j in 0..bn {
-            let i = b0 + j;
-            values[i] = order[i]
-                .iter()
-                .map(|&g| acc_value(op, &accs[g as usize * BLOCK + j]))
-                .collect();
+        // Accumulators (40 bytes) beyond half the samples read (16 bytes):
+        // folding saves nothing here.
+        if cells > (1 << 20).max(mine / 2) {
+            abandoned = true;
+            return false;
         }
-        b0 += bn;
+        true
+    };
+    src.select_batched(tenant, matchers, mint, maxt, &mut fold)
+        .map_err(|e| crate::QueryError::Storage(format!("selecting {}: {e}", ms.vs)))?;
+    if let Some(e) = failed {
+        return Err(e);
     }
-    drop((data, accs, index, cur, gids));
-    for name in &odd {
-        crate::functions::note_not_counter(ev, name, arg);
+    if abandoned {
+        return Ok(false);
+    }
+    *loaded += mine;
+    let values = order
+        .iter()
+        .enumerate()
+        .map(|(i, gs)| {
+            gs.iter()
+                .map(|&g| {
+                    let ga = &groups[g as usize];
+                    acc_value(op, &ga.accs[i - ga.first])
+                })
+                .collect()
+        })
+        .collect();
+    let arg = a.expr.as_ref();
+    for n in &odd {
+        let promql_parser::parser::Expr::Call(c) = arg else {
+            break;
+        };
+        crate::functions::note_not_counter(ev, n, &c.args.args[0]);
     }
     ev.pre.get_mut().insert(
         a as *const AggregateExpr as usize,
@@ -604,7 +636,7 @@ pub(crate) fn precompute(ev: &mut Evaluator, a: &AggregateExpr) -> Result<()> {
             drop_name: !rf.keeps_name(),
         },
     );
-    Ok(())
+    Ok(true)
 }
 
 /// The precomputed result of aggregation `a` at `t`, if there is one.

@@ -24,7 +24,7 @@ use crate::aggr::{acc_add, acc_value, best_k, convertible_to_i64, grouping_key, 
 use crate::binop::{apply, is_comparison, result_metric, signature};
 use crate::eval::{
     advance_to, exec_err, offset_ms, selector_key, slide_window, too_many_samples, Elem, Evaluator,
-    Result,
+    Fetched, Result,
 };
 use crate::functions::{note_not_counter, RangeFn};
 use crate::RangeSeries;
@@ -110,7 +110,7 @@ fn addr(e: &Expr) -> usize {
     e as *const Expr as usize
 }
 
-fn steps(ev: &Evaluator) -> usize {
+pub(crate) fn steps(ev: &Evaluator) -> usize {
     ((ev.end - ev.start) / ev.step) as usize + 1
 }
 
@@ -154,7 +154,7 @@ fn const_scalar(e: &Expr) -> Option<f64> {
     }
 }
 
-fn range_call(c: &Call) -> Option<(RangeFn, &MatrixSelector)> {
+pub(crate) fn range_call(c: &Call) -> Option<(RangeFn, &MatrixSelector)> {
     let rf = RangeFn::from_name(c.func.name)?;
     match c.args.args.as_slice() {
         [a] => match a.as_ref() {
@@ -165,7 +165,7 @@ fn range_call(c: &Call) -> Option<(RangeFn, &MatrixSelector)> {
     }
 }
 
-fn simple_aggregation(a: &AggregateExpr) -> bool {
+pub(crate) fn simple_aggregation(a: &AggregateExpr) -> bool {
     a.param.is_none()
         && matches!(
             a.op.id(),
@@ -177,6 +177,43 @@ fn precomputed(ev: &Evaluator, a: &AggregateExpr) -> bool {
     ev.pre
         .borrow()
         .contains_key(&(a as *const AggregateExpr as usize))
+}
+
+/// `rf` of range selector `ms` over one series at every step where its
+/// window can hold a sample: fills `vals` for the steps `first..first +
+/// vals.len()` (`None` where the window is empty or `rf` gives nothing) and
+/// adds each window's sample count to `samples`. Returns `first` and
+/// whether any window held a sample.
+pub(crate) fn range_fn_values(
+    ev: &Evaluator,
+    rf: RangeFn,
+    ms: &MatrixSelector,
+    sd: &Fetched,
+    samples: &mut [usize],
+    vals: &mut Vec<Option<f64>>,
+) -> (usize, bool) {
+    vals.clear();
+    let s = &sd.samples[..];
+    let (Some(a), Some(b)) = (s.first(), s.last()) else {
+        return (0, false);
+    };
+    let at = ev.at_time(&ms.vs.at);
+    let off = offset_ms(&ms.vs.offset);
+    let range = ms.range.as_millis() as i64;
+    let span = steps_within(ev, at, off, a.t, b.t.saturating_add(range));
+    vals.resize(span.len(), None);
+    let (mut lo, mut hi) = (0, 0);
+    let mut seen = false;
+    for (i, slot) in span.clone().zip(vals.iter_mut()) {
+        let te = at.unwrap_or(step_t(ev, i)) - off;
+        (lo, hi) = slide_window(s, (lo, hi), te - range, te);
+        if hi > lo {
+            seen = true;
+            samples[i] += hi - lo;
+            *slot = rf.apply_known(&s[lo..hi], te, range, sd.may_reset);
+        }
+    }
+    (span.start, seen)
 }
 
 /// Whether `e` is an instant-vector expression this module evaluates.
@@ -288,9 +325,6 @@ fn eval(ev: &Evaluator, e: &Expr) -> Result<Option<Cols>> {
             if data.len().saturating_mul(n) > MAX_CELLS {
                 return Ok(None);
             }
-            let at = ev.at_time(&ms.vs.at);
-            let off = offset_ms(&ms.vs.offset);
-            let range = ms.range.as_millis() as i64;
             let mut out = Cols {
                 series: Vec::new(),
                 samples: vec![0; n],
@@ -301,35 +335,16 @@ fn eval(ev: &Evaluator, e: &Expr) -> Result<Option<Cols>> {
                 if k % 256 == 255 {
                     ev.check_deadline()?;
                 }
-                let s = &sd.samples[..];
-                let (Some(a), Some(b)) = (s.first(), s.last()) else {
-                    continue;
-                };
-                let span = steps_within(ev, at, off, a.t, b.t.saturating_add(range));
-                let mut vals = vec![None; span.len()];
-                let (mut lo, mut hi) = (0, 0);
-                let mut seen = false;
-                for (i, slot) in span.clone().zip(vals.iter_mut()) {
-                    let te = at.unwrap_or(step_t(ev, i)) - off;
-                    (lo, hi) = slide_window(s, (lo, hi), te - range, te);
-                    if hi > lo {
-                        seen = true;
-                        out.samples[i] += hi - lo;
-                        *slot = rf.apply_known(&s[lo..hi], te, range, sd.may_reset);
-                    }
-                }
+                let mut vals = Vec::new();
+                let (first, seen) = range_fn_values(ev, rf, ms, sd, &mut out.samples, &mut vals);
                 if seen && rf.is_counter_fn() && sd.odd_counter_name {
                     let name = sd.labels.metric_name().unwrap_or("");
                     if !odd.contains(&name) {
                         odd.push(name);
                     }
                 }
-                out.series.extend(Col::new(
-                    sd.labels.clone(),
-                    !rf.keeps_name(),
-                    span.start,
-                    vals,
-                ));
+                out.series
+                    .extend(Col::new(sd.labels.clone(), !rf.keeps_name(), first, vals));
             }
             for name in odd {
                 note_not_counter(ev, name, &c.args.args[0]);

@@ -475,28 +475,26 @@ pub(crate) fn run(
             .map_err(|e| QueryError::Storage(format!("selecting target_info: {e}")))?;
         data.insert(key, fetched(got, false, Some("target_info")));
     }
-    let mut loaded = 0usize;
-    for (key, (vs, mint, maxt)) in planner.needs {
-        let groups = selector_matchers(vs)?;
-        let mut series: Vec<SeriesData> = Vec::new();
-        for g in &groups {
-            let got = src
-                .select(tenant, g, mint, maxt)
-                .map_err(|e| QueryError::Storage(format!("selecting {vs}: {e}")))?;
-            if groups.len() == 1 {
-                series = got;
-            } else {
-                for s in got {
-                    if !series.iter().any(|x| x.labels == s.labels) {
-                        series.push(s);
-                    }
-                }
+    // Aggregations the range query folds while reading their selector
+    // (`aggr::precompute`), by selector: fetched after the others.
+    let mut folded: FxHashMap<usize, &AggregateExpr> = FxHashMap::default();
+    if is_range && engine.ahead {
+        let mut aggs = Vec::new();
+        stream_candidates(expr, &mut aggs);
+        for a in aggs {
+            if let Some((_, ms)) = crate::aggr::precompute_shape(a) {
+                folded.insert(selector_key(&ms.vs), a);
             }
         }
-        loaded += series.iter().map(|s| s.samples.len()).sum::<usize>();
-        if loaded > opts.max_samples {
-            return Err(too_many_samples());
+    }
+    let mut loaded = 0usize;
+    let mut later = Vec::new();
+    for (key, (vs, mint, maxt)) in planner.needs {
+        if folded.contains_key(&key) {
+            later.push((key, vs, mint, maxt));
+            continue;
         }
+        let series = fetch(src, tenant, vs, mint, maxt, &mut loaded, opts.max_samples)?;
         if began.elapsed() > opts.timeout {
             return Err(timeout_err("query preparation"));
         }
@@ -530,13 +528,25 @@ pub(crate) fn run(
         warnings: RefCell::new(BTreeSet::new()),
         infos: RefCell::new(BTreeSet::new()),
     };
+    for (key, vs, mint, maxt) in later {
+        let groups = selector_matchers(vs)?;
+        let done = match (groups.as_slice(), folded.get(&key)) {
+            ([matchers], Some(a)) => {
+                crate::aggr::precompute(&mut ev, src, tenant, a, matchers, mint, maxt, &mut loaded)?
+            }
+            _ => false,
+        };
+        if !done {
+            let series = fetch(src, tenant, vs, mint, maxt, &mut loaded, opts.max_samples)?;
+            ev.data
+                .insert(key, fetched(series, true, vs.name.as_deref()));
+        }
+        if began.elapsed() > opts.timeout {
+            return Err(timeout_err("query preparation"));
+        }
+    }
     let mut series_wise = None;
     if is_range && engine.ahead {
-        let mut aggs = Vec::new();
-        stream_candidates(expr, &mut aggs);
-        for a in aggs {
-            crate::aggr::precompute(&mut ev, a)?;
-        }
         series_wise = crate::columnar::range_query(&ev, expr)?;
         if series_wise.is_none() {
             crate::columnar::plan(&mut ev, expr)?;
@@ -692,10 +702,44 @@ fn check_dup_series(out: &[RangeSeries]) -> Result<()> {
     Ok(())
 }
 
+/// The series of selector `vs` over `[mint, maxt]` (the union over its
+/// `or` alternatives), counted into `loaded` against `max_samples`.
+fn fetch(
+    src: &dyn SeriesSource,
+    tenant: &str,
+    vs: &VectorSelector,
+    mint: i64,
+    maxt: i64,
+    loaded: &mut usize,
+    max_samples: usize,
+) -> Result<Vec<SeriesData>> {
+    let groups = selector_matchers(vs)?;
+    let mut series: Vec<SeriesData> = Vec::new();
+    for g in &groups {
+        let got = src
+            .select(tenant, g, mint, maxt)
+            .map_err(|e| QueryError::Storage(format!("selecting {vs}: {e}")))?;
+        if groups.len() == 1 {
+            series = got;
+        } else {
+            for s in got {
+                if !series.iter().any(|x| x.labels == s.labels) {
+                    series.push(s);
+                }
+            }
+        }
+    }
+    *loaded += series.iter().map(|s| s.samples.len()).sum::<usize>();
+    if *loaded > max_samples {
+        return Err(too_many_samples());
+    }
+    Ok(series)
+}
+
 /// Wraps fetched series; range selectors' staleness markers are dropped.
 /// `name`: the selector's metric name, when it has one (then every series
 /// has it, and its labels need not be looked at).
-fn fetched(series: Vec<SeriesData>, range: bool, name: Option<&str>) -> Vec<Fetched> {
+pub(crate) fn fetched(series: Vec<SeriesData>, range: bool, name: Option<&str>) -> Vec<Fetched> {
     let odd_name = name.map(not_counter_name);
     series
         .into_iter()

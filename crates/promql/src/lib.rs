@@ -15,8 +15,10 @@
 //! stays synchronous), then the expression is evaluated one step at a time;
 //! a range query is its instant evaluations at each step, merged by labels.
 //! In a range query, simple aggregations of a range function of a range
-//! selector (outside subqueries) are computed ahead, series by series, in
-//! blocks of steps (`aggr::precompute`), and the common dashboard shapes —
+//! selector (outside subqueries) are folded series by series while their
+//! selector is read in batches (`SeriesSource::select_batched`,
+//! `aggr::precompute`), so its samples are never all held; the common
+//! dashboard shapes —
 //! selectors, range functions, arithmetic and comparisons, simple
 //! aggregations, `topk` — are evaluated series-wise (`columnar`): the whole
 //! query when every node allows it, else its largest such subexpressions
@@ -461,12 +463,14 @@ mod tests {
         assert_eq!(r.value, Value::Scalar { t: 5_000, v: 5.0 });
     }
 
-    /// Aggregations computed ahead (series by series, in blocks of steps)
-    /// give exactly what the step-by-step path gives (parentheses around
-    /// the inner call keep a query on the step-by-step path).
+    /// Aggregations folded ahead (series by series as they are read, from
+    /// one batch or three series at a time) and, parenthesised, evaluated
+    /// series-wise give exactly what the step-by-step path gives.
     #[test]
     fn precomputed_aggregations_match_step_by_step() {
         let m = MemSource::new();
+        // The same data handed out three series at a time.
+        let m3 = MemSource::with_batch_size(3);
         let specials = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e308, -1e308];
         for s in 0..40u32 {
             let name = if s % 3 == 0 { "odd_gauge" } else { "x_total" };
@@ -491,9 +495,11 @@ mod tests {
                     (i * (s as i64 + 1)) as f64 * 0.37 + f64::from(s) * 1e-9
                 };
                 m.add("default", &lb, i * 10_000 + i64::from(s) * 97, v);
+                m3.add("default", &lb, i * 10_000 + i64::from(s) * 97, v);
             }
             if s % 5 == 0 {
                 m.add("default", &lb, 1_005_000, stale_nan());
+                m3.add("default", &lb, 1_005_000, stale_nan());
             }
         }
         let e = Engine::new(EngineOptions::default());
@@ -529,6 +535,8 @@ mod tests {
                                 let a = e.range_query(&m, "default", q, start, end, step);
                                 assert_same_result(q, &a, &plain, 0.0);
                             }
+                            let a = e.range_query(&m3, "default", &fast, start, end, step);
+                            assert_same_result(&fast, &a, &plain, 0.0);
                         }
                     }
                 }

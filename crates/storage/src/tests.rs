@@ -253,6 +253,37 @@ fn large_selection_is_complete_and_ordered() {
         }
         assert_eq!(pts, &want, "series {i}");
     }
+    // Batched, the same series in the same order, in batches of at most
+    // READ_BATCH; stopping early stops the batches.
+    let m = [Matcher::new(MatchOp::Equal, "__name__", "big").unwrap()];
+    let mut batched = Vec::new();
+    let mut sizes = Vec::new();
+    s.select_batched("t", &m, i64::MIN / 2, i64::MAX / 2, &mut |b| {
+        sizes.push(b.len());
+        batched.extend(b.into_iter().map(|d| {
+            (
+                d.labels.to_string(),
+                d.samples
+                    .iter()
+                    .map(|x| (x.t, x.v.to_bits()))
+                    .collect::<Vec<_>>(),
+            )
+        }));
+        true
+    })
+    .unwrap();
+    assert_eq!(batched, got);
+    assert!(
+        sizes.len() > 1 && sizes.iter().all(|&n| n <= READ_BATCH),
+        "{sizes:?}"
+    );
+    let mut calls = 0;
+    s.select_batched("t", &m, i64::MIN / 2, i64::MAX / 2, &mut |_| {
+        calls += 1;
+        false
+    })
+    .unwrap();
+    assert_eq!(calls, 1);
 }
 
 /// `series` with a time range returns the series with data in block
