@@ -489,9 +489,9 @@ struct GroupAccs {
 /// identical. Adds the samples read to `loaded` (the query's sample limit).
 ///
 /// Returns false, leaving `ev` and `loaded` as they were, when the
-/// accumulators would outgrow the samples they summarise (about as many
-/// groups as series, with a step near the scrape interval): the caller
-/// then fetches the selector for the step path.
+/// accumulators, past `floor_cells`, would outgrow the samples they
+/// summarise (about as many groups as series, with a step near the scrape
+/// interval): the caller then fetches the selector for the step path.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn precompute(
     ev: &mut Evaluator,
@@ -502,6 +502,7 @@ pub(crate) fn precompute(
     mint: i64,
     maxt: i64,
     loaded: &mut usize,
+    floor_cells: usize,
 ) -> Result<bool> {
     let Some((rf, ms)) = precompute_shape(a) else {
         return Ok(false);
@@ -591,7 +592,7 @@ pub(crate) fn precompute(
         }
         // Accumulators (40 bytes) beyond half the samples read (16 bytes):
         // folding saves nothing here.
-        if cells > (1 << 20).max(mine / 2) {
+        if cells > floor_cells.max(mine / 2) {
             abandoned = true;
             return false;
         }

@@ -531,9 +531,17 @@ pub(crate) fn run(
     for (key, vs, mint, maxt) in later {
         let groups = selector_matchers(vs)?;
         let done = match (groups.as_slice(), folded.get(&key)) {
-            ([matchers], Some(a)) => {
-                crate::aggr::precompute(&mut ev, src, tenant, a, matchers, mint, maxt, &mut loaded)?
-            }
+            ([matchers], Some(a)) => crate::aggr::precompute(
+                &mut ev,
+                src,
+                tenant,
+                a,
+                matchers,
+                mint,
+                maxt,
+                &mut loaded,
+                engine.fold_floor_cells,
+            )?,
             _ => false,
         };
         if !done {

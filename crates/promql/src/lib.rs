@@ -150,6 +150,10 @@ pub struct Engine {
     /// (precomputed aggregations, series-wise nodes); off only in tests
     /// that compare those against the plain step-by-step evaluation.
     pub(crate) ahead: bool,
+    /// Accumulator cells a folded aggregation may always use before it is
+    /// held against the samples it summarises (`aggr::precompute`); tests
+    /// lower it to exercise the fallback.
+    pub(crate) fold_floor_cells: usize,
 }
 
 /// Parsed queries by text, process-wide (the API builds an engine per
@@ -170,6 +174,7 @@ impl Engine {
             opts,
             default_subquery_step_ms: 60_000,
             ahead: true,
+            fold_floor_cells: 1 << 20,
         }
     }
 
@@ -505,6 +510,10 @@ mod tests {
         let e = Engine::new(EngineOptions::default());
         let mut step_by_step = Engine::new(EngineOptions::default());
         step_by_step.ahead = false;
+        // Folding that gives up as soon as its accumulators outnumber half
+        // the samples read (then the selector is fetched for the step path).
+        let mut thrifty = Engine::new(EngineOptions::default());
+        thrifty.fold_floor_cells = 0;
         for op in [
             "sum", "avg", "min", "max", "count", "group", "stddev", "stdvar",
         ] {
@@ -536,6 +545,8 @@ mod tests {
                                 assert_same_result(q, &a, &plain, 0.0);
                             }
                             let a = e.range_query(&m3, "default", &fast, start, end, step);
+                            assert_same_result(&fast, &a, &plain, 0.0);
+                            let a = thrifty.range_query(&m3, "default", &fast, start, end, step);
                             assert_same_result(&fast, &a, &plain, 0.0);
                         }
                     }
