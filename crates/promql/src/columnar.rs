@@ -30,8 +30,8 @@ use crate::functions::{note_not_counter, RangeFn};
 use crate::RangeSeries;
 use cairn_common::{is_stale_nan, Labels, Sample};
 use promql_parser::parser::token::{
-    T_ADD, T_ATAN2, T_AVG, T_BOTTOMK, T_COUNT, T_DIV, T_GROUP, T_LIMITK, T_MAX, T_MIN, T_MOD,
-    T_MUL, T_POW, T_STDDEV, T_STDVAR, T_SUB, T_SUM, T_TOPK,
+    T_ADD, T_ATAN2, T_AVG, T_BOTTOMK, T_COUNT, T_DIV, T_GROUP, T_MAX, T_MIN, T_MOD, T_MUL, T_POW,
+    T_STDDEV, T_STDVAR, T_SUB, T_SUM, T_TOPK,
 };
 use promql_parser::parser::{
     AggregateExpr, BinaryExpr, Call, Expr, MatrixSelector, VectorMatchCardinality,
@@ -39,8 +39,9 @@ use promql_parser::parser::{
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 
-/// Most values (series × steps) one node may hold; larger nodes are left
-/// to the step path (16 bytes each: 64 MiB).
+/// Most values (series × steps) one node may hold, and all the nodes a
+/// query plans ahead together; more is left to the step path (16 bytes
+/// each: 64 MiB; an aggregation's accumulators take 40).
 const MAX_CELLS: usize = 1 << 22;
 
 /// One series' values at every step.
@@ -411,6 +412,11 @@ fn eval_aggregate(ev: &Evaluator, a: &AggregateExpr) -> Result<Option<Cols>> {
     if topk {
         return select_k(ev, a, input, &gids, keys.len());
     }
+    // sum/avg/stddev/stdvar (rounding) and min/max (+0 vs -0) depend on
+    // the order values are folded in: only in the step path's order.
+    if !input.exact_order && !matches!(op, T_COUNT | T_GROUP) {
+        return Ok(None);
+    }
     // Each group spans its members' steps.
     let mut spans = vec![(usize::MAX, 0); keys.len()];
     for (col, &g) in input.series.iter().zip(&gids) {
@@ -641,9 +647,6 @@ pub(crate) fn range_query(ev: &Evaluator, e: &Expr) -> Result<Option<Vec<RangeSe
     let Some(cols) = eval(ev, e)? else {
         return Ok(None);
     };
-    if cols.samples.iter().any(|&n| n > ev.max_samples) {
-        return Err(too_many_samples());
-    }
     let mut index: FxHashMap<Labels, usize> = FxHashMap::default();
     let mut out: Vec<RangeSeries> = Vec::with_capacity(cols.series.len());
     let mut total = 0usize;
@@ -660,9 +663,6 @@ pub(crate) fn range_query(ev: &Evaluator, e: &Expr) -> Result<Option<Vec<RangeSe
             .filter_map(|(j, v)| v.map(|v| Sample::new(step_t(ev, col.first + j), v)))
             .collect();
         total += samples.len();
-        if total > ev.max_samples {
-            return Err(too_many_samples());
-        }
         match index.get(&labels) {
             None => {
                 index.insert(labels.clone(), out.len());
@@ -700,6 +700,10 @@ pub(crate) fn range_query(ev: &Evaluator, e: &Expr) -> Result<Option<Vec<RangeSe
             }
         }
     }
+    // Limits after the label-set check, which the step path meets first.
+    if total > ev.max_samples || cols.samples.iter().any(|&n| n > ev.max_samples) {
+        return Err(too_many_samples());
+    }
     out.sort_by(|a, b| a.labels.cmp(&b.labels));
     Ok(Some(out))
 }
@@ -725,16 +729,20 @@ pub(crate) fn plan(ev: &mut Evaluator, e: &Expr) -> Result<()> {
     if ev.step <= 0 || ev.end < ev.start {
         return Ok(());
     }
-    plan_under(ev, e, false)
+    plan_under(ev, e, false, &mut 0)
 }
 
 /// [`plan`] for `e`; `exact`: whether something above picks elements by
 /// their order at a step (`topk` among equal values), so only nodes whose
 /// per-step order is the step path's may be handed out.
-fn plan_under(ev: &mut Evaluator, e: &Expr, exact: bool) -> Result<()> {
+fn plan_under(ev: &mut Evaluator, e: &Expr, exact: bool, planned: &mut usize) -> Result<()> {
     if worth(ev, e) && supported(ev, e) {
-        if let Some(c) = eval(ev, e)? {
-            if c.exact_order || !exact {
+        // An error here is left for the step path to raise in its own
+        // order (an earlier node may fail first there).
+        if let Ok(Some(c)) = eval(ev, e) {
+            let cells: usize = c.series.iter().map(|c| c.vals.len()).sum();
+            if (c.exact_order || !exact) && *planned + cells <= MAX_CELLS {
+                *planned += cells;
                 let mut sels = Vec::new();
                 crate::eval::collect_selectors(e, &mut sels);
                 for vs in sels {
@@ -746,19 +754,20 @@ fn plan_under(ev: &mut Evaluator, e: &Expr, exact: bool) -> Result<()> {
         }
     }
     match e {
-        Expr::Paren(p) => plan_under(ev, &p.expr, exact),
-        Expr::Unary(u) => plan_under(ev, &u.expr, exact),
+        Expr::Paren(p) => plan_under(ev, &p.expr, exact, planned),
+        Expr::Unary(u) => plan_under(ev, &u.expr, exact, planned),
         Expr::Binary(b) => {
-            plan_under(ev, &b.lhs, exact)?;
-            plan_under(ev, &b.rhs, exact)
+            plan_under(ev, &b.lhs, exact, planned)?;
+            plan_under(ev, &b.rhs, exact, planned)
         }
         Expr::Aggregate(a) => {
-            let picks = matches!(a.op.id(), T_TOPK | T_BOTTOMK | T_LIMITK);
-            plan_under(ev, &a.expr, exact || picks)
+            // Every aggregation but count/group folds or picks by order.
+            let by_order = !matches!(a.op.id(), T_COUNT | T_GROUP);
+            plan_under(ev, &a.expr, exact || by_order, planned)
         }
         Expr::Call(c) if c.func.name != "info" => {
             for a in &c.args.args {
-                plan_under(ev, a, exact)?;
+                plan_under(ev, a, exact, planned)?;
             }
             Ok(())
         }

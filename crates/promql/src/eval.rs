@@ -555,7 +555,8 @@ pub(crate) fn run(
     }
     let mut series_wise = None;
     if is_range && engine.ahead {
-        series_wise = crate::columnar::range_query(&ev, expr)?;
+        // Errors are left to the step path, which raises them in its order.
+        series_wise = crate::columnar::range_query(&ev, expr).unwrap_or(None);
         if series_wise.is_none() {
             crate::columnar::plan(&mut ev, expr)?;
         }

@@ -652,6 +652,8 @@ impl Storage {
             .collect())
     }
 
+    /// Samples of `sel[k]` for each `k` in `order` (sorted by shard, then
+    /// id), a bounded batch of reads per shard lock.
     fn read_ordered(
         &self,
         sel: &[(SeriesId, Arc<Labels>)],
