@@ -538,11 +538,8 @@ pub(crate) fn precompute(
         for sd in crate::eval::fetched(batch, true, name) {
             let (first, seen) =
                 crate::columnar::range_fn_values(ev_ref, rf, ms, &sd, &mut samples, &mut vals);
-            if seen && rf.is_counter_fn() && sd.odd_counter_name {
-                let n = sd.labels.metric_name().unwrap_or("");
-                if !odd.iter().any(|o| o == n) {
-                    odd.push(n.to_string());
-                }
+            if seen {
+                crate::functions::note_later(&mut odd, rf, &sd);
             }
             let Some(lo) = vals.iter().position(Option::is_some) else {
                 continue;

@@ -26,7 +26,7 @@ use crate::eval::{
     advance_to, exec_err, offset_ms, selector_key, slide_window, too_many_samples, Elem, Evaluator,
     Fetched, Result,
 };
-use crate::functions::{note_not_counter, RangeFn};
+use crate::functions::{note_later, note_not_counter, RangeFn};
 use crate::RangeSeries;
 use cairn_common::{is_stale_nan, Labels, Sample};
 use promql_parser::parser::token::{
@@ -331,23 +331,20 @@ fn eval(ev: &Evaluator, e: &Expr) -> Result<Option<Cols>> {
                 samples: vec![0; n],
                 exact_order: true,
             };
-            let mut odd: Vec<&str> = Vec::new();
+            let mut odd: Vec<String> = Vec::new();
             for (k, sd) in data.iter().enumerate() {
                 if k % 256 == 255 {
                     ev.check_deadline()?;
                 }
                 let mut vals = Vec::new();
                 let (first, seen) = range_fn_values(ev, rf, ms, sd, &mut out.samples, &mut vals);
-                if seen && rf.is_counter_fn() && sd.odd_counter_name {
-                    let name = sd.labels.metric_name().unwrap_or("");
-                    if !odd.contains(&name) {
-                        odd.push(name);
-                    }
+                if seen {
+                    note_later(&mut odd, rf, sd);
                 }
                 out.series
                     .extend(Col::new(sd.labels.clone(), !rf.keeps_name(), first, vals));
             }
-            for name in odd {
+            for name in &odd {
                 note_not_counter(ev, name, &c.args.args[0]);
             }
             Ok(Some(out))

@@ -971,6 +971,18 @@ impl RangeFn {
 
 use crate::eval::not_counter_name;
 
+/// Adds `sd`'s metric name to `odd` (once) when `rf` is `rate`/`increase`
+/// and the name does not look like a counter's: for
+/// [`note_not_counter`] once the windows are done.
+pub(crate) fn note_later(odd: &mut Vec<String>, rf: RangeFn, sd: &crate::eval::Fetched) {
+    if rf.is_counter_fn() && sd.odd_counter_name {
+        let n = sd.labels.metric_name().unwrap_or("");
+        if !odd.iter().any(|o| o == n) {
+            odd.push(n.to_string());
+        }
+    }
+}
+
 /// The info `rate`/`increase` give over metric `name`, whose range
 /// argument is `arg`.
 pub(crate) fn note_not_counter(ev: &Evaluator, name: &str, arg: &Expr) {
@@ -995,12 +1007,7 @@ fn eval_range_fn(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
             let mut out = Vec::new();
             let mut odd: Vec<String> = Vec::new();
             ev.for_each_window(ms, t, |sd, w| {
-                if rf.is_counter_fn() && sd.odd_counter_name {
-                    let n = sd.labels.metric_name().unwrap_or("");
-                    if odd.last().map(String::as_str) != Some(n) {
-                        odd.push(n.to_string());
-                    }
-                }
+                note_later(&mut odd, rf, sd);
                 if let Some(v) = rf.apply_known(w, te, range, sd.may_reset) {
                     out.push(Elem {
                         labels: sd.labels.clone(),
