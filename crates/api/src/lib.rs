@@ -15,9 +15,13 @@
 // itself (the axum idiom); its size does not matter next to a request.
 #![allow(clippy::result_large_err)]
 
+#[doc(hidden)]
+pub mod fuzzing;
 mod params;
+mod pool;
 mod query;
 mod selector;
+mod server;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
@@ -31,6 +35,7 @@ pub use params::{parse_duration_ms, parse_time_ms};
 pub use query::{format_float, write_timestamp, PROMETHEUS_COMPAT_VERSION};
 pub use selector::parse_selector;
 use serde_json::{json, Value};
+pub use server::ServerOptions;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,18 +60,28 @@ pub struct Backend {
 pub struct ApiConfig {
     /// Largest accepted request body (compressed), bytes.
     pub max_body_size: usize,
-    /// Largest accepted decompressed remote-write body, bytes.
-    pub max_decoded_size: usize,
     /// PromQL engine limits (lookback delta, max samples, query timeout).
     pub engine: cairn_promql::EngineOptions,
+    /// Reads (queries, series, export, remote read) running at once
+    /// (`query.max-concurrency`).
+    pub max_concurrency: usize,
+    /// Reads waiting for a thread before new ones get 503 (`query.max-queued`).
+    pub max_queued: usize,
+    /// Ingest limits (labels, series per request, future window, decoded size).
+    pub ingest: cairn_common::IngestLimits,
+    /// Most samples one remote read may return (`query.remote-read-sample-limit`).
+    pub remote_read_sample_limit: usize,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             max_body_size: 64 << 20,
-            max_decoded_size: 512 << 20,
             engine: cairn_promql::EngineOptions::default(),
+            max_concurrency: 20,
+            max_queued: 200,
+            ingest: cairn_common::IngestLimits::default(),
+            remote_read_sample_limit: 10_000_000,
         }
     }
 }
@@ -84,6 +99,7 @@ struct Inner {
     cfg: ApiConfig,
     backend: OnceLock<Backend>,
     metrics: HttpMetrics,
+    reads: pool::ReadPool,
 }
 
 /// Shared state of the router. Cheap to clone.
@@ -91,12 +107,15 @@ struct Inner {
 pub struct AppState(Arc<Inner>);
 
 impl AppState {
-    pub fn new(cfg: ApiConfig) -> Self {
-        Self(Arc::new(Inner {
+    /// Fails only when no read thread can be started.
+    pub fn new(cfg: ApiConfig) -> std::io::Result<Self> {
+        let reads = pool::ReadPool::new(cfg.max_concurrency, cfg.max_queued)?;
+        Ok(Self(Arc::new(Inner {
             cfg,
             backend: OnceLock::new(),
             metrics: HttpMetrics::default(),
-        }))
+            reads,
+        })))
     }
 
     /// Installs the backend; from then on `/-/ready` answers 200.
@@ -164,15 +183,26 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves `router` on an already-bound listener until `shutdown` resolves.
+/// Serves `router` on an already-bound listener until `shutdown` resolves,
+/// with the default [`ServerOptions`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with(listener, router, ServerOptions::default(), shutdown).await
+}
+
+/// Serves `router` on an already-bound listener with the given timeouts and
+/// connection cap until `shutdown` resolves; then stops accepting, closes
+/// idle connections and returns once the requests in flight are answered.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    opts: ServerOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    server::run(listener, router, opts, shutdown).await
 }
 
 fn tenant(headers: &HeaderMap) -> Result<String, Response> {
@@ -183,7 +213,17 @@ fn tenant(headers: &HeaderMap) -> Result<String, Response> {
         .map_err(|e| api_error(StatusCode::BAD_REQUEST, "bad_data", &e.to_string()))
 }
 
+/// At most `selector::ECHO_MAX` bytes of request input, for an error message.
+fn echo(s: &str) -> std::borrow::Cow<'_, str> {
+    cairn_common::limits::truncate_str(s, selector::ECHO_MAX)
+}
+
+/// Longest error message sent: a safety net for errors from the parser,
+/// engine or store that quote request input (a query, a regex) whole.
+const MAX_ERROR_MESSAGE: usize = 1024;
+
 fn api_error(status: StatusCode, kind: &str, msg: &str) -> Response {
+    let msg = cairn_common::limits::truncate_str(msg, MAX_ERROR_MESSAGE);
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],
@@ -215,30 +255,25 @@ fn success(data: Value) -> Response {
         .into_response()
 }
 
-/// Runs a read (query) on this thread, the runtime worker's other tasks
-/// handed to another thread (multi-threaded runtime; elsewhere through the
-/// blocking pool): cheaper than a round trip through the blocking pool,
-/// which dominated sub-millisecond queries. Writes keep `blocking`, as
-/// they wait on fsync.
+/// Runs a read on the read pool (bounded concurrency, a known stack, a
+/// queue; see `pool`) within `timeout`. `f` gets the read's cancel flag,
+/// set when the caller stops waiting (client gone, timeout passed).
 pub(crate) async fn blocking_read<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
+    st: &AppState,
+    timeout: std::time::Duration,
+    f: impl FnOnce(Arc<std::sync::atomic::AtomicBool>) -> T + Send + 'static,
 ) -> Result<T, Response> {
-    if tokio::runtime::Handle::current().runtime_flavor()
-        == tokio::runtime::RuntimeFlavor::MultiThread
-    {
-        // A panic becomes a 500, as through the blocking pool.
-        return tokio::task::block_in_place(|| {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-        })
-        .map_err(|_| {
-            api_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "task failed: the query panicked",
-            )
-        });
+    match tokio::time::timeout(timeout, st.0.reads.run(f)).await {
+        Ok(r) => r,
+        Err(_) => Err(api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            &format!(
+                "query timed out after {:?} waiting for or running on a query thread (query.timeout)",
+                timeout
+            ),
+        )),
     }
-    blocking(f).await
 }
 
 async fn blocking<T: Send + 'static>(
@@ -288,14 +323,17 @@ async fn remote_write_inner(
         if media != "application/x-protobuf" {
             return Err(text(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("unsupported Content-Type {media:?}: remote write expects application/x-protobuf\n"),
+                format!(
+                    "unsupported Content-Type {:?}: remote write expects application/x-protobuf\n",
+                    echo(media)
+                ),
             ));
         }
         if let Some(proto) = parts.find_map(|p| p.strip_prefix("proto=")) {
             if proto != "prometheus.writerequest" {
                 return Err(text(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    format!("unsupported remote-write message {proto:?}: this endpoint accepts prometheus.WriteRequest (remote write 1.0)\n"),
+                    format!("unsupported remote-write message {:?}: this endpoint accepts prometheus.WriteRequest (remote write 1.0)\n", echo(proto)),
                 ));
             }
         }
@@ -304,23 +342,40 @@ async fn remote_write_inner(
         if enc != "snappy" {
             return Err(text(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("unsupported Content-Encoding {enc:?}: remote write expects snappy\n"),
+                format!(
+                    "unsupported Content-Encoding {:?}: remote write expects snappy\n",
+                    echo(&enc)
+                ),
             ));
         }
     }
     let tenant = tenant(headers)?;
-    let max_decoded = st.0.cfg.max_decoded_size;
-    let (batch, invalid) =
-        cairn_ingest::decode_prepared(&tenant, &body, max_decoded).map_err(|e| {
-            let status = match e {
-                cairn_ingest::IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                _ => StatusCode::BAD_REQUEST,
-            };
-            text(status, format!("{e}\n"))
-        })?;
+    let limits = st.0.cfg.ingest.clone();
+    let now = chrono::Utc::now().timestamp_millis();
+    // Decoding a large body is CPU work: off the async workers, with the write.
+    let writer = backend.writer.clone();
+    let body_for_decode = body.clone();
+    let (decoded, outcome) = blocking(move || {
+        let (batch, invalid) =
+            cairn_ingest::decode_prepared(&tenant, &body_for_decode, &limits, now)?;
+        let n_samples = batch.sample_count() as u64;
+        let outcome = if batch.series.is_empty() && batch.metadata.is_empty() {
+            None
+        } else {
+            Some(writer.write_prepared(&tenant, batch))
+        };
+        Ok::<_, cairn_ingest::IngestError>(((n_samples, invalid), outcome))
+    })
+    .await?
+    .map_err(|e| {
+        let status = match e {
+            cairn_ingest::IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        text(status, format!("{e}\n"))
+    })?;
+    let (n_samples, invalid) = decoded;
     let m = &st.0.metrics;
-    let n_samples = batch.sample_count() as u64;
-    m.samples_received.fetch_add(n_samples, Ordering::Relaxed);
     m.samples_invalid.fetch_add(
         invalid.iter().map(|i| i.samples as u64).sum(),
         Ordering::Relaxed,
@@ -329,19 +384,19 @@ async fn remote_write_inner(
         .iter()
         .map(|i| format!("series {}: {}", i.series, i.reason))
         .collect();
-    if !batch.series.is_empty() || !batch.metadata.is_empty() {
-        let writer = backend.writer.clone();
-        let outcome = blocking(move || writer.write_prepared(&tenant, batch))
-            .await?
-            .map_err(|e| {
+    if let Some(outcome) = outcome {
+        let outcome = outcome.map_err(|e| {
+            let status = match &e {
+                StorageError::Invalid(_) => StatusCode::BAD_REQUEST,
+                e if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            if status != StatusCode::BAD_REQUEST {
                 tracing::warn!(?e, "remote write failed in storage");
-                let status = if e.is_retryable() {
-                    StatusCode::SERVICE_UNAVAILABLE
-                } else {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                };
-                text(status, format!("storage error: {e}\n"))
-            })?;
+            }
+            text(status, format!("storage error: {e}\n"))
+        })?;
+        m.samples_received.fetch_add(n_samples, Ordering::Relaxed);
         m.exemplars_received
             .fetch_add(outcome.accepted_exemplars as u64, Ordering::Relaxed);
         m.samples_rejected.fetch_add(
@@ -447,7 +502,7 @@ async fn series(
         let p = Params::parse(q.as_deref(), &method, &headers, &body);
         let args = read_args(&p, true)?;
         let src = backend.source.clone();
-        let sets = blocking_read(move || {
+        let sets = blocking_read(&st, st.0.cfg.engine.timeout, move |_| {
             union_over_matches(&args.matchers, |m| {
                 src.series(&tenant, m, args.start, args.end)
             })
@@ -477,7 +532,7 @@ async fn labels(
         let p = Params::parse(q.as_deref(), &method, &headers, &body);
         let args = read_args(&p, false)?;
         let src = backend.source.clone();
-        let names = blocking_read(move || {
+        let names = blocking_read(&st, st.0.cfg.engine.timeout, move |_| {
             union_over_matches(&args.matchers, |m| {
                 src.label_names(&tenant, m, args.start, args.end)
             })
@@ -504,7 +559,7 @@ async fn label_values(
         let p = Params::parse(q.as_deref(), &Method::GET, &headers, &[]);
         let args = read_args(&p, false)?;
         let src = backend.source.clone();
-        let values = blocking_read(move || {
+        let values = blocking_read(&st, st.0.cfg.engine.timeout, move |_| {
             union_over_matches(&args.matchers, |m| {
                 src.label_values(&tenant, &name, m, args.start, args.end)
             })
@@ -546,33 +601,41 @@ async fn export(
         let p = Params::parse(q.as_deref(), &method, &headers, &body);
         let args = read_args(&p, true)?;
         let src = backend.source.clone();
-        let out = blocking_read(move || -> Result<String, StorageError> {
-            let mut out = String::new();
-            let mut seen = std::collections::HashSet::new();
-            for m in &args.matchers {
-                for s in src.select(&tenant, m, args.start, args.end)? {
-                    if !seen.insert(s.labels.clone()) {
-                        continue;
-                    }
-                    let line = json!({
-                        "metric": labels_json(&s.labels),
-                        "values": s.samples.iter().map(|x| export_value(x.v)).collect::<Vec<_>>(),
-                        "timestamps": s.samples.iter().map(|x| x.t).collect::<Vec<_>>(),
-                    });
-                    let _ = writeln!(out, "{line}");
-                }
+        let max_samples = st.0.cfg.engine.max_samples;
+        // Lines go out in chunks as series batches are read; a full channel
+        // holds the reader back, a closed one (client gone) stops it.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, String>>(4);
+        let reads = st.clone();
+        tokio::spawn(async move {
+            let res = reads
+                .0
+                .reads
+                .run(move |cancel| export_lines(&*src, &tenant, &args, max_samples, &cancel, &tx))
+                .await;
+            if let Err(r) = res {
+                tracing::warn!(status = %r.status(), "export did not run");
             }
-            Ok(out)
-        })
-        .await?
-        .map_err(storage_error)?;
+        });
+        // The first chunk decides the status: an error before any line is
+        // an ordinary error response; after that the stream is cut.
+        let first = match rx.recv().await {
+            None => Bytes::new(),
+            Some(Ok(b)) => b,
+            Some(Err(e)) => {
+                return Err(api_error(StatusCode::UNPROCESSABLE_ENTITY, "execution", &e))
+            }
+        };
+        let body = ChunkBody {
+            first: Some(first),
+            rx,
+        };
         Ok::<_, Response>(
             (
                 [(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/stream+json"),
                 )],
-                out,
+                axum::body::Body::new(body),
             )
                 .into_response(),
         )
@@ -581,6 +644,95 @@ async fn export(
     .unwrap_or_else(|r| r);
     st.count("/api/v1/export", r.status());
     r
+}
+
+/// Export chunk size: lines are sent once this much is buffered.
+const EXPORT_CHUNK_BYTES: usize = 256 << 10;
+
+/// Writes the export's JSON lines to `tx` in chunks, reading series in
+/// batches; at most `max_samples` samples, else an error ends the stream.
+fn export_lines(
+    src: &dyn SeriesSource,
+    tenant: &str,
+    args: &ReadArgs,
+    max_samples: usize,
+    cancel: &std::sync::atomic::AtomicBool,
+    tx: &tokio::sync::mpsc::Sender<Result<Bytes, String>>,
+) {
+    let mut out = String::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0usize;
+    let mut failed: Option<String> = None;
+    let mut gone = false;
+    for m in &args.matchers {
+        let res = src.select_batched(tenant, m, args.start, args.end, &mut |batch| {
+            for s in batch {
+                if !seen.insert(s.labels.clone()) {
+                    continue;
+                }
+                total += s.samples.len();
+                if total > max_samples {
+                    failed = Some(format!(
+                        "export would return more than {max_samples} samples (query.max-samples): narrow match[] or the time range"
+                    ));
+                    return false;
+                }
+                let line = json!({
+                    "metric": labels_json(&s.labels),
+                    "values": s.samples.iter().map(|x| export_value(x.v)).collect::<Vec<_>>(),
+                    "timestamps": s.samples.iter().map(|x| x.t).collect::<Vec<_>>(),
+                });
+                let _ = writeln!(out, "{line}");
+                if out.len() >= EXPORT_CHUNK_BYTES {
+                    let chunk = Bytes::from(std::mem::take(&mut out));
+                    if tx.blocking_send(Ok(chunk)).is_err() {
+                        gone = true;
+                        return false;
+                    }
+                }
+            }
+            !cancel.load(Ordering::Relaxed)
+        });
+        if let Err(e) = res {
+            failed = Some(format!("export failed: {e}"));
+        }
+        if failed.is_some() || gone || cancel.load(Ordering::Relaxed) {
+            break;
+        }
+    }
+    if let Some(e) = failed {
+        tracing::warn!(%tenant, err = %e, "export stopped");
+        let _ = tx.blocking_send(Err(e));
+        return;
+    }
+    if !out.is_empty() && !gone {
+        let _ = tx.blocking_send(Ok(Bytes::from(out)));
+    }
+}
+
+/// A response body fed by a channel of chunks; an `Err` chunk aborts it.
+struct ChunkBody {
+    first: Option<Bytes>,
+    rx: tokio::sync::mpsc::Receiver<Result<Bytes, String>>,
+}
+
+impl http_body::Body for ChunkBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        if let Some(b) = self.first.take() {
+            if !b.is_empty() {
+                return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(b))));
+            }
+        }
+        self.rx
+            .poll_recv(cx)
+            .map(|c| c.map(|r| r.map(http_body::Frame::data).map_err(std::io::Error::other)))
+    }
 }
 
 async fn flush(State(st): State<AppState>) -> Response {

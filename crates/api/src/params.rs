@@ -4,8 +4,8 @@
 use axum::http::{header, HeaderMap, Method};
 
 /// Prometheus's minimum and maximum API times (ms), used when start/end are absent.
-pub const MIN_TIME: i64 = -9_223_309_901_257_974; // 1<<63 / 1000 rounded, as Prometheus
-pub const MAX_TIME: i64 = 9_223_309_901_257_974;
+pub const MIN_TIME: i64 = cairn_common::limits::hard::MIN_TIME_MS;
+pub const MAX_TIME: i64 = cairn_common::limits::hard::MAX_TIME_MS;
 
 pub struct Params(Vec<(String, String)>);
 
@@ -37,25 +37,45 @@ impl Params {
     }
 }
 
-/// A time as Unix seconds (possibly fractional) or RFC 3339, in ms.
+/// Go's largest `time.Duration` in ms (about 292 years): Prometheus cannot
+/// parse a longer duration.
+pub const MAX_DURATION_MS: i64 = i64::MAX / 1_000_000;
+
+/// A time as Unix seconds (possibly fractional) or RFC 3339, in ms, within
+/// Prometheus's [`MIN_TIME`, `MAX_TIME`].
 pub fn parse_time_ms(s: &str) -> Result<i64, String> {
-    if let Ok(f) = s.parse::<f64>() {
+    let shown = cairn_common::limits::truncate_str(s, 64);
+    let ms = if let Ok(f) = s.parse::<f64>() {
         if !f.is_finite() {
-            return Err(format!("cannot parse {s:?} to a valid timestamp"));
+            return Err(format!("cannot parse {shown:?} to a valid timestamp"));
         }
-        return Ok((f * 1000.0).round() as i64);
-    }
-    chrono::DateTime::parse_from_rfc3339(s)
-        .map(|d| d.timestamp_millis())
-        .map_err(|_| format!("cannot parse {s:?} to a valid timestamp"))
+        let ms = (f * 1000.0).round();
+        if ms < MIN_TIME as f64 || ms > MAX_TIME as f64 {
+            None
+        } else {
+            Some(ms as i64)
+        }
+    } else {
+        let d = chrono::DateTime::parse_from_rfc3339(s)
+            .map_err(|_| format!("cannot parse {shown:?} to a valid timestamp"))?;
+        Some(d.timestamp_millis()).filter(|t| (MIN_TIME..=MAX_TIME).contains(t))
+    };
+    ms.ok_or_else(|| {
+        format!(
+            "timestamp {shown:?} is out of range: it must lie between {} and {} (Unix seconds)",
+            MIN_TIME / 1000,
+            MAX_TIME / 1000
+        )
+    })
 }
 
 /// A Prometheus duration (`1h30m`, `15s`, `100ms`, `2d`, `1w`, `1y`) or a
 /// float number of seconds, in ms.
 pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
-    let bad = || format!("cannot parse {s:?} to a valid duration");
+    let shown = cairn_common::limits::truncate_str(s, 64);
+    let bad = || format!("cannot parse {shown:?} to a valid duration");
     if let Ok(f) = s.parse::<f64>() {
-        if !f.is_finite() || f < 0.0 {
+        if !f.is_finite() || f < 0.0 || f * 1000.0 > MAX_DURATION_MS as f64 {
             return Err(bad());
         }
         return Ok((f * 1000.0).round() as i64);
@@ -92,6 +112,7 @@ pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
         total = n
             .checked_mul(mult)
             .and_then(|x| total.checked_add(x))
+            .filter(|&t| t <= MAX_DURATION_MS)
             .ok_or_else(bad)?;
     }
     Ok(total)
@@ -113,5 +134,14 @@ mod tests {
         assert_eq!(parse_duration_ms("15").unwrap(), 15_000);
         assert_eq!(parse_duration_ms("100ms").unwrap(), 100);
         assert!(parse_duration_ms("5x").is_err());
+        // Out of Prometheus's range: refused, never saturated or wrapped.
+        assert!(parse_time_ms("-1e300")
+            .unwrap_err()
+            .contains("out of range"));
+        assert!(parse_time_ms("-9223372036854775").is_err());
+        assert_eq!(parse_time_ms("-9223309901257.974").unwrap(), MIN_TIME);
+        assert!(parse_duration_ms("300y").is_err());
+        assert!(parse_duration_ms("1e300").is_err());
+        assert!(parse_duration_ms("292y").is_ok());
     }
 }

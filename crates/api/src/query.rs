@@ -287,7 +287,7 @@ fn query_error(e: QueryError) -> Response {
         QueryError::Execution(_) | QueryError::TooManySamples(_) => {
             StatusCode::UNPROCESSABLE_ENTITY
         }
-        QueryError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+        QueryError::Timeout(_) | QueryError::Cancelled(_) => StatusCode::SERVICE_UNAVAILABLE,
         QueryError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     if status.is_server_error() {
@@ -434,9 +434,14 @@ async fn instant_query_inner(req: Req<'_>) -> Result<Response, Response> {
     let limit = param_limit(&p)?;
     let query = p.get("query").unwrap_or("").to_string();
     let src = backend.source.clone();
-    let mut r = blocking_read(move || engine.instant_query(src.as_ref(), &tenant, &query, t))
-        .await?
-        .map_err(query_error)?;
+    let timeout = engine.options().timeout;
+    let mut r = blocking_read(req.st, timeout, move |cancel| {
+        engine
+            .with_cancel(cancel)
+            .instant_query(src.as_ref(), &tenant, &query, t)
+    })
+    .await?
+    .map_err(query_error)?;
     apply_limit(&mut r, limit);
     Ok(json_response(render_result(&r)))
 }
@@ -458,8 +463,10 @@ pub fn range_params(p: &Params) -> Result<(i64, i64, i64), Response> {
             "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
         ));
     }
-    // For safety, limit the number of returned points per time series.
-    if (end - start) / step > MAX_POINTS_PER_SERIES {
+    // For safety, limit the number of returned points per time series
+    // (in i128: `end - start` of two in-range times fits, but stay exact).
+    if (i128::from(end) - i128::from(start)) / i128::from(step) > i128::from(MAX_POINTS_PER_SERIES)
+    {
         return Err(bad_data(
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
         ));
@@ -474,10 +481,14 @@ async fn range_query_inner(req: Req<'_>) -> Result<Response, Response> {
     let limit = param_limit(&p)?;
     let query = p.get("query").unwrap_or("").to_string();
     let src = backend.source.clone();
-    let mut r =
-        blocking_read(move || engine.range_query(src.as_ref(), &tenant, &query, start, end, step))
-            .await?
-            .map_err(query_error)?;
+    let timeout = engine.options().timeout;
+    let mut r = blocking_read(req.st, timeout, move |cancel| {
+        engine
+            .with_cancel(cancel)
+            .range_query(src.as_ref(), &tenant, &query, start, end, step)
+    })
+    .await?
+    .map_err(query_error)?;
     apply_limit(&mut r, limit);
     Ok(json_response(render_result(&r)))
 }
@@ -579,24 +590,32 @@ async fn exemplars_inner(req: Req<'_>) -> Result<Response, Response> {
             "invalid parameter \"end\": end timestamp must not be before start time",
         ));
     }
-    let query = p.get("query").unwrap_or("");
-    let expr = cairn_promql::parse(query).map_err(query_error)?;
-    let selectors = extract_selectors(&expr).map_err(bad_data)?;
+    let query = p.get("query").unwrap_or("").to_string();
+    let engine = Engine::new(req.st.0.cfg.engine.clone());
     let src = backend.source.clone();
-    let out = blocking_read(move || -> Result<Vec<ExemplarSeries>, StorageError> {
-        let mut all: Vec<ExemplarSeries> = Vec::new();
-        for m in &selectors {
-            for s in src.exemplars(&tenant, m, start, end)? {
-                if !all.iter().any(|x| x.labels == s.labels) {
-                    all.push(s);
+    let out = blocking_read(
+        req.st,
+        req.st.0.cfg.engine.timeout,
+        move |_| -> Result<Vec<ExemplarSeries>, Response> {
+            // Parsed here, on a read thread: parsing and dropping the tree recurse.
+            let expr = engine.parse(&query).map_err(query_error)?;
+            let selectors = extract_selectors(&expr).map_err(bad_data)?;
+            let mut all: Vec<ExemplarSeries> = Vec::new();
+            for m in &selectors {
+                for s in src
+                    .exemplars(&tenant, m, start, end)
+                    .map_err(storage_error)?
+                {
+                    if !all.iter().any(|x| x.labels == s.labels) {
+                        all.push(s);
+                    }
                 }
             }
-        }
-        all.sort_by(|a, b| a.labels.cmp(&b.labels));
-        Ok(all)
-    })
-    .await?
-    .map_err(storage_error)?;
+            all.sort_by(|a, b| a.labels.cmp(&b.labels));
+            Ok(all)
+        },
+    )
+    .await??;
     Ok(success(exemplars_json(&out)))
 }
 
@@ -619,9 +638,11 @@ async fn metadata_inner(req: Req<'_>) -> Result<Response, Response> {
         .filter(|s| !s.is_empty())
         .map(str::to_string);
     let src = backend.source.clone();
-    let mut md = blocking_read(move || src.metadata(&tenant, metric.as_deref()))
-        .await?
-        .map_err(storage_error)?;
+    let mut md = blocking_read(req.st, req.st.0.cfg.engine.timeout, move |_| {
+        src.metadata(&tenant, metric.as_deref())
+    })
+    .await?
+    .map_err(storage_error)?;
     md.sort_by(|a, b| a.0.cmp(&b.0));
     let mut out = serde_json::Map::new();
     for (name, m) in md {
@@ -645,8 +666,15 @@ async fn metadata_inner(req: Req<'_>) -> Result<Response, Response> {
 
 async fn format_query_inner(req: Req<'_>) -> Result<Response, Response> {
     let (_, _, p) = req.setup()?;
-    let expr = cairn_promql::parse(p.get("query").unwrap_or("")).map_err(query_error)?;
-    Ok(success(serde_json::Value::String(expr.prettify())))
+    let query = p.get("query").unwrap_or("").to_string();
+    let engine = Engine::new(req.st.0.cfg.engine.clone());
+    // Parsing, printing and dropping the tree recurse: on a read thread.
+    let pretty = blocking_read(req.st, req.st.0.cfg.engine.timeout, move |_| {
+        engine.parse(&query).map(|e| e.prettify())
+    })
+    .await?
+    .map_err(query_error)?;
+    Ok(success(serde_json::Value::String(pretty)))
 }
 
 pub(crate) async fn buildinfo(State(st): State<AppState>) -> Response {
@@ -694,44 +722,26 @@ fn read_error(status: StatusCode, msg: String) -> Response {
         .into_response()
 }
 
-/// `POST /api/v1/read`: snappy-compressed `prometheus.ReadRequest` in,
-/// snappy-compressed `prometheus.ReadResponse` (SAMPLES) out.
-pub(crate) async fn remote_read(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let r = remote_read_inner(&st, &headers, body)
-        .await
-        .unwrap_or_else(|r| r);
-    st.count("/api/v1/read", r.status());
-    r
-}
+/// One remote-read query: matchers and the time range (ms, inclusive).
+pub(crate) type ReadQuery = (Vec<Matcher>, i64, i64);
 
-async fn remote_read_inner(
-    st: &AppState,
-    headers: &HeaderMap,
-    body: Bytes,
-) -> Result<Response, Response> {
+/// Decodes a remote-read body (snappy-compressed `prometheus.ReadRequest`,
+/// at most `max_decoded` bytes decompressed) into its queries, or the status
+/// and message to answer with (413 when too large, else 400).
+pub(crate) fn decode_read_request(
+    body: &[u8],
+    max_decoded: usize,
+) -> Result<Vec<ReadQuery>, (StatusCode, String)> {
     use cairn_proto::prompb;
     use prost::Message;
-    let backend = st.backend()?;
-    let tenant = tenant(headers)?;
-    let bad = |m: String| read_error(StatusCode::BAD_REQUEST, m);
-    let max = st.0.cfg.max_decoded_size;
-    let len = snap::raw::decompress_len(&body)
-        .map_err(|e| bad(format!("remote read: body is not snappy-compressed: {e}")))?;
-    if len > max {
-        return Err(read_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "remote read: decompressed request of {len} bytes exceeds the limit of {max} bytes"
-            ),
-        ));
-    }
-    let raw = snap::raw::Decoder::new()
-        .decompress_vec(&body)
-        .map_err(|e| bad(format!("remote read: body is not snappy-compressed: {e}")))?;
+    let bad = |m: String| (StatusCode::BAD_REQUEST, m);
+    let raw = cairn_ingest::decompress(body, max_decoded).map_err(|e| {
+        let status = match e {
+            cairn_ingest::IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        (status, format!("remote read: {e}"))
+    })?;
     let req = prompb::ReadRequest::decode(raw.as_slice())
         .map_err(|e| bad(format!("remote read: cannot decode ReadRequest: {e}")))?;
     if !req.accepted_response_types.is_empty() && !req.accepted_response_types.contains(&0) {
@@ -766,54 +776,92 @@ async fn remote_read_inner(
         }
         queries.push((ms, q.start_timestamp_ms, q.end_timestamp_ms));
     }
+    Ok(queries)
+}
+
+/// `POST /api/v1/read`: snappy-compressed `prometheus.ReadRequest` in,
+/// snappy-compressed `prometheus.ReadResponse` (SAMPLES) out.
+pub(crate) async fn remote_read(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let r = remote_read_inner(&st, &headers, body)
+        .await
+        .unwrap_or_else(|r| r);
+    st.count("/api/v1/read", r.status());
+    r
+}
+
+async fn remote_read_inner(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, Response> {
+    use cairn_proto::prompb;
+    use prost::Message;
+    let backend = st.backend()?;
+    let tenant = tenant(headers)?;
+    let queries = decode_read_request(&body, st.0.cfg.ingest.max_decoded_size)
+        .map_err(|(status, msg)| read_error(status, msg))?;
     let src = backend.source.clone();
-    let max_samples = st.0.cfg.engine.max_samples;
-    let resp = blocking_read(move || -> Result<prompb::ReadResponse, Response> {
+    let max_samples = st.0.cfg.remote_read_sample_limit;
+    let out = blocking_read(st, st.0.cfg.engine.timeout, move |cancel| -> Result<Vec<u8>, Response> {
         let mut results = Vec::with_capacity(queries.len());
         let mut total = 0usize;
+        let over = || {
+            read_error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("remote read: exceeded sample limit ({max_samples}, query.remote-read-sample-limit)"),
+            )
+        };
         for (ms, start, end) in &queries {
-            let data = src
-                .select(&tenant, ms, *start, *end)
-                .map_err(storage_error)?;
-            let mut ts = Vec::with_capacity(data.len());
-            for s in data {
-                total += s.samples.len();
-                if total > max_samples {
-                    return Err(read_error(
-                        StatusCode::BAD_REQUEST,
-                        format!("remote read: exceeded sample limit ({max_samples})"),
-                    ));
+            let mut ts = Vec::new();
+            let mut exceeded = false;
+            // Read in batches so the limit stops the read before it is all held.
+            src.select_batched(&tenant, ms, *start, *end, &mut |batch| {
+                for s in batch {
+                    total += s.samples.len();
+                    if total > max_samples {
+                        exceeded = true;
+                        return false;
+                    }
+                    ts.push(prompb::TimeSeries {
+                        labels: s
+                            .labels
+                            .iter()
+                            .map(|l| prompb::Label::new(&l.name, &l.value))
+                            .collect(),
+                        samples: s
+                            .samples
+                            .iter()
+                            .map(|x| prompb::Sample {
+                                value: x.v,
+                                timestamp: x.t,
+                            })
+                            .collect(),
+                        ..Default::default()
+                    });
                 }
-                ts.push(prompb::TimeSeries {
-                    labels: s
-                        .labels
-                        .iter()
-                        .map(|l| prompb::Label::new(&l.name, &l.value))
-                        .collect(),
-                    samples: s
-                        .samples
-                        .iter()
-                        .map(|x| prompb::Sample {
-                            value: x.v,
-                            timestamp: x.t,
-                        })
-                        .collect(),
-                    ..Default::default()
-                });
+                !cancel.load(std::sync::atomic::Ordering::Relaxed)
+            })
+            .map_err(storage_error)?;
+            if exceeded {
+                return Err(over());
             }
             results.push(prompb::QueryResult { timeseries: ts });
         }
-        Ok(prompb::ReadResponse { results })
+        let resp = prompb::ReadResponse { results };
+        snap::raw::Encoder::new()
+            .compress_vec(&resp.encode_to_vec())
+            .map_err(|e| {
+                read_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("remote read: snappy compression failed: {e}"),
+                )
+            })
     })
     .await??;
-    let out = snap::raw::Encoder::new()
-        .compress_vec(&resp.encode_to_vec())
-        .map_err(|e| {
-            read_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("remote read: snappy compression failed: {e}"),
-            )
-        })?;
     Ok((
         StatusCode::OK,
         [
@@ -1062,7 +1110,7 @@ mod tests {
     }
 
     fn app(m: Arc<MemSource>) -> axum::Router {
-        let st = AppState::new(ApiConfig::default());
+        let st = AppState::new(ApiConfig::default()).unwrap();
         st.set_ready(Backend {
             source: m.clone() as Arc<dyn SeriesSource>,
             writer: m as Arc<dyn SampleWriter>,

@@ -43,7 +43,8 @@ pub fn parse_selector(s: &str) -> Result<Vec<Matcher>, String> {
             };
             p.ws();
             let value = p.string()?;
-            out.push(Matcher::new(op, lname, value)?);
+            // The regex error quotes the whole pattern: cut it too.
+            out.push(Matcher::new(op, lname, value).map_err(|e| shown(&e).into_owned())?);
             p.ws();
             if p.eat(",") {
                 continue;
@@ -59,15 +60,27 @@ pub fn parse_selector(s: &str) -> Result<Vec<Matcher>, String> {
         return Err(p.err("unexpected characters after the selector"));
     }
     if out.is_empty() {
-        return Err(format!("parse error in selector {s:?}: empty selector"));
+        return Err(format!(
+            "parse error in selector {:?}: empty selector",
+            shown(s)
+        ));
     }
     if out.iter().all(|m| m.matches_empty()) {
         return Err(format!(
-            "selector {s:?} must contain at least one matcher that does not match the empty string"
+            "selector {:?} must contain at least one matcher that does not match the empty string",
+            shown(s)
         ));
     }
     Ok(out)
 }
+
+/// At most [`ECHO_MAX`] bytes of a selector, for echoing it in an error.
+fn shown(s: &str) -> std::borrow::Cow<'_, str> {
+    cairn_common::limits::truncate_str(s, ECHO_MAX)
+}
+
+/// Bytes of request input echoed back in an error message.
+pub(crate) const ECHO_MAX: usize = 256;
 
 struct P<'a> {
     s: &'a [u8],
@@ -95,7 +108,8 @@ impl P<'_> {
     fn err(&self, what: &str) -> String {
         format!(
             "parse error in selector {:?} at position {}: {what}",
-            self.src, self.i
+            shown(self.src),
+            self.i
         )
     }
     fn ident(&mut self, colon: bool) -> String {
@@ -165,5 +179,15 @@ mod tests {
             parse_selector(r#"{__name__="a:b", x="q\"z"}"#).unwrap()[1].value,
             "q\"z"
         );
+    }
+
+    #[test]
+    fn errors_echo_at_most_a_prefix_of_the_input() {
+        let long = format!("up{{job=\"{}", "x".repeat(100_000));
+        let e = parse_selector(&long).unwrap_err();
+        assert!(e.len() < ECHO_MAX + 200, "{} bytes", e.len());
+        assert!(e.contains("unterminated string"), "{e}");
+        let e = parse_selector(&format!("{{a=~\"({}\"}}", "y".repeat(100_000))).unwrap_err();
+        assert!(e.len() <= ECHO_MAX + 4, "{} bytes", e.len());
     }
 }

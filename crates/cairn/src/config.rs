@@ -13,6 +13,10 @@ pub const DEFAULT_YAML: &str = include_str!("../../../config/cairn.yaml");
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct HttpConfig {
     pub listen: String,
+    pub header_read_timeout: String,
+    pub idle_timeout: String,
+    pub body_read_timeout: String,
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -35,6 +39,12 @@ pub struct StorageSection {
 pub struct IngestSection {
     pub max_body_size: String,
     pub max_decoded_size: String,
+    pub max_labels_per_series: usize,
+    pub max_label_name_length: usize,
+    pub max_label_value_length: usize,
+    pub max_series_per_request: usize,
+    pub max_new_series_per_request: usize,
+    pub max_future: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -43,6 +53,11 @@ pub struct QuerySection {
     pub lookback_delta: String,
     pub max_samples: usize,
     pub timeout: String,
+    pub max_length: String,
+    pub max_nesting_depth: usize,
+    pub max_concurrency: usize,
+    pub max_queued: usize,
+    pub remote_read_sample_limit: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -206,10 +221,23 @@ impl Config {
     /// Checks every value and names the bad key.
     pub fn validate(&self) -> Result<()> {
         self.listen_addr()?;
+        self.server_options()?;
         self.storage_config()?;
         self.max_body_size()?;
-        parse_size("ingest.max-decoded-size", &self.ingest.max_decoded_size)?;
+        self.ingest_limits()?;
         self.engine_options()?;
+        let q = &self.query;
+        for (key, v) in [
+            ("query.max-concurrency", q.max_concurrency),
+            ("query.remote-read-sample-limit", q.remote_read_sample_limit),
+        ] {
+            if v == 0 {
+                bail!("config key {key}: must be positive");
+            }
+        }
+        if q.max_concurrency > 1024 {
+            bail!("config key query.max-concurrency: at most 1024 (each query thread reserves a 64 MiB stack)");
+        }
         Ok(())
     }
 
@@ -226,6 +254,27 @@ impl Config {
         })
     }
 
+    /// The HTTP server's timeouts and connection cap from the `http:` section.
+    pub fn server_options(&self) -> Result<cairn_api::ServerOptions> {
+        let h = &self.http;
+        let positive = |key: &str, v: &str| -> Result<Duration> {
+            let d = parse_duration(key, v)?;
+            if d.is_zero() {
+                bail!("config key {key}: must be positive");
+            }
+            Ok(d)
+        };
+        if h.max_connections == 0 {
+            bail!("config key http.max-connections: must be positive");
+        }
+        Ok(cairn_api::ServerOptions {
+            header_read_timeout: positive("http.header-read-timeout", &h.header_read_timeout)?,
+            idle_timeout: positive("http.idle-timeout", &h.idle_timeout)?,
+            body_read_timeout: positive("http.body-read-timeout", &h.body_read_timeout)?,
+            max_connections: h.max_connections,
+        })
+    }
+
     /// The PromQL engine's options from the `query:` section.
     pub fn engine_options(&self) -> Result<cairn_promql::EngineOptions> {
         let lookback = parse_duration("query.lookback-delta", &self.query.lookback_delta)?;
@@ -235,11 +284,39 @@ impl Config {
         if self.query.max_samples == 0 {
             bail!("config key query.max-samples: must be positive");
         }
+        let max_length = parse_size("query.max-length", &self.query.max_length)? as usize;
+        if max_length == 0 {
+            bail!("config key query.max-length: must be positive");
+        }
+        // The read threads' stack holds this many levels with a wide margin
+        // (measured: a level costs well under 8 KiB in a debug build).
+        if self.query.max_nesting_depth == 0 || self.query.max_nesting_depth > 4000 {
+            bail!("config key query.max-nesting-depth: must be 1..=4000");
+        }
         Ok(cairn_promql::EngineOptions {
             lookback_delta_ms: lookback.as_millis() as i64,
             max_samples: self.query.max_samples,
             timeout: parse_duration("query.timeout", &self.query.timeout)?,
+            max_query_length: max_length,
+            max_nesting_depth: self.query.max_nesting_depth,
         })
+    }
+
+    /// The ingest limits from the `ingest:` section, checked against the
+    /// bounds the on-disk encodings hold.
+    pub fn ingest_limits(&self) -> Result<cairn_common::IngestLimits> {
+        let i = &self.ingest;
+        let l = cairn_common::IngestLimits {
+            max_labels_per_series: i.max_labels_per_series,
+            max_label_name_length: i.max_label_name_length,
+            max_label_value_length: i.max_label_value_length,
+            max_series_per_request: i.max_series_per_request,
+            max_new_series_per_request: i.max_new_series_per_request,
+            max_decoded_size: parse_size("ingest.max-decoded-size", &i.max_decoded_size)? as usize,
+            max_future_ms: parse_duration("ingest.max-future", &i.max_future)?.as_millis() as i64,
+        };
+        l.validate().map_err(|e| anyhow!("config key {e}"))?;
+        Ok(l)
     }
 
     pub fn max_body_size(&self) -> Result<usize> {
@@ -279,6 +356,7 @@ impl Config {
         c.max_segment_bytes =
             parse_size("storage.commitlog-segment-size", &s.commitlog_segment_size)?;
         c.index_cache_bytes = parse_size("storage.index-cache-size", &s.index_cache_size)?;
+        c.max_new_series_per_request = self.ingest.max_new_series_per_request;
         Ok(c)
     }
 }
@@ -336,5 +414,43 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("storage.retention"), "{e}");
+    }
+
+    #[test]
+    fn http_limits_load_and_bad_values_name_the_key() {
+        let c = Config::load(&Overrides::default(), &[]).unwrap();
+        assert_eq!(
+            c.server_options().unwrap(),
+            cairn_api::ServerOptions::default()
+        );
+        let env = vec![
+            ("CAIRN_HTTP_MAX_CONNECTIONS".to_string(), "50".to_string()),
+            ("CAIRN_HTTP_IDLE_TIMEOUT".to_string(), "1m30s".to_string()),
+        ];
+        let o = Config::load(&Overrides::default(), &env)
+            .unwrap()
+            .server_options()
+            .unwrap();
+        assert_eq!(o.max_connections, 50);
+        assert_eq!(o.idle_timeout, Duration::from_secs(90));
+        for (k, v, key) in [
+            ("CAIRN_HTTP_MAX_CONNECTIONS", "0", "http.max-connections"),
+            (
+                "CAIRN_HTTP_HEADER_READ_TIMEOUT",
+                "0s",
+                "http.header-read-timeout",
+            ),
+            (
+                "CAIRN_HTTP_BODY_READ_TIMEOUT",
+                "soon",
+                "http.body-read-timeout",
+            ),
+        ] {
+            let e = format!(
+                "{:#}",
+                Config::load(&Overrides::default(), &[(k.to_string(), v.to_string())]).unwrap_err()
+            );
+            assert!(e.contains(key), "{e}");
+        }
     }
 }

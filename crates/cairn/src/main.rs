@@ -196,12 +196,15 @@ fn serve(flags: config::Overrides) -> Result<()> {
     let storage_cfg = cfg.storage_config()?;
     let api_cfg = ApiConfig {
         max_body_size: cfg.max_body_size()?,
-        max_decoded_size: config::parse_size(
-            "ingest.max-decoded-size",
-            &cfg.ingest.max_decoded_size,
-        )? as usize,
         engine: cfg.engine_options()?,
+        max_concurrency: cfg.query.max_concurrency,
+        max_queued: cfg.query.max_queued,
+        ingest: cfg.ingest_limits()?,
+        remote_read_sample_limit: cfg.query.remote_read_sample_limit,
     };
+    let mut server_opts = cfg.server_options()?;
+    server_opts.max_connections =
+        connection_cap(server_opts.max_connections, raise_open_files_limit());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -215,9 +218,9 @@ fn serve(flags: config::Overrides) -> Result<()> {
         write_addr_file(&storage_cfg.data_dir, local)?;
         tracing::info!(addr = %local, data_dir = %storage_cfg.data_dir.display(), "listening; recovering storage");
 
-        let state = AppState::new(api_cfg);
+        let state = AppState::new(api_cfg).context("starting the query threads")?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(cairn_api::serve(listener, cairn_api::router(state.clone()), async move {
+        let server = tokio::spawn(cairn_api::serve_with(listener, cairn_api::router(state.clone()), server_opts, async move {
             let _ = rx.await;
         }));
 
@@ -251,6 +254,58 @@ fn serve(flags: config::Overrides) -> Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Raises this process's soft open-files limit to its hard limit (as Go
+/// does at start, which Prometheus relies on); returns the soft limit now in
+/// force (None if it cannot be read).
+fn raise_open_files_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the plain struct passed.
+    #[allow(unsafe_code)]
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return None;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            } else {
+                tracing::warn!(
+                    soft = lim.rlim_cur,
+                    hard = lim.rlim_max,
+                    "cannot raise the open-files limit"
+                );
+            }
+        }
+    }
+    Some(lim.rlim_cur)
+}
+
+/// `http.max-connections`, kept below the open-files limit with room for the
+/// store's files (a quarter of the limit, at least 256).
+fn connection_cap(configured: usize, open_files: Option<u64>) -> usize {
+    let Some(limit) = open_files else {
+        return configured;
+    };
+    let room = limit.saturating_sub((limit / 4).max(256)).max(1);
+    if (configured as u64) <= room {
+        return configured;
+    }
+    tracing::warn!(
+        configured,
+        open_files_limit = limit,
+        using = room,
+        "http.max-connections lowered to stay below the open-files limit"
+    );
+    room as usize
 }
 
 async fn shutdown_signal() {

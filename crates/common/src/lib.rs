@@ -9,11 +9,13 @@
 //! everything above it builds fast.
 
 mod labels;
+pub mod limits;
 mod matcher;
 mod prepared;
 mod source;
 
 pub use labels::{distinct_names, distinct_values, Label, Labels, LabelsBuilder, METRIC_NAME};
+pub use limits::IngestLimits;
 pub use matcher::{MatchOp, Matcher};
 pub use prepared::{LazyLabels, PreparedBatch, PreparedSeries};
 pub use source::{

@@ -4,10 +4,13 @@
 //! series only its sample vector and label spans (no per-label strings).
 //! Rare parts (exemplars, metadata) go through the prost structs.
 
-use crate::{describe, metric_type, validate_exemplar, IngestError, Invalid};
+use crate::{
+    decompress, describe, drop_out_of_window, metric_type, time_window, validate_exemplar,
+    IngestError, Invalid,
+};
 use cairn_common::{
-    Labels, LazyLabels, MetricMetadata, PreparedBatch, PreparedSeries, Sample, SeriesId,
-    METRIC_NAME,
+    IngestLimits, Labels, LazyLabels, MetricMetadata, PreparedBatch, PreparedSeries, Sample,
+    SeriesId, METRIC_NAME,
 };
 use cairn_proto::prompb;
 use prost::Message;
@@ -99,7 +102,11 @@ fn valid_metric_name(n: &[u8]) -> bool {
 
 /// Validates one series' raw labels (absolute offsets into the request
 /// buffer) with the same rules and messages as `validate_labels`.
-fn check_labels(buf: &[u8], raw: &[[usize; 4]]) -> Result<Vec<[u32; 4]>, String> {
+fn check_labels(
+    buf: &[u8],
+    raw: &[[usize; 4]],
+    limits: &IngestLimits,
+) -> Result<Vec<[u32; 4]>, String> {
     let s = |a: usize, b: usize| &buf[a..b];
     let mut spans = Vec::with_capacity(raw.len());
     let mut has_name = false;
@@ -161,6 +168,17 @@ fn check_labels(buf: &[u8], raw: &[[usize; 4]]) -> Result<Vec<[u32; 4]>, String>
     if !has_name {
         return Err("missing metric name (label __name__)".to_string());
     }
+    if let Some(why) = limits.check_labels(
+        spans.len(),
+        spans.iter().map(|r| {
+            (
+                s(r[0] as usize, r[1] as usize),
+                s(r[2] as usize, r[3] as usize),
+            )
+        }),
+    ) {
+        return Err(why);
+    }
     Ok(spans)
 }
 
@@ -176,22 +194,17 @@ fn describe_raw(buf: &[u8], raw: &[[usize; 4]]) -> String {
 }
 
 /// Snappy-decompresses and decodes a remote-write 1.0 body into a
-/// [`PreparedBatch`] for `tenant`, plus the series refused and why.
+/// [`PreparedBatch`] for `tenant`, plus the series refused and why, under
+/// `limits` for a write arriving at `now_ms`. A request over the series
+/// limit is refused whole, before its series are materialised.
 pub fn decode_prepared(
     tenant: &str,
     body: &[u8],
-    max_decoded: usize,
+    limits: &IngestLimits,
+    now_ms: i64,
 ) -> Result<(PreparedBatch, Vec<Invalid>), IngestError> {
-    let len = snap::raw::decompress_len(body).map_err(|e| IngestError::Snappy(e.to_string()))?;
-    if len > max_decoded {
-        return Err(IngestError::TooLarge {
-            size: len,
-            limit: max_decoded,
-        });
-    }
-    let raw = snap::raw::Decoder::new()
-        .decompress_vec(body)
-        .map_err(|e| IngestError::Snappy(e.to_string()))?;
+    let raw = decompress(body, limits.max_decoded_size)?;
+    let window = time_window(limits, now_ms);
     let buf = Arc::new(raw);
     let b: &[u8] = &buf;
     let mut batch = PreparedBatch::default();
@@ -199,9 +212,16 @@ pub fn decode_prepared(
     let mut w = Wire::new(b);
     let mut label_spans: Vec<[usize; 4]> = Vec::new();
     let perr = |e: String| IngestError::Protobuf(e);
+    let mut n_series = 0usize;
     while let Some((field, f)) = w.next().map_err(perr)? {
         match (field, f) {
             (1, Field::Bytes(ts, ts_off)) => {
+                n_series += 1;
+                if n_series > limits.max_series_per_request {
+                    return Err(IngestError::TooManySeries {
+                        limit: limits.max_series_per_request,
+                    });
+                }
                 label_spans.clear();
                 let mut samples = Vec::new();
                 let mut exemplars_raw: Vec<&[u8]> = Vec::new();
@@ -250,7 +270,7 @@ pub fn decode_prepared(
                         _ => {}
                     }
                 }
-                let spans = match check_labels(b, &label_spans) {
+                let spans = match check_labels(b, &label_spans, limits) {
                     Ok(s) => s,
                     Err(reason) => {
                         invalid.push(Invalid {
@@ -276,7 +296,7 @@ pub fn decode_prepared(
                 for e in exemplars_raw {
                     let e = prompb::Exemplar::decode(e)
                         .map_err(|e| IngestError::Protobuf(e.to_string()))?;
-                    match validate_exemplar(e) {
+                    match validate_exemplar(e, window, limits) {
                         Ok(ex) => exemplars.push(ex),
                         Err(reason) => {
                             let l = shown.get_or_insert_with(|| labels.materialize());
@@ -287,6 +307,14 @@ pub fn decode_prepared(
                             });
                         }
                     }
+                }
+                if let Some((reason, n)) = drop_out_of_window(&mut samples, window, limits) {
+                    let l = shown.get_or_insert_with(|| labels.materialize());
+                    invalid.push(Invalid {
+                        series: l.to_string(),
+                        reason,
+                        samples: n,
+                    });
                 }
                 if samples.is_empty() && exemplars.is_empty() {
                     continue;

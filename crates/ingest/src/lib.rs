@@ -9,14 +9,17 @@
 //! Must never depend on: `cairn-storage` or RocksDB — it hands batches to a
 //! `SampleWriter` (in-process store or a remote shard client).
 
+use cairn_common::limits::{hard, truncate_str};
 use cairn_common::{
-    Exemplar, Label, Labels, MetricMetadata, MetricType, Sample, SeriesWrite, WriteBatch,
-    DEFAULT_TENANT, METRIC_NAME,
+    Exemplar, IngestLimits, Label, Labels, MetricMetadata, MetricType, Sample, SeriesWrite,
+    WriteBatch, DEFAULT_TENANT, METRIC_NAME,
 };
 use cairn_proto::prompb;
 use prost::Message;
 
 mod fast;
+#[doc(hidden)]
+pub mod fuzzing;
 pub use fast::decode_prepared;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -27,8 +30,16 @@ pub enum IngestError {
     /// The decompressed body is not a `prometheus.WriteRequest`.
     #[error("body is not a valid remote-write protobuf (prometheus.WriteRequest): {0}")]
     Protobuf(String),
-    #[error("decompressed body is {size} bytes, above the limit of {limit} bytes")]
+    #[error("decompressed body is {size} bytes, above the limit of {limit} bytes (ingest.max-decoded-size)")]
     TooLarge { size: usize, limit: usize },
+    /// The snappy header claims more bytes than the body can expand to.
+    #[error("body is not valid snappy-compressed data: its header claims {claimed} bytes, more than {body} compressed bytes can hold")]
+    ImpossibleLength { claimed: usize, body: usize },
+    #[error(
+        "request has more than {limit} series (ingest.max-series-per-request); nothing was stored"
+    )]
+    TooManySeries { limit: usize },
+    /// The tenant id as sent, cut to a readable length.
     #[error("invalid tenant {0:?}: must be 1-150 characters of [a-zA-Z0-9!_.*'()-]")]
     Tenant(String),
 }
@@ -68,10 +79,39 @@ pub fn tenant_from_header(header: Option<&str>) -> Result<String, IngestError> {
             if ok {
                 Ok(t.to_string())
             } else {
-                Err(IngestError::Tenant(t.to_string()))
+                Err(IngestError::Tenant(truncate_str(t, 160).into_owned()))
             }
         }
     }
+}
+
+/// Snappy's best expansion: a 3-byte copy tag yields at most 64 bytes.
+const SNAPPY_MAX_RATIO: usize = 22;
+
+/// Snappy-decompresses `body` after checking, before allocating, that its
+/// declared length is within `max_decoded` and within what `body` can hold.
+pub fn decompress(body: &[u8], max_decoded: usize) -> Result<Vec<u8>, IngestError> {
+    let len = snap::raw::decompress_len(body).map_err(|e| IngestError::Snappy(e.to_string()))?;
+    if len
+        > body
+            .len()
+            .saturating_mul(SNAPPY_MAX_RATIO)
+            .saturating_add(16)
+    {
+        return Err(IngestError::ImpossibleLength {
+            claimed: len,
+            body: body.len(),
+        });
+    }
+    if len > max_decoded {
+        return Err(IngestError::TooLarge {
+            size: len,
+            limit: max_decoded,
+        });
+    }
+    snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .map_err(|e| IngestError::Snappy(e.to_string()))
 }
 
 /// Snappy-decompresses and decodes a remote-write 1.0 body.
@@ -79,17 +119,51 @@ pub fn decode_remote_write(
     body: &[u8],
     max_decoded: usize,
 ) -> Result<prompb::WriteRequest, IngestError> {
-    let len = snap::raw::decompress_len(body).map_err(|e| IngestError::Snappy(e.to_string()))?;
-    if len > max_decoded {
-        return Err(IngestError::TooLarge {
-            size: len,
-            limit: max_decoded,
-        });
-    }
-    let raw = snap::raw::Decoder::new()
-        .decompress_vec(body)
-        .map_err(|e| IngestError::Snappy(e.to_string()))?;
+    let raw = decompress(body, max_decoded)?;
     prompb::WriteRequest::decode(raw.as_slice()).map_err(|e| IngestError::Protobuf(e.to_string()))
+}
+
+/// The accepted sample time range for a write at `now_ms`: Prometheus's
+/// API time range, and no later than `now + max-future`.
+pub fn time_window(limits: &IngestLimits, now_ms: i64) -> (i64, i64) {
+    let hi = now_ms
+        .saturating_add(limits.max_future_ms)
+        .min(hard::MAX_TIME_MS);
+    (hard::MIN_TIME_MS, hi)
+}
+
+/// Removes the samples outside `[lo, hi]` from `samples`; the reason, when
+/// any were removed, names the bound and the key.
+pub(crate) fn drop_out_of_window(
+    samples: &mut Vec<Sample>,
+    (lo, hi): (i64, i64),
+    limits: &IngestLimits,
+) -> Option<(String, usize)> {
+    let before = samples.len();
+    let mut latest = i64::MIN;
+    let mut earliest = i64::MAX;
+    samples.retain(|s| {
+        let ok = s.t >= lo && s.t <= hi;
+        if !ok {
+            latest = latest.max(s.t);
+            earliest = earliest.min(s.t);
+        }
+        ok
+    });
+    let n = before - samples.len();
+    (n > 0).then(|| {
+        let reason = if latest > hi {
+            format!(
+                "{n} sample(s) too far in the future: timestamp {latest} is after now + {}s (ingest.max-future)",
+                limits.max_future_ms / 1000
+            )
+        } else {
+            format!(
+                "{n} sample(s) with timestamp {earliest} before the earliest time Prometheus can represent ({lo})"
+            )
+        };
+        (reason, n)
+    })
 }
 
 fn is_valid_label_name(n: &str) -> bool {
@@ -121,7 +195,7 @@ pub(crate) fn describe(labels: &[prompb::Label]) -> String {
 
 /// Validates raw labels with Prometheus's rules; returns them as [`Labels`]
 /// (empty values dropped) or the reason they are invalid.
-pub fn validate_labels(raw: &[prompb::Label]) -> Result<Labels, String> {
+pub fn validate_labels(raw: &[prompb::Label], limits: &IngestLimits) -> Result<Labels, String> {
     let mut out: Vec<Label> = Vec::with_capacity(raw.len());
     let mut prev: Option<&[u8]> = None;
     let mut has_name = false;
@@ -165,11 +239,22 @@ pub fn validate_labels(raw: &[prompb::Label]) -> Result<Labels, String> {
     if !has_name {
         return Err("missing metric name (label __name__)".to_string());
     }
+    if let Some(why) = limits.check_labels(
+        out.len(),
+        out.iter().map(|l| (l.name.as_bytes(), l.value.as_bytes())),
+    ) {
+        return Err(why);
+    }
     Ok(Labels::from_sorted_unchecked(out))
 }
 
-/// Validates an exemplar's labels.
-pub(crate) fn validate_exemplar(e: prompb::Exemplar) -> Result<Exemplar, String> {
+/// Validates an exemplar's labels (Prometheus's rules and its 128-rune
+/// bound) and time (inside `window`).
+pub(crate) fn validate_exemplar(
+    e: prompb::Exemplar,
+    window: (i64, i64),
+    limits: &IngestLimits,
+) -> Result<Exemplar, String> {
     let mut el = Vec::with_capacity(e.labels.len());
     for l in &e.labels {
         match (std::str::from_utf8(&l.name), std::str::from_utf8(&l.value)) {
@@ -183,6 +268,18 @@ pub(crate) fn validate_exemplar(e: prompb::Exemplar) -> Result<Exemplar, String>
                 ))
             }
         }
+    }
+    if let Some(why) = cairn_common::limits::check_exemplar_labels(
+        el.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+    ) {
+        return Err(why);
+    }
+    if e.timestamp < window.0 || e.timestamp > window.1 {
+        return Err(format!(
+            "exemplar timestamp {} is outside the accepted range (after now + {}s, ingest.max-future, or before Prometheus's earliest time)",
+            e.timestamp,
+            limits.max_future_ms / 1000
+        ));
     }
     Ok(Exemplar {
         labels: Labels::from_pairs(&el),
@@ -204,11 +301,22 @@ pub(crate) fn metric_type(t: i32) -> MetricType {
     }
 }
 
-/// Validates a decoded request, series by series.
-pub fn validate(req: prompb::WriteRequest) -> Decoded {
+/// Validates a decoded request, series by series (the reference the
+/// zero-copy decoder is tested against: same limits, same reasons).
+pub fn validate(
+    req: prompb::WriteRequest,
+    limits: &IngestLimits,
+    now_ms: i64,
+) -> Result<Decoded, IngestError> {
     let mut out = Decoded::default();
+    let window = time_window(limits, now_ms);
+    if req.timeseries.len() > limits.max_series_per_request {
+        return Err(IngestError::TooManySeries {
+            limit: limits.max_series_per_request,
+        });
+    }
     for ts in req.timeseries {
-        let labels = match validate_labels(&ts.labels) {
+        let labels = match validate_labels(&ts.labels, limits) {
             Ok(l) => l,
             Err(reason) => {
                 out.invalid.push(Invalid {
@@ -231,40 +339,33 @@ pub fn validate(req: prompb::WriteRequest) -> Decoded {
         }
         let mut exemplars = Vec::with_capacity(ts.exemplars.len());
         for e in ts.exemplars {
-            let mut el = Vec::with_capacity(e.labels.len());
-            let mut bad = None;
-            for l in &e.labels {
-                match (std::str::from_utf8(&l.name), std::str::from_utf8(&l.value)) {
-                    (Ok(n), Ok(v)) if is_valid_label_name(n) && !v.contains('\0') => {
-                        el.push((n.to_string(), v.to_string()))
-                    }
-                    _ => bad = Some(describe(std::slice::from_ref(l))),
-                }
-            }
-            if let Some(b) = bad {
-                out.invalid.push(Invalid {
+            match validate_exemplar(e, window, limits) {
+                Ok(ex) => exemplars.push(ex),
+                Err(reason) => out.invalid.push(Invalid {
                     series: labels.to_string(),
-                    reason: format!("exemplar with invalid label {b}"),
+                    reason,
                     samples: 0,
-                });
-                continue;
+                }),
             }
-            exemplars.push(Exemplar {
-                labels: Labels::from_pairs(&el),
-                value: e.value,
-                t: e.timestamp,
+        }
+        let mut samples: Vec<Sample> = ts
+            .samples
+            .iter()
+            .map(|s| Sample::new(s.timestamp, s.value))
+            .collect();
+        if let Some((reason, n)) = drop_out_of_window(&mut samples, window, limits) {
+            out.invalid.push(Invalid {
+                series: labels.to_string(),
+                reason,
+                samples: n,
             });
         }
-        if ts.samples.is_empty() && exemplars.is_empty() {
+        if samples.is_empty() && exemplars.is_empty() {
             continue;
         }
         out.batch.series.push(SeriesWrite {
             labels,
-            samples: ts
-                .samples
-                .iter()
-                .map(|s| Sample::new(s.timestamp, s.value))
-                .collect(),
+            samples,
             exemplars,
         });
     }
@@ -281,7 +382,7 @@ pub fn validate(req: prompb::WriteRequest) -> Decoded {
             },
         ));
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -325,7 +426,12 @@ mod tests {
         let body = snap::raw::Encoder::new()
             .compress_vec(&req.encode_to_vec())
             .unwrap();
-        let d = validate(decode_remote_write(&body, 1 << 20).unwrap());
+        let d = validate(
+            decode_remote_write(&body, 1 << 20).unwrap(),
+            &IngestLimits::default(),
+            0,
+        )
+        .unwrap();
         assert_eq!(d.batch.series.len(), 1);
         assert_eq!(d.batch.series[0].labels.to_string(), r#"ok{job="a"}"#);
         let reasons: Vec<&str> = d.invalid.iter().map(|i| i.reason.as_str()).collect();
@@ -401,8 +507,11 @@ mod tests {
                 metadata: vec![],
             };
             let body = snap::raw::Encoder::new().compress_vec(&req.encode_to_vec()).unwrap();
-            let slow = validate(decode_remote_write(&body, 1 << 20).unwrap());
-            let (fast, invalid) = decode_prepared("t", &body, 1 << 20).unwrap();
+            // Small limits and a clock in the middle of the i64 timestamps,
+            // so both decoders refuse labels and samples for the same reasons.
+            let limits = IngestLimits { max_labels_per_series: 2, max_label_value_length: 1, max_future_ms: 0, ..Default::default() };
+            let slow = validate(decode_remote_write(&body, 1 << 20).unwrap(), &limits, 0).unwrap();
+            let (fast, invalid) = decode_prepared("t", &body, &limits, 0).unwrap();
             proptest::prop_assert_eq!(&invalid, &slow.invalid);
             proptest::prop_assert_eq!(fast.series.len(), slow.batch.series.len());
             for (f, s) in fast.series.iter().zip(&slow.batch.series) {
@@ -416,15 +525,16 @@ mod tests {
 
         #[test]
         fn decoder_never_panics(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let limits = IngestLimits::default();
             if let Ok(req) = decode_remote_write(&b, 1 << 20) {
-                let _ = validate(req);
+                let _ = validate(req, &limits, 0);
             }
             let framed = snap::raw::Encoder::new().compress_vec(&b).unwrap();
             if let Ok(req) = decode_remote_write(&framed, 1 << 20) {
-                let _ = validate(req);
+                let _ = validate(req, &limits, 0);
             }
-            let _ = decode_prepared("t", &framed, 1 << 20);
-            let _ = decode_prepared("t", &b, 1 << 20);
+            let _ = decode_prepared("t", &framed, &limits, 0);
+            let _ = decode_prepared("t", &b, &limits, 0);
         }
     }
 }

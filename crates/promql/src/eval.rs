@@ -275,6 +275,8 @@ pub(crate) struct Evaluator {
     pub lookback: i64,
     pub default_sub_step: i64,
     pub deadline: Instant,
+    /// Set by the caller to stop the query (see `Engine::with_cancel`).
+    pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
     pub max_samples: usize,
     pub samples_in_step: Cell<usize>,
     pub warnings: RefCell<BTreeSet<String>>,
@@ -494,6 +496,7 @@ pub(crate) fn run(
             later.push((key, vs, mint, maxt));
             continue;
         }
+        check_cancel(engine.cancel.as_deref())?;
         let series = fetch(src, tenant, vs, mint, maxt, &mut loaded, opts.max_samples)?;
         if began.elapsed() > opts.timeout {
             return Err(timeout_err("query preparation"));
@@ -523,6 +526,7 @@ pub(crate) fn run(
         lookback: opts.lookback_delta_ms,
         default_sub_step: engine.default_subquery_step_ms,
         deadline: began + opts.timeout,
+        cancel: engine.cancel.clone(),
         max_samples: opts.max_samples,
         samples_in_step: Cell::new(0),
         warnings: RefCell::new(BTreeSet::new()),
@@ -790,6 +794,16 @@ pub(crate) fn too_many_samples() -> QueryError {
     )
 }
 
+/// `Cancelled` once `flag` is set.
+pub(crate) fn check_cancel(flag: Option<&std::sync::atomic::AtomicBool>) -> Result<()> {
+    match flag {
+        Some(f) if f.load(std::sync::atomic::Ordering::Relaxed) => Err(QueryError::Cancelled(
+            "the client went away or the query was abandoned".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn timeout_err(stage: &str) -> QueryError {
     QueryError::Timeout(format!("query timed out in {stage}"))
 }
@@ -866,7 +880,7 @@ impl Evaluator {
         if Instant::now() > self.deadline {
             return Err(timeout_err("query execution"));
         }
-        Ok(())
+        check_cancel(self.cancel.as_deref())
     }
 
     pub(crate) fn add_samples(&self, n: usize) -> Result<()> {

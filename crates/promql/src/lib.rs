@@ -26,9 +26,12 @@
 
 mod aggr;
 mod binop;
+mod bounds;
 mod columnar;
 mod eval;
 mod functions;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod promqltest;
 
 use cairn_common::{Labels, Sample, SeriesSource};
@@ -45,6 +48,12 @@ pub struct EngineOptions {
     pub max_samples: usize,
     /// Wall-clock budget of one query.
     pub timeout: Duration,
+    /// Longest accepted query text, bytes (`query.max-length`).
+    pub max_query_length: usize,
+    /// Deepest accepted nesting of brackets and operators
+    /// (`query.max-nesting-depth`), checked before parsing: the parser, the
+    /// evaluator and dropping the tree all recurse once per level.
+    pub max_nesting_depth: usize,
 }
 
 impl Default for EngineOptions {
@@ -53,6 +62,8 @@ impl Default for EngineOptions {
             lookback_delta_ms: 5 * 60 * 1000,
             max_samples: 50_000_000,
             timeout: Duration::from_secs(120),
+            max_query_length: 256 * 1024,
+            max_nesting_depth: 1000,
         }
     }
 }
@@ -120,6 +131,9 @@ pub enum QueryError {
     /// The series source failed (500).
     #[error("{0}")]
     Storage(String),
+    /// The caller gave up on the query (its client disconnected).
+    #[error("query cancelled: {0}")]
+    Cancelled(String),
 }
 
 impl QueryError {
@@ -130,6 +144,7 @@ impl QueryError {
             QueryError::Execution(_) | QueryError::TooManySamples(_) => "execution",
             QueryError::Timeout(_) => "timeout",
             QueryError::Storage(_) => "internal",
+            QueryError::Cancelled(_) => "canceled",
         }
     }
 
@@ -154,6 +169,8 @@ pub struct Engine {
     /// held against the samples it summarises (`aggr::precompute`); tests
     /// lower it to exercise the fallback.
     pub(crate) fold_floor_cells: usize,
+    /// Set by the caller to stop the query at its next step or series.
+    pub(crate) cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Parsed queries by text, process-wide (the API builds an engine per
@@ -175,19 +192,37 @@ impl Engine {
             default_subquery_step_ms: 60_000,
             ahead: true,
             fold_floor_cells: 1 << 20,
+            cancel: None,
         }
+    }
+
+    /// Stops the query cooperatively (at its next step, series batch or
+    /// selector) once `flag` is set; it then fails with
+    /// [`QueryError::Cancelled`].
+    pub fn with_cancel(mut self, flag: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.cancel = Some(flag);
+        self
+    }
+
+    /// `query` parsed under this engine's length and nesting bounds.
+    pub fn parse(&self, query: &str) -> Result<promql_parser::parser::Expr, QueryError> {
+        parse_bounded(
+            query,
+            self.opts.max_query_length,
+            self.opts.max_nesting_depth,
+        )
     }
 
     /// `query` parsed, from the cache when it was parsed before.
     fn parse_cached(&self, query: &str) -> Result<Arc<promql_parser::parser::Expr>, QueryError> {
         if query.len() > PARSE_CACHE_MAX_LEN {
-            return Ok(Arc::new(parse(query)?));
+            return Ok(Arc::new(self.parse(query)?));
         }
         let cache = PARSED.get_or_init(Default::default);
         if let Some(e) = cache.lock().ok().and_then(|m| m.get(query).cloned()) {
             return Ok(e);
         }
-        let e = Arc::new(parse(query)?);
+        let e = Arc::new(self.parse(query)?);
         if let Ok(mut m) = cache.lock() {
             if m.len() >= PARSE_CACHE_ENTRIES {
                 m.clear();
@@ -246,9 +281,23 @@ impl Engine {
     }
 }
 
-/// Parses a PromQL expression.
+/// Parses a PromQL expression under the default length and nesting bounds.
 pub fn parse(query: &str) -> Result<promql_parser::parser::Expr, QueryError> {
-    promql_parser::parser::parse(query).map_err(QueryError::Parse)
+    let d = EngineOptions::default();
+    parse_bounded(query, d.max_query_length, d.max_nesting_depth)
+}
+
+/// Parses a PromQL expression no longer than `max_len` bytes and nesting no
+/// deeper than `max_depth`; durations and `@` times must be in range.
+pub fn parse_bounded(
+    query: &str,
+    max_len: usize,
+    max_depth: usize,
+) -> Result<promql_parser::parser::Expr, QueryError> {
+    bounds::check_text(query, max_len, max_depth)?;
+    let e = promql_parser::parser::parse(query).map_err(QueryError::Parse)?;
+    bounds::check_expr(&e)?;
+    Ok(e)
 }
 
 #[cfg(test)]

@@ -1,0 +1,193 @@
+//! The read pool: every query and heavy read (PromQL, series, labels,
+//! export, remote read, exemplars) runs on one of `max_concurrency`
+//! long-lived threads with a known, large stack, behind a queue of at most
+//! `max_queued` waiting reads; past that a read gets 503 at once (Prometheus
+//! runs 20 queries at a time and queues the rest).
+//!
+//! A read is cancelled when its caller stops waiting — the client went away
+//! (the server drops the handler's future) or the query timeout passed: a
+//! guard sets the read's cancel flag, a queued read is then skipped, and a
+//! running query stops at its next step or series batch.
+
+use axum::http::StatusCode;
+use axum::response::Response;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Stack of each read thread: parsing, evaluating and dropping a query tree
+/// recurse once per level, and `query.max-nesting-depth` levels must fit
+/// with room to spare. Only the pages a query touches become resident.
+pub(crate) const READ_STACK_BYTES: usize = 64 << 20;
+
+/// Counters of the pool, published on `/metrics`.
+#[derive(Default)]
+pub(crate) struct PoolStats {
+    pub running: AtomicUsize,
+    pub queued: AtomicUsize,
+    pub rejected: AtomicU64,
+    pub cancelled: AtomicU64,
+}
+
+pub(crate) struct ReadPool {
+    tx: SyncSender<Job>,
+    max_concurrency: usize,
+    max_queued: usize,
+    pub stats: Arc<PoolStats>,
+}
+
+/// Sets the flag when dropped: the caller stopped waiting.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+impl ReadPool {
+    /// Starts `max_concurrency` read threads. A thread that cannot be
+    /// started is logged; the pool runs with the others (at least one is
+    /// required, else an error).
+    pub fn new(max_concurrency: usize, max_queued: usize) -> std::io::Result<ReadPool> {
+        let (tx, rx) = sync_channel::<Job>(max_queued);
+        let rx = Arc::new(Mutex::new(rx));
+        let stats = Arc::new(PoolStats::default());
+        let mut started = 0;
+        for i in 0..max_concurrency.max(1) {
+            let rx = rx.clone();
+            let res = std::thread::Builder::new()
+                .name(format!("cairn-read-{i}"))
+                .stack_size(READ_STACK_BYTES)
+                .spawn(move || worker(&rx));
+            match res {
+                Ok(_) => started += 1,
+                Err(e) if started > 0 => {
+                    tracing::warn!(?e, started, "could not start every read thread")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(ReadPool {
+            tx,
+            max_concurrency: started,
+            max_queued,
+            stats,
+        })
+    }
+
+    /// Runs `f` on a read thread; `f` gets the cancel flag to hand to the
+    /// engine. 503 when the queue is full, 500 when `f` panics.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(Arc<AtomicBool>) -> T + Send + 'static,
+    ) -> Result<T, Response> {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let stats = self.stats.clone();
+        let flag = cancel.clone();
+        let job: Job = Box::new(move || {
+            stats.queued.fetch_sub(1, Ordering::Relaxed);
+            if flag.load(Ordering::Relaxed) {
+                stats.cancelled.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            stats.running.fetch_add(1, Ordering::Relaxed);
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(flag.clone())));
+            stats.running.fetch_sub(1, Ordering::Relaxed);
+            if flag.load(Ordering::Relaxed) {
+                stats.cancelled.fetch_add(1, Ordering::Relaxed);
+            }
+            let _ = tx.send(r);
+        });
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.tx.try_send(job) {
+            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            let msg = match e {
+                TrySendError::Full(_) => format!(
+                    "too many concurrent queries: {} running and {} waiting (query.max-concurrency, query.max-queued); retry later",
+                    self.max_concurrency, self.max_queued
+                ),
+                TrySendError::Disconnected(_) => "the query threads have stopped".to_string(),
+            };
+            return Err(crate::api_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                &msg,
+            ));
+        }
+        let _guard = CancelOnDrop(cancel);
+        match rx.await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(_)) => Err(crate::api_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "task failed: the query panicked",
+            )),
+            Err(_) => Err(crate::api_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the query was dropped before it ran",
+            )),
+        }
+    }
+}
+
+fn worker(rx: &Mutex<Receiver<Job>>) {
+    loop {
+        // The lock is held only while waiting for the next job.
+        let job = match rx.lock() {
+            Ok(r) => r.recv(),
+            Err(p) => p.into_inner().recv(),
+        };
+        match job {
+            Ok(job) => job(),
+            Err(_) => return, // pool dropped
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn full_queue_is_503_and_dropped_callers_cancel() {
+        let pool = Arc::new(ReadPool::new(1, 1).unwrap());
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        // One running read that spins until cancelled.
+        let p = pool.clone();
+        let running = tokio::spawn(async move {
+            p.run(move |cancel| {
+                let _ = started_tx.send(());
+                while !cancel.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                "stopped"
+            })
+            .await
+        });
+        started_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        // One queued read fills the queue; the next is refused with 503.
+        let p = pool.clone();
+        let queued = tokio::spawn(async move { p.run(|_| 1).await });
+        for _ in 0..200 {
+            if pool.stats.queued.load(Ordering::Relaxed) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let refused = pool.run(|_| 2).await.unwrap_err();
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        // Dropping the running read's caller cancels it; the queued one runs.
+        running.abort();
+        assert_eq!(queued.await.unwrap().unwrap(), 1);
+        assert!(pool.stats.cancelled.load(Ordering::Relaxed) >= 1);
+        let panicked = pool.run(|_| -> u8 { panic!("boom") }).await.unwrap_err();
+        assert_eq!(panicked.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}

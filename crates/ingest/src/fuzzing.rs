@@ -1,0 +1,102 @@
+//! Fuzzing entry points (used by `fuzz/fuzz_targets/remote_write_decode.rs`
+//! and replayed over the committed corpus by this module's test). Not an API.
+
+use cairn_common::{IngestLimits, SeriesId};
+
+/// Largest decoded body the target allows (small, so bombs fail fast).
+const MAX_DECODED: usize = 1 << 24;
+
+/// One remote-write body, raw and snappy-framed, through the production
+/// decoder [`crate::decode_prepared`] under the default limits (a smaller
+/// decoded size): it must return a batch or an error,
+/// never panic. Every series it accepts carries the id of its labels, and
+/// when the prost decoder plus [`crate::validate`] (same limits) also
+/// accepts the body, both accept and refuse the same series, with the same
+/// labels, samples and exemplars.
+pub fn remote_write(data: &[u8]) {
+    let framed = snap::raw::Encoder::new()
+        .compress_vec(data)
+        .unwrap_or_default();
+    let limits = IngestLimits {
+        max_decoded_size: MAX_DECODED,
+        ..Default::default()
+    };
+    // A clock at Prometheus's latest time: no sample is refused as future,
+    // those past that time still are.
+    let now = cairn_common::limits::hard::MAX_TIME_MS;
+    for body in [data, framed.as_slice()] {
+        let Ok((batch, invalid)) = crate::decode_prepared("t", body, &limits, now) else {
+            continue;
+        };
+        for s in &batch.series {
+            let labels = s.labels.materialize();
+            assert_eq!(s.id, SeriesId::of("t", &labels), "id of {labels}");
+        }
+        let Ok(req) = crate::decode_remote_write(body, MAX_DECODED) else {
+            continue;
+        };
+        let Ok(slow) = crate::validate(req, &limits, now) else {
+            continue;
+        };
+        assert_eq!(invalid, slow.invalid, "refused series");
+        assert_eq!(
+            batch.series.len(),
+            slow.batch.series.len(),
+            "accepted series"
+        );
+        for (s, w) in batch.series.iter().zip(&slow.batch.series) {
+            let labels = s.labels.materialize();
+            assert_eq!(w.labels, labels);
+            assert_eq!(w.samples.len(), s.samples.len(), "samples of {labels}");
+            for (a, b) in w.samples.iter().zip(&s.samples) {
+                assert_eq!((a.t, a.v.to_bits()), (b.t, b.v.to_bits()), "{labels}");
+            }
+            assert_eq!(
+                w.exemplars.len(),
+                s.exemplars.len(),
+                "exemplars of {labels}"
+            );
+            for (a, b) in w.exemplars.iter().zip(&s.exemplars) {
+                assert_eq!(
+                    (&a.labels, a.t, a.value.to_bits()),
+                    (&b.labels, b.t, b.value.to_bits()),
+                    "exemplar of {labels}"
+                );
+            }
+        }
+        assert_eq!(batch.metadata, slow.batch.metadata);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Feeds every file of `fuzz/corpus/<target>/` and `fuzz/regressions/<target>/`
+    /// to `f` (the corpus must not be empty).
+    pub(crate) fn replay(target: &str, f: impl Fn(&[u8])) {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
+        let mut n = 0;
+        for kind in ["corpus", "regressions"] {
+            let Ok(dir) = std::fs::read_dir(root.join(kind).join(target)) else {
+                continue;
+            };
+            let mut paths: Vec<_> = dir.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+            paths.sort();
+            for p in paths.into_iter().filter(|p| p.is_file()) {
+                let data = std::fs::read(&p).expect("reading a fuzz input");
+                eprintln!("replaying {}", p.display());
+                f(&data);
+                n += 1;
+            }
+        }
+        assert!(
+            n > 0,
+            "no fuzz inputs for {target} under {}",
+            root.display()
+        );
+    }
+
+    #[test]
+    fn remote_write_decode_corpus() {
+        replay("remote_write_decode", super::remote_write);
+    }
+}

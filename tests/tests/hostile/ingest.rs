@@ -1,0 +1,4 @@
+//! Hostile inputs: ingest. Shared helpers in `hostile.rs`.
+
+#[allow(unused_imports)]
+use super::*;
