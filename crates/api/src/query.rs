@@ -352,7 +352,8 @@ fn param_limit(p: &Params) -> Result<usize, Response> {
             .map(|n| n as usize)
             .ok_or_else(|| {
                 bad_data(format!(
-                    "invalid parameter \"limit\": {s:?} is not a non-negative integer"
+                    "invalid parameter \"limit\": {:?} is not a non-negative integer",
+                    crate::echo(s)
                 ))
             }),
     }

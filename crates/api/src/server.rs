@@ -212,26 +212,30 @@ impl ConnTask {
         }
         let mut stopping = false;
         let mut idle_closing = false;
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
         loop {
             let (phase, since) = act.state();
             let deadline = match phase {
                 Phase::New | Phase::Head => Some(since + self.opts.header_read_timeout),
                 Phase::Idle => Some(since + self.opts.idle_timeout),
-                // Rechecked after a while: the phase changes without waking us.
                 Phase::Busy => None,
             };
-            let wake = deadline.unwrap_or_else(|| {
-                Instant::now() + self.opts.header_read_timeout.min(self.opts.idle_timeout)
-            });
+            if let Some(d) = deadline {
+                timer.as_mut().reset(d);
+            }
+            // Created before polling: a change from now on is not missed.
+            let changed = act.changed.notified();
             tokio::select! {
+                _ = changed => continue,
                 r = conn.as_mut() => {
                     if let Err(e) = r {
                         tracing::debug!(?e, "http connection ended with an error");
                     }
                     break;
                 }
-                _ = tokio::time::sleep_until(wake) => {
-                    if deadline.is_none() || act.state() != (phase, since) {
+                _ = timer.as_mut(), if deadline.is_some() => {
+                    if act.state() != (phase, since) {
                         continue;
                     }
                     match phase {
@@ -282,6 +286,8 @@ struct Activity {
     phase: AtomicU8,
     since_ms: AtomicU64,
     in_flight: AtomicU32,
+    /// Woken on every phase change (a new deadline for the watchdog).
+    changed: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -291,6 +297,7 @@ impl Activity {
             phase: AtomicU8::new(Phase::New as u8),
             since_ms: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -312,6 +319,7 @@ impl Activity {
     fn set(&self, phase: Phase) {
         self.since_ms.store(self.now_ms(), Ordering::Relaxed);
         self.phase.store(phase as u8, Ordering::Relaxed);
+        self.changed.notify_one();
     }
 
     /// Bytes arrived: on an idle connection they start a request head (on a
@@ -644,6 +652,21 @@ mod tests {
             "idle, not header timeout: {:?}",
             t0.elapsed()
         );
+        // An idle timeout shorter than the header timeout applies too.
+        let (addr, _tx, _h) = start(ServerOptions {
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_millis(200),
+            ..Default::default()
+        })
+        .await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        let got = read_to_close(&mut s, Duration::from_secs(10)).await;
+        assert_eq!(got.as_deref(), Some(""));
     }
 
     #[tokio::test]

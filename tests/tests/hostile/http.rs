@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 /// RSS bound for every test here: an idle server plus a thousand-odd sockets
 /// is far below it; unbounded per-connection buffering would not be.
-const RSS_BOUND_MIB: u64 = 512;
+const RSS_BOUND_MIB: u64 = 256;
 
 fn addr(base: &str) -> String {
     base.strip_prefix("http://")
@@ -290,4 +290,60 @@ fn eleven_hundred_idle_sockets_leave_health_and_writes_answering() {
     check_after(&srv, &canary, "1,100 idle sockets");
     let rss = rss_mib(pid);
     eprintln!("RSS with 1,100 idle sockets: {rss} MiB");
+}
+
+/// Request input echoed in an error (a header value, a `match[]` selector, a
+/// regex, a query, a parameter) is cut: 100 KB in, a short message out.
+#[test]
+fn echoed_input_is_truncated_in_errors() {
+    let srv = TestServer::spawn(ServerOpts::default());
+    let base = srv.url();
+    let canary = Canary::write(&base);
+    let big = "x".repeat(100_000);
+    let ct = format!("text/{}", "y".repeat(10_000));
+    let r = post(
+        &format!("{base}/api/v1/write"),
+        &[("Content-Type", &ct), ("Content-Encoding", "snappy")],
+        b"\0",
+    )
+    .unwrap();
+    assert_eq!(r.status, 415, "{}", r.text());
+    assert!(r.body.len() < 600, "{} bytes: {}", r.body.len(), r.text());
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    for (path, body) in [
+        (
+            "/api/v1/series",
+            format!("match[]={}", enc(&format!("up{{a=\"{big}"))),
+        ),
+        (
+            "/api/v1/series",
+            format!("match[]={}", enc(&format!("{{a=~\"({big}\"}}"))),
+        ),
+        (
+            "/api/v1/query",
+            format!("query={}", enc(&format!("up{{a=~\"({big}\"}}"))),
+        ),
+        (
+            "/api/v1/query",
+            format!("query={}", enc(&format!("{big}{{"))),
+        ),
+        ("/api/v1/query", format!("query=up&time={big}")),
+        ("/api/v1/query", format!("query=up&limit={big}")),
+        (
+            "/api/v1/query_range",
+            format!("query=up&start=1&end=2&step={big}"),
+        ),
+    ] {
+        let r = post(&format!("{base}{path}"), &form, body.as_bytes()).unwrap();
+        assert_eq!(r.status, 400, "{path} {}: {}", &body[..40], r.text());
+        let err = r.json()["error"].as_str().unwrap_or_default().to_string();
+        assert!(
+            !err.is_empty() && err.len() <= 1100,
+            "{path} {}: {} bytes of error: {}",
+            &body[..40],
+            err.len(),
+            &err[..err.len().min(300)]
+        );
+    }
+    check_after(&srv, &canary, "long echoed input");
 }
