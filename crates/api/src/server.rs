@@ -131,7 +131,7 @@ pub async fn run(
         let _ = stream.set_nodelay(true);
         open.fetch_add(1, Ordering::Relaxed);
         let task = ConnTask {
-            open: open.clone(),
+            _open: OpenSlot(open.clone()),
             opts: opts.clone(),
             builder: builder.clone(),
             router: router.clone(),
@@ -184,7 +184,7 @@ async fn reject(mut s: TcpStream) {
 }
 
 struct ConnTask {
-    open: Arc<AtomicUsize>,
+    _open: OpenSlot,
     opts: Arc<ServerOptions>,
     builder: Arc<hyper::server::conn::http1::Builder>,
     router: Router,
@@ -207,7 +207,6 @@ impl ConnTask {
         tokio::pin!(conn);
         if *self.stop.borrow() {
             // Accepted as the server began shutting down: nothing read yet.
-            self.open.fetch_sub(1, Ordering::Relaxed);
             return;
         }
         let mut stopping = false;
@@ -261,7 +260,16 @@ impl ConnTask {
                 }
             }
         }
-        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One connection counted against `http.max-connections`, released when its
+/// task ends, by return or by a panic unwinding out of a handler.
+struct OpenSlot(Arc<AtomicUsize>);
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -584,6 +592,14 @@ mod tests {
             .route("/", get(|| async { "ok" }))
             .route("/echo", post(|b: Bytes| async move { b }))
             .route(
+                "/panic",
+                get(|| async {
+                    panic!("handler panic (expected by the test)");
+                    #[allow(unreachable_code)]
+                    ""
+                }),
+            )
+            .route(
                 "/slow",
                 get(|| async {
                     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -749,5 +765,39 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(TcpStream::connect(addr).await.is_err(), "listener closed");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_releases_its_connection_slot() {
+        let (addr, _tx, _h) = start(ServerOptions {
+            max_connections: 1,
+            ..Default::default()
+        })
+        .await;
+        for _ in 0..3 {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET /panic HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            read_to_close(&mut s, Duration::from_secs(10))
+                .await
+                .unwrap();
+        }
+        // The slot may be released just after the close is seen.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let got = read_to_close(&mut s, Duration::from_secs(10))
+                .await
+                .unwrap();
+            if got.starts_with("HTTP/1.1 200") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "slot never released: {got}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
