@@ -32,6 +32,10 @@ pub struct StorageSection {
     pub head_max_bytes: String,
     pub commitlog_segment_size: String,
     pub index_cache_size: String,
+    /// A damaged commit-log record refuses the start instead of being
+    /// skipped and counted (default false).
+    #[serde(default)]
+    pub strict_replay: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -153,11 +157,15 @@ fn set(root: &mut Value, section: &str, key: &str, value: &str) {
             .entry(Value::String(section.into()))
             .or_insert_with(|| Value::Mapping(Mapping::new()));
         if let Value::Mapping(s) = sec {
-            // Numbers stay numbers for the numeric keys.
-            let v = value
-                .parse::<u64>()
-                .map(|n| Value::Number(n.into()))
-                .unwrap_or_else(|_| Value::String(value.into()));
+            // Numbers stay numbers for the numeric keys, booleans booleans.
+            let v = match value {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                _ => value
+                    .parse::<u64>()
+                    .map(|n| Value::Number(n.into()))
+                    .unwrap_or_else(|_| Value::String(value.into())),
+            };
             s.insert(Value::String(key.into()), v);
         }
     }
@@ -357,6 +365,7 @@ impl Config {
             parse_size("storage.commitlog-segment-size", &s.commitlog_segment_size)?;
         c.index_cache_bytes = parse_size("storage.index-cache-size", &s.index_cache_size)?;
         c.max_new_series_per_request = self.ingest.max_new_series_per_request;
+        c.strict_replay = s.strict_replay;
         Ok(c)
     }
 }

@@ -58,7 +58,13 @@ struct Inner {
 
 struct SyncState {
     synced_seq: u64,
-    error: Option<String>,
+    /// Records up to this sequence number were covered by an fsync that
+    /// failed: they are never reported durable (after a failed fsync the
+    /// kernel may have dropped their pages). Later records are, once a sync
+    /// of the segment they went to succeeds, so the log recovers by itself
+    /// when the fault (a full disk) goes away.
+    failed_upto: u64,
+    last_error: String,
 }
 
 pub struct CommitLog {
@@ -82,22 +88,47 @@ fn io_err(context: String) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Io { context, source }
 }
 
+/// Creates segment `no` with its header, synced. On failure nothing is left
+/// behind (a partial file would make the next attempt fail with "File
+/// exists"); a header-only or empty file left by a crash is replaced.
 fn create_segment(dir: &Path, no: u64) -> Result<File> {
     let path = seg_path(dir, no);
-    let mut f = OpenOptions::new()
-        .create_new(true)
-        .append(true)
-        .open(&path)
-        .map_err(io_err(format!(
-            "creating commit log segment {}",
-            path.display()
-        )))?;
-    f.write_all(MAGIC)
-        .and_then(|_| f.sync_data())
-        .map_err(io_err(format!(
-            "writing commit log segment {}",
-            path.display()
-        )))?;
+    crate::fileset::io_fault("commitlog-create-segment", &path).map_err(io_err(format!(
+        "creating commit log segment {}",
+        path.display()
+    )))?;
+    let open = || OpenOptions::new().create_new(true).append(true).open(&path);
+    let mut f = match open() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            // Numbers never repeat, so an existing file can only be one whose
+            // creation did not complete: without records it holds nothing.
+            let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(u64::MAX);
+            if len > MAGIC.len() as u64 {
+                return Err(Error::Io {
+                    context: format!(
+                        "creating commit log segment {}: it exists and holds {len} bytes",
+                        path.display()
+                    ),
+                    source: e,
+                });
+            }
+            let _ = fs::remove_file(&path);
+            open()
+        }
+        r => r,
+    }
+    .map_err(io_err(format!(
+        "creating commit log segment {}",
+        path.display()
+    )))?;
+    if let Err(e) = f.write_all(MAGIC).and_then(|_| f.sync_data()) {
+        drop(f);
+        let _ = fs::remove_file(&path);
+        return Err(Error::Io {
+            context: format!("writing commit log segment {}", path.display()),
+            source: e,
+        });
+    }
     // Make the new directory entry durable too.
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
@@ -112,11 +143,17 @@ impl CommitLog {
     /// Afterwards a fresh segment is started for new writes, numbered above
     /// every existing one and above `min_next` (numbers never repeat, since
     /// filesets refer to them).
+    ///
+    /// A record that fails its checksum (other than a torn tail) or that
+    /// `apply` refuses with `Error::Corrupt` is skipped, counted and logged
+    /// with its segment and offset; with `strict` the open fails instead.
+    /// Other errors of `apply` fail the open.
     pub fn open(
         dir: &Path,
         policy: FsyncPolicy,
         max_segment_bytes: u64,
         min_next: u64,
+        strict: bool,
         mut apply: impl FnMut(u64, &[u8]) -> Result<BTreeSet<i64>>,
     ) -> Result<(Arc<Self>, ReplayStats)> {
         fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
@@ -152,19 +189,42 @@ impl CommitLog {
             }
             let mut pos = MAGIC.len();
             while pos < buf.len() {
-                match next_record(&buf, pos) {
-                    Some((payload, next)) => {
-                        let blocks = apply(no, payload)?;
-                        info.blocks.extend(blocks);
-                        stats.records += 1;
-                        pos = next;
-                    }
-                    None => {
-                        tracing::warn!(segment = %path.display(), offset = pos, "torn or corrupt commit log record; rest of segment skipped (it was never acknowledged)");
-                        stats.torn_segments += 1;
-                        break;
-                    }
+                let (why, next) = match next_record(&buf, pos) {
+                    Some((payload, next)) => match apply(no, payload) {
+                        Ok(blocks) => {
+                            info.blocks.extend(blocks);
+                            stats.records += 1;
+                            pos = next;
+                            continue;
+                        }
+                        Err(Error::Corrupt(why)) => (why, next),
+                        Err(e) => return Err(e),
+                    },
+                    // Not a whole, checksum-valid record. With no whole record
+                    // after it this is the torn tail of a write that was never
+                    // acknowledged; otherwise the bytes up to the next record
+                    // are damaged.
+                    None => match find_record(&buf, pos + 1) {
+                        None => {
+                            tracing::warn!(segment = %path.display(), offset = pos, "torn commit log record; rest of segment skipped (it was never acknowledged)");
+                            stats.torn_segments += 1;
+                            break;
+                        }
+                        Some(next) => (
+                            format!("bad length or checksum, {} bytes skipped", next - pos),
+                            next,
+                        ),
+                    },
+                };
+                if strict {
+                    return Err(Error::Corrupt(format!(
+                        "commit log segment {} at byte {pos}: {why} (storage.strict-replay refuses to start; set it to false to skip the record)",
+                        path.display()
+                    )));
                 }
+                tracing::error!(segment = %path.display(), offset = pos, reason = %why, "corrupt commit log record skipped on replay: its data is lost");
+                stats.skipped_records += 1;
+                pos = next;
             }
             segments.insert(no, info);
         }
@@ -187,7 +247,8 @@ impl CommitLog {
             }),
             sync: Mutex::new(SyncState {
                 synced_seq: 0,
-                error: None,
+                failed_upto: 0,
+                last_error: String::new(),
             }),
             written_cv: Condvar::new(),
             synced_cv: Condvar::new(),
@@ -207,8 +268,12 @@ impl CommitLog {
                 let mut g = self.inner.lock();
                 match self.policy {
                     FsyncPolicy::Always => {
-                        while g.written_seq == self.sync.lock().synced_seq
-                            && !self.shutdown.load(Ordering::Acquire)
+                        // Records covered by a failed sync are settled too:
+                        // they are never synced again.
+                        while g.written_seq <= {
+                            let s = self.sync.lock();
+                            s.synced_seq.max(s.failed_upto)
+                        } && !self.shutdown.load(Ordering::Acquire)
                         {
                             self.written_cv.wait_for(&mut g, Duration::from_millis(200));
                         }
@@ -220,16 +285,27 @@ impl CommitLog {
                 (g.active.file.clone(), g.written_seq)
             };
             let res = file.sync_data();
+            let failed = res.is_err();
             let mut s = self.sync.lock();
             match res {
                 Ok(()) => s.synced_seq = s.synced_seq.max(target),
                 Err(e) => {
-                    tracing::error!(?e, "commit log fsync failed; writes will fail");
-                    s.error = Some(e.to_string());
+                    tracing::error!(?e, "commit log fsync failed; the writes it covered fail, the next write starts a new segment");
+                    s.failed_upto = s.failed_upto.max(target);
+                    s.last_error = e.to_string();
                 }
             }
             self.synced_cv.notify_all();
             drop(s);
+            if failed {
+                // Never append to a segment whose sync failed; back off a little.
+                let mut g = self.inner.lock();
+                if Arc::ptr_eq(&g.active.file, &file) {
+                    g.active.broken = true;
+                }
+                drop(g);
+                std::thread::sleep(Duration::from_millis(50));
+            }
             if self.shutdown.load(Ordering::Acquire) {
                 return;
             }
@@ -247,7 +323,9 @@ impl CommitLog {
         if g.active.broken || g.active.bytes >= self.max_segment_bytes {
             self.rotate_locked(&mut g)?;
         }
-        if let Err(e) = (&*g.active.file).write_all(&rec) {
+        let written = crate::fileset::io_fault("commitlog-append", &self.dir)
+            .and_then(|()| (&*g.active.file).write_all(&rec));
+        if let Err(e) = written {
             g.active.broken = true;
             return Err(Error::Io {
                 context: format!("appending to commit log segment {}", g.active.no),
@@ -274,8 +352,11 @@ impl CommitLog {
         }
         let mut s = self.sync.lock();
         loop {
-            if let Some(e) = &s.error {
-                return Err(Error::Unavailable(format!("commit log fsync failed: {e}")));
+            if seq <= s.failed_upto {
+                return Err(Error::Unavailable(format!(
+                    "commit log fsync failed: {}",
+                    s.last_error
+                )));
             }
             if s.synced_seq >= seq {
                 return Ok(());
@@ -284,13 +365,17 @@ impl CommitLog {
         }
     }
 
+    /// Starts segment `active + 1`. The old one is synced first; if that
+    /// fails, its unsynced records are failed (never reported durable) and
+    /// the rotation goes on, so new writes land in a segment that works. If
+    /// the new segment cannot be created, nothing changes and the next
+    /// append tries again.
     fn rotate_locked(&self, g: &mut Inner) -> Result<u64> {
         let old = g.active.no;
-        g.active
-            .file
-            .sync_data()
-            .map_err(io_err(format!("syncing commit log segment {old}")))?;
+        let synced = g.active.file.sync_data();
         let no = old + 1;
+        // On failure the active segment stays as it was (a broken one stays
+        // broken, a full one full), so the next append tries again.
         let file = create_segment(&self.dir, no)?;
         g.active = Active {
             file: Arc::new(file),
@@ -299,10 +384,21 @@ impl CommitLog {
             broken: false,
         };
         g.segments.insert(no, SegmentInfo::default());
-        // Everything written so far sits in synced segments now.
         let written = g.written_seq;
         let mut s = self.sync.lock();
-        s.synced_seq = s.synced_seq.max(written);
+        match synced {
+            // Everything written so far sits in synced segments now.
+            Ok(()) => s.synced_seq = s.synced_seq.max(written),
+            Err(e) => {
+                tracing::error!(
+                    segment = old,
+                    ?e,
+                    "syncing the sealed commit log segment failed; its unsynced writes fail"
+                );
+                s.failed_upto = s.failed_upto.max(written);
+                s.last_error = e.to_string();
+            }
+        }
         self.synced_cv.notify_all();
         Ok(old)
     }
@@ -366,12 +462,14 @@ impl CommitLog {
 }
 
 /// The record at `pos`: its payload and the offset after it, or None when the
-/// bytes there are not a whole, checksum-valid record.
-fn next_record(buf: &[u8], pos: usize) -> Option<(&[u8], usize)> {
-    let hdr = buf.get(pos..pos + 8)?;
+/// bytes there are not a whole, checksum-valid record. Payloads are never
+/// empty, so zeroes (a file extended but not written before a crash) are no
+/// record.
+pub(crate) fn next_record(buf: &[u8], pos: usize) -> Option<(&[u8], usize)> {
+    let hdr = buf.get(pos..pos.checked_add(8)?)?;
     let len = u32::from_le_bytes(hdr[..4].try_into().ok()?);
     let crc = u32::from_le_bytes(hdr[4..].try_into().ok()?);
-    if len > MAX_RECORD {
+    if len == 0 || len > MAX_RECORD {
         return None;
     }
     let end = pos + 8 + len as usize;
@@ -379,10 +477,22 @@ fn next_record(buf: &[u8], pos: usize) -> Option<(&[u8], usize)> {
     (crc32c::crc32c(payload) == crc).then_some((payload, end))
 }
 
+/// The offset of the first whole, checksum-valid record at or after `from`.
+/// Only lengths that fit in the rest of the buffer are checksummed, so
+/// scanning damaged bytes costs little per position.
+fn find_record(buf: &[u8], from: usize) -> Option<usize> {
+    (from..buf.len().saturating_sub(8)).find(|&q| {
+        let len = u32::from_le_bytes([buf[q], buf[q + 1], buf[q + 2], buf[q + 3]]) as usize;
+        len != 0 && len <= buf.len() - q - 8 && next_record(buf, q).is_some()
+    })
+}
+
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ReplayStats {
     pub records: u64,
     pub torn_segments: u64,
+    /// Damaged records skipped (not counting torn tails).
+    pub skipped_records: u64,
 }
 
 #[cfg(test)]
@@ -390,7 +500,7 @@ mod tests {
     use super::*;
 
     fn open(dir: &Path, seen: &mut Vec<Vec<u8>>) -> Arc<CommitLog> {
-        CommitLog::open(dir, FsyncPolicy::Always, 1 << 20, 0, |_, p| {
+        CommitLog::open(dir, FsyncPolicy::Always, 1 << 20, 0, false, |_, p| {
             seen.push(p.to_vec());
             Ok(BTreeSet::from([7]))
         })

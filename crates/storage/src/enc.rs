@@ -1,7 +1,12 @@
 //! Small binary encoding helpers shared by the commit log, the index and the
 //! filesets: LEB128 varints, zig-zag, length-prefixed strings.
+//!
+//! Label sets are encoded and decoded within the same bounds
+//! ([`cairn_common::limits::hard`]): [`put_labels`] refuses what
+//! [`Reader::labels`] would refuse, so whatever was written reads back.
 
 use crate::{Error, Result};
+use cairn_common::limits::{hard, truncate_lossy};
 use cairn_common::{Label, Labels};
 
 pub fn put_uvarint(buf: &mut Vec<u8>, mut v: u64) {
@@ -21,12 +26,66 @@ pub fn put_bytes(buf: &mut Vec<u8>, b: &[u8]) {
     buf.extend_from_slice(b);
 }
 
-pub fn put_labels(buf: &mut Vec<u8>, labels: &Labels) {
+/// Why a label set cannot be stored (`None` when it can): more than
+/// [`hard::MAX_LABELS`] labels, a name or value above its byte bound, or
+/// names not strictly ascending (unsorted or repeated). Exactly what
+/// [`Reader::labels`] refuses, phrased for the writer.
+pub fn labels_unstorable<'a>(
+    mut pairs: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Option<String> {
+    let mut prev: Option<&str> = None;
+    let mut count = 0usize;
+    for (n, v) in pairs.by_ref() {
+        count += 1;
+        if count > hard::MAX_LABELS {
+            break;
+        }
+        if n.len() > hard::MAX_LABEL_NAME_BYTES {
+            return Some(format!(
+                "label name {:?} is {} bytes, above the storage bound of {}",
+                truncate_lossy(n.as_bytes(), 64),
+                n.len(),
+                hard::MAX_LABEL_NAME_BYTES
+            ));
+        }
+        if v.len() > hard::MAX_LABEL_VALUE_BYTES {
+            return Some(format!(
+                "value of label {:?} is {} bytes, above the storage bound of {}",
+                truncate_lossy(n.as_bytes(), 64),
+                v.len(),
+                hard::MAX_LABEL_VALUE_BYTES
+            ));
+        }
+        if prev.is_some_and(|p| p >= n) {
+            return Some(format!(
+                "label names not sorted and distinct at {:?}",
+                truncate_lossy(n.as_bytes(), 64)
+            ));
+        }
+        prev = Some(n);
+    }
+    (count > hard::MAX_LABELS).then(|| {
+        format!(
+            "{} labels, above the storage bound of {}",
+            count + pairs.count(),
+            hard::MAX_LABELS
+        )
+    })
+}
+
+/// Encodes a label set; `Invalid` (nothing appended) when
+/// [`labels_unstorable`] says it could not be decoded again.
+pub fn put_labels(buf: &mut Vec<u8>, labels: &Labels) -> Result<()> {
+    let pairs = labels.iter().map(|l| (l.name.as_str(), l.value.as_str()));
+    if let Some(why) = labels_unstorable(pairs) {
+        return Err(Error::Invalid(why));
+    }
     put_uvarint(buf, labels.len() as u64);
     for l in labels {
         put_bytes(buf, l.name.as_bytes());
         put_bytes(buf, l.value.as_bytes());
     }
+    Ok(())
 }
 
 /// A read cursor over a byte slice; every read is bounds-checked and a short
@@ -103,15 +162,26 @@ impl<'a> Reader<'a> {
         String::from_utf8(b.to_vec()).map_err(|_| self.corrupt("invalid UTF-8"))
     }
 
+    /// A string of at most `max` bytes.
+    fn bounded_string(&mut self, max: usize, what: &str) -> Result<String> {
+        let b = self.bytes()?;
+        if b.len() > max {
+            return Err(self.corrupt(&format!("{what} of {} bytes out of range", b.len())));
+        }
+        String::from_utf8(b.to_vec()).map_err(|_| self.corrupt("invalid UTF-8"))
+    }
+
+    /// A label set within the [`hard`] bounds, names strictly ascending.
     pub fn labels(&mut self) -> Result<Labels> {
-        let n = self.uvarint()? as usize;
-        if n > 10_000 {
+        let n = self.uvarint()?;
+        if n > hard::MAX_LABELS as u64 {
             return Err(self.corrupt("label count out of range"));
         }
+        let n = n as usize;
         let mut v = Vec::with_capacity(n);
         for _ in 0..n {
-            let name = self.string()?;
-            let value = self.string()?;
+            let name = self.bounded_string(hard::MAX_LABEL_NAME_BYTES, "label name")?;
+            let value = self.bounded_string(hard::MAX_LABEL_VALUE_BYTES, "label value")?;
             v.push(Label { name, value });
         }
         if !v.windows(2).all(|w| w[0].name < w[1].name) {

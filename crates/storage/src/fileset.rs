@@ -112,7 +112,43 @@ pub fn fail_point(name: &str) {
     }
 }
 
+/// Directories under which an I/O fault point is armed: (point, dir).
+static IO_FAULTS: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+/// Whether any I/O fault is armed (the only cost of a fault point otherwise).
+static IO_FAULTS_ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Test hook: `Err(ENOSPC)` when fault point `name` is armed for a directory
+/// holding `path` (see [`arm_io_fault`]), else `Ok`. Points:
+/// `commitlog-create-segment`, `commitlog-append`, `fileset-write`.
+pub fn io_fault(name: &str, path: &Path) -> std::io::Result<()> {
+    if !IO_FAULTS_ARMED.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(());
+    }
+    let armed = IO_FAULTS.lock().unwrap_or_else(|p| p.into_inner());
+    if armed
+        .iter()
+        .any(|(n, dir)| n == name && path.starts_with(dir))
+    {
+        return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+    }
+    Ok(())
+}
+
+/// Test hook: arms (or with `on == false` disarms) I/O fault point `name`
+/// for paths under `dir`, so tests running side by side do not disturb each
+/// other.
+#[doc(hidden)]
+pub fn arm_io_fault(name: &str, dir: &Path, on: bool) {
+    let mut armed = IO_FAULTS.lock().unwrap_or_else(|p| p.into_inner());
+    armed.retain(|(n, d)| !(n == name && d == dir));
+    if on {
+        armed.push((name.to_string(), dir.to_path_buf()));
+    }
+    IO_FAULTS_ARMED.store(!armed.is_empty(), std::sync::atomic::Ordering::Relaxed);
+}
+
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    io_fault("fileset-write", path).map_err(io_err(format!("writing {}", path.display())))?;
     let mut f = File::create(path).map_err(io_err(format!("creating {}", path.display())))?;
     f.write_all(bytes)
         .and_then(|_| f.sync_all())

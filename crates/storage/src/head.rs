@@ -13,6 +13,19 @@ use std::sync::Arc;
 
 use crate::fileset::Fileset;
 
+/// Start of the block window holding `t`, without overflow: stored samples
+/// lie within `hard::MIN_TIME_MS..=hard::MAX_TIME_MS`, far from the i64
+/// ends; for read bounds near `i64::MIN` the answer saturates (any value at
+/// or below `t` is a valid lower bound there).
+pub fn block_start(t: i64, block_ms: i64) -> i64 {
+    t.checked_sub(t.rem_euclid(block_ms)).unwrap_or(i64::MIN)
+}
+
+/// End (exclusive) of the block window starting at `b`, saturating.
+pub fn block_end(b: i64, block_ms: i64) -> i64 {
+    b.saturating_add(block_ms)
+}
+
 pub struct BlockBuf {
     pub start: i64,
     enc: Encoder,
@@ -138,7 +151,7 @@ impl HeadShard {
     pub fn append(&mut self, id: SeriesId, block_ms: i64, samples: &[Sample]) {
         let s = self.series.entry(id).or_default();
         for smp in samples {
-            let start = smp.t - smp.t.rem_euclid(block_ms);
+            let start = block_start(smp.t, block_ms);
             let buf = match s.blocks.iter().position(|b| b.start == start) {
                 Some(i) => &mut s.blocks[i],
                 None => {
@@ -199,8 +212,11 @@ impl HeadShard {
     /// Whether `id` has data in a block window overlapping `[start, end]`
     /// (filesets, in-flight flushes or head), without decoding anything.
     pub fn has_data(&self, id: SeriesId, start: i64, end: i64, block_ms: i64) -> bool {
-        let overlaps = |b: i64| b <= end && b + block_ms > start;
-        let first_block = start - start.rem_euclid(block_ms);
+        if start > end {
+            return false;
+        }
+        let overlaps = |b: i64| b <= end && block_end(b, block_ms) > start;
+        let first_block = block_start(start, block_ms);
         self.filesets
             .range(first_block..=end)
             .any(|(_, f)| f.find(id).is_some())
@@ -235,7 +251,11 @@ impl HeadShard {
         block_ms: i64,
         hints: &mut Vec<usize>,
     ) -> crate::Result<Vec<Sample>> {
-        let first_block = start - start.rem_euclid(block_ms);
+        // An empty range (a BTreeMap range with start > end would panic).
+        if start > end {
+            return Ok(Vec::new());
+        }
+        let first_block = block_start(start, block_ms);
         // (block start, samples), ascending by block: filesets come in
         // order; newer in-memory data merges into its block's entry.
         let mut per_block: Vec<(i64, Vec<Sample>)> = Vec::new();
@@ -265,7 +285,7 @@ impl HeadShard {
                 Err(i) => per_block.insert(i, (b, newer)),
             };
         for (b, data) in &self.flushing {
-            if *b + block_ms <= start || *b > end {
+            if block_end(*b, block_ms) <= start || *b > end {
                 continue;
             }
             if let Some(buf) = data.get(&id) {
@@ -278,10 +298,10 @@ impl HeadShard {
             .open_blocks
             .range(..=end)
             .next_back()
-            .is_some_and(|(&b, _)| b + block_ms > start);
+            .is_some_and(|(&b, _)| block_end(b, block_ms) > start);
         if let Some(s) = self.series.get(&id).filter(|_| head_overlaps) {
             for buf in &s.blocks {
-                if buf.start + block_ms <= start || buf.start > end {
+                if block_end(buf.start, block_ms) <= start || buf.start > end {
                     continue;
                 }
                 merge_in(buf.start, buf.samples());

@@ -27,7 +27,7 @@ use crate::{Error, Result};
 use cairn_common::{
     Exemplar, Labels, MatchOp, Matcher, MetricMetadata, MetricType, SeriesId, METRIC_NAME,
 };
-use parking_lot::Mutex;
+use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock, RwLockReadGuard};
 use rocksdb::{
     BlockBasedOptions, DBCompressionType, Direction, IteratorMode, MergeOperands, Options,
     ReadOptions, WriteBatch, DB,
@@ -80,7 +80,16 @@ impl SeriesCache {
 }
 
 pub struct Index {
-    db: DB,
+    /// `None` only while a reopen after an I/O error failed (every call
+    /// then answers `Unavailable` until the next attempt succeeds).
+    db: RwLock<Option<DB>>,
+    path: std::path::PathBuf,
+    cache_bytes: usize,
+    /// A write or flush failed: RocksDB keeps a background error until it
+    /// is reopened, so the next write reopens it first (at most once a
+    /// second).
+    poisoned: std::sync::atomic::AtomicBool,
+    last_recovery: Mutex<Option<std::time::Instant>>,
     series_cache: Mutex<SeriesCache>,
     /// The next ref to assign; also serializes registration so that a series
     /// registered concurrently by two writers gets one ref.
@@ -90,7 +99,14 @@ pub struct Index {
     postings_dirty: std::sync::atomic::AtomicBool,
     /// When postings were last compacted (rate limit).
     last_compaction: Mutex<Option<std::time::Instant>>,
+    /// Keys of entries found undecodable (each logged once; bounded).
+    bad_keys: Mutex<std::collections::HashSet<Vec<u8>>>,
+    /// Undecodable entries met (distinct while `bad_keys` has room).
+    skipped: std::sync::atomic::AtomicU64,
 }
+
+/// Distinct undecodable keys remembered (and logged) at most.
+const MAX_BAD_KEYS: usize = 10_000;
 
 fn db_err(context: &str) -> impl FnOnce(rocksdb::Error) -> Error + '_ {
     move |e| Error::Index(format!("{context}: {e}"))
@@ -232,6 +248,11 @@ fn merge_postings(
     let mut parts: Vec<&[u8]> = Vec::with_capacity(operands.len() + 1);
     parts.extend(existing);
     parts.extend(operands.iter());
+    merge_parts(&parts)
+}
+
+/// [`merge_postings`] over the existing value and the operands, in order.
+fn merge_parts(parts: &[&[u8]]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
     let mut last: Option<u64> = None;
     for (i, part) in parts.iter().enumerate() {
@@ -330,14 +351,16 @@ impl Entry {
     }
 }
 
-fn encode_entry(tenant: &str, labels: &Labels, id: SeriesId) -> Vec<u8> {
+/// A registry entry; `Invalid` when the labels are beyond the bounds the
+/// decoder accepts (so nothing is stored that cannot be read back).
+fn encode_entry(tenant: &str, labels: &Labels, id: SeriesId) -> Result<Vec<u8>> {
     let mut v = Vec::with_capacity(16 + labels.len() * 24);
     put_bytes(&mut v, tenant.as_bytes());
-    put_labels(&mut v, labels);
+    put_labels(&mut v, labels)?;
     if SeriesId::of(tenant, labels) != id {
         v.extend_from_slice(&id.to_be_bytes());
     }
-    v
+    Ok(v)
 }
 
 fn decode_entry(v: &[u8]) -> Result<Entry> {
@@ -374,6 +397,75 @@ fn entry_tenant(v: &[u8]) -> Result<&[u8]> {
     Reader::new(v, "index series entry").bytes()
 }
 
+/// Opens the RocksDB database of the index (see [`Index::open_with_cache`]).
+fn open_db(path: &Path, cache_bytes: usize) -> Result<DB> {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.set_keep_log_file_num(2);
+    opts.set_max_log_file_size(1 << 20);
+    // RocksDB's own LOG only for its header (options at open) and fatal
+    // errors: the Debian build we link keeps RocksDB's assertions, and one
+    // fires (aborting the process) when the LOG file, having failed a
+    // write on a full disk, is written again — which error handling does
+    // right away. Errors reach our log through the returned statuses.
+    opts.set_log_level(rocksdb::LogLevel::Fatal);
+    // Labels and delta-encoded postings compress well with Zstd over
+    // large blocks; the index is small and read mostly from cache.
+    opts.set_compression_type(DBCompressionType::Zstd);
+    opts.set_bottommost_compression_type(DBCompressionType::Zstd);
+    // Level 6: ~8% smaller than the default 3; the index is small, so
+    // the extra compression CPU at flush and compaction is too.
+    opts.set_compression_options(-14, 6, 0, 0);
+    opts.set_bottommost_compression_options(-14, 6, 0, 0, true);
+    let mut table = BlockBasedOptions::default();
+    table.set_block_size(32 << 10);
+    // Registering a series first looks its id up, nearly always a miss:
+    // without a filter every miss decompresses a large block per level.
+    table.set_bloom_filter(10.0, false);
+    let cache = rocksdb::Cache::new_lru_cache((cache_bytes / 4).max(1 << 20))
+        .map_err(|e| Error::Index(format!("creating the index block cache: {e}")))?;
+    table.set_block_cache(&cache);
+    opts.set_block_based_table_factory(&table);
+    opts.set_write_buffer_size(32 << 20);
+    opts.set_max_background_jobs(2);
+    opts.set_merge_operator_associative("cairn.postings.union.v1", merge_postings);
+    DB::open(&opts, path)
+        .map_err(|e| Error::Index(format!("opening RocksDB index at {}: {e}", path.display())))
+}
+
+/// Bytes of RocksDB's write-ahead logs in `dir` (what a reopen replays).
+fn wal_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Bytes free for unprivileged writers on the filesystem holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs(3) with a NUL-terminated path and a zeroed out-struct.
+    #[allow(unsafe_code)]
+    let st = unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        (libc::statvfs(c.as_ptr(), &mut st) == 0).then_some(st)
+    }?;
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// An iterator over the keys of `db` starting with `prefix`.
+fn prefix_iter<'a>(db: &'a DB, prefix: &[u8]) -> rocksdb::DBIteratorWithThreadMode<'a, DB> {
+    let mut ro = ReadOptions::default();
+    ro.set_iterate_upper_bound(prefix_end(prefix));
+    db.iterator_opt(IteratorMode::From(prefix, Direction::Forward), ro)
+}
+
 /// Default size of the index's caches (see `StorageConfig`).
 pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
@@ -388,35 +480,13 @@ impl Index {
     /// decompress a 32 KiB block), the rest for decoded label sets of
     /// selected series, so repeated queries skip RocksDB altogether.
     pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Self> {
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.set_keep_log_file_num(2);
-        opts.set_max_log_file_size(1 << 20);
-        // Labels and delta-encoded postings compress well with Zstd over
-        // large blocks; the index is small and read mostly from cache.
-        opts.set_compression_type(DBCompressionType::Zstd);
-        opts.set_bottommost_compression_type(DBCompressionType::Zstd);
-        // Level 6: ~8% smaller than the default 3; the index is small, so
-        // the extra compression CPU at flush and compaction is too.
-        opts.set_compression_options(-14, 6, 0, 0);
-        opts.set_bottommost_compression_options(-14, 6, 0, 0, true);
-        let mut table = BlockBasedOptions::default();
-        table.set_block_size(32 << 10);
-        // Registering a series first looks its id up, nearly always a miss:
-        // without a filter every miss decompresses a large block per level.
-        table.set_bloom_filter(10.0, false);
-        let cache = rocksdb::Cache::new_lru_cache((cache_bytes / 4).max(1 << 20))
-            .map_err(|e| Error::Index(format!("creating the index block cache: {e}")))?;
-        table.set_block_cache(&cache);
-        opts.set_block_based_table_factory(&table);
-        opts.set_write_buffer_size(32 << 20);
-        opts.set_max_background_jobs(2);
-        opts.set_merge_operator_associative("cairn.postings.union.v1", merge_postings);
-        let db = DB::open(&opts, path).map_err(|e| {
-            Error::Index(format!("opening RocksDB index at {}: {e}", path.display()))
-        })?;
+        let db = open_db(path, cache_bytes)?;
         let mut index = Self {
-            db,
+            db: RwLock::new(Some(db)),
+            path: path.to_path_buf(),
+            cache_bytes,
+            poisoned: std::sync::atomic::AtomicBool::new(false),
+            last_recovery: Mutex::new(None),
             series_cache: Mutex::new(SeriesCache {
                 cur: FxHashMap::default(),
                 prev: FxHashMap::default(),
@@ -426,6 +496,8 @@ impl Index {
             next_ref: Mutex::new(0),
             postings_dirty: std::sync::atomic::AtomicBool::new(true),
             last_compaction: Mutex::new(None),
+            bad_keys: Mutex::new(Default::default()),
+            skipped: std::sync::atomic::AtomicU64::new(0),
         };
         *index.next_ref.get_mut() = index.max_ref()?.map_or(0, |r| r + 1);
         index.upgrade_id_keys()?;
@@ -433,9 +505,75 @@ impl Index {
         Ok(index)
     }
 
+    /// The database, or `Unavailable` while a reopen after an I/O error has
+    /// not succeeded. Recursive read locks: callers may nest.
+    fn db(&self) -> Result<MappedRwLockReadGuard<'_, DB>> {
+        RwLockReadGuard::try_map(self.db.read_recursive(), Option::as_ref).map_err(|_| {
+            Error::Unavailable(format!(
+                "the label index at {} is closed after an I/O error; reopening at the next write",
+                self.path.display()
+            ))
+        })
+    }
+
+    /// Writes a batch; a failure marks the database for a reopen (RocksDB
+    /// refuses every write after a background error until then).
+    fn write(&self, wb: WriteBatch, what: &str) -> Result<()> {
+        let res = self.db()?.write(wb);
+        res.map_err(|e| {
+            self.poisoned
+                .store(true, std::sync::atomic::Ordering::Release);
+            Error::Index(format!("{what}: {e}"))
+        })
+    }
+
+    /// After a failed write or flush, reopens the database (which clears
+    /// RocksDB's sticky background error and replays its WAL), at most once
+    /// a second and only when the disk has room for the replay. Called
+    /// before each write; costs one atomic load when nothing failed.
+    fn recover(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if !self.poisoned.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        {
+            let mut last = self.last_recovery.lock();
+            if last.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1)) {
+                return Err(Error::Unavailable(format!(
+                    "the label index at {} failed to write; retrying",
+                    self.path.display()
+                )));
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let need = wal_bytes(&self.path) * 2 + (1 << 20);
+        if let Some(free) = free_bytes(&self.path) {
+            if free < need {
+                return Err(Error::Unavailable(format!(
+                    "the label index at {} failed to write and the disk has {free} bytes free, {need} needed to reopen it",
+                    self.path.display()
+                )));
+            }
+        }
+        let mut slot = self.db.write();
+        if !self.poisoned.load(Ordering::Acquire) {
+            return Ok(()); // another writer reopened it meanwhile
+        }
+        tracing::warn!(index = %self.path.display(), "reopening the label index after a write error");
+        *slot = None; // closes it: the WAL holds every acknowledged write
+        let db = open_db(&self.path, self.cache_bytes).inspect_err(|e| {
+            tracing::error!(index = %self.path.display(), %e, "reopening the label index failed; retried at the next write");
+        })?;
+        *slot = Some(db);
+        self.poisoned.store(false, Ordering::Release);
+        tracing::info!(index = %self.path.display(), "label index reopened");
+        Ok(())
+    }
+
     /// The largest assigned ref.
     fn max_ref(&self) -> Result<Option<u64>> {
-        let mut it = self.db.raw_iterator();
+        let db = self.db()?;
+        let mut it = db.raw_iterator();
         it.seek_for_prev(ref_key(u64::MAX));
         it.status().map_err(db_err("finding the last series ref"))?;
         Ok(match it.key() {
@@ -446,11 +584,35 @@ impl Index {
         })
     }
 
+    /// Records an entry that failed to decode (disk damage, or written by a
+    /// version with wider bounds): it is left out of every answer, logged
+    /// once at ERROR and counted, instead of failing whatever touches it.
+    fn skip_entry(&self, key: &[u8], err: &Error) {
+        let mut bad = self.bad_keys.lock();
+        if bad.contains(key) {
+            return;
+        }
+        let n = self
+            .skipped
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        if bad.len() < MAX_BAD_KEYS {
+            bad.insert(key.to_vec());
+            let key_hex: String = key.iter().take(64).map(|b| format!("{b:02x}")).collect();
+            tracing::error!(key = %key_hex, %err, skipped_total = n, "undecodable index entry skipped (the series, exemplar or metadata entry is left out of reads)");
+        }
+    }
+
+    /// Undecodable entries met so far (self-metric).
+    pub fn skipped_entries(&self) -> u64 {
+        self.skipped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Converts the pre-ref layout (`s` registry, one postings key per id).
     fn convert_legacy(&self) -> Result<()> {
         let mut old: Vec<(SeriesId, String, Labels)> = Vec::new();
         for item in self
-            .db
+            .db()?
             .iterator(IteratorMode::From(b"s", Direction::Forward))
         {
             let (k, v) = item.map_err(db_err("scanning legacy series registry"))?;
@@ -461,9 +623,10 @@ impl Index {
                 continue;
             };
             let mut r = Reader::new(&v, "legacy index series entry");
-            let tenant = r.string()?;
-            let labels = r.labels()?;
-            old.push((SeriesId::from_be_bytes(id), tenant, labels));
+            match r.string().and_then(|t| Ok((t, r.labels()?))) {
+                Ok((tenant, labels)) => old.push((SeriesId::from_be_bytes(id), tenant, labels)),
+                Err(e) => self.skip_entry(&k, &e),
+            }
         }
         if old.is_empty() {
             return Ok(());
@@ -485,39 +648,41 @@ impl Index {
         for (tenant, series) in by_tenant {
             n = self.register(&mut wb, n, tenant, &series)?;
         }
-        self.db
-            .write(wb)
-            .map_err(db_err("writing converted index"))?;
+        self.write(wb, "writing converted index")?;
         *next = n;
         // Drop the legacy keys from disk now rather than at some later compaction.
-        self.db.compact_range::<&[u8], &[u8]>(None, None);
+        self.db()?.compact_range::<&[u8], &[u8]>(None, None);
         Ok(())
     }
 
     /// Every registered series id (startup: the write path's known set).
     pub fn all_series_ids(&self) -> Result<Vec<SeriesId>> {
         let mut out = Vec::new();
-        for item in self.prefix_iter(b"r") {
-            let (_, v) = item.map_err(db_err("scanning series registry"))?;
-            out.push(entry_id(&v)?);
+        for item in prefix_iter(&*self.db()?, b"r") {
+            let (k, v) = item.map_err(db_err("scanning series registry"))?;
+            match entry_id(&v) {
+                Ok(id) => out.push(id),
+                Err(e) => self.skip_entry(&k, &e),
+            }
         }
         Ok(out)
     }
 
     /// The ref and registry entry of `id`.
     fn lookup(&self, id: SeriesId) -> Result<Option<(u64, Entry)>> {
-        let Some(v) = self
-            .db
+        let db = self.db()?;
+        let Some(v) = db
             .get_pinned(id_key(id))
             .map_err(db_err("reading series ref"))?
         else {
             return Ok(None);
         };
         for r in decode_refs(&v)? {
-            if let Some(e) = self.entry(r)? {
-                if e.id() == id {
-                    return Ok(Some((r, e)));
-                }
+            match self.entry(r) {
+                Ok(Some(e)) if e.id() == id => return Ok(Some((r, e))),
+                Ok(_) => {}
+                Err(e @ Error::Corrupt(_)) => self.skip_entry(&ref_key(r), &e),
+                Err(e) => return Err(e),
             }
         }
         Ok(None)
@@ -526,7 +691,7 @@ impl Index {
     /// Rewrites the `i` keys of the first ref layout (whole 16-byte ids).
     fn upgrade_id_keys(&self) -> Result<()> {
         if self
-            .db
+            .db()?
             .get_pinned(VERSION_KEY)
             .map_err(db_err("reading index version"))?
             .is_some()
@@ -538,25 +703,32 @@ impl Index {
             tracing::info!("rewriting the label index's id keys");
             wb.delete_range(b"i".as_slice(), b"j".as_slice());
             let mut v = Vec::new();
-            for item in self.prefix_iter(b"r") {
+            for item in prefix_iter(&*self.db()?, b"r") {
                 let (k, e) = item.map_err(db_err("scanning series registry"))?;
                 let r = u64::from_be_bytes(
                     k[1..]
                         .try_into()
                         .map_err(|_| Error::Corrupt("registry key".into()))?,
                 );
+                let id = match entry_id(&e) {
+                    Ok(id) => id,
+                    Err(err) => {
+                        self.skip_entry(&k, &err);
+                        continue;
+                    }
+                };
                 v.clear();
                 encode_refs(&mut v, &[r]);
-                wb.merge(id_key(entry_id(&e)?), &v);
+                wb.merge(id_key(id), &v);
             }
         }
         wb.put(VERSION_KEY, VERSION);
-        self.db.write(wb).map_err(db_err("writing index version"))
+        self.write(wb, "writing index version")
     }
 
     fn entry(&self, r: u64) -> Result<Option<Entry>> {
-        let Some(v) = self
-            .db
+        let db = self.db()?;
+        let Some(v) = db
             .get_pinned(ref_key(r))
             .map_err(db_err("reading series labels"))?
         else {
@@ -600,7 +772,7 @@ impl Index {
             let mut rv = Vec::with_capacity(3);
             encode_refs(&mut rv, &[r]);
             wb.merge(id_key(id), rv);
-            wb.put(ref_key(r), encode_entry(tenant, labels, id));
+            wb.put(ref_key(r), encode_entry(tenant, labels, id)?);
             for l in labels.iter() {
                 postings
                     .entry(postings_prefix(tenant, &l.name, Some(&l.value)))
@@ -620,15 +792,14 @@ impl Index {
     /// Registers new series (registry + postings) in one batch. A registered
     /// id whose stored labels differ is a hash collision and is refused.
     pub fn add_series(&self, tenant: &str, series: &[(SeriesId, &Labels)]) -> Result<()> {
+        self.recover()?;
         let mut next = self.next_ref.lock();
         let mut wb = WriteBatch::default();
         let n = self.register(&mut wb, *next, tenant, series)?;
         if n == *next {
             return Ok(());
         }
-        self.db
-            .write(wb)
-            .map_err(db_err("writing series to index"))?;
+        self.write(wb, "writing series to index")?;
         self.postings_dirty
             .store(true, std::sync::atomic::Ordering::Relaxed);
         *next = n;
@@ -642,7 +813,7 @@ impl Index {
     /// The refs of one label pair, ascending.
     fn postings_eq(&self, tenant: &str, name: &str, value: &str) -> Result<Vec<u64>> {
         match self
-            .db
+            .db()?
             .get_pinned(postings_prefix(tenant, name, Some(value)))
             .map_err(db_err("reading postings"))?
         {
@@ -664,7 +835,7 @@ impl Index {
         let mut scan = prefix.clone();
         scan.extend_from_slice(value_prefix.as_bytes());
         let mut lists = Vec::new();
-        for item in self.prefix_iter(&scan) {
+        for item in prefix_iter(&*self.db()?, &scan) {
             let (k, v) = item.map_err(db_err("scanning postings"))?;
             let Some(value) = k[prefix.len()..].strip_suffix(&[0]) else {
                 continue;
@@ -677,14 +848,6 @@ impl Index {
             }
         }
         Ok(union_sorted(lists))
-    }
-
-    /// An iterator over the keys starting with `prefix`.
-    fn prefix_iter(&self, prefix: &[u8]) -> rocksdb::DBIteratorWithThreadMode<'_, DB> {
-        let mut ro = ReadOptions::default();
-        ro.set_iterate_upper_bound(prefix_end(prefix));
-        self.db
-            .iterator_opt(IteratorMode::From(prefix, Direction::Forward), ro)
     }
 
     /// Series of `tenant` matching every matcher, with their labels, sorted
@@ -741,9 +904,17 @@ impl Index {
             let mut got = Vec::with_capacity(missing.len());
             self.for_each_entry(&missing, |r, v| {
                 // Postings are per tenant; the check guards against damage.
-                if entry_tenant(v)? == tenant.as_bytes() {
-                    let e = decode_entry(v)?;
-                    got.push((r, (e.id(), Arc::new(e.labels))));
+                let decoded = entry_tenant(v).and_then(|t| {
+                    Ok(if t == tenant.as_bytes() {
+                        Some(decode_entry(v)?)
+                    } else {
+                        None
+                    })
+                });
+                match decoded {
+                    Ok(Some(e)) => got.push((r, (e.id(), Arc::new(e.labels)))),
+                    Ok(None) => {}
+                    Err(e) => self.skip_entry(&ref_key(r), &e),
                 }
                 Ok(())
             })?;
@@ -782,7 +953,8 @@ impl Index {
         let mut upper = ref_key(hi).to_vec();
         upper.push(0);
         ro.set_iterate_upper_bound(upper);
-        let mut it = self.db.raw_iterator_opt(ro);
+        let db = self.db()?;
+        let mut it = db.raw_iterator_opt(ro);
         it.seek(ref_key(lo));
         for &r in refs {
             let want = ref_key(r);
@@ -817,7 +989,8 @@ impl Index {
         let mut names = Vec::new();
         let mut ro = ReadOptions::default();
         ro.set_iterate_upper_bound(prefix_end(&prefix));
-        let mut it = self.db.raw_iterator_opt(ro);
+        let db = self.db()?;
+        let mut it = db.raw_iterator_opt(ro);
         it.seek(&prefix);
         while let Some(k) = it.key() {
             let rest = &k[prefix.len()..];
@@ -841,7 +1014,8 @@ impl Index {
         let prefix = postings_prefix(tenant, name, None);
         let mut ro = ReadOptions::default();
         ro.set_iterate_upper_bound(prefix_end(&prefix));
-        let mut it = self.db.raw_iterator_opt(ro);
+        let db = self.db()?;
+        let mut it = db.raw_iterator_opt(ro);
         it.seek(&prefix);
         let mut values = Vec::new();
         while let Some(k) = it.key() {
@@ -855,6 +1029,7 @@ impl Index {
     }
 
     pub fn put_exemplars(&self, items: &[(SeriesId, Exemplar)]) -> Result<()> {
+        self.recover()?;
         let mut wb = WriteBatch::default();
         for (id, e) in items {
             let mut k = Vec::with_capacity(25);
@@ -862,10 +1037,10 @@ impl Index {
             k.extend_from_slice(&id.to_be_bytes());
             k.extend_from_slice(&ts_key(e.t));
             let mut v = e.value.to_bits().to_le_bytes().to_vec();
-            put_labels(&mut v, &e.labels);
+            put_labels(&mut v, &e.labels)?;
             wb.put(k, v);
         }
-        self.db.write(wb).map_err(db_err("writing exemplars"))
+        self.write(wb, "writing exemplars")
     }
 
     pub fn exemplars(&self, id: SeriesId, start: i64, end: i64) -> Result<Vec<Exemplar>> {
@@ -875,7 +1050,7 @@ impl Index {
         from.extend_from_slice(&ts_key(start));
         let mut out = Vec::new();
         for item in self
-            .db
+            .db()?
             .iterator(IteratorMode::From(&from, Direction::Forward))
         {
             let (k, v) = item.map_err(db_err("scanning exemplars"))?;
@@ -888,14 +1063,19 @@ impl Index {
                 break;
             }
             let mut r = Reader::new(&v, "exemplar entry");
-            let value = f64::from_bits(r.u64()?);
-            let labels = r.labels()?;
-            out.push(Exemplar { labels, value, t });
+            match r
+                .u64()
+                .and_then(|bits| Ok((f64::from_bits(bits), r.labels()?)))
+            {
+                Ok((value, labels)) => out.push(Exemplar { labels, value, t }),
+                Err(e) => self.skip_entry(&k, &e),
+            }
         }
         Ok(out)
     }
 
     pub fn put_metadata(&self, tenant: &str, items: &[(String, MetricMetadata)]) -> Result<()> {
+        self.recover()?;
         let mut wb = WriteBatch::default();
         for (name, md) in items {
             let mut v = Vec::new();
@@ -904,7 +1084,7 @@ impl Index {
             put_bytes(&mut v, md.unit.as_bytes());
             wb.put(metadata_key(tenant, name), v);
         }
-        self.db.write(wb).map_err(db_err("writing metadata"))
+        self.write(wb, "writing metadata")
     }
 
     pub fn metadata(
@@ -915,7 +1095,7 @@ impl Index {
         let prefix = metadata_key(tenant, metric.unwrap_or(""));
         let mut out = Vec::new();
         for item in self
-            .db
+            .db()?
             .iterator(IteratorMode::From(&prefix, Direction::Forward))
         {
             let (k, v) = item.map_err(db_err("scanning metadata"))?;
@@ -928,24 +1108,30 @@ impl Index {
                 continue;
             }
             let mut r = Reader::new(&v, "metadata entry");
-            let metric_type = MetricType::parse(&r.string()?);
-            let help = r.string()?;
-            let unit = r.string()?;
-            out.push((
-                name,
-                MetricMetadata {
-                    metric_type,
-                    help,
-                    unit,
-                },
-            ));
+            let decoded = (|| -> Result<MetricMetadata> {
+                Ok(MetricMetadata {
+                    metric_type: MetricType::parse(&r.string()?),
+                    help: r.string()?,
+                    unit: r.string()?,
+                })
+            })();
+            match decoded {
+                Ok(md) => out.push((name, md)),
+                Err(e) => self.skip_entry(&k, &e),
+            }
         }
         Ok(out)
     }
 
     /// Flushes memtables so the index no longer needs the commit log.
     pub fn persist(&self) -> Result<()> {
-        self.db.flush().map_err(db_err("flushing index"))
+        self.recover()?;
+        let res = self.db()?.flush();
+        res.map_err(|e| {
+            self.poisoned
+                .store(true, std::sync::atomic::Ordering::Release);
+            Error::Index(format!("flushing index: {e}"))
+        })
     }
 
     /// Compacts the postings so each list is one value again: appends
@@ -970,14 +1156,73 @@ impl Index {
             let mut co = rocksdb::CompactOptions::default();
             co.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
             co.set_exclusive_manual_compaction(false);
-            self.db.compact_range_opt(Some(b"p"), Some(b"q"), &co);
+            if let Ok(db) = self.db() {
+                db.compact_range_opt(Some(b"p"), Some(b"q"), &co);
+            }
         }
     }
 }
 
 #[cfg(test)]
+impl Index {
+    /// Overwrites the registry entry of ref `r` with bytes that do not decode.
+    pub(crate) fn corrupt_entry_for_test(&self, r: u64) {
+        let db = self.db().unwrap();
+        db.put(ref_key(r), [0x01, b't', 0xff, 0xff, 0xff, 0xff, 0x0f])
+            .unwrap();
+        db.flush().unwrap();
+    }
+}
+
+/// Fuzzing: a registry entry value. Its decoders must agree: the id read
+/// without building labels is the decoded entry's id, the tenant read alone
+/// is its tenant.
+pub(crate) fn fuzz_entry(v: &[u8]) {
+    let Ok(e) = decode_entry(v) else {
+        return;
+    };
+    assert_eq!(
+        entry_id(v).ok(),
+        Some(e.id()),
+        "entry_id of a decodable entry"
+    );
+    assert_eq!(entry_tenant(v).ok(), Some(e.tenant.as_bytes()));
+}
+
+/// Fuzzing: `parts` as postings values (existing value and merge operands).
+/// Decoding and bounds must agree; merging lists that are ascending and
+/// distinct gives their sorted union.
+pub(crate) fn fuzz_postings(parts: &[&[u8]]) {
+    let mut lists = Vec::with_capacity(parts.len());
+    for p in parts {
+        let decoded = decode_refs(p).ok();
+        let bounds = refs_bounds(p);
+        match &decoded {
+            Some(l) if !l.is_empty() => {
+                let (first, last, _) = bounds.expect("bounds of a decodable list");
+                assert_eq!((first, last), (l[0], l[l.len() - 1]));
+            }
+            _ => assert!(bounds.is_none(), "bounds of an empty or bad list"),
+        }
+        lists.push(decoded);
+    }
+    let merged = merge_parts(parts);
+    let all_good = lists.iter().all(|l| {
+        l.as_ref()
+            .is_some_and(|l| l.windows(2).all(|w| w[0] < w[1]))
+    });
+    if !all_good {
+        return;
+    }
+    let want = union_sorted(lists.into_iter().flatten().collect());
+    let merged = merged.expect("merging valid postings");
+    assert_eq!(decode_refs(&merged).ok(), Some(want), "merged postings");
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
+    use cairn_common::limits::hard;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
@@ -1098,7 +1343,7 @@ mod tests {
                 let refs: Vec<u64> = l.iter().copied().collect();
                 let mut v = Vec::new();
                 encode_refs(&mut v, &refs);
-                idx.db.merge(b"pt\0n\0v\0", &v).unwrap();
+                idx.db().unwrap().merge(b"pt\0n\0v\0", &v).unwrap();
                 want.extend(refs);
                 if i == 2 {
                     idx.persist().unwrap();
@@ -1107,6 +1352,145 @@ mod tests {
             let got = idx.postings_eq("t", "n", "v").unwrap();
             prop_assert_eq!(got, want.into_iter().collect::<Vec<_>>());
         }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Registry entries round-trip over the accepted domain: any tenant,
+        /// label sets up to the hard bounds, ids that are or are not the
+        /// label hash.
+        #[test]
+        fn entries_round_trip_over_the_accepted_domain(
+            tenant in "\\PC{0,16}",
+            n in prop_oneof![4 => 0usize..6, 1 => Just(hard::MAX_LABELS)],
+            name_len in prop_oneof![3 => 4usize..12, 1 => Just(hard::MAX_LABEL_NAME_BYTES)],
+            value in prop_oneof![3 => "\\PC{0,8}", 1 => Just("v".repeat(hard::MAX_LABEL_VALUE_BYTES))],
+            odd_id in proptest::option::of(any::<u128>()),
+        ) {
+            let v: Vec<cairn_common::Label> = (0..n)
+                .map(|i| {
+                    let nl = if i < 2 { name_len } else { 6 };
+                    let name = format!("{i:04}{}", "n".repeat(nl - 4));
+                    let value = if i < 2 { value.clone() } else { format!("{i}") };
+                    cairn_common::Label::new(name, value)
+                })
+                .collect();
+            let labels = Labels::from_sorted_unchecked(v);
+            let id = odd_id.map_or_else(|| SeriesId::of(&tenant, &labels), SeriesId);
+            let bytes = encode_entry(&tenant, &labels, id).unwrap();
+            let e = decode_entry(&bytes).unwrap();
+            prop_assert_eq!(&e.tenant, &tenant);
+            prop_assert_eq!(&e.labels, &labels);
+            prop_assert_eq!(e.id(), id);
+            prop_assert_eq!(entry_id(&bytes).unwrap(), id);
+            prop_assert_eq!(entry_tenant(&bytes).unwrap(), tenant.as_bytes());
+        }
+    }
+
+    #[test]
+    fn entries_beyond_the_bounds_are_not_encoded() {
+        let v: Vec<cairn_common::Label> = (0..=hard::MAX_LABELS)
+            .map(|i| cairn_common::Label::new(format!("l{i:05}"), "x"))
+            .collect();
+        let labels = Labels::from_sorted_unchecked(v);
+        let id = SeriesId::of("t", &labels);
+        assert!(matches!(
+            encode_entry("t", &labels, id),
+            Err(Error::Invalid(_))
+        ));
+        let d = tempfile::tempdir().unwrap();
+        let idx = Index::open(d.path()).unwrap();
+        assert!(matches!(
+            idx.add_series("t", &[(id, &labels)]),
+            Err(Error::Invalid(_))
+        ));
+        assert!(idx.all_series_ids().unwrap().is_empty());
+    }
+
+    /// The index on a real full disk (a small tmpfs; skipped where it
+    /// cannot be mounted): writes fail while it is full and work again once
+    /// space is freed, without reopening the store from outside.
+    #[test]
+    fn recovers_from_a_full_disk() {
+        let d = tempfile::tempdir().unwrap();
+        let mnt = d.path().join("mnt");
+        std::fs::create_dir_all(&mnt).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
+            .arg(&mnt)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+            return;
+        }
+        struct Unmount(std::path::PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount")
+                    .arg("-l")
+                    .arg(&self.0)
+                    .status();
+            }
+        }
+        let _guard = Unmount(mnt.clone());
+        let idx = Index::open(&mnt.join("index")).unwrap();
+        let filler = mnt.join("filler");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&filler).unwrap();
+            let block = vec![7u8; 1 << 16];
+            while f.write_all(&block).is_ok() {}
+        }
+        let series = |i: usize| {
+            Labels::from_pairs(&[
+                ("__name__", "up".to_string()),
+                ("v", format!("{i}{}", "x".repeat(60_000))),
+            ])
+        };
+        let mut failed = false;
+        let mut stored = Vec::new();
+        for i in 0..2000 {
+            let l = series(i);
+            let id = SeriesId::of("t", &l);
+            match idx
+                .add_series("t", &[(id, &l)])
+                .and_then(|()| idx.persist())
+            {
+                Ok(()) => stored.push(id),
+                Err(e) => {
+                    eprintln!("full: {e}");
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        assert!(failed, "the disk never filled");
+        std::fs::remove_file(&filler).unwrap();
+        let l = series(99_999);
+        let id = SeriesId::of("t", &l);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            match idx
+                .add_series("t", &[(id, &l)])
+                .and_then(|()| idx.persist())
+            {
+                Ok(()) => break,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    eprintln!("not yet: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                }
+                Err(e) => panic!("the index did not recover: {e}"),
+            }
+        }
+        stored.push(id);
+        let mut ids = idx.all_series_ids().unwrap();
+        ids.sort();
+        stored.sort();
+        assert_eq!(ids, stored);
+        drop(idx);
+        let idx = Index::open(&mnt.join("index")).unwrap();
+        assert_eq!(idx.all_series_ids().unwrap().len(), stored.len());
     }
 
     #[test]
@@ -1204,14 +1588,14 @@ mod tests {
             // Back to the first ref layout: whole-id `i` keys, no version.
             let mut wb = WriteBatch::default();
             wb.delete_range(b"i".as_slice(), b"j".as_slice());
-            idx.db.write(wb).unwrap();
-            idx.db.delete(VERSION_KEY).unwrap();
+            idx.db().unwrap().write(wb).unwrap();
+            idx.db().unwrap().delete(VERSION_KEY).unwrap();
             for (r, id) in [(0u64, i1), (1, i2)] {
                 let mut k = vec![b'i'];
                 k.extend_from_slice(&id.to_be_bytes());
                 let mut v = Vec::new();
                 put_uvarint(&mut v, r);
-                idx.db.put(k, v).unwrap();
+                idx.db().unwrap().put(k, v).unwrap();
             }
         }
         let idx = Index::open(d.path()).unwrap();
@@ -1222,7 +1606,7 @@ mod tests {
         let mut want = vec![i1, i2];
         want.sort();
         assert_eq!(ids, want);
-        let n = idx.prefix_iter(b"i").count();
+        let n = prefix_iter(&idx.db().unwrap(), b"i").count();
         assert_eq!(n, 2);
     }
 
@@ -1241,7 +1625,7 @@ mod tests {
                 k.extend_from_slice(&id.to_be_bytes());
                 let mut v = Vec::new();
                 put_bytes(&mut v, b"t");
-                put_labels(&mut v, l);
+                put_labels(&mut v, l).unwrap();
                 db.put(k, v).unwrap();
                 for lb in l.iter() {
                     let mut k = postings_prefix("t", &lb.name, Some(&lb.value));

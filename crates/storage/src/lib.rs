@@ -19,9 +19,12 @@
 pub mod commitlog;
 mod enc;
 pub mod fileset;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod head;
 pub mod index;
 
+use cairn_common::limits::{hard, truncate_str};
 use cairn_common::{
     Exemplar, ExemplarSeries, Labels, LazyLabels, Matcher, MetricMetadata, MetricType,
     PreparedBatch, PreparedSeries, Sample, SampleWriter, SeriesData, SeriesId, SeriesSource,
@@ -105,6 +108,14 @@ pub struct StorageConfig {
     pub head_max_bytes: u64,
     /// Block cache of the RocksDB label index (default 64 MiB).
     pub index_cache_bytes: u64,
+    /// Series a write may create that the store has never seen (config
+    /// `ingest.max-new-series-per-request`, default 100,000): a request
+    /// creating more is refused whole, before anything is stored.
+    pub max_new_series_per_request: usize,
+    /// `storage.strict-replay`: a commit-log record that fails its checksum
+    /// or decoding on replay (other than a torn tail) stops the start
+    /// instead of being skipped and counted (default false).
+    pub strict_replay: bool,
 }
 
 impl StorageConfig {
@@ -120,6 +131,8 @@ impl StorageConfig {
             flush_interval: Duration::from_secs(60),
             head_max_bytes: 4 << 30,
             index_cache_bytes: index::DEFAULT_CACHE_BYTES as u64,
+            max_new_series_per_request: 100_000,
+            strict_replay: false,
         }
     }
 }
@@ -129,6 +142,7 @@ impl StorageConfig {
 pub struct Metrics {
     pub samples_appended: AtomicU64,
     pub samples_rejected_too_old: AtomicU64,
+    pub samples_rejected_out_of_range: AtomicU64,
     pub exemplars_appended: AtomicU64,
     pub series_created: AtomicU64,
     pub flushes: AtomicU64,
@@ -136,6 +150,7 @@ pub struct Metrics {
     pub flush_seconds_total_ms: AtomicU64,
     pub filesets_written: AtomicU64,
     pub commitlog_records_replayed: AtomicU64,
+    pub commitlog_records_skipped: AtomicU64,
     pub recovery_ms: AtomicU64,
 }
 
@@ -159,6 +174,11 @@ pub struct Storage {
 
 const RECORD_VERSION: u8 = 1;
 
+/// A series in Prometheus text form for a rejection, at most 1 KiB of it.
+fn series_text(labels: &LazyLabels) -> String {
+    truncate_str(&labels.materialize().to_string(), 1024).into_owned()
+}
+
 /// A decoded commit-log record.
 struct Record {
     tenant: String,
@@ -166,6 +186,53 @@ struct Record {
     samples: Vec<(SeriesId, Vec<Sample>)>,
     exemplars: Vec<(SeriesId, Exemplar)>,
     metadata: Vec<(String, MetricMetadata)>,
+}
+
+/// Appends a record's body (after version and tenant) to `payload`; calls
+/// `on_sample` with each sample's time. `Invalid` when a label set is beyond
+/// what [`decode_record`] accepts (the write path refuses those series
+/// first, so a write never gets here with one).
+fn encode_record(
+    payload: &mut Vec<u8>,
+    new_series: &[(SeriesId, Labels)],
+    samples: &[(SeriesId, &[Sample])],
+    exemplars: &[(SeriesId, Exemplar)],
+    metadata: &[(String, MetricMetadata)],
+    mut on_sample: impl FnMut(i64),
+) -> Result<()> {
+    put_uvarint(payload, new_series.len() as u64);
+    for (id, labels) in new_series {
+        payload.extend_from_slice(&id.to_be_bytes());
+        put_labels(payload, labels)?;
+    }
+    let with_samples = samples.iter().filter(|p| !p.1.is_empty()).count();
+    put_uvarint(payload, with_samples as u64);
+    for (id, samples) in samples.iter().filter(|p| !p.1.is_empty()) {
+        payload.extend_from_slice(&id.to_be_bytes());
+        put_uvarint(payload, samples.len() as u64);
+        let mut prev = 0i64;
+        for s in samples.iter() {
+            put_varint(payload, s.t.wrapping_sub(prev));
+            prev = s.t;
+            payload.extend_from_slice(&s.v.to_bits().to_le_bytes());
+            on_sample(s.t);
+        }
+    }
+    put_uvarint(payload, exemplars.len() as u64);
+    for (id, e) in exemplars {
+        payload.extend_from_slice(&id.to_be_bytes());
+        put_varint(payload, e.t);
+        payload.extend_from_slice(&e.value.to_bits().to_le_bytes());
+        put_labels(payload, &e.labels)?;
+    }
+    put_uvarint(payload, metadata.len() as u64);
+    for (name, md) in metadata {
+        put_bytes(payload, name.as_bytes());
+        put_bytes(payload, md.metric_type.as_str().as_bytes());
+        put_bytes(payload, md.help.as_bytes());
+        put_bytes(payload, md.unit.as_bytes());
+    }
+    Ok(())
 }
 
 fn decode_record(p: &[u8]) -> Result<Record> {
@@ -254,7 +321,7 @@ impl Storage {
         })?;
         let index =
             index::Index::open_with_cache(&data_dir.join("index"), cfg.index_cache_bytes as usize)?;
-        let block_ms = cfg.block.as_millis() as i64;
+        let block_ms = (cfg.block.as_millis() as i64).max(1);
         let num_shards = cfg.num_shards.max(1);
         let mut shards: Vec<HeadShard> = (0..num_shards).map(|_| HeadShard::default()).collect();
         for id in index.all_series_ids()? {
@@ -270,6 +337,7 @@ impl Storage {
         }
         let mut replayed = 0u64;
         let mut skipped = 0u64;
+        let mut out_of_range = 0u64;
         let min_next = shards
             .iter()
             .flat_map(|s| s.filesets.values().map(|f| f.log_upto + 1))
@@ -280,6 +348,7 @@ impl Storage {
             cfg.fsync,
             cfg.max_segment_bytes,
             min_next,
+            cfg.strict_replay,
             |seg, payload| {
                 let rec = decode_record(payload)?;
                 let refs: Vec<(SeriesId, &Labels)> =
@@ -296,16 +365,23 @@ impl Storage {
                     let shard = &mut shards[id.shard(num_shards) as usize];
                     // Samples a fileset already holds are not replayed: the
                     // fileset may hold a newer value for the same timestamp.
+                    // Samples outside the storable range (written before it
+                    // was enforced) are dropped: no read could reach them.
+                    let oor_before = out_of_range;
                     let pending: Vec<Sample> = samples
                         .iter()
                         .filter(|s| {
-                            let b = s.t - s.t.rem_euclid(block_ms);
+                            if s.t < hard::MIN_TIME_MS || s.t > hard::MAX_TIME_MS {
+                                out_of_range += 1;
+                                return false;
+                            }
+                            let b = head::block_start(s.t, block_ms);
                             shard.filesets.get(&b).is_none_or(|f| f.log_upto < seg)
                         })
                         .copied()
                         .collect();
-                    skipped += (samples.len() - pending.len()) as u64;
-                    blocks.extend(pending.iter().map(|s| s.t - s.t.rem_euclid(block_ms)));
+                    skipped += (samples.len() - pending.len()) as u64 - (out_of_range - oor_before);
+                    blocks.extend(pending.iter().map(|s| head::block_start(s.t, block_ms)));
                     shard.append(*id, block_ms, &pending);
                     replayed += pending.len() as u64;
                 }
@@ -333,6 +409,16 @@ impl Storage {
             .store(stats.records, Ordering::Relaxed);
         store
             .metrics
+            .commitlog_records_skipped
+            .store(stats.skipped_records, Ordering::Relaxed);
+        if out_of_range > 0 {
+            tracing::warn!(
+                samples = out_of_range,
+                "commit log held samples outside the storable time range; dropped on replay"
+            );
+        }
+        store
+            .metrics
             .recovery_ms
             .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
         tracing::info!(
@@ -340,6 +426,7 @@ impl Storage {
             samples = replayed,
             samples_already_flushed = skipped,
             torn_segments = stats.torn_segments,
+            corrupt_records_skipped = stats.skipped_records,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "recovery complete"
         );
@@ -355,7 +442,7 @@ impl Storage {
     }
 
     fn block_of(&self, t: Timestamp) -> i64 {
-        t - t.rem_euclid(self.block_ms)
+        head::block_start(t, self.block_ms)
     }
 
     /// Starts the periodic flush + retention thread.
@@ -405,9 +492,9 @@ impl Storage {
         let _one = self.flush_lock.lock();
         let started = Instant::now();
         let now = (self.clock)();
-        let horizon = now - self.cfg.buffer_past.as_millis() as i64;
+        let horizon = now.saturating_sub(self.cfg.buffer_past.as_millis() as i64);
         let block_ms = self.block_ms;
-        let pick = |b: i64| force || b + block_ms <= horizon;
+        let pick = |b: i64| force || head::block_end(b, block_ms) <= horizon;
         // Seal the log where the head holds everything written so far; each
         // shard is then detached and written in turn, so the extra memory a
         // flush needs is one shard's worth, not the whole head's. Data a shard
@@ -562,7 +649,7 @@ impl Storage {
 
     /// Deletes filesets whose whole window is older than retention.
     pub fn enforce_retention(&self) {
-        let cutoff = (self.clock)() - self.cfg.retention.as_millis() as i64;
+        let cutoff = (self.clock)().saturating_sub(self.cfg.retention.as_millis() as i64);
         for sh in &self.shards {
             let doomed: Vec<Arc<fileset::Fileset>> = {
                 let mut g = sh.lock();
@@ -570,7 +657,7 @@ impl Storage {
                     .filesets
                     .keys()
                     .copied()
-                    .filter(|b| b + self.block_ms <= cutoff)
+                    .filter(|&b| head::block_end(b, self.block_ms) <= cutoff)
                     .collect();
                 old.iter().filter_map(|b| g.filesets.remove(b)).collect()
             };
@@ -694,16 +781,69 @@ impl Storage {
 
     fn write_inner(&self, tenant: &str, mut batch: PreparedBatch) -> Result<WriteOutcome> {
         let now = (self.clock)();
-        let min_t = now - self.cfg.retention.as_millis() as i64;
+        let min_t = now
+            .saturating_sub(self.cfg.retention.as_millis() as i64)
+            .max(hard::MIN_TIME_MS);
         let mut out = WriteOutcome::default();
+
+        // Series the store has never seen (the head's map is the set of
+        // registered series, looked up for every series anyway): counted
+        // against the limit before anything is stored or materialised.
+        let mut new_at: Vec<usize> = Vec::new();
+        let mut seen_new: cairn_common::IdMap<()> = Default::default();
+        for (i, s) in batch.series.iter().enumerate() {
+            if !self.shard_of(s.id).lock().series.contains_key(&s.id)
+                && seen_new.insert(s.id, ()).is_none()
+            {
+                new_at.push(i);
+            }
+        }
+        let limit = self.cfg.max_new_series_per_request;
+        if new_at.len() > limit {
+            return Err(Error::Invalid(format!(
+                "the request would create {} new series, above the limit of {limit} (ingest.max-new-series-per-request)",
+                new_at.len()
+            )));
+        }
+        // New series whose labels the codecs cannot store (the ingest
+        // limits normally refuse them first) are refused whole.
+        let mut new_series: Vec<(SeriesId, Labels)> = Vec::with_capacity(new_at.len());
+        let mut unstorable: cairn_common::IdMap<String> = Default::default();
+        for &i in &new_at {
+            let s = &batch.series[i];
+            match enc::labels_unstorable(s.labels.pairs()) {
+                None => new_series.push((s.id, s.labels.materialize())),
+                Some(why) => {
+                    unstorable.insert(s.id, why);
+                }
+            }
+        }
+        if !unstorable.is_empty() {
+            batch.series.retain(|s| {
+                let Some(why) = unstorable.get(&s.id) else {
+                    return true;
+                };
+                out.rejections.push(WriteRejection {
+                    series: series_text(&s.labels),
+                    reason: format!("series not stored: {why}"),
+                    samples: s.samples.len(),
+                });
+                false
+            });
+        }
+
         let mut payload =
             Vec::with_capacity(64 + batch.sample_count() * 12 + batch.series.len() * 20);
         payload.push(RECORD_VERSION);
         put_bytes(&mut payload, tenant.as_bytes());
 
-        // Retention check (the rare path allocates; the common one does not).
+        // Retention and time-range checks (the rare path allocates; the
+        // common one does not).
         for s in batch.series.iter_mut() {
-            if s.samples.iter().all(|x| x.t >= min_t) {
+            if s.samples
+                .iter()
+                .all(|x| x.t >= min_t && x.t <= hard::MAX_TIME_MS)
+            {
                 continue;
             }
             let old: Vec<i64> = s
@@ -712,24 +852,50 @@ impl Storage {
                 .filter(|x| x.t < min_t)
                 .map(|x| x.t)
                 .collect();
-            s.samples.retain(|x| x.t >= min_t);
-            self.metrics
-                .samples_rejected_too_old
-                .fetch_add(old.len() as u64, Ordering::Relaxed);
-            out.rejections.push(WriteRejection {
-                series: s.labels.materialize().to_string(),
-                reason: format!(
-                    "{} sample(s) older than the retention period ({}s): oldest timestamp {}",
-                    old.len(),
-                    self.cfg.retention.as_secs(),
-                    old.iter().min().copied().unwrap_or_default()
-                ),
-                samples: old.len(),
-            });
+            let late = s.samples.iter().filter(|x| x.t > hard::MAX_TIME_MS).count();
+            s.samples
+                .retain(|x| x.t >= min_t && x.t <= hard::MAX_TIME_MS);
+            if !old.is_empty() {
+                self.metrics
+                    .samples_rejected_too_old
+                    .fetch_add(old.len() as u64, Ordering::Relaxed);
+                out.rejections.push(WriteRejection {
+                    series: series_text(&s.labels),
+                    reason: format!(
+                        "{} sample(s) older than the retention period ({}s): oldest timestamp {}",
+                        old.len(),
+                        self.cfg.retention.as_secs(),
+                        old.iter().min().copied().unwrap_or_default()
+                    ),
+                    samples: old.len(),
+                });
+            }
+            if late > 0 {
+                self.metrics
+                    .samples_rejected_out_of_range
+                    .fetch_add(late as u64, Ordering::Relaxed);
+                out.rejections.push(WriteRejection {
+                    series: series_text(&s.labels),
+                    reason: format!(
+                        "{late} sample(s) with a timestamp after the latest storable time {} ms",
+                        hard::MAX_TIME_MS
+                    ),
+                    samples: late,
+                });
+            }
         }
         let mut exemplars = Vec::new();
         for s in batch.series.iter_mut() {
             for e in s.exemplars.drain(..) {
+                let pairs = e.labels.iter().map(|l| (l.name.as_str(), l.value.as_str()));
+                if let Some(why) = enc::labels_unstorable(pairs) {
+                    out.rejections.push(WriteRejection {
+                        series: series_text(&s.labels),
+                        reason: format!("exemplar not stored: {why}"),
+                        samples: 0,
+                    });
+                    continue;
+                }
                 exemplars.push((s.id, e));
             }
         }
@@ -738,16 +904,6 @@ impl Storage {
             .iter()
             .map(|s| (s.id, s.samples.as_slice()))
             .collect();
-        // Series the store has never seen: only these get owned labels.
-        let mut new_series: Vec<(SeriesId, Labels)> = Vec::new();
-        let mut seen_new: cairn_common::IdMap<()> = Default::default();
-        for s in &batch.series {
-            if !self.shard_of(s.id).lock().series.contains_key(&s.id)
-                && seen_new.insert(s.id, ()).is_none()
-            {
-                new_series.push((s.id, s.labels.materialize()));
-            }
-        }
         if !new_series.is_empty() {
             let refs: Vec<(SeriesId, &Labels)> = new_series.iter().map(|(i, l)| (*i, l)).collect();
             self.index.add_series(tenant, &refs)?;
@@ -755,40 +911,18 @@ impl Storage {
                 .series_created
                 .fetch_add(new_series.len() as u64, Ordering::Relaxed);
         }
-        put_uvarint(&mut payload, new_series.len() as u64);
-        for (id, labels) in &new_series {
-            payload.extend_from_slice(&id.to_be_bytes());
-            put_labels(&mut payload, labels);
-        }
-        let with_samples = prepared.iter().filter(|p| !p.1.is_empty()).count();
-        put_uvarint(&mut payload, with_samples as u64);
         let mut blocks = BTreeSet::new();
-        for (id, samples) in prepared.iter().filter(|p| !p.1.is_empty()) {
-            payload.extend_from_slice(&id.to_be_bytes());
-            put_uvarint(&mut payload, samples.len() as u64);
-            let mut prev = 0i64;
-            for s in samples.iter() {
-                put_varint(&mut payload, s.t.wrapping_sub(prev));
-                prev = s.t;
-                payload.extend_from_slice(&s.v.to_bits().to_le_bytes());
-                blocks.insert(self.block_of(s.t));
-            }
-            out.accepted_samples += samples.len();
-        }
-        put_uvarint(&mut payload, exemplars.len() as u64);
-        for (id, e) in &exemplars {
-            payload.extend_from_slice(&id.to_be_bytes());
-            put_varint(&mut payload, e.t);
-            payload.extend_from_slice(&e.value.to_bits().to_le_bytes());
-            put_labels(&mut payload, &e.labels);
-        }
-        put_uvarint(&mut payload, batch.metadata.len() as u64);
-        for (name, md) in &batch.metadata {
-            put_bytes(&mut payload, name.as_bytes());
-            put_bytes(&mut payload, md.metric_type.as_str().as_bytes());
-            put_bytes(&mut payload, md.help.as_bytes());
-            put_bytes(&mut payload, md.unit.as_bytes());
-        }
+        encode_record(
+            &mut payload,
+            &new_series,
+            &prepared,
+            &exemplars,
+            &batch.metadata,
+            |t| {
+                blocks.insert(self.block_of(t));
+            },
+        )?;
+        out.accepted_samples += batch.sample_count();
 
         let seq = {
             let _r = self.apply_lock.read();
@@ -842,7 +976,7 @@ impl Storage {
         let c = |v: &AtomicU64| v.load(Ordering::Relaxed);
         let (active, head_bytes, head_samples) = self.head_stats();
         let ((segs, seg_bytes), (fsn, fsb)) = self.disk_stats();
-        let rows: [(&str, &str, &str, f64); 14] = [
+        let rows: [(&str, &str, &str, f64); 17] = [
             (
                 "cairn_storage_samples_appended_total",
                 "counter",
@@ -854,6 +988,24 @@ impl Storage {
                 "counter",
                 "Samples refused as older than retention.",
                 c(&m.samples_rejected_too_old) as f64,
+            ),
+            (
+                "cairn_storage_samples_rejected_out_of_range_total",
+                "counter",
+                "Samples refused as after the latest storable time.",
+                c(&m.samples_rejected_out_of_range) as f64,
+            ),
+            (
+                "cairn_storage_commitlog_records_skipped_total",
+                "counter",
+                "Commit-log records skipped on replay as corrupt (not torn tails).",
+                c(&m.commitlog_records_skipped) as f64,
+            ),
+            (
+                "cairn_storage_index_entries_skipped_total",
+                "counter",
+                "Index entries (series labels, exemplars, metadata) skipped as undecodable.",
+                self.index.skipped_entries() as f64,
             ),
             (
                 "cairn_storage_exemplars_appended_total",
@@ -1034,8 +1186,11 @@ impl SeriesSource for Storage {
     ) -> Result<Vec<Labels>, StorageError> {
         let sel = self.index.select(tenant, matchers)?;
         let now = (self.clock)();
-        let everything = start <= now - self.cfg.retention.as_millis() as i64 - self.block_ms
-            && end >= now + self.block_ms;
+        let everything = start
+            <= now
+                .saturating_sub(self.cfg.retention.as_millis() as i64)
+                .saturating_sub(self.block_ms)
+            && end >= now.saturating_add(self.block_ms);
         let n = self.cfg.num_shards.max(1);
         let mut out = Vec::with_capacity(sel.len());
         for (id, l) in sel {
