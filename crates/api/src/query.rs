@@ -715,6 +715,8 @@ pub(crate) async fn status_flags(State(st): State<AppState>) -> Response {
 // ------------------------------------------------------------ remote read
 
 fn read_error(status: StatusCode, msg: String) -> Response {
+    // A matcher's regex error quotes the whole pattern: cut, as in api_error.
+    let msg = cairn_common::limits::truncate_str(&msg, crate::MAX_ERROR_MESSAGE);
     (
         status,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],

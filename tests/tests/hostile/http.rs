@@ -345,5 +345,39 @@ fn echoed_input_is_truncated_in_errors() {
             &err[..err.len().min(300)]
         );
     }
+    // Remote read: a matcher whose regex does not compile.
+    use cairn_proto::prompb;
+    use prost::Message;
+    let req = prompb::ReadRequest {
+        queries: vec![prompb::Query {
+            start_timestamp_ms: 0,
+            end_timestamp_ms: now_ms(),
+            matchers: vec![prompb::LabelMatcher {
+                r#type: 2,
+                name: "job".into(),
+                value: format!("({big}"),
+            }],
+            hints: None,
+        }],
+        accepted_response_types: vec![],
+    };
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .unwrap();
+    let r = post(
+        &format!("{base}/api/v1/read"),
+        &[
+            ("Content-Type", "application/x-protobuf"),
+            ("Content-Encoding", "snappy"),
+        ],
+        &body,
+    )
+    .unwrap();
+    assert_eq!(r.status, 400, "{}", &r.text()[..r.text().len().min(300)]);
+    assert!(
+        r.body.len() <= 1100,
+        "remote read: {} bytes of error",
+        r.body.len()
+    );
     check_after(&srv, &canary, "long echoed input");
 }
