@@ -16,7 +16,7 @@ PROMQLTEST_STABLE := selectors literals collision trig_functions operators aggre
 PROMQLTEST_EXPERIMENTAL := limit info type_and_unit duration_expression extended_vectors \
 	fill-modifier start_timestamps
 
-.PHONY: deps build run test fmt lint unit e2e promqltest promqltest-experimental bench-quick clean
+.PHONY: deps build run test fmt lint unit e2e promqltest promqltest-experimental bench-quick clean fuzz fuzz-cmin
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -70,6 +70,33 @@ test: deps fmt lint unit promqltest e2e
 
 bench-quick: deps
 	benches/compare --quick
+
+# Fuzzing (cargo-fuzz, nightly): every target for FUZZ_TIME seconds, one
+# after another, one process (see fuzz/README.md). New corpus entries land in
+# fuzz/corpus/<target>/, crashes in fuzz/artifacts/<target>/. `make test`
+# replays fuzz/corpus and fuzz/regressions on stable (the crates' tests).
+FUZZ_TIME ?= 60
+FUZZ_TARGETS ?= commitlog_record fileset_read index_decode remote_write_decode \
+	remote_read_decode selector_parse codec_decode promql_parse promql_eval
+FUZZ_TARGET_DIR ?= $(HOME)/.cache/cairn-fuzz-target
+FUZZ_CARGO := CARGO_TARGET_DIR=$(FUZZ_TARGET_DIR) cargo +nightly fuzz
+
+fuzz: deps
+	@cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz
+	cd fuzz && $(FUZZ_CARGO) build -O
+	@cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  echo "== fuzz $$t for $(FUZZ_TIME)s"; \
+	  mkdir -p corpus/$$t artifacts/$$t; \
+	  seeds=""; [ -d regressions/$$t ] && seeds=regressions/$$t; \
+	  $(FUZZ_CARGO) run -O $$t corpus/$$t $$seeds -- -max_total_time=$(FUZZ_TIME) \
+	    -timeout=20 -artifact_prefix=artifacts/$$t/ -print_final_stats=1 || exit 1; \
+	done
+
+# Minimises every target's corpus in place (commit the result).
+fuzz-cmin: deps
+	@cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  $(FUZZ_CARGO) cmin -O $$t corpus/$$t || exit 1; \
+	done
 
 clean:
 	$(CARGO) clean

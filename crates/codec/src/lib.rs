@@ -88,6 +88,8 @@
 
 mod bits;
 mod decode;
+#[doc(hidden)]
+pub mod fuzzing;
 
 use bits::{BitBuf, BitReader, BitWriter};
 pub use decode::{decode_all, decode_into, decode_into_with, Decoder};

@@ -1,0 +1,106 @@
+//! Fuzzing entry points for what the HTTP layer decodes itself (used by
+//! the targets in `fuzz/fuzz_targets/` and replayed over the committed
+//! corpus by this module's tests). Not an API.
+
+use axum::http::StatusCode;
+use cairn_common::Matcher;
+
+/// A remote-read body, as sent and snappy-framed, through the handler's
+/// decoder: queries or a 4xx, never a panic; every decoded query has a
+/// matcher that does not match the empty string.
+pub fn remote_read(data: &[u8]) {
+    let framed = snap::raw::Encoder::new()
+        .compress_vec(data)
+        .unwrap_or_default();
+    for body in [data, framed.as_slice()] {
+        match crate::query::decode_read_request(body, 1 << 24) {
+            Ok(queries) => {
+                for (ms, _, _) in &queries {
+                    assert!(ms.iter().any(|m| !m.matches_empty()));
+                }
+            }
+            Err((status, msg)) => {
+                assert!(
+                    status == StatusCode::BAD_REQUEST || status == StatusCode::PAYLOAD_TOO_LARGE,
+                    "{status}: {msg}"
+                );
+            }
+        }
+    }
+}
+
+/// A `match[]` selector: matchers or an error, never a panic; what parses
+/// prints back (in `{name op "value", ...}` form) to the same matchers.
+pub fn selector(data: &[u8]) {
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(ms) = crate::parse_selector(s) else {
+        return;
+    };
+    assert!(!ms.is_empty());
+    assert!(ms.iter().any(|m| !m.matches_empty()));
+    let printed = print_selector(&ms);
+    let again = crate::parse_selector(&printed)
+        .unwrap_or_else(|e| panic!("{s:?} printed as {printed:?} does not parse: {e}"));
+    assert_eq!(again, ms, "{s:?} printed as {printed:?}");
+}
+
+fn print_selector(ms: &[Matcher]) -> String {
+    let mut out = String::from("{");
+    for (i, m) in ms.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(&m.name);
+        out.push_str(m.op.as_str());
+        out.push('"');
+        for c in m.value.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+    }
+    out.push('}');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    /// Feeds every file of `fuzz/corpus/<target>/` and
+    /// `fuzz/regressions/<target>/` to `f` (there must be some).
+    fn replay(target: &str, f: impl Fn(&[u8])) {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
+        let mut n = 0;
+        for kind in ["corpus", "regressions"] {
+            let Ok(dir) = std::fs::read_dir(root.join(kind).join(target)) else {
+                continue;
+            };
+            let mut paths: Vec<_> = dir.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+            paths.sort();
+            for p in paths.into_iter().filter(|p| p.is_file()) {
+                let data = std::fs::read(&p).expect("reading a fuzz input");
+                eprintln!("replaying {}", p.display());
+                f(&data);
+                n += 1;
+            }
+        }
+        assert!(
+            n > 0,
+            "no fuzz inputs for {target} under {}",
+            root.display()
+        );
+    }
+
+    #[test]
+    fn remote_read_decode_corpus() {
+        replay("remote_read_decode", super::remote_read);
+    }
+
+    #[test]
+    fn selector_parse_corpus() {
+        replay("selector_parse", super::selector);
+    }
+}
