@@ -380,9 +380,11 @@ async fn remote_write_inner(
         invalid.iter().map(|i| i.samples as u64).sum(),
         Ordering::Relaxed,
     );
+    // A refused series is echoed cut short: it may hold thousands of labels.
+    let shown = |s: &str| cairn_common::limits::truncate_str(s, 512).into_owned();
     let mut problems: Vec<String> = invalid
         .iter()
-        .map(|i| format!("series {}: {}", i.series, i.reason))
+        .map(|i| format!("series {}: {}", shown(&i.series), i.reason))
         .collect();
     if let Some(outcome) = outcome {
         let outcome = outcome.map_err(|e| {
@@ -407,7 +409,7 @@ async fn remote_write_inner(
             outcome
                 .rejections
                 .iter()
-                .map(|r| format!("series {}: {}", r.series, r.reason)),
+                .map(|r| format!("series {}: {}", shown(&r.series), r.reason)),
         );
     }
     if problems.is_empty() {
@@ -799,6 +801,38 @@ async fn metrics(State(st): State<AppState>) -> Response {
         let _ = writeln!(
             out,
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    }
+    let ps = &st.0.reads.stats;
+    for (name, kind, help, v) in [
+        (
+            "cairn_api_reads_running",
+            "gauge",
+            "Reads (queries, series, export, remote read) running on the read threads.",
+            ps.running.load(Ordering::Relaxed) as u64,
+        ),
+        (
+            "cairn_api_reads_queued",
+            "gauge",
+            "Reads waiting for a read thread.",
+            ps.queued.load(Ordering::Relaxed) as u64,
+        ),
+        (
+            "cairn_api_reads_rejected_total",
+            "counter",
+            "Reads refused with 503 because the queue was full.",
+            ps.rejected.load(Ordering::Relaxed),
+        ),
+        (
+            "cairn_api_reads_cancelled_total",
+            "counter",
+            "Reads stopped or skipped because their caller stopped waiting (client gone, timeout).",
+            ps.cancelled.load(Ordering::Relaxed),
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
         );
     }
     if let Some(b) = st.0.backend.get() {

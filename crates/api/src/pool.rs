@@ -25,6 +25,8 @@ pub(crate) const READ_STACK_BYTES: usize = 64 << 20;
 /// Counters of the pool, published on `/metrics`.
 #[derive(Default)]
 pub(crate) struct PoolStats {
+    /// Reads admitted and not finished (running + queued).
+    pub admitted: AtomicUsize,
     pub running: AtomicUsize,
     pub queued: AtomicUsize,
     pub rejected: AtomicU64,
@@ -52,7 +54,9 @@ impl ReadPool {
     /// started is logged; the pool runs with the others (at least one is
     /// required, else an error).
     pub fn new(max_concurrency: usize, max_queued: usize) -> std::io::Result<ReadPool> {
-        let (tx, rx) = sync_channel::<Job>(max_queued);
+        // Admission is counted (`PoolStats::admitted`), so the channel never
+        // fills: it only has to hold what admission let in.
+        let (tx, rx) = sync_channel::<Job>(max_concurrency.max(1) + max_queued);
         let rx = Arc::new(Mutex::new(rx));
         let stats = Arc::new(PoolStats::default());
         let mut started = 0;
@@ -89,6 +93,14 @@ impl ReadPool {
         let stats = self.stats.clone();
         let flag = cancel.clone();
         let job: Job = Box::new(move || {
+            /// Ends the admission when the job ends, however it ends.
+            struct Admitted<'a>(&'a AtomicUsize);
+            impl Drop for Admitted<'_> {
+                fn drop(&mut self) {
+                    self.0.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+            let _admitted = Admitted(&stats.admitted);
             stats.queued.fetch_sub(1, Ordering::Relaxed);
             if flag.load(Ordering::Relaxed) {
                 stats.cancelled.fetch_add(1, Ordering::Relaxed);
@@ -102,8 +114,24 @@ impl ReadPool {
             }
             let _ = tx.send(r);
         });
+        let cap = self.max_concurrency + self.max_queued;
+        let admitted = self
+            .stats
+            .admitted
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .is_ok();
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = self.tx.try_send(job) {
+        let sent = if admitted {
+            self.tx.try_send(job)
+        } else {
+            Err(TrySendError::Full(job))
+        };
+        if let Err(e) = sent {
+            if admitted {
+                self.stats.admitted.fetch_sub(1, Ordering::Relaxed);
+            }
             self.stats.queued.fetch_sub(1, Ordering::Relaxed);
             self.stats.rejected.fetch_add(1, Ordering::Relaxed);
             let msg = match e {
