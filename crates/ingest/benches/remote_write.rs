@@ -45,13 +45,22 @@ fn request() -> Vec<u8> {
 
 fn bench(c: &mut Criterion) {
     let body = request();
+    let limits = cairn_common::IngestLimits::default();
+    // The request's samples are at this time: none is refused as future.
+    let now = 1_700_000_000_000;
     let mut g = c.benchmark_group("remote_write_decode");
     g.throughput(Throughput::Elements(2000));
     g.bench_function("zero_copy_prepared", |b| {
-        b.iter(|| decode_prepared("default", &body, 64 << 20).expect("decode"))
+        b.iter(|| decode_prepared("default", &body, &limits, now).expect("decode"))
     });
     g.bench_function("prost_then_validate", |b| {
-        b.iter(|| validate(decode_remote_write(&body, 64 << 20).expect("decode")))
+        b.iter(|| {
+            validate(
+                decode_remote_write(&body, 64 << 20).expect("decode"),
+                &limits,
+                now,
+            )
+        })
     });
     g.finish();
 }
