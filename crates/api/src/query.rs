@@ -37,92 +37,9 @@ pub const PROMETHEUS_COMPAT_VERSION: &str = "2.53.0";
 // ------------------------------------------------------------- formatting
 
 /// Appends `v` as Prometheus writes a sample value (without quotes), i.e.
-/// its `jsonutil.MarshalValue`: Go's `strconv.FormatFloat(v, 'f', -1, 64)`
-/// (shortest round-trip digits), switching to `'e'` (`2.025e+22`, `1e-07`)
-/// when `|v| < 1e-6` or `|v| >= 1e21`, like JavaScript; `NaN`, `+Inf`, `-Inf`.
+/// its `jsonutil.MarshalValue` (see [`cairn_common::gofmt::write_json_float`]).
 pub fn write_float(out: &mut String, v: f64) {
-    if v.is_nan() {
-        out.push_str("NaN");
-        return;
-    } else if v == f64::INFINITY {
-        out.push_str("+Inf");
-        return;
-    } else if v == f64::NEG_INFINITY {
-        out.push_str("-Inf");
-        return;
-    } else if v == 0.0 {
-        out.push_str(if v.is_sign_negative() { "-0" } else { "0" });
-        return;
-    }
-    // Ryū gives the shortest round-trip digits (the digits Go picks), in
-    // its own layout ("1.0", "0.3", "1.2e-7"): take the digits and the
-    // decimal exponent from it and lay them out as Go does.
-    let mut buf = ryu::Buffer::new();
-    let s = buf.format_finite(v);
-    let (neg, s) = match s.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, s),
-    };
-    let (mant, exp) = match s.split_once('e') {
-        Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
-        None => (s, 0),
-    };
-    let (int, frac) = mant.split_once('.').unwrap_or((mant, ""));
-    // value = 0.DIGITS × 10^point
-    let mut digits = [0u8; 40];
-    let mut n = 0;
-    let mut point = int.len() as i32 + exp;
-    for &b in int.as_bytes().iter().chain(frac.as_bytes()) {
-        if n == 0 && b == b'0' {
-            point -= 1;
-            continue;
-        }
-        if n < digits.len() {
-            digits[n] = b;
-            n += 1;
-        }
-    }
-    while n > 1 && digits[n - 1] == b'0' {
-        n -= 1;
-    }
-    let digits = &digits[..n];
-    fn text(d: &[u8]) -> &str {
-        // ASCII digits only, so this cannot fail.
-        std::str::from_utf8(d).unwrap_or("")
-    }
-    if neg {
-        out.push('-');
-    }
-    let a = v.abs();
-    if (1e-6..1e21).contains(&a) {
-        let len = digits.len() as i32;
-        if point <= 0 {
-            out.push_str("0.");
-            out.extend(std::iter::repeat_n('0', (-point) as usize));
-            out.push_str(text(digits));
-        } else if point >= len {
-            out.push_str(text(digits));
-            out.extend(std::iter::repeat_n('0', (point - len) as usize));
-        } else {
-            out.push_str(text(&digits[..point as usize]));
-            out.push('.');
-            out.push_str(text(&digits[point as usize..]));
-        }
-    } else {
-        // Go's 'e': d[.ddd]e±XX, the exponent with at least two digits.
-        out.push_str(text(&digits[..1]));
-        if digits.len() > 1 {
-            out.push('.');
-            out.push_str(text(&digits[1..]));
-        }
-        let e = point - 1;
-        out.push('e');
-        out.push(if e < 0 { '-' } else { '+' });
-        if e.unsigned_abs() < 10 {
-            out.push('0');
-        }
-        out.push_str(itoa::Buffer::new().format(e.unsigned_abs()));
-    }
+    cairn_common::gofmt::write_json_float(out, v);
 }
 
 /// `v` formatted by [`write_float`].

@@ -20,17 +20,7 @@ pub(crate) fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
 
 /// Go's `strconv.FormatFloat(v, 'f', -1, 64)` for the values PromQL prints.
 pub(crate) fn format_go_float(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        }
-    } else {
-        format!("{v}")
-    }
+    cairn_common::gofmt::format_f(v)
 }
 
 /// Prometheus's `quantile` over values (sorts in place).
