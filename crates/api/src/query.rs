@@ -20,9 +20,9 @@ use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use cairn_common::{ExemplarSeries, Labels, MatchOp, Matcher, StorageError, METRIC_NAME};
+use cairn_common::{ExemplarSeries, Labels, MatchOp, Matcher, StorageError};
 use cairn_promql::{Engine, EngineOptions, QueryError, QueryResult, Value as PValue};
-use promql_parser::parser::{Expr, VectorSelector};
+use promql_parser::parser::Expr;
 use serde_json::json;
 use std::time::Duration;
 
@@ -411,66 +411,10 @@ async fn range_query_inner(req: Req<'_>) -> Result<Response, Response> {
     Ok(json_response(render_result(&r)))
 }
 
-/// Every vector selector in `expr` (incl. those of range selectors and
-/// subqueries), each as its `or` groups of Cairn matchers.
+/// Every vector selector in `expr` as its `or` groups of Cairn matchers
+/// (the engine's own conversion, [`cairn_promql::extract_selectors`]).
 pub fn extract_selectors(expr: &Expr) -> Result<Vec<Vec<Matcher>>, String> {
-    struct V(Vec<VectorSelector>);
-    impl promql_parser::util::ExprVisitor for V {
-        type Error = String;
-        fn pre_visit(&mut self, e: &Expr) -> Result<bool, String> {
-            match e {
-                Expr::VectorSelector(vs) => self.0.push(vs.clone()),
-                Expr::MatrixSelector(ms) => self.0.push(ms.vs.clone()),
-                _ => {}
-            }
-            Ok(true)
-        }
-    }
-    let mut v = V(Vec::new());
-    promql_parser::util::walk_expr(&mut v, expr)?;
-    let mut out = Vec::new();
-    for vs in &v.0 {
-        out.extend(selector_matchers(vs)?);
-    }
-    Ok(out)
-}
-
-/// A selector's matchers (plus its metric name) as Cairn matchers; one group
-/// per `or` alternative.
-fn selector_matchers(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>, String> {
-    use promql_parser::label::MatchOp as P;
-    let conv = |m: &promql_parser::label::Matcher| {
-        let op = match m.op {
-            P::Equal => MatchOp::Equal,
-            P::NotEqual => MatchOp::NotEqual,
-            P::Re(_) => MatchOp::RegexMatch,
-            P::NotRe(_) => MatchOp::RegexNoMatch,
-        };
-        Matcher::new(op, m.name.clone(), m.value.clone())
-    };
-    let groups: Vec<Vec<&promql_parser::label::Matcher>> = if vs.matchers.or_matchers.is_empty() {
-        vec![vs.matchers.matchers.iter().collect()]
-    } else {
-        vs.matchers
-            .or_matchers
-            .iter()
-            .map(|g| g.iter().chain(vs.matchers.matchers.iter()).collect())
-            .collect()
-    };
-    let mut out = Vec::with_capacity(groups.len());
-    for g in groups {
-        let mut ms = Vec::with_capacity(g.len() + 1);
-        if let Some(n) = &vs.name {
-            if !g.iter().any(|m| m.name == METRIC_NAME) {
-                ms.push(Matcher::equal(METRIC_NAME, n.clone()));
-            }
-        }
-        for m in g {
-            ms.push(conv(m)?);
-        }
-        out.push(ms);
-    }
-    Ok(out)
+    cairn_promql::extract_selectors(expr).map_err(|e| e.to_string())
 }
 
 /// Prometheus's exemplar answer: `[{"seriesLabels":{…},"exemplars":[…]}]`.

@@ -281,6 +281,21 @@ impl Engine {
     }
 }
 
+/// Every vector selector in `expr` (incl. those of range selectors and
+/// subqueries), each as its `or` groups of Cairn matchers — the conversion
+/// the engine fetches with, so the API's exemplar reads select the same.
+pub fn extract_selectors(
+    expr: &promql_parser::parser::Expr,
+) -> Result<Vec<Vec<cairn_common::Matcher>>, QueryError> {
+    let mut sel = Vec::new();
+    eval::collect_selectors(expr, &mut sel);
+    let mut out = Vec::new();
+    for vs in sel {
+        out.extend(eval::selector_matchers(vs)?);
+    }
+    Ok(out)
+}
+
 /// Parses a PromQL expression under the default length and nesting bounds.
 pub fn parse(query: &str) -> Result<promql_parser::parser::Expr, QueryError> {
     let d = EngineOptions::default();
