@@ -83,19 +83,19 @@ FUZZ_CARGO := CARGO_TARGET_DIR=$(FUZZ_TARGET_DIR) cargo +nightly fuzz
 
 fuzz: deps
 	@cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz
-	cd fuzz && $(FUZZ_CARGO) build -O
+	cd fuzz && $(FUZZ_CARGO) build -O -a -s none
 	@cd fuzz && for t in $(FUZZ_TARGETS); do \
 	  echo "== fuzz $$t for $(FUZZ_TIME)s"; \
 	  mkdir -p corpus/$$t artifacts/$$t; \
 	  seeds=""; [ -d regressions/$$t ] && seeds=regressions/$$t; \
-	  $(FUZZ_CARGO) run -O $$t corpus/$$t $$seeds -- -max_total_time=$(FUZZ_TIME) \
+	  $(FUZZ_CARGO) run -O -a -s none $$t corpus/$$t $$seeds -- -max_total_time=$(FUZZ_TIME) \
 	    -timeout=20 -artifact_prefix=artifacts/$$t/ -print_final_stats=1 || exit 1; \
 	done
 
 # Minimises every target's corpus in place (commit the result).
 fuzz-cmin: deps
 	@cd fuzz && for t in $(FUZZ_TARGETS); do \
-	  $(FUZZ_CARGO) cmin -O $$t corpus/$$t || exit 1; \
+	  $(FUZZ_CARGO) cmin -O -a -s none $$t corpus/$$t || exit 1; \
 	done
 
 clean:

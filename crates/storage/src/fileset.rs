@@ -211,8 +211,14 @@ impl Fileset {
                 dir.display()
             )));
         }
-        let count = u64::from_le_bytes(index[8..16].try_into().unwrap_or_default()) as usize;
-        if INDEX_HEADER + count * ENTRY != index.len() {
+        let count = u64::from_le_bytes(index[8..16].try_into().unwrap_or_default());
+        // Checked: a count near 2^64 / 24 would wrap to a small length and
+        // pass, then every entry read would be out of bounds.
+        let count = usize::try_from(count).unwrap_or(usize::MAX);
+        let want = count
+            .checked_mul(ENTRY)
+            .and_then(|n| n.checked_add(INDEX_HEADER));
+        if want != Some(index.len()) {
             return Err(Error::Corrupt(format!(
                 "fileset {}: index length",
                 dir.display()

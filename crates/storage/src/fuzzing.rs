@@ -108,7 +108,7 @@ pub fn fileset(dir: &Path, data: &[u8]) {
         return;
     };
     let n = fs.series_count();
-    let mut ids: Vec<SeriesId> = Vec::with_capacity(n);
+    let mut ids: Vec<SeriesId> = Vec::new();
     for i in 0..n {
         match fs.raw(i) {
             Ok((id, _)) => ids.push(id),
