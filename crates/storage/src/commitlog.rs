@@ -10,6 +10,12 @@
 //! one syncer thread `fdatasync`s whatever has been written and wakes them all,
 //! so concurrent writers share one fsync. With [`FsyncPolicy::Periodic`] the
 //! syncer runs every period and writers do not wait.
+//!
+//! A failed fdatasync fails every record of that segment not synced before,
+//! including records appended while it ran, and the segment is never synced
+//! again: Linux reports a writeback error to one fsync only, and the next
+//! one returns Ok over pages that never reached the disk. The next append
+//! starts a new segment, whose records are acknowledged as usual.
 
 use crate::{Error, Result};
 use parking_lot::{Condvar, Mutex};
@@ -41,13 +47,53 @@ pub struct SegmentInfo {
     pub bytes: u64,
 }
 
-struct Active {
-    file: Arc<File>,
+/// A segment file open for appending.
+struct SegFile {
+    file: File,
     no: u64,
+    path: PathBuf,
+    /// Held across every fdatasync of this file and the recording of its
+    /// outcome. Linux reports a writeback error to one fsync only (later ones
+    /// return Ok, the pages are gone), so two fsyncs racing on one file can
+    /// see Err and Ok: the Ok must not be recorded before the Err is.
+    io: Mutex<()>,
+    /// Set (under `io`) once an fdatasync of this file failed: nothing in it
+    /// that was not synced before is ever reported durable, it is never
+    /// synced again, and the next append starts a new segment.
+    sync_failed: AtomicBool,
+}
+
+impl SegFile {
+    fn new(dir: &Path, no: u64, file: File) -> Arc<Self> {
+        Arc::new(Self {
+            file,
+            no,
+            path: seg_path(dir, no),
+            io: Mutex::new(()),
+            sync_failed: AtomicBool::new(false),
+        })
+    }
+
+    fn sync(&self) -> std::io::Result<()> {
+        crate::fileset::io_fault("commitlog-sync", &self.path)?;
+        self.file.sync_data()
+    }
+
+    fn failed(&self) -> bool {
+        self.sync_failed.load(Ordering::SeqCst)
+    }
+}
+
+struct Active {
+    seg: Arc<SegFile>,
     bytes: u64,
-    /// Set after a failed write: the segment may hold a torn record, so the
-    /// next append starts a fresh one.
-    broken: bool,
+    /// Sequence number of the segment's first record (its last is
+    /// `written_seq` while it is active). Records of sealed segments are
+    /// all settled, synced or failed, when they are sealed.
+    first_seq: u64,
+    /// Set after a failed write: the segment may end in a torn record, so
+    /// the next append starts a fresh one (what it holds can still be synced).
+    torn: bool,
 }
 
 struct Inner {
@@ -78,7 +124,14 @@ pub struct CommitLog {
     written_cv: Condvar,
     synced_cv: Condvar,
     shutdown: AtomicBool,
+    /// Test hook run once by the syncer between choosing what to sync and
+    /// syncing it.
+    #[cfg(test)]
+    before_sync: Mutex<Option<SyncHook>>,
 }
+
+#[cfg(test)]
+type SyncHook = Box<dyn FnOnce(&CommitLog) + Send>;
 
 fn seg_path(dir: &Path, no: u64) -> PathBuf {
     dir.join(format!("{no:016}.log"))
@@ -237,10 +290,10 @@ impl CommitLog {
             max_segment_bytes,
             inner: Mutex::new(Inner {
                 active: Active {
-                    file: Arc::new(file),
-                    no: next_no,
+                    seg: SegFile::new(dir, next_no, file),
                     bytes: MAGIC.len() as u64,
-                    broken: false,
+                    first_seq: 1,
+                    torn: false,
                 },
                 segments,
                 written_seq: 0,
@@ -253,6 +306,8 @@ impl CommitLog {
             written_cv: Condvar::new(),
             synced_cv: Condvar::new(),
             shutdown: AtomicBool::new(false),
+            #[cfg(test)]
+            before_sync: Mutex::new(None),
         });
         let l2 = log.clone();
         std::thread::Builder::new()
@@ -262,9 +317,27 @@ impl CommitLog {
         Ok((log, stats))
     }
 
+    /// Records that every record up to `upto` is durable.
+    fn settle_synced(&self, upto: u64) {
+        let mut s = self.sync.lock();
+        s.synced_seq = s.synced_seq.max(upto);
+        self.synced_cv.notify_all();
+    }
+
+    /// Records that no record up to `upto` not already reported durable
+    /// ever will be; `err` is the failure (None: one recorded before).
+    fn settle_failed(&self, upto: u64, err: Option<&std::io::Error>) {
+        let mut s = self.sync.lock();
+        s.failed_upto = s.failed_upto.max(upto);
+        if let Some(e) = err {
+            s.last_error = e.to_string();
+        }
+        self.synced_cv.notify_all();
+    }
+
     fn syncer(&self) {
         loop {
-            let (file, target) = {
+            let (seg, target) = {
                 let mut g = self.inner.lock();
                 match self.policy {
                     FsyncPolicy::Always => {
@@ -282,26 +355,55 @@ impl CommitLog {
                         self.written_cv.wait_for(&mut g, p);
                     }
                 }
-                (g.active.file.clone(), g.written_seq)
+                if g.active.seg.failed() {
+                    // A segment whose sync failed is never synced again (the
+                    // next sync would return Ok over lost pages): whatever
+                    // it holds fails. Appends start a new segment first.
+                    self.settle_failed(g.written_seq, None);
+                    drop(g);
+                    if self.shutdown.load(Ordering::Acquire) {
+                        return;
+                    }
+                    continue;
+                }
+                (g.active.seg.clone(), g.written_seq)
             };
-            let res = file.sync_data();
-            let failed = res.is_err();
-            let mut s = self.sync.lock();
-            match res {
-                Ok(()) => s.synced_seq = s.synced_seq.max(target),
-                Err(e) => {
-                    tracing::error!(?e, "commit log fsync failed; the writes it covered fail, the next write starts a new segment");
-                    s.failed_upto = s.failed_upto.max(target);
-                    s.last_error = e.to_string();
+            #[cfg(test)]
+            {
+                let hook = self.before_sync.lock().take();
+                if let Some(hook) = hook {
+                    hook(self);
                 }
             }
-            self.synced_cv.notify_all();
-            drop(s);
+            let failed = {
+                let _io = seg.io.lock();
+                if seg.failed() {
+                    // Failed by a rotation meanwhile, which settled it.
+                    false
+                } else {
+                    match seg.sync() {
+                        Ok(()) => {
+                            self.settle_synced(target);
+                            false
+                        }
+                        Err(e) => {
+                            tracing::error!(segment = seg.no, ?e, "commit log fsync failed; the writes in the segment not synced before fail, the next write starts a new segment");
+                            seg.sync_failed.store(true, Ordering::SeqCst);
+                            self.settle_failed(target, Some(&e));
+                            true
+                        }
+                    }
+                }
+            };
             if failed {
-                // Never append to a segment whose sync failed; back off a little.
-                let mut g = self.inner.lock();
-                if Arc::ptr_eq(&g.active.file, &file) {
-                    g.active.broken = true;
+                // Records appended while the sync ran went to the same file,
+                // into the same failed writeback: fail everything written to
+                // it. Appends from here on see the flag and rotate first; if
+                // the segment was rotated meanwhile, the rotation (after the
+                // flag was set) failed all it held.
+                let g = self.inner.lock();
+                if Arc::ptr_eq(&g.active.seg, &seg) {
+                    self.settle_failed(g.written_seq, None);
                 }
                 drop(g);
                 std::thread::sleep(Duration::from_millis(50));
@@ -320,20 +422,20 @@ impl CommitLog {
         rec.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
         rec.extend_from_slice(payload);
         let mut g = self.inner.lock();
-        if g.active.broken || g.active.bytes >= self.max_segment_bytes {
+        if g.active.torn || g.active.seg.failed() || g.active.bytes >= self.max_segment_bytes {
             self.rotate_locked(&mut g)?;
         }
         let written = crate::fileset::io_fault("commitlog-append", &self.dir)
-            .and_then(|()| (&*g.active.file).write_all(&rec));
+            .and_then(|()| (&g.active.seg.file).write_all(&rec));
         if let Err(e) = written {
-            g.active.broken = true;
+            g.active.torn = true;
             return Err(Error::Io {
-                context: format!("appending to commit log segment {}", g.active.no),
+                context: format!("appending to commit log segment {}", g.active.seg.no),
                 source: e,
             });
         }
         g.active.bytes += rec.len() as u64;
-        let (no, bytes) = (g.active.no, g.active.bytes);
+        let (no, bytes) = (g.active.seg.no, g.active.bytes);
         if let Some(info) = g.segments.get_mut(&no) {
             info.blocks.extend(blocks.iter().copied());
             info.bytes = bytes;
@@ -365,42 +467,44 @@ impl CommitLog {
         }
     }
 
-    /// Starts segment `active + 1`. The old one is synced first; if that
-    /// fails, its unsynced records are failed (never reported durable) and
-    /// the rotation goes on, so new writes land in a segment that works. If
-    /// the new segment cannot be created, nothing changes and the next
-    /// append tries again.
+    /// Starts segment `active + 1`. The old one is synced first and its
+    /// records settled before anything else can fail: synced, or (its sync
+    /// failed, now or before) failed, never reported durable. If the new
+    /// segment cannot be created the old one stays active (one whose sync
+    /// failed or whose last write failed is left at the next append again).
     fn rotate_locked(&self, g: &mut Inner) -> Result<u64> {
-        let old = g.active.no;
-        let synced = g.active.file.sync_data();
-        let no = old + 1;
-        // On failure the active segment stays as it was (a broken one stays
-        // broken, a full one full), so the next append tries again.
-        let file = create_segment(&self.dir, no)?;
-        g.active = Active {
-            file: Arc::new(file),
-            no,
-            bytes: MAGIC.len() as u64,
-            broken: false,
-        };
-        g.segments.insert(no, SegmentInfo::default());
+        let old = g.active.seg.clone();
         let written = g.written_seq;
-        let mut s = self.sync.lock();
-        match synced {
-            // Everything written so far sits in synced segments now.
-            Ok(()) => s.synced_seq = s.synced_seq.max(written),
-            Err(e) => {
-                tracing::error!(
-                    segment = old,
-                    ?e,
-                    "syncing the sealed commit log segment failed; its unsynced writes fail"
-                );
-                s.failed_upto = s.failed_upto.max(written);
-                s.last_error = e.to_string();
+        {
+            let _io = old.io.lock();
+            if old.failed() {
+                self.settle_failed(written, None);
+            } else {
+                match old.sync() {
+                    Ok(()) => self.settle_synced(written),
+                    Err(e) => {
+                        tracing::error!(
+                            segment = old.no,
+                            records = ?(g.active.first_seq..=written),
+                            ?e,
+                            "syncing the sealed commit log segment failed; its unsynced writes fail"
+                        );
+                        old.sync_failed.store(true, Ordering::SeqCst);
+                        self.settle_failed(written, Some(&e));
+                    }
+                }
             }
         }
-        self.synced_cv.notify_all();
-        Ok(old)
+        let no = old.no + 1;
+        let file = create_segment(&self.dir, no)?;
+        g.active = Active {
+            seg: SegFile::new(&self.dir, no, file),
+            bytes: MAGIC.len() as u64,
+            first_seq: written + 1,
+            torn: false,
+        };
+        g.segments.insert(no, SegmentInfo::default());
+        Ok(old.no)
     }
 
     /// Seals the active segment and starts a new one; returns the sealed number.
@@ -413,7 +517,7 @@ impl CommitLog {
     /// says false. Returns how many were removed.
     pub fn remove_segments(&self, upto: u64, keep: impl Fn(&SegmentInfo) -> bool) -> usize {
         let mut g = self.inner.lock();
-        let active = g.active.no;
+        let active = g.active.seg.no;
         let doomed: Vec<u64> = g
             .segments
             .iter()
@@ -445,19 +549,40 @@ impl CommitLog {
     }
 
     /// Syncs what was written and stops the syncer (graceful shutdown).
+    /// Fails if the active segment cannot be synced; records it holds that
+    /// were not synced before are then failed, never reported durable.
     pub fn close(&self) -> Result<()> {
         let g = self.inner.lock();
-        g.active
-            .file
-            .sync_data()
-            .map_err(io_err("syncing commit log on shutdown".into()))?;
+        let seg = g.active.seg.clone();
         let written = g.written_seq;
+        let res = {
+            let _io = seg.io.lock();
+            if seg.failed() {
+                // Its unsynced records failed already; nothing is lost now.
+                self.settle_failed(written, None);
+                Ok(())
+            } else {
+                match seg.sync() {
+                    Ok(()) => {
+                        self.settle_synced(written);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        seg.sync_failed.store(true, Ordering::SeqCst);
+                        self.settle_failed(written, Some(&e));
+                        Err(Error::Io {
+                            context: "syncing commit log on shutdown".into(),
+                            source: e,
+                        })
+                    }
+                }
+            }
+        };
         drop(g);
-        self.sync.lock().synced_seq = written;
         self.shutdown.store(true, Ordering::Release);
         self.written_cv.notify_all();
         self.synced_cv.notify_all();
-        Ok(())
+        res
     }
 }
 
@@ -543,6 +668,76 @@ mod tests {
         let mut seen = Vec::new();
         let _log = open(d.path(), &mut seen);
         assert!(seen.is_empty());
+    }
+
+    fn open_empty(dir: &Path) -> Arc<CommitLog> {
+        CommitLog::open(dir, FsyncPolicy::Always, 1 << 20, 0, false, |_, _| {
+            Ok(BTreeSet::new())
+        })
+        .unwrap()
+        .0
+    }
+
+    /// A sync that fails once (the next one on the file succeeds, as on
+    /// Linux) fails the record it was started for and one appended while it
+    /// ran; the syncer never acknowledges either later, and the next write
+    /// goes to a new segment and is acknowledged.
+    #[test]
+    fn a_failed_sync_fails_every_write_in_its_segment() {
+        let d = tempfile::tempdir().unwrap();
+        let log = open_empty(d.path());
+        let none = BTreeSet::new();
+        let a = log.append(b"a", &none).unwrap();
+        log.wait_durable(a).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        *log.before_sync.lock() = Some(Box::new(move |log: &CommitLog| {
+            tx.send(log.append(b"c", &BTreeSet::new()).unwrap())
+                .unwrap();
+        }));
+        crate::fileset::arm_io_fault_times("commitlog-sync", d.path(), 1);
+        let segs = log.segments().len();
+        let b = log.append(b"b", &none).unwrap();
+        let c = rx.recv().unwrap();
+        assert!(c > b);
+        assert!(log.wait_durable(b).is_err());
+        assert!(log.wait_durable(c).is_err());
+        assert!(log.sync.lock().synced_seq < b);
+        let e = log.append(b"e", &none).unwrap();
+        log.wait_durable(e).unwrap();
+        assert_eq!(log.segments().len(), segs + 1);
+        assert!(log.wait_durable(b).is_err() && log.wait_durable(c).is_err());
+    }
+
+    /// A rotation whose sync of the old segment fails, followed by a failed
+    /// segment creation, still fails the old segment's unsynced records: a
+    /// later sync of the file (by the syncer, held back here until then)
+    /// does not acknowledge them. Writes succeed again once a segment can
+    /// be created.
+    #[test]
+    fn a_failed_sync_at_rotation_is_kept_when_the_new_segment_fails() {
+        let d = tempfile::tempdir().unwrap();
+        let log = open_empty(d.path());
+        let none = BTreeSet::new();
+        let a = log.append(b"a", &none).unwrap();
+        log.wait_durable(a).unwrap();
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        *log.before_sync.lock() = Some(Box::new(move |_: &CommitLog| {
+            held_tx.send(()).unwrap();
+            let _ = go_rx.recv();
+        }));
+        let b = log.append(b"b", &none).unwrap();
+        held_rx.recv().unwrap();
+        crate::fileset::arm_io_fault_times("commitlog-sync", d.path(), 1);
+        crate::fileset::arm_io_fault("commitlog-create-segment", d.path(), true);
+        assert!(log.rotate().is_err());
+        go_tx.send(()).unwrap();
+        assert!(log.wait_durable(b).is_err());
+        assert!(log.append(b"c", &none).is_err());
+        crate::fileset::arm_io_fault("commitlog-create-segment", d.path(), false);
+        let c = log.append(b"c", &none).unwrap();
+        log.wait_durable(c).unwrap();
+        assert!(log.wait_durable(b).is_err());
     }
 
     impl CommitLog {

@@ -112,26 +112,37 @@ pub fn fail_point(name: &str) {
     }
 }
 
-/// Directories under which an I/O fault point is armed: (point, dir).
-static IO_FAULTS: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+/// I/O fault points armed: (point, dir, hits left; `None` for every hit).
+type ArmedFaults = Vec<(String, PathBuf, Option<u32>)>;
+static IO_FAULTS: std::sync::Mutex<ArmedFaults> = std::sync::Mutex::new(Vec::new());
 /// Whether any I/O fault is armed (the only cost of a fault point otherwise).
 static IO_FAULTS_ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Test hook: `Err(ENOSPC)` when fault point `name` is armed for a directory
 /// holding `path` (see [`arm_io_fault`]), else `Ok`. Points:
-/// `commitlog-create-segment`, `commitlog-append`, `fileset-write`.
+/// `commitlog-create-segment`, `commitlog-append`, `commitlog-sync` (before
+/// each fdatasync of a segment: the sync then fails without touching the
+/// file, so the next one succeeds, as Linux reports a writeback error to
+/// one fsync only), `fileset-write`.
 pub fn io_fault(name: &str, path: &Path) -> std::io::Result<()> {
     if !IO_FAULTS_ARMED.load(std::sync::atomic::Ordering::Relaxed) {
         return Ok(());
     }
-    let armed = IO_FAULTS.lock().unwrap_or_else(|p| p.into_inner());
-    if armed
+    let mut armed = IO_FAULTS.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(i) = armed
         .iter()
-        .any(|(n, dir)| n == name && path.starts_with(dir))
-    {
-        return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        .position(|(n, dir, _)| n == name && path.starts_with(dir))
+    else {
+        return Ok(());
+    };
+    if let Some(left) = &mut armed[i].2 {
+        *left -= 1;
+        if *left == 0 {
+            armed.remove(i);
+            IO_FAULTS_ARMED.store(!armed.is_empty(), std::sync::atomic::Ordering::Relaxed);
+        }
     }
-    Ok(())
+    Err(std::io::Error::from_raw_os_error(libc::ENOSPC))
 }
 
 /// Test hook: arms (or with `on == false` disarms) I/O fault point `name`
@@ -139,10 +150,21 @@ pub fn io_fault(name: &str, path: &Path) -> std::io::Result<()> {
 /// other.
 #[doc(hidden)]
 pub fn arm_io_fault(name: &str, dir: &Path, on: bool) {
+    arm(name, dir, on.then_some(None));
+}
+
+/// Test hook: arms I/O fault point `name` for paths under `dir` for its
+/// next `hits` hits only (0 disarms it).
+#[doc(hidden)]
+pub fn arm_io_fault_times(name: &str, dir: &Path, hits: u32) {
+    arm(name, dir, (hits > 0).then_some(Some(hits)));
+}
+
+fn arm(name: &str, dir: &Path, hits: Option<Option<u32>>) {
     let mut armed = IO_FAULTS.lock().unwrap_or_else(|p| p.into_inner());
-    armed.retain(|(n, d)| !(n == name && d == dir));
-    if on {
-        armed.push((name.to_string(), dir.to_path_buf()));
+    armed.retain(|(n, d, _)| !(n == name && d == dir));
+    if let Some(hits) = hits {
+        armed.push((name.to_string(), dir.to_path_buf(), hits));
     }
     IO_FAULTS_ARMED.store(!armed.is_empty(), std::sync::atomic::Ordering::Relaxed);
 }
