@@ -38,7 +38,7 @@ use serde_json::{json, Value};
 pub use server::ServerOptions;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Store operations the HTTP layer needs beyond reads and writes.
@@ -71,6 +71,8 @@ pub struct ApiConfig {
     pub ingest: cairn_common::IngestLimits,
     /// Most samples one remote read may return (`query.remote-read-sample-limit`).
     pub remote_read_sample_limit: usize,
+    /// Remote reads running at once (`query.remote-read-concurrent-limit`).
+    pub remote_read_concurrent_limit: usize,
 }
 
 impl Default for ApiConfig {
@@ -82,6 +84,7 @@ impl Default for ApiConfig {
             max_queued: 200,
             ingest: cairn_common::IngestLimits::default(),
             remote_read_sample_limit: 10_000_000,
+            remote_read_concurrent_limit: 10,
         }
     }
 }
@@ -100,6 +103,29 @@ struct Inner {
     backend: OnceLock<Backend>,
     metrics: HttpMetrics,
     reads: pool::ReadPool,
+    /// Remote reads in flight (see [`Slot`]).
+    remote_reads: AtomicUsize,
+}
+
+/// One of at most N concurrent uses of something, released when dropped.
+pub(crate) struct Slot<'a>(&'a AtomicUsize);
+
+impl<'a> Slot<'a> {
+    /// A slot of `counter` if fewer than `max` are taken.
+    pub(crate) fn take(counter: &'a AtomicUsize, max: usize) -> Option<Slot<'a>> {
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(counter))
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Shared state of the router. Cheap to clone.
@@ -115,7 +141,14 @@ impl AppState {
             backend: OnceLock::new(),
             metrics: HttpMetrics::default(),
             reads,
+            remote_reads: AtomicUsize::new(0),
         })))
+    }
+
+    /// Cancels every read (queries stop at their next step, exports at their
+    /// next chunk) and waits up to `wait` for them; true when none is left.
+    pub async fn stop_reads(&self, wait: std::time::Duration) -> bool {
+        self.0.reads.stop(wait).await
     }
 
     /// Installs the backend; from then on `/-/ready` answers 200.
@@ -604,18 +637,26 @@ async fn export(
         let args = read_args(&p, true)?;
         let src = backend.source.clone();
         let max_samples = st.0.cfg.engine.max_samples;
+        let stall = st.0.cfg.engine.timeout;
         // Lines go out in chunks as series batches are read; a full channel
         // holds the reader back, a closed one (client gone) stops it.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, String>>(4);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<ExportChunk>(4);
         let reads = st.clone();
+        let failed = tx.clone();
         tokio::spawn(async move {
             let res = reads
                 .0
                 .reads
-                .run(move |cancel| export_lines(&*src, &tenant, &args, max_samples, &cancel, &tx))
+                .run(move |cancel| export_lines(&*src, &tenant, &args, max_samples, stall, &cancel, &tx))
                 .await;
+            // Refused by the pool or panicked: say so, before or in the stream.
             if let Err(r) = res {
-                tracing::warn!(status = %r.status(), "export did not run");
+                let status = r.status();
+                let msg = match status {
+                    StatusCode::SERVICE_UNAVAILABLE => "too many concurrent reads (query.max-concurrency, query.max-queued); retry later",
+                    _ => "export failed: the read panicked",
+                };
+                let _ = failed.send(Err((status, msg.to_string()))).await;
             }
         });
         // The first chunk decides the status: an error before any line is
@@ -623,8 +664,15 @@ async fn export(
         let first = match rx.recv().await {
             None => Bytes::new(),
             Some(Ok(b)) => b,
-            Some(Err(e)) => {
-                return Err(api_error(StatusCode::UNPROCESSABLE_ENTITY, "execution", &e))
+            Some(Err((status, e))) => {
+                let kind = if status == StatusCode::UNPROCESSABLE_ENTITY {
+                    "execution"
+                } else if status.is_server_error() && status != StatusCode::INTERNAL_SERVER_ERROR {
+                    "unavailable"
+                } else {
+                    "internal"
+                };
+                return Err(api_error(status, kind, &e));
             }
         };
         let body = ChunkBody {
@@ -648,8 +696,47 @@ async fn export(
     r
 }
 
+/// One piece of an export: lines, or why it stopped (with the status to
+/// answer when nothing was sent yet).
+type ExportChunk = Result<Bytes, (StatusCode, String)>;
+
 /// Export chunk size: lines are sent once this much is buffered.
 const EXPORT_CHUNK_BYTES: usize = 256 << 10;
+
+/// Hands `chunk` to the response, waiting while the client reads the ones
+/// before it, at most `stall` without progress. False when the client is
+/// gone or stalled: the export stops and its read thread is free again.
+fn send_chunk(
+    tx: &tokio::sync::mpsc::Sender<ExportChunk>,
+    mut chunk: ExportChunk,
+    stall: std::time::Duration,
+    cancel: &std::sync::atomic::AtomicBool,
+) -> bool {
+    use tokio::sync::mpsc::error::TrySendError;
+    let deadline = std::time::Instant::now() + stall;
+    let mut nap = std::time::Duration::from_micros(200);
+    loop {
+        match tx.try_send(chunk) {
+            Ok(()) => return true,
+            Err(TrySendError::Closed(_)) => return false,
+            Err(TrySendError::Full(c)) => {
+                if cancel.load(Ordering::Relaxed) {
+                    return false;
+                }
+                if std::time::Instant::now() > deadline {
+                    tracing::warn!(
+                        ?stall,
+                        "export stopped: the client read nothing for the query timeout"
+                    );
+                    return false;
+                }
+                chunk = c;
+                std::thread::sleep(nap);
+                nap = (nap * 2).min(std::time::Duration::from_millis(50));
+            }
+        }
+    }
+}
 
 /// Writes the export's JSON lines to `tx` in chunks, reading series in
 /// batches; at most `max_samples` samples, else an error ends the stream.
@@ -658,13 +745,14 @@ fn export_lines(
     tenant: &str,
     args: &ReadArgs,
     max_samples: usize,
+    stall: std::time::Duration,
     cancel: &std::sync::atomic::AtomicBool,
-    tx: &tokio::sync::mpsc::Sender<Result<Bytes, String>>,
+    tx: &tokio::sync::mpsc::Sender<ExportChunk>,
 ) {
     let mut out = String::new();
     let mut seen = std::collections::HashSet::new();
     let mut total = 0usize;
-    let mut failed: Option<String> = None;
+    let mut failed: Option<(StatusCode, String)> = None;
     let mut gone = false;
     for m in &args.matchers {
         let res = src.select_batched(tenant, m, args.start, args.end, &mut |batch| {
@@ -674,9 +762,9 @@ fn export_lines(
                 }
                 total += s.samples.len();
                 if total > max_samples {
-                    failed = Some(format!(
+                    failed = Some((StatusCode::UNPROCESSABLE_ENTITY, format!(
                         "export would return more than {max_samples} samples (query.max-samples): narrow match[] or the time range"
-                    ));
+                    )));
                     return false;
                 }
                 let line = json!({
@@ -687,7 +775,7 @@ fn export_lines(
                 let _ = writeln!(out, "{line}");
                 if out.len() >= EXPORT_CHUNK_BYTES {
                     let chunk = Bytes::from(std::mem::take(&mut out));
-                    if tx.blocking_send(Ok(chunk)).is_err() {
+                    if !send_chunk(tx, Ok(chunk), stall, cancel) {
                         gone = true;
                         return false;
                     }
@@ -696,26 +784,38 @@ fn export_lines(
             !cancel.load(Ordering::Relaxed)
         });
         if let Err(e) = res {
-            failed = Some(format!("export failed: {e}"));
+            let status = if e.is_retryable() {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            };
+            failed = Some((status, format!("export failed: {e}")));
         }
-        if failed.is_some() || gone || cancel.load(Ordering::Relaxed) {
+        if failed.is_none() && !gone && cancel.load(Ordering::Relaxed) {
+            // Cut the stream with an error so a partial export never looks whole.
+            failed = Some((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "export cancelled: the server is shutting down".into(),
+            ));
+        }
+        if failed.is_some() || gone {
             break;
         }
     }
     if let Some(e) = failed {
-        tracing::warn!(%tenant, err = %e, "export stopped");
-        let _ = tx.blocking_send(Err(e));
+        tracing::warn!(%tenant, err = %e.1, "export stopped");
+        let _ = send_chunk(tx, Err(e), stall, cancel);
         return;
     }
     if !out.is_empty() && !gone {
-        let _ = tx.blocking_send(Ok(Bytes::from(out)));
+        let _ = send_chunk(tx, Ok(Bytes::from(out)), stall, cancel);
     }
 }
 
 /// A response body fed by a channel of chunks; an `Err` chunk aborts it.
 struct ChunkBody {
     first: Option<Bytes>,
-    rx: tokio::sync::mpsc::Receiver<Result<Bytes, String>>,
+    rx: tokio::sync::mpsc::Receiver<ExportChunk>,
 }
 
 impl http_body::Body for ChunkBody {
@@ -731,9 +831,12 @@ impl http_body::Body for ChunkBody {
                 return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(b))));
             }
         }
-        self.rx
-            .poll_recv(cx)
-            .map(|c| c.map(|r| r.map(http_body::Frame::data).map_err(std::io::Error::other)))
+        self.rx.poll_recv(cx).map(|c| {
+            c.map(|r| {
+                r.map(http_body::Frame::data)
+                    .map_err(|(_, e)| std::io::Error::other(e))
+            })
+        })
     }
 }
 

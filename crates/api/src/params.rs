@@ -3,7 +3,8 @@
 
 use axum::http::{header, HeaderMap, Method};
 
-/// Prometheus's minimum and maximum API times (ms), used when start/end are absent.
+/// The earliest and latest API times (ms; see `cairn_common::limits::hard`),
+/// used when start/end are absent.
 pub const MIN_TIME: i64 = cairn_common::limits::hard::MIN_TIME_MS;
 pub const MAX_TIME: i64 = cairn_common::limits::hard::MAX_TIME_MS;
 
@@ -42,7 +43,8 @@ impl Params {
 pub const MAX_DURATION_MS: i64 = i64::MAX / 1_000_000;
 
 /// A time as Unix seconds (possibly fractional) or RFC 3339, in ms, within
-/// Prometheus's [`MIN_TIME`, `MAX_TIME`].
+/// [`MIN_TIME`, `MAX_TIME`] (narrower than Prometheus, which takes nearly
+/// any int64 ms: times past ±292,000 years are refused with 400).
 pub fn parse_time_ms(s: &str) -> Result<i64, String> {
     let shown = cairn_common::limits::truncate_str(s, 64);
     let ms = if let Ok(f) = s.parse::<f64>() {

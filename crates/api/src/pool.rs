@@ -35,9 +35,13 @@ pub(crate) struct PoolStats {
 
 pub(crate) struct ReadPool {
     tx: SyncSender<Job>,
+    /// Set at shutdown: every read's cancel check sees it.
+    pub stopping: Arc<AtomicBool>,
     max_concurrency: usize,
     max_queued: usize,
     pub stats: Arc<PoolStats>,
+    /// Cancel flags of the reads admitted so far (dead ones pruned on use).
+    live: Mutex<Vec<std::sync::Weak<AtomicBool>>>,
 }
 
 /// Sets the flag when dropped: the caller stopped waiting.
@@ -76,10 +80,31 @@ impl ReadPool {
         }
         Ok(ReadPool {
             tx,
+            stopping: Arc::new(AtomicBool::new(false)),
             max_concurrency: started,
             max_queued,
             stats,
+            live: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Cancels every read and waits up to `wait` for the running ones to
+    /// stop; true when none is left.
+    pub async fn stop(&self, wait: std::time::Duration) -> bool {
+        self.stopping.store(true, Ordering::Relaxed);
+        for w in self.live.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            if let Some(f) = w.upgrade() {
+                f.store(true, Ordering::Relaxed);
+            }
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        while self.stats.running.load(Ordering::Relaxed) > 0 {
+            if tokio::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        true
     }
 
     /// Runs `f` on a read thread; `f` gets the cancel flag to hand to the
@@ -88,7 +113,15 @@ impl ReadPool {
         &self,
         f: impl FnOnce(Arc<AtomicBool>) -> T + Send + 'static,
     ) -> Result<T, Response> {
-        let cancel = Arc::new(AtomicBool::new(false));
+        let cancel = Arc::new(AtomicBool::new(self.stopping.load(Ordering::Relaxed)));
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|w| w.strong_count() > 0);
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::downgrade(&cancel));
         let (tx, rx) = tokio::sync::oneshot::channel();
         let stats = self.stats.clone();
         let flag = cancel.clone();

@@ -669,13 +669,29 @@ async fn remote_read_inner(
     let queries = decode_read_request(&body, st.0.cfg.ingest.max_decoded_size)
         .map_err(|(status, msg)| read_error(status, msg))?;
     let src = backend.source.clone();
+    // At most `query.remote-read-concurrent-limit` remote reads at once
+    // (Prometheus: 10): each may hold up to its sample limit in memory.
+    let _slot = crate::Slot::take(
+        &st.0.remote_reads,
+        st.0.cfg.remote_read_concurrent_limit,
+    )
+    .ok_or_else(|| {
+        read_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "remote read: {} remote reads already running (query.remote-read-concurrent-limit); retry later",
+                st.0.cfg.remote_read_concurrent_limit
+            ),
+        )
+    })?;
     let max_samples = st.0.cfg.remote_read_sample_limit;
     let out = blocking_read(st, st.0.cfg.engine.timeout, move |cancel| -> Result<Vec<u8>, Response> {
         let mut results = Vec::with_capacity(queries.len());
         let mut total = 0usize;
+        // Prometheus answers 400 for this too.
         let over = || {
             read_error(
-                StatusCode::UNPROCESSABLE_ENTITY,
+                StatusCode::BAD_REQUEST,
                 format!("remote read: exceeded sample limit ({max_samples}, query.remote-read-sample-limit)"),
             )
         };

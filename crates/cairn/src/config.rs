@@ -62,6 +62,7 @@ pub struct QuerySection {
     pub max_concurrency: usize,
     pub max_queued: usize,
     pub remote_read_sample_limit: usize,
+    pub remote_read_concurrent_limit: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -238,6 +239,10 @@ impl Config {
         for (key, v) in [
             ("query.max-concurrency", q.max_concurrency),
             ("query.remote-read-sample-limit", q.remote_read_sample_limit),
+            (
+                "query.remote-read-concurrent-limit",
+                q.remote_read_concurrent_limit,
+            ),
         ] {
             if v == 0 {
                 bail!("config key {key}: must be positive");

@@ -201,6 +201,7 @@ fn serve(flags: config::Overrides) -> Result<()> {
         max_queued: cfg.query.max_queued,
         ingest: cfg.ingest_limits()?,
         remote_read_sample_limit: cfg.query.remote_read_sample_limit,
+        remote_read_concurrent_limit: cfg.query.remote_read_concurrent_limit,
     };
     let mut server_opts = cfg.server_options()?;
     server_opts.max_connections =
@@ -245,6 +246,11 @@ fn serve(flags: config::Overrides) -> Result<()> {
             Ok(Ok(Err(e))) => tracing::warn!(?e, "http server error during shutdown"),
             Ok(Err(e)) => tracing::warn!(?e, "http server task failed"),
             Err(_) => tracing::warn!("http server did not stop within 20s"),
+        }
+        // Reads still on the read threads (an export to a client that stopped
+        // reading) are told to stop; storage closes once they have, or after 10s.
+        if !state.stop_reads(std::time::Duration::from_secs(10)).await {
+            tracing::warn!("reads still running after 10s; closing storage anyway");
         }
         let st = storage.clone();
         tokio::task::spawn_blocking(move || st.close())

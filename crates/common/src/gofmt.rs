@@ -114,7 +114,10 @@ mod tests {
     #[test]
     fn ties_round_to_even_as_go_does() {
         // Checked against Go: FormatFloat(84418043664819.125, 'f', -1, 64).
-        assert_eq!(format_f(84418043664819.125), "84418043664819.12");
+        // Exactly halfway between two 16-digit forms (parsed: the literal
+        // trips clippy's precision lint).
+        let tie: f64 = "84418043664819.125".parse().unwrap();
+        assert_eq!(format_f(tie), "84418043664819.12");
         assert_eq!(format_f(1e21), "1000000000000000000000");
         assert_eq!(format_f(1e-7), "0.0000001");
         assert_eq!(format_f(-0.0), "-0");

@@ -17,9 +17,12 @@ pub mod hard {
     /// Runes of an exemplar's label set, names and values together
     /// (Prometheus's `ExemplarMaxLabelSetLength`; not configurable there either).
     pub const MAX_EXEMPLAR_LABEL_RUNES: usize = 128;
-    /// Prometheus's earliest and latest API times (ms): its `minTime` and
-    /// `maxTime` (`time.Unix(math.MinInt64/1000+62135596801, 0)` and the
-    /// matching maximum). Samples and query times outside are refused.
+    /// Cairn's earliest and latest times (ms), about ±292,000 years: the
+    /// digits of Prometheus's `minTime`/`maxTime`, which are seconds there,
+    /// taken as ms here (Prometheus's own range is nearly all of i64 ms).
+    /// Samples and query times outside are refused; inside it, every
+    /// `t - offset - range - step` the evaluator computes (durations are at
+    /// most Go's 292 years) stays far from overflowing i64.
     pub const MIN_TIME_MS: i64 = -9_223_309_901_257_974;
     pub const MAX_TIME_MS: i64 = 9_223_309_901_257_974;
 }

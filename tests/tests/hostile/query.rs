@@ -188,3 +188,87 @@ fn export_is_bounded_and_streamed() {
     assert!(got.values().all(|v| v.len() == 100));
     canary.check(&base, "the export limit");
 }
+
+#[test]
+fn export_never_answers_200_for_a_refused_or_stalled_read() {
+    let mut s = TestServer::spawn(
+        ServerOpts::default()
+            .env("CAIRN_QUERY_MAX_CONCURRENCY", "1")
+            .env("CAIRN_QUERY_MAX_QUEUED", "1")
+            .env("CAIRN_QUERY_TIMEOUT", "3s"),
+    );
+    let base = s.url();
+    let canary = Canary::write(&base);
+    let now = now_ms();
+    // ~4 MB of export lines: more than a socket's buffers hold.
+    let ts: Vec<TimeSeries> = (0..400)
+        .map(|i| {
+            let samples: Vec<(i64, f64)> = (0..500)
+                .map(|k| (now - 600_000 + k * 1000, k as f64 + 0.123456789))
+                .collect();
+            series(&[("__name__", "wide"), ("i", &i.to_string())], &samples)
+        })
+        .collect();
+    assert_eq!(remote_write(&base, None, &write_request(ts)).0, 204);
+    // One slow query runs, one waits: an export is refused with 503, not a
+    // 200 with an empty body.
+    let addr = base.strip_prefix("http://").unwrap().to_string();
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            c,
+            "GET /api/v1/query?query={} HTTP/1.1\r\nHost: x\r\n\r\n",
+            enc(SLOW)
+        )
+        .unwrap();
+        busy.push(c);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric_value(&base, "cairn_api_reads_queued") < 1.0 {
+        assert!(Instant::now() < deadline, "queries never queued");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = get(&format!("{base}/api/v1/export?match[]=wide")).unwrap();
+    assert_eq!(
+        r.status,
+        503,
+        "{} bytes: {}\n{}",
+        r.body.len(),
+        &r.text()[..200.min(r.body.len())],
+        get(&format!("{base}/metrics")).unwrap().text()
+    );
+    drop(busy);
+    let idle = |base: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while metric_value(base, "cairn_api_reads_running") > 0.0 {
+            assert!(Instant::now() < deadline, "a read thread stayed busy");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    idle(&base);
+    // A client that asks for the export and never reads: its read thread is
+    // freed after the query timeout without progress (3s here).
+    let mut stuck = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        stuck,
+        "GET /api/v1/export?match[]=wide HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    idle(&base);
+    assert_eq!(query(&base, "/api/v1/query", "1").status, 200);
+    canary.check(&base, "the stalled export");
+    // SIGTERM with a stuck export client still exits cleanly.
+    let mut stuck2 = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        stuck2,
+        "GET /api/v1/export?match[]=wide HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(s.sigterm().code(), Some(0), "{}", s.log_tail());
+    drop((stuck, stuck2));
+    s.restart();
+    canary.check(&s.url(), "SIGTERM with a stuck export");
+}
