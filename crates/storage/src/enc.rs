@@ -1,9 +1,13 @@
 //! Small binary encoding helpers shared by the commit log, the index and the
 //! filesets: LEB128 varints, zig-zag, length-prefixed strings.
 //!
-//! Label sets are encoded and decoded within the same bounds
-//! ([`cairn_common::limits::hard`]): [`put_labels`] refuses what
-//! [`Reader::labels`] would refuse, so whatever was written reads back.
+//! Label sets: [`put_labels`] writes new data only within
+//! [`cairn_common::limits::hard`]; [`Reader::labels`] reads more than that,
+//! everything any release wrote (the one before those bounds wrote label
+//! sets of any size), bounded only by the bytes it is given. So whatever
+//! is written reads back, and data written before an upgrade still does.
+//! Label sets read back and stored again (commit-log replay into the index,
+//! index layout conversion) are written with [`Bounds::Stored`].
 
 use crate::{Error, Result};
 use cairn_common::limits::{hard, truncate_lossy};
@@ -26,21 +30,37 @@ pub fn put_bytes(buf: &mut Vec<u8>, b: &[u8]) {
     buf.extend_from_slice(b);
 }
 
-/// Why a label set cannot be stored (`None` when it can): more than
+/// Which label sets an encoder takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bounds {
+    /// New data (the write path): within [`hard`].
+    Hard,
+    /// Label sets already stored and read back (commit-log replay, index
+    /// conversion): anything [`Reader::labels`] accepts.
+    Stored,
+}
+
+/// Why a new label set cannot be stored (`None` when it can): more than
 /// [`hard::MAX_LABELS`] labels, a name or value above its byte bound, or
-/// names not strictly ascending (unsorted or repeated). Exactly what
-/// [`Reader::labels`] refuses, phrased for the writer.
-pub fn labels_unstorable<'a>(
+/// names not strictly ascending (unsorted or repeated). A subset of what
+/// [`Reader::labels`] accepts.
+pub fn labels_unstorable<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Option<String> {
+    labels_beyond(pairs, Bounds::Hard)
+}
+
+fn labels_beyond<'a>(
     mut pairs: impl Iterator<Item = (&'a str, &'a str)>,
+    bounds: Bounds,
 ) -> Option<String> {
+    let hard = bounds == Bounds::Hard;
     let mut prev: Option<&str> = None;
     let mut count = 0usize;
     for (n, v) in pairs.by_ref() {
         count += 1;
-        if count > hard::MAX_LABELS {
+        if hard && count > hard::MAX_LABELS {
             break;
         }
-        if n.len() > hard::MAX_LABEL_NAME_BYTES {
+        if hard && n.len() > hard::MAX_LABEL_NAME_BYTES {
             return Some(format!(
                 "label name {:?} is {} bytes, above the storage bound of {}",
                 truncate_lossy(n.as_bytes(), 64),
@@ -48,7 +68,7 @@ pub fn labels_unstorable<'a>(
                 hard::MAX_LABEL_NAME_BYTES
             ));
         }
-        if v.len() > hard::MAX_LABEL_VALUE_BYTES {
+        if hard && v.len() > hard::MAX_LABEL_VALUE_BYTES {
             return Some(format!(
                 "value of label {:?} is {} bytes, above the storage bound of {}",
                 truncate_lossy(n.as_bytes(), 64),
@@ -64,7 +84,7 @@ pub fn labels_unstorable<'a>(
         }
         prev = Some(n);
     }
-    (count > hard::MAX_LABELS).then(|| {
+    (hard && count > hard::MAX_LABELS).then(|| {
         format!(
             "{} labels, above the storage bound of {}",
             count + pairs.count(),
@@ -73,11 +93,17 @@ pub fn labels_unstorable<'a>(
     })
 }
 
-/// Encodes a label set; `Invalid` (nothing appended) when
-/// [`labels_unstorable`] says it could not be decoded again.
+/// Encodes a new label set; `Invalid` (nothing appended) when
+/// [`labels_unstorable`] refuses it.
 pub fn put_labels(buf: &mut Vec<u8>, labels: &Labels) -> Result<()> {
+    put_labels_within(buf, labels, Bounds::Hard)
+}
+
+/// Encodes a label set within `bounds`; `Invalid` (nothing appended)
+/// beyond them.
+pub fn put_labels_within(buf: &mut Vec<u8>, labels: &Labels, bounds: Bounds) -> Result<()> {
     let pairs = labels.iter().map(|l| (l.name.as_str(), l.value.as_str()));
-    if let Some(why) = labels_unstorable(pairs) {
+    if let Some(why) = labels_beyond(pairs, bounds) {
         return Err(Error::Invalid(why));
     }
     put_uvarint(buf, labels.len() as u64);
@@ -162,26 +188,22 @@ impl<'a> Reader<'a> {
         String::from_utf8(b.to_vec()).map_err(|_| self.corrupt("invalid UTF-8"))
     }
 
-    /// A string of at most `max` bytes.
-    fn bounded_string(&mut self, max: usize, what: &str) -> Result<String> {
-        let b = self.bytes()?;
-        if b.len() > max {
-            return Err(self.corrupt(&format!("{what} of {} bytes out of range", b.len())));
-        }
-        String::from_utf8(b.to_vec()).map_err(|_| self.corrupt("invalid UTF-8"))
-    }
-
-    /// A label set within the [`hard`] bounds, names strictly ascending.
+    /// A label set, names strictly ascending. Its size is bounded only by
+    /// the input (each label takes at least its two length bytes), not by
+    /// [`hard`]: the release before those bounds wrote label sets of any
+    /// size, and its decoder took up to 10,000 labels of any length.
     pub fn labels(&mut self) -> Result<Labels> {
         let n = self.uvarint()?;
-        if n > hard::MAX_LABELS as u64 {
-            return Err(self.corrupt("label count out of range"));
+        let left = (self.buf.len() - self.pos.min(self.buf.len())) as u64;
+        if n > left / 2 {
+            return Err(self.corrupt("label count beyond the end"));
         }
         let n = n as usize;
-        let mut v = Vec::with_capacity(n);
+        // The count is checked against the input, not allocated on trust.
+        let mut v = Vec::with_capacity(n.min(hard::MAX_LABELS));
         for _ in 0..n {
-            let name = self.bounded_string(hard::MAX_LABEL_NAME_BYTES, "label name")?;
-            let value = self.bounded_string(hard::MAX_LABEL_VALUE_BYTES, "label value")?;
+            let name = self.string()?;
+            let value = self.string()?;
             v.push(Label { name, value });
         }
         if !v.windows(2).all(|w| w[0].name < w[1].name) {
@@ -205,6 +227,38 @@ mod tests {
             let mut r = Reader::new(&b, "test");
             prop_assert_eq!(r.uvarint().unwrap(), u);
             prop_assert_eq!(r.varint().unwrap(), i);
+            prop_assert!(r.is_empty());
+        }
+
+        /// Label sets written unchecked, at and past the decoder limits of
+        /// the release before the hard bounds (10,000 labels, any length),
+        /// read back.
+        #[test]
+        fn labels_read_back_beyond_the_hard_bounds(
+            n in prop_oneof![1 => Just(10_000usize), 1 => Just(hard::MAX_LABELS + 1), 2 => 0usize..8],
+            long_name in any::<bool>(),
+            long_value in any::<bool>(),
+        ) {
+            let v: Vec<Label> = (0..n)
+                .map(|i| {
+                    let big = i == 0;
+                    let mut name = format!("{i:05}");
+                    if big && long_name {
+                        name.push_str(&"n".repeat(hard::MAX_LABEL_NAME_BYTES));
+                    }
+                    let value = if big && long_value {
+                        "v".repeat(hard::MAX_LABEL_VALUE_BYTES + 1)
+                    } else {
+                        String::new()
+                    };
+                    Label { name, value }
+                })
+                .collect();
+            let labels = Labels::from_sorted_unchecked(v);
+            let mut b = Vec::new();
+            put_labels_within(&mut b, &labels, Bounds::Stored).unwrap();
+            let mut r = Reader::new(&b, "test");
+            prop_assert_eq!(r.labels().unwrap(), labels);
             prop_assert!(r.is_empty());
         }
 

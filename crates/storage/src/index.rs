@@ -22,7 +22,7 @@
 //! by the older layout (`s` id → tenant, labels; one `p … 0 id(16)` key per
 //! posting) is converted at open.
 
-use crate::enc::{put_bytes, put_labels, put_uvarint, Reader};
+use crate::enc::{put_bytes, put_labels_within, put_uvarint, Bounds, Reader};
 use crate::{Error, Result};
 use cairn_common::{
     Exemplar, Labels, MatchOp, Matcher, MetricMetadata, MetricType, SeriesId, METRIC_NAME,
@@ -351,12 +351,13 @@ impl Entry {
     }
 }
 
-/// A registry entry; `Invalid` when the labels are beyond the bounds the
-/// decoder accepts (so nothing is stored that cannot be read back).
-fn encode_entry(tenant: &str, labels: &Labels, id: SeriesId) -> Result<Vec<u8>> {
+/// A registry entry; `Invalid` when the labels are beyond `bounds` (the
+/// hard ones for new series; for series replayed or converted, what the
+/// decoder accepts, so nothing is stored that cannot be read back).
+fn encode_entry(tenant: &str, labels: &Labels, id: SeriesId, bounds: Bounds) -> Result<Vec<u8>> {
     let mut v = Vec::with_capacity(16 + labels.len() * 24);
     put_bytes(&mut v, tenant.as_bytes());
-    put_labels(&mut v, labels)?;
+    put_labels_within(&mut v, labels, bounds)?;
     if SeriesId::of(tenant, labels) != id {
         v.extend_from_slice(&id.to_be_bytes());
     }
@@ -646,7 +647,7 @@ impl Index {
         let mut next = self.next_ref.lock();
         let mut n = *next;
         for (tenant, series) in by_tenant {
-            n = self.register(&mut wb, n, tenant, &series)?;
+            n = self.register(&mut wb, n, tenant, &series, Bounds::Stored)?;
         }
         self.write(wb, "writing converted index")?;
         *next = n;
@@ -745,6 +746,7 @@ impl Index {
         mut next: u64,
         tenant: &str,
         series: &[(SeriesId, &Labels)],
+        bounds: Bounds,
     ) -> Result<u64> {
         let mut postings: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
         let mut batch: HashMap<SeriesId, &Labels> = HashMap::new();
@@ -772,7 +774,7 @@ impl Index {
             let mut rv = Vec::with_capacity(3);
             encode_refs(&mut rv, &[r]);
             wb.merge(id_key(id), rv);
-            wb.put(ref_key(r), encode_entry(tenant, labels, id)?);
+            wb.put(ref_key(r), encode_entry(tenant, labels, id, bounds)?);
             for l in labels.iter() {
                 postings
                     .entry(postings_prefix(tenant, &l.name, Some(&l.value)))
@@ -790,12 +792,29 @@ impl Index {
     }
 
     /// Registers new series (registry + postings) in one batch. A registered
-    /// id whose stored labels differ is a hash collision and is refused.
+    /// id whose stored labels differ is a hash collision and is refused, so
+    /// is a label set beyond the hard bounds (`Invalid`).
     pub fn add_series(&self, tenant: &str, series: &[(SeriesId, &Labels)]) -> Result<()> {
+        self.add_series_within(tenant, series, Bounds::Hard)
+    }
+
+    /// [`add_series`](Self::add_series) for series read back from the
+    /// commit log on replay: any label set the decoders accept, since a
+    /// release before the hard bounds may have written it.
+    pub fn add_replayed_series(&self, tenant: &str, series: &[(SeriesId, &Labels)]) -> Result<()> {
+        self.add_series_within(tenant, series, Bounds::Stored)
+    }
+
+    fn add_series_within(
+        &self,
+        tenant: &str,
+        series: &[(SeriesId, &Labels)],
+        bounds: Bounds,
+    ) -> Result<()> {
         self.recover()?;
         let mut next = self.next_ref.lock();
         let mut wb = WriteBatch::default();
-        let n = self.register(&mut wb, *next, tenant, series)?;
+        let n = self.register(&mut wb, *next, tenant, series, bounds)?;
         if n == *next {
             return Ok(());
         }
@@ -1028,7 +1047,18 @@ impl Index {
         Ok(values)
     }
 
+    /// Stores exemplars; `Invalid` for a label set beyond the hard bounds.
     pub fn put_exemplars(&self, items: &[(SeriesId, Exemplar)]) -> Result<()> {
+        self.put_exemplars_within(items, Bounds::Hard)
+    }
+
+    /// [`put_exemplars`](Self::put_exemplars) for exemplars read back from
+    /// the commit log on replay (any label set the decoders accept).
+    pub fn put_replayed_exemplars(&self, items: &[(SeriesId, Exemplar)]) -> Result<()> {
+        self.put_exemplars_within(items, Bounds::Stored)
+    }
+
+    fn put_exemplars_within(&self, items: &[(SeriesId, Exemplar)], bounds: Bounds) -> Result<()> {
         self.recover()?;
         let mut wb = WriteBatch::default();
         for (id, e) in items {
@@ -1037,7 +1067,7 @@ impl Index {
             k.extend_from_slice(&id.to_be_bytes());
             k.extend_from_slice(&ts_key(e.t));
             let mut v = e.value.to_bits().to_le_bytes().to_vec();
-            put_labels(&mut v, &e.labels)?;
+            put_labels_within(&mut v, &e.labels, bounds)?;
             wb.put(k, v);
         }
         self.write(wb, "writing exemplars")
@@ -1377,7 +1407,7 @@ mod tests {
                 .collect();
             let labels = Labels::from_sorted_unchecked(v);
             let id = odd_id.map_or_else(|| SeriesId::of(&tenant, &labels), SeriesId);
-            let bytes = encode_entry(&tenant, &labels, id).unwrap();
+            let bytes = encode_entry(&tenant, &labels, id, Bounds::Hard).unwrap();
             let e = decode_entry(&bytes).unwrap();
             prop_assert_eq!(&e.tenant, &tenant);
             prop_assert_eq!(&e.labels, &labels);
@@ -1395,7 +1425,7 @@ mod tests {
         let labels = Labels::from_sorted_unchecked(v);
         let id = SeriesId::of("t", &labels);
         assert!(matches!(
-            encode_entry("t", &labels, id),
+            encode_entry("t", &labels, id, Bounds::Hard),
             Err(Error::Invalid(_))
         ));
         let d = tempfile::tempdir().unwrap();
@@ -1610,11 +1640,25 @@ mod tests {
         assert_eq!(n, 2);
     }
 
+    /// The pre-ref layout is converted, including an entry beyond the hard
+    /// bounds (2,000 labels, a 70 KiB value) as releases before them wrote.
     #[test]
     fn converts_legacy_layout() {
         let d = tempfile::tempdir().unwrap();
         let l1 = Labels::from_pairs(&[("__name__", "up"), ("job", "a")]);
-        let l2 = Labels::from_pairs(&[("__name__", "up"), ("job", "b")]);
+        let mut big: Vec<(String, String)> =
+            vec![("__name__".into(), "up".into()), ("job".into(), "b".into())];
+        big.extend((0..2000).map(|i| (format!("x{i:05}"), "v".to_string())));
+        big.push(("z".into(), "v".repeat(70 * 1024)));
+        let l2 = Labels::from_sorted_unchecked(
+            big.iter()
+                .map(|(n, v)| cairn_common::Label::new(n.as_str(), v.as_str()))
+                .collect(),
+        );
+        assert!(crate::enc::labels_unstorable(
+            l2.iter().map(|l| (l.name.as_str(), l.value.as_str()))
+        )
+        .is_some());
         let (i1, i2) = (SeriesId::of("t", &l1), SeriesId(42));
         {
             let mut opts = Options::default();
@@ -1623,9 +1667,14 @@ mod tests {
             for (id, l) in [(i1, &l1), (i2, &l2)] {
                 let mut k = vec![b's'];
                 k.extend_from_slice(&id.to_be_bytes());
+                // The old release's encoding, unchecked.
                 let mut v = Vec::new();
                 put_bytes(&mut v, b"t");
-                put_labels(&mut v, l).unwrap();
+                put_uvarint(&mut v, l.len() as u64);
+                for lb in l.iter() {
+                    put_bytes(&mut v, lb.name.as_bytes());
+                    put_bytes(&mut v, lb.value.as_bytes());
+                }
                 db.put(k, v).unwrap();
                 for lb in l.iter() {
                     let mut k = postings_prefix("t", &lb.name, Some(&lb.value));
@@ -1641,8 +1690,9 @@ mod tests {
             vec![(i1, Arc::new(l1.clone())), (i2, Arc::new(l2.clone()))]
         );
         assert_eq!(idx.label_values("t", "job").unwrap(), vec!["a", "b"]);
-        assert_eq!(idx.label_names("t").unwrap(), vec!["__name__", "job"]);
+        assert_eq!(idx.label_names("t").unwrap().len(), 2 + 2000 + 1);
         assert_eq!(idx.series_labels(i2).unwrap(), Some(("t".into(), l2)));
+        assert_eq!(idx.skipped_entries(), 0);
         drop(idx);
         let idx = Index::open(d.path()).unwrap();
         assert_eq!(idx.all_series_ids().unwrap().len(), 2);

@@ -353,7 +353,7 @@ impl Storage {
                 let rec = decode_record(payload)?;
                 let refs: Vec<(SeriesId, &Labels)> =
                     rec.new_series.iter().map(|(i, l)| (*i, l)).collect();
-                index.add_series(&rec.tenant, &refs)?;
+                index.add_replayed_series(&rec.tenant, &refs)?;
                 let mut blocks = BTreeSet::new();
                 for (id, _) in &rec.new_series {
                     shards[id.shard(num_shards) as usize]
@@ -385,7 +385,7 @@ impl Storage {
                     shard.append(*id, block_ms, &pending);
                     replayed += pending.len() as u64;
                 }
-                index.put_exemplars(&rec.exemplars)?;
+                index.put_replayed_exemplars(&rec.exemplars)?;
                 index.put_metadata(&rec.tenant, &rec.metadata)?;
                 Ok(blocks)
             },

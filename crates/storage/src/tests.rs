@@ -445,10 +445,12 @@ mod hardening {
         }
     }
 
-    /// Past the bounds the encoder refuses (so nothing undecodable is
-    /// written) exactly where the decoder would.
+    /// Past the hard bounds the encoder refuses; the same bytes written
+    /// unchecked (as the release before the bounds wrote them) still
+    /// decode: the decoder's domain contains the encoder's. Unsorted or
+    /// repeated names are refused by both.
     #[test]
-    fn encoder_refuses_what_the_decoder_refuses() {
+    fn encoder_refuses_beyond_the_hard_bounds_and_the_decoder_reads_more() {
         let too_many = label_set(hard::MAX_LABELS + 1, &[6], &[1], "");
         let long_name = label_set(2, &[hard::MAX_LABEL_NAME_BYTES + 1], &[1], "");
         let long_value = label_set(2, &[6], &[hard::MAX_LABEL_VALUE_BYTES + 1], "");
@@ -474,19 +476,120 @@ mod hardening {
                 assert!(matches!(put_labels(&mut p, &l), Err(Error::Invalid(_))));
                 assert!(p.is_empty());
             }
-            // The same bytes written unchecked are refused by the decoder.
+            // The same bytes written unchecked: read back when only too
+            // large, refused when unsorted or repeated.
             let mut p = Vec::new();
             enc::put_uvarint(&mut p, c.len() as u64);
             for (n, v) in c {
                 put_bytes(&mut p, n.as_bytes());
                 put_bytes(&mut p, v.as_bytes());
             }
-            assert!(Reader::new(&p, "t").labels().is_err(), "case {i}");
+            let got = Reader::new(&p, "t").labels();
+            if i < 3 {
+                assert_eq!(pairs(&got.unwrap()), *c, "case {i}");
+            } else {
+                assert!(got.is_err(), "case {i}");
+            }
         }
         let at_bound = label_set(hard::MAX_LABELS, &[hard::MAX_LABEL_NAME_BYTES], &[16], "");
         let mut p = Vec::new();
         put_labels(&mut p, &at_bound).unwrap();
         assert_eq!(Reader::new(&p, "t").labels().unwrap(), at_bound);
+    }
+
+    /// A label set encoded as the release before the hard bounds did, with
+    /// no check.
+    fn put_labels_raw(p: &mut Vec<u8>, l: &Labels) {
+        enc::put_uvarint(p, l.len() as u64);
+        for x in l.iter() {
+            put_bytes(p, x.name.as_bytes());
+            put_bytes(p, x.value.as_bytes());
+        }
+    }
+
+    /// A commit-log record written by the release before the hard bounds,
+    /// at its decoder's limits (10,000 labels; a 5 KiB name and a 100 KiB
+    /// value), with an exemplar beyond the bounds too, replays after the
+    /// upgrade: the series and its sample are there, the index holds it
+    /// (also after a restart that finds it already registered), nothing is
+    /// skipped, strict replay starts, and the series takes new samples.
+    #[test]
+    fn record_at_the_old_decoder_limits_replays() {
+        let f = Fixture::new();
+        let now = f.now.load(Ordering::SeqCst);
+        let mut v: Vec<Label> = (0..9_997)
+            .map(|i| Label::new(format!("l{i:05}"), "x"))
+            .collect();
+        v.push(Label::new(
+            format!("m{}", "n".repeat(5 * 1024)),
+            "long name",
+        ));
+        v.push(Label::new("n", "v".repeat(100 * 1024)));
+        let mut with_name = vec![Label::new("__name__", "old")];
+        with_name.extend(v);
+        let big = Labels::from_sorted_unchecked(with_name);
+        assert_eq!(big.len(), 10_000);
+        assert!(
+            enc::labels_unstorable(big.iter().map(|l| (l.name.as_str(), l.value.as_str())))
+                .is_some()
+        );
+        let ex_labels = label_set(hard::MAX_LABELS + 1, &[6], &[1], "");
+        let id = SeriesId::of("t", &big);
+        let mut p = vec![RECORD_VERSION];
+        put_bytes(&mut p, b"t");
+        enc::put_uvarint(&mut p, 1);
+        p.extend_from_slice(&id.to_be_bytes());
+        put_labels_raw(&mut p, &big);
+        enc::put_uvarint(&mut p, 1);
+        p.extend_from_slice(&id.to_be_bytes());
+        enc::put_uvarint(&mut p, 1);
+        enc::put_varint(&mut p, now);
+        p.extend_from_slice(&7.0f64.to_bits().to_le_bytes());
+        enc::put_uvarint(&mut p, 1);
+        p.extend_from_slice(&id.to_be_bytes());
+        enc::put_varint(&mut p, now);
+        p.extend_from_slice(&1.5f64.to_bits().to_le_bytes());
+        put_labels_raw(&mut p, &ex_labels);
+        enc::put_uvarint(&mut p, 0);
+        let mut seg = b"CAIRNCL1".to_vec();
+        seg.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        seg.extend_from_slice(&crc32c::crc32c(&p).to_le_bytes());
+        seg.extend_from_slice(&p);
+        let cl = f.dir.path().join("commitlog");
+        std::fs::create_dir_all(&cl).unwrap();
+        std::fs::write(cl.join(format!("{:016}.log", 1)), &seg).unwrap();
+        for strict in [false, true] {
+            let mut cfg = StorageConfig::new(f.dir.path());
+            cfg.num_shards = 4;
+            cfg.strict_replay = strict;
+            let clock = f.now.clone();
+            let s = Storage::open(cfg, Arc::new(move || clock.load(Ordering::SeqCst))).unwrap();
+            assert_eq!(
+                s.metrics.commitlog_records_skipped.load(Ordering::Relaxed),
+                0
+            );
+            let got = read(&s, "t", "old");
+            assert_eq!(got.len(), 1);
+            assert_eq!(got[0].0, big.to_string());
+            let mut want = vec![(now, 7.0f64.to_bits())];
+            if strict {
+                want.push((now + 1, 8.0f64.to_bits()));
+            }
+            assert_eq!(got[0].1, want);
+            let ex = s.index.exemplars(id, now, now).unwrap();
+            assert_eq!(ex.len(), 1);
+            assert_eq!(ex[0].labels, ex_labels);
+            assert_eq!(s.index.skipped_entries(), 0);
+            // The series takes new samples (its labels are not encoded
+            // again); they replay at the next start.
+            if !strict {
+                let out = s
+                    .write("t", batch(vec![(big.clone(), vec![(now + 1, 8.0)])]))
+                    .unwrap();
+                assert_eq!(out.accepted_samples, 1);
+            }
+            s.close().unwrap();
+        }
     }
 
     fn seg_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
