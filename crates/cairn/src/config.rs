@@ -183,6 +183,16 @@ pub struct Overrides {
 impl Config {
     pub fn load(flags: &Overrides, env: &[(String, String)]) -> Result<Config> {
         let mut v: Value = serde_yaml::from_str(DEFAULT_YAML).context("embedded default config")?;
+        // The sections an environment variable may set: those of the
+        // embedded default, so a new section needs no list kept here.
+        let sections: Vec<String> = v
+            .as_mapping()
+            .map(|m| {
+                m.keys()
+                    .filter_map(|k| k.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
         if let Some(path) = &flags.config_file {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading config file {}", path.display()))?;
@@ -209,7 +219,7 @@ impl Config {
                     // Other tools' CAIRN_* variables (CAIRN_BIN, CAIRN_E2E_SEED, …)
                     // are not config; a known section with an unknown key is
                     // refused by deny_unknown_fields, naming the key.
-                    if !["http", "storage", "ingest", "query"].contains(&sec.as_str()) {
+                    if !sections.contains(&sec) {
                         continue;
                     }
                     set(&mut v, &sec, &key, val);
@@ -315,6 +325,20 @@ impl Config {
         })
     }
 
+    /// The HTTP layer's settings (body size, read pool, ingest and query
+    /// limits) from the `ingest:` and `query:` sections.
+    pub fn api_config(&self) -> Result<cairn_api::ApiConfig> {
+        Ok(cairn_api::ApiConfig {
+            max_body_size: self.max_body_size()?,
+            engine: self.engine_options()?,
+            max_concurrency: self.query.max_concurrency,
+            max_queued: self.query.max_queued,
+            ingest: self.ingest_limits()?,
+            remote_read_sample_limit: self.query.remote_read_sample_limit,
+            remote_read_concurrent_limit: self.query.remote_read_concurrent_limit,
+        })
+    }
+
     /// The ingest limits from the `ingest:` section, checked against the
     /// bounds the on-disk encodings hold.
     pub fn ingest_limits(&self) -> Result<cairn_common::IngestLimits> {
@@ -395,6 +419,32 @@ mod tests {
             }
         }
         assert!(n >= 2);
+    }
+
+    /// The embedded config is the documented default: what it sets must be
+    /// what each component's own default is, so the two cannot drift.
+    #[test]
+    fn embedded_config_equals_the_code_defaults() {
+        let c = Config::load(&Overrides::default(), &[]).unwrap();
+        assert_eq!(
+            c.ingest_limits().unwrap(),
+            cairn_common::IngestLimits::default()
+        );
+        assert_eq!(
+            format!("{:?}", c.api_config().unwrap()),
+            format!("{:?}", cairn_api::ApiConfig::default())
+        );
+        assert_eq!(
+            format!("{:?}", c.storage_config().unwrap()),
+            format!(
+                "{:?}",
+                cairn_storage::StorageConfig::new(&c.storage.data_dir)
+            )
+        );
+        assert_eq!(
+            c.server_options().unwrap(),
+            cairn_api::ServerOptions::default()
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ mod config;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::{Context, Result};
-use cairn_api::{Admin, ApiConfig, AppState, Backend};
+use cairn_api::{Admin, AppState, Backend};
 use cairn_storage::Storage;
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -194,15 +194,7 @@ fn serve(flags: config::Overrides) -> Result<()> {
     let env: Vec<(String, String)> = std::env::vars().collect();
     let cfg = config::Config::load(&flags, &env)?;
     let storage_cfg = cfg.storage_config()?;
-    let api_cfg = ApiConfig {
-        max_body_size: cfg.max_body_size()?,
-        engine: cfg.engine_options()?,
-        max_concurrency: cfg.query.max_concurrency,
-        max_queued: cfg.query.max_queued,
-        ingest: cfg.ingest_limits()?,
-        remote_read_sample_limit: cfg.query.remote_read_sample_limit,
-        remote_read_concurrent_limit: cfg.query.remote_read_concurrent_limit,
-    };
+    let api_cfg = cfg.api_config()?;
     let mut server_opts = cfg.server_options()?;
     server_opts.max_connections =
         connection_cap(server_opts.max_connections, raise_open_files_limit());
