@@ -4,7 +4,9 @@
 //! `len: u32 LE | crc32c(payload): u32 LE | payload`. A record is written with
 //! one `write` call under the log mutex, so the only damage a crash can do is a
 //! torn record at a segment's tail; replay stops reading that segment there
-//! (the record was never acknowledged) and goes on with the next one.
+//! (the record was never acknowledged) and goes on with the next one. Other
+//! damage (a bad checksum or length inside the segment) skips exactly the
+//! damaged record where it can (see `Walk`).
 //!
 //! Group commit: writers append and then wait in [`CommitLog::wait_durable`];
 //! one syncer thread `fdatasync`s whatever has been written and wakes them all,
@@ -240,34 +242,23 @@ impl CommitLog {
                 segments.insert(no, info);
                 continue;
             }
-            let mut pos = MAGIC.len();
-            while pos < buf.len() {
-                let (why, next) = match next_record(&buf, pos) {
-                    Some((payload, next)) => match apply(no, payload) {
+            for step in Walk::new(&buf, MAGIC.len()) {
+                let (pos, why) = match step {
+                    Step::Record { pos, payload } => match apply(no, payload) {
                         Ok(blocks) => {
                             info.blocks.extend(blocks);
                             stats.records += 1;
-                            pos = next;
                             continue;
                         }
-                        Err(Error::Corrupt(why)) => (why, next),
+                        Err(Error::Corrupt(why)) => (pos, why),
                         Err(e) => return Err(e),
                     },
-                    // Not a whole, checksum-valid record. With no whole record
-                    // after it this is the torn tail of a write that was never
-                    // acknowledged; otherwise the bytes up to the next record
-                    // are damaged.
-                    None => match find_record(&buf, pos + 1) {
-                        None => {
-                            tracing::warn!(segment = %path.display(), offset = pos, "torn commit log record; rest of segment skipped (it was never acknowledged)");
-                            stats.torn_segments += 1;
-                            break;
-                        }
-                        Some(next) => (
-                            format!("bad length or checksum, {} bytes skipped", next - pos),
-                            next,
-                        ),
-                    },
+                    Step::Damaged { pos, why } => (pos, why),
+                    Step::TornTail { pos } => {
+                        tracing::warn!(segment = %path.display(), offset = pos, "torn commit log record; rest of segment skipped (it was never acknowledged)");
+                        stats.torn_segments += 1;
+                        break;
+                    }
                 };
                 if strict {
                     return Err(Error::Corrupt(format!(
@@ -277,7 +268,6 @@ impl CommitLog {
                 }
                 tracing::error!(segment = %path.display(), offset = pos, reason = %why, "corrupt commit log record skipped on replay: its data is lost");
                 stats.skipped_records += 1;
-                pos = next;
             }
             segments.insert(no, info);
         }
@@ -602,14 +592,124 @@ pub(crate) fn next_record(buf: &[u8], pos: usize) -> Option<(&[u8], usize)> {
     (crc32c::crc32c(payload) == crc).then_some((payload, end))
 }
 
-/// The offset of the first whole, checksum-valid record at or after `from`.
-/// Only lengths that fit in the rest of the buffer are checksummed, so
-/// scanning damaged bytes costs little per position.
-fn find_record(buf: &[u8], from: usize) -> Option<usize> {
-    (from..buf.len().saturating_sub(8)).find(|&q| {
-        let len = u32::from_le_bytes([buf[q], buf[q + 1], buf[q + 2], buf[q + 3]]) as usize;
-        len != 0 && len <= buf.len() - q - 8 && next_record(buf, q).is_some()
-    })
+/// One step of replaying a segment's bytes.
+#[derive(Debug)]
+pub(crate) enum Step<'a> {
+    /// A whole, checksum-valid record at `pos`.
+    Record { pos: usize, payload: &'a [u8] },
+    /// Damaged bytes at `pos` (a record, or more when its length is bad),
+    /// skipped; the walk goes on after them.
+    Damaged { pos: usize, why: String },
+    /// From `pos` on, the segment holds a record cut short and no whole
+    /// record after it: the tail of a write a crash interrupted, never
+    /// acknowledged. The walk ends.
+    TornTail { pos: usize },
+}
+
+/// Walks a segment's records from an offset, resynchronising after damage.
+///
+/// A record that is not whole and checksum-valid is told apart by its
+/// header. With a plausible length and its extent inside the segment, it is
+/// a damaged record: the walk resumes right after it when a valid record
+/// starts there; else it scans for one beyond it, never inside it (its
+/// payload holds client bytes, such as sample values, that could form a
+/// framed record with a valid checksum). With a plausible length reaching
+/// past the end of the segment, the record was cut short: a torn tail. With
+/// an implausible length (zero, or above the largest record) the walk scans
+/// from the next byte; finding no record, it is a torn tail too (a crash
+/// can leave zeroes).
+pub(crate) struct Walk<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    /// No valid record starts at or after this offset (a scan found none),
+    /// so no stretch of the segment is scanned twice.
+    none_from: usize,
+}
+
+impl<'a> Walk<'a> {
+    pub(crate) fn new(buf: &'a [u8], pos: usize) -> Self {
+        Self {
+            buf,
+            pos,
+            none_from: buf.len(),
+        }
+    }
+
+    /// The offset of the first whole, checksum-valid record at or after
+    /// `from`. Only lengths that fit in the rest of the buffer are
+    /// checksummed.
+    fn find_record(&mut self, from: usize) -> Option<usize> {
+        let buf = self.buf;
+        let found = (from..self.none_from.min(buf.len().saturating_sub(8))).find(|&q| {
+            let len = u32::from_le_bytes([buf[q], buf[q + 1], buf[q + 2], buf[q + 3]]) as usize;
+            len != 0 && len <= buf.len() - q - 8 && next_record(buf, q).is_some()
+        });
+        if found.is_none() {
+            self.none_from = self.none_from.min(from);
+        }
+        found
+    }
+}
+
+impl<'a> Iterator for Walk<'a> {
+    type Item = Step<'a>;
+
+    fn next(&mut self) -> Option<Step<'a>> {
+        let (buf, pos) = (self.buf, self.pos);
+        if pos >= buf.len() {
+            return None;
+        }
+        if let Some((payload, next)) = next_record(buf, pos) {
+            self.pos = next;
+            return Some(Step::Record { pos, payload });
+        }
+        let torn = Step::TornTail { pos };
+        let Some(hdr) = buf.get(pos..pos + 8) else {
+            self.pos = buf.len();
+            return Some(torn);
+        };
+        let len = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
+        let (next, why) = if len != 0 && len <= MAX_RECORD {
+            let end = pos + 8 + len as usize;
+            if end > buf.len() {
+                self.pos = buf.len();
+                return Some(torn);
+            }
+            if end == buf.len() || next_record(buf, end).is_some() {
+                (
+                    end,
+                    format!("checksum mismatch, record of {len} bytes skipped"),
+                )
+            } else {
+                match self.find_record(end) {
+                    Some(q) => (
+                        q,
+                        format!(
+                            "checksum mismatch over {len} bytes, no record right after them, {} bytes skipped up to the next record",
+                            q - pos
+                        ),
+                    ),
+                    // Nothing valid after it: the record is skipped and
+                    // the walk goes on from its end (a torn tail after it
+                    // is still a torn tail).
+                    None => (end, format!("checksum mismatch, record of {len} bytes skipped")),
+                }
+            }
+        } else {
+            match self.find_record(pos + 1) {
+                Some(q) => (
+                    q,
+                    format!("bad record length {len}, {} bytes skipped", q - pos),
+                ),
+                None => {
+                    self.pos = buf.len();
+                    return Some(torn);
+                }
+            }
+        };
+        self.pos = next;
+        Some(Step::Damaged { pos, why })
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -668,6 +768,121 @@ mod tests {
         let mut seen = Vec::new();
         let _log = open(d.path(), &mut seen);
         assert!(seen.is_empty());
+    }
+
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let mut r = (payload.len() as u32).to_le_bytes().to_vec();
+        r.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+        r.extend_from_slice(payload);
+        r
+    }
+
+    /// Replays one segment holding `bytes` after the header: the payloads
+    /// seen and the stats, or the open's error.
+    fn replay(bytes: &[u8], strict: bool) -> Result<(Vec<Vec<u8>>, ReplayStats)> {
+        let d = tempfile::tempdir().unwrap();
+        let mut seg = MAGIC.to_vec();
+        seg.extend_from_slice(bytes);
+        fs::write(seg_path(d.path(), 1), seg).unwrap();
+        let mut seen = Vec::new();
+        let (log, stats) =
+            CommitLog::open(d.path(), FsyncPolicy::Always, 1 << 20, 0, strict, |_, p| {
+                seen.push(p.to_vec());
+                Ok(BTreeSet::new())
+            })?;
+        log.close()?;
+        Ok((seen, stats))
+    }
+
+    /// A payload with a whole framed record (valid checksum) inside it, as
+    /// a client's sample values could spell one.
+    fn with_forged(forged: &[u8]) -> Vec<u8> {
+        let mut p = b"client bytes: ".to_vec();
+        p.extend_from_slice(&frame(forged));
+        p.extend_from_slice(b" more client bytes");
+        p
+    }
+
+    /// A byte flipped in a middle record's payload skips exactly that
+    /// record, even when its payload holds a record-shaped frame (which is
+    /// never replayed); the records after it replay. Strict replay refuses.
+    #[test]
+    fn damaged_middle_record_is_skipped_exactly() {
+        let b = with_forged(b"tenant=other forged");
+        let mut bytes = frame(b"first");
+        let at = bytes.len() + 8 + 3;
+        bytes.extend_from_slice(&frame(&b));
+        bytes.extend_from_slice(&frame(b"third"));
+        bytes.extend_from_slice(&frame(b"fourth"));
+        bytes[at] ^= 0x40;
+        let (seen, stats) = replay(&bytes, false).unwrap();
+        assert_eq!(
+            seen,
+            vec![b"first".to_vec(), b"third".to_vec(), b"fourth".to_vec()]
+        );
+        assert_eq!((stats.skipped_records, stats.torn_segments), (1, 0));
+        let e = replay(&bytes, true).unwrap_err().to_string();
+        assert!(
+            e.contains("strict-replay") && e.contains("checksum mismatch"),
+            "{e}"
+        );
+    }
+
+    /// A damaged record whose length field is bad too: with an implausible
+    /// length the walk scans to the next record; with a plausible one
+    /// pointing at no record it scans from the end of that extent.
+    #[test]
+    fn damaged_length_resyncs_at_the_next_record() {
+        let mut bytes = frame(b"first");
+        let at = bytes.len();
+        bytes.extend_from_slice(&frame(b"second, damaged"));
+        bytes.extend_from_slice(&frame(b"third"));
+        let mut implausible = bytes.clone();
+        implausible[at + 3] = 0x7f;
+        let (seen, stats) = replay(&implausible, false).unwrap();
+        assert_eq!(seen, vec![b"first".to_vec(), b"third".to_vec()]);
+        assert_eq!((stats.skipped_records, stats.torn_segments), (1, 0));
+        let mut short = bytes.clone();
+        short[at] = 3;
+        let (seen, stats) = replay(&short, false).unwrap();
+        assert_eq!(seen, vec![b"first".to_vec(), b"third".to_vec()]);
+        assert_eq!((stats.skipped_records, stats.torn_segments), (1, 0));
+    }
+
+    /// A last record cut short is a torn tail: not counted as corruption,
+    /// strict replay starts, and a record-shaped frame inside what is left
+    /// of its payload is not replayed. A whole last record with a bad
+    /// checksum is corruption, not a torn tail.
+    #[test]
+    fn torn_last_record_is_a_torn_tail_and_a_damaged_one_is_not() {
+        let mut bytes = frame(b"first");
+        let last = frame(&with_forged(b"tenant=other forged"));
+        let at = bytes.len();
+        bytes.extend_from_slice(&last);
+        let torn = &bytes[..bytes.len() - 4];
+        for strict in [false, true] {
+            let (seen, stats) = replay(torn, strict).unwrap();
+            assert_eq!(seen, vec![b"first".to_vec()]);
+            assert_eq!((stats.skipped_records, stats.torn_segments), (0, 1));
+        }
+        // Only the header, or part of it.
+        for cut in [at + 8, at + 5] {
+            let (seen, stats) = replay(&bytes[..cut], true).unwrap();
+            assert_eq!(seen, vec![b"first".to_vec()]);
+            assert_eq!((stats.skipped_records, stats.torn_segments), (0, 1));
+        }
+        // Zeroes after the last record (a file extended, not written).
+        let mut zeroes = bytes.clone();
+        zeroes.extend_from_slice(&[0; 64]);
+        let (seen, stats) = replay(&zeroes, true).unwrap();
+        assert_eq!(seen.len(), 2);
+        assert_eq!((stats.skipped_records, stats.torn_segments), (0, 1));
+        let mut damaged = bytes.clone();
+        *damaged.last_mut().unwrap() ^= 1;
+        let (seen, stats) = replay(&damaged, false).unwrap();
+        assert_eq!(seen, vec![b"first".to_vec()]);
+        assert_eq!((stats.skipped_records, stats.torn_segments), (1, 0));
+        assert!(replay(&damaged, true).is_err());
     }
 
     fn open_empty(dir: &Path) -> Arc<CommitLog> {

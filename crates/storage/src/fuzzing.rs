@@ -14,14 +14,27 @@ const BLOCK_MS: i64 = 2 * 3600 * 1000;
 
 /// A commit-log record payload, decoded as replay decodes it and applied to
 /// a head shard as replay applies it (then read back); and the same bytes
-/// walked as a segment (framing, checksums), each whole record decoded.
+/// walked as replay walks a segment (framing, checksums, resynchronising
+/// after damage), each whole record decoded.
 pub fn commitlog_record(data: &[u8]) {
     apply_record(data);
-    let mut pos = if data.starts_with(b"CAIRNCL1") { 8 } else { 0 };
-    while let Some((payload, next)) = commitlog::next_record(data, pos) {
-        assert!(next > pos, "a record moves the position forward");
-        apply_record(payload);
-        pos = next;
+    let start = if data.starts_with(b"CAIRNCL1") { 8 } else { 0 };
+    let mut last = None;
+    for step in commitlog::Walk::new(data, start) {
+        let pos = match step {
+            commitlog::Step::Record { pos, payload } => {
+                assert_eq!(
+                    commitlog::next_record(data, pos).map(|r| r.0),
+                    Some(payload)
+                );
+                apply_record(payload);
+                pos
+            }
+            commitlog::Step::Damaged { pos, .. } | commitlog::Step::TornTail { pos } => pos,
+        };
+        assert!(last.is_none_or(|l| pos > l), "the walk moves forward");
+        assert!(pos < data.len());
+        last = Some(pos);
     }
 }
 
