@@ -19,6 +19,7 @@
 pub mod fuzzing;
 mod params;
 mod pool;
+mod process;
 mod query;
 mod selector;
 mod server;
@@ -906,6 +907,7 @@ async fn metrics(State(st): State<AppState>) -> Response {
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
         );
     }
+    process::render(&mut out);
     let ps = &st.0.reads.stats;
     for (name, kind, help, v) in [
         (
