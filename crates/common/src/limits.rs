@@ -1,10 +1,11 @@
 //! Bounds on what the write path accepts, in one place.
 //!
 //! [`hard`] holds the codec bounds: the commit-log and index encoders never
-//! write more, and their decoders refuse more, so anything stored can be read
-//! back. [`IngestLimits`] holds the configurable per-request limits the ingest
-//! validator checks; `validate()` keeps every one of them inside the hard
-//! bounds, so nothing the validator accepts can fail to decode on replay.
+//! write more, and their decoders accept at least that (they also read the
+//! wider label sets earlier releases wrote), so anything stored can be read
+//! back. [`IngestLimits`] holds the configurable per-request limits the
+//! ingest validator checks; `validate()` keeps every one of them inside the
+//! hard bounds, so nothing the validator accepts can fail to encode.
 
 /// The bounds the on-disk encodings (commit log, index) are built for.
 pub mod hard {

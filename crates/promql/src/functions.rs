@@ -1417,6 +1417,3 @@ fn bucket_fraction(lower: f64, upper: f64, buckets: &[Bucket]) -> f64 {
     }
     (upper_rank - lower_rank) / count
 }
-
-#[allow(dead_code)]
-fn unused(_: Series) {}

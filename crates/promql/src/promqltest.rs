@@ -16,7 +16,7 @@ use cairn_common::{
 use regex::Regex;
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Totals of one run.
@@ -962,9 +962,6 @@ pub fn run_files_mem(paths: &[PathBuf], out: &mut dyn Write) -> std::io::Result<
     };
     run_files(paths, &factory, EngineOptions::default(), out)
 }
-
-#[allow(dead_code)]
-fn _path(_: &Path) {}
 
 #[cfg(test)]
 mod tests {
