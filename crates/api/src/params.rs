@@ -82,42 +82,9 @@ pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
         }
         return Ok((f * 1000.0).round() as i64);
     }
-    if s.is_empty() {
-        return Err(bad());
-    }
-    let b = s.as_bytes();
-    let mut i = 0;
-    let mut total: i64 = 0;
-    while i < b.len() {
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        if start == i {
-            return Err(bad());
-        }
-        let n: i64 = s[start..i].parse().map_err(|_| bad())?;
-        let ustart = i;
-        while i < b.len() && b[i].is_ascii_alphabetic() {
-            i += 1;
-        }
-        let mult = match &s[ustart..i] {
-            "ms" => 1,
-            "s" => 1000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "w" => 604_800_000,
-            "y" => 31_536_000_000,
-            _ => return Err(bad()),
-        };
-        total = n
-            .checked_mul(mult)
-            .and_then(|x| total.checked_add(x))
-            .filter(|&t| t <= MAX_DURATION_MS)
-            .ok_or_else(bad)?;
-    }
-    Ok(total)
+    cairn_common::duration::parse_units_ms(s)
+        .filter(|&t| t <= MAX_DURATION_MS)
+        .ok_or_else(bad)
 }
 
 #[cfg(test)]

@@ -76,42 +76,10 @@ pub struct Config {
 
 /// Parses `2h`, `30d`, `10ms`, `1m30s`.
 pub fn parse_duration(key: &str, s: &str) -> Result<Duration> {
-    let bad = || anyhow!("config key {key}: {s:?} is not a duration (e.g. 10ms, 15s, 2h, 30d)");
-    let b = s.trim().as_bytes();
-    if b.is_empty() {
-        return Err(bad());
-    }
-    let mut i = 0;
-    let mut total: u64 = 0;
-    while i < b.len() {
-        let st = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        let n: u64 = std::str::from_utf8(&b[st..i])
-            .ok()
-            .and_then(|x| x.parse().ok())
-            .ok_or_else(bad)?;
-        let us = i;
-        while i < b.len() && b[i].is_ascii_alphabetic() {
-            i += 1;
-        }
-        let mult: u64 = match &b[us..i] {
-            b"ms" => 1,
-            b"s" => 1000,
-            b"m" => 60_000,
-            b"h" => 3_600_000,
-            b"d" => 86_400_000,
-            b"w" => 604_800_000,
-            b"y" => 31_536_000_000,
-            _ => return Err(bad()),
-        };
-        total = n
-            .checked_mul(mult)
-            .and_then(|x| total.checked_add(x))
-            .ok_or_else(bad)?;
-    }
-    Ok(Duration::from_millis(total))
+    let ms = cairn_common::duration::parse_units_ms(s.trim()).ok_or_else(|| {
+        anyhow!("config key {key}: {s:?} is not a duration (e.g. 10ms, 15s, 2h, 30d)")
+    })?;
+    Ok(Duration::from_millis(ms as u64))
 }
 
 /// Parses `64MiB`, `1GiB`, `512KiB`, `1MB`, `1000`.

@@ -8,6 +8,7 @@
 //! Must never depend on: RocksDB, tokio, any I/O crate. It stays small so
 //! everything above it builds fast.
 
+pub mod duration;
 pub mod gofmt;
 mod labels;
 pub mod limits;

@@ -99,34 +99,7 @@ pub fn parse_duration_ms(s: &str) -> Option<i64> {
         Some(r) => (true, r),
         None => (false, s),
     };
-    let b = s.as_bytes();
-    let mut i = 0;
-    let mut total: i64 = 0;
-    while i < b.len() {
-        let st = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        if st == i {
-            return None;
-        }
-        let n: i64 = s[st..i].parse().ok()?;
-        let us = i;
-        while i < b.len() && b[i].is_ascii_alphabetic() {
-            i += 1;
-        }
-        let mult = match &s[us..i] {
-            "ms" => 1,
-            "s" => 1000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "w" => 7 * 86_400_000,
-            "y" => 365 * 86_400_000,
-            _ => return None,
-        };
-        total += n * mult;
-    }
+    let total = cairn_common::duration::parse_units_ms(s)?;
     Some(if neg { -total } else { total })
 }
 
