@@ -92,7 +92,8 @@ impl Default for ApiConfig {
 
 #[derive(Default)]
 struct HttpMetrics {
-    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    /// Requests by matched route and status (one middleware counts them all).
+    requests: Mutex<BTreeMap<(String, u16), u64>>,
     samples_received: AtomicU64,
     samples_invalid: AtomicU64,
     samples_rejected: AtomicU64,
@@ -167,14 +168,19 @@ impl AppState {
         })
     }
 
-    fn count(&self, route: &'static str, status: StatusCode) {
+    fn count(&self, route: &str, status: StatusCode) {
         let mut m = self
             .0
             .metrics
             .requests
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        *m.entry((route, status.as_u16())).or_default() += 1;
+        match m.get_mut(&(route.to_string(), status.as_u16())) {
+            Some(n) => *n += 1,
+            None => {
+                m.insert((route.to_string(), status.as_u16()), 1);
+            }
+        }
     }
 }
 
@@ -214,7 +220,27 @@ pub fn router(state: AppState) -> Router {
         .route("/-/healthy", get(|| async { "Cairn is Healthy.\n" }))
         .route("/-/ready", get(ready))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .with_state(state)
+}
+
+/// Counts every request by the route it matched and its status
+/// (`cairn_api_http_requests_total`); unmatched paths count as `unmatched`.
+async fn count_requests(
+    State(st): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let resp = next.run(req).await;
+    st.count(&route, resp.status());
+    resp
 }
 
 /// Serves `router` on an already-bound listener until `shutdown` resolves,
@@ -335,7 +361,6 @@ async fn remote_write(State(st): State<AppState>, headers: HeaderMap, body: Byte
     let resp = remote_write_inner(&st, &headers, body)
         .await
         .unwrap_or_else(|r| r);
-    st.count("/api/v1/write", resp.status());
     resp
 }
 
@@ -551,7 +576,6 @@ async fn series(
     }
     .await
     .unwrap_or_else(|r| r);
-    st.count("/api/v1/series", r.status());
     r
 }
 
@@ -579,7 +603,6 @@ async fn labels(
     }
     .await
     .unwrap_or_else(|r| r);
-    st.count("/api/v1/labels", r.status());
     r
 }
 
@@ -606,7 +629,6 @@ async fn label_values(
     }
     .await
     .unwrap_or_else(|r| r);
-    st.count("/api/v1/label/:name/values", r.status());
     r
 }
 
@@ -693,7 +715,6 @@ async fn export(
     }
     .await
     .unwrap_or_else(|r| r);
-    st.count("/api/v1/export", r.status());
     r
 }
 
@@ -855,7 +876,6 @@ async fn flush(State(st): State<AppState>) -> Response {
     }
     .await
     .unwrap_or_else(|r| r);
-    st.count("/admin/v1/flush", r.status());
     r
 }
 

@@ -315,7 +315,7 @@ impl Req<'_> {
 }
 
 macro_rules! handler {
-    ($name:ident, $route:literal, $inner:ident) => {
+    ($name:ident, $inner:ident) => {
         pub(crate) async fn $name(
             State(st): State<AppState>,
             method: Method,
@@ -330,18 +330,16 @@ macro_rules! handler {
                 query: q.as_deref(),
                 body: &body,
             };
-            let r = $inner(req).await.unwrap_or_else(|r| r);
-            st.count($route, r.status());
-            r
+            $inner(req).await.unwrap_or_else(|r| r)
         }
     };
 }
 
-handler!(instant_query, "/api/v1/query", instant_query_inner);
-handler!(range_query, "/api/v1/query_range", range_query_inner);
-handler!(query_exemplars, "/api/v1/query_exemplars", exemplars_inner);
-handler!(metadata, "/api/v1/metadata", metadata_inner);
-handler!(format_query, "/api/v1/format_query", format_query_inner);
+handler!(instant_query, instant_query_inner);
+handler!(range_query, range_query_inner);
+handler!(query_exemplars, exemplars_inner);
+handler!(metadata, metadata_inner);
+handler!(format_query, format_query_inner);
 
 // ---------------------------------------------------------------- handlers
 
@@ -539,8 +537,8 @@ async fn format_query_inner(req: Req<'_>) -> Result<Response, Response> {
     Ok(success(serde_json::Value::String(pretty)))
 }
 
-pub(crate) async fn buildinfo(State(st): State<AppState>) -> Response {
-    let r = success(json!({
+pub(crate) async fn buildinfo() -> Response {
+    success(json!({
         "version": PROMETHEUS_COMPAT_VERSION,
         "revision": option_env!("CAIRN_GIT_REVISION").unwrap_or("unknown"),
         "branch": option_env!("CAIRN_GIT_BRANCH").unwrap_or("unknown"),
@@ -548,9 +546,7 @@ pub(crate) async fn buildinfo(State(st): State<AppState>) -> Response {
         "buildDate": option_env!("CAIRN_BUILD_DATE").unwrap_or("unknown"),
         "goVersion": "none (Cairn is written in Rust)",
         "cairnVersion": env!("CARGO_PKG_VERSION"),
-    }));
-    st.count("/api/v1/status/buildinfo", r.status());
-    r
+    }))
 }
 
 pub(crate) async fn status_config(State(st): State<AppState>) -> Response {
@@ -653,7 +649,6 @@ pub(crate) async fn remote_read(
     let r = remote_read_inner(&st, &headers, body)
         .await
         .unwrap_or_else(|r| r);
-    st.count("/api/v1/read", r.status());
     r
 }
 
@@ -1010,6 +1005,24 @@ mod tests {
 
     fn get(uri: &str) -> Request<Body> {
         Request::get(uri).body(Body::empty()).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_are_counted_by_matched_route() {
+        let app = app(Arc::new(MemSource::new()));
+        assert_eq!(call(&app, get("/api/v1/query?query=1")).await.0, 200);
+        assert_eq!(call(&app, get("/api/v1/query?query=1%2B")).await.0, 400);
+        assert_eq!(call(&app, get("/api/v1/label/job/values")).await.0, 200);
+        assert_eq!(call(&app, get("/nope")).await.0, 404);
+        let (_, m) = call(&app, get("/metrics")).await;
+        for want in [
+            r#"route="/api/v1/query",code="200"} 1"#,
+            r#"route="/api/v1/query",code="400"} 1"#,
+            r#"route="/api/v1/label/{name}/values",code="200"} 1"#,
+            r#"route="unmatched",code="404"} 1"#,
+        ] {
+            assert!(m.contains(want), "{want} not in {m}");
+        }
     }
 
     #[tokio::test]
