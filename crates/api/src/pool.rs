@@ -11,9 +11,9 @@
 
 use axum::http::StatusCode;
 use axum::response::Response;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -33,8 +33,42 @@ pub(crate) struct PoolStats {
     pub cancelled: AtomicU64,
 }
 
+/// Where jobs meet threads. An idle thread waits on its own condvar; a job
+/// goes to the thread that went idle last (a stack), so a light load keeps
+/// reusing the same few threads and their allocator heaps instead of
+/// spreading its memory over every thread of the pool; with none idle it
+/// waits in `queue`, which finishing threads drain first.
+struct Dispatch {
+    state: Mutex<DispatchState>,
+    wake: Vec<Condvar>,
+}
+
+struct DispatchState {
+    idle: Vec<usize>,
+    slots: Vec<Option<Job>>,
+    queue: VecDeque<Job>,
+}
+
+impl Dispatch {
+    fn lock(&self) -> std::sync::MutexGuard<'_, DispatchState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn submit(&self, job: Job) {
+        let mut g = self.lock();
+        match g.idle.pop() {
+            Some(w) => {
+                g.slots[w] = Some(job);
+                drop(g);
+                self.wake[w].notify_one();
+            }
+            None => g.queue.push_back(job),
+        }
+    }
+}
+
 pub(crate) struct ReadPool {
-    tx: SyncSender<Job>,
+    dispatch: Arc<Dispatch>,
     /// Set at shutdown: every read's cancel check sees it.
     pub stopping: Arc<AtomicBool>,
     max_concurrency: usize,
@@ -58,18 +92,23 @@ impl ReadPool {
     /// started is logged; the pool runs with the others (at least one is
     /// required, else an error).
     pub fn new(max_concurrency: usize, max_queued: usize) -> std::io::Result<ReadPool> {
-        // Admission is counted (`PoolStats::admitted`), so the channel never
-        // fills: it only has to hold what admission let in.
-        let (tx, rx) = sync_channel::<Job>(max_concurrency.max(1) + max_queued);
-        let rx = Arc::new(Mutex::new(rx));
+        let n = max_concurrency.max(1);
+        let dispatch = Arc::new(Dispatch {
+            state: Mutex::new(DispatchState {
+                idle: Vec::with_capacity(n),
+                slots: (0..n).map(|_| None).collect(),
+                queue: VecDeque::new(),
+            }),
+            wake: (0..n).map(|_| Condvar::new()).collect(),
+        });
         let stats = Arc::new(PoolStats::default());
         let mut started = 0;
-        for i in 0..max_concurrency.max(1) {
-            let rx = rx.clone();
+        for i in 0..n {
+            let d = dispatch.clone();
             let res = std::thread::Builder::new()
                 .name(format!("cairn-read-{i}"))
                 .stack_size(READ_STACK_BYTES)
-                .spawn(move || worker(&rx));
+                .spawn(move || worker(&d, i));
             match res {
                 Ok(_) => started += 1,
                 Err(e) if started > 0 => {
@@ -79,7 +118,7 @@ impl ReadPool {
             }
         }
         Ok(ReadPool {
-            tx,
+            dispatch,
             stopping: Arc::new(AtomicBool::new(false)),
             max_concurrency: started,
             max_queued,
@@ -155,31 +194,19 @@ impl ReadPool {
                 (n < cap).then_some(n + 1)
             })
             .is_ok();
-        self.stats.queued.fetch_add(1, Ordering::Relaxed);
-        let sent = if admitted {
-            self.tx.try_send(job)
-        } else {
-            Err(TrySendError::Full(job))
-        };
-        if let Err(e) = sent {
-            if admitted {
-                self.stats.admitted.fetch_sub(1, Ordering::Relaxed);
-            }
-            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+        if !admitted {
             self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-            let msg = match e {
-                TrySendError::Full(_) => format!(
-                    "too many concurrent queries: {} running and {} waiting (query.max-concurrency, query.max-queued); retry later",
-                    self.max_concurrency, self.max_queued
-                ),
-                TrySendError::Disconnected(_) => "the query threads have stopped".to_string(),
-            };
             return Err(crate::api_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
-                &msg,
+                &format!(
+                    "too many concurrent queries: {} running and {} waiting (query.max-concurrency, query.max-queued); retry later",
+                    self.max_concurrency, self.max_queued
+                ),
             ));
         }
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        self.dispatch.submit(job);
         let _guard = CancelOnDrop(cancel);
         match rx.await {
             Ok(Ok(v)) => Ok(v),
@@ -197,17 +224,25 @@ impl ReadPool {
     }
 }
 
-fn worker(rx: &Mutex<Receiver<Job>>) {
+/// Read thread `w`: runs queued jobs first, then waits idle for its slot.
+fn worker(d: &Dispatch, w: usize) {
+    let mut g = d.lock();
     loop {
-        // The lock is held only while waiting for the next job.
-        let job = match rx.lock() {
-            Ok(r) => r.recv(),
-            Err(p) => p.into_inner().recv(),
+        let job = match g.queue.pop_front() {
+            Some(j) => j,
+            None => {
+                g.idle.push(w);
+                loop {
+                    if let Some(j) = g.slots[w].take() {
+                        break j;
+                    }
+                    g = d.wake[w].wait(g).unwrap_or_else(|p| p.into_inner());
+                }
+            }
         };
-        match job {
-            Ok(job) => job(),
-            Err(_) => return, // pool dropped
-        }
+        drop(g);
+        job();
+        g = d.lock();
     }
 }
 
@@ -215,6 +250,25 @@ fn worker(rx: &Mutex<Receiver<Job>>) {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// One read at a time keeps landing on the same thread or two (a read
+    /// may arrive before the last one's thread has parked again), not on
+    /// all eight in turn: the other threads' heaps stay empty.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sequential_reads_reuse_the_last_idle_thread() {
+        let pool = ReadPool::new(8, 8).unwrap();
+        let mut names = std::collections::BTreeSet::new();
+        for _ in 0..50 {
+            let n = pool
+                .run(|_| std::thread::current().name().map(str::to_string))
+                .await
+                .unwrap();
+            names.insert(n);
+            // Let the thread park again before the next read arrives.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert!(names.len() <= 2, "{names:?}");
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn full_queue_is_503_and_dropped_callers_cancel() {
