@@ -351,15 +351,18 @@ async fn instant_query_inner(req: Req<'_>) -> Result<Response, Response> {
     let query = p.get("query").unwrap_or("").to_string();
     let src = backend.source.clone();
     let timeout = engine.options().timeout;
-    let mut r = blocking_read(req.st, timeout, move |cancel| {
-        engine
+    // Evaluated and rendered on the read thread: the result is freed on the
+    // thread that allocated it, and rendering is CPU work too.
+    let body = blocking_read(req.st, timeout, move |cancel| {
+        let mut r = engine
             .with_cancel(cancel)
-            .instant_query(src.as_ref(), &tenant, &query, t)
+            .instant_query(src.as_ref(), &tenant, &query, t)?;
+        apply_limit(&mut r, limit);
+        Ok::<_, QueryError>(render_result(&r))
     })
     .await?
     .map_err(query_error)?;
-    apply_limit(&mut r, limit);
-    Ok(json_response(render_result(&r)))
+    Ok(json_response(body))
 }
 
 /// Validated `start`, `end`, `step` of a range query (ms).
@@ -398,15 +401,21 @@ async fn range_query_inner(req: Req<'_>) -> Result<Response, Response> {
     let query = p.get("query").unwrap_or("").to_string();
     let src = backend.source.clone();
     let timeout = engine.options().timeout;
-    let mut r = blocking_read(req.st, timeout, move |cancel| {
-        engine
-            .with_cancel(cancel)
-            .range_query(src.as_ref(), &tenant, &query, start, end, step)
+    let body = blocking_read(req.st, timeout, move |cancel| {
+        let mut r = engine.with_cancel(cancel).range_query(
+            src.as_ref(),
+            &tenant,
+            &query,
+            start,
+            end,
+            step,
+        )?;
+        apply_limit(&mut r, limit);
+        Ok::<_, QueryError>(render_result(&r))
     })
     .await?
     .map_err(query_error)?;
-    apply_limit(&mut r, limit);
-    Ok(json_response(render_result(&r)))
+    Ok(json_response(body))
 }
 
 /// Every vector selector in `expr` as its `or` groups of Cairn matchers

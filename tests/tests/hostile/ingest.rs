@@ -175,6 +175,23 @@ fn series_bombs_snappy_lies_and_far_future_samples_are_refused() {
         "only the in-window sample is stored"
     );
 
+    // An invalid 10 KB tenant id: 400, echoed cut short.
+    let long_tenant = "x/".repeat(5000);
+    let r = get_as(&format!("{base}/api/v1/labels"), Some(&long_tenant));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.body.len() < 1024,
+        "tenant echoed whole: {} bytes",
+        r.body.len()
+    );
+    let (code, body) = remote_write(&base, Some(&long_tenant), &write_request(vec![]));
+    assert_eq!(code, 400);
+    assert!(
+        body.len() < 1024,
+        "tenant echoed whole: {} bytes",
+        body.len()
+    );
+
     assert_up(&base, "the ingest bombs");
     canary.check(&base, "the ingest bombs");
     assert!(
