@@ -203,3 +203,12 @@ mod tests {
         assert!(check_text("sum(rate(x[5m])) / 2", 1 << 20, 1000).is_ok());
     }
 }
+
+#[cfg(test)]
+mod parser_panics {
+    #[test]
+    fn durations_the_parser_cannot_hold_are_parse_errors() {
+        let e = crate::parse("up offset 6e33").unwrap_err().to_string();
+        assert!(e.contains("out of range"), "{e}");
+    }
+}

@@ -310,7 +310,15 @@ pub fn parse_bounded(
     max_depth: usize,
 ) -> Result<promql_parser::parser::Expr, QueryError> {
     bounds::check_text(query, max_len, max_depth)?;
-    let e = promql_parser::parser::parse(query).map_err(QueryError::Parse)?;
+    // promql-parser panics on some durations it cannot hold (`offset 6e33`,
+    // `[5m:Inf]`: `Duration::from_secs_f64`); that is a bad query, not a 500.
+    let parsed =
+        std::panic::catch_unwind(|| promql_parser::parser::parse(query)).map_err(|_| {
+            QueryError::Parse(
+                "invalid duration: out of range (durations are at most about 292 years)".into(),
+            )
+        })?;
+    let e = parsed.map_err(QueryError::Parse)?;
     bounds::check_expr(&e)?;
     Ok(e)
 }

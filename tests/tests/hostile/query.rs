@@ -37,6 +37,8 @@ fn deep_long_and_out_of_range_queries_get_400() {
         ),
         ("up @ -9223372036854775".to_string(), "@ modifier"),
         ("up offset 100000y".to_string(), ""),
+        // Found by fuzzing: promql-parser panicked on these.
+        ("up offset 6e33".to_string(), "out of range"),
     ];
     for (q, want) in &deep {
         for path in ["/api/v1/query", "/api/v1/format_query"] {
