@@ -69,29 +69,8 @@ fn print_selector(ms: &[Matcher]) -> String {
 
 #[cfg(test)]
 mod tests {
-    /// Feeds every file of `fuzz/corpus/<target>/` and
-    /// `fuzz/regressions/<target>/` to `f` (there must be some).
     fn replay(target: &str, f: impl Fn(&[u8])) {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
-        let mut n = 0;
-        for kind in ["corpus", "regressions"] {
-            let Ok(dir) = std::fs::read_dir(root.join(kind).join(target)) else {
-                continue;
-            };
-            let mut paths: Vec<_> = dir.filter_map(|e| e.ok()).map(|e| e.path()).collect();
-            paths.sort();
-            for p in paths.into_iter().filter(|p| p.is_file()) {
-                let data = std::fs::read(&p).expect("reading a fuzz input");
-                eprintln!("replaying {}", p.display());
-                f(&data);
-                n += 1;
-            }
-        }
-        assert!(
-            n > 0,
-            "no fuzz inputs for {target} under {}",
-            root.display()
-        );
+        cairn_common::fuzz_replay::replay(env!("CARGO_MANIFEST_DIR"), target, f);
     }
 
     #[test]

@@ -93,7 +93,7 @@ impl Default for ApiConfig {
 #[derive(Default)]
 struct HttpMetrics {
     /// Requests by matched route and status (one middleware counts them all).
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    requests: Mutex<BTreeMap<String, BTreeMap<u16, u64>>>,
     samples_received: AtomicU64,
     samples_invalid: AtomicU64,
     samples_rejected: AtomicU64,
@@ -105,29 +105,8 @@ struct Inner {
     backend: OnceLock<Backend>,
     metrics: HttpMetrics,
     reads: pool::ReadPool,
-    /// Remote reads in flight (see [`Slot`]).
-    remote_reads: AtomicUsize,
-}
-
-/// One of at most N concurrent uses of something, released when dropped.
-pub(crate) struct Slot<'a>(&'a AtomicUsize);
-
-impl<'a> Slot<'a> {
-    /// A slot of `counter` if fewer than `max` are taken.
-    pub(crate) fn take(counter: &'a AtomicUsize, max: usize) -> Option<Slot<'a>> {
-        counter
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Slot(counter))
-    }
-}
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
+    /// Remote reads in flight (a [`pool::Slot`] each).
+    remote_reads: Arc<AtomicUsize>,
 }
 
 /// Shared state of the router. Cheap to clone.
@@ -143,7 +122,7 @@ impl AppState {
             backend: OnceLock::new(),
             metrics: HttpMetrics::default(),
             reads,
-            remote_reads: AtomicUsize::new(0),
+            remote_reads: Arc::new(AtomicUsize::new(0)),
         })))
     }
 
@@ -175,11 +154,11 @@ impl AppState {
             .requests
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        match m.get_mut(&(route.to_string(), status.as_u16())) {
-            Some(n) => *n += 1,
-            None => {
-                m.insert((route.to_string(), status.as_u16()), 1);
-            }
+        // Looked up by &str: a String is built only for a route's first request.
+        if let Some(by_code) = m.get_mut(route) {
+            *by_code.entry(status.as_u16()).or_default() += 1;
+        } else {
+            m.insert(route.to_string(), BTreeMap::from([(status.as_u16(), 1)]));
         }
     }
 }
@@ -234,12 +213,16 @@ async fn count_requests(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    // MatchedPath is a shared string: cloning it copies no text.
     let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+        .cloned();
     let resp = next.run(req).await;
-    st.count(&route, resp.status());
+    st.count(
+        route.as_ref().map_or("unmatched", |m| m.as_str()),
+        resp.status(),
+    );
     resp
 }
 
@@ -892,11 +875,13 @@ async fn metrics(State(st): State<AppState>) -> Response {
     let _ = writeln!(out, "# HELP cairn_api_http_requests_total HTTP requests by route and status code.\n# TYPE cairn_api_http_requests_total counter");
     {
         let reqs = m.requests.lock().unwrap_or_else(|p| p.into_inner());
-        for ((route, code), n) in reqs.iter() {
-            let _ = writeln!(
-                out,
-                "cairn_api_http_requests_total{{route=\"{route}\",code=\"{code}\"}} {n}"
-            );
+        for (route, by_code) in reqs.iter() {
+            for (code, n) in by_code {
+                let _ = writeln!(
+                    out,
+                    "cairn_api_http_requests_total{{route=\"{route}\",code=\"{code}\"}} {n}"
+                );
+            }
         }
     }
     let c = |a: &AtomicU64| a.load(Ordering::Relaxed);

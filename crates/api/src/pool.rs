@@ -25,8 +25,8 @@ pub(crate) const READ_STACK_BYTES: usize = 64 << 20;
 /// Counters of the pool, published on `/metrics`.
 #[derive(Default)]
 pub(crate) struct PoolStats {
-    /// Reads admitted and not finished (running + queued).
-    pub admitted: AtomicUsize,
+    /// Reads admitted and not finished (running + queued): a [`Slot`] each.
+    pub admitted: Arc<AtomicUsize>,
     pub running: AtomicUsize,
     pub queued: AtomicUsize,
     pub rejected: AtomicU64,
@@ -76,6 +76,28 @@ pub(crate) struct ReadPool {
     pub stats: Arc<PoolStats>,
     /// Cancel flags of the reads admitted so far (dead ones pruned on use).
     live: Mutex<Vec<std::sync::Weak<AtomicBool>>>,
+}
+
+/// One of at most N concurrent uses of something (an admitted read, a
+/// remote read), released when dropped.
+pub(crate) struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    /// A slot of `counter` if fewer than `max` are taken.
+    pub(crate) fn take(counter: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(counter.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Sets the flag when dropped: the caller stopped waiting.
@@ -152,27 +174,30 @@ impl ReadPool {
         &self,
         f: impl FnOnce(Arc<AtomicBool>) -> T + Send + 'static,
     ) -> Result<T, Response> {
+        let cap = self.max_concurrency + self.max_queued;
+        let Some(slot) = Slot::take(&self.stats.admitted, cap) else {
+            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(crate::api_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                &format!(
+                    "too many concurrent queries: {} running and {} waiting (query.max-concurrency, query.max-queued); retry later",
+                    self.max_concurrency, self.max_queued
+                ),
+            ));
+        };
         let cancel = Arc::new(AtomicBool::new(self.stopping.load(Ordering::Relaxed)));
-        self.live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|w| w.strong_count() > 0);
-        self.live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Arc::downgrade(&cancel));
+        {
+            let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            live.retain(|w| w.strong_count() > 0);
+            live.push(Arc::downgrade(&cancel));
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let stats = self.stats.clone();
         let flag = cancel.clone();
         let job: Job = Box::new(move || {
-            /// Ends the admission when the job ends, however it ends.
-            struct Admitted<'a>(&'a AtomicUsize);
-            impl Drop for Admitted<'_> {
-                fn drop(&mut self) {
-                    self.0.fetch_sub(1, Ordering::Relaxed);
-                }
-            }
-            let _admitted = Admitted(&stats.admitted);
+            // The admission ends with the job, however it ends.
+            let _slot = slot;
             stats.queued.fetch_sub(1, Ordering::Relaxed);
             if flag.load(Ordering::Relaxed) {
                 stats.cancelled.fetch_add(1, Ordering::Relaxed);
@@ -186,25 +211,6 @@ impl ReadPool {
             }
             let _ = tx.send(r);
         });
-        let cap = self.max_concurrency + self.max_queued;
-        let admitted = self
-            .stats
-            .admitted
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < cap).then_some(n + 1)
-            })
-            .is_ok();
-        if !admitted {
-            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-            return Err(crate::api_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                &format!(
-                    "too many concurrent queries: {} running and {} waiting (query.max-concurrency, query.max-queued); retry later",
-                    self.max_concurrency, self.max_queued
-                ),
-            ));
-        }
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
         self.dispatch.submit(job);
         let _guard = CancelOnDrop(cancel);

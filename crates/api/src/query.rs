@@ -675,7 +675,7 @@ async fn remote_read_inner(
     let src = backend.source.clone();
     // At most `query.remote-read-concurrent-limit` remote reads at once
     // (Prometheus: 10): each may hold up to its sample limit in memory.
-    let _slot = crate::Slot::take(
+    let _slot = crate::pool::Slot::take(
         &st.0.remote_reads,
         st.0.cfg.remote_read_concurrent_limit,
     )

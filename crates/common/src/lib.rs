@@ -9,6 +9,8 @@
 //! everything above it builds fast.
 
 pub mod duration;
+#[doc(hidden)]
+pub mod fuzz_replay;
 pub mod gofmt;
 mod labels;
 pub mod limits;
