@@ -69,3 +69,61 @@ impl PreparedBatch {
         self.series.iter().map(|s| s.samples.len()).sum()
     }
 }
+
+impl PreparedBatch {
+    /// The prepared form of a batch with owned labels (ids computed for
+    /// `tenant`), so one batch type crosses the write contract.
+    pub fn from_batch(tenant: &str, batch: crate::WriteBatch) -> PreparedBatch {
+        let series = batch
+            .series
+            .into_iter()
+            .map(|s| {
+                let mut buf = Vec::new();
+                let mut spans = Vec::with_capacity(s.labels.len());
+                for l in s.labels.iter().filter(|l| !l.value.is_empty()) {
+                    let n0 = buf.len() as u32;
+                    buf.extend_from_slice(l.name.as_bytes());
+                    let v0 = buf.len() as u32;
+                    buf.extend_from_slice(l.value.as_bytes());
+                    spans.push([n0, v0, v0, buf.len() as u32]);
+                }
+                PreparedSeries {
+                    id: SeriesId::of(tenant, &s.labels),
+                    labels: LazyLabels::new(Arc::new(buf), spans),
+                    samples: s.samples,
+                    exemplars: s.exemplars,
+                }
+            })
+            .collect();
+        PreparedBatch {
+            series,
+            metadata: batch.metadata,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_with_owned_labels_prepares_to_the_same_ids_and_labels() {
+        let labels = Labels::from_pairs(&[("__name__", "up"), ("job", "a")]);
+        let batch = crate::WriteBatch {
+            series: vec![crate::SeriesWrite {
+                labels: labels.clone(),
+                samples: vec![Sample::new(1, 2.0)],
+                exemplars: vec![],
+            }],
+            metadata: vec![],
+        };
+        let p = PreparedBatch::from_batch("t", batch);
+        assert_eq!(p.series[0].id, SeriesId::of("t", &labels));
+        assert_eq!(p.series[0].labels.materialize(), labels);
+        assert_eq!(
+            SeriesId::of_bytes("t", p.series[0].labels.raw_pairs()),
+            p.series[0].id
+        );
+        assert_eq!(p.sample_count(), 1);
+    }
+}

@@ -1,0 +1,444 @@
+//! The conformance suite: what every implementation of the contract must
+//! do, as one function any implementation's tests call — the in-memory
+//! store here, the on-disk storage node in `cairn-storage`, and the gRPC
+//! client of a remote node with the cluster. Panics (with what differed) on
+//! the first violation. The store must be empty for the suite's tenants
+//! (`conformance-a`, `conformance-b`) and accept samples from the last hour.
+
+use crate::{
+    block_on, next_batch, select_all, ErrorKind, ReadLimits, SelectRequest, SeriesQuery,
+    SeriesReader, ShardWriter, StoreError, WriteRequest,
+};
+use cairn_common::{
+    Exemplar, Labels, MatchOp, Matcher, MetricMetadata, MetricType, PreparedBatch, Sample,
+    SeriesData, SeriesWrite, Timestamp, WriteBatch,
+};
+use std::time::{Duration, Instant};
+
+const A: &str = "conformance-a";
+const B: &str = "conformance-b";
+const STEP: i64 = 15_000;
+
+/// Runs the whole suite against one store.
+pub fn run<S: SeriesReader + ShardWriter>(store: &S) {
+    block_on(run_with(store, store));
+}
+
+/// The suite against a reader and a writer that front the same data.
+pub async fn run_with(reader: &dyn SeriesReader, writer: &dyn ShardWriter) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64;
+    // Half an hour ago, on a minute boundary: inside any retention, never in the future.
+    let base = (now - 30 * 60_000) / 60_000 * 60_000;
+    write_fixture(writer, base).await;
+    selects(reader, base).await;
+    metadata_reads(reader, base).await;
+    limits_and_errors(reader, base).await;
+    batches(reader, writer, base).await;
+}
+
+fn l(pairs: &[(&str, &str)]) -> Labels {
+    Labels::from_pairs(pairs)
+}
+
+fn eq(name: &str, value: &str) -> Matcher {
+    Matcher::new(MatchOp::Equal, name, value).expect("matcher")
+}
+
+fn m(op: MatchOp, name: &str, value: &str) -> Matcher {
+    Matcher::new(op, name, value).expect("matcher")
+}
+
+fn series(labels: Labels, samples: &[(Timestamp, f64)]) -> SeriesWrite {
+    SeriesWrite {
+        labels,
+        samples: samples.iter().map(|&(t, v)| Sample::new(t, v)).collect(),
+        exemplars: vec![],
+    }
+}
+
+async fn write(writer: &dyn ShardWriter, tenant: &str, batch: WriteBatch) -> usize {
+    let req = WriteRequest::new(tenant, PreparedBatch::from_batch(tenant, batch));
+    let out = writer.write(req).await.expect("conformance write");
+    assert!(out.rejections.is_empty(), "rejected: {:?}", out.rejections);
+    out.accepted_samples
+}
+
+async fn write_fixture(writer: &dyn ShardWriter, base: i64) {
+    let mut other = series(
+        l(&[("__name__", "other_metric"), ("job", "api")]),
+        &[(base, 9.0)],
+    );
+    other.exemplars.push(Exemplar {
+        labels: l(&[("trace_id", "abc123")]),
+        value: 9.0,
+        t: base,
+    });
+    let a = WriteBatch {
+        series: vec![
+            series(
+                l(&[("__name__", "up"), ("instance", "1"), ("job", "api")]),
+                &[(base, 1.0), (base + STEP, 2.0), (base + 2 * STEP, 3.0)],
+            ),
+            series(
+                l(&[("__name__", "up"), ("instance", "2"), ("job", "api")]),
+                &[(base, 5.0)],
+            ),
+            series(
+                l(&[("__name__", "up"), ("instance", "1"), ("job", "db")]),
+                &[(base + STEP, 7.0)],
+            ),
+            other,
+        ],
+        metadata: vec![(
+            "up".to_string(),
+            MetricMetadata {
+                metric_type: MetricType::Gauge,
+                help: "Whether the target is up.".to_string(),
+                unit: String::new(),
+            },
+        )],
+    };
+    assert_eq!(write(writer, A, a).await, 6, "accepted samples of tenant A");
+    let b = WriteBatch {
+        series: vec![series(
+            l(&[("__name__", "up"), ("instance", "1"), ("job", "api")]),
+            &[(base, 100.0)],
+        )],
+        metadata: vec![],
+    };
+    assert_eq!(write(writer, B, b).await, 1, "accepted samples of tenant B");
+}
+
+fn pairs(d: &SeriesData) -> Vec<(Timestamp, f64)> {
+    d.samples.iter().map(|s| (s.t, s.v)).collect()
+}
+
+async fn sel(reader: &dyn SeriesReader, req: SelectRequest) -> Vec<SeriesData> {
+    let what = format!("{:?} {:?}", req.tenant, req.matchers);
+    select_all(reader, req)
+        .await
+        .unwrap_or_else(|e| panic!("select {what}: {e}"))
+}
+
+async fn selects(r: &dyn SeriesReader, base: i64) {
+    let end = base + 2 * STEP;
+    let api = sel(
+        r,
+        SelectRequest::new(A, vec![eq("__name__", "up"), eq("job", "api")], base, end),
+    )
+    .await;
+    assert_eq!(api.len(), 2, "up{{job=\"api\"}}: {api:?}");
+    assert_eq!(
+        *api[0].labels,
+        l(&[("__name__", "up"), ("instance", "1"), ("job", "api")])
+    );
+    assert_eq!(
+        pairs(&api[0]),
+        [(base, 1.0), (base + STEP, 2.0), (base + 2 * STEP, 3.0)]
+    );
+    assert_eq!(
+        *api[1].labels,
+        l(&[("__name__", "up"), ("instance", "2"), ("job", "api")])
+    );
+    assert_eq!(pairs(&api[1]), [(base, 5.0)]);
+
+    // Both ends inclusive.
+    let mid = sel(
+        r,
+        SelectRequest::new(
+            A,
+            vec![eq("instance", "1"), eq("job", "api")],
+            base + STEP,
+            base + STEP,
+        ),
+    )
+    .await;
+    assert_eq!(mid.len(), 1);
+    assert_eq!(pairs(&mid[0]), [(base + STEP, 2.0)]);
+    let late = sel(
+        r,
+        SelectRequest::new(A, vec![eq("job", "db")], base + STEP + 1, end),
+    )
+    .await;
+    assert!(
+        late.iter().all(|s| s.samples.is_empty()),
+        "outside the range: {late:?}"
+    );
+
+    // Tenants see only their own series.
+    let b = sel(
+        r,
+        SelectRequest::new(B, vec![eq("__name__", "up")], base, end),
+    )
+    .await;
+    assert_eq!(b.len(), 1);
+    assert_eq!(pairs(&b[0]), [(base, 100.0)]);
+    let none = sel(
+        r,
+        SelectRequest::new("conformance-nobody", vec![eq("__name__", "up")], base, end),
+    )
+    .await;
+    assert!(none.is_empty(), "{none:?}");
+
+    // Every matcher kind; the answer sorted by labels.
+    let names =
+        |v: &[SeriesData]| -> Vec<String> { v.iter().map(|s| s.labels.to_string()).collect() };
+    let re = sel(
+        r,
+        SelectRequest::new(
+            A,
+            vec![m(MatchOp::RegexMatch, "__name__", "up|other_metric")],
+            base,
+            end,
+        ),
+    )
+    .await;
+    assert_eq!(re.len(), 4, "{:?}", names(&re));
+    assert!(
+        re.windows(2).all(|w| w[0].labels < w[1].labels),
+        "not sorted: {:?}",
+        names(&re)
+    );
+    let ne = sel(
+        r,
+        SelectRequest::new(
+            A,
+            vec![eq("__name__", "up"), m(MatchOp::NotEqual, "job", "api")],
+            base,
+            end,
+        ),
+    )
+    .await;
+    assert_eq!(
+        names(&ne),
+        [l(&[("__name__", "up"), ("instance", "1"), ("job", "db")]).to_string()]
+    );
+    let nre = sel(
+        r,
+        SelectRequest::new(
+            A,
+            vec![
+                eq("__name__", "up"),
+                m(MatchOp::RegexNoMatch, "instance", "1"),
+            ],
+            base,
+            end,
+        ),
+    )
+    .await;
+    assert_eq!(
+        names(&nre),
+        [l(&[("__name__", "up"), ("instance", "2"), ("job", "api")]).to_string()]
+    );
+    // A matcher that matches the empty string also matches series without the label.
+    let empty = sel(
+        r,
+        SelectRequest::new(
+            A,
+            vec![m(MatchOp::RegexMatch, "instance", "1|"), eq("job", "api")],
+            base,
+            end,
+        ),
+    )
+    .await;
+    assert_eq!(empty.len(), 2, "{:?}", names(&empty));
+}
+
+async fn metadata_reads(r: &dyn SeriesReader, base: i64) {
+    let end = base + 2 * STEP;
+    let q = |matchers: Vec<Matcher>| SeriesQuery::new(A, matchers, base, end);
+    let s = r
+        .series(q(vec![eq("__name__", "up")]))
+        .await
+        .expect("series");
+    assert_eq!(s.len(), 3, "{s:?}");
+    assert!(
+        s.windows(2).all(|w| w[0] < w[1]),
+        "series not sorted: {s:?}"
+    );
+    let names = r.label_names(q(vec![])).await.expect("label names");
+    assert_eq!(names, ["__name__", "instance", "job"]);
+    let jobs = r
+        .label_values(q(vec![]), "job".into())
+        .await
+        .expect("label values");
+    assert_eq!(jobs, ["api", "db"]);
+    let other = r
+        .label_values(q(vec![eq("__name__", "other_metric")]), "job".into())
+        .await
+        .expect("label values with a matcher");
+    assert_eq!(other, ["api"]);
+    let b_jobs = r
+        .label_values(SeriesQuery::new(B, vec![], base, end), "instance".into())
+        .await
+        .expect("label values of B");
+    assert_eq!(b_jobs, ["1"]);
+    let limited = r
+        .label_values(q(vec![]).with_limit(1), "job".into())
+        .await
+        .expect("limited");
+    assert_eq!(limited, ["api"]);
+
+    let ex = r
+        .exemplars(q(vec![eq("__name__", "other_metric")]))
+        .await
+        .expect("exemplars");
+    assert_eq!(ex.len(), 1, "{ex:?}");
+    assert_eq!(ex[0].exemplars.len(), 1);
+    assert_eq!(ex[0].exemplars[0].labels.get("trace_id"), Some("abc123"));
+    assert_eq!(ex[0].exemplars[0].t, base);
+    let no_ex = r
+        .exemplars(SeriesQuery::new(B, vec![eq("__name__", "up")], base, end))
+        .await
+        .expect("exemplars of B");
+    assert!(no_ex.is_empty(), "{no_ex:?}");
+
+    let md = r
+        .metadata(A.into(), Some("up".into()), 0)
+        .await
+        .expect("metadata");
+    assert_eq!(md.len(), 1, "{md:?}");
+    assert_eq!(md[0].0, "up");
+    assert_eq!(md[0].1.metric_type, MetricType::Gauge);
+    assert_eq!(md[0].1.help, "Whether the target is up.");
+    assert!(r
+        .metadata(B.into(), None, 0)
+        .await
+        .expect("metadata of B")
+        .is_empty());
+}
+
+async fn expect_err(r: &dyn SeriesReader, req: SelectRequest) -> StoreError {
+    let what = format!("{req:?}");
+    let (start, end) = (req.start, req.end);
+    let mut stream = match r.select(req).await {
+        Err(e) => return e,
+        Ok(s) => s,
+    };
+    while let Some(b) = next_batch(&mut stream).await {
+        match b {
+            Err(e) => return e,
+            Ok(batch) => {
+                for s in batch {
+                    if let Err(e) = s.decode(start, end) {
+                        return e;
+                    }
+                }
+            }
+        }
+    }
+    panic!("expected an error from {what}");
+}
+
+async fn limits_and_errors(r: &dyn SeriesReader, base: i64) {
+    let end = base + 2 * STEP;
+    let up = || SelectRequest::new(A, vec![eq("__name__", "up")], base, end);
+    let e = expect_err(
+        r,
+        up().with_limits(ReadLimits {
+            max_series: 2,
+            max_samples: 0,
+        }),
+    )
+    .await;
+    assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{e}");
+    assert!(
+        e.message().contains("2 series"),
+        "the error names the limit: {e}"
+    );
+    let e = expect_err(
+        r,
+        up().with_limits(ReadLimits {
+            max_series: 0,
+            max_samples: 4,
+        }),
+    )
+    .await;
+    assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{e}");
+    assert!(e.message().contains("4 samples"), "{e}");
+    // Exactly at the limits is fine (3 series, 5 samples).
+    let ok = sel(
+        r,
+        up().with_limits(ReadLimits {
+            max_series: 3,
+            max_samples: 5,
+        }),
+    )
+    .await;
+    assert_eq!(ok.len(), 3);
+
+    let past = Instant::now() - Duration::from_millis(1);
+    let e = expect_err(r, up().with_deadline(past)).await;
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert!(e.is_retryable());
+
+    let e = expect_err(
+        r,
+        SelectRequest::new(A, vec![eq("__name__", "up")], end, base),
+    )
+    .await;
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    let e = r
+        .series(SeriesQuery::new(A, vec![], end, base))
+        .await
+        .expect_err("a reversed range is refused");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+
+    let e = expect_err(r, up().with_namespace("conformance-no-such-namespace")).await;
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(e.message().contains("conformance-no-such-namespace"), "{e}");
+}
+
+async fn batches(r: &dyn SeriesReader, w: &dyn ShardWriter, base: i64) {
+    const N: usize = 3000;
+    let series_n: Vec<SeriesWrite> = (0..N)
+        .map(|i| {
+            let v = format!("{i:05}");
+            series(
+                l(&[("__name__", "many"), ("i", &v)]),
+                &[(base, i as f64), (base + STEP, -(i as f64))],
+            )
+        })
+        .collect();
+    let written = write(
+        w,
+        A,
+        WriteBatch {
+            series: series_n,
+            metadata: vec![],
+        },
+    )
+    .await;
+    assert_eq!(written, 2 * N);
+    let req = SelectRequest::new(A, vec![eq("__name__", "many")], base, base + STEP);
+    let mut stream = r.select(req).await.expect("select many");
+    let (mut seen, mut nbatches) = (0usize, 0usize);
+    let mut last: Option<std::sync::Arc<Labels>> = None;
+    while let Some(b) = next_batch(&mut stream).await {
+        let b = b.expect("a batch");
+        nbatches += 1;
+        for s in b {
+            if let Some(prev) = &last {
+                assert!(
+                    prev < &s.labels,
+                    "batches out of order: {prev} then {}",
+                    s.labels
+                );
+            }
+            let i = seen as f64;
+            let d = s.clone().decode(base, base + STEP).expect("decode");
+            assert_eq!(
+                pairs(&d),
+                [(base, i), (base + STEP, -i)],
+                "series {}",
+                s.labels
+            );
+            last = Some(s.labels);
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, N, "series across {nbatches} batches");
+}

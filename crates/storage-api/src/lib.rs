@@ -1,0 +1,35 @@
+//! `cairn-storage-api`: the storage contract — what a query engine, an
+//! HTTP handler or a gateway asks of a store, and what it gets back.
+//!
+//! Owns: the requests ([`SelectRequest`] with tenant, namespace, matchers,
+//! time range, hints, shard set, limits and deadline; [`SeriesQuery`] for
+//! label and exemplar reads; [`WriteRequest`] with a shard and a
+//! [`Consistency`] level); the answers (series in batches whose samples are
+//! decoded or encoded chunks, [`SeriesSamples`]); the one error type
+//! [`StoreError`] with its [`ErrorKind`]s, HTTP statuses and gRPC codes; the
+//! async, object-safe traits [`SeriesReader`] and [`ShardWriter`]; their
+//! implementation for the in-memory store; limits and deadline enforcement
+//! shared by every store ([`guarded`]); and the [`conformance`] suite.
+//!
+//! Must never depend on: RocksDB, tokio, tonic, any I/O crate, or any store.
+//! Stores (the on-disk node, a remote node's client) depend on this crate.
+
+pub mod conformance;
+mod error;
+mod guard;
+mod mem;
+mod request;
+mod series;
+mod traits;
+
+pub use error::{ErrorKind, StoreError};
+pub use guard::guarded;
+pub use request::{
+    Consistency, ReadLimits, SelectHints, SelectRequest, SeriesQuery, ShardSet, WriteRequest,
+    RAW_NAMESPACE,
+};
+pub use series::{EncodedChunk, SeriesSamples, StoredSeries};
+pub use traits::{
+    block_on, next_batch, select_all, stream_from_iter, BoxFuture, SeriesReader, SeriesStream,
+    ShardWriter,
+};

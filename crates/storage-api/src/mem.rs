@@ -1,0 +1,114 @@
+//! The contract for [`MemSource`], the in-memory store tests and
+//! `cairn promqltest --storage memory` use: every call answers at once.
+
+use crate::{
+    guarded, stream_from_iter, BoxFuture, SelectRequest, SeriesQuery, SeriesReader, SeriesStream,
+    ShardWriter, StoreError, StoredSeries, WriteRequest, RAW_NAMESPACE,
+};
+use cairn_common::{
+    ExemplarSeries, Labels, MemSource, MetricMetadata, SampleWriter, SeriesSource, WriteOutcome,
+};
+
+/// Series per batch of a [`MemSource`] select.
+const MEM_BATCH: usize = 256;
+
+fn raw_only(namespace: &str) -> Result<(), StoreError> {
+    if namespace != RAW_NAMESPACE {
+        return Err(StoreError::not_found(format!(
+            "namespace {namespace:?} does not exist (the in-memory store holds {RAW_NAMESPACE:?} only)"
+        )));
+    }
+    Ok(())
+}
+
+fn query_checks(q: &SeriesQuery) -> Result<(), StoreError> {
+    raw_only(&q.namespace)?;
+    q.validate()?;
+    q.check_deadline()
+}
+
+impl SeriesReader for MemSource {
+    fn select(&self, req: SelectRequest) -> BoxFuture<'_, Result<SeriesStream<'_>, StoreError>> {
+        Box::pin(async move {
+            raw_only(&req.namespace)?;
+            req.validate()?;
+            req.check_deadline()?;
+            let all = SeriesSource::select(self, &req.tenant, &req.matchers, req.start, req.end)?;
+            let mut batches = Vec::new();
+            let mut it = all.into_iter().map(StoredSeries::from).peekable();
+            while it.peek().is_some() {
+                batches.push(Ok(it.by_ref().take(MEM_BATCH).collect::<Vec<_>>()));
+            }
+            Ok(guarded(stream_from_iter(batches.into_iter()), &req))
+        })
+    }
+
+    fn series(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<Labels>, StoreError>> {
+        Box::pin(async move {
+            query_checks(&q)?;
+            let v = SeriesSource::series(self, &q.tenant, &q.matchers, q.start, q.end)?;
+            Ok(q.truncate(v))
+        })
+    }
+
+    fn label_names(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        Box::pin(async move {
+            query_checks(&q)?;
+            let v = SeriesSource::label_names(self, &q.tenant, &q.matchers, q.start, q.end)?;
+            Ok(q.truncate(v))
+        })
+    }
+
+    fn label_values(
+        &self,
+        q: SeriesQuery,
+        name: String,
+    ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        Box::pin(async move {
+            query_checks(&q)?;
+            let v =
+                SeriesSource::label_values(self, &q.tenant, &name, &q.matchers, q.start, q.end)?;
+            Ok(q.truncate(v))
+        })
+    }
+
+    fn exemplars(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<ExemplarSeries>, StoreError>> {
+        Box::pin(async move {
+            query_checks(&q)?;
+            let v = SeriesSource::exemplars(self, &q.tenant, &q.matchers, q.start, q.end)?;
+            Ok(q.truncate(v))
+        })
+    }
+
+    fn metadata(
+        &self,
+        tenant: String,
+        metric: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(String, MetricMetadata)>, StoreError>> {
+        Box::pin(async move {
+            let mut v = SeriesSource::metadata(self, &tenant, metric.as_deref())?;
+            if limit > 0 {
+                v.truncate(limit);
+            }
+            Ok(v)
+        })
+    }
+}
+
+impl ShardWriter for MemSource {
+    fn write(&self, req: WriteRequest) -> BoxFuture<'_, Result<WriteOutcome, StoreError>> {
+        Box::pin(async move {
+            raw_only(&req.namespace)?;
+            Ok(SampleWriter::write_prepared(self, &req.tenant, req.batch)?)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_in_memory_store_passes_the_conformance_suite() {
+        crate::conformance::run(&cairn_common::MemSource::new());
+    }
+}

@@ -1,0 +1,319 @@
+//! What a caller asks the store: reads carry the tenant, the namespace, the
+//! matchers, the time range, hints a store may use to push work down, the
+//! shards to read, limits and a deadline; writes carry a shard, a batch and
+//! a consistency level.
+
+use crate::StoreError;
+use cairn_common::{Matcher, PreparedBatch, Timestamp};
+use std::time::Instant;
+
+/// The namespace every series is written to at full resolution.
+pub const RAW_NAMESPACE: &str = "raw";
+
+/// Which shards a read covers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ShardSet {
+    /// Every shard the store holds.
+    #[default]
+    All,
+    /// Only these (sorted, distinct).
+    Only(Vec<u32>),
+}
+
+impl ShardSet {
+    /// A set of exactly these shards (sorted and deduplicated here).
+    pub fn only(mut shards: Vec<u32>) -> Self {
+        shards.sort_unstable();
+        shards.dedup();
+        ShardSet::Only(shards)
+    }
+
+    pub fn contains(&self, shard: u32) -> bool {
+        match self {
+            ShardSet::All => true,
+            ShardSet::Only(s) => s.binary_search(&shard).is_ok(),
+        }
+    }
+}
+
+/// What the query around a selector will do with it, so a store may later
+/// compute part of it where the data is (Prometheus's `SelectHints`). A store
+/// is free to ignore every hint: the answer must be the same.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SelectHints {
+    /// The evaluation step of a range query (ms); None for instant queries.
+    pub step_ms: Option<i64>,
+    /// The range of the enclosing range-vector selector (ms), e.g. 5m in `rate(x[5m])`.
+    pub range_ms: Option<i64>,
+    /// The function applied to the selector, e.g. `rate`.
+    pub func: Option<String>,
+    /// The grouping labels of the enclosing aggregation.
+    pub grouping: Vec<String>,
+    /// True for `by (…)`, false for `without (…)`.
+    pub by: bool,
+}
+
+/// Bounds on what one read may return; 0 means no bound.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadLimits {
+    pub max_series: usize,
+    pub max_samples: usize,
+}
+
+/// A read of series with their samples.
+#[derive(Debug, Clone)]
+pub struct SelectRequest {
+    pub tenant: String,
+    pub namespace: String,
+    pub matchers: Vec<Matcher>,
+    /// Inclusive, ms.
+    pub start: Timestamp,
+    /// Inclusive, ms.
+    pub end: Timestamp,
+    pub hints: SelectHints,
+    pub shards: ShardSet,
+    pub limits: ReadLimits,
+    pub deadline: Option<Instant>,
+    /// Whether the caller prefers encoded chunks (a remote caller decoding
+    /// lazily) to decoded samples. A store may answer either way.
+    pub prefer_chunks: bool,
+}
+
+impl SelectRequest {
+    /// A read of `tenant`'s raw series matching `matchers` in `[start, end]`,
+    /// every shard, no hints, limits or deadline.
+    pub fn new(
+        tenant: impl Into<String>,
+        matchers: Vec<Matcher>,
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Self {
+        SelectRequest {
+            tenant: tenant.into(),
+            namespace: RAW_NAMESPACE.to_string(),
+            matchers,
+            start,
+            end,
+            hints: SelectHints::default(),
+            shards: ShardSet::All,
+            limits: ReadLimits::default(),
+            deadline: None,
+            prefer_chunks: false,
+        }
+    }
+
+    pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    pub fn with_hints(mut self, hints: SelectHints) -> Self {
+        self.hints = hints;
+        self
+    }
+
+    pub fn with_shards(mut self, shards: ShardSet) -> Self {
+        self.shards = shards;
+        self
+    }
+
+    pub fn with_limits(mut self, limits: ReadLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    pub fn with_chunks(mut self, prefer: bool) -> Self {
+        self.prefer_chunks = prefer;
+        self
+    }
+
+    /// Refuses a range that ends before it starts.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        validate_range(self.start, self.end)
+    }
+
+    /// A timeout error once the deadline has passed.
+    pub fn check_deadline(&self) -> Result<(), StoreError> {
+        check_deadline(self.deadline)
+    }
+}
+
+/// A read of label sets, names, values or exemplars (no samples).
+#[derive(Debug, Clone)]
+pub struct SeriesQuery {
+    pub tenant: String,
+    pub namespace: String,
+    /// Empty: every series of the tenant.
+    pub matchers: Vec<Matcher>,
+    pub start: Timestamp,
+    pub end: Timestamp,
+    pub shards: ShardSet,
+    /// At most this many results (0: no bound).
+    pub limit: usize,
+    pub deadline: Option<Instant>,
+}
+
+impl SeriesQuery {
+    pub fn new(
+        tenant: impl Into<String>,
+        matchers: Vec<Matcher>,
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Self {
+        SeriesQuery {
+            tenant: tenant.into(),
+            namespace: RAW_NAMESPACE.to_string(),
+            matchers,
+            start,
+            end,
+            shards: ShardSet::All,
+            limit: 0,
+            deadline: None,
+        }
+    }
+
+    pub fn with_limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    pub fn validate(&self) -> Result<(), StoreError> {
+        validate_range(self.start, self.end)
+    }
+
+    pub fn check_deadline(&self) -> Result<(), StoreError> {
+        check_deadline(self.deadline)
+    }
+
+    /// `v` cut to the limit.
+    pub fn truncate<T>(&self, mut v: Vec<T>) -> Vec<T> {
+        if self.limit > 0 {
+            v.truncate(self.limit);
+        }
+        v
+    }
+}
+
+/// How many replicas must acknowledge a write before it is acknowledged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Consistency {
+    /// Any one replica.
+    One,
+    /// More than half of the replicas (2 of 3): the default, as M3's.
+    #[default]
+    Majority,
+    /// Every replica.
+    All,
+}
+
+impl Consistency {
+    /// Acknowledgements needed out of `replicas`.
+    pub fn required(self, replicas: usize) -> usize {
+        match self {
+            Consistency::One => replicas.min(1),
+            Consistency::Majority => replicas / 2 + 1,
+            Consistency::All => replicas,
+        }
+        .min(replicas)
+    }
+}
+
+/// A validated batch for one tenant, to one shard or routed by series id.
+#[derive(Debug, Clone)]
+pub struct WriteRequest {
+    pub tenant: String,
+    pub namespace: String,
+    /// The shard every series of the batch belongs to; None lets the writer
+    /// route each series by its id.
+    pub shard: Option<u32>,
+    pub batch: PreparedBatch,
+    pub consistency: Consistency,
+}
+
+impl WriteRequest {
+    /// A raw-namespace write routed by series id, majority consistency.
+    pub fn new(tenant: impl Into<String>, batch: PreparedBatch) -> Self {
+        WriteRequest {
+            tenant: tenant.into(),
+            namespace: RAW_NAMESPACE.to_string(),
+            shard: None,
+            batch,
+            consistency: Consistency::default(),
+        }
+    }
+
+    pub fn to_shard(mut self, shard: u32) -> Self {
+        self.shard = Some(shard);
+        self
+    }
+
+    pub fn with_consistency(mut self, consistency: Consistency) -> Self {
+        self.consistency = consistency;
+        self
+    }
+}
+
+fn validate_range(start: Timestamp, end: Timestamp) -> Result<(), StoreError> {
+    if start > end {
+        return Err(StoreError::invalid(format!(
+            "time range ends ({end}) before it starts ({start})"
+        )));
+    }
+    Ok(())
+}
+
+fn check_deadline(deadline: Option<Instant>) -> Result<(), StoreError> {
+    match deadline {
+        Some(d) if Instant::now() >= d => Err(StoreError::timeout("deadline exceeded")),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consistency_counts_acknowledgements() {
+        assert_eq!(Consistency::One.required(3), 1);
+        assert_eq!(Consistency::Majority.required(3), 2);
+        assert_eq!(Consistency::Majority.required(1), 1);
+        assert_eq!(Consistency::Majority.required(4), 3);
+        assert_eq!(Consistency::All.required(3), 3);
+        assert_eq!(Consistency::One.required(0), 0);
+    }
+
+    #[test]
+    fn shard_sets_and_ranges() {
+        let s = ShardSet::only(vec![5, 1, 5]);
+        assert_eq!(s, ShardSet::Only(vec![1, 5]));
+        assert!(s.contains(5) && !s.contains(2) && ShardSet::All.contains(2));
+        let r = SelectRequest::new("t", vec![], 10, 5);
+        assert_eq!(
+            r.validate().unwrap_err().kind(),
+            crate::ErrorKind::InvalidInput
+        );
+        let past = Instant::now() - std::time::Duration::from_secs(1);
+        let e = SelectRequest::new("t", vec![], 0, 5)
+            .with_deadline(past)
+            .check_deadline()
+            .unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Timeout);
+        assert_eq!(
+            SeriesQuery::new("t", vec![], 0, 1)
+                .with_limit(2)
+                .truncate(vec![1, 2, 3]),
+            [1, 2]
+        );
+    }
+}

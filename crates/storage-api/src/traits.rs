@@ -1,0 +1,170 @@
+//! The async read and write traits every store implements: the on-disk
+//! storage node, the in-memory store, and (with the cluster) a remote
+//! shard's gRPC client. Object-safe, so callers hold `Arc<dyn SeriesReader>`.
+
+use crate::{SelectRequest, SeriesQuery, StoreError, StoredSeries, WriteRequest};
+use cairn_common::{ExemplarSeries, Labels, MetricMetadata, SeriesData, WriteOutcome};
+use futures_core::Stream;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// A boxed, sendable future (what the traits' methods return).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A select's answer: batches of series in label order, each batch a few
+/// hundred to a few thousand series, so a caller folding series one by one
+/// holds one batch at a time. An error ends the stream.
+pub type SeriesStream<'a> =
+    Pin<Box<dyn Stream<Item = Result<Vec<StoredSeries>, StoreError>> + Send + 'a>>;
+
+/// The read contract. Times are milliseconds, both ends inclusive.
+pub trait SeriesReader: Send + Sync {
+    /// Series of the request's tenant and namespace matching every matcher,
+    /// with their samples in `[start, end]`, sorted by labels, in batches.
+    /// Series without samples in the range may be left out. A store
+    /// enforces `limits` (LimitExceeded) and `deadline` (Timeout).
+    fn select(&self, req: SelectRequest) -> BoxFuture<'_, Result<SeriesStream<'_>, StoreError>>;
+
+    /// Label sets of the matching series (no samples), sorted.
+    fn series(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<Labels>, StoreError>>;
+
+    /// Sorted, distinct label names; with matchers, only of matching series.
+    fn label_names(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
+
+    /// Sorted, distinct values of label `name`; with matchers, only of matching series.
+    fn label_values(
+        &self,
+        q: SeriesQuery,
+        name: String,
+    ) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
+
+    /// Exemplars of matching series in the range.
+    fn exemplars(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<ExemplarSeries>, StoreError>>;
+
+    /// Metadata by metric family name (all when `metric` is None), at most
+    /// `limit` families (0: all).
+    fn metadata(
+        &self,
+        tenant: String,
+        metric: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(String, MetricMetadata)>, StoreError>>;
+}
+
+/// The write contract: one validated batch to one shard (or routed by
+/// series id). Resolves once the accepted part is durable on as many
+/// replicas as the request's consistency level asks.
+pub trait ShardWriter: Send + Sync {
+    fn write(&self, req: WriteRequest) -> BoxFuture<'_, Result<WriteOutcome, StoreError>>;
+}
+
+/// The next batch of a stream (None at its end).
+pub async fn next_batch(
+    stream: &mut SeriesStream<'_>,
+) -> Option<Result<Vec<StoredSeries>, StoreError>> {
+    std::future::poll_fn(|cx| stream.as_mut().poll_next(cx)).await
+}
+
+/// Every series of a select, decoded and trimmed to the request's range.
+pub async fn select_all(
+    reader: &dyn SeriesReader,
+    req: SelectRequest,
+) -> Result<Vec<SeriesData>, StoreError> {
+    let (start, end) = (req.start, req.end);
+    let mut stream = reader.select(req).await?;
+    let mut out = Vec::new();
+    while let Some(batch) = next_batch(&mut stream).await {
+        for s in batch? {
+            out.push(s.decode(start, end)?);
+        }
+    }
+    Ok(out)
+}
+
+/// A stream over an iterator of batches (for stores whose reads are local
+/// and synchronous: each batch is produced when polled).
+pub fn stream_from_iter<'a, I>(iter: I) -> SeriesStream<'a>
+where
+    I: Iterator<Item = Result<Vec<StoredSeries>, StoreError>> + Send + Unpin + 'a,
+{
+    Box::pin(IterStream(iter))
+}
+
+struct IterStream<I>(I);
+
+impl<I> Stream for IterStream<I>
+where
+    I: Iterator<Item = Result<Vec<StoredSeries>, StoreError>> + Unpin,
+{
+    type Item = Result<Vec<StoredSeries>, StoreError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Poll::Ready(self.0.next())
+    }
+}
+
+/// Runs a future to completion on the calling thread (parking it while the
+/// future waits). For synchronous callers such as the read pool's threads;
+/// a future that needs a runtime (e.g. a tonic client) needs that runtime
+/// entered first (`tokio::runtime::Handle::enter`).
+pub fn block_on<F: Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(v) => return v,
+            Poll::Pending => std::thread::park(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_on_waits_for_a_wake_from_another_thread() {
+        let (tx, rx) = std::sync::mpsc::channel::<u32>();
+        struct Recv(std::sync::mpsc::Receiver<u32>, bool);
+        impl Future for Recv {
+            type Output = u32;
+            fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<u32> {
+                match self.0.try_recv() {
+                    Ok(v) => Poll::Ready(v),
+                    Err(_) => {
+                        if !self.1 {
+                            self.1 = true;
+                            let w = cx.waker().clone();
+                            std::thread::spawn(move || {
+                                std::thread::sleep(std::time::Duration::from_millis(20));
+                                tx_send_then_wake(w);
+                            });
+                        }
+                        Poll::Pending
+                    }
+                }
+            }
+        }
+        static TX: std::sync::Mutex<Option<std::sync::mpsc::Sender<u32>>> =
+            std::sync::Mutex::new(None);
+        fn tx_send_then_wake(w: std::task::Waker) {
+            if let Some(tx) = TX.lock().unwrap().take() {
+                tx.send(7).unwrap();
+            }
+            w.wake();
+        }
+        *TX.lock().unwrap() = Some(tx);
+        assert_eq!(block_on(Recv(rx, false)), 7);
+    }
+}
