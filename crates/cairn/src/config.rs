@@ -343,15 +343,19 @@ impl Config {
                 }
             }
         };
-        c.block = parse_duration("storage.block-size", &s.block_size)?;
-        if c.block < Duration::from_secs(60) {
+        // storage.block-size and storage.retention are the raw namespace's.
+        let block = parse_duration("storage.block-size", &s.block_size)?;
+        if block < Duration::from_secs(60) {
             bail!("config key storage.block-size: must be at least 1m");
         }
         c.buffer_past = parse_duration("storage.buffer-past", &s.buffer_past)?;
-        c.retention = parse_duration("storage.retention", &s.retention)?;
-        if c.retention < c.block {
+        let retention = parse_duration("storage.retention", &s.retention)?;
+        if retention < block {
             bail!("config key storage.retention: must be at least storage.block-size");
         }
+        let raw = c.raw_mut();
+        raw.block = block;
+        raw.retention = retention;
         if s.num_shards == 0 || s.num_shards > 4096 {
             bail!("config key storage.num-shards: must be 1..=4096");
         }

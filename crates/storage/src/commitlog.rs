@@ -19,7 +19,7 @@
 //! one returns Ok over pages that never reached the disk. The next append
 //! starts a new segment, whose records are acknowledged as usual.
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use parking_lot::{Condvar, Mutex};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};

@@ -15,7 +15,7 @@
 //! an already-flushed block merges the old volume in), so readers use only the
 //! highest complete volume.
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use cairn_common::{Sample, SeriesId};
 use memmap2::Mmap;
 use std::fs::{self, File};
@@ -189,6 +189,29 @@ pub struct Fileset {
     count: usize,
 }
 
+/// The little-endian integer at byte `at` of `file`'s bytes; an error
+/// naming the file and the offset when they end before it.
+fn le_bytes<const N: usize>(bytes: &[u8], at: usize, file: &Path) -> Result<[u8; N]> {
+    at.checked_add(N)
+        .and_then(|end| bytes.get(at..end))
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| {
+            Error::Corrupt(format!(
+                "{}: {} bytes, too short for the {N}-byte field at offset {at}",
+                file.display(),
+                bytes.len()
+            ))
+        })
+}
+
+fn le_u64(bytes: &[u8], at: usize, file: &Path) -> Result<u64> {
+    le_bytes(bytes, at, file).map(u64::from_le_bytes)
+}
+
+fn le_u32(bytes: &[u8], at: usize, file: &Path) -> Result<u32> {
+    le_bytes(bytes, at, file).map(u32::from_le_bytes)
+}
+
 fn map(path: &Path) -> Result<Mmap> {
     let f = File::open(path).map_err(io_err(format!("opening {}", path.display())))?;
     // SAFETY: filesets are immutable once their checkpoint exists; Cairn never
@@ -207,11 +230,14 @@ impl Fileset {
         if cp.len() != CHECKPOINT_LEN || &cp[..8] != CHECKPOINT_MAGIC {
             return Ok(None);
         }
-        let u64_at = |o: usize| u64::from_le_bytes(cp[o..o + 8].try_into().unwrap_or_default());
-        let u32_at = |o: usize| u32::from_le_bytes(cp[o..o + 4].try_into().unwrap_or_default());
-        let (data_len, data_crc, index_len, index_crc) =
-            (u64_at(8), u32_at(16), u64_at(20), u32_at(28));
-        let log_upto = u64_at(32);
+        let cp_path = dir.join("checkpoint");
+        let (data_len, data_crc, index_len, index_crc) = (
+            le_u64(&cp, 8, &cp_path)?,
+            le_u32(&cp, 16, &cp_path)?,
+            le_u64(&cp, 20, &cp_path)?,
+            le_u32(&cp, 28, &cp_path)?,
+        );
+        let log_upto = le_u64(&cp, 32, &cp_path)?;
         let index = map(&dir.join("index.db"))?;
         let data = map(&dir.join("data.db"))?;
         if index.len() as u64 != index_len || data.len() as u64 != data_len {
@@ -233,7 +259,7 @@ impl Fileset {
                 dir.display()
             )));
         }
-        let count = u64::from_le_bytes(index[8..16].try_into().unwrap_or_default());
+        let count = le_u64(&index, 8, &dir.join("index.db"))?;
         // Checked: a count near 2^64 / 24 would wrap to a small length and
         // pass, then every entry read would be out of bounds.
         let count = usize::try_from(count).unwrap_or(usize::MAX);
@@ -465,5 +491,21 @@ mod tests {
         fs::write(dir.join("data.db"), &data).unwrap();
         let f = Fileset::open(&dir, 0, 0).unwrap().unwrap();
         assert!(matches!(f.read(SeriesId(5)), Err(Error::Corrupt(_))));
+    }
+
+    /// A field read past the end of a file's bytes is an error naming the
+    /// file and the offset, never a zero.
+    #[test]
+    fn short_bytes_are_an_error_naming_file_and_offset() {
+        let p = Path::new("/d/3/0-0/checkpoint");
+        let cp = 7u64.to_le_bytes();
+        assert_eq!(le_u64(&cp, 0, p).unwrap(), 7);
+        let e = le_u64(&cp, 4, p).unwrap_err().to_string();
+        assert!(
+            e.contains("/d/3/0-0/checkpoint") && e.contains("offset 4"),
+            "{e}"
+        );
+        assert!(le_u32(&cp, 6, p).is_err());
+        assert!(le_u64(&cp, usize::MAX - 2, p).is_err());
     }
 }

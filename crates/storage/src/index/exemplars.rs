@@ -3,7 +3,7 @@
 use super::keys::{exemplar_time, ts_key};
 use super::{db_err, Index};
 use crate::enc::{put_labels_within, Bounds, Reader};
-use crate::Result;
+use crate::error::Result;
 use cairn_common::{Exemplar, SeriesId};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 

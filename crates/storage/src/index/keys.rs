@@ -2,7 +2,7 @@
 //! own first byte) and their decoding. A key that does not have its kind's
 //! shape is an error naming the key, never a default value.
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use cairn_common::SeriesId;
 
 /// The id lookup key holds only the id's first 8 bytes (the id is a uniform

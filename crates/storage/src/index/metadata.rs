@@ -3,7 +3,7 @@
 use super::keys::{key_text, metadata_key};
 use super::{db_err, Index};
 use crate::enc::{put_bytes, Reader};
-use crate::Result;
+use crate::error::Result;
 use cairn_common::{MetricMetadata, MetricType};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 

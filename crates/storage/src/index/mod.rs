@@ -37,7 +37,7 @@ mod postings;
 mod registry;
 mod select;
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use cache::SeriesCache;
 use keys::{hex, prefix_end, ref_key, ref_of_key, VERSION, VERSION_KEY};
 use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock, RwLockReadGuard};

@@ -4,7 +4,7 @@
 
 use super::keys::hex;
 use crate::enc::put_uvarint;
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use rocksdb::MergeOperands;
 
 /// Appends refs (ascending, distinct) as uvarint deltas, the first from 0.

@@ -5,7 +5,7 @@ use super::keys::{id_key, postings_prefix, ref_key};
 use super::postings::{decode_refs, encode_refs};
 use super::{db_err, prefix_iter, Index};
 use crate::enc::{put_bytes, put_labels_within, Bounds, Reader};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use cairn_common::{Labels, SeriesId};
 use rocksdb::WriteBatch;
 use std::collections::{BTreeMap, HashMap};

@@ -5,7 +5,7 @@ use super::keys::{key_text, postings_prefix, postings_value, prefix_end, ref_key
 use super::postings::{decode_refs, intersect_sorted, union_sorted};
 use super::registry::{decode_entry, entry_tenant};
 use super::{db_err, prefix_iter, Index};
-use crate::Result;
+use crate::error::Result;
 use cairn_common::{Labels, MatchOp, Matcher, SeriesId, METRIC_NAME};
 use rocksdb::ReadOptions;
 use std::sync::Arc;
@@ -198,7 +198,7 @@ impl Index {
         while let Some(k) = it.key() {
             let rest = &k[prefix.len()..];
             let Some(end) = rest.iter().position(|&b| b == 0) else {
-                let e = crate::Error::Corrupt(format!(
+                let e = crate::error::Error::Corrupt(format!(
                     "index postings key {}: no terminator after the label name",
                     super::keys::hex(k)
                 ));
