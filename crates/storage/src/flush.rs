@@ -184,7 +184,6 @@ impl FlushTask {
 
 #[cfg(test)]
 mod tests {
-    use crate::fileset;
     use crate::test_support::*;
     use cairn_common::SampleWriter;
     use std::sync::atomic::Ordering;
@@ -242,7 +241,7 @@ mod tests {
         w(0).unwrap();
         acked.push(0);
         // Rotation fails: the flush fails, no partial segment stays.
-        fileset::arm_io_fault("commitlog-create-segment", &dir, true);
+        crate::fault::arm_io_fault("commitlog-create-segment", &dir, true);
         let segs = seg_files(&dir);
         assert!(s.flush(true).is_err());
         assert_eq!(seg_files(&dir), segs);
@@ -250,23 +249,23 @@ mod tests {
         w(1).unwrap();
         acked.push(1);
         // Appends fail too (disk full): retryable errors.
-        fileset::arm_io_fault("commitlog-append", &dir, true);
+        crate::fault::arm_io_fault("commitlog-append", &dir, true);
         for i in 2..5 {
             let e = w(i).unwrap_err();
             assert!(e.is_retryable(), "{e}");
         }
         // Space back for appends, not yet for new segments: the broken
         // segment must be left, so writes still fail.
-        fileset::arm_io_fault("commitlog-append", &dir, false);
+        crate::fault::arm_io_fault("commitlog-append", &dir, false);
         assert!(w(5).unwrap_err().is_retryable());
-        fileset::arm_io_fault("commitlog-create-segment", &dir, false);
+        crate::fault::arm_io_fault("commitlog-create-segment", &dir, false);
         w(6).unwrap();
         acked.push(6);
         // Fileset writes fail at flush; the data stays readable.
-        fileset::arm_io_fault("fileset-write", &dir, true);
+        crate::fault::arm_io_fault("fileset-write", &dir, true);
         assert!(s.flush(true).is_err());
         assert_eq!(read(&s, "t", "d")[0].1.len(), acked.len());
-        fileset::arm_io_fault("fileset-write", &dir, false);
+        crate::fault::arm_io_fault("fileset-write", &dir, false);
         assert!(s.flush(true).unwrap() >= 1);
         w(7).unwrap();
         acked.push(7);
@@ -277,5 +276,42 @@ mod tests {
             .map(|&i| (now - 1000 + i, (i as f64).to_bits()))
             .collect();
         assert_eq!(read(&s, "t", "d")[0].1, want);
+    }
+
+    /// `stop` returns once the thread has ended: the closure it ran (and
+    /// everything it held) is dropped by then.
+    #[test]
+    fn stop_joins_the_thread() {
+        use std::sync::atomic::AtomicUsize;
+        use std::sync::Arc;
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let held = ticks.clone();
+        let task = super::FlushTask::spawn(std::time::Duration::from_millis(1), move |_| {
+            held.fetch_add(1, Ordering::SeqCst);
+            true
+        })
+        .unwrap();
+        while ticks.load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        task.stop();
+        assert_eq!(
+            Arc::strong_count(&ticks),
+            1,
+            "the thread still holds its closure"
+        );
+    }
+
+    /// `close` stops and joins the background flush thread the store started.
+    #[test]
+    fn close_joins_the_background_flush() {
+        let f = Fixture::new();
+        let s = f.open_with(|c| c.flush_interval = std::time::Duration::from_millis(1));
+        s.start_background();
+        assert!(s.flush_task.lock().is_some());
+        s.close().unwrap();
+        assert!(s.flush_task.lock().is_none());
+        // The thread held the store only weakly and is gone.
+        assert_eq!(std::sync::Arc::strong_count(&s), 1);
     }
 }

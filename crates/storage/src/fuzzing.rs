@@ -150,9 +150,9 @@ pub fn fileset(dir: &Path, data: &[u8]) {
 /// Index values: the whole input as a series registry entry, and the input
 /// split at `|` bytes as postings values merged in order.
 pub fn index_decode(data: &[u8]) {
-    index::fuzz_entry(data);
+    index::registry::fuzz_entry(data);
     let parts: Vec<&[u8]> = data.split(|&b| b == b'|').take(16).collect();
-    index::fuzz_postings(&parts);
+    index::postings::fuzz_postings(&parts);
 }
 
 #[cfg(test)]

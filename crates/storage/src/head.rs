@@ -7,7 +7,7 @@
 //! record the commit-log position they cover), so an old value cannot come back.
 //!
 //! Filesets, in-flight flushes and merged reads are the shard's
-//! ([`crate::shard`]); the head knows nothing of them.
+//! (`shard.rs`); the head knows nothing of them.
 
 use crate::namespace::{block_end, block_start};
 use cairn_codec::Encoder;

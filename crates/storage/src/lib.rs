@@ -8,6 +8,7 @@
 //!
 //! Modules, each using only those listed before it:
 //! - `error` — the crate's error enum and its mapping onto `StorageError`;
+//! - `fault` — fault points for the crash and disk-full tests;
 //! - `enc` — varints, length-prefixed bytes, label sets;
 //! - [`namespace`] — a namespace as a value (name, resolution, retention,
 //!   block window); the node's list (default: `raw` alone); block windows;
@@ -43,6 +44,8 @@ mod config;
 mod contract;
 mod enc;
 mod error;
+#[doc(hidden)]
+pub mod fault;
 pub mod fileset;
 mod flush;
 #[doc(hidden)]

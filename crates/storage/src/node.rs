@@ -1,13 +1,13 @@
 //! The node: one storage node's state — its namespace's shards, the commit
 //! log, the label index — opened by recovery, written through the write
-//! path here, read through [`crate::contract`], flushed by
-//! [`crate::flush`], closed at shutdown (flush task joined, log synced).
+//! path here, read through `contract.rs`, flushed by `flush.rs`, closed
+//! at shutdown (flush task joined, log synced).
 
 use crate::commitlog::CommitLog;
 use crate::config::{Clock, StorageConfig};
 use crate::enc;
 use crate::error::{Error, Result};
-use crate::fileset::{self, Fileset};
+use crate::fileset::Fileset;
 use crate::flush::{FlushCtx, FlushTask, Flusher};
 use crate::index::Index;
 use crate::metrics::{Gauges, Metrics};
@@ -43,7 +43,7 @@ pub struct Storage {
     apply_lock: RwLock<()>,
     flusher: Flusher,
     /// The background flush thread, stopped and joined by [`Storage::close`].
-    flush_task: Mutex<Option<FlushTask>>,
+    pub(crate) flush_task: Mutex<Option<FlushTask>>,
     pub(crate) clock: Clock,
     pub metrics: Metrics,
 }
@@ -482,7 +482,7 @@ impl Storage {
             }
             seq
         };
-        fileset::fail_point("after-commitlog-append");
+        crate::fault::fail_point("after-commitlog-append");
         if !exemplars.is_empty() {
             self.index.put_exemplars(&exemplars)?;
         }

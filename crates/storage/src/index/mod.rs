@@ -33,17 +33,15 @@ mod cache;
 mod exemplars;
 mod keys;
 mod metadata;
-mod postings;
-mod registry;
+pub(crate) mod postings;
+pub(crate) mod registry;
 mod select;
 
 use crate::error::{Error, Result};
 use cache::SeriesCache;
 use keys::{hex, prefix_end, ref_key, ref_of_key, VERSION, VERSION_KEY};
 use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock, RwLockReadGuard};
-pub(crate) use postings::fuzz_postings;
 use postings::merge_postings;
-pub(crate) use registry::fuzz_entry;
 use rocksdb::{
     BlockBasedOptions, DBCompressionType, Direction, IteratorMode, Options, ReadOptions,
     WriteBatch, DB,
