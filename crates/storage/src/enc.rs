@@ -1,13 +1,13 @@
-//! Small binary encoding helpers shared by the commit log, the index and the
-//! filesets: LEB128 varints, zig-zag, length-prefixed strings.
+//! Small binary encoding helpers shared by the commit-log records, the
+//! index and the filesets: LEB128 varints, zig-zag, length-prefixed strings.
 //!
 //! Label sets: [`put_labels`] writes new data only within
 //! [`cairn_common::limits::hard`]; [`Reader::labels`] reads more than that,
 //! everything any release wrote (the one before those bounds wrote label
 //! sets of any size), bounded only by the bytes it is given. So whatever
 //! is written reads back, and data written before an upgrade still does.
-//! Label sets read back and stored again (commit-log replay into the index,
-//! index layout conversion) are written with [`Bounds::Stored`].
+//! Label sets read back and stored again (commit-log replay into the index)
+//! are written with [`Bounds::Stored`].
 
 use crate::error::{Error, Result};
 use cairn_common::limits::{hard, truncate_lossy};
@@ -35,8 +35,8 @@ pub fn put_bytes(buf: &mut Vec<u8>, b: &[u8]) {
 pub enum Bounds {
     /// New data (the write path): within [`hard`].
     Hard,
-    /// Label sets already stored and read back (commit-log replay, index
-    /// conversion): anything [`Reader::labels`] accepts.
+    /// Label sets already stored and read back (commit-log replay):
+    /// anything [`Reader::labels`] accepts.
     Stored,
 }
 

@@ -26,7 +26,7 @@ impl Entry {
 }
 
 /// A registry entry; `Invalid` when the labels are beyond `bounds` (the
-/// hard ones for new series; for series replayed or converted, what the
+/// hard ones for new series; for series replayed from the commit log, what the
 /// decoder accepts, so nothing is stored that cannot be read back).
 pub(super) fn encode_entry(
     tenant: &str,
