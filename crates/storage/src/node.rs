@@ -68,7 +68,7 @@ impl Storage {
             Index::open_with_cache(&data_dir.join("index"), cfg.index_cache_bytes as usize)?;
         let ns_root = data_dir.join("data").join(&ns.name);
         let metrics = Metrics::default();
-        let (shards, log) = recovery::recover(&cfg, &ns, &ns_root, &index, &metrics)?;
+        let (shards, log) = recovery::recover(started, &cfg, &ns, &ns_root, &index, &metrics)?;
         metrics
             .recovery_ms
             .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);

@@ -22,15 +22,16 @@ use std::time::Instant;
 
 /// Loads the shards of namespace `ns` (filesets under `ns_root`) and
 /// replays the commit log into them and into `index`; returns them with
-/// the open log. Replay counters go to `metrics`.
+/// the open log. Replay counters go to `metrics`; `started` is when the
+/// node's open began (the log line reports the time since).
 pub(crate) fn recover(
+    started: Instant,
     cfg: &StorageConfig,
     ns: &Namespace,
     ns_root: &Path,
     index: &Index,
     metrics: &Metrics,
 ) -> Result<(Vec<Shard>, Arc<CommitLog>)> {
-    let started = Instant::now();
     let block_ms = ns.block_ms();
     let num_shards = cfg.num_shards.max(1);
     let mut shards: Vec<Shard> = (0..num_shards).map(|_| Shard::default()).collect();
