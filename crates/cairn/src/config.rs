@@ -419,6 +419,25 @@ mod tests {
         );
     }
 
+    /// `storage.block-size` and `storage.retention` set the raw namespace,
+    /// the only one in the list.
+    #[test]
+    fn block_size_and_retention_set_the_raw_namespace() {
+        let env = vec![
+            ("CAIRN_STORAGE_RETENTION".to_string(), "7d".to_string()),
+            ("CAIRN_STORAGE_BLOCK_SIZE".to_string(), "1h".to_string()),
+        ];
+        let c = Config::load(&Overrides::default(), &env).unwrap();
+        let sc = c.storage_config().unwrap();
+        assert_eq!(
+            sc.namespaces,
+            vec![cairn_storage::Namespace::raw(
+                Duration::from_secs(3600),
+                Duration::from_secs(7 * 86_400)
+            )]
+        );
+    }
+
     #[test]
     fn env_overrides_file_and_flags_override_env() {
         let env = vec![
