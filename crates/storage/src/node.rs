@@ -27,6 +27,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// One storage node: open it with [`Storage::open`], hand it to the rest of
+/// Cairn as a `SampleWriter` and a `SeriesSource`, start its background
+/// flush with [`Storage::start_background`], and [`Storage::close`] it at
+/// shutdown.
 pub struct Storage {
     pub(crate) cfg: StorageConfig,
     /// The namespace written and read (`raw`; see [`namespace::validate`]).
