@@ -1,11 +1,18 @@
-//! The contracts the rest of Cairn sees: [`SampleWriter`] and
-//! [`SeriesSource`] for [`Storage`], both here and nowhere else.
+//! The contracts the rest of Cairn sees, for [`Storage`], here and nowhere
+//! else: the storage contract of `cairn-storage-api` ([`SeriesReader`],
+//! [`ShardWriter`]: selects streamed in batches as they are read), and the
+//! synchronous [`SampleWriter`] and [`SeriesSource`] the engine and the API
+//! still call directly.
 
 use crate::node::Storage;
 use cairn_common::{
     ExemplarSeries, Labels, LazyLabels, Matcher, MetricMetadata, PreparedBatch, PreparedSeries,
     SampleWriter, SeriesData, SeriesId, SeriesSource, StorageError, Timestamp, WriteBatch,
     WriteOutcome,
+};
+use cairn_storage_api::{
+    guarded, stream_from_iter, BoxFuture, EncodedChunk, SelectRequest, SeriesQuery, SeriesReader,
+    SeriesStream, ShardSet, ShardWriter, StoreError, StoredSeries, WriteRequest,
 };
 use std::sync::Arc;
 
@@ -133,9 +140,9 @@ impl SeriesSource for Storage {
         if matchers.is_empty() {
             return Ok(self.index.label_names(tenant)?);
         }
-        Ok(cairn_common::distinct_names(
-            &self.series(tenant, matchers, start, end)?,
-        ))
+        Ok(cairn_common::distinct_names(&SeriesSource::series(
+            self, tenant, matchers, start, end,
+        )?))
     }
 
     fn label_values(
@@ -150,7 +157,7 @@ impl SeriesSource for Storage {
             return Ok(self.index.label_values(tenant, name)?);
         }
         Ok(cairn_common::distinct_values(
-            &self.series(tenant, matchers, start, end)?,
+            &SeriesSource::series(self, tenant, matchers, start, end)?,
             name,
         ))
     }
@@ -181,5 +188,273 @@ impl SeriesSource for Storage {
         metric: Option<&str>,
     ) -> Result<Vec<(String, MetricMetadata)>, StorageError> {
         Ok(self.index.metadata(tenant, metric)?)
+    }
+}
+
+impl Storage {
+    /// NotFound unless `namespace` is the one this node holds.
+    fn check_namespace(&self, namespace: &str) -> Result<(), StoreError> {
+        if namespace != self.ns.name {
+            return Err(StoreError::not_found(format!(
+                "namespace {namespace:?} does not exist on this node (it holds {:?})",
+                self.ns.name
+            )));
+        }
+        Ok(())
+    }
+
+    fn query_checks(&self, q: &SeriesQuery) -> Result<(), StoreError> {
+        self.check_namespace(&q.namespace)?;
+        q.validate()?;
+        q.check_deadline()
+    }
+
+    /// Label sets of `q`, restricted to its shards.
+    fn series_of(&self, q: &SeriesQuery) -> Result<Vec<Labels>, StoreError> {
+        let mut v = SeriesSource::series(self, &q.tenant, &q.matchers, q.start, q.end)?;
+        if q.shards != ShardSet::All {
+            let n = self.cfg.num_shards.max(1);
+            v.retain(|l| q.shards.contains(SeriesId::of(&q.tenant, l).shard(n)));
+        }
+        Ok(v)
+    }
+}
+
+/// A select's batches, each read from the shards when the stream is polled.
+struct Batches<'a> {
+    store: &'a Storage,
+    sel: Vec<(SeriesId, Arc<Labels>)>,
+    pos: usize,
+    start: Timestamp,
+    end: Timestamp,
+    chunks: bool,
+}
+
+impl Batches<'_> {
+    fn read(&mut self) -> Result<Option<Vec<StoredSeries>>, StoreError> {
+        while self.pos < self.sel.len() {
+            let to = (self.pos + READ_BATCH).min(self.sel.len());
+            let data = self
+                .store
+                .read_series(&self.sel[self.pos..to], self.start, self.end)
+                .map_err(|e| StoreError::from(StorageError::from(e)))?;
+            self.pos = to;
+            if data.is_empty() {
+                continue;
+            }
+            let batch = if self.chunks {
+                data.into_iter()
+                    .map(|s| {
+                        Ok(StoredSeries {
+                            samples: cairn_storage_api::SeriesSamples::Chunks(vec![
+                                EncodedChunk::encode(&s.samples)?,
+                            ]),
+                            labels: s.labels,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()?
+            } else {
+                data.into_iter().map(StoredSeries::from).collect()
+            };
+            return Ok(Some(batch));
+        }
+        Ok(None)
+    }
+}
+
+impl Iterator for Batches<'_> {
+    type Item = Result<Vec<StoredSeries>, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.read() {
+            Ok(b) => b.map(Ok),
+            Err(e) => {
+                self.pos = self.sel.len();
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+impl SeriesReader for Storage {
+    /// Matchers resolved in the index at once; samples read a batch of
+    /// [`READ_BATCH`] series at a time as the stream is polled, in the
+    /// index's label order; with `prefer_chunks` each series' merged samples
+    /// are re-encoded as one chunk.
+    fn select(&self, req: SelectRequest) -> BoxFuture<'_, Result<SeriesStream<'_>, StoreError>> {
+        Box::pin(async move {
+            self.check_namespace(&req.namespace)?;
+            req.validate()?;
+            req.check_deadline()?;
+            let mut sel = self
+                .index
+                .select(&req.tenant, &req.matchers)
+                .map_err(|e| StoreError::from(StorageError::from(e)))?;
+            if req.shards != ShardSet::All {
+                let n = self.cfg.num_shards.max(1);
+                sel.retain(|(id, _)| req.shards.contains(id.shard(n)));
+            }
+            let batches = Batches {
+                store: self,
+                sel,
+                pos: 0,
+                start: req.start,
+                end: req.end,
+                chunks: req.prefer_chunks,
+            };
+            Ok(guarded(stream_from_iter(batches), &req))
+        })
+    }
+
+    fn series(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<Labels>, StoreError>> {
+        Box::pin(async move {
+            self.query_checks(&q)?;
+            let v = self.series_of(&q)?;
+            Ok(q.truncate(v))
+        })
+    }
+
+    fn label_names(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        Box::pin(async move {
+            self.query_checks(&q)?;
+            let v = if q.shards == ShardSet::All {
+                SeriesSource::label_names(self, &q.tenant, &q.matchers, q.start, q.end)?
+            } else {
+                cairn_common::distinct_names(&self.series_of(&q)?)
+            };
+            Ok(q.truncate(v))
+        })
+    }
+
+    fn label_values(
+        &self,
+        q: SeriesQuery,
+        name: String,
+    ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        Box::pin(async move {
+            self.query_checks(&q)?;
+            let v = if q.shards == ShardSet::All {
+                SeriesSource::label_values(self, &q.tenant, &name, &q.matchers, q.start, q.end)?
+            } else {
+                cairn_common::distinct_values(&self.series_of(&q)?, &name)
+            };
+            Ok(q.truncate(v))
+        })
+    }
+
+    fn exemplars(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<ExemplarSeries>, StoreError>> {
+        Box::pin(async move {
+            self.query_checks(&q)?;
+            let mut v = SeriesSource::exemplars(self, &q.tenant, &q.matchers, q.start, q.end)?;
+            if q.shards != ShardSet::All {
+                let n = self.cfg.num_shards.max(1);
+                v.retain(|s| {
+                    q.shards
+                        .contains(SeriesId::of(&q.tenant, &s.labels).shard(n))
+                });
+            }
+            Ok(q.truncate(v))
+        })
+    }
+
+    fn metadata(
+        &self,
+        tenant: String,
+        metric: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(String, MetricMetadata)>, StoreError>> {
+        Box::pin(async move {
+            let mut v = SeriesSource::metadata(self, &tenant, metric.as_deref())?;
+            if limit > 0 {
+                v.truncate(limit);
+            }
+            Ok(v)
+        })
+    }
+}
+
+impl ShardWriter for Storage {
+    /// A write to one shard must hold only that shard's series (InvalidInput
+    /// naming the first that is not); consistency is the caller's business
+    /// (this is one replica).
+    fn write(&self, req: WriteRequest) -> BoxFuture<'_, Result<WriteOutcome, StoreError>> {
+        Box::pin(async move {
+            self.check_namespace(&req.namespace)?;
+            if let Some(shard) = req.shard {
+                let n = self.cfg.num_shards.max(1);
+                if shard >= n {
+                    return Err(StoreError::not_found(format!(
+                        "shard {shard} does not exist (this node has {n})"
+                    )));
+                }
+                if let Some(s) = req.batch.series.iter().find(|s| s.id.shard(n) != shard) {
+                    return Err(StoreError::invalid(format!(
+                        "series {} belongs to shard {}, not {shard}",
+                        s.labels.materialize(),
+                        s.id.shard(n)
+                    )));
+                }
+            }
+            Ok(self
+                .write_inner(&req.tenant, req.batch)
+                .map_err(StorageError::from)?)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::test_support::Fixture;
+    use cairn_storage_api::{block_on, ErrorKind, ShardWriter, WriteRequest};
+
+    fn now_ms() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    }
+
+    #[test]
+    fn the_storage_node_passes_the_conformance_suite() {
+        let f = Fixture::new();
+        f.now.store(now_ms(), std::sync::atomic::Ordering::SeqCst);
+        let s = f.open();
+        cairn_storage_api::conformance::run(&*s);
+        // Again with a flush after each write (reads from filesets), after
+        // a restart.
+        s.close().unwrap();
+        drop(s);
+        let s = f.open();
+        let flush = || {
+            s.flush(true).unwrap();
+        };
+        block_on(cairn_storage_api::conformance::run_flushing(
+            &*s, &*s, &flush,
+        ));
+        let (_, (filesets, _)) = s.disk_stats();
+        assert!(filesets > 0, "the reads came from filesets");
+    }
+
+    #[test]
+    fn a_shard_write_refuses_series_of_other_shards() {
+        let f = Fixture::new();
+        f.now.store(now_ms(), std::sync::atomic::Ordering::SeqCst);
+        let s = f.open();
+        let batch = crate::test_support::batch(vec![(
+            crate::test_support::labels("up", "a"),
+            vec![(now_ms() - 1000, 1.0)],
+        )]);
+        let prepared = cairn_common::PreparedBatch::from_batch("t", batch);
+        let own = prepared.series[0].id.shard(4);
+        let wrong = (own + 1) % 4;
+        let e = block_on(s.write(WriteRequest::new("t", prepared.clone()).to_shard(wrong)))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        assert!(e.message().contains(&format!("shard {own}")), "{e}");
+        let e =
+            block_on(s.write(WriteRequest::new("t", prepared.clone()).to_shard(9))).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+        let ok = block_on(s.write(WriteRequest::new("t", prepared).to_shard(own))).unwrap();
+        assert_eq!(ok.accepted_samples, 1);
     }
 }
