@@ -357,4 +357,39 @@ mod tests {
         let (s, _) = call(&app, get("/api/v1/query?query=up&time=0&limit=-1")).await;
         assert_eq!(s, 400);
     }
+
+    #[tokio::test]
+    async fn parse_errors_say_what_is_wrong_and_where() {
+        let app = app(Arc::new(MemSource::new()));
+        for (q, want) in [
+            ("1%2B", "1:3: parse error: unexpected end of input"),
+            (
+                "up%7Bjob%3D%7D",
+                r#"1:8: parse error: unexpected \"}\" in label matching, expected string"#,
+            ),
+            (
+                "sum%20by%20(job)%20up",
+                r#"1:14: parse error: unexpected identifier \"up\" in aggregation, expected \"(\""#,
+            ),
+        ] {
+            for path in ["query", "query_exemplars", "format_query"] {
+                let (s, b) = call(&app, get(&format!("/api/v1/{path}?query={q}"))).await;
+                assert_eq!(s, 400, "{path} {q}: {b}");
+                let whole = format!(
+                    r#"{{"error":"invalid parameter \"query\": {want}","errorType":"bad_data","status":"error"}}"#
+                );
+                assert_eq!(b, whole, "{path} {q}");
+            }
+        }
+        let (s, b) = call(
+            &app,
+            get("/api/v1/query_range?query=1%2B&start=0&end=60&step=15"),
+        )
+        .await;
+        assert_eq!(s, 400, "{b}");
+        assert!(
+            b.contains("1:3: parse error: unexpected end of input"),
+            "{b}"
+        );
+    }
 }
