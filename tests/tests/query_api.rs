@@ -519,6 +519,27 @@ fn json_is_byte_identical_to_prometheus() {
         );
         checked += 1;
     }
+    // Parse errors: the same status, errorType and message, position
+    // included (the keys are in another order: compared as JSON).
+    for q in [
+        "1+",
+        "up{job=}",
+        "sum by (job) up",
+        "up up",
+        "a + on b",
+        "up{a=\"b\" c=\"d\"}",
+        "sum without(a,,)(x)",
+    ] {
+        let u = format!("/api/v1/query?query={}&time={t}", enc(q));
+        let a = get_as(&format!("{cairn}{u}"), None);
+        let b = get_as(&format!("{prom}{u}"), None);
+        assert_eq!(
+            (a.status, a.json()),
+            (b.status, b.json()),
+            "{q}: left cairn, right prometheus"
+        );
+        checked += 1;
+    }
     eprintln!("json_is_byte_identical_to_prometheus: {checked} answers identical");
 }
 

@@ -369,7 +369,7 @@ mod tests {
             ),
             (
                 "sum%20by%20(job)%20up",
-                r#"1:14: parse error: unexpected identifier \"up\" in aggregation, expected \"(\""#,
+                r#"1:14: parse error: unexpected identifier \"up\" in aggregation"#,
             ),
         ] {
             for path in ["query", "query_exemplars", "format_query"] {

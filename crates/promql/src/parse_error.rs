@@ -13,6 +13,7 @@
 //! already say what is wrong and keep their text. Echoed tokens are cut to
 //! [`ECHO_MAX`] bytes.
 
+use cairn_common::limits::truncate_str;
 use lrpar::{Lexeme, Lexer};
 use promql_parser::parser::token::*;
 
@@ -186,21 +187,36 @@ impl Check<'_> {
         }
     }
 
-    /// How Prometheus names a token in a message.
+    /// How Prometheus names a token in a message (its `Item.desc`):
+    /// `identifier "up"`, `string "\"a\""`, `<op:*>`, `<by>`, `<aggr:sum>`,
+    /// `"}"`; literals longer than 10 characters are cut as Go's `%.10q...`.
     fn desc(&self, tok: Option<Tok>) -> String {
         let Some(t) = tok else {
             return "end of input".into();
         };
         let text = self.src.get(t.start..t.end).unwrap_or("");
-        let text = cairn_common::limits::truncate_str(text, ECHO_MAX);
-        match t.id {
+        let short = || {
+            if text.chars().count() > 10 {
+                let head: String = text.chars().take(10).collect();
+                format!("{head:?}...")
+            } else {
+                format!("{text:?}")
+            }
+        };
+        let id = t.id;
+        match id {
             T_EOF => "end of input".into(),
-            T_IDENTIFIER => format!("identifier {text:?}"),
-            T_METRIC_IDENTIFIER => format!("metric identifier {text:?}"),
-            T_NUMBER => format!("number {text:?}"),
-            T_DURATION => format!("duration {text:?}"),
-            T_STRING => format!("string {text}"),
-            _ => format!("{text:?}"),
+            T_IDENTIFIER => format!("identifier {:?}", truncate_str(text, ECHO_MAX)),
+            T_METRIC_IDENTIFIER => {
+                format!("metric identifier {:?}", truncate_str(text, ECHO_MAX))
+            }
+            T_NUMBER => format!("number {}", short()),
+            T_DURATION => format!("duration {}", short()),
+            T_STRING => format!("string {}", short()),
+            _ if id > T_KEYWORDS_START && id < T_KEYWORDS_END => format!("<{text}>"),
+            _ if id > T_OPERATORS_START && id < T_OPERATORS_END => format!("<op:{text}>"),
+            _ if is_aggregator(id) => format!("<aggr:{text}>"),
+            _ => short(),
         }
     }
 
@@ -212,11 +228,11 @@ impl Check<'_> {
             self.eat(T_BOOL);
             if matches!(self.peek_id(), T_ON | T_IGNORING) {
                 self.bump();
-                self.labels("binary expression")?;
+                self.labels()?;
                 if matches!(self.peek_id(), T_GROUP_LEFT | T_GROUP_RIGHT) {
                     self.bump();
                     if self.peek_id() == T_LEFT_PAREN {
-                        self.labels("binary expression")?;
+                        self.labels()?;
                     }
                 }
             }
@@ -246,12 +262,16 @@ impl Check<'_> {
                 T_LEFT_BRACKET => {
                     self.bump();
                     if !self.eat(T_DURATION) && !self.eat(T_NUMBER) {
-                        return self.fail(Some("range or subquery selector"), Some("duration"));
+                        return self.fail(Some("subquery selector"), Some("duration"));
                     }
-                    if self.eat(T_COLON) && !self.eat(T_DURATION) {
-                        self.eat(T_NUMBER);
+                    if self.eat(T_COLON) {
+                        if !self.eat(T_DURATION) {
+                            self.eat(T_NUMBER);
+                        }
+                        self.expect(T_RIGHT_BRACKET, "subquery selector", "\"]\"")?;
+                    } else {
+                        self.expect(T_RIGHT_BRACKET, "subquery or range", "\":\" or \"]\"")?;
                     }
-                    self.expect(T_RIGHT_BRACKET, "range or subquery selector", "\"]\"")?;
                     while matches!(self.peek_id(), T_SMOOTHED | T_ANCHORED) {
                         self.bump();
                     }
@@ -272,10 +292,10 @@ impl Check<'_> {
                     }
                     if matches!(self.peek_id(), T_START | T_END) {
                         self.bump();
-                        self.expect(T_LEFT_PAREN, "@ modifier", "\"(\"")?;
-                        self.expect(T_RIGHT_PAREN, "@ modifier", "\")\"")?;
+                        self.expect(T_LEFT_PAREN, "@", "\"(\"")?;
+                        self.expect(T_RIGHT_PAREN, "@", "\")\"")?;
                     } else if !self.eat(T_NUMBER) {
-                        return self.fail(Some("@ modifier"), Some("timestamp"));
+                        return self.fail(Some("@"), Some("timestamp"));
                     }
                 }
                 _ => return Ok(()),
@@ -292,13 +312,13 @@ impl Check<'_> {
             T_LEFT_PAREN => {
                 self.bump();
                 self.expr()?;
-                self.expect(T_RIGHT_PAREN, "parenthesized expression", "\")\"")
+                self.close(T_RIGHT_PAREN)
             }
             T_LEFT_BRACE => self.braces(),
             T_IDENTIFIER | T_METRIC_IDENTIFIER => {
                 self.bump();
                 match self.peek_id() {
-                    T_LEFT_PAREN => self.args("function call"),
+                    T_LEFT_PAREN => self.args(),
                     T_LEFT_BRACE => self.braces(),
                     _ => Ok(()),
                 }
@@ -308,9 +328,18 @@ impl Check<'_> {
         }
     }
 
-    /// `(expr, …)` of a call or an aggregation.
-    fn args(&mut self, context: &'static str) -> R {
-        self.expect(T_LEFT_PAREN, context, "\"(\"")?;
+    /// A closing bracket where Prometheus names no context.
+    fn close(&mut self, id: TokenId) -> R {
+        if self.eat(id) {
+            Ok(())
+        } else {
+            self.fail(None, None)
+        }
+    }
+
+    /// `(expr, …)` of a call or an aggregation (at its `(`).
+    fn args(&mut self) -> R {
+        self.bump();
         if self.eat(T_RIGHT_PAREN) {
             return Ok(());
         }
@@ -319,32 +348,37 @@ impl Check<'_> {
             if self.eat(T_COMMA) {
                 continue;
             }
-            return self.expect(T_RIGHT_PAREN, context, "\",\" or \")\"");
+            return self.close(T_RIGHT_PAREN);
         }
     }
 
-    /// `agg [by|without (…)] (args) [by|without (…)]`.
+    /// `agg [by|without (…)] (args) [by|without (…)]`; an aggregator's
+    /// name alone is a metric name, as in Prometheus.
     fn aggregation(&mut self) -> R {
         self.bump();
         let mut grouped = false;
         if matches!(self.peek_id(), T_BY | T_WITHOUT) {
             self.bump();
-            self.labels("grouping opts")?;
+            self.labels()?;
             grouped = true;
         }
         if self.peek_id() != T_LEFT_PAREN {
-            return self.fail(Some("aggregation"), Some("\"(\""));
+            if grouped {
+                return self.fail(Some("aggregation"), None);
+            }
+            return Ok(());
         }
-        self.args("aggregation")?;
+        self.args()?;
         if !grouped && matches!(self.peek_id(), T_BY | T_WITHOUT) {
             self.bump();
-            self.labels("grouping opts")?;
+            self.labels()?;
         }
         Ok(())
     }
 
     /// `(label, …)` of a grouping or a vector matching.
-    fn labels(&mut self, context: &'static str) -> R {
+    fn labels(&mut self) -> R {
+        let context = "grouping opts";
         self.expect(T_LEFT_PAREN, context, "\"(\"")?;
         loop {
             if self.eat(T_RIGHT_PAREN) {
@@ -382,7 +416,7 @@ impl Check<'_> {
             } else if is_label_like(id) {
                 self.bump();
             } else {
-                return self.fail(Some(CTX), Some("label name"));
+                return self.fail(Some(CTX), Some("identifier or \"}\""));
             }
             if !is_match_op(self.peek_id()) {
                 return self.fail(Some(CTX), Some("label matching operator"));
@@ -410,31 +444,85 @@ mod tests {
 
     #[test]
     fn grammar_errors_name_the_token_and_where_it_is() {
-        // Prometheus 2.53 gives these same messages.
-        assert_eq!(msg("1+"), "1:3: parse error: unexpected end of input");
+        // Each as Prometheus 2.42 (the e2e tests' reference) words it.
+        for (q, want) in [
+            ("1+", "1:3: parse error: unexpected end of input"),
+            (
+                "up{job=}",
+                r#"1:8: parse error: unexpected "}" in label matching, expected string"#,
+            ),
+            (
+                "sum by (job) up",
+                r#"1:14: parse error: unexpected identifier "up" in aggregation"#,
+            ),
+            ("up up", r#"1:4: parse error: unexpected identifier "up""#),
+            ("*1", "1:1: parse error: unexpected <op:*>"),
+            ("up == == up", "1:7: parse error: unexpected <op:==>"),
+            (
+                "a - on(b) ignoring(c) d",
+                "1:11: parse error: unexpected <ignoring>",
+            ),
+            ("(1 2)", r#"1:4: parse error: unexpected number "2""#),
+            (
+                "rate(up up)",
+                r#"1:9: parse error: unexpected identifier "up""#,
+            ),
+            ("up[5m] 1", r#"1:8: parse error: unexpected number "1""#),
+            (
+                "count_values up",
+                r#"1:14: parse error: unexpected identifier "up""#,
+            ),
+            ("a and", "1:6: parse error: unexpected end of input"),
+            (
+                "sum(up) by job",
+                r#"1:12: parse error: unexpected identifier "job" in grouping opts, expected "(""#,
+            ),
+            (
+                "a + on b",
+                r#"1:8: parse error: unexpected identifier "b" in grouping opts, expected "(""#,
+            ),
+            (
+                "sum by (a b) (up)",
+                r#"1:11: parse error: unexpected identifier "b" in grouping opts, expected "," or ")""#,
+            ),
+            (
+                "sum without(a,,)(x)",
+                r#"1:15: parse error: unexpected "," in grouping opts, expected label"#,
+            ),
+            (
+                "up{=}",
+                r#"1:4: parse error: unexpected "=" in label matching, expected identifier or "}""#,
+            ),
+            (
+                r#"up{a="b" c="d"}"#,
+                r#"1:10: parse error: unexpected identifier "c" in label matching, expected "," or "}""#,
+            ),
+            (
+                r#"up{job "a"}"#,
+                r#"1:8: parse error: unexpected string "\"a\"" in label matching, expected label matching operator"#,
+            ),
+            (
+                "up{job=~}",
+                r#"1:9: parse error: unexpected "}" in label matching, expected string"#,
+            ),
+            (
+                r#"up{a="b",}x"#,
+                r#"1:11: parse error: unexpected identifier "x""#,
+            ),
+            (
+                "up @ foo",
+                r#"1:6: parse error: unexpected identifier "foo" in @, expected timestamp"#,
+            ),
+            // Lines and columns count as Prometheus counts them.
+            ("up\n  +", "2:4: parse error: unexpected end of input"),
+        ] {
+            assert_eq!(msg(q), want, "{q:?}");
+        }
+        // Long literals are cut as Go's `%.10q...`.
         assert_eq!(
-            msg("up{job=}"),
-            "1:8: parse error: unexpected \"}\" in label matching, expected string"
+            msg(r#"up "abcdefghijklmnop""#),
+            r#"1:4: parse error: unexpected string "\"abcdefghi"..."#
         );
-        assert_eq!(
-            msg("sum by (job) up"),
-            "1:14: parse error: unexpected identifier \"up\" in aggregation, expected \"(\""
-        );
-        assert_eq!(
-            msg("up up"),
-            "1:4: parse error: unexpected identifier \"up\""
-        );
-        assert_eq!(msg("*1"), "1:1: parse error: unexpected \"*\"");
-        assert_eq!(
-            msg("sum(up) by job"),
-            "1:12: parse error: unexpected identifier \"job\" in grouping opts, expected \"(\""
-        );
-        assert_eq!(
-            msg("up{job \"a\"}"),
-            "1:8: parse error: unexpected string \"a\" in label matching, expected label matching operator"
-        );
-        // Lines and columns count as Prometheus counts them.
-        assert_eq!(msg("up\n  +"), "2:4: parse error: unexpected end of input");
     }
 
     #[test]
