@@ -521,7 +521,7 @@ fn json_is_byte_identical_to_prometheus() {
     }
     // Parse errors: the same status, errorType and message, position
     // included (the keys are in another order: compared as JSON).
-    for q in [
+    for u in [
         "1+",
         "up{job=}",
         "sum by (job) up",
@@ -529,14 +529,27 @@ fn json_is_byte_identical_to_prometheus() {
         "a + on b",
         "up{a=\"b\" c=\"d\"}",
         "sum without(a,,)(x)",
-    ] {
-        let u = format!("/api/v1/query?query={}&time={t}", enc(q));
+    ]
+    .iter()
+    .map(|q| format!("/api/v1/query?query={}&time={t}", enc(q)))
+    .chain([
+        format!(
+            "/api/v1/query_range?query={}&start={start}&end={end}&step=15",
+            enc("1+")
+        ),
+        format!(
+            "/api/v1/query_range?query={}&start={start}&end={end}&step=15",
+            enc("up[5m]")
+        ),
+        format!("/api/v1/format_query?query={}", enc("up{job=}")),
+        format!("/api/v1/query_exemplars?query={}", enc("sum by (job) up")),
+    ]) {
         let a = get_as(&format!("{cairn}{u}"), None);
         let b = get_as(&format!("{prom}{u}"), None);
         assert_eq!(
             (a.status, a.json()),
             (b.status, b.json()),
-            "{q}: left cairn, right prometheus"
+            "{u}: left cairn, right prometheus"
         );
         checked += 1;
     }

@@ -104,12 +104,17 @@ impl ApiError {
         }
     }
 
-    /// A query error whose text is the `query` parameter's fault: 400 with
-    /// Prometheus's `invalid parameter "query": ` in front; others as
-    /// [`From<QueryError>`].
+    /// A query error of `query` or `format_query`: a syntax
+    /// error (its text is `[line:col: ]parse error: …`, from
+    /// `cairn_promql::parse`) gets Prometheus's `invalid parameter
+    /// "query": ` in front; the engine's other refusals (a range vector in
+    /// a range query, a query too long) keep their text, as Prometheus
+    /// keeps its own; the rest as [`From<QueryError>`].
     pub(crate) fn query_param(e: QueryError) -> Self {
         match e {
-            QueryError::Parse(msg) => Self::bad_data(format!("invalid parameter \"query\": {msg}")),
+            QueryError::Parse(msg) if msg.contains("parse error: ") => {
+                Self::bad_data(format!("invalid parameter \"query\": {msg}"))
+            }
             e => e.into(),
         }
     }
@@ -222,6 +227,11 @@ mod tests {
             b.contains(r#""error":"invalid parameter \"query\": 1:3: parse error: x""#),
             "{b}"
         );
+        let (_, _, b) = body(ApiError::query_param(QueryError::Parse(
+            "query is 9 bytes, above the limit of 8 bytes (query.max-length)".into(),
+        )))
+        .await;
+        assert!(b.contains(r#""error":"query is 9 bytes"#), "{b}");
         let (s, _, _) = body(StorageError::Invalid("bad".into()).into()).await;
         assert_eq!(s, 400);
         // Messages quoting request input are cut.

@@ -144,8 +144,8 @@ pub(crate) async fn range_query(
         apply_limit(&mut r, limit);
         Ok::<_, QueryError>(render_result(&r))
     })
-    .await?
-    .map_err(ApiError::query_param)?;
+    // Prometheus names no parameter for query_range's query errors.
+    .await??;
     Ok(json_response(body))
 }
 
@@ -175,7 +175,8 @@ pub(crate) async fn query_exemplars(
         st.0.cfg.engine.timeout,
         move |_| -> Result<Vec<ExemplarSeries>> {
             // Parsed here, on a read thread: parsing and dropping the tree recurse.
-            let expr = engine.parse(&query).map_err(ApiError::query_param)?;
+            // Prometheus names no parameter here: the parser's message alone.
+            let expr = engine.parse(&query)?;
             let selectors = extract_selectors(&expr).map_err(ApiError::bad_data)?;
             let mut all: Vec<ExemplarSeries> = Vec::new();
             for m in &selectors {
@@ -375,8 +376,14 @@ mod tests {
             for path in ["query", "query_exemplars", "format_query"] {
                 let (s, b) = call(&app, get(&format!("/api/v1/{path}?query={q}"))).await;
                 assert_eq!(s, 400, "{path} {q}: {b}");
+                // As Prometheus 2.42: query_exemplars names no parameter.
+                let param = if path == "query_exemplars" {
+                    ""
+                } else {
+                    r#"invalid parameter \"query\": "#
+                };
                 let whole = format!(
-                    r#"{{"error":"invalid parameter \"query\": {want}","errorType":"bad_data","status":"error"}}"#
+                    r#"{{"error":"{param}{want}","errorType":"bad_data","status":"error"}}"#
                 );
                 assert_eq!(b, whole, "{path} {q}");
             }
@@ -387,8 +394,20 @@ mod tests {
         )
         .await;
         assert_eq!(s, 400, "{b}");
+        // Prometheus 2.42 names no parameter for query_range either.
+        assert_eq!(
+            b,
+            r#"{"error":"1:3: parse error: unexpected end of input","errorType":"bad_data","status":"error"}"#
+        );
+        // The engine's own refusal names no parameter, as Prometheus's.
+        let (s, b) = call(
+            &app,
+            get("/api/v1/query_range?query=up%5B5m%5D&start=0&end=60&step=15"),
+        )
+        .await;
+        assert_eq!(s, 400, "{b}");
         assert!(
-            b.contains("1:3: parse error: unexpected end of input"),
+            b.contains(r#""error":"invalid expression type \"range vector\" for range query"#),
             "{b}"
         );
     }
