@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use cairn_common::StorageError;
 use cairn_ingest::IngestError;
 use cairn_promql::QueryError;
+use cairn_storage_api::{ErrorKind, StoreError};
 
 /// Longest error message sent: a safety net for errors from the parser,
 /// engine or store that quote request input (a query, a regex) whole.
@@ -128,6 +129,26 @@ impl From<StorageError> for ApiError {
         } else {
             "internal"
         };
+        Self::json(status, kind, e.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    /// The kind's status, with Prometheus's `errorType` for it.
+    fn from(e: StoreError) -> Self {
+        let status =
+            StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let kind = match e.kind() {
+            ErrorKind::InvalidInput => "bad_data",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::LimitExceeded => "execution",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::RateLimited | ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Internal => "internal",
+        };
+        if status.is_server_error() {
+            tracing::warn!(err = %e, kind, "read failed in storage");
+        }
         Self::json(status, kind, e.to_string())
     }
 }

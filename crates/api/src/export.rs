@@ -13,7 +13,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use cairn_common::SeriesSource;
+use cairn_storage_api::{select_batched, SelectRequest, SeriesReader};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -40,7 +40,7 @@ pub(crate) async fn export(
     PromParams(p): PromParams,
 ) -> Result<Response> {
     let args = p.read_args(true)?;
-    let src = backend.source;
+    let src = backend.reader;
     let max_samples = st.0.cfg.engine.max_samples;
     let stall = st.0.cfg.engine.timeout;
     // Lines go out in chunks as series batches are read; a full channel
@@ -141,7 +141,7 @@ fn send_chunk(
 /// Writes the export's JSON lines to `tx` in chunks, reading series in
 /// batches; at most `max_samples` samples, else an error ends the stream.
 fn export_lines(
-    src: &dyn SeriesSource,
+    src: &dyn SeriesReader,
     tenant: &str,
     args: &ReadArgs,
     max_samples: usize,
@@ -155,7 +155,8 @@ fn export_lines(
     let mut failed: Option<(StatusCode, String)> = None;
     let mut gone = false;
     for m in &args.matchers {
-        let res = src.select_batched(tenant, m, args.start, args.end, &mut |batch| {
+        let req = SelectRequest::new(tenant, m.clone(), args.start, args.end);
+        let res = select_batched(src, req, &mut |batch| {
             for s in batch {
                 if !seen.insert(s.labels.clone()) {
                     continue;

@@ -4,19 +4,21 @@
 
 use crate::error::Result;
 use crate::extract::{PromParams, Ready, Tenant, UrlParams};
+use crate::params::ReadArgs;
 use crate::render::{labels_json, success};
 use crate::{blocking_read, AppState};
 use axum::extract::{Path, State};
 use axum::response::Response;
-use cairn_common::{Matcher, StorageError};
+use cairn_common::Matcher;
+use cairn_storage_api::{block_on, SeriesQuery, StoreError};
 use serde_json::{json, Value};
 
 /// Runs `f` once per `match[]` selector (once with no matchers when there are
 /// none) and returns the sorted union, as Prometheus does for several `match[]`.
 fn union_over_matches<T: Ord>(
     matchers: &[Vec<Matcher>],
-    mut f: impl FnMut(&[Matcher]) -> Result<Vec<T>, StorageError>,
-) -> Result<Vec<T>, StorageError> {
+    mut f: impl FnMut(&[Matcher]) -> Result<Vec<T>, StoreError>,
+) -> Result<Vec<T>, StoreError> {
     if matchers.is_empty() {
         return f(&[]);
     }
@@ -29,6 +31,11 @@ fn union_over_matches<T: Ord>(
     Ok(all)
 }
 
+/// The contract's query for one `match[]` group of `args`.
+fn query(tenant: &str, m: &[Matcher], args: &ReadArgs) -> SeriesQuery {
+    SeriesQuery::new(tenant, m.to_vec(), args.start, args.end)
+}
+
 /// `GET|POST /api/v1/series`.
 pub(crate) async fn series(
     State(st): State<AppState>,
@@ -37,10 +44,10 @@ pub(crate) async fn series(
     PromParams(p): PromParams,
 ) -> Result<Response> {
     let args = p.read_args(true)?;
-    let src = backend.source;
+    let src = backend.reader;
     let sets = blocking_read(&st, st.0.cfg.engine.timeout, move |_| {
         union_over_matches(&args.matchers, |m| {
-            src.series(&tenant, m, args.start, args.end)
+            block_on(src.series(query(&tenant, m, &args)))
         })
     })
     .await??;
@@ -57,10 +64,10 @@ pub(crate) async fn labels(
     PromParams(p): PromParams,
 ) -> Result<Response> {
     let args = p.read_args(false)?;
-    let src = backend.source;
+    let src = backend.reader;
     let names = blocking_read(&st, st.0.cfg.engine.timeout, move |_| {
         union_over_matches(&args.matchers, |m| {
-            src.label_names(&tenant, m, args.start, args.end)
+            block_on(src.label_names(query(&tenant, m, &args)))
         })
     })
     .await??;
@@ -76,10 +83,10 @@ pub(crate) async fn label_values(
     UrlParams(p): UrlParams,
 ) -> Result<Response> {
     let args = p.read_args(false)?;
-    let src = backend.source;
+    let src = backend.reader;
     let values = blocking_read(&st, st.0.cfg.engine.timeout, move |_| {
         union_over_matches(&args.matchers, |m| {
-            src.label_values(&tenant, &name, m, args.start, args.end)
+            block_on(src.label_values(query(&tenant, m, &args), name.clone()))
         })
     })
     .await??;
@@ -100,9 +107,9 @@ pub(crate) async fn metadata(
         .get("metric")
         .filter(|s| !s.is_empty())
         .map(str::to_string);
-    let src = backend.source;
+    let src = backend.reader;
     let mut md = blocking_read(&st, st.0.cfg.engine.timeout, move |_| {
-        src.metadata(&tenant, metric.as_deref())
+        block_on(src.metadata(tenant, metric, 0))
     })
     .await??;
     md.sort_by(|a, b| a.0.cmp(&b.0));

@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::response::Response;
 use cairn_common::{ExemplarSeries, Matcher};
 use cairn_promql::{Engine, EngineOptions, QueryError, QueryResult, Value as PValue};
+use cairn_storage_api::{block_on, SeriesQuery};
 use promql_parser::parser::Expr;
 use std::time::Duration;
 
@@ -169,7 +170,7 @@ pub(crate) async fn query_exemplars(
     }
     let query = p.query();
     let engine = Engine::new(st.0.cfg.engine.clone());
-    let src = backend.source;
+    let src = backend.reader;
     let out = blocking_read(
         &st,
         st.0.cfg.engine.timeout,
@@ -180,7 +181,8 @@ pub(crate) async fn query_exemplars(
             let selectors = extract_selectors(&expr).map_err(ApiError::bad_data)?;
             let mut all: Vec<ExemplarSeries> = Vec::new();
             for m in &selectors {
-                for s in src.exemplars(&tenant, m, start, end)? {
+                let q = SeriesQuery::new(tenant.clone(), m.clone(), start, end);
+                for s in block_on(src.exemplars(q))? {
                     if !all.iter().any(|x| x.labels == s.labels) {
                         all.push(s);
                     }

@@ -14,6 +14,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cairn_ingest::remote_read::{decode_read_request, ReadResponseBuilder};
+use cairn_storage_api::{select_batched, SelectRequest};
 
 pub(crate) async fn remote_read(
     State(st): State<AppState>,
@@ -22,7 +23,7 @@ pub(crate) async fn remote_read(
     body: Bytes,
 ) -> Result<Response> {
     let queries = decode_read_request(&body, st.0.cfg.ingest.max_decoded_size)?;
-    let src = backend.source;
+    let src = backend.reader;
     // At most `query.remote-read-concurrent-limit` remote reads at once
     // (Prometheus: 10): each may hold up to its sample limit in memory.
     let _slot = crate::pool::Slot::take(
@@ -52,7 +53,8 @@ pub(crate) async fn remote_read(
         for (ms, start, end) in &queries {
             let mut exceeded = false;
             // Read in batches so the limit stops the read before it is all held.
-            src.select_batched(&tenant, ms, *start, *end, &mut |batch| {
+            let req = SelectRequest::new(tenant.clone(), ms.clone(), *start, *end);
+            select_batched(&*src, req, &mut |batch| {
                 for s in batch {
                     total += s.samples.len();
                     if total > max_samples {

@@ -4,7 +4,8 @@
 use crate::{router, Admin, ApiConfig, AppState, Backend};
 use axum::body::Body;
 use axum::http::Request;
-use cairn_common::{MemSource, SampleWriter, SeriesSource};
+use cairn_common::{MemSource, SeriesSource};
+use cairn_storage_api::{SeriesReader, ShardWriter};
 use std::sync::Arc;
 use tower::ServiceExt;
 
@@ -20,7 +21,8 @@ pub(crate) fn app(m: Arc<MemSource>) -> axum::Router {
     let st = AppState::new(ApiConfig::default()).unwrap();
     st.set_ready(Backend {
         source: m.clone() as Arc<dyn SeriesSource>,
-        writer: m as Arc<dyn SampleWriter>,
+        reader: m.clone() as Arc<dyn SeriesReader>,
+        writer: m as Arc<dyn ShardWriter>,
         admin: Arc::new(NoAdmin),
     });
     router(st)

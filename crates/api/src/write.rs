@@ -50,7 +50,8 @@ pub(crate) async fn remote_write(
         let outcome = if batch.series.is_empty() && batch.metadata.is_empty() {
             None
         } else {
-            Some(writer.write_prepared(&tenant, batch))
+            let req = cairn_storage_api::WriteRequest::new(tenant.clone(), batch);
+            Some(cairn_storage_api::block_on(writer.write(req)))
         };
         Ok::<_, cairn_ingest::IngestError>(((n_samples, invalid), outcome))
     })
@@ -68,7 +69,8 @@ pub(crate) async fn remote_write(
         .collect();
     if let Some(outcome) = outcome {
         let outcome = outcome.map_err(|e| {
-            let status = ApiError::storage_status(&e);
+            let status =
+                StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             if status != StatusCode::BAD_REQUEST {
                 tracing::warn!(?e, "remote write failed in storage");
             }

@@ -225,6 +225,7 @@ fn serve(flags: config::Overrides) -> Result<()> {
         storage.start_background();
         state.set_ready(Backend {
             source: storage.clone(),
+            reader: storage.clone(),
             writer: storage.clone(),
             admin: Arc::new(StorageAdmin(storage.clone())),
         });

@@ -30,6 +30,6 @@ pub use request::{
 };
 pub use series::{EncodedChunk, SeriesSamples, StoredSeries};
 pub use traits::{
-    block_on, next_batch, select_all, stream_from_iter, BoxFuture, SeriesReader, SeriesStream,
-    ShardWriter,
+    block_on, decode_batch, next_batch, select_all, select_batched, stream_from_iter, BoxFuture,
+    SeriesReader, SeriesStream, ShardWriter,
 };

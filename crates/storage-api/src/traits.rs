@@ -66,7 +66,8 @@ pub async fn next_batch(
     std::future::poll_fn(|cx| stream.as_mut().poll_next(cx)).await
 }
 
-/// Every series of a select, decoded and trimmed to the request's range.
+/// Every series of a select with samples in its range, decoded and trimmed
+/// to the range.
 pub async fn select_all(
     reader: &dyn SeriesReader,
     req: SelectRequest,
@@ -75,11 +76,46 @@ pub async fn select_all(
     let mut stream = reader.select(req).await?;
     let mut out = Vec::new();
     while let Some(batch) = next_batch(&mut stream).await {
-        for s in batch? {
-            out.push(s.decode(start, end)?);
+        out.extend(decode_batch(batch?, start, end)?);
+    }
+    Ok(out)
+}
+
+/// The series of a batch with samples in `[start, end]`, decoded and trimmed.
+pub fn decode_batch(
+    batch: Vec<StoredSeries>,
+    start: i64,
+    end: i64,
+) -> Result<Vec<SeriesData>, StoreError> {
+    let mut out = Vec::with_capacity(batch.len());
+    for s in batch {
+        let d = s.decode(start, end)?;
+        if !d.samples.is_empty() {
+            out.push(d);
         }
     }
     Ok(out)
+}
+
+/// A select read batch by batch on the calling thread (for synchronous
+/// callers such as the read pool's threads): each batch decoded as
+/// [`decode_batch`] and handed to `f`, which returns false to stop early —
+/// the rest is then never read.
+pub fn select_batched(
+    reader: &dyn SeriesReader,
+    req: SelectRequest,
+    f: &mut dyn FnMut(Vec<SeriesData>) -> bool,
+) -> Result<(), StoreError> {
+    block_on(async {
+        let (start, end) = (req.start, req.end);
+        let mut stream = reader.select(req).await?;
+        while let Some(batch) = next_batch(&mut stream).await {
+            if !f(decode_batch(batch?, start, end)?) {
+                break;
+            }
+        }
+        Ok(())
+    })
 }
 
 /// A stream over an iterator of batches (for stores whose reads are local
