@@ -7,7 +7,7 @@
 //! involve native histograms (which Cairn does not store yet) are counted as
 //! skipped and printed, never hidden.
 
-use crate::functions::float_almost_equal;
+use crate::kernels::float::float_almost_equal;
 use crate::{Engine, EngineOptions, QueryError, QueryResult, Value};
 use cairn_common::{
     stale_nan, Labels, LabelsBuilder, Sample, SampleWriter, SeriesSource, SeriesWrite, WriteBatch,
@@ -489,9 +489,9 @@ fn touches_histograms(expr: &str, hist_series: &[Labels]) -> bool {
         return mentions_any(expr, &names);
     };
     let mut sels = Vec::new();
-    crate::eval::collect_selectors(&e, &mut sels);
+    crate::ast::collect_selectors(&e, &mut sels);
     sels.iter().any(|vs| {
-        let Ok(groups) = crate::eval::selector_matchers(vs) else {
+        let Ok(groups) = crate::ast::selector_matchers(vs) else {
             return false;
         };
         groups.iter().any(|g| {
@@ -678,7 +678,7 @@ fn parse_eval(
 }
 
 fn fmt_f(v: f64) -> String {
-    crate::functions::format_go_float(v)
+    cairn_common::gofmt::format_f(v)
 }
 
 fn check_annotations(

@@ -11,7 +11,7 @@
 //! happen once per series rather than once per step.
 //!
 //! Results equal the step path's: each value comes from the same functions
-//! ([`apply`](crate::binop::apply), [`acc_add`], [`best_k`], the range
+//! ([`apply`](crate::kernels::binop::apply), [`acc_add`], [`best_k`], the range
 //! functions), and where order decides a result (`topk` among equal values,
 //! the order an aggregation folds its inputs) the columns are in the order
 //! the step path would see them. Whatever needs the step path's per-step
@@ -20,21 +20,23 @@
 //! hold more than [`MAX_CELLS`] values is left to the step path, which then
 //! gives its answer or its error.
 
-use crate::aggr::{acc_add, acc_value, best_k, convertible_to_i64, grouping_key, Acc};
-use crate::binop::{apply, is_comparison, result_metric, signature};
-use crate::eval::{
-    advance_to, exec_err, offset_ms, selector_key, slide_window, too_many_samples, Elem, Evaluator,
-    Fetched, Result,
+use super::ctx::{note_later, note_not_counter, Evaluator};
+use super::state::{Col, Cols};
+use crate::ast::{
+    collect_selectors, const_scalar, offset_ms, range_call, selector_key, simple_aggregation,
 };
-use crate::functions::{note_later, note_not_counter, RangeFn};
-use crate::RangeSeries;
+use crate::fetch::Fetched;
+use crate::kernels::aggr::{acc_add, acc_value, best_k, convertible_to_i64, grouping_key, Acc};
+use crate::kernels::binop::{apply, is_comparison, result_metric, signature};
+use crate::kernels::range::RangeFn;
+use crate::kernels::window::{advance_to, slide_window};
+use crate::value::{exec_err, too_many_samples, Elem, RangeSeries, Result};
 use cairn_common::{is_stale_nan, Labels, Sample};
 use promql_parser::parser::token::{
-    T_ADD, T_ATAN2, T_AVG, T_BOTTOMK, T_COUNT, T_DIV, T_GROUP, T_MAX, T_MIN, T_MOD, T_MUL, T_POW,
-    T_STDDEV, T_STDVAR, T_SUB, T_SUM, T_TOPK,
+    T_ADD, T_ATAN2, T_BOTTOMK, T_COUNT, T_DIV, T_GROUP, T_MOD, T_MUL, T_POW, T_SUB, T_TOPK,
 };
 use promql_parser::parser::{
-    AggregateExpr, BinaryExpr, Call, Expr, MatrixSelector, VectorMatchCardinality,
+    AggregateExpr, BinaryExpr, Expr, MatrixSelector, VectorMatchCardinality,
 };
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
@@ -43,69 +45,6 @@ use std::sync::Arc;
 /// query plans ahead together; more is left to the step path (16 bytes
 /// each: 64 MiB; an aggregation's accumulators take 40).
 const MAX_CELLS: usize = 1 << 22;
-
-/// One series' values at every step.
-pub(crate) struct Col {
-    pub labels: Arc<Labels>,
-    /// Delayed `__name__` removal, as in [`Elem`].
-    pub drop_name: bool,
-    /// The step of `vals[0]`; no step outside `first..first + vals.len()`
-    /// has a value (a long range over short-lived series stays small).
-    pub first: usize,
-    pub vals: Vec<Option<f64>>,
-}
-
-impl Col {
-    /// A column of `vals` from step `first`, trimmed to its present
-    /// values; `None` if there are none.
-    fn new(
-        labels: Arc<Labels>,
-        drop_name: bool,
-        first: usize,
-        vals: Vec<Option<f64>>,
-    ) -> Option<Col> {
-        Col {
-            labels,
-            drop_name,
-            first,
-            vals,
-        }
-        .trimmed()
-    }
-
-    fn trimmed(mut self) -> Option<Col> {
-        let a = self.vals.iter().position(Option::is_some)?;
-        let b = self
-            .vals
-            .iter()
-            .rposition(Option::is_some)
-            .map_or(0, |b| b + 1);
-        self.vals.truncate(b);
-        self.vals.drain(..a);
-        self.first += a;
-        Some(self)
-    }
-
-    fn end(&self) -> usize {
-        self.first + self.vals.len()
-    }
-
-    fn get(&self, i: usize) -> Option<f64> {
-        i.checked_sub(self.first)
-            .and_then(|j| self.vals.get(j).copied().flatten())
-    }
-}
-
-/// A node's value at every step of the range query.
-pub(crate) struct Cols {
-    pub series: Vec<Col>,
-    /// Per step: the samples the selectors beneath loaded (sample limit).
-    pub samples: Vec<usize>,
-    /// Whether each step's present values are in the order the step path
-    /// produces them (aggregations and `topk` order their groups once for
-    /// the whole range, not per step).
-    pub exact_order: bool,
-}
 
 fn addr(e: &Expr) -> usize {
     e as *const Expr as usize
@@ -145,37 +84,8 @@ fn steps_within(
     first_at(lo)..first_at(hi).max(first_at(lo))
 }
 
-/// A literal scalar (possibly parenthesised or negated).
-fn const_scalar(e: &Expr) -> Option<f64> {
-    match e {
-        Expr::NumberLiteral(n) => Some(n.val),
-        Expr::Paren(p) => const_scalar(&p.expr),
-        Expr::Unary(u) => const_scalar(&u.expr).map(|v| -v),
-        _ => None,
-    }
-}
-
-pub(crate) fn range_call(c: &Call) -> Option<(RangeFn, &MatrixSelector)> {
-    let rf = RangeFn::from_name(c.func.name)?;
-    match c.args.args.as_slice() {
-        [a] => match a.as_ref() {
-            Expr::MatrixSelector(ms) => Some((rf, ms)),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-pub(crate) fn simple_aggregation(a: &AggregateExpr) -> bool {
-    a.param.is_none()
-        && matches!(
-            a.op.id(),
-            T_SUM | T_AVG | T_MIN | T_MAX | T_COUNT | T_GROUP | T_STDDEV | T_STDVAR
-        )
-}
-
-fn precomputed(ev: &Evaluator, a: &AggregateExpr) -> bool {
-    ev.pre
+fn folded(ev: &Evaluator, a: &AggregateExpr) -> bool {
+    ev.folded
         .borrow()
         .contains_key(&(a as *const AggregateExpr as usize))
 }
@@ -225,7 +135,7 @@ fn supported(ev: &Evaluator, e: &Expr) -> bool {
         Expr::VectorSelector(_) => true,
         Expr::Call(c) => range_call(c).is_some(),
         Expr::Aggregate(a) => {
-            precomputed(ev, a)
+            folded(ev, a)
                 || (simple_aggregation(a) && supported(ev, &a.expr))
                 || (matches!(a.op.id(), T_TOPK | T_BOTTOMK)
                     && a.param.as_deref().and_then(const_scalar).is_some()
@@ -357,7 +267,11 @@ fn eval(ev: &Evaluator, e: &Expr) -> Result<Option<Cols>> {
 
 fn eval_aggregate(ev: &Evaluator, a: &AggregateExpr) -> Result<Option<Cols>> {
     let n = steps(ev);
-    if let Some(p) = ev.pre.borrow().get(&(a as *const AggregateExpr as usize)) {
+    if let Some(p) = ev
+        .folded
+        .borrow()
+        .get(&(a as *const AggregateExpr as usize))
+    {
         if p.steps != n || p.keys.len().saturating_mul(n) > MAX_CELLS {
             return Ok(None);
         }
@@ -706,14 +620,14 @@ pub(crate) fn range_query(ev: &Evaluator, e: &Expr) -> Result<Option<Vec<RangeSe
 }
 
 /// Whether evaluating `e` series-wise saves the step path work: nodes that
-/// build per-step vectors (selectors, range functions and precomputed
+/// build per-step vectors (selectors, range functions and folded
 /// aggregations alone are already cheap there, and a selector's elements
 /// carry their samples' own timestamps).
 fn worth(ev: &Evaluator, e: &Expr) -> bool {
     match e {
         Expr::Paren(p) => worth(ev, &p.expr),
         Expr::Unary(_) | Expr::Binary(_) => true,
-        Expr::Aggregate(a) => !precomputed(ev, a),
+        Expr::Aggregate(a) => !folded(ev, a),
         _ => false,
     }
 }
@@ -741,7 +655,7 @@ fn plan_under(ev: &mut Evaluator, e: &Expr, exact: bool, planned: &mut usize) ->
             if (c.exact_order || !exact) && *planned + cells <= MAX_CELLS {
                 *planned += cells;
                 let mut sels = Vec::new();
-                crate::eval::collect_selectors(e, &mut sels);
+                collect_selectors(e, &mut sels);
                 for vs in sels {
                     ev.data.remove(&selector_key(vs));
                 }
