@@ -42,8 +42,8 @@ mod fetch;
 pub mod fuzzing;
 mod kernels;
 mod plan;
-pub mod promqltest;
 mod value;
 
 pub use engine::{extract_selectors, parse, parse_bounded, Engine, EngineOptions};
+pub use kernels::float::float_almost_equal;
 pub use value::{InstantSample, QueryError, QueryResult, RangeSeries, Value};

@@ -35,6 +35,9 @@ pub(crate) fn almost_equal(a: f64, b: f64, eps: f64) -> bool {
     diff / abs_sum.min(f64::MAX) < eps
 }
 
-pub(crate) fn float_almost_equal(a: f64, b: f64, eps: f64) -> bool {
+/// Prometheus's `almost.Equal`: whether `a` and `b` differ by less than
+/// `eps` relative to their size (NaN equals NaN), as the engine compares
+/// histogram buckets; the conformance runner compares answers with it.
+pub fn float_almost_equal(a: f64, b: f64, eps: f64) -> bool {
     almost_equal(a, b, eps)
 }
