@@ -29,10 +29,6 @@ pub(crate) fn offset_ms(o: &Option<Offset>) -> i64 {
     }
 }
 
-pub(crate) fn selector_key(vs: &VectorSelector) -> usize {
-    vs as *const VectorSelector as usize
-}
-
 /// Converts a selector's matchers (plus its metric name) to Cairn matchers;
 /// one group per `or` alternative.
 pub(crate) fn selector_matchers(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>> {

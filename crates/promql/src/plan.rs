@@ -1,26 +1,109 @@
-//! The planner: which series each selector needs over which time range,
-//! and which aggregations a range query may fold.
+//! The planner: numbers the expression's nodes (ids, never addresses),
+//! works out which series each selector needs over which time range, and
+//! which aggregations a range query may fold.
 
-use crate::ast::{fold_shape, info_time, offset_ms, selector_key, system_time_ms};
+use crate::ast::{fold_shape, info_time, offset_ms, system_time_ms};
 use promql_parser::parser::{AggregateExpr, AtModifier, Expr, VectorSelector};
-use rustc_hash::{FxHashMap, FxHashSet};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+use std::ops::Range;
 
-struct Planner<'a> {
-    /// key → (matchers, mint, maxt)
-    needs: HashMap<usize, (&'a VectorSelector, i64, i64)>,
+/// A node's id: its position in the expression's pre-order walk (the root
+/// is 0), so a node's subtree is the ids from it to the end of its
+/// [`Nodes::subtree`].
+pub(crate) type NodeId = usize;
+
+/// The expression's nodes by id: each one's children, in the order
+/// [`children`] gives them, and its subtree's extent.
+pub(crate) struct Nodes {
+    /// Per node: where its children start in `kids`.
+    first: Vec<usize>,
+    /// Per node: the number of nodes in its subtree (itself included).
+    size: Vec<usize>,
+    kids: Vec<NodeId>,
+}
+
+impl Nodes {
+    /// Numbers `e`'s nodes in pre-order.
+    pub fn of(e: &Expr) -> Nodes {
+        let mut n = Nodes {
+            first: Vec::new(),
+            size: Vec::new(),
+            kids: Vec::new(),
+        };
+        n.number(e);
+        n
+    }
+
+    fn number(&mut self, e: &Expr) -> NodeId {
+        let id = self.first.len();
+        self.first.push(0);
+        self.size.push(0);
+        let ids: Vec<NodeId> = children(e).into_iter().map(|c| self.number(c)).collect();
+        self.first[id] = self.kids.len();
+        self.kids.extend(ids);
+        self.size[id] = self.first.len() - id;
+        id
+    }
+
+    pub fn len(&self) -> usize {
+        self.first.len()
+    }
+
+    /// The id of child `k` of node `id` (see [`children`] for the order).
+    pub fn child(&self, id: NodeId, k: usize) -> NodeId {
+        self.kids[self.first[id] + k]
+    }
+
+    /// The ids of `id`'s subtree, itself first.
+    pub fn subtree(&self, id: NodeId) -> Range<NodeId> {
+        id..id + self.size[id]
+    }
+}
+
+/// A node's children, in id order: the operand of parentheses, unary
+/// minus and subqueries; a binary operator's left then right side; an
+/// aggregation's input, then its parameter if it has one; a call's
+/// arguments. Selectors and literals have none.
+pub(crate) fn children(e: &Expr) -> Vec<&Expr> {
+    match e {
+        Expr::Paren(p) => vec![&p.expr],
+        Expr::Unary(u) => vec![&u.expr],
+        Expr::Subquery(sq) => vec![&sq.expr],
+        Expr::Binary(b) => vec![&b.lhs, &b.rhs],
+        Expr::Aggregate(a) => {
+            let mut v: Vec<&Expr> = vec![&a.expr];
+            if let Some(p) = &a.param {
+                v.push(p);
+            }
+            v
+        }
+        Expr::Call(c) => c.args.args.iter().map(|a| a.as_ref()).collect(),
+        Expr::VectorSelector(_)
+        | Expr::MatrixSelector(_)
+        | Expr::NumberLiteral(_)
+        | Expr::StringLiteral(_)
+        | Expr::Extension(_) => Vec::new(),
+    }
+}
+
+/// An aggregation's input, and its parameter.
+pub(crate) const AGG_INPUT: usize = 0;
+pub(crate) const AGG_PARAM: usize = 1;
+
+struct Planner<'a, 'n> {
+    nodes: &'n Nodes,
+    /// Selector node → (selector, mint, maxt, whether a range selector).
+    needs: BTreeMap<NodeId, (&'a VectorSelector, i64, i64, bool)>,
     start: i64,
     end: i64,
     lookback: i64,
     default_sub_step: i64,
-    /// `info()` calls without a selector: call address → (mint, maxt) of
-    /// the `target_info` series they need.
-    info_default: HashMap<usize, (i64, i64)>,
-    /// Keys of selectors used as range selectors (never as instant ones).
-    range_keys: FxHashSet<usize>,
+    /// `info()` calls without a selector: call node → (mint, maxt) of the
+    /// `target_info` series they need.
+    info_default: BTreeMap<NodeId, (i64, i64)>,
 }
 
-impl<'a> Planner<'a> {
+impl<'a> Planner<'a, '_> {
     fn at_time(&self, at: &Option<AtModifier>) -> Option<i64> {
         at.as_ref().map(|a| match a {
             AtModifier::Start => self.start,
@@ -29,17 +112,15 @@ impl<'a> Planner<'a> {
         })
     }
 
-    fn need(&mut self, vs: &'a VectorSelector, mint: i64, maxt: i64) {
-        let e = self
-            .needs
-            .entry(selector_key(vs))
-            .or_insert((vs, mint, maxt));
+    fn need(&mut self, id: NodeId, vs: &'a VectorSelector, mint: i64, maxt: i64, range: bool) {
+        let e = self.needs.entry(id).or_insert((vs, mint, maxt, range));
         e.1 = e.1.min(mint);
         e.2 = e.2.max(maxt);
     }
 
-    /// Walks `e`, evaluated at times within `[tmin, tmax]`.
-    fn walk(&mut self, e: &'a Expr, tmin: i64, tmax: i64) {
+    /// Walks `e` (node `id`), evaluated at times within `[tmin, tmax]`.
+    fn walk(&mut self, e: &'a Expr, id: NodeId, tmin: i64, tmax: i64) {
+        let kid = |k: usize| self.nodes.child(id, k);
         match e {
             Expr::VectorSelector(vs) => {
                 let (lo, hi) = match self.at_time(&vs.at) {
@@ -47,7 +128,7 @@ impl<'a> Planner<'a> {
                     None => (tmin, tmax),
                 };
                 let off = offset_ms(&vs.offset);
-                self.need(vs, lo - off - self.lookback, hi - off);
+                self.need(id, vs, lo - off - self.lookback, hi - off, false);
             }
             Expr::MatrixSelector(ms) => {
                 let vs = &ms.vs;
@@ -57,8 +138,7 @@ impl<'a> Planner<'a> {
                 };
                 let off = offset_ms(&vs.offset);
                 let range = ms.range.as_millis() as i64;
-                self.range_keys.insert(selector_key(vs));
-                self.need(vs, lo - off - range, hi - off);
+                self.need(id, vs, lo - off - range, hi - off, true);
             }
             Expr::Subquery(sq) => {
                 let (lo, hi) = match self.at_time(&sq.at) {
@@ -72,41 +152,41 @@ impl<'a> Planner<'a> {
                     .map(|d| d.as_millis() as i64)
                     .unwrap_or(self.default_sub_step)
                     .max(1);
-                self.walk(&sq.expr, lo - off - range - step, hi - off);
+                self.walk(&sq.expr, kid(0), lo - off - range - step, hi - off);
             }
             Expr::Aggregate(a) => {
                 if let Some(p) = &a.param {
-                    self.walk(p, tmin, tmax);
+                    self.walk(p, kid(AGG_PARAM), tmin, tmax);
                 }
-                self.walk(&a.expr, tmin, tmax);
+                self.walk(&a.expr, kid(AGG_INPUT), tmin, tmax);
             }
-            Expr::Unary(u) => self.walk(&u.expr, tmin, tmax),
+            Expr::Unary(u) => self.walk(&u.expr, kid(0), tmin, tmax),
             Expr::Binary(b) => {
-                self.walk(&b.lhs, tmin, tmax);
-                self.walk(&b.rhs, tmin, tmax);
+                self.walk(&b.lhs, kid(0), tmin, tmax);
+                self.walk(&b.rhs, kid(1), tmin, tmax);
             }
-            Expr::Paren(p) => self.walk(&p.expr, tmin, tmax),
+            Expr::Paren(p) => self.walk(&p.expr, kid(0), tmin, tmax),
             Expr::Call(c) => {
                 if c.func.name == "info" {
                     // Info series are looked up at the base's own time.
                     let lo = info_time(&c.args.args[0], tmin, self.start, self.end);
                     let hi = info_time(&c.args.args[0], tmax, self.start, self.end);
                     let (lo, hi) = (lo.min(hi), lo.max(hi));
-                    self.walk(&c.args.args[0], tmin, tmax);
+                    self.walk(&c.args.args[0], kid(0), tmin, tmax);
                     if let Some(sel) = c.args.args.get(1) {
-                        self.walk(sel, lo, hi);
+                        self.walk(sel, kid(1), lo, hi);
                     } else {
                         let e = self
                             .info_default
-                            .entry(c as *const _ as usize)
+                            .entry(id)
                             .or_insert((lo - self.lookback, hi));
                         e.0 = e.0.min(lo - self.lookback);
                         e.1 = e.1.max(hi);
                     }
                     return;
                 }
-                for a in &c.args.args {
-                    self.walk(a, tmin, tmax);
+                for (k, a) in c.args.args.iter().enumerate() {
+                    self.walk(a, kid(k), tmin, tmax);
                 }
             }
             Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
@@ -119,21 +199,27 @@ impl<'a> Planner<'a> {
 /// arguments are evaluated at the caller's step (range-vector arguments are
 /// selectors or subqueries, which are not descended), so aggregations under
 /// e.g. `histogram_quantile` or `label_replace` qualify.
-fn stream_candidates<'a>(e: &'a Expr, out: &mut Vec<&'a AggregateExpr>) {
+fn stream_candidates<'a>(
+    nodes: &Nodes,
+    e: &'a Expr,
+    id: NodeId,
+    out: &mut Vec<(NodeId, &'a AggregateExpr)>,
+) {
+    let kid = |k: usize| nodes.child(id, k);
     match e {
-        Expr::Paren(p) => stream_candidates(&p.expr, out),
-        Expr::Unary(u) => stream_candidates(&u.expr, out),
+        Expr::Paren(p) => stream_candidates(nodes, &p.expr, kid(0), out),
+        Expr::Unary(u) => stream_candidates(nodes, &u.expr, kid(0), out),
         Expr::Binary(b) => {
-            stream_candidates(&b.lhs, out);
-            stream_candidates(&b.rhs, out);
+            stream_candidates(nodes, &b.lhs, kid(0), out);
+            stream_candidates(nodes, &b.rhs, kid(1), out);
         }
         Expr::Aggregate(a) => {
-            out.push(a);
-            stream_candidates(&a.expr, out);
+            out.push((id, a));
+            stream_candidates(nodes, &a.expr, kid(AGG_INPUT), out);
         }
         Expr::Call(c) => {
-            for arg in &c.args.args {
-                stream_candidates(arg, out);
+            for (k, arg) in c.args.args.iter().enumerate() {
+                stream_candidates(nodes, arg, kid(k), out);
             }
         }
         _ => {}
@@ -143,22 +229,29 @@ fn stream_candidates<'a>(e: &'a Expr, out: &mut Vec<&'a AggregateExpr>) {
 /// One selector to fetch: over `[mint, maxt]`, as a range selector
 /// (`range`: its staleness markers dropped) or an instant one.
 pub(crate) struct SelectorRead<'a> {
-    pub key: usize,
+    /// The selector's node.
+    pub id: NodeId,
     pub vs: &'a VectorSelector,
     pub mint: i64,
     pub maxt: i64,
     pub range: bool,
-    /// The aggregation folded while this selector is read, when the range
-    /// query may fold it (`exec::fold`).
-    pub folded: Option<&'a AggregateExpr>,
+    /// The aggregation (and its node) folded while this selector is read,
+    /// when the range query may fold it (`exec::fold`).
+    pub folded: Option<(NodeId, &'a AggregateExpr)>,
+}
+
+/// A query's plan: its nodes, and what it reads.
+pub(crate) struct Plan<'a> {
+    pub nodes: Nodes,
+    pub reads: Reads<'a>,
 }
 
 /// What a query reads: its selectors, and the `target_info` ranges of
 /// `info()` calls without a selector of their own.
-pub(crate) struct Plan<'a> {
+pub(crate) struct Reads<'a> {
     pub selectors: Vec<SelectorRead<'a>>,
-    /// `(key, mint, maxt)` per `info()` call without a selector.
-    pub target_info: Vec<(usize, i64, i64)>,
+    /// `(call node, mint, maxt)` per `info()` call without a selector.
+    pub target_info: Vec<(NodeId, i64, i64)>,
 }
 
 /// Plans `expr` evaluated at times within `[start, end]`; `fold`: whether
@@ -172,46 +265,51 @@ pub(crate) fn plan<'a>(
     default_sub_step: i64,
     fold: bool,
 ) -> Plan<'a> {
+    let nodes = Nodes::of(expr);
     let mut planner = Planner {
-        needs: HashMap::new(),
+        nodes: &nodes,
+        needs: BTreeMap::new(),
         start,
         end,
         lookback,
         default_sub_step,
-        info_default: HashMap::new(),
-        range_keys: FxHashSet::default(),
+        info_default: BTreeMap::new(),
     };
-    planner.walk(expr, start, end);
-    // Aggregations the range query folds while reading their selector,
-    // by selector.
-    let mut folded: FxHashMap<usize, &AggregateExpr> = FxHashMap::default();
+    planner.walk(expr, 0, start, end);
+    let (needs, info_default) = (planner.needs, planner.info_default);
+    // Aggregations the range query folds while reading their selector, by
+    // selector node (the aggregation's input is a call whose argument is
+    // the selector).
+    let mut folded: BTreeMap<NodeId, (NodeId, &AggregateExpr)> = BTreeMap::new();
     if fold {
         let mut aggs = Vec::new();
-        stream_candidates(expr, &mut aggs);
-        for a in aggs {
-            if let Some((_, ms)) = fold_shape(a) {
-                folded.insert(selector_key(&ms.vs), a);
+        stream_candidates(&nodes, expr, 0, &mut aggs);
+        for (id, a) in aggs {
+            if fold_shape(a).is_some() {
+                let sel = nodes.child(nodes.child(id, AGG_INPUT), 0);
+                folded.insert(sel, (id, a));
             }
         }
     }
-    let range_keys = planner.range_keys;
+    let selectors = needs
+        .into_iter()
+        .map(|(id, (vs, mint, maxt, range))| SelectorRead {
+            id,
+            vs,
+            mint,
+            maxt,
+            range,
+            folded: folded.get(&id).copied(),
+        })
+        .collect();
     Plan {
-        selectors: planner
-            .needs
-            .into_iter()
-            .map(|(key, (vs, mint, maxt))| SelectorRead {
-                key,
-                vs,
-                mint,
-                maxt,
-                range: range_keys.contains(&key),
-                folded: folded.get(&key).copied(),
-            })
-            .collect(),
-        target_info: planner
-            .info_default
-            .into_iter()
-            .map(|(key, (mint, maxt))| (key, mint, maxt))
-            .collect(),
+        nodes,
+        reads: Reads {
+            selectors,
+            target_info: info_default
+                .into_iter()
+                .map(|(id, (mint, maxt))| (id, mint, maxt))
+                .collect(),
+        },
     }
 }

@@ -7,6 +7,7 @@ use crate::kernels::aggr::{
     acc_add, acc_value, best_k, convertible_to_i64, grouping_key, quantile, Acc,
 };
 use crate::kernels::float::format_go_float;
+use crate::plan::{NodeId, AGG_INPUT, AGG_PARAM};
 use crate::value::{exec_err, Elem, Result, Val};
 use cairn_common::Labels;
 use promql_parser::parser::token::{
@@ -25,8 +26,8 @@ struct Group {
     values: Vec<f64>,
 }
 
-pub(crate) fn eval_aggregate(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Result<Val> {
-    if let Some(r) = folded(ev, a, t) {
+pub(crate) fn eval_aggregate(ev: &Evaluator, a: &AggregateExpr, id: NodeId, t: i64) -> Result<Val> {
+    if let Some(r) = folded(ev, id, t) {
         return r;
     }
     let op = a.op.id();
@@ -34,12 +35,12 @@ pub(crate) fn eval_aggregate(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Resul
     let mut param_s = String::new();
     if let Some(p) = &a.param {
         if op == T_COUNT_VALUES {
-            param_s = ev.eval_string(p, t)?;
+            param_s = ev.eval_string(p, ev.child(id, AGG_PARAM), t)?;
         } else {
-            param_f = ev.eval_scalar(p, t)?;
+            param_f = ev.eval_scalar(p, ev.child(id, AGG_PARAM), t)?;
         }
     }
-    let input = ev.eval_vector(&a.expr, t)?;
+    let input = ev.eval_vector(&a.expr, ev.child(id, AGG_INPUT), t)?;
     // Delayed name removal: groups are formed on the labels as they are
     // (names not yet dropped); a group drops its name if any member does.
 
@@ -129,9 +130,7 @@ pub(crate) fn eval_aggregate(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Resul
     // Each input label set's group is found once per query (by the label
     // set's address); a step only maps groups to its own slots.
     let mut caches = ev.groups.borrow_mut();
-    let gc: &mut GroupCache = caches
-        .entry(a as *const AggregateExpr as usize)
-        .or_default();
+    let gc: &mut GroupCache = &mut caches[id];
     let mut groups: Vec<Group> = Vec::new();
     let res = fold_groups(op, a, &input, gc, &mut groups);
     for g in &groups {
@@ -259,10 +258,9 @@ fn select_k(
     out
 }
 
-/// The folded result of aggregation `a` at `t`, if there is one.
-fn folded(ev: &Evaluator, a: &AggregateExpr, t: i64) -> Option<Result<Val>> {
-    let pre = ev.folded.borrow();
-    let p = pre.get(&(a as *const AggregateExpr as usize))?;
+/// The folded result of aggregation node `id` at `t`, if there is one.
+fn folded(ev: &Evaluator, id: NodeId, t: i64) -> Option<Result<Val>> {
+    let p = ev.folded[id].as_ref()?;
     let off = t - ev.start;
     let i = (off / ev.step) as usize;
     if off < 0 || off % ev.step != 0 || i >= p.steps {

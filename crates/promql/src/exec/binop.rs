@@ -5,6 +5,7 @@
 use super::ctx::Evaluator;
 use super::state::BinCache;
 use crate::kernels::binop::{apply, is_comparison, names, result_metric, signature};
+use crate::plan::NodeId;
 use crate::value::{exec_err, go_labels, Elem, Result, Val};
 use cairn_common::{Labels, METRIC_NAME};
 use promql_parser::parser::token::TokenId;
@@ -24,11 +25,11 @@ fn sig_id(bc: &mut BinCache, e: &Elem, matching: &Option<LabelModifier>) -> u32 
     })
 }
 
-pub(crate) fn eval_binary(ev: &Evaluator, b: &BinaryExpr, t: i64) -> Result<Val> {
+pub(crate) fn eval_binary(ev: &Evaluator, b: &BinaryExpr, id: NodeId, t: i64) -> Result<Val> {
     let op = b.op.id();
     let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
-    let lhs = ev.eval(&b.lhs, t)?;
-    let rhs = ev.eval(&b.rhs, t)?;
+    let lhs = ev.eval(&b.lhs, ev.child(id, 0), t)?;
+    let rhs = ev.eval(&b.rhs, ev.child(id, 1), t)?;
     match (lhs, rhs) {
         (Val::Scalar(l), Val::Scalar(r)) => {
             let (v, keep) = apply(op, l, r);
@@ -47,7 +48,7 @@ pub(crate) fn eval_binary(ev: &Evaluator, b: &BinaryExpr, t: i64) -> Result<Val>
             let matching = b.modifier.as_ref().and_then(|m| m.matching.clone());
             // Signatures are computed once per label set per query.
             let mut bins = ev.bins.borrow_mut();
-            let bc = bins.entry(b as *const BinaryExpr as usize).or_default();
+            let bc = &mut bins[id];
             match op {
                 T_LAND => {
                     let sigs: HashSet<u32> = r.iter().map(|e| sig_id(bc, e, &matching)).collect();

@@ -10,6 +10,7 @@ use crate::kernels::histogram::{
 };
 use crate::kernels::range::{linear_regression, RangeFn};
 use crate::kernels::time::date_part;
+use crate::plan::NodeId;
 use crate::value::{exec_err, Elem, MatrixVal, Result, Series, Val};
 use cairn_common::{Labels, METRIC_NAME};
 use promql_parser::parser::{Call, Expr};
@@ -114,7 +115,7 @@ fn metric_name_of(s: &Series) -> String {
     s.labels.metric_name().unwrap_or("").to_string()
 }
 
-pub(crate) fn eval_call(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
+pub(crate) fn eval_call(ev: &Evaluator, c: &Call, id: NodeId, t: i64) -> Result<Val> {
     let call_expr = &Expr::Call(c.clone());
     let name = c.func.name;
     let nargs = c.args.args.len();
@@ -126,8 +127,8 @@ pub(crate) fn eval_call(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
         "start" => return Ok(Val::Scalar(ev.start as f64 / 1000.0)),
         "end" => return Ok(Val::Scalar(ev.end as f64 / 1000.0)),
         "min_of" | "max_of" => {
-            let a = ev.eval_scalar(arg(c, 0)?, t)?;
-            let b = ev.eval_scalar(arg(c, 1)?, t)?;
+            let a = ev.eval_scalar(arg(c, 0)?, ev.child(id, 0), t)?;
+            let b = ev.eval_scalar(arg(c, 1)?, ev.child(id, 1), t)?;
             let v = if a.is_nan() || b.is_nan() {
                 f64::NAN
             } else if name == "min_of" {
@@ -138,7 +139,7 @@ pub(crate) fn eval_call(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
             return Ok(Val::Scalar(v));
         }
         "vector" => {
-            let v = ev.eval_scalar(arg(c, 0)?, t)?;
+            let v = ev.eval_scalar(arg(c, 0)?, ev.child(id, 0), t)?;
             return Ok(Val::Vector(vec![Elem {
                 labels: Labels::empty().into(),
                 t,
@@ -147,7 +148,7 @@ pub(crate) fn eval_call(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
             }]));
         }
         "scalar" => {
-            let v = ev.eval_vector(arg(c, 0)?, t)?;
+            let v = ev.eval_vector(arg(c, 0)?, ev.child(id, 0), t)?;
             return Ok(Val::Scalar(if v.len() == 1 { v[0].v } else { f64::NAN }));
         }
         _ => {}
@@ -189,15 +190,15 @@ pub(crate) fn eval_call(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
         _ => None,
     };
     if let Some(f) = simple {
-        let v = ev.eval_vector(arg(c, 0)?, t)?;
+        let v = ev.eval_vector(arg(c, 0)?, ev.child(id, 0), t)?;
         return Ok(map_vector(v, t, f));
     }
 
     match name {
         "round" => {
-            let v = ev.eval_vector(arg(c, 0)?, t)?;
+            let v = ev.eval_vector(arg(c, 0)?, ev.child(id, 0), t)?;
             let to = if nargs > 1 {
-                ev.eval_scalar(arg(c, 1)?, t)?
+                ev.eval_scalar(arg(c, 1)?, ev.child(id, 1), t)?
             } else {
                 1.0
             };
@@ -205,26 +206,26 @@ pub(crate) fn eval_call(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
             Ok(map_vector(v, t, move |x| (x * inv + 0.5).floor() / inv))
         }
         "clamp" => {
-            let v = ev.eval_vector(arg(c, 0)?, t)?;
-            let min = ev.eval_scalar(arg(c, 1)?, t)?;
-            let max = ev.eval_scalar(arg(c, 2)?, t)?;
+            let v = ev.eval_vector(arg(c, 0)?, ev.child(id, 0), t)?;
+            let min = ev.eval_scalar(arg(c, 1)?, ev.child(id, 1), t)?;
+            let max = ev.eval_scalar(arg(c, 2)?, ev.child(id, 2), t)?;
             if max < min {
                 return Ok(Val::Vector(Vec::new()));
             }
             Ok(map_vector(v, t, move |x| x.max(min).min(max)))
         }
         "clamp_min" => {
-            let v = ev.eval_vector(arg(c, 0)?, t)?;
-            let min = ev.eval_scalar(arg(c, 1)?, t)?;
+            let v = ev.eval_vector(arg(c, 0)?, ev.child(id, 0), t)?;
+            let min = ev.eval_scalar(arg(c, 1)?, ev.child(id, 1), t)?;
             Ok(map_vector(v, t, move |x| x.max(min)))
         }
         "clamp_max" => {
-            let v = ev.eval_vector(arg(c, 0)?, t)?;
-            let max = ev.eval_scalar(arg(c, 1)?, t)?;
+            let v = ev.eval_vector(arg(c, 0)?, ev.child(id, 0), t)?;
+            let max = ev.eval_scalar(arg(c, 1)?, ev.child(id, 1), t)?;
             Ok(map_vector(v, t, move |x| x.min(max)))
         }
         "timestamp" => {
-            let v = ev.eval_vector(arg(c, 0)?, t)?;
+            let v = ev.eval_vector(arg(c, 0)?, ev.child(id, 0), t)?;
             Ok(Val::Vector(
                 v.into_iter()
                     .map(|mut e| {
@@ -246,16 +247,16 @@ pub(crate) fn eval_call(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
                     drop_name: false,
                 }]
             } else {
-                ev.eval_vector(arg(c, 0)?, t)?
+                ev.eval_vector(arg(c, 0)?, ev.child(id, 0), t)?
             };
             Ok(map_vector(v, t, |x| date_part(name, x)))
         }
         "label_replace" => {
-            let v = ev.eval_vector(arg(c, 0)?, t)?;
-            let dst = ev.eval_string(arg(c, 1)?, t)?;
-            let repl = ev.eval_string(arg(c, 2)?, t)?;
-            let src = ev.eval_string(arg(c, 3)?, t)?;
-            let re_s = ev.eval_string(arg(c, 4)?, t)?;
+            let v = ev.eval_vector(arg(c, 0)?, ev.child(id, 0), t)?;
+            let dst = ev.eval_string(arg(c, 1)?, ev.child(id, 1), t)?;
+            let repl = ev.eval_string(arg(c, 2)?, ev.child(id, 2), t)?;
+            let src = ev.eval_string(arg(c, 3)?, ev.child(id, 3), t)?;
+            let re_s = ev.eval_string(arg(c, 4)?, ev.child(id, 4), t)?;
             let re = Regex::new(&format!("^(?s:{re_s})$")).map_err(|e| {
                 exec_err(format!(
                     "invalid regular expression in label_replace(): {re_s}: {e}"
@@ -286,12 +287,12 @@ pub(crate) fn eval_call(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
             Ok(Val::Vector(out))
         }
         "label_join" => {
-            let v = ev.eval_vector(arg(c, 0)?, t)?;
-            let dst = ev.eval_string(arg(c, 1)?, t)?;
-            let sep = ev.eval_string(arg(c, 2)?, t)?;
+            let v = ev.eval_vector(arg(c, 0)?, ev.child(id, 0), t)?;
+            let dst = ev.eval_string(arg(c, 1)?, ev.child(id, 1), t)?;
+            let sep = ev.eval_string(arg(c, 2)?, ev.child(id, 2), t)?;
             let mut srcs = Vec::new();
             for i in 3..nargs {
-                srcs.push(ev.eval_string(arg(c, i)?, t)?);
+                srcs.push(ev.eval_string(arg(c, i)?, ev.child(id, i), t)?);
             }
             if !ev.valid_label_name(&dst) {
                 return Err(exec_err(format!(
@@ -322,7 +323,7 @@ pub(crate) fn eval_call(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
                     ev.pos(call_expr)
                 ));
             }
-            let mut v = ev.eval_vector(arg(c, 0)?, t)?;
+            let mut v = ev.eval_vector(arg(c, 0)?, ev.child(id, 0), t)?;
             let desc = name == "sort_desc";
             v.sort_by(|a, b| {
                 use std::cmp::Ordering;
@@ -349,10 +350,10 @@ pub(crate) fn eval_call(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
                     ev.pos(call_expr)
                 ));
             }
-            let mut v = ev.eval_vector(arg(c, 0)?, t)?;
+            let mut v = ev.eval_vector(arg(c, 0)?, ev.child(id, 0), t)?;
             let mut labels = Vec::new();
             for i in 1..nargs {
-                labels.push(ev.eval_string(arg(c, i)?, t)?);
+                labels.push(ev.eval_string(arg(c, i)?, ev.child(id, i), t)?);
             }
             let desc = name == "sort_by_label_desc";
             v.sort_by(|a, b| {
@@ -376,7 +377,7 @@ pub(crate) fn eval_call(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
         }
         "absent" => {
             let e = arg(c, 0)?;
-            let v = ev.eval_vector(e, t)?;
+            let v = ev.eval_vector(e, ev.child(id, 0), t)?;
             if !v.is_empty() {
                 return Ok(Val::Vector(Vec::new()));
             }
@@ -389,7 +390,7 @@ pub(crate) fn eval_call(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
         }
         "absent_over_time" => {
             let e = arg(c, 0)?;
-            let m = ev.eval_matrix(e, t)?;
+            let m = ev.eval_matrix(e, ev.child(id, 0), t)?;
             if !m.series.is_empty() {
                 return Ok(Val::Vector(Vec::new()));
             }
@@ -405,17 +406,17 @@ pub(crate) fn eval_call(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
             }]))
         }
         "histogram_quantile" => {
-            let q = ev.eval_scalar(arg(c, 0)?, t)?;
-            let v = ev.eval_vector(arg(c, 1)?, t)?;
+            let q = ev.eval_scalar(arg(c, 0)?, ev.child(id, 0), t)?;
+            let v = ev.eval_vector(arg(c, 1)?, ev.child(id, 1), t)?;
             let pos = (ev.pos(arg(c, 0)?), ev.pos(arg(c, 1)?));
             histogram_quantiles(ev, &[q], None, v, t, pos)
         }
         "histogram_quantiles" => {
-            let v = ev.eval_vector(arg(c, 0)?, t)?;
-            let label = ev.eval_string(arg(c, 1)?, t)?;
+            let v = ev.eval_vector(arg(c, 0)?, ev.child(id, 0), t)?;
+            let label = ev.eval_string(arg(c, 1)?, ev.child(id, 1), t)?;
             let mut qs = Vec::new();
             for i in 2..nargs {
-                qs.push(ev.eval_scalar(arg(c, i)?, t)?);
+                qs.push(ev.eval_scalar(arg(c, i)?, ev.child(id, i), t)?);
             }
             let qpos = if nargs > 2 {
                 ev.pos(arg(c, 2)?)
@@ -426,33 +427,33 @@ pub(crate) fn eval_call(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
             histogram_quantiles(ev, &qs, Some(&label), v, t, pos)
         }
         "histogram_fraction" => {
-            let lower = ev.eval_scalar(arg(c, 0)?, t)?;
-            let upper = ev.eval_scalar(arg(c, 1)?, t)?;
-            let v = ev.eval_vector(arg(c, 2)?, t)?;
+            let lower = ev.eval_scalar(arg(c, 0)?, ev.child(id, 0), t)?;
+            let upper = ev.eval_scalar(arg(c, 1)?, ev.child(id, 1), t)?;
+            let v = ev.eval_vector(arg(c, 2)?, ev.child(id, 2), t)?;
             let pos = ev.pos(arg(c, 2)?);
             histogram_fraction(ev, lower, upper, v, t, &pos)
         }
         "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
         | "histogram_stdvar" => {
             // Native histograms only; float samples are ignored.
-            let _ = ev.eval_vector(arg(c, 0)?, t)?;
+            let _ = ev.eval_vector(arg(c, 0)?, ev.child(id, 0), t)?;
             Ok(Val::Vector(Vec::new()))
         }
-        "info" => eval_info(ev, c, t),
-        _ => eval_range_fn(ev, c, t),
+        "info" => eval_info(ev, c, id, t),
+        _ => eval_range_fn(ev, c, id, t),
     }
 }
 
 /// `info(v, {selector})`: adds data labels of info series (default
 /// `target_info`) joined on the identifying labels `instance` and `job`.
-fn eval_info(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
+fn eval_info(ev: &Evaluator, c: &Call, id: NodeId, t: i64) -> Result<Val> {
     use promql_parser::label::MatchOp as P;
     const IDENT: [&str; 2] = ["instance", "job"];
-    let base = ev.eval_vector(arg(c, 0)?, t)?;
+    let base = ev.eval_vector(arg(c, 0)?, ev.child(id, 0), t)?;
     let it = info_time(arg(c, 0)?, t, ev.start, ev.end);
     let (infos, name_ms, data_ms) = match c.args.args.get(1).map(|b| b.as_ref()) {
         Some(Expr::VectorSelector(vs)) => {
-            let mut infos = ev.select_instant(vs, it)?;
+            let mut infos = ev.select_instant(vs, ev.child(id, 1), it)?;
             let groups = selector_matchers(vs)?;
             let all: Vec<cairn_common::Matcher> = groups.into_iter().flatten().collect();
             let (name_ms, data_ms): (Vec<_>, Vec<_>) =
@@ -476,7 +477,7 @@ fn eval_info(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
             ))
         }
         None => (
-            ev.instant_from_key(c as *const Call as usize, it)?,
+            ev.instant_from(id, it)?,
             vec![cairn_common::Matcher::equal(METRIC_NAME, "target_info")],
             Vec::new(),
         ),
@@ -549,7 +550,7 @@ fn check_unique(v: &[Elem]) -> Result<()> {
     Ok(())
 }
 
-fn eval_range_fn(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
+fn eval_range_fn(ev: &Evaluator, c: &Call, id: NodeId, t: i64) -> Result<Val> {
     let name = c.func.name;
     if let Some(rf) = RangeFn::from_name(name) {
         let a = arg(c, 0)?;
@@ -563,7 +564,7 @@ fn eval_range_fn(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
             let range = ms.range.as_millis() as i64;
             let mut out = Vec::new();
             let mut odd: Vec<String> = Vec::new();
-            ev.for_each_window(ms, t, |sd, w| {
+            ev.for_each_window(ms, ev.child(id, 0), t, |sd, w| {
                 note_later(&mut odd, rf, sd);
                 if let Some(v) = rf.apply_known(w, te, range, sd.may_reset) {
                     out.push(Elem {
@@ -579,7 +580,7 @@ fn eval_range_fn(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
             }
             return Ok(Val::Vector(out));
         }
-        let m = ev.eval_matrix(a, t)?;
+        let m = ev.eval_matrix(a, ev.child(id, 0), t)?;
         if rf.is_counter_fn() {
             for s in &m.series {
                 let n = metric_name_of(s);
@@ -594,8 +595,8 @@ fn eval_range_fn(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
     }
     match name {
         "predict_linear" => {
-            let m = ev.eval_matrix(arg(c, 0)?, t)?;
-            let d = ev.eval_scalar(arg(c, 1)?, t)?;
+            let m = ev.eval_matrix(arg(c, 0)?, ev.child(id, 0), t)?;
+            let d = ev.eval_scalar(arg(c, 1)?, ev.child(id, 1), t)?;
             Ok(over_time(m, t, false, |_, s| {
                 if s.samples.len() < 2 {
                     return None;
@@ -605,8 +606,8 @@ fn eval_range_fn(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
             }))
         }
         "quantile_over_time" => {
-            let q = ev.eval_scalar(arg(c, 0)?, t)?;
-            let m = ev.eval_matrix(arg(c, 1)?, t)?;
+            let q = ev.eval_scalar(arg(c, 0)?, ev.child(id, 0), t)?;
+            let m = ev.eval_matrix(arg(c, 1)?, ev.child(id, 1), t)?;
             if !(0.0..=1.0).contains(&q) {
                 ev.warn(format!(
                     "PromQL warning: quantile value should be between 0 and 1, got {}{}",
@@ -620,7 +621,7 @@ fn eval_range_fn(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
             }))
         }
         "mad_over_time" => {
-            let m = ev.eval_matrix(arg(c, 0)?, t)?;
+            let m = ev.eval_matrix(arg(c, 0)?, ev.child(id, 0), t)?;
             Ok(over_time(m, t, false, |_, s| {
                 let mut vals: Vec<f64> = s.samples.iter().map(|x| x.v).collect();
                 if vals.iter().any(|v| v.is_nan()) {
@@ -632,9 +633,9 @@ fn eval_range_fn(ev: &Evaluator, c: &Call, t: i64) -> Result<Val> {
             }))
         }
         "double_exponential_smoothing" | "holt_winters" => {
-            let m = ev.eval_matrix(arg(c, 0)?, t)?;
-            let sf = ev.eval_scalar(arg(c, 1)?, t)?;
-            let tf = ev.eval_scalar(arg(c, 2)?, t)?;
+            let m = ev.eval_matrix(arg(c, 0)?, ev.child(id, 0), t)?;
+            let sf = ev.eval_scalar(arg(c, 1)?, ev.child(id, 1), t)?;
+            let tf = ev.eval_scalar(arg(c, 2)?, ev.child(id, 2), t)?;
             if sf <= 0.0 || sf >= 1.0 {
                 return Err(exec_err(format!(
                     "invalid smoothing factor. Expected: 0 < sf < 1, got: {}",

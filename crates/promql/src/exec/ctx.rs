@@ -2,19 +2,19 @@
 //! per-node state, annotations, and the selectors' per-step reads.
 
 use super::state::{BinCache, Cols, Cursors, Folded, GroupCache, PtrCache, Windows};
-use crate::ast::{offset_ms, selector_key, system_time_ms};
+use crate::ast::{offset_ms, system_time_ms};
 use crate::fetch::Fetched;
 use crate::kernels::range::RangeFn;
 use crate::kernels::window::{advance_to, slide_window};
+use crate::plan::{NodeId, Nodes};
 use crate::value::{
     check_cancel, check_unique_labels, exec_err, timeout_err, too_many_samples, Elem, MatrixVal,
     Result, Series, Val,
 };
 use cairn_common::{is_stale_nan, Labels, Sample};
 use promql_parser::parser::{AtModifier, Expr, MatrixSelector, VectorSelector};
-use rustc_hash::FxHashMap;
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,23 +22,32 @@ use std::time::Instant;
 /// step dispatcher (`exec::step::eval`) and hands it to the node evaluators
 /// through [`Evaluator::eval`], so they recurse without importing the
 /// dispatcher that imports them.
-pub(crate) type EvalFn = fn(&Evaluator, &Expr, i64) -> Result<Val>;
+pub(crate) type EvalFn = fn(&Evaluator, &Expr, NodeId, i64) -> Result<Val>;
 
-/// The evaluator: fetched data plus per-query settings.
+/// The evaluator: fetched data, per-node state and per-query settings.
+/// Per-node state is in `Vec`s indexed by [`NodeId`].
 pub(crate) struct Evaluator {
     /// The query text, to report annotation positions as `(line:col)`.
     pub query: String,
-    pub data: HashMap<usize, Vec<Fetched>>,
-    windows: RefCell<FxHashMap<usize, Windows>>,
-    instants: RefCell<FxHashMap<usize, Cursors>>,
-    /// Per aggregation node (by address): its grouping across steps.
-    pub groups: RefCell<FxHashMap<usize, GroupCache>>,
-    /// Per binary operator node (by address): its matching across steps.
-    pub bins: RefCell<FxHashMap<usize, BinCache>>,
-    /// Aggregations folded while their selector was read, by node address.
-    pub folded: RefCell<FxHashMap<usize, Folded>>,
-    /// Subexpressions computed series-wise ahead of the steps, by address.
-    pub cols: RefCell<FxHashMap<usize, Cols>>,
+    /// The plan's nodes: children's ids, subtrees.
+    pub nodes: Nodes,
+    /// Per selector node (and `info()` call reading `target_info`): its
+    /// fetched series.
+    pub data: Vec<Option<Vec<Fetched>>>,
+    /// Per range selector node: its window cursors.
+    windows: RefCell<Vec<Option<Windows>>>,
+    /// Per instant selector node: its cursors.
+    instants: RefCell<Vec<Option<Cursors>>>,
+    /// Per aggregation node: its grouping across steps.
+    pub groups: RefCell<Vec<GroupCache>>,
+    /// Per binary operator node: its matching across steps.
+    pub bins: RefCell<Vec<BinCache>>,
+    /// Per aggregation node: its result, when folded while its selector
+    /// was read.
+    pub folded: Vec<Option<Folded>>,
+    /// Per node: its value at every step, when computed series-wise ahead
+    /// of the steps.
+    pub cols: Vec<Option<Cols>>,
     /// Label sets with `__name__` removed, by source label set.
     no_name: RefCell<PtrCache<Arc<Labels>>>,
     pub start: i64,
@@ -62,6 +71,7 @@ impl Evaluator {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         query: &str,
+        nodes: Nodes,
         start: i64,
         end: i64,
         step: i64,
@@ -72,15 +82,21 @@ impl Evaluator {
         max_samples: usize,
         eval_fn: EvalFn,
     ) -> Self {
+        let n = nodes.len();
         Self {
             query: query.to_string(),
-            data: HashMap::new(),
-            windows: RefCell::new(FxHashMap::default()),
-            instants: RefCell::new(FxHashMap::default()),
-            groups: RefCell::new(FxHashMap::default()),
-            bins: RefCell::new(FxHashMap::default()),
-            folded: RefCell::new(FxHashMap::default()),
-            cols: RefCell::new(FxHashMap::default()),
+            data: none(n),
+            windows: RefCell::new(none(n)),
+            instants: RefCell::new(none(n)),
+            groups: RefCell::new(
+                std::iter::repeat_with(GroupCache::default)
+                    .take(n)
+                    .collect(),
+            ),
+            bins: RefCell::new(std::iter::repeat_with(BinCache::default).take(n).collect()),
+            folded: none(n),
+            cols: none(n),
+            nodes,
             no_name: RefCell::new(PtrCache::default()),
             start,
             end,
@@ -188,25 +204,35 @@ impl Evaluator {
         })
     }
 
-    /// Evaluates child `e` at step `t` through the dispatcher this
+    /// Evaluates `e`, node `id`, at step `t` through the dispatcher this
     /// evaluator was built with (see [`EvalFn`]).
-    pub fn eval(&self, e: &Expr, t: i64) -> Result<Val> {
-        (self.eval_fn)(self, e, t)
+    pub fn eval(&self, e: &Expr, id: NodeId, t: i64) -> Result<Val> {
+        (self.eval_fn)(self, e, id, t)
     }
 
-    pub fn select_instant(&self, vs: &VectorSelector, t: i64) -> Result<Vec<Elem>> {
+    /// The id of child `k` of node `id`.
+    pub fn child(&self, id: NodeId, k: usize) -> NodeId {
+        self.nodes.child(id, k)
+    }
+
+    /// The series fetched for node `id`, if any.
+    pub fn data(&self, id: NodeId) -> Option<&Vec<Fetched>> {
+        self.data[id].as_ref()
+    }
+
+    pub fn select_instant(&self, vs: &VectorSelector, id: NodeId, t: i64) -> Result<Vec<Elem>> {
         let te = self.at_time(&vs.at).unwrap_or(t) - offset_ms(&vs.offset);
-        self.instant_from_key(selector_key(vs), te)
+        self.instant_from(id, te)
     }
 
-    /// The instant vector at `te` of the series fetched under `key`.
-    pub fn instant_from_key(&self, key: usize, te: i64) -> Result<Vec<Elem>> {
-        let Some(data) = self.data.get(&key) else {
+    /// The instant vector at `te` of the series fetched for node `id`.
+    pub fn instant_from(&self, id: NodeId, te: i64) -> Result<Vec<Elem>> {
+        let Some(data) = self.data(id) else {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
         let mut all = self.instants.borrow_mut();
-        let cur = all.entry(key).or_insert_with(|| Cursors {
+        let cur = all[id].get_or_insert_with(|| Cursors {
             last_te: i64::MIN,
             idx: vec![0; data.len()],
         });
@@ -248,20 +274,20 @@ impl Evaluator {
     pub fn for_each_window(
         &self,
         ms: &MatrixSelector,
+        id: NodeId,
         t: i64,
         mut f: impl FnMut(&Fetched, &[Sample]),
     ) -> Result<(i64, i64)> {
         let vs = &ms.vs;
         let te = self.at_time(&vs.at).unwrap_or(t) - offset_ms(&vs.offset);
         let range = ms.range.as_millis() as i64;
-        let key = selector_key(vs);
-        let Some(data) = self.data.get(&key) else {
+        let Some(data) = self.data(id) else {
             return Ok((te, range));
         };
         let mut n = 0;
         {
             let mut all = self.windows.borrow_mut();
-            let w = all.entry(key).or_insert_with(|| Windows {
+            let w = all[id].get_or_insert_with(|| Windows {
                 last_te: i64::MIN,
                 cur: vec![(0, 0); data.len()],
             });
@@ -287,13 +313,13 @@ impl Evaluator {
         Ok((te, range))
     }
 
-    pub fn select_range(&self, ms: &MatrixSelector, t: i64) -> Result<MatrixVal> {
+    pub fn select_range(&self, ms: &MatrixSelector, id: NodeId, t: i64) -> Result<MatrixVal> {
         let vs = &ms.vs;
         let te = self.at_time(&vs.at).unwrap_or(t) - offset_ms(&vs.offset);
         let range = ms.range.as_millis() as i64;
         let mut out = Vec::new();
         let mut n = 0;
-        if let Some(data) = self.data.get(&selector_key(vs)) {
+        if let Some(data) = self.data(id) {
             for sd in data {
                 let lo = sd.samples.partition_point(|s| s.t <= te - range);
                 let hi = sd.samples.partition_point(|s| s.t <= te);
@@ -322,8 +348,8 @@ impl Evaluator {
     }
 
     /// Evaluates an expression that must yield a scalar.
-    pub fn eval_scalar(&self, e: &Expr, t: i64) -> Result<f64> {
-        match self.eval(e, t)? {
+    pub fn eval_scalar(&self, e: &Expr, id: NodeId, t: i64) -> Result<f64> {
+        match self.eval(e, id, t)? {
             Val::Scalar(v) => Ok(v),
             other => Err(exec_err(format!(
                 "expected scalar, got {}",
@@ -332,8 +358,8 @@ impl Evaluator {
         }
     }
 
-    pub fn eval_vector(&self, e: &Expr, t: i64) -> Result<Vec<Elem>> {
-        match self.eval(e, t)? {
+    pub fn eval_vector(&self, e: &Expr, id: NodeId, t: i64) -> Result<Vec<Elem>> {
+        match self.eval(e, id, t)? {
             Val::Vector(v) => Ok(v),
             other => Err(exec_err(format!(
                 "expected instant vector, got {}",
@@ -342,8 +368,8 @@ impl Evaluator {
         }
     }
 
-    pub fn eval_matrix(&self, e: &Expr, t: i64) -> Result<MatrixVal> {
-        match self.eval(e, t)? {
+    pub fn eval_matrix(&self, e: &Expr, id: NodeId, t: i64) -> Result<MatrixVal> {
+        match self.eval(e, id, t)? {
             Val::Matrix(v) => Ok(v),
             other => Err(exec_err(format!(
                 "expected range vector, got {}",
@@ -352,8 +378,8 @@ impl Evaluator {
         }
     }
 
-    pub fn eval_string(&self, e: &Expr, t: i64) -> Result<String> {
-        match self.eval(e, t)? {
+    pub fn eval_string(&self, e: &Expr, id: NodeId, t: i64) -> Result<String> {
+        match self.eval(e, id, t)? {
             Val::Str(v) => Ok(v),
             other => Err(exec_err(format!(
                 "expected string, got {}",
@@ -382,4 +408,9 @@ pub(crate) fn note_not_counter(ev: &Evaluator, name: &str, arg: &Expr) {
         "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {name:?}{}",
         ev.pos(arg)
     ));
+}
+
+/// `n` empty slots.
+fn none<T>(n: usize) -> Vec<Option<T>> {
+    std::iter::repeat_with(|| None).take(n).collect()
 }

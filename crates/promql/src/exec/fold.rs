@@ -8,6 +8,7 @@ use super::state::Folded;
 use crate::ast::fold_shape;
 use crate::fetch::{fetched, select_batched};
 use crate::kernels::aggr::{acc_add, acc_value, grouping_key, Acc};
+use crate::plan::NodeId;
 use crate::value::{too_many_samples, QueryError, Result};
 use cairn_common::{Labels, Matcher, SeriesData, SeriesSource};
 use promql_parser::parser::AggregateExpr;
@@ -38,7 +39,7 @@ pub(crate) fn fold(
     ev: &mut Evaluator,
     src: &dyn SeriesSource,
     tenant: &str,
-    a: &AggregateExpr,
+    (id, a): (NodeId, &AggregateExpr),
     matchers: &[Matcher],
     mint: i64,
     maxt: i64,
@@ -162,16 +163,13 @@ pub(crate) fn fold(
         };
         note_not_counter(ev, n, &c.args.args[0]);
     }
-    ev.folded.get_mut().insert(
-        a as *const AggregateExpr as usize,
-        Folded {
-            steps,
-            keys,
-            values,
-            order,
-            samples,
-            drop_name: !rf.keeps_name(),
-        },
-    );
+    ev.folded[id] = Some(Folded {
+        steps,
+        keys,
+        values,
+        order,
+        samples,
+        drop_name: !rf.keeps_name(),
+    });
     Ok(true)
 }

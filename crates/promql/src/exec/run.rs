@@ -6,7 +6,7 @@ use super::serieswise;
 use super::step;
 use crate::ast::selector_matchers;
 use crate::fetch::{fetch, fetched, target_info};
-use crate::plan::{plan, Plan};
+use crate::plan::{plan, Plan, Reads};
 use crate::value::{
     check_cancel, exec_err, timeout_err, too_many_samples, Elem, InstantSample, QueryError,
     QueryResult, RangeSeries, Result, Val, Value,
@@ -15,7 +15,6 @@ use cairn_common::{Labels, Sample, SeriesSource};
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::Expr;
 use rustc_hash::FxHashMap;
-use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,7 +56,7 @@ pub(crate) fn run(
     let began = Instant::now();
     validate(q)?;
     let fast = q.is_range && set.fold_and_serieswise;
-    let plan = plan(
+    let Plan { nodes, reads } = plan(
         q.expr,
         q.start,
         q.end,
@@ -67,6 +66,7 @@ pub(crate) fn run(
     );
     let mut ev = Evaluator::new(
         q.text,
+        nodes,
         q.start,
         q.end,
         q.step,
@@ -77,7 +77,7 @@ pub(crate) fn run(
         set.max_samples,
         step::eval,
     );
-    read(set, src, tenant, &plan, &mut ev, began)?;
+    read(set, src, tenant, &reads, &mut ev, began)?;
     let value = exec(set, &mut ev, q)?;
     Ok(QueryResult {
         value,
@@ -101,24 +101,23 @@ fn validate(q: &Query<'_>) -> Result<()> {
     )))
 }
 
-/// Reads what `plan` needs into `ev`: `target_info` for `info()`, every
+/// Reads what the plan needs into `ev`: `target_info` for `info()`, every
 /// selector over its range, then the selectors of folded aggregations,
 /// folded as they are read (or read whole when folding gives up).
 fn read(
     set: &Settings,
     src: &dyn SeriesSource,
     tenant: &str,
-    plan: &Plan<'_>,
+    reads: &Reads<'_>,
     ev: &mut Evaluator,
     began: Instant,
 ) -> Result<()> {
-    let mut data = HashMap::new();
-    for &(key, mint, maxt) in &plan.target_info {
-        data.insert(key, target_info(src, tenant, mint, maxt)?);
+    for &(id, mint, maxt) in &reads.target_info {
+        ev.data[id] = Some(target_info(src, tenant, mint, maxt)?);
     }
     let mut loaded = 0usize;
     let mut later = Vec::new();
-    for sel in &plan.selectors {
+    for sel in &reads.selectors {
         if sel.folded.is_some() {
             later.push(sel);
             continue;
@@ -136,9 +135,8 @@ fn read(
         if began.elapsed() > set.timeout {
             return Err(timeout_err("query preparation"));
         }
-        data.insert(sel.key, fetched(series, sel.range, sel.vs.name.as_deref()));
+        ev.data[sel.id] = Some(fetched(series, sel.range, sel.vs.name.as_deref()));
     }
-    ev.data = data;
     for sel in later {
         let groups = selector_matchers(sel.vs)?;
         let done = match (groups.as_slice(), sel.folded) {
@@ -165,8 +163,7 @@ fn read(
                 &mut loaded,
                 set.max_samples,
             )?;
-            ev.data
-                .insert(sel.key, fetched(series, true, sel.vs.name.as_deref()));
+            ev.data[sel.id] = Some(fetched(series, true, sel.vs.name.as_deref()));
         }
         if began.elapsed() > set.timeout {
             return Err(timeout_err("query preparation"));
@@ -195,7 +192,7 @@ fn exec(set: &Settings, ev: &mut Evaluator, q: &Query<'_>) -> Result<Value> {
 
 /// An instant query's value at its time.
 fn exec_instant(ev: &Evaluator, q: &Query<'_>) -> Result<Value> {
-    let v = ev.eval(q.expr, q.start)?;
+    let v = ev.eval(q.expr, 0, q.start)?;
     Ok(match v {
         Val::Scalar(v) => Value::Scalar { t: q.start, v },
         Val::Str(s) => Value::String { t: q.start, v: s },
@@ -242,7 +239,7 @@ fn exec_steps(set: &Settings, ev: &Evaluator, q: &Query<'_>) -> Result<Value> {
     while t <= q.end {
         ev.check_deadline()?;
         ev.samples_in_step.set(0);
-        let elems = match ev.eval(q.expr, t)? {
+        let elems = match ev.eval(q.expr, 0, t)? {
             Val::Scalar(v) => vec![Elem {
                 labels: empty.clone(),
                 t,

@@ -7,23 +7,23 @@
 use super::ctx::Evaluator;
 use super::{aggr, binop, call, serieswise};
 use crate::ast::offset_ms;
+use crate::plan::NodeId;
 use crate::value::{exec_err, MatrixVal, Result, Series, Val};
 use cairn_common::{Labels, Sample};
 use promql_parser::parser::{Expr, SubqueryExpr};
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
-pub(crate) fn eval(ev: &Evaluator, e: &Expr, t: i64) -> Result<Val> {
-    if !ev.cols.borrow().is_empty() {
-        if let Some(r) = serieswise::at_step(ev, e, t) {
-            return r.map(Val::Vector);
-        }
+/// Evaluates `e`, node `id`, at step `t`.
+pub(crate) fn eval(ev: &Evaluator, e: &Expr, id: NodeId, t: i64) -> Result<Val> {
+    if let Some(r) = serieswise::at_step(ev, id, t) {
+        return r.map(Val::Vector);
     }
     match e {
         Expr::NumberLiteral(n) => Ok(Val::Scalar(n.val)),
         Expr::StringLiteral(s) => Ok(Val::Str(s.val.clone())),
-        Expr::Paren(p) => eval(ev, &p.expr, t),
-        Expr::Unary(u) => match eval(ev, &u.expr, t)? {
+        Expr::Paren(p) => eval(ev, &p.expr, ev.child(id, 0), t),
+        Expr::Unary(u) => match eval(ev, &u.expr, ev.child(id, 0), t)? {
             Val::Scalar(v) => Ok(Val::Scalar(-v)),
             Val::Vector(mut els) => {
                 for e in &mut els {
@@ -38,17 +38,17 @@ pub(crate) fn eval(ev: &Evaluator, e: &Expr, t: i64) -> Result<Val> {
                 other.type_name()
             ))),
         },
-        Expr::VectorSelector(vs) => Ok(Val::Vector(ev.select_instant(vs, t)?)),
-        Expr::MatrixSelector(ms) => Ok(Val::Matrix(ev.select_range(ms, t)?)),
-        Expr::Subquery(sq) => Ok(Val::Matrix(subquery(ev, sq, t)?)),
-        Expr::Binary(b) => binop::eval_binary(ev, b, t),
-        Expr::Aggregate(a) => aggr::eval_aggregate(ev, a, t),
-        Expr::Call(c) => call::eval_call(ev, c, t),
+        Expr::VectorSelector(vs) => Ok(Val::Vector(ev.select_instant(vs, id, t)?)),
+        Expr::MatrixSelector(ms) => Ok(Val::Matrix(ev.select_range(ms, id, t)?)),
+        Expr::Subquery(sq) => Ok(Val::Matrix(subquery(ev, sq, id, t)?)),
+        Expr::Binary(b) => binop::eval_binary(ev, b, id, t),
+        Expr::Aggregate(a) => aggr::eval_aggregate(ev, a, id, t),
+        Expr::Call(c) => call::eval_call(ev, c, id, t),
         Expr::Extension(_) => Err(exec_err("extension expressions are not supported")),
     }
 }
 
-fn subquery(ev: &Evaluator, sq: &SubqueryExpr, t: i64) -> Result<MatrixVal> {
+fn subquery(ev: &Evaluator, sq: &SubqueryExpr, id: NodeId, t: i64) -> Result<MatrixVal> {
     let base = ev.at_time(&sq.at).unwrap_or(t) - offset_ms(&sq.offset);
     let range = sq.range.as_millis() as i64;
     let step = sq
@@ -57,6 +57,7 @@ fn subquery(ev: &Evaluator, sq: &SubqueryExpr, t: i64) -> Result<MatrixVal> {
         .unwrap_or(ev.default_sub_step)
         .max(1);
     let lo = base - range;
+    let inner = ev.child(id, 0);
     // Go's integer division truncates toward zero, as Rust's does.
     let mut ts = step * (lo / step);
     if ts <= lo {
@@ -67,7 +68,7 @@ fn subquery(ev: &Evaluator, sq: &SubqueryExpr, t: i64) -> Result<MatrixVal> {
     let mut n = 0;
     while ts <= base {
         ev.check_deadline()?;
-        match eval(ev, &sq.expr, ts)? {
+        match eval(ev, &sq.expr, inner, ts)? {
             Val::Vector(els) => {
                 for e in ev.cleanup_vector(els)? {
                     n += 1;
