@@ -1,6 +1,12 @@
 //! Fetching: the only caller of the [`SeriesSource`] contract. Selectors
 //! are read over the time range the plan gave them, counted against the
 //! sample limit, and wrapped as [`Fetched`] series.
+//!
+//! The entry points are `async` so that a source which answers
+//! asynchronously (the cluster's query role fanning out to shards) changes
+//! this module alone; today's source is synchronous, so their futures are
+//! ready at once, and `exec::run` drives them on the calling (read-pool)
+//! thread.
 
 use crate::ast::selector_matchers;
 use crate::value::{too_many_samples, QueryError, Result};
@@ -31,7 +37,7 @@ pub(crate) fn not_counter_name(n: &str) -> bool {
 
 /// The series of selector `vs` over `[mint, maxt]` (the union over its
 /// `or` alternatives), counted into `loaded` against `max_samples`.
-pub(crate) fn fetch(
+pub(crate) async fn fetch(
     src: &dyn SeriesSource,
     tenant: &str,
     vs: &VectorSelector,
@@ -87,7 +93,7 @@ pub(crate) fn fetched(series: Vec<SeriesData>, range: bool, name: Option<&str>) 
 
 /// Selector `vs`'s series for `matchers` over `[mint, maxt]`, handed to
 /// `f` in batches (in the source's order) until it returns false.
-pub(crate) fn select_batched(
+pub(crate) async fn select_batched(
     src: &dyn SeriesSource,
     tenant: &str,
     vs: &VectorSelector,
@@ -102,7 +108,7 @@ pub(crate) fn select_batched(
 
 /// The `target_info` series over `[mint, maxt]`, for an `info()` call
 /// without a selector of its own.
-pub(crate) fn target_info(
+pub(crate) async fn target_info(
     src: &dyn SeriesSource,
     tenant: &str,
     mint: i64,

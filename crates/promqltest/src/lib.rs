@@ -16,13 +16,13 @@
 //! surface, and storage only through the `cairn_common` traits, so the
 //! engine never depends on its own test runner.
 
-use cairn_promql::{
-    extract_selectors, float_almost_equal, parse, Engine, EngineOptions, QueryError, QueryResult,
-    Value,
-};
 use cairn_common::{
     stale_nan, Labels, LabelsBuilder, Sample, SampleWriter, SeriesSource, SeriesWrite, WriteBatch,
     DEFAULT_TENANT,
+};
+use cairn_promql::{
+    extract_selectors, float_almost_equal, parse, Engine, EngineOptions, QueryError, QueryResult,
+    Value,
 };
 use regex::Regex;
 use std::collections::{HashMap, HashSet};

@@ -35,7 +35,7 @@ struct GroupAccs {
 /// summarise (about as many groups as series, with a step near the scrape
 /// interval): the caller then fetches the selector for the step path.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn fold(
+pub(crate) async fn fold(
     ev: &mut Evaluator,
     src: &dyn SeriesSource,
     tenant: &str,
@@ -136,7 +136,7 @@ pub(crate) fn fold(
         }
         true
     };
-    select_batched(src, tenant, &ms.vs, matchers, mint, maxt, &mut fold)?;
+    select_batched(src, tenant, &ms.vs, matchers, mint, maxt, &mut fold).await?;
     if let Some(e) = failed {
         return Err(e);
     }

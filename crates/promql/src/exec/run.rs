@@ -77,7 +77,7 @@ pub(crate) fn run(
         set.max_samples,
         step::eval,
     );
-    read(set, src, tenant, &reads, &mut ev, began)?;
+    block_on(read(set, src, tenant, &reads, &mut ev, began))?;
     let value = exec(set, &mut ev, q)?;
     Ok(QueryResult {
         value,
@@ -104,7 +104,7 @@ fn validate(q: &Query<'_>) -> Result<()> {
 /// Reads what the plan needs into `ev`: `target_info` for `info()`, every
 /// selector over its range, then the selectors of folded aggregations,
 /// folded as they are read (or read whole when folding gives up).
-fn read(
+async fn read(
     set: &Settings,
     src: &dyn SeriesSource,
     tenant: &str,
@@ -113,7 +113,7 @@ fn read(
     began: Instant,
 ) -> Result<()> {
     for &(id, mint, maxt) in &reads.target_info {
-        ev.data[id] = Some(target_info(src, tenant, mint, maxt)?);
+        ev.data[id] = Some(target_info(src, tenant, mint, maxt).await?);
     }
     let mut loaded = 0usize;
     let mut later = Vec::new();
@@ -131,7 +131,8 @@ fn read(
             sel.maxt,
             &mut loaded,
             set.max_samples,
-        )?;
+        )
+        .await?;
         if began.elapsed() > set.timeout {
             return Err(timeout_err("query preparation"));
         }
@@ -140,17 +141,20 @@ fn read(
     for sel in later {
         let groups = selector_matchers(sel.vs)?;
         let done = match (groups.as_slice(), sel.folded) {
-            ([matchers], Some(a)) => fold(
-                ev,
-                src,
-                tenant,
-                a,
-                matchers,
-                sel.mint,
-                sel.maxt,
-                &mut loaded,
-                set.fold_floor_cells,
-            )?,
+            ([matchers], Some(a)) => {
+                fold(
+                    ev,
+                    src,
+                    tenant,
+                    a,
+                    matchers,
+                    sel.mint,
+                    sel.maxt,
+                    &mut loaded,
+                    set.fold_floor_cells,
+                )
+                .await?
+            }
             _ => false,
         };
         if !done {
@@ -162,7 +166,8 @@ fn read(
                 sel.maxt,
                 &mut loaded,
                 set.max_samples,
-            )?;
+            )
+            .await?;
             ev.data[sel.id] = Some(fetched(series, true, sel.vs.name.as_deref()));
         }
         if began.elapsed() > set.timeout {
@@ -308,4 +313,56 @@ fn check_dup_series(out: &[RangeSeries]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Wakes the thread that [`block_on`] parked.
+struct Unpark(std::thread::Thread);
+
+impl std::task::Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Runs `f` to completion on the calling thread, parking it while `f`
+/// waits: the engine's public methods stay synchronous (the API calls them
+/// from its read-pool threads) while fetching is `async`.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::Poll;
+
+    #[test]
+    fn block_on_waits_for_a_future_woken_from_another_thread() {
+        let (tx, rx) = std::sync::mpsc::channel::<std::task::Waker>();
+        let waker_thread = std::thread::spawn(move || {
+            let w = rx.recv().expect("the future sends its waker");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            w.wake();
+        });
+        let mut polls = 0;
+        let f = std::future::poll_fn(|cx| {
+            polls += 1;
+            if polls == 1 {
+                tx.send(cx.waker().clone())
+                    .expect("the waker thread listens");
+                Poll::Pending
+            } else {
+                Poll::Ready(polls)
+            }
+        });
+        assert!(super::block_on(f) >= 2);
+        waker_thread.join().expect("the waker thread ends");
+    }
 }
