@@ -12,17 +12,18 @@
 //! over the in-process store, remote shards, or `MemSource` alike.
 //!
 //! Layers, lowest first; a module imports only modules before it, and none
-//! imports the crate root:
-//! `value` (results, errors, the values nodes pass) → `kernels` (pure
-//! arithmetic: accumulators, binary operators, range and histogram
-//! functions, float formatting) → `ast` (helpers over the parsed
-//! expression) → `plan` (what each selector reads, what is folded) →
-//! `fetch` (the only caller of `SeriesSource`) → `exec` (evaluation; its
-//! own order is in its header) → `bounds`, `engine` (the public
-//! [`Engine`]) → `fuzzing`.
+//! imports the crate root (checked by `tests/layers.rs`):
+//! `value` (results, errors, the values nodes pass) → `bounds` (query
+//! text and duration limits) → `kernels` (pure arithmetic: accumulators,
+//! binary operators, range and histogram functions, float formatting) →
+//! `ast` (helpers over the parsed expression) → `plan` (node ids, what each
+//! selector reads, what is folded) → `fetch` (the only caller of
+//! `SeriesSource`, async) → `exec` (validate, plan, fetch, execute; its
+//! own order is in its header) → `engine` (the public [`Engine`]) →
+//! `fuzzing`. The promqltest runner is a crate of its own
+//! (`cairn-promqltest`) above this one.
 //!
-//! Evaluation model: all selectors are fetched up front (so the source trait
-//! stays synchronous), then the expression is evaluated one step at a time;
+//! Evaluation model: all selectors are fetched up front, then the expression is evaluated one step at a time;
 //! a range query is its instant evaluations at each step, merged by labels.
 //! In a range query, simple aggregations of a range function of a range
 //! selector (outside subqueries) are folded series by series while their
