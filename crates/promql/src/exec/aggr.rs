@@ -130,7 +130,7 @@ pub(crate) fn eval_aggregate(ev: &Evaluator, a: &AggregateExpr, id: NodeId, t: i
     // Each input label set's group is found once per query (by the label
     // set's address); a step only maps groups to its own slots.
     let mut caches = ev.groups.borrow_mut();
-    let gc: &mut GroupCache = &mut caches[id];
+    let gc: &mut GroupCache = caches[id].get_or_insert_with(Default::default);
     let mut groups: Vec<Group> = Vec::new();
     let res = fold_groups(op, a, &input, gc, &mut groups);
     for g in &groups {

@@ -48,7 +48,7 @@ pub(crate) fn eval_binary(ev: &Evaluator, b: &BinaryExpr, id: NodeId, t: i64) ->
             let matching = b.modifier.as_ref().and_then(|m| m.matching.clone());
             // Signatures are computed once per label set per query.
             let mut bins = ev.bins.borrow_mut();
-            let bc = &mut bins[id];
+            let bc = bins[id].get_or_insert_with(Default::default);
             match op {
                 T_LAND => {
                     let sigs: HashSet<u32> = r.iter().map(|e| sig_id(bc, e, &matching)).collect();

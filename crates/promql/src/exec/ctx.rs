@@ -25,7 +25,8 @@ use std::time::Instant;
 pub(crate) type EvalFn = fn(&Evaluator, &Expr, NodeId, i64) -> Result<Val>;
 
 /// The evaluator: fetched data, per-node state and per-query settings.
-/// Per-node state is in `Vec`s indexed by [`NodeId`].
+/// Per-node state is in `Vec`s indexed by [`NodeId`]; the larger kinds are
+/// boxed, so a slot costs a pointer for the many nodes that have none.
 pub(crate) struct Evaluator {
     /// The query text, to report annotation positions as `(line:col)`.
     pub query: String,
@@ -39,15 +40,15 @@ pub(crate) struct Evaluator {
     /// Per instant selector node: its cursors.
     instants: RefCell<Vec<Option<Cursors>>>,
     /// Per aggregation node: its grouping across steps.
-    pub groups: RefCell<Vec<GroupCache>>,
+    pub groups: RefCell<Vec<Option<Box<GroupCache>>>>,
     /// Per binary operator node: its matching across steps.
-    pub bins: RefCell<Vec<BinCache>>,
+    pub bins: RefCell<Vec<Option<Box<BinCache>>>>,
     /// Per aggregation node: its result, when folded while its selector
     /// was read.
-    pub folded: Vec<Option<Folded>>,
+    pub folded: Vec<Option<Box<Folded>>>,
     /// Per node: its value at every step, when computed series-wise ahead
     /// of the steps.
-    pub cols: Vec<Option<Cols>>,
+    pub cols: Vec<Option<Box<Cols>>>,
     /// Label sets with `__name__` removed, by source label set.
     no_name: RefCell<PtrCache<Arc<Labels>>>,
     pub start: i64,
@@ -88,12 +89,8 @@ impl Evaluator {
             data: none(n),
             windows: RefCell::new(none(n)),
             instants: RefCell::new(none(n)),
-            groups: RefCell::new(
-                std::iter::repeat_with(GroupCache::default)
-                    .take(n)
-                    .collect(),
-            ),
-            bins: RefCell::new(std::iter::repeat_with(BinCache::default).take(n).collect()),
+            groups: RefCell::new(none(n)),
+            bins: RefCell::new(none(n)),
             folded: none(n),
             cols: none(n),
             nodes,

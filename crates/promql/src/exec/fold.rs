@@ -163,13 +163,13 @@ pub(crate) async fn fold(
         };
         note_not_counter(ev, n, &c.args.args[0]);
     }
-    ev.folded[id] = Some(Folded {
+    ev.folded[id] = Some(Box::new(Folded {
         steps,
         keys,
         values,
         order,
         samples,
         drop_name: !rf.keeps_name(),
-    });
+    }));
     Ok(true)
 }

@@ -654,7 +654,7 @@ fn plan_under(
                 for n in ev.nodes.subtree(id) {
                     ev.data[n] = None;
                 }
-                ev.cols[id] = Some(c);
+                ev.cols[id] = Some(Box::new(c));
                 return Ok(());
             }
         }
