@@ -92,7 +92,7 @@ fn promqltest(storage: TestStorage, paths: &[PathBuf]) -> Result<bool> {
         }
     };
     let mut out = std::io::stdout().lock();
-    let summary = cairn_promql::promqltest::run_files(
+    let summary = cairn_promqltest::run_files(
         paths,
         &factory,
         cairn_promql::EngineOptions::default(),

@@ -2,7 +2,8 @@
 //! `fuzz/fuzz_targets/` and replayed over the committed corpus by this
 //! module's tests). Not an API.
 
-use crate::{Engine, EngineOptions, QueryError, QueryResult, Value};
+use crate::engine::{Engine, EngineOptions};
+use crate::value::{QueryError, QueryResult, Value};
 use cairn_common::{Labels, MemSource};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -22,7 +23,7 @@ fn options() -> EngineOptions {
 
 /// For the fuzz targets, called once at start: under libFuzzer every panic
 /// aborts, even one the code catches. promql-parser's panic on a duration it
-/// cannot hold (`offset 6e33`) is caught by [`crate::parse_bounded`] and
+/// cannot hold (`offset 6e33`) is caught by [`crate::engine::parse_bounded`] and
 /// answered as a parse error, so that one is let through; any other panic
 /// still aborts, and a let-through panic nothing catches still ends the run
 /// (libFuzzer's wrapper aborts on an unwinding input).
@@ -43,7 +44,7 @@ pub fn parse(data: &[u8]) {
     let Ok(q) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(e) = crate::parse(q) {
+    if let Ok(e) = crate::engine::parse(q) {
         let _ = e.to_string();
     }
     if q.len() > MAX_EVAL_LEN {
@@ -114,7 +115,7 @@ pub fn eval(data: &[u8]) {
         let _ = engine.instant_query(src, "t", q, t);
     }
     let mut step_by_step = Engine::new(options());
-    step_by_step.ahead = false;
+    step_by_step.fold_and_serieswise = false;
     for (start, end, step) in [(0, 600_000, 60_000), (7_000, 400_000, 17_000)] {
         let a = engine.range_query(src, "t", q, start, end, step);
         let b = step_by_step.range_query(src, "t", q, start, end, step);

@@ -2,57 +2,16 @@
 //! the set operators, with `on`/`ignoring` and `group_left`/`group_right`
 //! vector matching.
 
-use crate::eval::{exec_err, go_labels, BinCache, Elem, Evaluator, Result, Val};
+use super::ctx::Evaluator;
+use super::state::BinCache;
+use crate::kernels::binop::{apply, is_comparison, names, result_metric, signature};
+use crate::plan::NodeId;
+use crate::value::{exec_err, go_labels, Elem, Result, Val};
 use cairn_common::{Labels, METRIC_NAME};
-use promql_parser::label::Labels as PLabels;
 use promql_parser::parser::token::TokenId;
-use promql_parser::parser::token::{
-    T_ADD, T_ATAN2, T_DIV, T_EQLC, T_GTE, T_GTR, T_LAND, T_LOR, T_LSS, T_LTE, T_LUNLESS, T_MOD,
-    T_MUL, T_NEQ, T_POW, T_SUB,
-};
+use promql_parser::parser::token::{T_LAND, T_LOR, T_LUNLESS};
 use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
-
-pub(crate) fn is_comparison(op: TokenId) -> bool {
-    matches!(op, T_EQLC | T_NEQ | T_GTR | T_LSS | T_GTE | T_LTE)
-}
-
-/// Applies `op`; for comparisons returns (lhs, keep).
-pub(crate) fn apply(op: TokenId, l: f64, r: f64) -> (f64, bool) {
-    match op {
-        T_ADD => (l + r, true),
-        T_SUB => (l - r, true),
-        T_MUL => (l * r, true),
-        T_DIV => (l / r, true),
-        T_MOD => (l % r, true),
-        T_POW => (l.powf(r), true),
-        T_ATAN2 => (l.atan2(r), true),
-        T_EQLC => (l, l == r),
-        T_NEQ => (l, l != r),
-        T_GTR => (l, l > r),
-        T_LSS => (l, l < r),
-        T_GTE => (l, l >= r),
-        T_LTE => (l, l <= r),
-        _ => (f64::NAN, false),
-    }
-}
-
-fn names(ls: &PLabels) -> Vec<&str> {
-    ls.labels.iter().map(|s| s.as_str()).collect()
-}
-
-/// The matching signature of a series' labels.
-pub(crate) fn signature(l: &Labels, matching: &Option<LabelModifier>) -> Labels {
-    match matching {
-        Some(LabelModifier::Include(ls)) => l.keep_only(&names(ls)),
-        Some(LabelModifier::Exclude(ls)) => {
-            let mut n = names(ls);
-            n.push(METRIC_NAME);
-            l.without(&n)
-        }
-        None => l.without_metric_name(),
-    }
-}
 
 /// The signature id of `e` (over its effective labels).
 fn sig_id(bc: &mut BinCache, e: &Elem, matching: &Option<LabelModifier>) -> u32 {
@@ -66,11 +25,11 @@ fn sig_id(bc: &mut BinCache, e: &Elem, matching: &Option<LabelModifier>) -> u32 
     })
 }
 
-pub(crate) fn eval_binary(ev: &Evaluator, b: &BinaryExpr, t: i64) -> Result<Val> {
+pub(crate) fn eval_binary(ev: &Evaluator, b: &BinaryExpr, id: NodeId, t: i64) -> Result<Val> {
     let op = b.op.id();
     let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
-    let lhs = ev.eval(&b.lhs, t)?;
-    let rhs = ev.eval(&b.rhs, t)?;
+    let lhs = ev.eval(&b.lhs, ev.child(id, 0), t)?;
+    let rhs = ev.eval(&b.rhs, ev.child(id, 1), t)?;
     match (lhs, rhs) {
         (Val::Scalar(l), Val::Scalar(r)) => {
             let (v, keep) = apply(op, l, r);
@@ -89,7 +48,7 @@ pub(crate) fn eval_binary(ev: &Evaluator, b: &BinaryExpr, t: i64) -> Result<Val>
             let matching = b.modifier.as_ref().and_then(|m| m.matching.clone());
             // Signatures are computed once per label set per query.
             let mut bins = ev.bins.borrow_mut();
-            let bc = bins.entry(b as *const BinaryExpr as usize).or_default();
+            let bc = bins[id].get_or_insert_with(Default::default);
             match op {
                 T_LAND => {
                     let sigs: HashSet<u32> = r.iter().map(|e| sig_id(bc, e, &matching)).collect();
@@ -337,36 +296,4 @@ fn vector_vector(
         }
     }
     Ok(out)
-}
-
-pub(crate) fn result_metric(
-    lhs: &Labels,
-    rhs: &Labels,
-    matching: &Option<LabelModifier>,
-    card: &VectorMatchCardinality,
-    include: &[String],
-) -> Labels {
-    let mut l = lhs.clone();
-    if matches!(card, VectorMatchCardinality::OneToOne) {
-        match matching {
-            Some(LabelModifier::Include(ls)) => l = l.keep_only(&names(ls)),
-            Some(LabelModifier::Exclude(ls)) => l = l.without(&names(ls)),
-            None => {}
-        }
-    }
-    if include.is_empty() {
-        return l;
-    }
-    let mut b = l.builder();
-    for n in include {
-        match rhs.get(n) {
-            Some(v) => {
-                b.set(n, v);
-            }
-            None => {
-                b.del(n);
-            }
-        }
-    }
-    b.build()
 }

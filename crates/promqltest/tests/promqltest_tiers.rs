@@ -4,7 +4,7 @@
 //! tier passes in full; the stable tier's pass count must not regress below
 //! the floor recorded here.
 
-use cairn_promql::promqltest::run_files_mem;
+use cairn_promqltest::run_files_mem;
 use std::path::PathBuf;
 
 const STABLE: &[&str] = &[
@@ -40,7 +40,7 @@ fn dir() -> Option<PathBuf> {
     d.is_dir().then_some(d)
 }
 
-fn run(tier: &[&str]) -> Option<cairn_promql::promqltest::Summary> {
+fn run(tier: &[&str]) -> Option<cairn_promqltest::Summary> {
     let Some(d) = dir() else {
         eprintln!("promqltest data not found; set CAIRN_PROMQLTEST_DIR");
         return None;

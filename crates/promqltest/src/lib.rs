@@ -6,12 +6,23 @@
 //! through [`SeriesSource`], so the same scripts check any store. Evals that
 //! involve native histograms (which Cairn does not store yet) are counted as
 //! skipped and printed, never hidden.
+//!
+//! Owns: parsing test scripts, loading their series, running their evals
+//! through [`Engine`] and comparing the answers. Used by `cairn promqltest`
+//! and this crate's tier test.
+//!
+//! Must never depend on: `cairn-storage`, the API, or the engine's
+//! internals — it sees the engine only through `cairn-promql`'s public
+//! surface, and storage only through the `cairn_common` traits, so the
+//! engine never depends on its own test runner.
 
-use crate::functions::float_almost_equal;
-use crate::{Engine, EngineOptions, QueryError, QueryResult, Value};
 use cairn_common::{
     stale_nan, Labels, LabelsBuilder, Sample, SampleWriter, SeriesSource, SeriesWrite, WriteBatch,
     DEFAULT_TENANT,
+};
+use cairn_promql::{
+    extract_selectors, float_almost_equal, parse, Engine, EngineOptions, QueryError, QueryResult,
+    Value,
 };
 use regex::Regex;
 use std::collections::{HashMap, HashSet};
@@ -479,7 +490,7 @@ fn touches_histograms(expr: &str, hist_series: &[Labels]) -> bool {
     if hist_series.is_empty() {
         return false;
     }
-    let Ok(e) = crate::parse(expr) else {
+    let Ok(e) = parse(expr) else {
         // Unparseable here (e.g. histogram-only operators): fall back to
         // the metric names the text mentions.
         let names: HashSet<String> = hist_series
@@ -488,17 +499,13 @@ fn touches_histograms(expr: &str, hist_series: &[Labels]) -> bool {
             .collect();
         return mentions_any(expr, &names);
     };
-    let mut sels = Vec::new();
-    crate::eval::collect_selectors(&e, &mut sels);
-    sels.iter().any(|vs| {
-        let Ok(groups) = crate::eval::selector_matchers(vs) else {
-            return false;
-        };
-        groups.iter().any(|g| {
-            hist_series
-                .iter()
-                .any(|l| g.iter().all(|m| m.matches(l.get(&m.name).unwrap_or(""))))
-        })
+    let Ok(groups) = extract_selectors(&e) else {
+        return false;
+    };
+    groups.iter().any(|g| {
+        hist_series
+            .iter()
+            .any(|l| g.iter().all(|m| m.matches(l.get(&m.name).unwrap_or(""))))
     })
 }
 
@@ -678,7 +685,7 @@ fn parse_eval(
 }
 
 fn fmt_f(v: f64) -> String {
-    crate::functions::format_go_float(v)
+    cairn_common::gofmt::format_f(v)
 }
 
 fn check_annotations(

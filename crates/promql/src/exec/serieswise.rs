@@ -11,7 +11,7 @@
 //! happen once per series rather than once per step.
 //!
 //! Results equal the step path's: each value comes from the same functions
-//! ([`apply`](crate::binop::apply), [`acc_add`], [`best_k`], the range
+//! ([`apply`](crate::kernels::binop::apply), [`acc_add`], [`best_k`], the range
 //! functions), and where order decides a result (`topk` among equal values,
 //! the order an aggregation folds its inputs) the columns are in the order
 //! the step path would see them. Whatever needs the step path's per-step
@@ -20,21 +20,22 @@
 //! hold more than [`MAX_CELLS`] values is left to the step path, which then
 //! gives its answer or its error.
 
-use crate::aggr::{acc_add, acc_value, best_k, convertible_to_i64, grouping_key, Acc};
-use crate::binop::{apply, is_comparison, result_metric, signature};
-use crate::eval::{
-    advance_to, exec_err, offset_ms, selector_key, slide_window, too_many_samples, Elem, Evaluator,
-    Fetched, Result,
-};
-use crate::functions::{note_later, note_not_counter, RangeFn};
-use crate::RangeSeries;
+use super::ctx::{note_later, note_not_counter, Evaluator};
+use super::state::{Col, Cols};
+use crate::ast::{const_scalar, offset_ms, range_call, simple_aggregation};
+use crate::fetch::Fetched;
+use crate::kernels::aggr::{acc_add, acc_value, best_k, convertible_to_i64, grouping_key, Acc};
+use crate::kernels::binop::{apply, is_comparison, result_metric, signature};
+use crate::kernels::range::RangeFn;
+use crate::kernels::window::{advance_to, slide_window};
+use crate::plan::{NodeId, AGG_INPUT};
+use crate::value::{exec_err, too_many_samples, Elem, RangeSeries, Result};
 use cairn_common::{is_stale_nan, Labels, Sample};
 use promql_parser::parser::token::{
-    T_ADD, T_ATAN2, T_AVG, T_BOTTOMK, T_COUNT, T_DIV, T_GROUP, T_MAX, T_MIN, T_MOD, T_MUL, T_POW,
-    T_STDDEV, T_STDVAR, T_SUB, T_SUM, T_TOPK,
+    T_ADD, T_ATAN2, T_BOTTOMK, T_COUNT, T_DIV, T_GROUP, T_MOD, T_MUL, T_POW, T_SUB, T_TOPK,
 };
 use promql_parser::parser::{
-    AggregateExpr, BinaryExpr, Call, Expr, MatrixSelector, VectorMatchCardinality,
+    AggregateExpr, BinaryExpr, Expr, MatrixSelector, VectorMatchCardinality,
 };
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
@@ -43,73 +44,6 @@ use std::sync::Arc;
 /// query plans ahead together; more is left to the step path (16 bytes
 /// each: 64 MiB; an aggregation's accumulators take 40).
 const MAX_CELLS: usize = 1 << 22;
-
-/// One series' values at every step.
-pub(crate) struct Col {
-    pub labels: Arc<Labels>,
-    /// Delayed `__name__` removal, as in [`Elem`].
-    pub drop_name: bool,
-    /// The step of `vals[0]`; no step outside `first..first + vals.len()`
-    /// has a value (a long range over short-lived series stays small).
-    pub first: usize,
-    pub vals: Vec<Option<f64>>,
-}
-
-impl Col {
-    /// A column of `vals` from step `first`, trimmed to its present
-    /// values; `None` if there are none.
-    fn new(
-        labels: Arc<Labels>,
-        drop_name: bool,
-        first: usize,
-        vals: Vec<Option<f64>>,
-    ) -> Option<Col> {
-        Col {
-            labels,
-            drop_name,
-            first,
-            vals,
-        }
-        .trimmed()
-    }
-
-    fn trimmed(mut self) -> Option<Col> {
-        let a = self.vals.iter().position(Option::is_some)?;
-        let b = self
-            .vals
-            .iter()
-            .rposition(Option::is_some)
-            .map_or(0, |b| b + 1);
-        self.vals.truncate(b);
-        self.vals.drain(..a);
-        self.first += a;
-        Some(self)
-    }
-
-    fn end(&self) -> usize {
-        self.first + self.vals.len()
-    }
-
-    fn get(&self, i: usize) -> Option<f64> {
-        i.checked_sub(self.first)
-            .and_then(|j| self.vals.get(j).copied().flatten())
-    }
-}
-
-/// A node's value at every step of the range query.
-pub(crate) struct Cols {
-    pub series: Vec<Col>,
-    /// Per step: the samples the selectors beneath loaded (sample limit).
-    pub samples: Vec<usize>,
-    /// Whether each step's present values are in the order the step path
-    /// produces them (aggregations and `topk` order their groups once for
-    /// the whole range, not per step).
-    pub exact_order: bool,
-}
-
-fn addr(e: &Expr) -> usize {
-    e as *const Expr as usize
-}
 
 pub(crate) fn steps(ev: &Evaluator) -> usize {
     ((ev.end - ev.start) / ev.step) as usize + 1
@@ -145,39 +79,8 @@ fn steps_within(
     first_at(lo)..first_at(hi).max(first_at(lo))
 }
 
-/// A literal scalar (possibly parenthesised or negated).
-fn const_scalar(e: &Expr) -> Option<f64> {
-    match e {
-        Expr::NumberLiteral(n) => Some(n.val),
-        Expr::Paren(p) => const_scalar(&p.expr),
-        Expr::Unary(u) => const_scalar(&u.expr).map(|v| -v),
-        _ => None,
-    }
-}
-
-pub(crate) fn range_call(c: &Call) -> Option<(RangeFn, &MatrixSelector)> {
-    let rf = RangeFn::from_name(c.func.name)?;
-    match c.args.args.as_slice() {
-        [a] => match a.as_ref() {
-            Expr::MatrixSelector(ms) => Some((rf, ms)),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-pub(crate) fn simple_aggregation(a: &AggregateExpr) -> bool {
-    a.param.is_none()
-        && matches!(
-            a.op.id(),
-            T_SUM | T_AVG | T_MIN | T_MAX | T_COUNT | T_GROUP | T_STDDEV | T_STDVAR
-        )
-}
-
-fn precomputed(ev: &Evaluator, a: &AggregateExpr) -> bool {
-    ev.pre
-        .borrow()
-        .contains_key(&(a as *const AggregateExpr as usize))
+fn folded(ev: &Evaluator, id: NodeId) -> bool {
+    ev.folded[id].is_some()
 }
 
 /// `rf` of range selector `ms` over one series at every step where its
@@ -218,18 +121,19 @@ pub(crate) fn range_fn_values(
 }
 
 /// Whether `e` is an instant-vector expression this module evaluates.
-fn supported(ev: &Evaluator, e: &Expr) -> bool {
+fn supported(ev: &Evaluator, e: &Expr, id: NodeId) -> bool {
+    let kid = |k: usize| ev.child(id, k);
     match e {
-        Expr::Paren(p) => supported(ev, &p.expr),
-        Expr::Unary(u) => supported(ev, &u.expr),
+        Expr::Paren(p) => supported(ev, &p.expr, kid(0)),
+        Expr::Unary(u) => supported(ev, &u.expr, kid(0)),
         Expr::VectorSelector(_) => true,
         Expr::Call(c) => range_call(c).is_some(),
         Expr::Aggregate(a) => {
-            precomputed(ev, a)
-                || (simple_aggregation(a) && supported(ev, &a.expr))
+            folded(ev, id)
+                || (simple_aggregation(a) && supported(ev, &a.expr, kid(AGG_INPUT)))
                 || (matches!(a.op.id(), T_TOPK | T_BOTTOMK)
                     && a.param.as_deref().and_then(const_scalar).is_some()
-                    && supported(ev, &a.expr))
+                    && supported(ev, &a.expr, kid(AGG_INPUT)))
         }
         Expr::Binary(b) => {
             let op = b.op.id();
@@ -240,15 +144,15 @@ fn supported(ev: &Evaluator, e: &Expr) -> bool {
             }
             match (const_scalar(&b.lhs), const_scalar(&b.rhs)) {
                 (Some(_), Some(_)) => false,
-                (Some(_), None) => supported(ev, &b.rhs),
-                (None, Some(_)) => supported(ev, &b.lhs),
+                (Some(_), None) => supported(ev, &b.rhs, kid(1)),
+                (None, Some(_)) => supported(ev, &b.lhs, kid(0)),
                 (None, None) => {
                     let one_to_one = b.modifier.as_ref().is_none_or(|m| {
                         matches!(m.card, VectorMatchCardinality::OneToOne)
                             && m.fill_values.lhs.is_none()
                             && m.fill_values.rhs.is_none()
                     });
-                    one_to_one && supported(ev, &b.lhs) && supported(ev, &b.rhs)
+                    one_to_one && supported(ev, &b.lhs, kid(0)) && supported(ev, &b.rhs, kid(1))
                 }
             }
         }
@@ -258,11 +162,11 @@ fn supported(ev: &Evaluator, e: &Expr) -> bool {
 
 /// The value of `e` at every step, or `None` when it is left to the step
 /// path. `e` must be [`supported`].
-fn eval(ev: &Evaluator, e: &Expr) -> Result<Option<Cols>> {
+fn eval(ev: &Evaluator, e: &Expr, id: NodeId) -> Result<Option<Cols>> {
     match e {
-        Expr::Paren(p) => eval(ev, &p.expr),
+        Expr::Paren(p) => eval(ev, &p.expr, ev.child(id, 0)),
         Expr::Unary(u) => {
-            let Some(mut c) = eval(ev, &u.expr)? else {
+            let Some(mut c) = eval(ev, &u.expr, ev.child(id, 0))? else {
                 return Ok(None);
             };
             for col in &mut c.series {
@@ -276,7 +180,7 @@ fn eval(ev: &Evaluator, e: &Expr) -> Result<Option<Cols>> {
         Expr::VectorSelector(vs) => {
             let n = steps(ev);
             let empty = Vec::new();
-            let data = ev.data.get(&selector_key(vs)).unwrap_or(&empty);
+            let data = ev.data(id).unwrap_or(&empty);
             if data.len().saturating_mul(n) > MAX_CELLS {
                 return Ok(None);
             }
@@ -322,7 +226,7 @@ fn eval(ev: &Evaluator, e: &Expr) -> Result<Option<Cols>> {
             };
             let n = steps(ev);
             let empty = Vec::new();
-            let data = ev.data.get(&selector_key(&ms.vs)).unwrap_or(&empty);
+            let data = ev.data(ev.child(id, 0)).unwrap_or(&empty);
             if data.len().saturating_mul(n) > MAX_CELLS {
                 return Ok(None);
             }
@@ -349,15 +253,15 @@ fn eval(ev: &Evaluator, e: &Expr) -> Result<Option<Cols>> {
             }
             Ok(Some(out))
         }
-        Expr::Aggregate(a) => eval_aggregate(ev, a),
-        Expr::Binary(b) => eval_binary(ev, b),
+        Expr::Aggregate(a) => eval_aggregate(ev, a, id),
+        Expr::Binary(b) => eval_binary(ev, b, id),
         _ => Ok(None),
     }
 }
 
-fn eval_aggregate(ev: &Evaluator, a: &AggregateExpr) -> Result<Option<Cols>> {
+fn eval_aggregate(ev: &Evaluator, a: &AggregateExpr, id: NodeId) -> Result<Option<Cols>> {
     let n = steps(ev);
-    if let Some(p) = ev.pre.borrow().get(&(a as *const AggregateExpr as usize)) {
+    if let Some(p) = &ev.folded[id] {
         if p.steps != n || p.keys.len().saturating_mul(n) > MAX_CELLS {
             return Ok(None);
         }
@@ -379,7 +283,7 @@ fn eval_aggregate(ev: &Evaluator, a: &AggregateExpr) -> Result<Option<Cols>> {
             exact_order: false,
         }));
     }
-    let Some(input) = eval(ev, &a.expr)? else {
+    let Some(input) = eval(ev, &a.expr, ev.child(id, AGG_INPUT))? else {
         return Ok(None);
     };
     // Each input series' group, found once; a group's members must agree
@@ -528,17 +432,17 @@ fn select_k(
     }))
 }
 
-fn eval_binary(ev: &Evaluator, b: &BinaryExpr) -> Result<Option<Cols>> {
+fn eval_binary(ev: &Evaluator, b: &BinaryExpr, id: NodeId) -> Result<Option<Cols>> {
     let op = b.op.id();
     let cmp = is_comparison(op);
     let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
     let scalar_side = match (const_scalar(&b.lhs), const_scalar(&b.rhs)) {
-        (Some(s), None) => Some((s, &b.rhs, true)),
-        (None, Some(s)) => Some((s, &b.lhs, false)),
+        (Some(s), None) => Some((s, (&b.rhs, ev.child(id, 1)), true)),
+        (None, Some(s)) => Some((s, (&b.lhs, ev.child(id, 0)), false)),
         _ => None,
     };
-    if let Some((s, vector, swap)) = scalar_side {
-        let Some(mut c) = eval(ev, vector)? else {
+    if let Some((s, (vector, vid), swap)) = scalar_side {
+        let Some(mut c) = eval(ev, vector, vid)? else {
             return Ok(None);
         };
         for col in &mut c.series {
@@ -564,10 +468,10 @@ fn eval_binary(ev: &Evaluator, b: &BinaryExpr) -> Result<Option<Cols>> {
         c.series = c.series.into_iter().filter_map(Col::trimmed).collect();
         return Ok(Some(c));
     }
-    let Some(lhs) = eval(ev, &b.lhs)? else {
+    let Some(lhs) = eval(ev, &b.lhs, ev.child(id, 0))? else {
         return Ok(None);
     };
-    let Some(rhs) = eval(ev, &b.rhs)? else {
+    let Some(rhs) = eval(ev, &b.rhs, ev.child(id, 1))? else {
         return Ok(None);
     };
     let matching = b.modifier.as_ref().and_then(|m| m.matching.clone());
@@ -638,10 +542,10 @@ fn eval_binary(ev: &Evaluator, b: &BinaryExpr) -> Result<Option<Cols>> {
 /// Evaluates range query `e` series-wise if every node of it is supported:
 /// the result series (sorted by labels), or `None` for the step path.
 pub(crate) fn range_query(ev: &Evaluator, e: &Expr) -> Result<Option<Vec<RangeSeries>>> {
-    if ev.step <= 0 || ev.end < ev.start || !supported(ev, e) {
+    if ev.step <= 0 || ev.end < ev.start || !supported(ev, e, 0) {
         return Ok(None);
     }
-    let Some(cols) = eval(ev, e)? else {
+    let Some(cols) = eval(ev, e, 0)? else {
         return Ok(None);
     };
     let mut index: FxHashMap<Labels, usize> = FxHashMap::default();
@@ -706,14 +610,14 @@ pub(crate) fn range_query(ev: &Evaluator, e: &Expr) -> Result<Option<Vec<RangeSe
 }
 
 /// Whether evaluating `e` series-wise saves the step path work: nodes that
-/// build per-step vectors (selectors, range functions and precomputed
+/// build per-step vectors (selectors, range functions and folded
 /// aggregations alone are already cheap there, and a selector's elements
 /// carry their samples' own timestamps).
-fn worth(ev: &Evaluator, e: &Expr) -> bool {
+fn worth(ev: &Evaluator, e: &Expr, id: NodeId) -> bool {
     match e {
-        Expr::Paren(p) => worth(ev, &p.expr),
+        Expr::Paren(p) => worth(ev, &p.expr, ev.child(id, 0)),
         Expr::Unary(_) | Expr::Binary(_) => true,
-        Expr::Aggregate(a) => !precomputed(ev, a),
+        Expr::Aggregate(_) => !folded(ev, id),
         _ => false,
     }
 }
@@ -726,45 +630,54 @@ pub(crate) fn plan(ev: &mut Evaluator, e: &Expr) -> Result<()> {
     if ev.step <= 0 || ev.end < ev.start {
         return Ok(());
     }
-    plan_under(ev, e, false, &mut 0)
+    plan_under(ev, e, 0, false, &mut 0)
 }
 
 /// [`plan`] for `e`; `exact`: whether something above picks elements by
 /// their order at a step (`topk` among equal values), so only nodes whose
 /// per-step order is the step path's may be handed out.
-fn plan_under(ev: &mut Evaluator, e: &Expr, exact: bool, planned: &mut usize) -> Result<()> {
-    if worth(ev, e) && supported(ev, e) {
+fn plan_under(
+    ev: &mut Evaluator,
+    e: &Expr,
+    id: NodeId,
+    exact: bool,
+    planned: &mut usize,
+) -> Result<()> {
+    if worth(ev, e, id) && supported(ev, e, id) {
         // An error here is left for the step path to raise in its own
         // order (an earlier node may fail first there).
-        if let Ok(Some(c)) = eval(ev, e) {
+        if let Ok(Some(c)) = eval(ev, e, id) {
             let cells: usize = c.series.iter().map(|c| c.vals.len()).sum();
             if (c.exact_order || !exact) && *planned + cells <= MAX_CELLS {
                 *planned += cells;
-                let mut sels = Vec::new();
-                crate::eval::collect_selectors(e, &mut sels);
-                for vs in sels {
-                    ev.data.remove(&selector_key(vs));
+                // The selectors beneath are read no more.
+                for n in ev.nodes.subtree(id) {
+                    ev.data[n] = None;
                 }
-                ev.cols.get_mut().insert(addr(e), c);
+                ev.cols[id] = Some(Box::new(c));
                 return Ok(());
             }
         }
     }
+    let kid = |ev: &Evaluator, k: usize| ev.child(id, k);
     match e {
-        Expr::Paren(p) => plan_under(ev, &p.expr, exact, planned),
-        Expr::Unary(u) => plan_under(ev, &u.expr, exact, planned),
+        Expr::Paren(p) => plan_under(ev, &p.expr, kid(ev, 0), exact, planned),
+        Expr::Unary(u) => plan_under(ev, &u.expr, kid(ev, 0), exact, planned),
         Expr::Binary(b) => {
-            plan_under(ev, &b.lhs, exact, planned)?;
-            plan_under(ev, &b.rhs, exact, planned)
+            let (l, r) = (kid(ev, 0), kid(ev, 1));
+            plan_under(ev, &b.lhs, l, exact, planned)?;
+            plan_under(ev, &b.rhs, r, exact, planned)
         }
         Expr::Aggregate(a) => {
             // Every aggregation but count/group folds or picks by order.
             let by_order = !matches!(a.op.id(), T_COUNT | T_GROUP);
-            plan_under(ev, &a.expr, exact || by_order, planned)
+            let input = kid(ev, AGG_INPUT);
+            plan_under(ev, &a.expr, input, exact || by_order, planned)
         }
         Expr::Call(c) if c.func.name != "info" => {
-            for a in &c.args.args {
-                plan_under(ev, a, exact, planned)?;
+            for (k, a) in c.args.args.iter().enumerate() {
+                let ka = kid(ev, k);
+                plan_under(ev, a, ka, exact, planned)?;
             }
             Ok(())
         }
@@ -772,10 +685,9 @@ fn plan_under(ev: &mut Evaluator, e: &Expr, exact: bool, planned: &mut usize) ->
     }
 }
 
-/// The planned value of `e` at step `t`, if `e` was computed ahead.
-pub(crate) fn at_step(ev: &Evaluator, e: &Expr, t: i64) -> Option<Result<Vec<Elem>>> {
-    let cols = ev.cols.borrow();
-    let c = cols.get(&addr(e))?;
+/// The planned value of node `id` at step `t`, if it was computed ahead.
+pub(crate) fn at_step(ev: &Evaluator, id: NodeId, t: i64) -> Option<Result<Vec<Elem>>> {
+    let c = ev.cols[id].as_ref()?;
     let off = t - ev.start;
     let i = (off / ev.step) as usize;
     if off < 0 || off % ev.step != 0 || i >= c.samples.len() {

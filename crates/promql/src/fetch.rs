@@ -1,0 +1,126 @@
+//! Fetching: the only caller of the [`SeriesSource`] contract. Selectors
+//! are read over the time range the plan gave them, counted against the
+//! sample limit, and wrapped as [`Fetched`] series.
+//!
+//! The entry points are `async` so that a source which answers
+//! asynchronously (the cluster's query role fanning out to shards) changes
+//! this module alone; today's source is synchronous, so their futures are
+//! ready at once, and `exec::run` drives them on the calling (read-pool)
+//! thread.
+
+use crate::ast::selector_matchers;
+use crate::value::{too_many_samples, QueryError, Result};
+use cairn_common::{is_stale_nan, Labels, Matcher, Sample, SeriesData, SeriesSource, METRIC_NAME};
+use promql_parser::parser::VectorSelector;
+use std::sync::Arc;
+
+/// One fetched series. Series of range selectors have their staleness
+/// markers removed at load time (range selectors never see them).
+pub(crate) struct Fetched {
+    pub labels: Arc<Labels>,
+    pub samples: Vec<Sample>,
+    /// Whether the metric name does not look like a counter's (for
+    /// `rate`'s annotation), decided once.
+    pub odd_counter_name: bool,
+    /// Whether any sample is below its predecessor (a counter reset), so
+    /// `rate` over windows of a series without one skips looking for them.
+    pub may_reset: bool,
+}
+
+/// Whether `rate()` of metric `n` deserves "might not be a counter".
+pub(crate) fn not_counter_name(n: &str) -> bool {
+    !n.ends_with("_total")
+        && !n.ends_with("_sum")
+        && !n.ends_with("_count")
+        && !n.ends_with("_bucket")
+}
+
+/// The series of selector `vs` over `[mint, maxt]` (the union over its
+/// `or` alternatives), counted into `loaded` against `max_samples`.
+pub(crate) async fn fetch(
+    src: &dyn SeriesSource,
+    tenant: &str,
+    vs: &VectorSelector,
+    mint: i64,
+    maxt: i64,
+    loaded: &mut usize,
+    max_samples: usize,
+) -> Result<Vec<SeriesData>> {
+    let groups = selector_matchers(vs)?;
+    let mut series: Vec<SeriesData> = Vec::new();
+    for g in &groups {
+        let got = src
+            .select(tenant, g, mint, maxt)
+            .map_err(|e| QueryError::Storage(format!("selecting {vs}: {e}")))?;
+        if groups.len() == 1 {
+            series = got;
+        } else {
+            for s in got {
+                if !series.iter().any(|x| x.labels == s.labels) {
+                    series.push(s);
+                }
+            }
+        }
+    }
+    *loaded += series.iter().map(|s| s.samples.len()).sum::<usize>();
+    if *loaded > max_samples {
+        return Err(too_many_samples());
+    }
+    Ok(series)
+}
+
+/// Wraps fetched series; range selectors' staleness markers are dropped.
+/// `name`: the selector's metric name, when it has one (then every series
+/// has it, and its labels need not be looked at).
+pub(crate) fn fetched(series: Vec<SeriesData>, range: bool, name: Option<&str>) -> Vec<Fetched> {
+    let odd_name = name.map(not_counter_name);
+    series
+        .into_iter()
+        .map(|mut s| {
+            if range && s.samples.iter().any(|x| is_stale_nan(x.v)) {
+                s.samples.retain(|x| !is_stale_nan(x.v));
+            }
+            Fetched {
+                odd_counter_name: odd_name
+                    .unwrap_or_else(|| not_counter_name(s.labels.metric_name().unwrap_or(""))),
+                may_reset: s.samples.windows(2).any(|w| w[1].v < w[0].v),
+                labels: s.labels,
+                samples: s.samples,
+            }
+        })
+        .collect()
+}
+
+/// Selector `vs`'s series for `matchers` over `[mint, maxt]`, handed to
+/// `f` in batches (in the source's order) until it returns false.
+pub(crate) async fn select_batched(
+    src: &dyn SeriesSource,
+    tenant: &str,
+    vs: &VectorSelector,
+    matchers: &[Matcher],
+    mint: i64,
+    maxt: i64,
+    f: &mut dyn FnMut(Vec<SeriesData>) -> bool,
+) -> Result<()> {
+    src.select_batched(tenant, matchers, mint, maxt, f)
+        .map_err(|e| QueryError::Storage(format!("selecting {vs}: {e}")))
+}
+
+/// The `target_info` series over `[mint, maxt]`, for an `info()` call
+/// without a selector of its own.
+pub(crate) async fn target_info(
+    src: &dyn SeriesSource,
+    tenant: &str,
+    mint: i64,
+    maxt: i64,
+) -> Result<Vec<Fetched>> {
+    let got = src
+        .select(
+            tenant,
+            &[Matcher::equal(METRIC_NAME, "target_info")],
+            mint,
+            maxt,
+        )
+        .map_err(|e| QueryError::Storage(format!("selecting target_info: {e}")))?;
+    Ok(fetched(got, false, Some("target_info")))
+}
