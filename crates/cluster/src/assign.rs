@@ -9,12 +9,15 @@
 //!    than one replica of each shard (`num_shards`); domains whose share
 //!    would exceed that are capped and the rest is shared out again. Shares
 //!    are rounded by largest remainder (ties: the earlier domain).
-//! 2. **Wrap-around** (McNaughton's rule): the `num_shards × rf` replica
-//!    slots are numbered slot-major (`p = slot × num_shards + shard`) and
-//!    dealt to the domains in order, each a contiguous run of its total.
-//!    A run is at most `num_shards` long, so it covers distinct shards: no
-//!    shard gets two replicas in one domain. Within a domain the run is
-//!    dealt round-robin to its nodes, so their counts differ by at most one.
+//! 2. **Shard by shard**, each shard takes `rf` distinct domains, those
+//!    with the most replicas still to take first (so a domain that has as
+//!    many left as there are shards left is never skipped, and every total
+//!    is met exactly); within a domain the least loaded node, so a domain's
+//!    nodes stay within one of each other. Ties go to the domain and node
+//!    sharing the fewest shards with the replicas already chosen: a node's
+//!    shards then have their other replicas spread over many nodes, so when
+//!    it leaves, its shards can move to many nodes (a fixed wrap-around
+//!    would pair each node with the same one or two others).
 
 use crate::node::NodeId;
 
@@ -82,22 +85,72 @@ pub(crate) fn domain_totals(sizes: &[usize], num_shards: usize, rf: usize) -> Ve
 /// order; `1 <= rf <= domains.len()`.
 pub(crate) fn assign(domains: &[Vec<NodeId>], num_shards: usize, rf: usize) -> Vec<Vec<NodeId>> {
     let sizes: Vec<usize> = domains.iter().map(Vec::len).collect();
-    let totals = domain_totals(&sizes, num_shards, rf);
-    let mut slots: Vec<Vec<Option<NodeId>>> = vec![vec![None; rf]; num_shards];
-    let mut p = 0usize;
-    for (domain, &len) in domains.iter().zip(&totals) {
-        for k in 0..len {
-            let (slot, shard) = (p / num_shards, p % num_shards);
-            slots[shard][slot] = Some(domain[k % domain.len()].clone());
-            p += 1;
+    // Replicas each domain still has to take.
+    let mut quota = domain_totals(&sizes, num_shards, rf);
+    // Nodes are numbered domain by domain.
+    let offsets: Vec<usize> = sizes
+        .iter()
+        .scan(0, |acc, &n| {
+            let o = *acc;
+            *acc += n;
+            Some(o)
+        })
+        .collect();
+    let total_nodes: usize = sizes.iter().sum();
+    let mut load = vec![0usize; total_nodes];
+    // Shards each pair of nodes shares so far.
+    let mut together = vec![0u32; total_nodes * total_nodes];
+    let mut shards = Vec::with_capacity(num_shards);
+    for _ in 0..num_shards {
+        let mut chosen: Vec<usize> = Vec::with_capacity(rf);
+        let mut used = vec![false; domains.len()];
+        for _ in 0..rf {
+            // The domain with the most replicas still to take. Whoever has as
+            // many left as there are shards left is taken first, so no quota
+            // is ever left that the remaining shards cannot absorb.
+            let shared = |node: usize| -> u32 {
+                chosen
+                    .iter()
+                    .map(|&c| together[c * total_nodes + node])
+                    .sum()
+            };
+            // Within a domain: the least loaded node (so the domain's nodes
+            // stay within one of each other), then the one sharing the fewest
+            // shards with the replicas already chosen (so a node's shards have
+            // their other replicas spread over many nodes, and the load of a
+            // node that leaves spreads too), then the first.
+            let pick = |d: usize| -> (usize, u32) {
+                let node = (offsets[d]..offsets[d] + sizes[d])
+                    .min_by_key(|&n| (load[n], shared(n), n))
+                    .expect("domains are not empty");
+                (node, shared(node))
+            };
+            let (d, node) = (0..domains.len())
+                .filter(|&d| !used[d] && quota[d] > 0)
+                .map(|d| (d, pick(d)))
+                .min_by_key(|&(d, (_, shared))| (std::cmp::Reverse(quota[d]), shared, d))
+                .map(|(d, (node, _))| (d, node))
+                .expect("a domain with quota left: the quotas sum to the slots left");
+            used[d] = true;
+            quota[d] -= 1;
+            load[node] += 1;
+            for &c in &chosen {
+                together[c * total_nodes + node] += 1;
+                together[node * total_nodes + c] += 1;
+            }
+            chosen.push(node);
         }
+        shards.push(
+            chosen
+                .into_iter()
+                .map(|n| {
+                    let d = offsets.partition_point(|&o| o <= n) - 1;
+                    domains[d][n - offsets[d]].clone()
+                })
+                .collect(),
+        );
     }
-    debug_assert_eq!(p, num_shards * rf);
-    slots
-        .into_iter()
-        // Every slot is filled: the totals sum to num_shards * rf.
-        .map(|s| s.into_iter().flatten().collect())
-        .collect()
+    shards
 }
 
 #[cfg(test)]

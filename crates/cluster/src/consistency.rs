@@ -462,10 +462,7 @@ mod tests {
         let err = out.into_result().unwrap_err();
         assert!(err.is_retryable());
 
-        assert_eq!(
-            evaluate(4, WriteLevel::All, 3, 2, &ids(&["c"])).is_success(),
-            false
-        );
+        assert!(!evaluate(4, WriteLevel::All, 3, 2, &ids(&["c"])).is_success());
         assert_eq!(
             evaluate(4, WriteLevel::One, 3, 1, &ids(&["a", "b"])),
             Outcome::Success
