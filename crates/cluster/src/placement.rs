@@ -74,11 +74,11 @@ impl fmt::Display for ReplicaState {
 pub struct Replica {
     pub node: NodeId,
     pub state: ReplicaState,
-    /// For an initializing replica: the node whose leaving replica it
-    /// replaces (dropped when this one is marked available). `None` for
-    /// available and leaving replicas.
+    /// For a leaving replica: the node whose initializing replica takes
+    /// over from it; this one is dropped when that one is marked available.
+    /// `None` for available and initializing replicas.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<NodeId>,
+    pub replaced_by: Option<NodeId>,
 }
 
 impl Replica {
@@ -86,8 +86,22 @@ impl Replica {
         Replica {
             node,
             state: ReplicaState::Available,
-            source: None,
+            replaced_by: None,
         }
+    }
+
+    fn initializing(node: NodeId) -> Self {
+        Replica {
+            node,
+            state: ReplicaState::Initializing,
+            replaced_by: None,
+        }
+    }
+
+    /// This replica, leaving, handing over to `to`.
+    fn leave_to(&mut self, to: &NodeId) {
+        self.state = ReplicaState::Leaving;
+        self.replaced_by = Some(to.clone());
     }
 
     /// Counts toward the replication factor (available or initializing).
@@ -109,11 +123,16 @@ impl Replica {
 /// - when nodes declare isolation groups, a shard's owners are in distinct
 ///   groups (a leaving replica may share its group with the initializing
 ///   replica that replaces it);
-/// - every leaving replica is the `source` of exactly one initializing
-///   replica of the same shard, and every initializing replica's source
-///   names a leaving replica of that shard;
+/// - every leaving replica is `replaced_by` an initializing replica of the
+///   same shard (several may hand over to one);
 /// - a node being removed holds only leaving replicas, and at least one
 ///   (it leaves the placement with its last one).
+///
+/// And the rule that makes changes safe for acknowledged writes: a replica
+/// stops being an owner only by becoming leaving, and a leaving replica is
+/// dropped only when a replica that took over from it is marked available
+/// (has streamed the shard's data). No change drops a replica that may hold
+/// the only copies of acknowledged writes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", try_from = "RawPlacement")]
 pub struct Placement {
@@ -329,8 +348,8 @@ impl Placement {
     /// A placement with `node` added, and a fair share of replicas moving
     /// to it: repeatedly the most loaded node (ties: the smaller id) hands
     /// over its lowest eligible shard, while it owns at least two more
-    /// shards than the new node. The new replica is initializing (its
-    /// source the old one), the old one leaving. A shard is eligible if no
+    /// shards than the new node. The new replica is initializing, the old
+    /// one leaving, replaced by the new one. A shard is eligible if no
     /// move is in progress in it (so a shard is never missing more than one
     /// available replica because of additions) and the swap keeps its
     /// owners in distinct isolation groups. Version + 1.
@@ -389,14 +408,10 @@ impl Placement {
             let rs = &mut next.shards[shard as usize];
             for r in rs.iter_mut() {
                 if r.node == src {
-                    r.state = ReplicaState::Leaving;
+                    r.leave_to(&new);
                 }
             }
-            rs.push(Replica {
-                node: new.clone(),
-                state: ReplicaState::Initializing,
-                source: Some(src.clone()),
-            });
+            rs.push(Replica::initializing(new.clone()));
             *loads.get_mut(&src).expect("a replica's node is a member") -= 1;
             *loads.get_mut(&new).expect("inserted above") += 1;
         }
@@ -405,16 +420,22 @@ impl Placement {
         Ok(next)
     }
 
-    /// A placement with `node` being removed: each of its available
-    /// replicas becomes leaving, replaced by an initializing replica on the
-    /// least loaded node (ties: the smaller id) that keeps the shard's
-    /// nodes, and owners' isolation groups, distinct. A move *to* `node`
-    /// still in progress is cancelled: its initializing replica is dropped
-    /// and the leaving replica it was replacing becomes available again
-    /// (or, if that cannot be, is replaced elsewhere). `node` leaves the
-    /// placement with its last replica: at once if it holds none, else when
-    /// the last move away from it completes ([`Self::mark_available`]).
-    /// Version + 1.
+    /// A placement with `node` being removed: each replica it owns becomes
+    /// leaving, and the shard gets a new initializing owner.
+    ///
+    /// For a replica that was available, the new owner is the least loaded
+    /// node (ties: the smaller id) that keeps the shard's nodes, and its
+    /// owners' isolation groups, distinct. For a replica that was still
+    /// initializing (a move *to* `node` in progress) the move is turned
+    /// back: the replica it was replacing becomes the new owner again, as
+    /// initializing (it missed the writes made since the move began), if its
+    /// node stays and its group is free; else a node chosen as above takes
+    /// over from both. Either way `node`'s replica is leaving, not dropped:
+    /// it may hold writes it acknowledged.
+    ///
+    /// `node` leaves the placement with its last replica: at once if it
+    /// holds none, else when the last replica taking over from it is marked
+    /// available ([`Self::mark_available`]). Version + 1.
     pub fn remove_node(&self, node: &NodeId) -> Result<Placement> {
         if self.node_index(node).is_none() {
             return Err(Error::UnknownNode { node: node.clone() });
@@ -454,53 +475,58 @@ impl Placement {
             let Some(i) = rs.iter().position(|r| &r.node == node) else {
                 continue;
             };
-            // Who the shard's new owner replaces.
-            let source = match rs[i].state {
-                ReplicaState::Leaving => continue,
-                ReplicaState::Available => {
-                    rs[i].state = ReplicaState::Leaving;
-                    Some(node.clone())
+            let was = rs[i].state;
+            if was == ReplicaState::Leaving {
+                continue;
+            }
+            // Not an owner any more; from here on `rs` has rf - 1 owners.
+            rs[i].state = ReplicaState::Leaving;
+            // A move to `node` in progress: give the shard back to a replica
+            // it was taking over from, if that one's node stays and its
+            // isolation group is free.
+            let back = (was == ReplicaState::Initializing)
+                .then(|| {
+                    rs.iter().position(|r| {
+                        r.replaced_by.as_ref() == Some(node)
+                            && !next.leaving_nodes.contains(&r.node)
+                            && !group_taken(rs, &groups, &r.node)
+                    })
+                })
+                .flatten();
+            let owner = match back {
+                Some(j) => {
+                    rs[j].state = ReplicaState::Initializing;
+                    rs[j].replaced_by = None;
+                    rs[j].node.clone()
                 }
-                ReplicaState::Initializing => {
-                    let cancelled = rs.remove(i);
-                    let source = cancelled.source;
-                    // Give the shard back to the replica it was taken from, if
-                    // that replica's node stays and its group is still free.
-                    let back = source.as_ref().and_then(|src| {
-                        let j = rs.iter().position(|r| &r.node == src)?;
-                        let free =
-                            !next.leaving_nodes.contains(src) && !group_taken(rs, &groups, src);
-                        free.then_some(j)
-                    });
-                    if let Some(j) = back {
-                        rs[j].state = ReplicaState::Available;
-                        *loads.get_mut(&rs[j].node).expect("member") += 1;
-                        continue;
-                    }
-                    source
+                None => {
+                    let target = next
+                        .nodes
+                        .iter()
+                        .map(|n| &n.id)
+                        .filter(|id| {
+                            !next.leaving_nodes.contains(id)
+                                && !rs.iter().any(|r| &r.node == *id)
+                                && !group_taken(rs, &groups, id)
+                        })
+                        .min_by(|a, b| loads[*a].cmp(&loads[*b]).then(a.cmp(b)))
+                        .cloned()
+                        .ok_or_else(|| Error::NoTarget {
+                            shard: s as u32,
+                            node: node.clone(),
+                        })?;
+                    rs.push(Replica::initializing(target.clone()));
+                    target
                 }
             };
-            let target = next
-                .nodes
-                .iter()
-                .map(|n| &n.id)
-                .filter(|id| {
-                    !next.leaving_nodes.contains(id)
-                        && !rs.iter().any(|r| &r.node == *id)
-                        && !group_taken(rs, &groups, id)
-                })
-                .min_by(|a, b| loads[*a].cmp(&loads[*b]).then(a.cmp(b)))
-                .cloned()
-                .ok_or_else(|| Error::NoTarget {
-                    shard: s as u32,
-                    node: node.clone(),
-                })?;
-            *loads.get_mut(&target).expect("member") += 1;
-            rs.push(Replica {
-                node: target,
-                state: ReplicaState::Initializing,
-                source,
-            });
+            *loads.get_mut(&owner).expect("a replica's node is a member") += 1;
+            // `node`, and whoever was handing over to it, hand over to the
+            // new owner.
+            for r in rs.iter_mut() {
+                if &r.node == node || r.replaced_by.as_ref() == Some(node) {
+                    r.leave_to(&owner);
+                }
+            }
         }
         next.drop_if_gone(node);
         next.version += 1;
@@ -509,9 +535,9 @@ impl Placement {
     }
 
     /// A placement in which `node`'s initializing replica of `shard` is
-    /// available (it has streamed the shard's data) and the leaving replica
-    /// it replaced is dropped; a node being removed leaves the placement
-    /// with its last replica. Version + 1.
+    /// available (it has streamed the shard's data) and the leaving replicas
+    /// it took over from are dropped; a node being removed leaves the
+    /// placement with its last replica. Version + 1.
     pub fn mark_available(&self, shard: u32, node: &NodeId) -> Result<Placement> {
         let rs = self
             .shards
@@ -536,11 +562,15 @@ impl Placement {
         }
         let mut next = self.clone();
         let rs = &mut next.shards[shard as usize];
-        let source = rs[i].source.take();
         rs[i].state = ReplicaState::Available;
-        if let Some(src) = &source {
-            rs.retain(|r| !(&r.node == src && r.state == ReplicaState::Leaving));
-            next.drop_if_gone(src);
+        let gone: Vec<NodeId> = rs
+            .iter()
+            .filter(|r| r.replaced_by.as_ref() == Some(node))
+            .map(|r| r.node.clone())
+            .collect();
+        rs.retain(|r| r.replaced_by.as_ref() != Some(node));
+        for g in &gone {
+            next.drop_if_gone(g);
         }
         next.version += 1;
         debug_assert_eq!(next.validate(), Ok(()));
@@ -619,40 +649,29 @@ impl Placement {
                         }
                     }
                 }
-                match (r.state, &r.source) {
-                    (ReplicaState::Initializing, Some(src)) => {
+                match (r.state, &r.replaced_by) {
+                    (ReplicaState::Leaving, Some(to)) => {
                         if !rs
                             .iter()
-                            .any(|o| &o.node == src && o.state == ReplicaState::Leaving)
+                            .any(|o| &o.node == to && o.state == ReplicaState::Initializing)
                         {
                             return bad(format!(
-                                "shard {s}: initializing replica on {} replaces {src}, \
-                                 which has no leaving replica",
+                                "shard {s}: leaving replica on {} is replaced by {to}, \
+                                 which has no initializing replica",
                                 r.node
                             ));
                         }
                     }
-                    (ReplicaState::Initializing, None) => {}
                     (ReplicaState::Leaving, None) => {
-                        let replacing = rs
-                            .iter()
-                            .filter(|o| {
-                                o.state == ReplicaState::Initializing
-                                    && o.source.as_ref() == Some(&r.node)
-                            })
-                            .count();
-                        if replacing != 1 {
-                            return bad(format!(
-                                "shard {s}: leaving replica on {} is replaced by {replacing} \
-                                 initializing replicas, not 1",
-                                r.node
-                            ));
-                        }
-                    }
-                    (ReplicaState::Available, None) => {}
-                    (state, Some(src)) => {
                         return bad(format!(
-                            "shard {s}: {state} replica on {} names a source ({src})",
+                            "shard {s}: leaving replica on {} is replaced by nobody",
+                            r.node
+                        ));
+                    }
+                    (_, None) => {}
+                    (state, Some(to)) => {
+                        return bad(format!(
+                            "shard {s}: {state} replica on {} names a replacement ({to})",
                             r.node
                         ));
                     }

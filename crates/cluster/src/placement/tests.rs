@@ -126,7 +126,7 @@ fn single_node_is_a_cluster_of_one() {
         &[Replica {
             node: id("local"),
             state: ReplicaState::Available,
-            source: None
+            replaced_by: None
         }]
     );
 }
@@ -233,16 +233,13 @@ fn adding_a_fourth_node_moves_a_fair_share_through_initializing() {
         assert_eq!(q.replicas(*s).len(), 4);
         assert_eq!(q.writable(*s).count(), 3);
         assert_eq!(q.readable(*s).count(), 2);
-        let init = q
+        let leaving: Vec<&Replica> = q
             .replicas(*s)
             .iter()
-            .find(|r| r.state == ReplicaState::Initializing)
-            .unwrap();
-        let src = init.source.clone().unwrap();
-        assert!(q
-            .replicas(*s)
-            .iter()
-            .any(|r| r.node == src && r.state == ReplicaState::Leaving));
+            .filter(|r| r.state == ReplicaState::Leaving)
+            .collect();
+        assert_eq!(leaving.len(), 1);
+        assert_eq!(leaving[0].replaced_by, Some(id("node-3")));
     }
     assert!(loads(&q).values().all(|&l| l == 48), "{:?}", loads(&q));
 
@@ -251,7 +248,7 @@ fn adding_a_fourth_node_moves_a_fair_share_through_initializing() {
     assert_eq!(r.version(), 3);
     assert_eq!(r.replicas(s).len(), 3);
     assert_eq!(r.readable(s).count(), 3);
-    assert!(r.replicas(s).iter().all(|r| r.source.is_none()));
+    assert!(r.replicas(s).iter().all(|r| r.replaced_by.is_none()));
     let settled = settle(r);
     assert!(settled.is_settled());
     assert_eq!(settled.version(), 2 + 48);
@@ -309,10 +306,12 @@ fn removing_a_node_replaces_its_replicas_elsewhere() {
     for &(s, _) in &held {
         assert_eq!(q.writable(s).count(), 3);
         assert!(!q.writable(s).any(|r| r.node == gone));
-        assert!(q
-            .replicas(s)
-            .iter()
-            .any(|r| r.source.as_ref() == Some(&gone)));
+        let old = q.replicas(s).iter().find(|r| r.node == gone).unwrap();
+        let to = old.replaced_by.clone().unwrap();
+        assert_eq!(
+            q.shards_of(&to).iter().find(|&&(o, _)| o == s),
+            Some(&(s, ReplicaState::Initializing))
+        );
     }
     assert_eq!(
         q.remove_node(&gone),
@@ -345,15 +344,39 @@ fn removing_a_node_with_no_replicas_drops_it_at_once() {
 }
 
 #[test]
-fn removing_a_joining_node_cancels_its_moves() {
+fn removing_a_joining_node_turns_its_moves_back_without_dropping_it() {
     let p = Placement::initial(nodes(3), 12, 2).unwrap();
     let q = p.add_node(node("node-3")).unwrap();
-    assert!(q.load(&id("node-3")) > 0);
+    let joining = q.shards_of(&id("node-3"));
+    assert!(!joining.is_empty());
     let r = q.remove_node(&id("node-3")).unwrap();
+    for &(s, _) in &joining {
+        // The replica it was replacing owns the shard again, initializing
+        // (it missed the writes since the move began); node-3's replica is
+        // kept, leaving, since it may hold writes it acknowledged.
+        let before = p.replicas(s);
+        let mid: BTreeSet<_> = q.replicas(s).iter().map(|r| r.node.clone()).collect();
+        let after: BTreeSet<_> = r.replicas(s).iter().map(|r| r.node.clone()).collect();
+        assert_eq!(mid, after, "shard {s}: no replica dropped");
+        let back = r
+            .replicas(s)
+            .iter()
+            .find(|r| r.state == ReplicaState::Initializing)
+            .unwrap();
+        assert!(before.iter().any(|o| o.node == back.node));
+        let leaving = r
+            .replicas(s)
+            .iter()
+            .find(|r| r.node == id("node-3"))
+            .unwrap();
+        assert_eq!(leaving.state, ReplicaState::Leaving);
+        assert_eq!(leaving.replaced_by.as_ref(), Some(&back.node));
+        assert_eq!(r.readable(s).count(), 1);
+        assert_eq!(r.writable(s).count(), 2);
+    }
+    // Once those replicas have caught up, the shards are where they were.
+    let r = settle(r);
     assert!(r.node(&id("node-3")).is_none());
-    assert!(r.is_settled());
-    // The shards are back where they were; only the version moved on.
-    assert_eq!(r.version(), 3);
     for s in 0..12 {
         let before: BTreeSet<_> = p.replicas(s).iter().map(|r| &r.node).collect();
         let after: BTreeSet<_> = r.replicas(s).iter().map(|r| &r.node).collect();
@@ -508,17 +531,18 @@ fn check_invariants(p: &Placement) -> Result<(), TestCaseError> {
         prop_assert_eq!(p.writable(s).count(), rf, "shard {}", s);
         // Readable ⊆ writable.
         prop_assert!(p.readable(s).all(|r| r.state.is_writable()));
-        // Every leaving replica is paired with one initializing replica.
-        let leaving = rs
+        // Every leaving replica hands over to an initializing one.
+        let leaving: Vec<&Replica> = rs
             .iter()
             .filter(|r| r.state == ReplicaState::Leaving)
-            .count();
-        let initializing = rs
-            .iter()
-            .filter(|r| r.state == ReplicaState::Initializing)
-            .count();
-        prop_assert!(leaving <= initializing);
-        prop_assert_eq!(rs.len(), rf + leaving);
+            .collect();
+        for l in &leaving {
+            let to = l.replaced_by.as_ref();
+            prop_assert!(rs
+                .iter()
+                .any(|r| Some(&r.node) == to && r.state == ReplicaState::Initializing));
+        }
+        prop_assert_eq!(rs.len(), rf + leaving.len());
         // Distinct nodes.
         let nodes: BTreeSet<_> = rs.iter().map(|r| &r.node).collect();
         prop_assert_eq!(nodes.len(), rs.len());
@@ -608,6 +632,7 @@ proptest! {
         let mut next_id = 100;
         for op in ops {
             let before = p.clone();
+            let is_mark = matches!(op, Op::Mark(_));
             match op {
                 Op::Add(pick) => {
                     let mut n = node(&format!("n{next_id}"));
@@ -628,9 +653,10 @@ proptest! {
                         prop_assert_eq!(st, ReplicaState::Initializing);
                         prop_assert!(before.replicas(s).iter()
                             .all(|r| r.state == ReplicaState::Available));
-                        let r = p.replicas(s).iter().find(|r| r.node == id).unwrap();
-                        let src = r.source.clone().unwrap();
-                        prop_assert!(before.replicas(s).iter().any(|o| o.node == src));
+                        let handing: Vec<&Replica> = p.replicas(s).iter()
+                            .filter(|r| r.replaced_by.as_ref() == Some(&id)).collect();
+                        prop_assert_eq!(handing.len(), 1);
+                        prop_assert_eq!(handing[0].state, ReplicaState::Leaving);
                         prop_assert_eq!(p.replicas(s).len(), rf + 1);
                         prop_assert_eq!(p.readable(s).count(), rf - 1);
                     }
@@ -678,10 +704,13 @@ proptest! {
                     p = p.mark_available(s, &r.node).unwrap();
                     let now = p.replicas(s).iter().find(|o| o.node == r.node).unwrap();
                     prop_assert_eq!(now.state, ReplicaState::Available);
-                    prop_assert!(now.source.is_none());
-                    if let Some(src) = &r.source {
-                        prop_assert!(!p.replicas(s).iter().any(|o| &o.node == src));
-                    }
+                    // Exactly the replicas handing over to it are dropped.
+                    let kept: Vec<&NodeId> = before.replicas(s).iter()
+                        .filter(|o| o.replaced_by.as_ref() != Some(&r.node))
+                        .map(|o| &o.node).collect();
+                    let now_nodes: Vec<&NodeId> =
+                        p.replicas(s).iter().map(|o| &o.node).collect();
+                    prop_assert_eq!(now_nodes, kept);
                     // Only that shard changed.
                     for o in 0..num_shards {
                         if o != s {
@@ -692,6 +721,16 @@ proptest! {
             }
             prop_assert_eq!(p.version(), before.version() + 1);
             check_invariants(&p)?;
+            // Adding and removing nodes never drops a replica (it may hold
+            // acknowledged writes): only mark_available drops leaving ones.
+            if !is_mark {
+                for s in 0..num_shards {
+                    for r in before.replicas(s) {
+                        prop_assert!(p.replicas(s).iter().any(|o| o.node == r.node),
+                            "shard {}: replica on {} dropped", s, r.node);
+                    }
+                }
+            }
         }
         // Completing every move settles the placement: rf available
         // replicas per shard, nobody leaving, the removed nodes gone.
@@ -772,4 +811,28 @@ fn a_nodes_shards_spread_over_many_nodes_so_removal_spreads_too() {
             }
         }
     }
+}
+
+#[test]
+fn removing_the_replacement_too_hands_both_over_to_a_third_node() {
+    let p = Placement::initial(nodes(3), 1, 1).unwrap();
+    let x = p.replicas(0)[0].node.clone();
+    let q = p.remove_node(&x).unwrap();
+    let y = q.writable(0).next().unwrap().node.clone();
+    // y's move cannot be turned back: x is being removed.
+    let r = q.remove_node(&y).unwrap();
+    let z = r.writable(0).next().unwrap().node.clone();
+    assert!(z != x && z != y);
+    assert_eq!(r.replicas(0).len(), 3);
+    for gone in [&x, &y] {
+        let rep = r.replicas(0).iter().find(|o| &o.node == gone).unwrap();
+        assert_eq!(rep.state, ReplicaState::Leaving);
+        assert_eq!(rep.replaced_by.as_ref(), Some(&z));
+    }
+    // rf 1, one shard mid-move: nothing is readable until z has the data.
+    assert_eq!(r.readable(0).count(), 0);
+    let s = r.mark_available(0, &z).unwrap();
+    assert_eq!(s.replicas(0).len(), 1);
+    assert_eq!(s.nodes().len(), 1);
+    assert_eq!(s.version(), 4);
 }
