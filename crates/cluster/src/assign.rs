@@ -98,16 +98,15 @@ pub(crate) fn assign(domains: &[Vec<NodeId>], num_shards: usize, rf: usize) -> V
         .collect();
     let total_nodes: usize = sizes.iter().sum();
     let mut load = vec![0usize; total_nodes];
-    // Shards each pair of nodes shares so far.
+    // Shards each pair of nodes shares so far (n² counters: a few MiB for
+    // the thousand nodes a large cluster has).
     let mut together = vec![0u32; total_nodes * total_nodes];
     let mut shards = Vec::with_capacity(num_shards);
     for _ in 0..num_shards {
         let mut chosen: Vec<usize> = Vec::with_capacity(rf);
         let mut used = vec![false; domains.len()];
         for _ in 0..rf {
-            // The domain with the most replicas still to take. Whoever has as
-            // many left as there are shards left is taken first, so no quota
-            // is ever left that the remaining shards cannot absorb.
+            // Shards `node` shares with the replicas chosen for this one.
             let shared = |node: usize| -> u32 {
                 chosen
                     .iter()
@@ -125,12 +124,23 @@ pub(crate) fn assign(domains: &[Vec<NodeId>], num_shards: usize, rf: usize) -> V
                     .expect("domains are not empty");
                 (node, shared(node))
             };
-            let (d, node) = (0..domains.len())
-                .filter(|&d| !used[d] && quota[d] > 0)
-                .map(|d| (d, pick(d)))
-                .min_by_key(|&(d, (_, shared))| (std::cmp::Reverse(quota[d]), shared, d))
-                .map(|(d, (node, _))| (d, node))
+            // The domain with the most replicas still to take. With R shards
+            // left every quota is at most R and they sum to R × rf, so at most
+            // rf domains have R left, and they are taken first: no quota is
+            // ever left that the remaining shards cannot absorb, and at least
+            // rf domains have some left.
+            let most = (0..domains.len())
+                .filter(|&d| !used[d])
+                .map(|d| quota[d])
+                .max()
+                .filter(|&q| q > 0)
                 .expect("a domain with quota left: the quotas sum to the slots left");
+            let (d, node) = (0..domains.len())
+                .filter(|&d| !used[d] && quota[d] == most)
+                .map(|d| (d, pick(d)))
+                .min_by_key(|&(d, (_, shared))| (shared, d))
+                .map(|(d, (node, _))| (d, node))
+                .expect("the domain with the most quota left");
             used[d] = true;
             quota[d] -= 1;
             load[node] += 1;

@@ -376,35 +376,47 @@ impl Placement {
         let new = node.id;
         let mut loads = next.loads();
         let groups = next.groups();
-        loop {
-            let new_load = loads[&new];
-            // The first eligible shard of each source node.
-            let mut first: BTreeMap<&NodeId, u32> = BTreeMap::new();
-            for (s, rs) in next.shards.iter().enumerate() {
-                if rs.iter().any(|r| r.state != ReplicaState::Available) {
-                    continue;
-                }
-                for r in rs {
-                    let clash = groups.get(&new).is_some_and(|g| {
-                        rs.iter()
-                            .any(|o| o.node != r.node && groups.get(&o.node) == Some(g))
-                    });
-                    if !clash {
-                        first.entry(&r.node).or_insert(s as u32);
-                    }
+        // Each node's eligible shards, in shard order. A shard stops being
+        // eligible (for every node) once it takes a move, which `moved` marks.
+        let mut eligible: BTreeMap<NodeId, std::collections::VecDeque<u32>> = BTreeMap::new();
+        for (s, rs) in next.shards.iter().enumerate() {
+            if rs.iter().any(|r| r.state != ReplicaState::Available) {
+                continue;
+            }
+            for r in rs {
+                let clash = groups.get(&new).is_some_and(|g| {
+                    rs.iter()
+                        .any(|o| o.node != r.node && groups.get(&o.node) == Some(g))
+                });
+                if !clash {
+                    eligible
+                        .entry(r.node.clone())
+                        .or_default()
+                        .push_back(s as u32);
                 }
             }
-            // Most loaded first; on equal loads, the smaller id (BTreeMap order).
-            let Some((src, shard)) = first
+        }
+        let mut moved = vec![false; next.shards.len()];
+        loop {
+            for shards in eligible.values_mut() {
+                while shards.front().is_some_and(|&s| moved[s as usize]) {
+                    shards.pop_front();
+                }
+            }
+            // The most loaded source with a shard to give; on equal loads,
+            // the smaller id.
+            let Some((src, shard)) = eligible
                 .iter()
-                .max_by(|a, b| loads[*a.0].cmp(&loads[*b.0]).then(b.0.cmp(a.0)))
-                .map(|(n, s)| ((*n).clone(), *s))
+                .filter_map(|(n, shards)| Some((n, *shards.front()?)))
+                .max_by(|a, b| loads[a.0].cmp(&loads[b.0]).then(b.0.cmp(a.0)))
+                .map(|(n, s)| (n.clone(), s))
             else {
                 break;
             };
-            if loads[&src] < new_load + 2 {
+            if loads[&src] < loads[&new] + 2 {
                 break;
             }
+            moved[shard as usize] = true;
             let rs = &mut next.shards[shard as usize];
             for r in rs.iter_mut() {
                 if r.node == src {
