@@ -23,6 +23,33 @@
 //! crate than `cairn-common`. Everything here is deterministic and runs in
 //! unit tests without a clock or a network.
 //!
+//! ```
+//! use cairn_cluster::{Node, Outcome, Placement, Tally, WriteLevel};
+//! use cairn_common::{Labels, SeriesId};
+//!
+//! let nodes = (1..=3)
+//!     .map(|i| {
+//!         let host = format!("10.0.0.{i}");
+//!         Node::new(format!("node-{i}"), format!("{host}:9201"), format!("{host}:9301"))
+//!             .in_group(format!("zone-{i}"))
+//!     })
+//!     .collect();
+//! let placement = Placement::initial(nodes, 256, 3)?;
+//!
+//! // The gateway: which shard, which replicas, when to acknowledge.
+//! let series = SeriesId::of("acme", &Labels::from_pairs(&[("__name__", "up")]));
+//! let shard = placement.shard_of(series);
+//! let targets: Vec<_> = placement.writable(shard).collect();
+//! let rf = placement.replication_factor();
+//! let mut tally = Tally::new(shard, WriteLevel::Majority, rf, targets.len());
+//! tally.success();
+//! tally.failure(targets[1].node.clone());
+//! assert_eq!(tally.decided(), None);
+//! tally.success();
+//! assert_eq!(tally.decided(), Some(Outcome::Success));
+//! # Ok::<(), cairn_cluster::Error>(())
+//! ```
+//!
 //! [`SeriesId::shard`]: cairn_common::SeriesId::shard
 
 mod assign;

@@ -195,6 +195,8 @@ fn serde_round_trip_and_rejects_a_broken_placement() {
     assert_eq!(back, p);
     assert!(json.contains("\"replication-factor\":3"), "{json}");
     assert!(json.contains("\"initializing\""), "{json}");
+    assert!(json.contains("\"http-addr\":\"node-0:9201\""), "{json}");
+    assert!(json.contains("\"replaced-by\":\"node-9\""), "{json}");
 
     // Two replicas of shard 0 on one node.
     let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
