@@ -348,15 +348,18 @@ impl Placement {
     /// A placement with `node` added, and a fair share of replicas moving
     /// to it: repeatedly the most loaded node (ties: the smaller id) hands
     /// over its lowest eligible shard, while it owns at least two more
-    /// shards than the new node. The new replica is initializing, the old
-    /// one leaving, replaced by the new one. A shard is eligible if no
-    /// move is in progress in it (so a shard is never missing more than one
-    /// available replica because of additions) and the swap keeps its
-    /// owners in distinct isolation groups. Version + 1.
+    /// shards than the new node; with isolation groups, only a node whose
+    /// load is the highest in its group hands over. The new replica is
+    /// initializing, the old one leaving, replaced by the new one. A shard
+    /// is eligible if no move is in progress in it (so a shard is never
+    /// missing more than one available replica because of additions) and
+    /// the swap keeps its owners in distinct isolation groups. Version + 1.
     ///
     /// From a settled placement without isolation groups whose loads are
     /// within one of each other, the loads afterwards (the new node's
     /// counting its initializing replicas) are within one of each other.
+    /// With groups, a group whose nodes' loads were within one of each
+    /// other stays so (the new node's group: measured, not proven).
     pub fn add_node(&self, node: Node) -> Result<Placement> {
         if self.node_index(&node.id).is_some() {
             return Err(if self.is_leaving(&node.id) {
@@ -403,10 +406,18 @@ impl Placement {
                     shards.pop_front();
                 }
             }
-            // The most loaded source with a shard to give; on equal loads,
-            // the smaller id.
+            // The most loaded node of its isolation group (so a group's
+            // loads stay within one of each other), among those with a shard
+            // to give.
+            let mut group_max: BTreeMap<Option<&String>, usize> = BTreeMap::new();
+            for (n, &l) in loads.iter().filter(|(n, _)| **n != new) {
+                let m = group_max.entry(groups.get(n)).or_default();
+                *m = (*m).max(l);
+            }
+            // Then the most loaded such source; on equal loads, the smaller id.
             let Some((src, shard)) = eligible
                 .iter()
+                .filter(|(n, _)| groups.is_empty() || loads[*n] == group_max[&groups.get(*n)])
                 .filter_map(|(n, shards)| Some((n, *shards.front()?)))
                 .max_by(|a, b| loads[a.0].cmp(&loads[b.0]).then(b.0.cmp(a.0)))
                 .map(|(n, s)| (n.clone(), s))

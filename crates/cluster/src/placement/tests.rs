@@ -771,7 +771,11 @@ proptest! {
         (nodes, num_shards, rf) in arb_cluster(),
         pick in 0usize..5,
     ) {
-        prop_assume!(nodes[0].isolation_group.is_some());
+        // Without groups from the strategy, each node its own group.
+        let nodes: Vec<Node> = nodes.into_iter().map(|n| {
+            let g = n.isolation_group.clone().unwrap_or_else(|| format!("own-{}", n.id));
+            n.in_group(g)
+        }).collect();
         let p = Placement::initial(nodes, num_shards, rf).unwrap();
         let groups: BTreeSet<_> = p.nodes().iter()
             .map(|n| n.isolation_group.clone().unwrap()).collect();
