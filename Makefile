@@ -6,7 +6,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/cairn-target
 CARGO ?= cargo
 # System packages: RocksDB (linked dynamically, see .cargo/config.toml),
 # libclang for its bindings, Prometheus as the e2e remote-write client/reference.
-APT_PACKAGES := librocksdb-dev libclang-dev pkg-config prometheus
+APT_PACKAGES := librocksdb-dev libclang-dev pkg-config prometheus protobuf-compiler
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Prometheus's own PromQL test scripts (read in place, never copied).

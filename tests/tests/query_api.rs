@@ -519,6 +519,40 @@ fn json_is_byte_identical_to_prometheus() {
         );
         checked += 1;
     }
+    // Parse errors: the same status, errorType and message, position
+    // included (the keys are in another order: compared as JSON).
+    for u in [
+        "1+",
+        "up{job=}",
+        "sum by (job) up",
+        "up up",
+        "a + on b",
+        "up{a=\"b\" c=\"d\"}",
+        "sum without(a,,)(x)",
+    ]
+    .iter()
+    .map(|q| format!("/api/v1/query?query={}&time={t}", enc(q)))
+    .chain([
+        format!(
+            "/api/v1/query_range?query={}&start={start}&end={end}&step=15",
+            enc("1+")
+        ),
+        format!(
+            "/api/v1/query_range?query={}&start={start}&end={end}&step=15",
+            enc("up[5m]")
+        ),
+        format!("/api/v1/format_query?query={}", enc("up{job=}")),
+        format!("/api/v1/query_exemplars?query={}", enc("sum by (job) up")),
+    ]) {
+        let a = get_as(&format!("{cairn}{u}"), None);
+        let b = get_as(&format!("{prom}{u}"), None);
+        assert_eq!(
+            (a.status, a.json()),
+            (b.status, b.json()),
+            "{u}: left cairn, right prometheus"
+        );
+        checked += 1;
+    }
     eprintln!("json_is_byte_identical_to_prometheus: {checked} answers identical");
 }
 

@@ -1,7 +1,12 @@
-//! Request parameters (query string and form bodies, repeated keys kept) and
-//! Prometheus's time and duration formats.
+//! Request parameters (query string and form bodies, repeated keys kept;
+//! collected by the [`crate::extract::PromParams`] extractor), their typed
+//! accessors with Prometheus's error messages (`time`, `limit`, `match[]`,
+//! …), and Prometheus's time and duration formats.
 
+use crate::error::{echo, ApiError, Result};
+use crate::selector::parse_selector;
 use axum::http::{header, HeaderMap, Method};
+use cairn_common::Matcher;
 
 /// The earliest and latest API times (ms; see `cairn_common::limits::hard`),
 /// used when start/end are absent.
@@ -36,6 +41,94 @@ impl Params {
             .filter(move |(n, _)| n == k)
             .map(|(_, v)| v.as_str())
     }
+
+    /// The `query` parameter ("" when absent).
+    pub fn query(&self) -> String {
+        self.get("query").unwrap_or("").to_string()
+    }
+
+    /// A time parameter; absent or empty: `default`, or 400 without one.
+    pub fn time(&self, name: &str, default: Option<i64>) -> Result<i64> {
+        match self.get(name) {
+            Some(s) if !s.is_empty() => parse_time_ms(s)
+                .map_err(|e| ApiError::bad_data(format!("invalid parameter {name:?}: {e}"))),
+            _ => default.ok_or_else(|| {
+                ApiError::bad_data(format!(
+                    "invalid parameter {name:?}: cannot parse \"\" to a valid timestamp"
+                ))
+            }),
+        }
+    }
+
+    /// `limit` of the query endpoints: most series returned (0 or absent:
+    /// no limit).
+    pub fn series_limit(&self) -> Result<usize> {
+        match self.get("limit").filter(|s| !s.is_empty()) {
+            None => Ok(0),
+            Some(s) => s
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .map(|n| n as usize)
+                .ok_or_else(|| {
+                    ApiError::bad_data(format!(
+                        "invalid parameter \"limit\": {:?} is not a non-negative integer",
+                        echo(s)
+                    ))
+                }),
+        }
+    }
+
+    /// An integer parameter (`metadata`'s `limit`, `limit_per_metric`).
+    pub fn int(&self, name: &str, default: i64) -> Result<i64> {
+        match self.get(name).filter(|s| !s.is_empty()) {
+            None => Ok(default),
+            Some(s) => s
+                .parse::<i64>()
+                .map_err(|_| ApiError::bad_data(format!("{name} must be a number"))),
+        }
+    }
+
+    /// `match[]`, `start`, `end` of the series, labels and export endpoints.
+    pub fn read_args(&self, require_match: bool) -> Result<ReadArgs> {
+        let mut matchers = Vec::new();
+        for s in self.all("match[]") {
+            matchers.push(parse_selector(s).map_err(ApiError::bad_data)?);
+        }
+        if require_match && matchers.is_empty() {
+            return Err(ApiError::bad_data("no match[] parameter provided"));
+        }
+        let bad =
+            |name: &str, e: String| ApiError::bad_data(format!("invalid parameter {name:?}: {e}"));
+        let start = match self.get("start") {
+            Some(s) => parse_time_ms(s).map_err(|e| bad("start", e))?,
+            None => MIN_TIME,
+        };
+        let end = match self.get("end") {
+            Some(s) => parse_time_ms(s).map_err(|e| bad("end", e))?,
+            None => MAX_TIME,
+        };
+        if end < start {
+            return Err(end_before_start());
+        }
+        Ok(ReadArgs {
+            matchers,
+            start,
+            end,
+        })
+    }
+}
+
+/// Prometheus's answer to `end` before `start`.
+pub fn end_before_start() -> ApiError {
+    ApiError::bad_data("invalid parameter \"end\": end timestamp must not be before start time")
+}
+
+/// Parsed `match[]`, `start`, `end` of the read endpoints.
+pub struct ReadArgs {
+    pub matchers: Vec<Vec<Matcher>>,
+    pub start: i64,
+    pub end: i64,
 }
 
 /// Go's largest `time.Duration` in ms (about 292 years): Prometheus cannot

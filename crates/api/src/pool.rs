@@ -9,8 +9,7 @@
 //! guard sets the read's cancel flag, a queued read is then skipped, and a
 //! running query stops at its next step or series batch.
 
-use axum::http::StatusCode;
-use axum::response::Response;
+use crate::error::ApiError;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -173,14 +172,11 @@ impl ReadPool {
     pub async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(Arc<AtomicBool>) -> T + Send + 'static,
-    ) -> Result<T, Response> {
+    ) -> Result<T, ApiError> {
         let cap = self.max_concurrency + self.max_queued;
         let Some(slot) = Slot::take(&self.stats.admitted, cap) else {
             self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-            return Err(crate::api_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                &format!(
+            return Err(ApiError::unavailable(format!(
                     "too many concurrent queries: {} running and {} waiting (query.max-concurrency, query.max-queued); retry later",
                     self.max_concurrency, self.max_queued
                 ),
@@ -216,16 +212,8 @@ impl ReadPool {
         let _guard = CancelOnDrop(cancel);
         match rx.await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(_)) => Err(crate::api_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "task failed: the query panicked",
-            )),
-            Err(_) => Err(crate::api_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the query was dropped before it ran",
-            )),
+            Ok(Err(_)) => Err(ApiError::internal("task failed: the query panicked")),
+            Err(_) => Err(ApiError::unavailable("the query was dropped before it ran")),
         }
     }
 }
@@ -255,6 +243,7 @@ fn worker(d: &Dispatch, w: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
     use std::time::Duration;
 
     /// One read at a time keeps landing on the same thread or two (a read

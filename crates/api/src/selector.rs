@@ -1,6 +1,7 @@
 //! Parsing of series selectors as used by `match[]` (`up`, `{job="a"}`,
 //! `http_requests_total{code=~"5..", method!="GET"}`).
 
+use crate::error::ECHO_MAX;
 use cairn_common::{MatchOp, Matcher, METRIC_NAME};
 
 /// Parses one series selector into matchers, or an error naming what is wrong.
@@ -78,9 +79,6 @@ pub fn parse_selector(s: &str) -> Result<Vec<Matcher>, String> {
 fn shown(s: &str) -> std::borrow::Cow<'_, str> {
     cairn_common::limits::truncate_str(s, ECHO_MAX)
 }
-
-/// Bytes of request input echoed back in an error message.
-pub(crate) const ECHO_MAX: usize = 256;
 
 struct P<'a> {
     s: &'a [u8],

@@ -343,15 +343,19 @@ impl Config {
                 }
             }
         };
-        c.block = parse_duration("storage.block-size", &s.block_size)?;
-        if c.block < Duration::from_secs(60) {
+        // storage.block-size and storage.retention are the raw namespace's.
+        let block = parse_duration("storage.block-size", &s.block_size)?;
+        if block < Duration::from_secs(60) {
             bail!("config key storage.block-size: must be at least 1m");
         }
         c.buffer_past = parse_duration("storage.buffer-past", &s.buffer_past)?;
-        c.retention = parse_duration("storage.retention", &s.retention)?;
-        if c.retention < c.block {
+        let retention = parse_duration("storage.retention", &s.retention)?;
+        if retention < block {
             bail!("config key storage.retention: must be at least storage.block-size");
         }
+        let raw = c.raw_mut();
+        raw.block = block;
+        raw.retention = retention;
         if s.num_shards == 0 || s.num_shards > 4096 {
             bail!("config key storage.num-shards: must be 1..=4096");
         }
@@ -412,6 +416,25 @@ mod tests {
         assert_eq!(
             c.server_options().unwrap(),
             cairn_api::ServerOptions::default()
+        );
+    }
+
+    /// `storage.block-size` and `storage.retention` set the raw namespace,
+    /// the only one in the list.
+    #[test]
+    fn block_size_and_retention_set_the_raw_namespace() {
+        let env = vec![
+            ("CAIRN_STORAGE_RETENTION".to_string(), "7d".to_string()),
+            ("CAIRN_STORAGE_BLOCK_SIZE".to_string(), "1h".to_string()),
+        ];
+        let c = Config::load(&Overrides::default(), &env).unwrap();
+        let sc = c.storage_config().unwrap();
+        assert_eq!(
+            sc.namespaces,
+            vec![cairn_storage::Namespace::raw(
+                Duration::from_secs(3600),
+                Duration::from_secs(7 * 86_400)
+            )]
         );
     }
 

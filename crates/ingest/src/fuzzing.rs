@@ -1,5 +1,6 @@
 //! Fuzzing entry points (used by `fuzz/fuzz_targets/remote_write_decode.rs`
-//! and replayed over the committed corpus by this module's test). Not an API.
+//! and `remote_read_decode.rs`, and replayed over the committed corpus by
+//! this module's tests). Not an API.
 
 use cairn_common::{IngestLimits, SeriesId};
 
@@ -68,6 +69,35 @@ pub fn remote_write(data: &[u8]) {
     }
 }
 
+/// A remote-read body, as sent and snappy-framed, through the handler's
+/// decoder [`crate::remote_read::decode_read_request`]: queries or a
+/// request error (which the HTTP layer answers with 400, or 413 when too
+/// large), never a panic; every decoded query has a matcher that does not
+/// match the empty string.
+pub fn remote_read(data: &[u8]) {
+    let framed = snap::raw::Encoder::new()
+        .compress_vec(data)
+        .unwrap_or_default();
+    for body in [data, framed.as_slice()] {
+        match crate::remote_read::decode_read_request(body, MAX_DECODED) {
+            Ok(queries) => {
+                for (ms, _, _) in &queries {
+                    assert!(ms.iter().any(|m| !m.matches_empty()));
+                }
+            }
+            Err(e) => {
+                assert!(
+                    matches!(
+                        e,
+                        crate::IngestError::ReadBody(_) | crate::IngestError::ReadRequest(_)
+                    ),
+                    "{e}"
+                );
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     fn replay(target: &str, f: impl Fn(&[u8])) {
@@ -77,5 +107,10 @@ mod tests {
     #[test]
     fn remote_write_decode_corpus() {
         replay("remote_write_decode", super::remote_write);
+    }
+
+    #[test]
+    fn remote_read_decode_corpus() {
+        replay("remote_read_decode", super::remote_read);
     }
 }

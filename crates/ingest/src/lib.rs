@@ -1,13 +1,17 @@
 //! `cairn-ingest`: turns what clients send into validated [`WriteBatch`]es.
 //!
-//! Owns: Prometheus remote-write 1.0 decoding (snappy block format +
-//! protobuf), per-series validation with Prometheus's rules, and the tenant
-//! convention (`X-Scope-OrgID`). Invalid series are reported by name and
+//! Owns: the Prometheus wire protocols the HTTP layer speaks — remote-write
+//! 1.0 content negotiation (`content`) and decoding (snappy block format +
+//! protobuf), remote-read request decoding and response encoding
+//! (`remote_read`) — per-series validation with Prometheus's rules, and the
+//! tenant convention (`X-Scope-OrgID`). Invalid series are reported by name and
 //! reason while the valid rest of the request is kept (remote-write
 //! semantics: the client gets a 400 it will not retry, nothing valid is lost).
 //!
 //! Must never depend on: `cairn-storage` or RocksDB — it hands batches to a
-//! `SampleWriter` (in-process store or a remote shard client).
+//! `SampleWriter` (in-process store or a remote shard client) — nor on an
+//! HTTP framework: it sees header values and bodies, and its errors say
+//! which status they call for (`is_too_large`, `is_unsupported_media`).
 
 use cairn_common::limits::{hard, truncate_str};
 use cairn_common::{
@@ -17,9 +21,12 @@ use cairn_common::{
 use cairn_proto::prompb;
 use prost::Message;
 
+mod content;
 mod fast;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod remote_read;
+pub use content::check_write_headers;
 pub use fast::decode_prepared;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -42,12 +49,50 @@ pub enum IngestError {
     /// The tenant id as sent, cut to a readable length.
     #[error("invalid tenant {0:?}: must be 1-150 characters of [a-zA-Z0-9!_.*'()-]")]
     Tenant(String),
+    /// A remote-write `Content-Type` other than protobuf (cut short).
+    #[error("unsupported Content-Type {0:?}: remote write expects application/x-protobuf")]
+    ContentType(String),
+    /// A remote-write `proto=` other than `prometheus.WriteRequest`.
+    #[error("unsupported remote-write message {0:?}: this endpoint accepts prometheus.WriteRequest (remote write 1.0)")]
+    MessageType(String),
+    /// A remote-write `Content-Encoding` other than snappy.
+    #[error("unsupported Content-Encoding {0:?}: remote write expects snappy")]
+    ContentEncoding(String),
+    /// A remote-read body that does not decompress (or is too large).
+    #[error("remote read: {0}")]
+    ReadBody(Box<IngestError>),
+    /// A remote-read request that decodes but cannot be answered.
+    #[error("remote read: {0}")]
+    ReadRequest(String),
+    /// The remote-read response could not be encoded.
+    #[error("remote read: snappy compression failed: {0}")]
+    ReadResponse(String),
 }
 
 impl IngestError {
     /// Decoding errors are the client's fault and never retryable.
     pub fn is_retryable(&self) -> bool {
         false
+    }
+
+    /// Whether the body decompresses past the limit (HTTP 413).
+    pub fn is_too_large(&self) -> bool {
+        match self {
+            IngestError::TooLarge { .. } => true,
+            IngestError::ReadBody(e) => e.is_too_large(),
+            _ => false,
+        }
+    }
+
+    /// Whether the request's headers name a format this endpoint does not
+    /// speak (HTTP 415).
+    pub fn is_unsupported_media(&self) -> bool {
+        matches!(
+            self,
+            IngestError::ContentType(_)
+                | IngestError::MessageType(_)
+                | IngestError::ContentEncoding(_)
+        )
     }
 }
 

@@ -32,6 +32,7 @@ mod eval;
 mod functions;
 #[doc(hidden)]
 pub mod fuzzing;
+mod parse_error;
 pub mod promqltest;
 
 use cairn_common::{Labels, Sample, SeriesSource};
@@ -318,7 +319,8 @@ pub fn parse_bounded(
                 "invalid duration: out of range (durations are at most about 292 years)".into(),
             )
         })?;
-    let e = parsed.map_err(QueryError::Parse)?;
+    // The parser's message, with the position Prometheus gives (`parse_error`).
+    let e = parsed.map_err(|m| QueryError::Parse(parse_error::describe(query, m)))?;
     bounds::check_expr(&e)?;
     Ok(e)
 }

@@ -2,8 +2,9 @@
 //! do, as one function any implementation's tests call — the in-memory
 //! store here, the on-disk storage node in `cairn-storage`, and the gRPC
 //! client of a remote node with the cluster. Panics (with what differed) on
-//! the first violation. The store must be empty for the suite's tenants
-//! (`conformance-a`, `conformance-b`) and accept samples from the last hour.
+//! the first violation. The suite writes to two tenants of its own
+//! (`conformance-a-<run>`, `conformance-b-<run>`); the store must accept
+//! samples from the last hour.
 
 use crate::{
     block_on, next_batch, select_all, ErrorKind, ReadLimits, SelectRequest, SeriesQuery,
@@ -15,8 +16,12 @@ use cairn_common::{
 };
 use std::time::{Duration, Instant};
 
-const A: &str = "conformance-a";
-const B: &str = "conformance-b";
+/// The run's two tenants, unique to the run so a store can take the suite
+/// again (after a restart, say) without seeing an earlier run's series.
+struct Tenants {
+    a: String,
+    b: String,
+}
 const STEP: i64 = 15_000;
 
 /// Runs the whole suite against one store.
@@ -26,17 +31,37 @@ pub fn run<S: SeriesReader + ShardWriter>(store: &S) {
 
 /// The suite against a reader and a writer that front the same data.
 pub async fn run_with(reader: &dyn SeriesReader, writer: &dyn ShardWriter) {
+    run_flushing(reader, writer, &|| {}).await;
+}
+
+/// The suite with `after_write` called after each of its writes and before
+/// the reads of what it wrote: a store passes `flush`, so the reads come
+/// from where flushed data lives rather than from the write buffer.
+pub async fn run_flushing(
+    reader: &dyn SeriesReader,
+    writer: &dyn ShardWriter,
+    after_write: &(dyn Fn() + Sync),
+) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock after 1970")
         .as_millis() as i64;
     // Half an hour ago, on a minute boundary: inside any retention, never in the future.
     let base = (now - 30 * 60_000) / 60_000 * 60_000;
-    write_fixture(writer, base).await;
-    selects(reader, base).await;
-    metadata_reads(reader, base).await;
-    limits_and_errors(reader, base).await;
-    batches(reader, writer, base).await;
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos();
+    let t = &Tenants {
+        a: format!("conformance-a-{run}"),
+        b: format!("conformance-b-{run}"),
+    };
+    write_fixture(writer, t, base).await;
+    after_write();
+    selects(reader, t, base).await;
+    metadata_reads(reader, t, base).await;
+    limits_and_errors(reader, t, base).await;
+    batches(reader, writer, t, base, after_write).await;
 }
 
 fn l(pairs: &[(&str, &str)]) -> Labels {
@@ -66,7 +91,7 @@ async fn write(writer: &dyn ShardWriter, tenant: &str, batch: WriteBatch) -> usi
     out.accepted_samples
 }
 
-async fn write_fixture(writer: &dyn ShardWriter, base: i64) {
+async fn write_fixture(writer: &dyn ShardWriter, t: &Tenants, base: i64) {
     let mut other = series(
         l(&[("__name__", "other_metric"), ("job", "api")]),
         &[(base, 9.0)],
@@ -101,7 +126,11 @@ async fn write_fixture(writer: &dyn ShardWriter, base: i64) {
             },
         )],
     };
-    assert_eq!(write(writer, A, a).await, 6, "accepted samples of tenant A");
+    assert_eq!(
+        write(writer, &t.a, a).await,
+        6,
+        "accepted samples of tenant A"
+    );
     let b = WriteBatch {
         series: vec![series(
             l(&[("__name__", "up"), ("instance", "1"), ("job", "api")]),
@@ -109,7 +138,11 @@ async fn write_fixture(writer: &dyn ShardWriter, base: i64) {
         )],
         metadata: vec![],
     };
-    assert_eq!(write(writer, B, b).await, 1, "accepted samples of tenant B");
+    assert_eq!(
+        write(writer, &t.b, b).await,
+        1,
+        "accepted samples of tenant B"
+    );
 }
 
 fn pairs(d: &SeriesData) -> Vec<(Timestamp, f64)> {
@@ -123,11 +156,16 @@ async fn sel(reader: &dyn SeriesReader, req: SelectRequest) -> Vec<SeriesData> {
         .unwrap_or_else(|e| panic!("select {what}: {e}"))
 }
 
-async fn selects(r: &dyn SeriesReader, base: i64) {
+async fn selects(r: &dyn SeriesReader, t: &Tenants, base: i64) {
     let end = base + 2 * STEP;
     let api = sel(
         r,
-        SelectRequest::new(A, vec![eq("__name__", "up"), eq("job", "api")], base, end),
+        SelectRequest::new(
+            &t.a,
+            vec![eq("__name__", "up"), eq("job", "api")],
+            base,
+            end,
+        ),
     )
     .await;
     assert_eq!(api.len(), 2, "up{{job=\"api\"}}: {api:?}");
@@ -149,7 +187,7 @@ async fn selects(r: &dyn SeriesReader, base: i64) {
     let mid = sel(
         r,
         SelectRequest::new(
-            A,
+            &t.a,
             vec![eq("instance", "1"), eq("job", "api")],
             base + STEP,
             base + STEP,
@@ -160,7 +198,7 @@ async fn selects(r: &dyn SeriesReader, base: i64) {
     assert_eq!(pairs(&mid[0]), [(base + STEP, 2.0)]);
     let late = sel(
         r,
-        SelectRequest::new(A, vec![eq("job", "db")], base + STEP + 1, end),
+        SelectRequest::new(&t.a, vec![eq("job", "db")], base + STEP + 1, end),
     )
     .await;
     assert!(
@@ -171,7 +209,7 @@ async fn selects(r: &dyn SeriesReader, base: i64) {
     // Tenants see only their own series.
     let b = sel(
         r,
-        SelectRequest::new(B, vec![eq("__name__", "up")], base, end),
+        SelectRequest::new(&t.b, vec![eq("__name__", "up")], base, end),
     )
     .await;
     assert_eq!(b.len(), 1);
@@ -189,7 +227,7 @@ async fn selects(r: &dyn SeriesReader, base: i64) {
     let re = sel(
         r,
         SelectRequest::new(
-            A,
+            &t.a,
             vec![m(MatchOp::RegexMatch, "__name__", "up|other_metric")],
             base,
             end,
@@ -205,7 +243,7 @@ async fn selects(r: &dyn SeriesReader, base: i64) {
     let ne = sel(
         r,
         SelectRequest::new(
-            A,
+            &t.a,
             vec![eq("__name__", "up"), m(MatchOp::NotEqual, "job", "api")],
             base,
             end,
@@ -219,7 +257,7 @@ async fn selects(r: &dyn SeriesReader, base: i64) {
     let nre = sel(
         r,
         SelectRequest::new(
-            A,
+            &t.a,
             vec![
                 eq("__name__", "up"),
                 m(MatchOp::RegexNoMatch, "instance", "1"),
@@ -237,7 +275,7 @@ async fn selects(r: &dyn SeriesReader, base: i64) {
     let empty = sel(
         r,
         SelectRequest::new(
-            A,
+            &t.a,
             vec![m(MatchOp::RegexMatch, "instance", "1|"), eq("job", "api")],
             base,
             end,
@@ -247,9 +285,9 @@ async fn selects(r: &dyn SeriesReader, base: i64) {
     assert_eq!(empty.len(), 2, "{:?}", names(&empty));
 }
 
-async fn metadata_reads(r: &dyn SeriesReader, base: i64) {
+async fn metadata_reads(r: &dyn SeriesReader, t: &Tenants, base: i64) {
     let end = base + 2 * STEP;
-    let q = |matchers: Vec<Matcher>| SeriesQuery::new(A, matchers, base, end);
+    let q = |matchers: Vec<Matcher>| SeriesQuery::new(&t.a, matchers, base, end);
     let s = r
         .series(q(vec![eq("__name__", "up")]))
         .await
@@ -272,7 +310,7 @@ async fn metadata_reads(r: &dyn SeriesReader, base: i64) {
         .expect("label values with a matcher");
     assert_eq!(other, ["api"]);
     let b_jobs = r
-        .label_values(SeriesQuery::new(B, vec![], base, end), "instance".into())
+        .label_values(SeriesQuery::new(&t.b, vec![], base, end), "instance".into())
         .await
         .expect("label values of B");
     assert_eq!(b_jobs, ["1"]);
@@ -291,13 +329,18 @@ async fn metadata_reads(r: &dyn SeriesReader, base: i64) {
     assert_eq!(ex[0].exemplars[0].labels.get("trace_id"), Some("abc123"));
     assert_eq!(ex[0].exemplars[0].t, base);
     let no_ex = r
-        .exemplars(SeriesQuery::new(B, vec![eq("__name__", "up")], base, end))
+        .exemplars(SeriesQuery::new(
+            &t.b,
+            vec![eq("__name__", "up")],
+            base,
+            end,
+        ))
         .await
         .expect("exemplars of B");
     assert!(no_ex.is_empty(), "{no_ex:?}");
 
     let md = r
-        .metadata(A.into(), Some("up".into()), 0)
+        .metadata(t.a.clone(), Some("up".into()), 0)
         .await
         .expect("metadata");
     assert_eq!(md.len(), 1, "{md:?}");
@@ -305,7 +348,7 @@ async fn metadata_reads(r: &dyn SeriesReader, base: i64) {
     assert_eq!(md[0].1.metric_type, MetricType::Gauge);
     assert_eq!(md[0].1.help, "Whether the target is up.");
     assert!(r
-        .metadata(B.into(), None, 0)
+        .metadata(t.b.clone(), None, 0)
         .await
         .expect("metadata of B")
         .is_empty());
@@ -333,9 +376,9 @@ async fn expect_err(r: &dyn SeriesReader, req: SelectRequest) -> StoreError {
     panic!("expected an error from {what}");
 }
 
-async fn limits_and_errors(r: &dyn SeriesReader, base: i64) {
+async fn limits_and_errors(r: &dyn SeriesReader, t: &Tenants, base: i64) {
     let end = base + 2 * STEP;
-    let up = || SelectRequest::new(A, vec![eq("__name__", "up")], base, end);
+    let up = || SelectRequest::new(&t.a, vec![eq("__name__", "up")], base, end);
     let e = expect_err(
         r,
         up().with_limits(ReadLimits {
@@ -377,12 +420,12 @@ async fn limits_and_errors(r: &dyn SeriesReader, base: i64) {
 
     let e = expect_err(
         r,
-        SelectRequest::new(A, vec![eq("__name__", "up")], end, base),
+        SelectRequest::new(&t.a, vec![eq("__name__", "up")], end, base),
     )
     .await;
     assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
     let e = r
-        .series(SeriesQuery::new(A, vec![], end, base))
+        .series(SeriesQuery::new(&t.a, vec![], end, base))
         .await
         .expect_err("a reversed range is refused");
     assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
@@ -392,7 +435,13 @@ async fn limits_and_errors(r: &dyn SeriesReader, base: i64) {
     assert!(e.message().contains("conformance-no-such-namespace"), "{e}");
 }
 
-async fn batches(r: &dyn SeriesReader, w: &dyn ShardWriter, base: i64) {
+async fn batches(
+    r: &dyn SeriesReader,
+    w: &dyn ShardWriter,
+    t: &Tenants,
+    base: i64,
+    after_write: &(dyn Fn() + Sync),
+) {
     const N: usize = 3000;
     let series_n: Vec<SeriesWrite> = (0..N)
         .map(|i| {
@@ -405,7 +454,7 @@ async fn batches(r: &dyn SeriesReader, w: &dyn ShardWriter, base: i64) {
         .collect();
     let written = write(
         w,
-        A,
+        &t.a,
         WriteBatch {
             series: series_n,
             metadata: vec![],
@@ -413,7 +462,8 @@ async fn batches(r: &dyn SeriesReader, w: &dyn ShardWriter, base: i64) {
     )
     .await;
     assert_eq!(written, 2 * N);
-    let req = SelectRequest::new(A, vec![eq("__name__", "many")], base, base + STEP);
+    after_write();
+    let req = SelectRequest::new(&t.a, vec![eq("__name__", "many")], base, base + STEP);
     let mut stream = r.select(req).await.expect("select many");
     let (mut seen, mut nbatches) = (0usize, 0usize);
     let mut last: Option<std::sync::Arc<Labels>> = None;

@@ -19,7 +19,7 @@
 //! one returns Ok over pages that never reached the disk. The next append
 //! starts a new segment, whose records are acknowledged as usual.
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use parking_lot::{Condvar, Mutex};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
@@ -77,7 +77,7 @@ impl SegFile {
     }
 
     fn sync(&self) -> std::io::Result<()> {
-        crate::fileset::io_fault("commitlog-sync", &self.path)?;
+        crate::fault::io_fault("commitlog-sync", &self.path)?;
         self.file.sync_data()
     }
 
@@ -148,7 +148,7 @@ fn io_err(context: String) -> impl FnOnce(std::io::Error) -> Error {
 /// exists"); a header-only or empty file left by a crash is replaced.
 fn create_segment(dir: &Path, no: u64) -> Result<File> {
     let path = seg_path(dir, no);
-    crate::fileset::io_fault("commitlog-create-segment", &path).map_err(io_err(format!(
+    crate::fault::io_fault("commitlog-create-segment", &path).map_err(io_err(format!(
         "creating commit log segment {}",
         path.display()
     )))?;
@@ -415,7 +415,7 @@ impl CommitLog {
         if g.active.torn || g.active.seg.failed() || g.active.bytes >= self.max_segment_bytes {
             self.rotate_locked(&mut g)?;
         }
-        let written = crate::fileset::io_fault("commitlog-append", &self.dir)
+        let written = crate::fault::io_fault("commitlog-append", &self.dir)
             .and_then(|()| (&g.active.seg.file).write_all(&rec));
         if let Err(e) = written {
             g.active.torn = true;
@@ -909,7 +909,7 @@ mod tests {
             tx.send(log.append(b"c", &BTreeSet::new()).unwrap())
                 .unwrap();
         }));
-        crate::fileset::arm_io_fault_times("commitlog-sync", d.path(), 1);
+        crate::fault::arm_io_fault_times("commitlog-sync", d.path(), 1);
         let segs = log.segments().len();
         let b = log.append(b"b", &none).unwrap();
         let c = rx.recv().unwrap();
@@ -943,13 +943,13 @@ mod tests {
         }));
         let b = log.append(b"b", &none).unwrap();
         held_rx.recv().unwrap();
-        crate::fileset::arm_io_fault_times("commitlog-sync", d.path(), 1);
-        crate::fileset::arm_io_fault("commitlog-create-segment", d.path(), true);
+        crate::fault::arm_io_fault_times("commitlog-sync", d.path(), 1);
+        crate::fault::arm_io_fault("commitlog-create-segment", d.path(), true);
         assert!(log.rotate().is_err());
         go_tx.send(()).unwrap();
         assert!(log.wait_durable(b).is_err());
         assert!(log.append(b"c", &none).is_err());
-        crate::fileset::arm_io_fault("commitlog-create-segment", d.path(), false);
+        crate::fault::arm_io_fault("commitlog-create-segment", d.path(), false);
         let c = log.append(b"c", &none).unwrap();
         log.wait_durable(c).unwrap();
         assert!(log.wait_durable(b).is_err());

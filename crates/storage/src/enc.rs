@@ -1,15 +1,15 @@
-//! Small binary encoding helpers shared by the commit log, the index and the
-//! filesets: LEB128 varints, zig-zag, length-prefixed strings.
+//! Small binary encoding helpers shared by the commit-log records, the
+//! index and the filesets: LEB128 varints, zig-zag, length-prefixed strings.
 //!
 //! Label sets: [`put_labels`] writes new data only within
 //! [`cairn_common::limits::hard`]; [`Reader::labels`] reads more than that,
 //! everything any release wrote (the one before those bounds wrote label
 //! sets of any size), bounded only by the bytes it is given. So whatever
 //! is written reads back, and data written before an upgrade still does.
-//! Label sets read back and stored again (commit-log replay into the index,
-//! index layout conversion) are written with [`Bounds::Stored`].
+//! Label sets read back and stored again (commit-log replay into the index)
+//! are written with [`Bounds::Stored`].
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use cairn_common::limits::{hard, truncate_lossy};
 use cairn_common::{Label, Labels};
 
@@ -35,8 +35,8 @@ pub fn put_bytes(buf: &mut Vec<u8>, b: &[u8]) {
 pub enum Bounds {
     /// New data (the write path): within [`hard`].
     Hard,
-    /// Label sets already stored and read back (commit-log replay, index
-    /// conversion): anything [`Reader::labels`] accepts.
+    /// Label sets already stored and read back (commit-log replay):
+    /// anything [`Reader::labels`] accepts.
     Stored,
 }
 
@@ -216,6 +216,8 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::enc;
+    use crate::test_support::label_set;
     use proptest::prelude::*;
 
     proptest! {
@@ -267,5 +269,57 @@ mod tests {
             let mut r = Reader::new(&b, "test");
             let _ = r.labels();
         }
+    }
+
+    /// Past the hard bounds the encoder refuses; the same bytes written
+    /// unchecked (as the release before the bounds wrote them) still
+    /// decode: the decoder's domain contains the encoder's. Unsorted or
+    /// repeated names are refused by both.
+    #[test]
+    fn encoder_refuses_beyond_the_hard_bounds_and_the_decoder_reads_more() {
+        let too_many = label_set(hard::MAX_LABELS + 1, &[6], &[1], "");
+        let long_name = label_set(2, &[hard::MAX_LABEL_NAME_BYTES + 1], &[1], "");
+        let long_value = label_set(2, &[6], &[hard::MAX_LABEL_VALUE_BYTES + 1], "");
+        let pairs = |l: &Labels| {
+            l.iter()
+                .map(|x| (x.name.clone(), x.value.clone()))
+                .collect::<Vec<_>>()
+        };
+        let mut cases = vec![pairs(&too_many), pairs(&long_name), pairs(&long_value)];
+        // Unsorted and repeated names (Labels cannot even hold them).
+        cases.push(vec![("b".into(), "1".into()), ("a".into(), "2".into())]);
+        cases.push(vec![("a".into(), "1".into()), ("a".into(), "2".into())]);
+        for (i, c) in cases.iter().enumerate() {
+            let why = enc::labels_unstorable(c.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+            assert!(why.is_some(), "case {i}");
+            if i < 3 {
+                let l = Labels::from_sorted_unchecked(
+                    c.iter()
+                        .map(|(n, v)| Label::new(n.as_str(), v.as_str()))
+                        .collect(),
+                );
+                let mut p = Vec::new();
+                assert!(matches!(put_labels(&mut p, &l), Err(Error::Invalid(_))));
+                assert!(p.is_empty());
+            }
+            // The same bytes written unchecked: read back when only too
+            // large, refused when unsorted or repeated.
+            let mut p = Vec::new();
+            enc::put_uvarint(&mut p, c.len() as u64);
+            for (n, v) in c {
+                put_bytes(&mut p, n.as_bytes());
+                put_bytes(&mut p, v.as_bytes());
+            }
+            let got = Reader::new(&p, "t").labels();
+            if i < 3 {
+                assert_eq!(pairs(&got.unwrap()), *c, "case {i}");
+            } else {
+                assert!(got.is_err(), "case {i}");
+            }
+        }
+        let at_bound = label_set(hard::MAX_LABELS, &[hard::MAX_LABEL_NAME_BYTES], &[16], "");
+        let mut p = Vec::new();
+        put_labels(&mut p, &at_bound).unwrap();
+        assert_eq!(Reader::new(&p, "t").labels().unwrap(), at_bound);
     }
 }

@@ -15,7 +15,7 @@
 //! an already-flushed block merges the old volume in), so readers use only the
 //! highest complete volume.
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use cairn_common::{Sample, SeriesId};
 use memmap2::Mmap;
 use std::fs::{self, File};
@@ -80,10 +80,10 @@ pub fn write_chunks(dir: &Path, chunks: &[(SeriesId, Vec<u8>)], log_upto: u64) -
         index.extend_from_slice(&end.to_le_bytes());
         index.extend_from_slice(&crc32c::crc32c(chunk).to_le_bytes());
     }
-    fail_point("fileset-before-data");
+    crate::fault::fail_point("fileset-before-data");
     write_synced(&dir.join("data.db"), &data)?;
     write_synced(&dir.join("index.db"), &index)?;
-    fail_point("fileset-before-checkpoint");
+    crate::fault::fail_point("fileset-before-checkpoint");
     let mut cp = Vec::with_capacity(CHECKPOINT_LEN);
     cp.extend_from_slice(CHECKPOINT_MAGIC);
     cp.extend_from_slice(&(data.len() as u64).to_le_bytes());
@@ -100,77 +100,9 @@ pub fn write_chunks(dir: &Path, chunks: &[(SeriesId, Vec<u8>)], log_upto: u64) -
     Ok((data.len() + index.len() + cp.len()) as u64)
 }
 
-/// Test hook: with `CAIRN_FAILPOINT=<name>` the process aborts at that point,
-/// as a crash would (used by the crash tests to die mid-flush).
-pub fn fail_point(name: &str) {
-    // Read once: this sits on the write path.
-    static ARMED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    let armed = ARMED.get_or_init(|| std::env::var("CAIRN_FAILPOINT").ok());
-    if armed.as_deref() == Some(name) {
-        tracing::warn!(failpoint = name, "failpoint hit: aborting");
-        std::process::abort();
-    }
-}
-
-/// I/O fault points armed: (point, dir, hits left; `None` for every hit).
-type ArmedFaults = Vec<(String, PathBuf, Option<u32>)>;
-static IO_FAULTS: std::sync::Mutex<ArmedFaults> = std::sync::Mutex::new(Vec::new());
-/// Whether any I/O fault is armed (the only cost of a fault point otherwise).
-static IO_FAULTS_ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Test hook: `Err(ENOSPC)` when fault point `name` is armed for a directory
-/// holding `path` (see [`arm_io_fault`]), else `Ok`. Points:
-/// `commitlog-create-segment`, `commitlog-append`, `commitlog-sync` (before
-/// each fdatasync of a segment: the sync then fails without touching the
-/// file, so the next one succeeds, as Linux reports a writeback error to
-/// one fsync only), `fileset-write`.
-pub fn io_fault(name: &str, path: &Path) -> std::io::Result<()> {
-    if !IO_FAULTS_ARMED.load(std::sync::atomic::Ordering::Relaxed) {
-        return Ok(());
-    }
-    let mut armed = IO_FAULTS.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(i) = armed
-        .iter()
-        .position(|(n, dir, _)| n == name && path.starts_with(dir))
-    else {
-        return Ok(());
-    };
-    if let Some(left) = &mut armed[i].2 {
-        *left -= 1;
-        if *left == 0 {
-            armed.remove(i);
-            IO_FAULTS_ARMED.store(!armed.is_empty(), std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-    Err(std::io::Error::from_raw_os_error(libc::ENOSPC))
-}
-
-/// Test hook: arms (or with `on == false` disarms) I/O fault point `name`
-/// for paths under `dir`, so tests running side by side do not disturb each
-/// other.
-#[doc(hidden)]
-pub fn arm_io_fault(name: &str, dir: &Path, on: bool) {
-    arm(name, dir, on.then_some(None));
-}
-
-/// Test hook: arms I/O fault point `name` for paths under `dir` for its
-/// next `hits` hits only (0 disarms it).
-#[doc(hidden)]
-pub fn arm_io_fault_times(name: &str, dir: &Path, hits: u32) {
-    arm(name, dir, (hits > 0).then_some(Some(hits)));
-}
-
-fn arm(name: &str, dir: &Path, hits: Option<Option<u32>>) {
-    let mut armed = IO_FAULTS.lock().unwrap_or_else(|p| p.into_inner());
-    armed.retain(|(n, d, _)| !(n == name && d == dir));
-    if let Some(hits) = hits {
-        armed.push((name.to_string(), dir.to_path_buf(), hits));
-    }
-    IO_FAULTS_ARMED.store(!armed.is_empty(), std::sync::atomic::Ordering::Relaxed);
-}
-
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    io_fault("fileset-write", path).map_err(io_err(format!("writing {}", path.display())))?;
+    crate::fault::io_fault("fileset-write", path)
+        .map_err(io_err(format!("writing {}", path.display())))?;
     let mut f = File::create(path).map_err(io_err(format!("creating {}", path.display())))?;
     f.write_all(bytes)
         .and_then(|_| f.sync_all())
@@ -187,6 +119,29 @@ pub struct Fileset {
     index: Mmap,
     data: Mmap,
     count: usize,
+}
+
+/// The little-endian integer at byte `at` of `file`'s bytes; an error
+/// naming the file and the offset when they end before it.
+fn le_bytes<const N: usize>(bytes: &[u8], at: usize, file: &Path) -> Result<[u8; N]> {
+    at.checked_add(N)
+        .and_then(|end| bytes.get(at..end))
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| {
+            Error::Corrupt(format!(
+                "{}: {} bytes, too short for the {N}-byte field at offset {at}",
+                file.display(),
+                bytes.len()
+            ))
+        })
+}
+
+fn le_u64(bytes: &[u8], at: usize, file: &Path) -> Result<u64> {
+    le_bytes(bytes, at, file).map(u64::from_le_bytes)
+}
+
+fn le_u32(bytes: &[u8], at: usize, file: &Path) -> Result<u32> {
+    le_bytes(bytes, at, file).map(u32::from_le_bytes)
 }
 
 fn map(path: &Path) -> Result<Mmap> {
@@ -207,11 +162,14 @@ impl Fileset {
         if cp.len() != CHECKPOINT_LEN || &cp[..8] != CHECKPOINT_MAGIC {
             return Ok(None);
         }
-        let u64_at = |o: usize| u64::from_le_bytes(cp[o..o + 8].try_into().unwrap_or_default());
-        let u32_at = |o: usize| u32::from_le_bytes(cp[o..o + 4].try_into().unwrap_or_default());
-        let (data_len, data_crc, index_len, index_crc) =
-            (u64_at(8), u32_at(16), u64_at(20), u32_at(28));
-        let log_upto = u64_at(32);
+        let cp_path = dir.join("checkpoint");
+        let (data_len, data_crc, index_len, index_crc) = (
+            le_u64(&cp, 8, &cp_path)?,
+            le_u32(&cp, 16, &cp_path)?,
+            le_u64(&cp, 20, &cp_path)?,
+            le_u32(&cp, 28, &cp_path)?,
+        );
+        let log_upto = le_u64(&cp, 32, &cp_path)?;
         let index = map(&dir.join("index.db"))?;
         let data = map(&dir.join("data.db"))?;
         if index.len() as u64 != index_len || data.len() as u64 != data_len {
@@ -233,7 +191,7 @@ impl Fileset {
                 dir.display()
             )));
         }
-        let count = u64::from_le_bytes(index[8..16].try_into().unwrap_or_default());
+        let count = le_u64(&index, 8, &dir.join("index.db"))?;
         // Checked: a count near 2^64 / 24 would wrap to a small length and
         // pass, then every entry read would be out of bounds.
         let count = usize::try_from(count).unwrap_or(usize::MAX);
@@ -465,5 +423,21 @@ mod tests {
         fs::write(dir.join("data.db"), &data).unwrap();
         let f = Fileset::open(&dir, 0, 0).unwrap().unwrap();
         assert!(matches!(f.read(SeriesId(5)), Err(Error::Corrupt(_))));
+    }
+
+    /// A field read past the end of a file's bytes is an error naming the
+    /// file and the offset, never a zero.
+    #[test]
+    fn short_bytes_are_an_error_naming_file_and_offset() {
+        let p = Path::new("/d/3/0-0/checkpoint");
+        let cp = 7u64.to_le_bytes();
+        assert_eq!(le_u64(&cp, 0, p).unwrap(), 7);
+        let e = le_u64(&cp, 4, p).unwrap_err().to_string();
+        assert!(
+            e.contains("/d/3/0-0/checkpoint") && e.contains("offset 4"),
+            "{e}"
+        );
+        assert!(le_u32(&cp, 6, p).is_err());
+        assert!(le_u64(&cp, usize::MAX - 2, p).is_err());
     }
 }

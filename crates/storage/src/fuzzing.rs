@@ -5,15 +5,15 @@
 //! Each function must return without panicking whatever the bytes; where two
 //! decoders read the same bytes they must agree.
 
-use crate::{commitlog, fileset, head, index};
+use crate::{commitlog, fileset, index, record, shard};
 use cairn_common::SeriesId;
 use std::path::Path;
 
 /// The default block window (2h), as replay uses it.
 const BLOCK_MS: i64 = 2 * 3600 * 1000;
 
-/// A commit-log record payload, decoded as replay decodes it and applied to
-/// a head shard as replay applies it (then read back); and the same bytes
+/// A commit-log record payload, decoded as replay decodes it (the record
+/// decoder, [`record::decode`]) and applied to a shard as replay applies it (then read back); and the same bytes
 /// walked as replay walks a segment (framing, checksums, resynchronising
 /// after damage), each whole record decoded.
 pub fn commitlog_record(data: &[u8]) {
@@ -39,15 +39,15 @@ pub fn commitlog_record(data: &[u8]) {
 }
 
 fn apply_record(payload: &[u8]) {
-    let Ok(rec) = crate::decode_record(payload) else {
+    let Ok(rec) = record::decode(payload) else {
         return;
     };
-    let mut shard = head::HeadShard::default();
+    let mut shard = shard::Shard::default();
     for (id, _) in &rec.new_series {
-        shard.series.entry(*id).or_default();
+        shard.head.register(*id);
     }
     for (id, samples) in &rec.samples {
-        shard.append(*id, BLOCK_MS, samples);
+        shard.head.append(*id, BLOCK_MS, samples);
     }
     for (id, samples) in &rec.samples {
         let (Some(lo), Some(hi)) = (
@@ -150,9 +150,9 @@ pub fn fileset(dir: &Path, data: &[u8]) {
 /// Index values: the whole input as a series registry entry, and the input
 /// split at `|` bytes as postings values merged in order.
 pub fn index_decode(data: &[u8]) {
-    index::fuzz_entry(data);
+    index::registry::fuzz_entry(data);
     let parts: Vec<&[u8]> = data.split(|&b| b == b'|').take(16).collect();
-    index::fuzz_postings(&parts);
+    index::postings::fuzz_postings(&parts);
 }
 
 #[cfg(test)]

@@ -1,0 +1,17 @@
+//! Store administration (`/admin/v1/…`): `POST /admin/v1/flush` seals and
+//! flushes everything in the head.
+
+use crate::blocking;
+use crate::error::{ApiError, Result};
+use crate::extract::Ready;
+use crate::render::success;
+use axum::response::Response;
+use serde_json::json;
+
+pub(crate) async fn flush(Ready(backend): Ready) -> Result<Response> {
+    let admin = backend.admin;
+    let n = blocking(move || admin.flush())
+        .await?
+        .map_err(|e| ApiError::internal(format!("flush failed: {e}")))?;
+    Ok(success(json!({"filesets_written": n})))
+}

@@ -1,0 +1,75 @@
+//! The router: every route's path written once (the [`path`] constants,
+//! which are also the `route` label of `cairn_api_http_requests_total`),
+//! with its methods and handler; the body limit and the request-metrics
+//! layer wrap them all.
+
+use crate::{admin, export, metadata, metrics, query, remote_read, status, write, AppState};
+use axum::extract::DefaultBodyLimit;
+use axum::handler::Handler;
+use axum::routing::{get, post, MethodRouter};
+use axum::Router;
+
+/// Route paths, as matched (and as counted by the request-metrics layer).
+pub mod path {
+    pub const WRITE: &str = "/api/v1/write";
+    /// Cortex's and older clients' remote-write path.
+    pub const WRITE_LEGACY: &str = "/api/v1/prom/remote/write";
+    pub const SERIES: &str = "/api/v1/series";
+    pub const LABELS: &str = "/api/v1/labels";
+    pub const LABEL_VALUES: &str = "/api/v1/label/{name}/values";
+    pub const EXPORT: &str = "/api/v1/export";
+    pub const QUERY: &str = "/api/v1/query";
+    pub const QUERY_RANGE: &str = "/api/v1/query_range";
+    pub const QUERY_EXEMPLARS: &str = "/api/v1/query_exemplars";
+    pub const METADATA: &str = "/api/v1/metadata";
+    pub const FORMAT_QUERY: &str = "/api/v1/format_query";
+    pub const BUILDINFO: &str = "/api/v1/status/buildinfo";
+    pub const CONFIG: &str = "/api/v1/status/config";
+    pub const FLAGS: &str = "/api/v1/status/flags";
+    pub const READ: &str = "/api/v1/read";
+    pub const FLUSH: &str = "/admin/v1/flush";
+    pub const METRICS: &str = "/metrics";
+    pub const HEALTHY: &str = "/-/healthy";
+    pub const READY: &str = "/-/ready";
+}
+
+/// `GET` and `POST` to one handler (Prometheus's read endpoints take both,
+/// POST with a form body).
+fn get_or_post<H, T>(h: H) -> MethodRouter<AppState>
+where
+    H: Handler<T, AppState> + Clone,
+    T: 'static,
+{
+    get(h.clone()).post(h)
+}
+
+/// The full router.
+pub fn router(state: AppState) -> Router {
+    let limit = state.0.cfg.max_body_size;
+    Router::new()
+        .route(path::WRITE, post(write::remote_write))
+        .route(path::WRITE_LEGACY, post(write::remote_write))
+        .route(path::SERIES, get_or_post(metadata::series))
+        .route(path::LABELS, get_or_post(metadata::labels))
+        .route(path::LABEL_VALUES, get(metadata::label_values))
+        .route(path::EXPORT, get_or_post(export::export))
+        .route(path::QUERY, get_or_post(query::instant_query))
+        .route(path::QUERY_RANGE, get_or_post(query::range_query))
+        .route(path::QUERY_EXEMPLARS, get_or_post(query::query_exemplars))
+        .route(path::METADATA, get(metadata::metadata))
+        .route(path::FORMAT_QUERY, get_or_post(query::format_query))
+        .route(path::BUILDINFO, get(status::buildinfo))
+        .route(path::CONFIG, get(status::status_config))
+        .route(path::FLAGS, get(status::status_flags))
+        .route(path::READ, post(remote_read::remote_read))
+        .route(path::FLUSH, post(admin::flush))
+        .route(path::METRICS, get(metrics::metrics))
+        .route(path::HEALTHY, get(status::healthy))
+        .route(path::READY, get(status::ready))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count_requests,
+        ))
+        .with_state(state)
+}

@@ -1,0 +1,40 @@
+//! A router over an in-memory store, and calling it, for the handlers'
+//! tests.
+
+use crate::{router, Admin, ApiConfig, AppState, Backend};
+use axum::body::Body;
+use axum::http::Request;
+use cairn_common::{MemSource, SampleWriter, SeriesSource};
+use std::sync::Arc;
+use tower::ServiceExt;
+
+struct NoAdmin;
+impl Admin for NoAdmin {
+    fn flush(&self) -> Result<usize, String> {
+        Ok(0)
+    }
+    fn render_metrics(&self, _: &mut String) {}
+}
+
+pub(crate) fn app(m: Arc<MemSource>) -> axum::Router {
+    let st = AppState::new(ApiConfig::default()).unwrap();
+    st.set_ready(Backend {
+        source: m.clone() as Arc<dyn SeriesSource>,
+        writer: m as Arc<dyn SampleWriter>,
+        admin: Arc::new(NoAdmin),
+    });
+    router(st)
+}
+
+pub(crate) async fn call(app: &axum::Router, req: Request<Body>) -> (u16, String) {
+    let r = app.clone().oneshot(req).await.unwrap();
+    let status = r.status().as_u16();
+    let b = axum::body::to_bytes(r.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, String::from_utf8(b.to_vec()).unwrap())
+}
+
+pub(crate) fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap()
+}

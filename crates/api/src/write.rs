@@ -1,0 +1,104 @@
+//! Remote write (`POST /api/v1/write`, `/api/v1/prom/remote/write`): the
+//! request's headers are negotiated and its body decoded by `cairn-ingest`
+//! (on the blocking pool, together with the write), the batch goes to the
+//! store's `SampleWriter`. Answers in plain text as Prometheus's receiver
+//! does: 204 when all is stored; 400 (never retried) naming each refused
+//! series while the valid rest is stored; 413, 415; 503/500 from the store.
+
+use crate::error::{ApiError, Result};
+use crate::extract::{Ready, Tenant};
+use crate::{blocking, AppState};
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+/// Refused series listed in a 400 answer; the rest are counted.
+const MAX_LISTED: usize = 20;
+
+/// A request whose `Content-Type` and `Content-Encoding` are remote write
+/// 1.0's ([`cairn_ingest::check_write_headers`]); else rejected with 415.
+pub(crate) struct RemoteWrite1;
+
+impl<S: Send + Sync> FromRequestParts<S> for RemoteWrite1 {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self> {
+        let hv = |name| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        cairn_ingest::check_write_headers(hv(header::CONTENT_TYPE), hv(header::CONTENT_ENCODING))?;
+        Ok(RemoteWrite1)
+    }
+}
+
+pub(crate) async fn remote_write(
+    State(st): State<AppState>,
+    Ready(backend): Ready,
+    _: RemoteWrite1,
+    Tenant(tenant): Tenant,
+    body: Bytes,
+) -> Result<Response> {
+    let limits = st.0.cfg.ingest.clone();
+    let now = chrono::Utc::now().timestamp_millis();
+    // Decoding a large body is CPU work: off the async workers, with the write.
+    let writer = backend.writer;
+    let ((n_samples, invalid), outcome) = blocking(move || {
+        let (batch, invalid) = cairn_ingest::decode_prepared(&tenant, &body, &limits, now)?;
+        let n_samples = batch.sample_count() as u64;
+        let outcome = if batch.series.is_empty() && batch.metadata.is_empty() {
+            None
+        } else {
+            Some(writer.write_prepared(&tenant, batch))
+        };
+        Ok::<_, cairn_ingest::IngestError>(((n_samples, invalid), outcome))
+    })
+    .await??;
+    let m = &st.0.metrics;
+    m.samples_invalid.fetch_add(
+        invalid.iter().map(|i| i.samples as u64).sum(),
+        Ordering::Relaxed,
+    );
+    // A refused series is echoed cut short: it may hold thousands of labels.
+    let shown = |s: &str| cairn_common::limits::truncate_str(s, 512).into_owned();
+    let mut problems: Vec<String> = invalid
+        .iter()
+        .map(|i| format!("series {}: {}", shown(&i.series), i.reason))
+        .collect();
+    if let Some(outcome) = outcome {
+        let outcome = outcome.map_err(|e| {
+            let status = ApiError::storage_status(&e);
+            if status != StatusCode::BAD_REQUEST {
+                tracing::warn!(?e, "remote write failed in storage");
+            }
+            ApiError::text(status, format!("storage error: {e}"))
+        })?;
+        m.samples_received.fetch_add(n_samples, Ordering::Relaxed);
+        m.exemplars_received
+            .fetch_add(outcome.accepted_exemplars as u64, Ordering::Relaxed);
+        m.samples_rejected.fetch_add(
+            outcome.rejections.iter().map(|r| r.samples as u64).sum(),
+            Ordering::Relaxed,
+        );
+        problems.extend(
+            outcome
+                .rejections
+                .iter()
+                .map(|r| format!("series {}: {}", shown(&r.series), r.reason)),
+        );
+    }
+    if problems.is_empty() {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let total = problems.len();
+    let mut body = String::new();
+    for p in problems.iter().take(MAX_LISTED) {
+        let _ = writeln!(body, "{p}");
+    }
+    if total > MAX_LISTED {
+        let _ = writeln!(body, "... and {} more invalid series", total - MAX_LISTED);
+    }
+    let _ = write!(body, "(the valid rest of the request was stored)");
+    Err(ApiError::text(StatusCode::BAD_REQUEST, body))
+}

@@ -1,0 +1,547 @@
+//! Contract types ↔ wire messages, and errors ↔ gRPC statuses. Whatever
+//! comes off the wire is checked here: matchers recompiled, label sets
+//! rebuilt sorted (empty values dropped), sample columns of equal length.
+
+use crate::node as pb;
+use cairn_common::{
+    Exemplar, ExemplarSeries, Label, Labels, MatchOp, Matcher, MetricMetadata, MetricType,
+    PreparedBatch, Sample, SeriesWrite, WriteBatch, WriteOutcome, WriteRejection,
+};
+use cairn_storage_api::{
+    Consistency, EncodedChunk, ErrorKind, ReadLimits, SelectHints, SelectRequest, SeriesQuery,
+    SeriesSamples, ShardSet, StoreError, StoredSeries, WriteRequest,
+};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// gRPC metadata key saying whether the failed request may be retried.
+pub(crate) const RETRYABLE_KEY: &str = "cairn-retryable";
+
+pub(crate) fn status_from(e: &StoreError) -> tonic::Status {
+    let mut s = tonic::Status::new(tonic::Code::from(e.kind().grpc_code()), e.message());
+    let v = if e.is_retryable() { "1" } else { "0" };
+    s.metadata_mut().insert(
+        RETRYABLE_KEY,
+        tonic::metadata::MetadataValue::from_static(v),
+    );
+    s
+}
+
+pub(crate) fn error_from(s: &tonic::Status) -> StoreError {
+    let kind = ErrorKind::from_grpc_code(s.code() as i32);
+    let e = StoreError::new(kind, s.message().to_string());
+    match s
+        .metadata()
+        .get(RETRYABLE_KEY)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some("1") => e.with_retryable(true),
+        Some("0") => e.with_retryable(false),
+        _ => e,
+    }
+}
+
+fn labels_to(l: &Labels) -> Vec<pb::Label> {
+    l.iter()
+        .map(|l| pb::Label {
+            name: l.name.clone(),
+            value: l.value.clone(),
+        })
+        .collect()
+}
+
+fn labels_from(v: Vec<pb::Label>) -> Labels {
+    let sorted =
+        v.windows(2).all(|w| w[0].name < w[1].name) && v.iter().all(|l| !l.value.is_empty());
+    if sorted {
+        Labels::from_sorted_unchecked(v.into_iter().map(|l| Label::new(l.name, l.value)).collect())
+    } else {
+        let pairs: Vec<(String, String)> = v.into_iter().map(|l| (l.name, l.value)).collect();
+        Labels::from_pairs(&pairs)
+    }
+}
+
+fn matchers_to(m: &[Matcher]) -> Vec<pb::Matcher> {
+    m.iter()
+        .map(|m| pb::Matcher {
+            op: match m.op {
+                MatchOp::Equal => pb::matcher::Op::Equal,
+                MatchOp::NotEqual => pb::matcher::Op::NotEqual,
+                MatchOp::RegexMatch => pb::matcher::Op::RegexMatch,
+                MatchOp::RegexNoMatch => pb::matcher::Op::RegexNoMatch,
+            } as i32,
+            name: m.name.clone(),
+            value: m.value.clone(),
+        })
+        .collect()
+}
+
+fn matchers_from(v: Vec<pb::Matcher>) -> Result<Vec<Matcher>, StoreError> {
+    v.into_iter()
+        .map(|m| {
+            let op = match pb::matcher::Op::try_from(m.op) {
+                Ok(pb::matcher::Op::Equal) => MatchOp::Equal,
+                Ok(pb::matcher::Op::NotEqual) => MatchOp::NotEqual,
+                Ok(pb::matcher::Op::RegexMatch) => MatchOp::RegexMatch,
+                Ok(pb::matcher::Op::RegexNoMatch) => MatchOp::RegexNoMatch,
+                Err(_) => return Err(StoreError::invalid(format!("unknown matcher op {}", m.op))),
+            };
+            Matcher::new(op, m.name, m.value).map_err(StoreError::invalid)
+        })
+        .collect()
+}
+
+fn shards_to(s: &ShardSet) -> pb::ShardSet {
+    match s {
+        ShardSet::All => pb::ShardSet {
+            all: true,
+            shards: vec![],
+        },
+        ShardSet::Only(v) => pb::ShardSet {
+            all: false,
+            shards: v.clone(),
+        },
+    }
+}
+
+fn shards_from(s: Option<pb::ShardSet>) -> ShardSet {
+    match s {
+        None => ShardSet::All,
+        Some(s) if s.all => ShardSet::All,
+        Some(s) => ShardSet::only(s.shards),
+    }
+}
+
+fn timeout_to(deadline: Option<Instant>) -> u64 {
+    // At least 1 ms: 0 means "no deadline" on the wire.
+    deadline.map_or(0, |d| {
+        (d.saturating_duration_since(Instant::now()).as_millis() as u64).max(1)
+    })
+}
+
+fn deadline_from(ms: u64) -> Option<Instant> {
+    (ms > 0).then(|| Instant::now() + Duration::from_millis(ms))
+}
+
+pub(crate) fn select_to(r: &SelectRequest) -> pb::SelectRequest {
+    pb::SelectRequest {
+        tenant: r.tenant.clone(),
+        namespace: r.namespace.clone(),
+        matchers: matchers_to(&r.matchers),
+        start: r.start,
+        end: r.end,
+        hints: Some(pb::SelectHints {
+            step_ms: r.hints.step_ms,
+            range_ms: r.hints.range_ms,
+            func: r.hints.func.clone(),
+            grouping: r.hints.grouping.clone(),
+            by: r.hints.by,
+        }),
+        shards: Some(shards_to(&r.shards)),
+        max_series: r.limits.max_series as u64,
+        max_samples: r.limits.max_samples as u64,
+        timeout_ms: timeout_to(r.deadline),
+        prefer_chunks: r.prefer_chunks,
+    }
+}
+
+pub(crate) fn select_from(r: pb::SelectRequest) -> Result<SelectRequest, StoreError> {
+    let hints = r.hints.unwrap_or_default();
+    Ok(SelectRequest {
+        tenant: r.tenant,
+        namespace: r.namespace,
+        matchers: matchers_from(r.matchers)?,
+        start: r.start,
+        end: r.end,
+        hints: SelectHints {
+            step_ms: hints.step_ms,
+            range_ms: hints.range_ms,
+            func: hints.func,
+            grouping: hints.grouping,
+            by: hints.by,
+        },
+        shards: shards_from(r.shards),
+        limits: ReadLimits {
+            max_series: r.max_series as usize,
+            max_samples: r.max_samples as usize,
+        },
+        deadline: deadline_from(r.timeout_ms),
+        prefer_chunks: r.prefer_chunks,
+    })
+}
+
+pub(crate) fn query_to(q: &SeriesQuery) -> pb::SeriesQuery {
+    pb::SeriesQuery {
+        tenant: q.tenant.clone(),
+        namespace: q.namespace.clone(),
+        matchers: matchers_to(&q.matchers),
+        start: q.start,
+        end: q.end,
+        shards: Some(shards_to(&q.shards)),
+        limit: q.limit as u64,
+        timeout_ms: timeout_to(q.deadline),
+    }
+}
+
+pub(crate) fn query_from(q: pb::SeriesQuery) -> Result<SeriesQuery, StoreError> {
+    Ok(SeriesQuery {
+        tenant: q.tenant,
+        namespace: q.namespace,
+        matchers: matchers_from(q.matchers)?,
+        start: q.start,
+        end: q.end,
+        shards: shards_from(q.shards),
+        limit: q.limit as usize,
+        deadline: deadline_from(q.timeout_ms),
+    })
+}
+
+fn samples_to(s: &[Sample]) -> pb::Samples {
+    pb::Samples {
+        t: s.iter().map(|s| s.t).collect(),
+        v: s.iter().map(|s| s.v).collect(),
+    }
+}
+
+fn samples_from(s: Option<pb::Samples>) -> Result<Vec<Sample>, StoreError> {
+    let s = s.unwrap_or_default();
+    if s.t.len() != s.v.len() {
+        return Err(StoreError::invalid(format!(
+            "a series carries {} timestamps but {} values",
+            s.t.len(),
+            s.v.len()
+        )));
+    }
+    Ok(s.t
+        .into_iter()
+        .zip(s.v)
+        .map(|(t, v)| Sample { t, v })
+        .collect())
+}
+
+pub(crate) fn batch_to(batch: Vec<StoredSeries>) -> pb::SeriesBatch {
+    pb::SeriesBatch {
+        series: batch
+            .into_iter()
+            .map(|s| pb::Series {
+                labels: labels_to(&s.labels),
+                samples: Some(match s.samples {
+                    SeriesSamples::Decoded(v) => pb::series::Samples::Decoded(samples_to(&v)),
+                    SeriesSamples::Chunks(c) => pb::series::Samples::Chunks(pb::ChunkList {
+                        chunks: c
+                            .into_iter()
+                            .map(|c| pb::Chunk {
+                                min_t: c.min_t,
+                                max_t: c.max_t,
+                                count: c.count,
+                                data: c.bytes,
+                            })
+                            .collect(),
+                    }),
+                }),
+            })
+            .collect(),
+    }
+}
+
+pub(crate) fn batch_from(b: pb::SeriesBatch) -> Result<Vec<StoredSeries>, StoreError> {
+    b.series
+        .into_iter()
+        .map(|s| {
+            let samples = match s.samples {
+                None => SeriesSamples::Decoded(vec![]),
+                Some(pb::series::Samples::Decoded(d)) => {
+                    SeriesSamples::Decoded(samples_from(Some(d))?)
+                }
+                Some(pb::series::Samples::Chunks(c)) => SeriesSamples::Chunks(
+                    c.chunks
+                        .into_iter()
+                        .map(|c| EncodedChunk {
+                            min_t: c.min_t,
+                            max_t: c.max_t,
+                            count: c.count,
+                            bytes: c.data,
+                        })
+                        .collect(),
+                ),
+            };
+            Ok(StoredSeries {
+                labels: Arc::new(labels_from(s.labels)),
+                samples,
+            })
+        })
+        .collect()
+}
+
+pub(crate) fn label_sets_to(v: Vec<Labels>) -> pb::LabelSets {
+    pb::LabelSets {
+        series: v
+            .iter()
+            .map(|l| pb::LabelSet {
+                labels: labels_to(l),
+            })
+            .collect(),
+    }
+}
+
+pub(crate) fn label_sets_from(v: pb::LabelSets) -> Vec<Labels> {
+    v.series
+        .into_iter()
+        .map(|s| labels_from(s.labels))
+        .collect()
+}
+
+fn exemplar_to(e: &Exemplar) -> pb::Exemplar {
+    pb::Exemplar {
+        labels: labels_to(&e.labels),
+        value: e.value,
+        t: e.t,
+    }
+}
+
+fn exemplar_from(e: pb::Exemplar) -> Exemplar {
+    Exemplar {
+        labels: labels_from(e.labels),
+        value: e.value,
+        t: e.t,
+    }
+}
+
+pub(crate) fn exemplars_to(v: Vec<ExemplarSeries>) -> pb::ExemplarsResponse {
+    pb::ExemplarsResponse {
+        series: v
+            .iter()
+            .map(|s| pb::ExemplarSeries {
+                labels: labels_to(&s.labels),
+                exemplars: s.exemplars.iter().map(exemplar_to).collect(),
+            })
+            .collect(),
+    }
+}
+
+pub(crate) fn exemplars_from(v: pb::ExemplarsResponse) -> Vec<ExemplarSeries> {
+    v.series
+        .into_iter()
+        .map(|s| ExemplarSeries {
+            labels: labels_from(s.labels),
+            exemplars: s.exemplars.into_iter().map(exemplar_from).collect(),
+        })
+        .collect()
+}
+
+fn metadata_to(family: &str, m: &MetricMetadata) -> pb::MetricMetadata {
+    pb::MetricMetadata {
+        family: family.to_string(),
+        r#type: m.metric_type.as_str().to_string(),
+        help: m.help.clone(),
+        unit: m.unit.clone(),
+    }
+}
+
+fn metadata_from(m: pb::MetricMetadata) -> (String, MetricMetadata) {
+    (
+        m.family,
+        MetricMetadata {
+            metric_type: MetricType::parse(&m.r#type),
+            help: m.help,
+            unit: m.unit,
+        },
+    )
+}
+
+pub(crate) fn metadata_list_to(v: Vec<(String, MetricMetadata)>) -> pb::MetadataResponse {
+    pb::MetadataResponse {
+        metadata: v.iter().map(|(f, m)| metadata_to(f, m)).collect(),
+    }
+}
+
+pub(crate) fn metadata_list_from(v: pb::MetadataResponse) -> Vec<(String, MetricMetadata)> {
+    v.metadata.into_iter().map(metadata_from).collect()
+}
+
+pub(crate) fn write_to(r: &WriteRequest) -> pb::WriteRequest {
+    pb::WriteRequest {
+        tenant: r.tenant.clone(),
+        namespace: r.namespace.clone(),
+        shard: r.shard,
+        consistency: match r.consistency {
+            Consistency::Majority => pb::Consistency::Majority,
+            Consistency::One => pb::Consistency::One,
+            Consistency::All => pb::Consistency::All,
+        } as i32,
+        series: r
+            .batch
+            .series
+            .iter()
+            .map(|s| pb::WriteSeries {
+                labels: s
+                    .labels
+                    .pairs()
+                    .map(|(n, v)| pb::Label {
+                        name: n.to_string(),
+                        value: v.to_string(),
+                    })
+                    .collect(),
+                samples: Some(samples_to(&s.samples)),
+                exemplars: s.exemplars.iter().map(exemplar_to).collect(),
+            })
+            .collect(),
+        metadata: r
+            .batch
+            .metadata
+            .iter()
+            .map(|(f, m)| metadata_to(f, m))
+            .collect(),
+    }
+}
+
+pub(crate) fn write_from(r: pb::WriteRequest) -> Result<WriteRequest, StoreError> {
+    let consistency = match pb::Consistency::try_from(r.consistency) {
+        Ok(pb::Consistency::Majority) => Consistency::Majority,
+        Ok(pb::Consistency::One) => Consistency::One,
+        Ok(pb::Consistency::All) => Consistency::All,
+        Err(_) => {
+            return Err(StoreError::invalid(format!(
+                "unknown consistency level {}",
+                r.consistency
+            )))
+        }
+    };
+    let series = r
+        .series
+        .into_iter()
+        .map(|s| {
+            Ok(SeriesWrite {
+                labels: labels_from(s.labels),
+                samples: samples_from(s.samples)?,
+                exemplars: s.exemplars.into_iter().map(exemplar_from).collect(),
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let batch = WriteBatch {
+        series,
+        metadata: r.metadata.into_iter().map(metadata_from).collect(),
+    };
+    Ok(WriteRequest {
+        batch: PreparedBatch::from_batch(&r.tenant, batch),
+        tenant: r.tenant,
+        namespace: r.namespace,
+        shard: r.shard,
+        consistency,
+    })
+}
+
+pub(crate) fn outcome_to(o: WriteOutcome) -> pb::WriteResponse {
+    pb::WriteResponse {
+        accepted_samples: o.accepted_samples as u64,
+        accepted_exemplars: o.accepted_exemplars as u64,
+        rejections: o
+            .rejections
+            .into_iter()
+            .map(|r| pb::Rejection {
+                series: r.series,
+                reason: r.reason,
+                samples: r.samples as u64,
+            })
+            .collect(),
+    }
+}
+
+pub(crate) fn outcome_from(o: pb::WriteResponse) -> WriteOutcome {
+    WriteOutcome {
+        accepted_samples: o.accepted_samples as usize,
+        accepted_exemplars: o.accepted_exemplars as usize,
+        rejections: o
+            .rejections
+            .into_iter()
+            .map(|r| WriteRejection {
+                series: r.series,
+                reason: r.reason,
+                samples: r.samples as usize,
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_keep_kind_message_and_retryability_across_the_wire() {
+        for e in [
+            StoreError::invalid("bad matcher"),
+            StoreError::limit_exceeded("too many series"),
+            StoreError::rate_limited("slow down"),
+            StoreError::unavailable("disk full").with_retryable(false),
+            StoreError::timeout("late"),
+            StoreError::not_found("no namespace"),
+            StoreError::internal("bug"),
+        ] {
+            assert_eq!(error_from(&status_from(&e)), e);
+        }
+    }
+
+    #[test]
+    fn labels_off_the_wire_are_sorted_and_empty_values_dropped() {
+        let wire = vec![
+            pb::Label {
+                name: "job".into(),
+                value: "a".into(),
+            },
+            pb::Label {
+                name: "__name__".into(),
+                value: "up".into(),
+            },
+            pb::Label {
+                name: "x".into(),
+                value: "".into(),
+            },
+        ];
+        assert_eq!(
+            labels_from(wire),
+            Labels::from_pairs(&[("__name__", "up"), ("job", "a")])
+        );
+        let bad = pb::Samples {
+            t: vec![1, 2],
+            v: vec![1.0],
+        };
+        assert_eq!(
+            samples_from(Some(bad)).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+        let m = vec![pb::Matcher {
+            op: 2,
+            name: "a".into(),
+            value: "(".into(),
+        }];
+        assert_eq!(
+            matchers_from(m).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+    }
+
+    #[test]
+    fn a_select_request_round_trips() {
+        let r = SelectRequest::new(
+            "t",
+            vec![Matcher::new(MatchOp::RegexMatch, "job", "a|b").unwrap()],
+            5,
+            10,
+        )
+        .with_shards(ShardSet::only(vec![3, 1]))
+        .with_limits(ReadLimits {
+            max_series: 7,
+            max_samples: 9,
+        })
+        .with_deadline(Instant::now() + Duration::from_secs(60))
+        .with_chunks(true);
+        let back = select_from(select_to(&r)).unwrap();
+        assert_eq!(back.tenant, "t");
+        assert_eq!(back.matchers, r.matchers);
+        assert_eq!((back.start, back.end), (5, 10));
+        assert_eq!(back.shards, ShardSet::Only(vec![1, 3]));
+        assert_eq!(back.limits, r.limits);
+        assert!(back.deadline.is_some() && back.prefer_chunks);
+    }
+}

@@ -1,0 +1,317 @@
+//! Flush: closed block windows (or, forced, all of them) from the head to
+//! filesets, then commit-log segments whose blocks are all on disk deleted;
+//! and the background task that runs it (with retention) and that
+//! shutdown stops and joins.
+
+use crate::commitlog::CommitLog;
+use crate::config::Clock;
+use crate::error::{Error, Result};
+use crate::index::Index;
+use crate::metrics::Metrics;
+use crate::namespace::block_end;
+use crate::shard::{Flushing, Shard};
+use parking_lot::{Mutex, RwLock};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// A block of a shard to write: (shard, block start, its buffers).
+type Job = (usize, i64, Flushing);
+
+/// What a flush works on: the node's parts, borrowed for one run.
+pub(crate) struct FlushCtx<'a> {
+    pub shards: &'a [Mutex<Shard>],
+    pub log: &'a CommitLog,
+    pub index: &'a Index,
+    /// Writers hold it shared across log-append + head-apply; the flush
+    /// takes it exclusively to seal the log.
+    pub apply_lock: &'a RwLock<()>,
+    pub metrics: &'a Metrics,
+    pub clock: &'a Clock,
+    /// Filesets directory of the namespace.
+    pub root: &'a Path,
+    pub block_ms: i64,
+    pub buffer_past: Duration,
+}
+
+/// One flush at a time, and the blocks whose fileset write failed.
+#[derive(Default)]
+pub(crate) struct Flusher {
+    lock: Mutex<()>,
+    /// Detached blocks whose fileset write failed; retried first next flush.
+    retry: Mutex<Vec<Job>>,
+}
+
+impl Flusher {
+    /// Flushes closed windows (or, with `force`, everything) to filesets and
+    /// truncates the commit log. Returns the number of filesets written.
+    pub(crate) fn run(&self, cx: &FlushCtx<'_>, force: bool) -> Result<usize> {
+        let _one = self.lock.lock();
+        let started = Instant::now();
+        let now = (cx.clock)();
+        let horizon = now.saturating_sub(cx.buffer_past.as_millis() as i64);
+        let block_ms = cx.block_ms;
+        let pick = |b: i64| force || block_end(b, block_ms) <= horizon;
+        // Seal the log where the head holds everything written so far; each
+        // shard is then detached and written in turn, so the extra memory a
+        // flush needs is one shard's worth, not the whole head's. Data a shard
+        // receives after the seal and before its turn is flushed too (replay
+        // of it is idempotent); `sealed` stays a correct lower bound.
+        let sealed = {
+            let _w = cx.apply_lock.write();
+            cx.log.rotate()?
+        };
+        let mut written = 0;
+        let mut failed = 0;
+        let mut run = |jobs: Vec<Job>| {
+            for (shard, block, data) in jobs {
+                let written_ok = Shard::flush_block(
+                    &cx.shards[shard],
+                    cx.root,
+                    shard as u32,
+                    block,
+                    &data,
+                    sealed,
+                );
+                match written_ok {
+                    Ok(()) => written += 1,
+                    Err(e) => {
+                        failed += 1;
+                        tracing::error!(
+                            shard,
+                            block,
+                            ?e,
+                            "flush of block failed; data stays readable in memory and in the commit log, retried at the next flush"
+                        );
+                        self.retry.lock().push((shard, block, data));
+                    }
+                }
+            }
+        };
+        // Blocks whose earlier flush failed go first (their data is older).
+        run(std::mem::take(&mut *self.retry.lock()));
+        for (i, sh) in cx.shards.iter().enumerate() {
+            let detached = sh.lock().detach_for_flush(pick);
+            run(detached.into_iter().map(|(b, d)| (i, b, d)).collect());
+        }
+        cx.index.persist()?;
+        cx.index.compact_postings();
+        let mut in_memory = BTreeSet::new();
+        for sh in cx.shards {
+            sh.lock().blocks_in_memory(&mut in_memory);
+        }
+        let removed = cx.log.remove_segments(sealed, |info| {
+            info.blocks.iter().any(|b| in_memory.contains(b))
+        });
+        cx.metrics.flushes.fetch_add(1, Ordering::Relaxed);
+        cx.metrics
+            .filesets_written
+            .fetch_add(written as u64, Ordering::Relaxed);
+        cx.metrics
+            .flush_failures
+            .fetch_add(failed, Ordering::Relaxed);
+        cx.metrics
+            .flush_seconds_total_ms
+            .fetch_add(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        if written > 0 {
+            tracing::info!(
+                filesets = written,
+                segments_removed = removed,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "flush complete"
+            );
+        }
+        if failed > 0 {
+            return Err(Error::Unavailable(format!("{failed} block flushes failed")));
+        }
+        Ok(written)
+    }
+}
+
+/// The background flush thread: every `flush-interval` a flush of closed
+/// windows and retention; every few seconds a check of head memory.
+/// [`FlushTask::stop`] wakes it, waits for a flush under way to finish, and
+/// joins it.
+pub struct FlushTask {
+    stop: mpsc::Sender<()>,
+    handle: JoinHandle<()>,
+}
+
+impl FlushTask {
+    /// Starts the thread: `tick(periodic)` every `min(every, 5s)`, with
+    /// `periodic` true once `every` has passed since the last periodic
+    /// call; the thread ends when `tick` returns false or at
+    /// [`stop`](Self::stop).
+    pub(crate) fn spawn(
+        every: Duration,
+        mut tick: impl FnMut(bool) -> bool + Send + 'static,
+    ) -> Result<Self> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let period = every.min(Duration::from_secs(5));
+        let handle = std::thread::Builder::new()
+            .name("storage-flush".into())
+            .spawn(move || {
+                let mut last = Instant::now();
+                // Ends on a stop message or when the sender is dropped.
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(period) {
+                    let periodic = last.elapsed() >= every;
+                    if periodic {
+                        last = Instant::now();
+                    }
+                    if !tick(periodic) {
+                        return;
+                    }
+                }
+            })
+            .map_err(|source| Error::Io {
+                context: "starting the storage flush thread".into(),
+                source,
+            })?;
+        Ok(Self { stop, handle })
+    }
+
+    /// Stops the thread and waits for it (a flush under way completes first).
+    pub fn stop(self) {
+        let _ = self.stop.send(());
+        if self.handle.join().is_err() {
+            tracing::error!("the storage flush thread panicked");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::test_support::*;
+    use cairn_common::SampleWriter;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn commit_log_is_truncated_after_flush() {
+        let f = Fixture::new();
+        let now = f.now.load(Ordering::SeqCst);
+        let s = f.open();
+        for i in 0..50 {
+            s.write(
+                "t",
+                batch(vec![(
+                    labels("m", &format!("j{i}")),
+                    vec![(now - 3 * H + i, i as f64)],
+                )]),
+            )
+            .unwrap();
+        }
+        // Closed windows are flushed without force; the open one stays in memory.
+        s.write("t", batch(vec![(labels("m", "open"), vec![(now, 1.0)])]))
+            .unwrap();
+        s.flush(false).unwrap();
+        let segs_before = s.disk_stats().0 .0;
+        s.flush(true).unwrap();
+        let ((segs, _), (filesets, _)) = s.disk_stats();
+        assert!(segs <= segs_before);
+        assert_eq!(
+            segs, 1,
+            "only the active segment remains after a full flush"
+        );
+        assert!(filesets >= 2);
+        drop(s);
+        let s = f.open();
+        assert_eq!(read(&s, "t", "m").len(), 51);
+    }
+
+    /// ENOSPC while appending, at segment rotation and at flush: writes
+    /// fail retryably, nothing is left in the way, and once space is back
+    /// writes and flushes work again without a restart; every acknowledged
+    /// sample is there after a reopen.
+    #[test]
+    fn disk_full_at_rotation_and_flush_then_recovery() {
+        let f = Fixture::new();
+        let now = f.now.load(Ordering::SeqCst);
+        let s = f.open();
+        let dir = f.dir.path().to_path_buf();
+        let w = |i: i64| {
+            s.write(
+                "t",
+                batch(vec![(labels("d", "a"), vec![(now - 1000 + i, i as f64)])]),
+            )
+        };
+        let mut acked = vec![];
+        w(0).unwrap();
+        acked.push(0);
+        // Rotation fails: the flush fails, no partial segment stays.
+        crate::fault::arm_io_fault("commitlog-create-segment", &dir, true);
+        let segs = seg_files(&dir);
+        assert!(s.flush(true).is_err());
+        assert_eq!(seg_files(&dir), segs);
+        // The active segment still takes writes.
+        w(1).unwrap();
+        acked.push(1);
+        // Appends fail too (disk full): retryable errors.
+        crate::fault::arm_io_fault("commitlog-append", &dir, true);
+        for i in 2..5 {
+            let e = w(i).unwrap_err();
+            assert!(e.is_retryable(), "{e}");
+        }
+        // Space back for appends, not yet for new segments: the broken
+        // segment must be left, so writes still fail.
+        crate::fault::arm_io_fault("commitlog-append", &dir, false);
+        assert!(w(5).unwrap_err().is_retryable());
+        crate::fault::arm_io_fault("commitlog-create-segment", &dir, false);
+        w(6).unwrap();
+        acked.push(6);
+        // Fileset writes fail at flush; the data stays readable.
+        crate::fault::arm_io_fault("fileset-write", &dir, true);
+        assert!(s.flush(true).is_err());
+        assert_eq!(read(&s, "t", "d")[0].1.len(), acked.len());
+        crate::fault::arm_io_fault("fileset-write", &dir, false);
+        assert!(s.flush(true).unwrap() >= 1);
+        w(7).unwrap();
+        acked.push(7);
+        drop(s);
+        let s = f.open();
+        let want: Vec<(i64, u64)> = acked
+            .iter()
+            .map(|&i| (now - 1000 + i, (i as f64).to_bits()))
+            .collect();
+        assert_eq!(read(&s, "t", "d")[0].1, want);
+    }
+
+    /// `stop` returns once the thread has ended: the closure it ran (and
+    /// everything it held) is dropped by then.
+    #[test]
+    fn stop_joins_the_thread() {
+        use std::sync::atomic::AtomicUsize;
+        use std::sync::Arc;
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let held = ticks.clone();
+        let task = super::FlushTask::spawn(std::time::Duration::from_millis(1), move |_| {
+            held.fetch_add(1, Ordering::SeqCst);
+            true
+        })
+        .unwrap();
+        while ticks.load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        task.stop();
+        assert_eq!(
+            Arc::strong_count(&ticks),
+            1,
+            "the thread still holds its closure"
+        );
+    }
+
+    /// `close` stops and joins the background flush thread the store started.
+    #[test]
+    fn close_joins_the_background_flush() {
+        let f = Fixture::new();
+        let s = f.open_with(|c| c.flush_interval = std::time::Duration::from_millis(1));
+        s.start_background();
+        assert!(s.flush_task.lock().is_some());
+        s.close().unwrap();
+        assert!(s.flush_task.lock().is_none());
+        // The thread held the store only weakly and is gone.
+        assert_eq!(std::sync::Arc::strong_count(&s), 1);
+    }
+}

@@ -1,0 +1,510 @@
+//! The node: one storage node's state — its namespace's shards, the commit
+//! log, the label index — opened by recovery, written through the write
+//! path here, read through `contract.rs`, flushed by `flush.rs`, closed
+//! at shutdown (flush task joined, log synced).
+
+use crate::commitlog::CommitLog;
+use crate::config::{Clock, StorageConfig};
+use crate::enc;
+use crate::error::{Error, Result};
+use crate::fileset::Fileset;
+use crate::flush::{FlushCtx, FlushTask, Flusher};
+use crate::index::Index;
+use crate::metrics::{Gauges, Metrics};
+use crate::namespace::{self, block_start, Namespace};
+use crate::record;
+use crate::recovery;
+use crate::shard::Shard;
+use cairn_common::limits::{hard, truncate_str};
+use cairn_common::{
+    Labels, LazyLabels, PreparedBatch, Sample, SeriesData, SeriesId, Timestamp, WriteOutcome,
+    WriteRejection,
+};
+use parking_lot::{Mutex, RwLock};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// One storage node: open it with [`Storage::open`], hand it to the rest of
+/// Cairn as a `SampleWriter` and a `SeriesSource`, start its background
+/// flush with [`Storage::start_background`], and [`Storage::close`] it at
+/// shutdown.
+pub struct Storage {
+    pub(crate) cfg: StorageConfig,
+    /// The namespace written and read (`raw`; see [`namespace::validate`]).
+    pub(crate) ns: Namespace,
+    /// `<data-dir>/data/<namespace>`: its filesets.
+    ns_root: PathBuf,
+    pub(crate) block_ms: i64,
+    pub(crate) index: Index,
+    log: Arc<CommitLog>,
+    pub(crate) shards: Vec<Mutex<Shard>>,
+    /// Writers hold it shared across log-append + head-apply; a flush takes it
+    /// exclusively to seal the log at a point where the head holds everything
+    /// written so far.
+    apply_lock: RwLock<()>,
+    flusher: Flusher,
+    /// The background flush thread, stopped and joined by [`Storage::close`].
+    pub(crate) flush_task: Mutex<Option<FlushTask>>,
+    pub(crate) clock: Clock,
+    pub metrics: Metrics,
+}
+
+/// A series in Prometheus text form for a rejection, at most 1 KiB of it.
+fn series_text(labels: &LazyLabels) -> String {
+    truncate_str(&labels.materialize().to_string(), 1024).into_owned()
+}
+
+impl Storage {
+    /// Opens the store: RocksDB index, filesets, then commit-log replay.
+    /// Returns once recovery is complete (the node may then report ready).
+    pub fn open(cfg: StorageConfig, clock: Clock) -> Result<Arc<Self>> {
+        let started = Instant::now();
+        let ns = namespace::validate(&cfg.namespaces)?.clone();
+        let data_dir = cfg.data_dir.clone();
+        std::fs::create_dir_all(&data_dir).map_err(|source| Error::Io {
+            context: format!("creating data dir {}", data_dir.display()),
+            source,
+        })?;
+        let index =
+            Index::open_with_cache(&data_dir.join("index"), cfg.index_cache_bytes as usize)?;
+        let ns_root = data_dir.join("data").join(&ns.name);
+        let metrics = Metrics::default();
+        let (shards, log) = recovery::recover(started, &cfg, &ns, &ns_root, &index, &metrics)?;
+        metrics
+            .recovery_ms
+            .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        Ok(Arc::new(Storage {
+            block_ms: ns.block_ms(),
+            ns,
+            ns_root,
+            index,
+            log,
+            shards: shards.into_iter().map(Mutex::new).collect(),
+            apply_lock: RwLock::new(()),
+            flusher: Flusher::default(),
+            flush_task: Mutex::new(None),
+            clock,
+            metrics,
+            cfg,
+        }))
+    }
+
+    pub fn config(&self) -> &StorageConfig {
+        &self.cfg
+    }
+
+    /// The namespace writes go to (`raw`).
+    pub fn namespace(&self) -> &Namespace {
+        &self.ns
+    }
+
+    fn shard_of(&self, id: SeriesId) -> &Mutex<Shard> {
+        &self.shards[id.shard(self.cfg.num_shards.max(1)) as usize]
+    }
+
+    fn block_of(&self, t: Timestamp) -> i64 {
+        block_start(t, self.block_ms)
+    }
+
+    /// Starts the background flush thread (replacing one started before):
+    /// every `flush-interval` it flushes closed windows and applies
+    /// retention; every few seconds it checks head memory and, above
+    /// `head-max-bytes`, flushes everything (open windows included) so the
+    /// head stays bounded. [`close`](Self::close) stops and joins it.
+    pub fn start_background(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        let task = FlushTask::spawn(self.cfg.flush_interval, move |periodic| {
+            let Some(s) = me.upgrade() else {
+                return false;
+            };
+            s.background_tick(periodic);
+            true
+        });
+        match task {
+            Ok(task) => {
+                let old = self.flush_task.lock().replace(task);
+                if let Some(old) = old {
+                    old.stop();
+                }
+            }
+            Err(e) => tracing::error!(%e, "background flush not started"),
+        }
+    }
+
+    fn background_tick(&self, periodic: bool) {
+        let (_, head_bytes, _) = self.head_stats();
+        if head_bytes as u64 > self.cfg.head_max_bytes {
+            tracing::warn!(
+                head_bytes,
+                limit = self.cfg.head_max_bytes,
+                "head above storage.head-max-bytes: flushing open windows early"
+            );
+            if let Err(e) = self.flush(true) {
+                tracing::error!(?e, "memory-pressure flush failed");
+            }
+        }
+        if periodic {
+            if let Err(e) = self.flush(false) {
+                tracing::error!(?e, "background flush failed");
+            }
+            self.enforce_retention();
+        }
+    }
+
+    /// Flushes closed windows (or, with `force`, everything) to filesets and
+    /// truncates the commit log. Returns the number of filesets written.
+    pub fn flush(&self, force: bool) -> Result<usize> {
+        let cx = FlushCtx {
+            shards: &self.shards,
+            log: &self.log,
+            index: &self.index,
+            apply_lock: &self.apply_lock,
+            metrics: &self.metrics,
+            clock: &self.clock,
+            root: &self.ns_root,
+            block_ms: self.block_ms,
+            buffer_past: self.cfg.buffer_past,
+        };
+        self.flusher.run(&cx, force)
+    }
+
+    /// Deletes filesets whose whole window is older than retention.
+    pub fn enforce_retention(&self) {
+        let cutoff = (self.clock)().saturating_sub(self.ns.retention_ms());
+        for sh in &self.shards {
+            let doomed: Vec<Arc<Fileset>> = sh.lock().expire(cutoff, self.block_ms);
+            for f in doomed {
+                tracing::info!(fileset = %f.dir.display(), "retention: removing fileset");
+                let _ = std::fs::remove_dir_all(&f.dir);
+            }
+        }
+    }
+
+    /// Graceful stop: the flush thread is stopped and joined (a flush under
+    /// way completes), nothing more is flushed, the commit log is synced.
+    pub fn close(&self) -> Result<()> {
+        let task = self.flush_task.lock().take();
+        if let Some(task) = task {
+            task.stop();
+        }
+        let _w = self.apply_lock.write();
+        self.log.close()?;
+        self.index.persist()
+    }
+
+    /// (active series, head bytes, head samples) for self-metrics.
+    pub fn head_stats(&self) -> (usize, usize, usize) {
+        let mut t = (0, 0, 0);
+        for sh in &self.shards {
+            let (a, b, s) = sh.lock().memory();
+            t.0 += a;
+            t.1 += b;
+            t.2 += s;
+        }
+        t
+    }
+
+    /// (segments, bytes) of the commit log; (filesets, bytes) on disk.
+    pub fn disk_stats(&self) -> ((usize, u64), (usize, u64)) {
+        let segs = self.log.segments();
+        let cl = (segs.len(), segs.iter().map(|s| s.1).sum());
+        let mut fsn = 0;
+        let mut fsb = 0;
+        for sh in &self.shards {
+            let (n, b) = sh.lock().disk();
+            fsn += n;
+            fsb += b;
+        }
+        (cl, (fsn, fsb))
+    }
+
+    /// Self-metrics in Prometheus text format.
+    pub fn render_metrics(&self, out: &mut String) {
+        let (active_series, head_bytes, head_samples) = self.head_stats();
+        let ((commitlog_segments, commitlog_bytes), (filesets, fileset_bytes)) = self.disk_stats();
+        let g = Gauges {
+            active_series,
+            head_bytes,
+            head_samples,
+            commitlog_segments,
+            commitlog_bytes,
+            filesets,
+            fileset_bytes,
+            index_entries_skipped: self.index.skipped_entries(),
+        };
+        self.metrics.render(&g, out);
+    }
+
+    /// The samples in `[start, end]` of the selected series, in `sel`'s
+    /// order, leaving out series without any. Read shard by shard in id
+    /// order (filesets are sorted by id, so lookups and chunk reads walk
+    /// each file forward), a bounded batch per lock.
+    pub(crate) fn read_series(
+        &self,
+        sel: &[(SeriesId, Arc<Labels>)],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<SeriesData>> {
+        let n = self.cfg.num_shards.max(1);
+        let mut order: Vec<u32> = (0..sel.len() as u32).collect();
+        order.sort_unstable_by_key(|&i| {
+            let id = sel[i as usize].0;
+            (id.shard(n), id)
+        });
+        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); sel.len()];
+        // One thread: reading with two cost ~20% more CPU (cross-thread
+        // frees, cold caches) for a small gain in latency, and dashboards
+        // run queries side by side anyway.
+        for (k, s) in self.read_ordered(sel, &order, start, end)? {
+            samples[k as usize] = s;
+        }
+        Ok(sel
+            .iter()
+            .zip(samples)
+            .filter(|(_, s)| !s.is_empty())
+            .map(|((_, labels), samples)| SeriesData {
+                labels: labels.clone(),
+                samples,
+            })
+            .collect())
+    }
+
+    /// Samples of `sel[k]` for each `k` in `order` (sorted by shard, then
+    /// id), a bounded batch of reads per shard lock.
+    fn read_ordered(
+        &self,
+        sel: &[(SeriesId, Arc<Labels>)],
+        order: &[u32],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<(u32, Vec<Sample>)>> {
+        // Small batches: writers to the shard wait at most this many reads.
+        const BATCH: usize = 64;
+        let n = self.cfg.num_shards.max(1);
+        let mut out = Vec::with_capacity(order.len());
+        let mut i = 0;
+        // Fileset positions found so far in this shard: later batches of
+        // the same shard search on from them (positions only guide the
+        // search, so a fileset added between batches costs nothing but
+        // time).
+        let mut hints = Vec::new();
+        let mut last_shard = None;
+        while i < order.len() {
+            let shard = sel[order[i] as usize].0.shard(n);
+            let g = self.shards[shard as usize].lock();
+            let stop = (i + BATCH).min(order.len());
+            if last_shard != Some(shard) {
+                hints.clear();
+                last_shard = Some(shard);
+            }
+            while i < stop && sel[order[i] as usize].0.shard(n) == shard {
+                let k = order[i];
+                out.push((
+                    k,
+                    g.read_hinted(sel[k as usize].0, start, end, self.block_ms, &mut hints)?,
+                ));
+                i += 1;
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn write_inner(
+        &self,
+        tenant: &str,
+        mut batch: PreparedBatch,
+    ) -> Result<WriteOutcome> {
+        let now = (self.clock)();
+        let min_t = now
+            .saturating_sub(self.ns.retention_ms())
+            .max(hard::MIN_TIME_MS);
+        let mut out = WriteOutcome::default();
+
+        // Series the store has never seen (the head's map is the set of
+        // registered series, looked up for every series anyway): counted
+        // against the limit before anything is stored or materialised.
+        let mut new_at: Vec<usize> = Vec::new();
+        let mut seen_new: cairn_common::IdMap<()> = Default::default();
+        for (i, s) in batch.series.iter().enumerate() {
+            if !self.shard_of(s.id).lock().head.knows(s.id) && seen_new.insert(s.id, ()).is_none() {
+                new_at.push(i);
+            }
+        }
+        let limit = self.cfg.max_new_series_per_request;
+        if new_at.len() > limit {
+            return Err(Error::Invalid(format!(
+                "the request would create {} new series, above the limit of {limit} (ingest.max-new-series-per-request)",
+                new_at.len()
+            )));
+        }
+        // New series whose labels the codecs cannot store (the ingest
+        // limits normally refuse them first) are refused whole.
+        let mut new_series: Vec<(SeriesId, Labels)> = Vec::with_capacity(new_at.len());
+        let mut unstorable: cairn_common::IdMap<String> = Default::default();
+        for &i in &new_at {
+            let s = &batch.series[i];
+            match enc::labels_unstorable(s.labels.pairs()) {
+                None => new_series.push((s.id, s.labels.materialize())),
+                Some(why) => {
+                    unstorable.insert(s.id, why);
+                }
+            }
+        }
+        if !unstorable.is_empty() {
+            batch.series.retain(|s| {
+                let Some(why) = unstorable.get(&s.id) else {
+                    return true;
+                };
+                out.rejections.push(WriteRejection {
+                    series: series_text(&s.labels),
+                    reason: format!("series not stored: {why}"),
+                    samples: s.samples.len(),
+                });
+                false
+            });
+        }
+
+        let mut payload = record::begin(
+            tenant,
+            64 + batch.sample_count() * 12 + batch.series.len() * 20,
+        );
+
+        // Retention and time-range checks (the rare path allocates; the
+        // common one does not).
+        for s in batch.series.iter_mut() {
+            if s.samples
+                .iter()
+                .all(|x| x.t >= min_t && x.t <= hard::MAX_TIME_MS)
+            {
+                continue;
+            }
+            let old: Vec<i64> = s
+                .samples
+                .iter()
+                .filter(|x| x.t < min_t)
+                .map(|x| x.t)
+                .collect();
+            let late = s.samples.iter().filter(|x| x.t > hard::MAX_TIME_MS).count();
+            s.samples
+                .retain(|x| x.t >= min_t && x.t <= hard::MAX_TIME_MS);
+            if !old.is_empty() {
+                self.metrics
+                    .samples_rejected_too_old
+                    .fetch_add(old.len() as u64, Ordering::Relaxed);
+                out.rejections.push(WriteRejection {
+                    series: series_text(&s.labels),
+                    reason: format!(
+                        "{} sample(s) older than the retention period ({}s): oldest timestamp {}",
+                        old.len(),
+                        self.ns.retention.as_secs(),
+                        old.iter().min().copied().unwrap_or_default()
+                    ),
+                    samples: old.len(),
+                });
+            }
+            if late > 0 {
+                self.metrics
+                    .samples_rejected_out_of_range
+                    .fetch_add(late as u64, Ordering::Relaxed);
+                out.rejections.push(WriteRejection {
+                    series: series_text(&s.labels),
+                    reason: format!(
+                        "{late} sample(s) with a timestamp after the latest storable time {} ms",
+                        hard::MAX_TIME_MS
+                    ),
+                    samples: late,
+                });
+            }
+        }
+        let mut exemplars = Vec::new();
+        for s in batch.series.iter_mut() {
+            for e in s.exemplars.drain(..) {
+                let pairs = e.labels.iter().map(|l| (l.name.as_str(), l.value.as_str()));
+                if let Some(why) = enc::labels_unstorable(pairs) {
+                    out.rejections.push(WriteRejection {
+                        series: series_text(&s.labels),
+                        reason: format!("exemplar not stored: {why}"),
+                        samples: 0,
+                    });
+                    continue;
+                }
+                exemplars.push((s.id, e));
+            }
+        }
+        let prepared: Vec<(SeriesId, &[Sample])> = batch
+            .series
+            .iter()
+            .map(|s| (s.id, s.samples.as_slice()))
+            .collect();
+        if !new_series.is_empty() {
+            let refs: Vec<(SeriesId, &Labels)> = new_series.iter().map(|(i, l)| (*i, l)).collect();
+            self.index.add_series(tenant, &refs)?;
+            self.metrics
+                .series_created
+                .fetch_add(new_series.len() as u64, Ordering::Relaxed);
+        }
+        let mut blocks = BTreeSet::new();
+        record::encode_body(
+            &mut payload,
+            &new_series,
+            &prepared,
+            &exemplars,
+            &batch.metadata,
+            |t| {
+                blocks.insert(self.block_of(t));
+            },
+        )?;
+        out.accepted_samples += batch.sample_count();
+
+        let seq = {
+            let _r = self.apply_lock.read();
+            let seq = self.log.append(&payload, &blocks)?;
+            // Apply shard by shard: one lock per shard touched, not per series.
+            let n = self.cfg.num_shards.max(1);
+            let mut order: Vec<(u32, usize)> = prepared
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (p.0.shard(n), i))
+                .collect();
+            order.sort_unstable();
+            let mut i = 0;
+            while i < order.len() {
+                let shard = order[i].0;
+                let mut g = self.shards[shard as usize].lock();
+                while i < order.len() && order[i].0 == shard {
+                    let (id, samples) = prepared[order[i].1];
+                    if samples.is_empty() {
+                        g.head.register(id);
+                    } else {
+                        g.head.append(id, self.block_ms, samples);
+                    }
+                    i += 1;
+                }
+            }
+            seq
+        };
+        crate::fault::fail_point("after-commitlog-append");
+        if !exemplars.is_empty() {
+            self.index.put_exemplars(&exemplars)?;
+        }
+        if !batch.metadata.is_empty() {
+            self.index.put_metadata(tenant, &batch.metadata)?;
+        }
+        self.log.wait_durable(seq)?;
+        out.accepted_exemplars = exemplars.len();
+        self.metrics
+            .samples_appended
+            .fetch_add(out.accepted_samples as u64, Ordering::Relaxed);
+        self.metrics
+            .exemplars_appended
+            .fetch_add(exemplars.len() as u64, Ordering::Relaxed);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+#[path = "node_tests.rs"]
+mod tests;

@@ -1,0 +1,396 @@
+//! The node as a whole: write, flush, reopen, read, retention; the write
+//! path's refusals.
+
+use crate::contract::READ_BATCH;
+use crate::test_support::*;
+use crate::{index, Storage, StorageConfig};
+use cairn_common::limits::hard;
+use cairn_common::{Exemplar, Labels, MatchOp, Matcher, SampleWriter, SeriesSource, StorageError};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+#[test]
+fn write_flush_reopen_backfill_and_retention() {
+    let f = Fixture::new();
+    let now = f.now.load(Ordering::SeqCst);
+    let s = f.open();
+    let a = labels("m", "a");
+    let out = s
+        .write(
+            "t",
+            batch(vec![(
+                a.clone(),
+                vec![
+                    (now - 10, 1.0),
+                    (now - 30, 3.0),
+                    (now - 20, 2.0),
+                    (now - 5 * DAY, 0.5),
+                ],
+            )]),
+        )
+        .unwrap();
+    assert_eq!(out.accepted_samples, 4);
+    // Older than retention: refused with a reason; the rest of the batch stays.
+    let out = s
+        .write(
+            "t",
+            batch(vec![(
+                a.clone(),
+                vec![(now - 31 * DAY, 9.0), (now - 1, 4.0)],
+            )]),
+        )
+        .unwrap();
+    assert_eq!(out.accepted_samples, 1);
+    assert_eq!(out.rejections.len(), 1);
+    assert!(
+        out.rejections[0].reason.contains("retention"),
+        "{:?}",
+        out.rejections
+    );
+    assert!(out.rejections[0].series.contains("job=\"a\""));
+    // The staleness marker survives bit-exactly.
+    s.write(
+        "t",
+        batch(vec![(a.clone(), vec![(now, cairn_common::stale_nan())])]),
+    )
+    .unwrap();
+    let want = vec![(
+        a.to_string(),
+        vec![
+            (now - 5 * DAY, 0.5f64.to_bits()),
+            (now - 30, 3.0f64.to_bits()),
+            (now - 20, 2.0f64.to_bits()),
+            (now - 10, 1.0f64.to_bits()),
+            (now - 1, 4.0f64.to_bits()),
+            (now, cairn_common::STALE_NAN_BITS),
+        ],
+    )];
+    assert_eq!(read(&s, "t", "m"), want);
+    // Other tenants see nothing.
+    assert!(read(&s, "u", "m").is_empty());
+
+    assert!(s.flush(true).unwrap() >= 2);
+    assert_eq!(read(&s, "t", "m"), want);
+    // Write into an already-flushed block (new volume) and then reopen without flushing.
+    s.write(
+        "t",
+        batch(vec![(a.clone(), vec![(now - 5 * DAY + 1, 0.75)])]),
+    )
+    .unwrap();
+    s.close().unwrap();
+    drop(s);
+    let s = f.open();
+    let got = read(&s, "t", "m");
+    assert_eq!(got[0].1.len(), 7);
+    assert_eq!(got[0].1[1], (now - 5 * DAY + 1, 0.75f64.to_bits()));
+    s.flush(true).unwrap();
+    drop(s);
+    let s = f.open();
+    assert_eq!(read(&s, "t", "m")[0].1.len(), 7);
+    assert_eq!(s.label_values("t", "job", &[], 0, now).unwrap(), vec!["a"]);
+
+    // Retention removes whole filesets once the clock moves on.
+    f.now.store(now + 40 * DAY, Ordering::SeqCst);
+    s.enforce_retention();
+    assert!(read(&s, "t", "m").is_empty());
+}
+
+/// A large selection read shard by shard in batches answers like
+/// one-by-one reads: every series, in label order, with its samples, some
+/// from filesets and some from the head.
+#[test]
+fn large_selection_is_complete_and_ordered() {
+    let f = Fixture::new();
+    let s = f.open();
+    let now = f.now.load(Ordering::SeqCst);
+    let t0 = now - 3 * H;
+    let series: Vec<(Labels, Vec<(i64, f64)>)> = (0..5000)
+        .map(|i| {
+            let l = labels("big", &format!("j{i:05}"));
+            let pts = (0..4)
+                .map(|k| (t0 + k * 60_000 + i, (i * 10 + k) as f64))
+                .collect();
+            (l, pts)
+        })
+        .collect();
+    s.write("t", batch(series.clone())).unwrap();
+    s.flush(true).unwrap();
+    // Newer samples of every other series stay in the head.
+    let newer: Vec<(Labels, Vec<(i64, f64)>)> = series
+        .iter()
+        .step_by(2)
+        .map(|(l, _)| (l.clone(), vec![(now - 1000, -1.0)]))
+        .collect();
+    s.write("t", batch(newer)).unwrap();
+    let got = read(&s, "t", "big");
+    assert_eq!(got.len(), 5000);
+    for (i, (l, pts)) in got.iter().enumerate() {
+        assert_eq!(l, &labels("big", &format!("j{i:05}")).to_string());
+        let mut want: Vec<(i64, u64)> = (0..4)
+            .map(|k| {
+                (
+                    t0 + k * 60_000 + i as i64,
+                    ((i as i64 * 10 + k) as f64).to_bits(),
+                )
+            })
+            .collect();
+        if i % 2 == 0 {
+            want.push((now - 1000, (-1.0f64).to_bits()));
+        }
+        assert_eq!(pts, &want, "series {i}");
+    }
+    // Batched, the same series in the same order, in batches of at most
+    // READ_BATCH; stopping early stops the batches.
+    let m = [Matcher::new(MatchOp::Equal, "__name__", "big").unwrap()];
+    let mut batched = Vec::new();
+    let mut sizes = Vec::new();
+    s.select_batched("t", &m, i64::MIN / 2, i64::MAX / 2, &mut |b| {
+        sizes.push(b.len());
+        batched.extend(b.into_iter().map(|d| {
+            (
+                d.labels.to_string(),
+                d.samples
+                    .iter()
+                    .map(|x| (x.t, x.v.to_bits()))
+                    .collect::<Vec<_>>(),
+            )
+        }));
+        true
+    })
+    .unwrap();
+    assert_eq!(batched, got);
+    assert!(
+        sizes.len() > 1 && sizes.iter().all(|&n| n <= READ_BATCH),
+        "{sizes:?}"
+    );
+    let mut calls = 0;
+    s.select_batched("t", &m, i64::MIN / 2, i64::MAX / 2, &mut |_| {
+        calls += 1;
+        false
+    })
+    .unwrap();
+    assert_eq!(calls, 1);
+}
+
+/// `series` with a time range returns the series with data in block
+/// windows overlapping it, from filesets and from the head.
+#[test]
+fn series_honours_the_time_range_at_block_granularity() {
+    let f = Fixture::new();
+    let s = f.open();
+    let now = f.now.load(Ordering::SeqCst);
+    let old = now - 5 * DAY;
+    s.write("t", batch(vec![(labels("m", "old"), vec![(old, 1.0)])]))
+        .unwrap();
+    s.flush(true).unwrap();
+    s.write(
+        "t",
+        batch(vec![(labels("m", "new"), vec![(now - 60_000, 2.0)])]),
+    )
+    .unwrap();
+    let m = [Matcher::new(MatchOp::Equal, "__name__", "m").unwrap()];
+    let jobs = |start: i64, end: i64| -> Vec<String> {
+        s.series("t", &m, start, end)
+            .unwrap()
+            .iter()
+            .map(|l| l.get("job").unwrap_or("").to_string())
+            .collect()
+    };
+    assert_eq!(jobs(now - H, now), vec!["new"]);
+    assert_eq!(jobs(old - 10 * 60_000, old + 10 * 60_000), vec!["old"]);
+    assert!(jobs(now - 3 * DAY, now - 2 * DAY).is_empty());
+    assert_eq!(jobs(i64::MIN / 4, i64::MAX / 4), vec!["new", "old"]);
+    assert_eq!(jobs(old, now), vec!["new", "old"]);
+    // Label values with matchers follow the same range.
+    assert_eq!(
+        s.label_values("t", "job", &m, now - H, now).unwrap(),
+        vec!["new".to_string()]
+    );
+}
+
+/// A series beyond the hard bounds is refused with a reason (the rest of
+/// the write goes on); one at the bounds is stored and survives a
+/// restart and a flush.
+#[test]
+fn label_sets_beyond_the_bounds_are_refused_per_series() {
+    let f = Fixture::new();
+    let now = f.now.load(Ordering::SeqCst);
+    let s = f.open();
+    let mut big: Vec<(String, String)> = (0..10_001)
+        .map(|i| (format!("l{i:05}"), "x".to_string()))
+        .collect();
+    big.push(("__name__".into(), "big".into()));
+    let big = Labels::from_pairs(&big);
+    let mut edge = vec![("__name__".to_string(), "edge".to_string())];
+    edge.push(("v".into(), "é".repeat(hard::MAX_LABEL_VALUE_BYTES / 2)));
+    let edge = Labels::from_pairs(&edge);
+    let ex = Exemplar {
+        labels: label_set(hard::MAX_LABELS + 1, &[6], &[1], ""),
+        value: 1.0,
+        t: now,
+    };
+    let mut b = batch(vec![
+        (big, vec![(now, 1.0)]),
+        (edge.clone(), vec![(now, 2.0)]),
+        (labels("m", "ok"), vec![(now, 3.0)]),
+    ]);
+    b.series[2].exemplars.push(ex);
+    let out = s.write("t", b).unwrap();
+    assert_eq!(out.accepted_samples, 2);
+    assert_eq!(out.rejections.len(), 2, "{:?}", out.rejections);
+    assert!(
+        out.rejections[0].reason.contains("10002 labels"),
+        "{:?}",
+        out.rejections
+    );
+    assert!(out.rejections[0].series.len() <= 1100);
+    assert!(out.rejections[1].reason.contains("exemplar"));
+    s.close().unwrap();
+    drop(s);
+    let s = f.open();
+    assert!(read(&s, "t", "big").is_empty());
+    assert_eq!(read(&s, "t", "edge")[0].1, vec![(now, 2.0f64.to_bits())]);
+    s.flush(true).unwrap();
+    drop(s);
+    let s = f.open();
+    assert_eq!(read(&s, "t", "edge")[0].0, edge.to_string());
+}
+
+/// Times beyond Prometheus's range are refused per series; the latest
+/// storable time is readable and survives flush and retention; reads
+/// over extreme or inverted ranges answer, never panic.
+#[test]
+fn time_edges() {
+    let f = Fixture::new();
+    let now = f.now.load(Ordering::SeqCst);
+    let s = f.open();
+    let out = s
+        .write(
+            "t",
+            batch(vec![
+                (labels("far", "max"), vec![(i64::MAX, 1.0)]),
+                (
+                    labels("far", "over"),
+                    vec![(hard::MAX_TIME_MS + 1, 1.0), (now, 5.0)],
+                ),
+                (labels("far", "edge"), vec![(hard::MAX_TIME_MS, 2.0)]),
+                (
+                    labels("far", "min"),
+                    vec![(i64::MIN, 1.0), (hard::MIN_TIME_MS, 1.0)],
+                ),
+            ]),
+        )
+        .unwrap();
+    assert_eq!(out.accepted_samples, 2);
+    let reasons: Vec<&str> = out.rejections.iter().map(|r| r.reason.as_str()).collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(reasons[0].contains("latest storable time"), "{reasons:?}");
+    assert!(reasons[2].contains("retention"), "{reasons:?}");
+    let m = [Matcher::new(MatchOp::Equal, "__name__", "far").unwrap()];
+    for (a, b) in [
+        (i64::MIN, i64::MAX),
+        (i64::MAX, i64::MIN),
+        (-9_200_000_000_000_000, -9_200_000_000_000_000),
+        (i64::MIN, i64::MIN),
+        (i64::MAX, i64::MAX),
+        (-9_223_372_036_854_775, 9_223_372_036_854_775),
+        (now, now - 1),
+    ] {
+        let got = s.select("t", &m, a, b).unwrap();
+        if a > b {
+            assert!(got.is_empty());
+        }
+        s.series("t", &m, a, b).unwrap();
+        s.label_values("t", "job", &m, a, b).unwrap();
+        s.exemplars("t", &m, a, b).unwrap();
+    }
+    let edge = |s: &Storage| {
+        s.select("t", &m, hard::MAX_TIME_MS, i64::MAX)
+            .unwrap()
+            .iter()
+            .map(|d| d.samples.len())
+            .sum::<usize>()
+    };
+    assert_eq!(edge(&s), 1);
+    s.flush(true).unwrap();
+    s.enforce_retention();
+    assert_eq!(edge(&s), 1);
+    // Inverted ranges over filesets too.
+    assert!(s.select("t", &m, now, now - 1).unwrap().is_empty());
+    drop(s);
+    let s = f.open();
+    assert_eq!(edge(&s), 1);
+}
+
+/// A request creating more new series than the limit is refused whole
+/// before anything is stored; existing series do not count.
+#[test]
+fn new_series_per_request_limit() {
+    let f = Fixture::new();
+    let now = f.now.load(Ordering::SeqCst);
+    let mut cfg = StorageConfig::new(f.dir.path());
+    cfg.num_shards = 4;
+    cfg.max_new_series_per_request = 3;
+    let clock = f.now.clone();
+    let s = Storage::open(cfg, Arc::new(move || clock.load(Ordering::SeqCst))).unwrap();
+    let mk = |r: std::ops::Range<i32>| {
+        batch(
+            r.map(|i| (labels("n", &format!("j{i}")), vec![(now, i as f64)]))
+                .collect(),
+        )
+    };
+    let e = s.write("t", mk(0..4)).unwrap_err();
+    assert!(matches!(e, StorageError::Invalid(_)), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("ingest.max-new-series-per-request") && msg.contains("limit of 3"),
+        "{msg}"
+    );
+    assert!(read(&s, "t", "n").is_empty());
+    assert!(s.series("t", &[], i64::MIN, i64::MAX).unwrap().is_empty());
+    // The same series repeated in one request count once.
+    let mut b = mk(0..3);
+    b.series.extend(mk(0..3).series);
+    s.write("t", b).unwrap();
+    // Three known and three new: within the limit.
+    s.write("t", mk(0..6)).unwrap();
+    assert_eq!(read(&s, "t", "n").len(), 6);
+}
+
+/// An index entry that does not decode leaves its series out of reads
+/// (logged and counted) instead of failing every query touching it.
+#[test]
+fn undecodable_index_entry_is_skipped() {
+    let f = Fixture::new();
+    let now = f.now.load(Ordering::SeqCst);
+    let s = f.open();
+    s.write(
+        "t",
+        batch(vec![
+            (labels("x", "a"), vec![(now, 1.0)]),
+            (labels("x", "b"), vec![(now, 2.0)]),
+        ]),
+    )
+    .unwrap();
+    s.flush(true).unwrap();
+    s.close().unwrap();
+    drop(s);
+    {
+        let idx = index::Index::open(&f.dir.path().join("index")).unwrap();
+        idx.corrupt_entry_for_test(0);
+    }
+    let s = f.open();
+    let got = read(&s, "t", "x");
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(s.index.skipped_entries() >= 1);
+    let mut text = String::new();
+    s.render_metrics(&mut text);
+    assert!(
+        text.contains("cairn_storage_index_entries_skipped_total 1"),
+        "{text}"
+    );
+    // Writes still work, for the damaged series too.
+    s.write("t", batch(vec![(labels("x", "c"), vec![(now, 3.0)])]))
+        .unwrap();
+    assert_eq!(read(&s, "t", "x").len(), 2);
+}
