@@ -41,7 +41,6 @@ mod status;
 mod test_util;
 mod write;
 
-use cairn_common::SeriesSource;
 use cairn_storage_api::{SeriesReader, ShardWriter};
 use error::ApiError;
 pub use params::{parse_duration_ms, parse_time_ms};
@@ -64,9 +63,7 @@ pub trait Admin: Send + Sync {
 /// What the router serves from, set once recovery is complete.
 #[derive(Clone)]
 pub struct Backend {
-    /// What the PromQL engine reads (until its fetch speaks the contract).
-    pub source: Arc<dyn SeriesSource>,
-    /// Every other read: the storage contract.
+    /// Every read (the engine's included): the storage contract.
     pub reader: Arc<dyn SeriesReader>,
     /// Writes: the storage contract's shard writer.
     pub writer: Arc<dyn ShardWriter>,

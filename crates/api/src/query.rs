@@ -78,7 +78,7 @@ pub(crate) async fn instant_query(
     let engine = engine_for(&st.0.cfg.engine, &p)?;
     let limit = p.series_limit()?;
     let query = p.query();
-    let src = backend.source;
+    let src = backend.reader;
     let timeout = engine.options().timeout;
     // Evaluated and rendered on the read thread: the result is freed on the
     // thread that allocated it, and rendering is CPU work too.
@@ -131,7 +131,7 @@ pub(crate) async fn range_query(
     let engine = engine_for(&st.0.cfg.engine, &p)?;
     let limit = p.series_limit()?;
     let query = p.query();
-    let src = backend.source;
+    let src = backend.reader;
     let timeout = engine.options().timeout;
     let body = blocking_read(&st, timeout, move |cancel| {
         let mut r = engine.with_cancel(cancel).range_query(

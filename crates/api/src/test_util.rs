@@ -4,7 +4,7 @@
 use crate::{router, Admin, ApiConfig, AppState, Backend};
 use axum::body::Body;
 use axum::http::Request;
-use cairn_common::{MemSource, SeriesSource};
+use cairn_common::MemSource;
 use cairn_storage_api::{SeriesReader, ShardWriter};
 use std::sync::Arc;
 use tower::ServiceExt;
@@ -20,7 +20,6 @@ impl Admin for NoAdmin {
 pub(crate) fn app(m: Arc<MemSource>) -> axum::Router {
     let st = AppState::new(ApiConfig::default()).unwrap();
     st.set_ready(Backend {
-        source: m.clone() as Arc<dyn SeriesSource>,
         reader: m.clone() as Arc<dyn SeriesReader>,
         writer: m as Arc<dyn ShardWriter>,
         admin: Arc::new(NoAdmin),

@@ -65,8 +65,9 @@ enum TestStorage {
 
 /// `cairn promqltest`: every `load`/`clear` gets a fresh store.
 fn promqltest(storage: TestStorage, paths: &[PathBuf]) -> Result<bool> {
-    use cairn_common::{MemSource, SampleWriter, SeriesSource};
-    type Store = (Arc<dyn SeriesSource>, Arc<dyn SampleWriter>);
+    use cairn_common::{MemSource, SampleWriter};
+    use cairn_storage_api::SeriesReader;
+    type Store = (Arc<dyn SeriesReader>, Arc<dyn SampleWriter>);
     // Disk stores opened so far, closed (and their temp dirs removed) when the next one opens.
     let open: std::cell::RefCell<Vec<(Arc<Storage>, tempfile::TempDir)>> = Default::default();
     let factory = || -> Store {
@@ -224,7 +225,6 @@ fn serve(flags: config::Overrides) -> Result<()> {
             .context("opening storage")?;
         storage.start_background();
         state.set_ready(Backend {
-            source: storage.clone(),
             reader: storage.clone(),
             writer: storage.clone(),
             admin: Arc::new(StorageAdmin(storage.clone())),

@@ -4,7 +4,7 @@
 use crate::exec::run::{run, Query, Settings};
 use crate::value::{QueryError, QueryResult};
 use crate::{ast, bounds};
-use cairn_common::SeriesSource;
+use cairn_storage_api::SeriesReader;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -143,7 +143,7 @@ impl Engine {
     /// Evaluates `query` at `t_ms`.
     pub fn instant_query(
         &self,
-        src: &dyn SeriesSource,
+        src: &dyn SeriesReader,
         tenant: &str,
         query: &str,
         t_ms: i64,
@@ -163,7 +163,7 @@ impl Engine {
     /// Evaluates `query` at every step from `start_ms` to `end_ms` inclusive.
     pub fn range_query(
         &self,
-        src: &dyn SeriesSource,
+        src: &dyn SeriesReader,
         tenant: &str,
         query: &str,
         start_ms: i64,

@@ -1,16 +1,17 @@
-//! Fetching: the only caller of the [`SeriesSource`] contract. Selectors
-//! are read over the time range the plan gave them, counted against the
-//! sample limit, and wrapped as [`Fetched`] series.
+//! Fetching: the only caller of the storage contract ([`SeriesReader`]).
+//! Selectors are read over the time range the plan gave them, counted
+//! against the sample limit, and wrapped as [`Fetched`] series.
 //!
-//! The entry points are `async` so that a source which answers
-//! asynchronously (the cluster's query role fanning out to shards) changes
-//! this module alone; today's source is synchronous, so their futures are
-//! ready at once, and `exec::run` drives them on the calling (read-pool)
-//! thread.
+//! The entry points are `async`, as the contract is: a remote store (the
+//! cluster's query role fanning out to shards) answers asynchronously;
+//! `exec::run` drives them on the calling (read-pool) thread.
 
 use crate::ast::selector_matchers;
 use crate::value::{too_many_samples, QueryError, Result};
-use cairn_common::{is_stale_nan, Labels, Matcher, Sample, SeriesData, SeriesSource, METRIC_NAME};
+use cairn_common::{is_stale_nan, Labels, Matcher, Sample, SeriesData, METRIC_NAME};
+use cairn_storage_api::{
+    decode_batch, next_batch, select_all, SelectRequest, SeriesReader, StoreError,
+};
 use promql_parser::parser::VectorSelector;
 use std::sync::Arc;
 
@@ -38,7 +39,7 @@ pub(crate) fn not_counter_name(n: &str) -> bool {
 /// The series of selector `vs` over `[mint, maxt]` (the union over its
 /// `or` alternatives), counted into `loaded` against `max_samples`.
 pub(crate) async fn fetch(
-    src: &dyn SeriesSource,
+    src: &dyn SeriesReader,
     tenant: &str,
     vs: &VectorSelector,
     mint: i64,
@@ -49,9 +50,9 @@ pub(crate) async fn fetch(
     let groups = selector_matchers(vs)?;
     let mut series: Vec<SeriesData> = Vec::new();
     for g in &groups {
-        let got = src
-            .select(tenant, g, mint, maxt)
-            .map_err(|e| QueryError::Storage(format!("selecting {vs}: {e}")))?;
+        let got = select_all(src, SelectRequest::new(tenant, g.clone(), mint, maxt))
+            .await
+            .map_err(|e| storage_err(vs, e))?;
         if groups.len() == 1 {
             series = got;
         } else {
@@ -67,6 +68,10 @@ pub(crate) async fn fetch(
         return Err(too_many_samples());
     }
     Ok(series)
+}
+
+fn storage_err(vs: &VectorSelector, e: StoreError) -> QueryError {
+    QueryError::Storage(format!("selecting {vs}: {e}"))
 }
 
 /// Wraps fetched series; range selectors' staleness markers are dropped.
@@ -94,7 +99,7 @@ pub(crate) fn fetched(series: Vec<SeriesData>, range: bool, name: Option<&str>) 
 /// Selector `vs`'s series for `matchers` over `[mint, maxt]`, handed to
 /// `f` in batches (in the source's order) until it returns false.
 pub(crate) async fn select_batched(
-    src: &dyn SeriesSource,
+    src: &dyn SeriesReader,
     tenant: &str,
     vs: &VectorSelector,
     matchers: &[Matcher],
@@ -102,25 +107,35 @@ pub(crate) async fn select_batched(
     maxt: i64,
     f: &mut dyn FnMut(Vec<SeriesData>) -> bool,
 ) -> Result<()> {
-    src.select_batched(tenant, matchers, mint, maxt, f)
-        .map_err(|e| QueryError::Storage(format!("selecting {vs}: {e}")))
+    let req = SelectRequest::new(tenant, matchers.to_vec(), mint, maxt);
+    let mut stream = src.select(req).await.map_err(|e| storage_err(vs, e))?;
+    while let Some(batch) = next_batch(&mut stream).await {
+        let batch = batch
+            .and_then(|b| decode_batch(b, mint, maxt))
+            .map_err(|e| storage_err(vs, e))?;
+        if !f(batch) {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// The `target_info` series over `[mint, maxt]`, for an `info()` call
 /// without a selector of its own.
 pub(crate) async fn target_info(
-    src: &dyn SeriesSource,
+    src: &dyn SeriesReader,
     tenant: &str,
     mint: i64,
     maxt: i64,
 ) -> Result<Vec<Fetched>> {
-    let got = src
-        .select(
-            tenant,
-            &[Matcher::equal(METRIC_NAME, "target_info")],
-            mint,
-            maxt,
-        )
+    let req = SelectRequest::new(
+        tenant,
+        vec![Matcher::equal(METRIC_NAME, "target_info")],
+        mint,
+        maxt,
+    );
+    let got = select_all(src, req)
+        .await
         .map_err(|e| QueryError::Storage(format!("selecting target_info: {e}")))?;
     Ok(fetched(got, false, Some("target_info")))
 }

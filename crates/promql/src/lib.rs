@@ -42,8 +42,8 @@ mod fetch;
 #[doc(hidden)]
 pub mod fuzzing;
 mod kernels;
-mod plan;
 mod parse_error;
+mod plan;
 mod value;
 
 pub use engine::{extract_selectors, parse, parse_bounded, Engine, EngineOptions};

@@ -17,13 +17,13 @@
 //! engine never depends on its own test runner.
 
 use cairn_common::{
-    stale_nan, Labels, LabelsBuilder, Sample, SampleWriter, SeriesSource, SeriesWrite, WriteBatch,
-    DEFAULT_TENANT,
+    stale_nan, Labels, LabelsBuilder, Sample, SampleWriter, SeriesWrite, WriteBatch, DEFAULT_TENANT,
 };
 use cairn_promql::{
     extract_selectors, float_almost_equal, parse, Engine, EngineOptions, QueryError, QueryResult,
     Value,
 };
+use cairn_storage_api::SeriesReader;
 use regex::Regex;
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -46,7 +46,7 @@ impl Summary {
     }
 }
 
-type StoreFactory<'a> = &'a dyn Fn() -> (Arc<dyn SeriesSource>, Arc<dyn SampleWriter>);
+type StoreFactory<'a> = &'a dyn Fn() -> (Arc<dyn SeriesReader>, Arc<dyn SampleWriter>);
 
 /// Runs every `.test` file under each path (file or directory, sorted).
 /// `new_store` returns a fresh empty store (called at the start of each file
@@ -718,7 +718,7 @@ fn check_annotations(
     Ok(())
 }
 
-fn check_eval(ev: &Eval, engine: &Engine, src: &dyn SeriesSource) -> Result<(), String> {
+fn check_eval(ev: &Eval, engine: &Engine, src: &dyn SeriesReader) -> Result<(), String> {
     let res: Result<QueryResult, QueryError> = match ev.range {
         None => engine.instant_query(src, DEFAULT_TENANT, &ev.expr, ev.at),
         Some((s, e, st)) => engine.range_query(src, DEFAULT_TENANT, &ev.expr, s, e, st),
@@ -936,7 +936,7 @@ pub fn run_files_mem(paths: &[PathBuf], out: &mut dyn Write) -> std::io::Result<
     let factory = || {
         let m = Arc::new(cairn_common::MemSource::new());
         (
-            m.clone() as Arc<dyn SeriesSource>,
+            m.clone() as Arc<dyn SeriesReader>,
             m as Arc<dyn SampleWriter>,
         )
     };
@@ -1005,7 +1005,7 @@ mod tests {
         let factory = || {
             let m = Arc::new(cairn_common::MemSource::new());
             (
-                m.clone() as Arc<dyn SeriesSource>,
+                m.clone() as Arc<dyn SeriesReader>,
                 m as Arc<dyn SampleWriter>,
             )
         };

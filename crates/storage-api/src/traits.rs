@@ -167,40 +167,28 @@ pub fn block_on<F: Future>(fut: F) -> F::Output {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::task::Poll;
 
     #[test]
-    fn block_on_waits_for_a_wake_from_another_thread() {
-        let (tx, rx) = std::sync::mpsc::channel::<u32>();
-        struct Recv(std::sync::mpsc::Receiver<u32>, bool);
-        impl Future for Recv {
-            type Output = u32;
-            fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<u32> {
-                match self.0.try_recv() {
-                    Ok(v) => Poll::Ready(v),
-                    Err(_) => {
-                        if !self.1 {
-                            self.1 = true;
-                            let w = cx.waker().clone();
-                            std::thread::spawn(move || {
-                                std::thread::sleep(std::time::Duration::from_millis(20));
-                                tx_send_then_wake(w);
-                            });
-                        }
-                        Poll::Pending
-                    }
-                }
-            }
-        }
-        static TX: std::sync::Mutex<Option<std::sync::mpsc::Sender<u32>>> =
-            std::sync::Mutex::new(None);
-        fn tx_send_then_wake(w: std::task::Waker) {
-            if let Some(tx) = TX.lock().unwrap().take() {
-                tx.send(7).unwrap();
-            }
+    fn block_on_waits_for_a_future_woken_from_another_thread() {
+        let (tx, rx) = std::sync::mpsc::channel::<std::task::Waker>();
+        let waker_thread = std::thread::spawn(move || {
+            let w = rx.recv().expect("the future sends its waker");
+            std::thread::sleep(std::time::Duration::from_millis(20));
             w.wake();
-        }
-        *TX.lock().unwrap() = Some(tx);
-        assert_eq!(block_on(Recv(rx, false)), 7);
+        });
+        let mut polls = 0;
+        let f = std::future::poll_fn(|cx| {
+            polls += 1;
+            if polls == 1 {
+                tx.send(cx.waker().clone())
+                    .expect("the waker thread listens");
+                Poll::Pending
+            } else {
+                Poll::Ready(polls)
+            }
+        });
+        assert!(super::block_on(f) >= 2);
+        waker_thread.join().expect("the waker thread ends");
     }
 }

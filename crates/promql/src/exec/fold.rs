@@ -10,7 +10,8 @@ use crate::fetch::{fetched, select_batched};
 use crate::kernels::aggr::{acc_add, acc_value, grouping_key, Acc};
 use crate::plan::NodeId;
 use crate::value::{too_many_samples, QueryError, Result};
-use cairn_common::{Labels, Matcher, SeriesData, SeriesSource};
+use cairn_common::{Labels, Matcher, SeriesData};
+use cairn_storage_api::SeriesReader;
 use promql_parser::parser::AggregateExpr;
 use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
@@ -37,7 +38,7 @@ struct GroupAccs {
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn fold(
     ev: &mut Evaluator,
-    src: &dyn SeriesSource,
+    src: &dyn SeriesReader,
     tenant: &str,
     (id, a): (NodeId, &AggregateExpr),
     matchers: &[Matcher],

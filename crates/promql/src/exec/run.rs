@@ -11,7 +11,8 @@ use crate::value::{
     check_cancel, exec_err, timeout_err, too_many_samples, Elem, InstantSample, QueryError,
     QueryResult, RangeSeries, Result, Val, Value,
 };
-use cairn_common::{Labels, Sample, SeriesSource};
+use cairn_common::{Labels, Sample};
+use cairn_storage_api::{block_on, SeriesReader};
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::Expr;
 use rustc_hash::FxHashMap;
@@ -49,7 +50,7 @@ pub(crate) struct Query<'a> {
 /// Runs `q` over `src` for `tenant`.
 pub(crate) fn run(
     set: &Settings,
-    src: &dyn SeriesSource,
+    src: &dyn SeriesReader,
     tenant: &str,
     q: &Query<'_>,
 ) -> Result<QueryResult> {
@@ -106,7 +107,7 @@ fn validate(q: &Query<'_>) -> Result<()> {
 /// folded as they are read (or read whole when folding gives up).
 async fn read(
     set: &Settings,
-    src: &dyn SeriesSource,
+    src: &dyn SeriesReader,
     tenant: &str,
     reads: &Reads<'_>,
     ev: &mut Evaluator,
@@ -313,56 +314,4 @@ fn check_dup_series(out: &[RangeSeries]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Wakes the thread that [`block_on`] parked.
-struct Unpark(std::thread::Thread);
-
-impl std::task::Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// Runs `f` to completion on the calling thread, parking it while `f`
-/// waits: the engine's public methods stay synchronous (the API calls them
-/// from its read-pool threads) while fetching is `async`.
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = std::task::Context::from_waker(&waker);
-    let mut f = std::pin::pin!(f);
-    loop {
-        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::task::Poll;
-
-    #[test]
-    fn block_on_waits_for_a_future_woken_from_another_thread() {
-        let (tx, rx) = std::sync::mpsc::channel::<std::task::Waker>();
-        let waker_thread = std::thread::spawn(move || {
-            let w = rx.recv().expect("the future sends its waker");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            w.wake();
-        });
-        let mut polls = 0;
-        let f = std::future::poll_fn(|cx| {
-            polls += 1;
-            if polls == 1 {
-                tx.send(cx.waker().clone())
-                    .expect("the waker thread listens");
-                Poll::Pending
-            } else {
-                Poll::Ready(polls)
-            }
-        });
-        assert!(super::block_on(f) >= 2);
-        waker_thread.join().expect("the waker thread ends");
-    }
 }
