@@ -44,6 +44,7 @@ mod write;
 use cairn_storage_api::{SeriesReader, ShardWriter};
 use error::ApiError;
 pub use params::{parse_duration_ms, parse_time_ms};
+pub use pool::set_idle_hook;
 pub use render::{format_float, write_timestamp};
 pub use routes::{path, router};
 pub use selector::parse_selector;
@@ -87,6 +88,13 @@ pub struct ApiConfig {
     pub remote_read_sample_limit: usize,
     /// Remote reads running at once (`query.remote-read-concurrent-limit`).
     pub remote_read_concurrent_limit: usize,
+    /// Remote writes decoded and stored at once (`ingest.max-concurrency`;
+    /// 0: twice the CPU cores, as VictoriaMetrics's `-maxConcurrentInserts`):
+    /// each holds its decoded body until stored, so this bounds ingest memory.
+    pub write_concurrency: usize,
+    /// How long a write waits for its turn before 503
+    /// (`ingest.max-queue-duration`).
+    pub write_queue_wait: std::time::Duration,
 }
 
 impl Default for ApiConfig {
@@ -99,6 +107,8 @@ impl Default for ApiConfig {
             ingest: cairn_common::IngestLimits::default(),
             remote_read_sample_limit: 10_000_000,
             remote_read_concurrent_limit: 10,
+            write_concurrency: 0,
+            write_queue_wait: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -110,6 +120,10 @@ struct Inner {
     reads: pool::ReadPool,
     /// Remote reads in flight (a [`pool::Slot`] each).
     remote_reads: Arc<AtomicUsize>,
+    /// Turns of remote writes ([`ApiConfig::write_concurrency`]).
+    writes: tokio::sync::Semaphore,
+    /// `writes`' permits.
+    write_slots: usize,
 }
 
 /// Shared state of the router. Cheap to clone.
@@ -120,7 +134,13 @@ impl AppState {
     /// Fails only when no read thread can be started.
     pub fn new(cfg: ApiConfig) -> std::io::Result<Self> {
         let reads = pool::ReadPool::new(cfg.max_concurrency, cfg.max_queued)?;
+        let write_slots = match cfg.write_concurrency {
+            0 => 2 * std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
         Ok(Self(Arc::new(Inner {
+            writes: tokio::sync::Semaphore::new(write_slots),
+            write_slots,
             cfg,
             backend: OnceLock::new(),
             metrics: metrics::HttpMetrics::default(),

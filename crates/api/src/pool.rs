@@ -218,13 +218,31 @@ impl ReadPool {
     }
 }
 
+static IDLE_HOOK: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets what a read thread runs when it goes idle after work (once per
+/// process; later calls are ignored). The binary passes its allocator's
+/// collect, so memory a finished read freed on its thread is returned
+/// rather than kept in that thread's heap while the thread sleeps.
+pub fn set_idle_hook(hook: fn()) {
+    let _ = IDLE_HOOK.set(hook);
+}
+
 /// Read thread `w`: runs queued jobs first, then waits idle for its slot.
 fn worker(d: &Dispatch, w: usize) {
     let mut g = d.lock();
+    let mut worked = false;
     loop {
         let job = match g.queue.pop_front() {
             Some(j) => j,
             None => {
+                if let (true, Some(hook)) = (worked, IDLE_HOOK.get()) {
+                    worked = false;
+                    drop(g);
+                    hook();
+                    g = d.lock();
+                    continue;
+                }
                 g.idle.push(w);
                 loop {
                     if let Some(j) = g.slots[w].take() {
@@ -236,6 +254,7 @@ fn worker(d: &Dispatch, w: usize) {
         };
         drop(g);
         job();
+        worked = true;
         g = d.lock();
     }
 }

@@ -18,13 +18,18 @@ impl Admin for NoAdmin {
 }
 
 pub(crate) fn app(m: Arc<MemSource>) -> axum::Router {
-    let st = AppState::new(ApiConfig::default()).unwrap();
+    app_with(m, ApiConfig::default()).0
+}
+
+/// The router and its state, with `cfg`.
+pub(crate) fn app_with(m: Arc<MemSource>, cfg: ApiConfig) -> (axum::Router, AppState) {
+    let st = AppState::new(cfg).unwrap();
     st.set_ready(Backend {
         reader: m.clone() as Arc<dyn SeriesReader>,
         writer: m as Arc<dyn ShardWriter>,
         admin: Arc::new(NoAdmin),
     });
-    router(st)
+    (router(st.clone()), st)
 }
 
 pub(crate) async fn call(app: &axum::Router, req: Request<Body>) -> (u16, String) {

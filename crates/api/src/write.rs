@@ -40,6 +40,20 @@ pub(crate) async fn remote_write(
     Tenant(tenant): Tenant,
     body: Bytes,
 ) -> Result<Response> {
+    // A turn first: each write in flight holds its decoded body until stored.
+    let wait = st.0.cfg.write_queue_wait;
+    let _turn = match tokio::time::timeout(wait, st.0.writes.acquire()).await {
+        Ok(Ok(permit)) => permit,
+        _ => {
+            return Err(ApiError::text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "too many concurrent writes: {} running (ingest.max-concurrency) and this one waited {wait:?} (ingest.max-queue-duration); retry later",
+                    st.0.write_slots
+                ),
+            ))
+        }
+    };
     let limits = st.0.cfg.ingest.clone();
     let now = chrono::Utc::now().timestamp_millis();
     // Decoding a large body is CPU work: off the async workers, with the write.
@@ -103,4 +117,40 @@ pub(crate) async fn remote_write(
     }
     let _ = write!(body, "(the valid rest of the request was stored)");
     Err(ApiError::text(StatusCode::BAD_REQUEST, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::test_util::{app_with, call};
+    use crate::ApiConfig;
+    use axum::body::Body;
+    use axum::http::Request;
+    use std::time::Duration;
+
+    fn write_req() -> Request<Body> {
+        Request::post(crate::path::WRITE)
+            .header("content-type", "application/x-protobuf")
+            .header("content-encoding", "snappy")
+            .body(Body::from(vec![0xffu8; 8]))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_write_waits_for_its_turn_and_gets_503_naming_the_limit() {
+        let cfg = ApiConfig {
+            write_concurrency: 1,
+            write_queue_wait: Duration::from_millis(50),
+            ..ApiConfig::default()
+        };
+        let (app, st) = app_with(std::sync::Arc::new(cairn_common::MemSource::new()), cfg);
+        let held = st.0.writes.acquire().await.unwrap();
+        let (status, body) = call(&app, write_req()).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("ingest.max-concurrency"), "{body}");
+        assert!(body.contains("ingest.max-queue-duration"), "{body}");
+        drop(held);
+        // Its turn now: the (broken) body is decoded and refused on its own merits.
+        let (status, body) = call(&app, write_req()).await;
+        assert_eq!(status, 400, "{body}");
+    }
 }

@@ -49,6 +49,8 @@ pub struct IngestSection {
     pub max_series_per_request: usize,
     pub max_new_series_per_request: usize,
     pub max_future: String,
+    pub max_concurrency: usize,
+    pub max_queue_duration: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -304,6 +306,11 @@ impl Config {
             ingest: self.ingest_limits()?,
             remote_read_sample_limit: self.query.remote_read_sample_limit,
             remote_read_concurrent_limit: self.query.remote_read_concurrent_limit,
+            write_concurrency: self.ingest.max_concurrency,
+            write_queue_wait: parse_duration(
+                "ingest.max-queue-duration",
+                &self.ingest.max_queue_duration,
+            )?,
         })
     }
 
