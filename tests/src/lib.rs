@@ -68,6 +68,12 @@ pub fn cairn_bin() -> PathBuf {
     );
 }
 
+impl std::fmt::Debug for TestServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestServer").finish_non_exhaustive()
+    }
+}
+
 /// A running (or stopped) `cairn serve` over one data dir that survives
 /// restarts. Dropping it SIGKILLs the process; on a panicking thread the temp
 /// dir is kept and its path printed.
@@ -313,6 +319,7 @@ impl Drop for TestServer {
 }
 
 /// A child process (e.g. Prometheus) killed by PID on drop.
+#[derive(Debug)]
 pub struct ChildGuard(pub Child);
 
 impl Drop for ChildGuard {
@@ -698,6 +705,7 @@ pub fn free_port() -> u16 {
 }
 
 /// splitmix64: a tiny seeded RNG so a failing run can be replayed by seed.
+#[derive(Debug)]
 pub struct Rng(u64);
 
 impl Rng {

@@ -15,6 +15,12 @@ mod query;
 #[path = "hostile/storage.rs"]
 mod storage;
 
+impl std::fmt::Debug for Canary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Canary").finish_non_exhaustive()
+    }
+}
+
 /// A tenant written before an attack and checked after it.
 pub struct Canary {
     pub tenant: &'static str,

@@ -61,6 +61,12 @@ pub trait Admin: Send + Sync {
     fn render_metrics(&self, out: &mut String);
 }
 
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend").finish_non_exhaustive()
+    }
+}
+
 /// What the router serves from, set once recovery is complete.
 #[derive(Clone)]
 pub struct Backend {
@@ -124,6 +130,12 @@ struct Inner {
     writes: tokio::sync::Semaphore,
     /// `writes`' permits.
     write_slots: usize,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
 }
 
 /// Shared state of the router. Cheap to clone.

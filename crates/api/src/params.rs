@@ -10,14 +10,19 @@ use cairn_common::Matcher;
 
 /// The earliest and latest API times (ms; see `cairn_common::limits::hard`),
 /// used when start/end are absent.
-pub const MIN_TIME: i64 = cairn_common::limits::hard::MIN_TIME_MS;
-pub const MAX_TIME: i64 = cairn_common::limits::hard::MAX_TIME_MS;
+pub(crate) const MIN_TIME: i64 = cairn_common::limits::hard::MIN_TIME_MS;
+pub(crate) const MAX_TIME: i64 = cairn_common::limits::hard::MAX_TIME_MS;
 
-pub struct Params(Vec<(String, String)>);
+pub(crate) struct Params(Vec<(String, String)>);
 
 impl Params {
     /// Query-string parameters, plus form-body parameters of a POST.
-    pub fn parse(query: Option<&str>, method: &Method, headers: &HeaderMap, body: &[u8]) -> Self {
+    pub(crate) fn parse(
+        query: Option<&str>,
+        method: &Method,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Self {
         let mut v: Vec<(String, String)> = query
             .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
             .unwrap_or_default();
@@ -31,11 +36,11 @@ impl Params {
         Params(v)
     }
 
-    pub fn get(&self, k: &str) -> Option<&str> {
+    pub(crate) fn get(&self, k: &str) -> Option<&str> {
         self.0.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
     }
 
-    pub fn all<'a>(&'a self, k: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    pub(crate) fn all<'a>(&'a self, k: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.0
             .iter()
             .filter(move |(n, _)| n == k)
@@ -43,12 +48,12 @@ impl Params {
     }
 
     /// The `query` parameter ("" when absent).
-    pub fn query(&self) -> String {
+    pub(crate) fn query(&self) -> String {
         self.get("query").unwrap_or("").to_string()
     }
 
     /// A time parameter; absent or empty: `default`, or 400 without one.
-    pub fn time(&self, name: &str, default: Option<i64>) -> Result<i64> {
+    pub(crate) fn time(&self, name: &str, default: Option<i64>) -> Result<i64> {
         match self.get(name) {
             Some(s) if !s.is_empty() => parse_time_ms(s)
                 .map_err(|e| ApiError::bad_data(format!("invalid parameter {name:?}: {e}"))),
@@ -62,7 +67,7 @@ impl Params {
 
     /// `limit` of the query endpoints: most series returned (0 or absent:
     /// no limit).
-    pub fn series_limit(&self) -> Result<usize> {
+    pub(crate) fn series_limit(&self) -> Result<usize> {
         match self.get("limit").filter(|s| !s.is_empty()) {
             None => Ok(0),
             Some(s) => s
@@ -80,7 +85,7 @@ impl Params {
     }
 
     /// An integer parameter (`metadata`'s `limit`, `limit_per_metric`).
-    pub fn int(&self, name: &str, default: i64) -> Result<i64> {
+    pub(crate) fn int(&self, name: &str, default: i64) -> Result<i64> {
         match self.get(name).filter(|s| !s.is_empty()) {
             None => Ok(default),
             Some(s) => s
@@ -90,7 +95,7 @@ impl Params {
     }
 
     /// `match[]`, `start`, `end` of the series, labels and export endpoints.
-    pub fn read_args(&self, require_match: bool) -> Result<ReadArgs> {
+    pub(crate) fn read_args(&self, require_match: bool) -> Result<ReadArgs> {
         let mut matchers = Vec::new();
         for s in self.all("match[]") {
             matchers.push(parse_selector(s).map_err(ApiError::bad_data)?);
@@ -120,12 +125,12 @@ impl Params {
 }
 
 /// Prometheus's answer to `end` before `start`.
-pub fn end_before_start() -> ApiError {
+pub(crate) fn end_before_start() -> ApiError {
     ApiError::bad_data("invalid parameter \"end\": end timestamp must not be before start time")
 }
 
 /// Parsed `match[]`, `start`, `end` of the read endpoints.
-pub struct ReadArgs {
+pub(crate) struct ReadArgs {
     pub matchers: Vec<Vec<Matcher>>,
     pub start: i64,
     pub end: i64,
@@ -133,7 +138,7 @@ pub struct ReadArgs {
 
 /// Go's largest `time.Duration` in ms (about 292 years): Prometheus cannot
 /// parse a longer duration.
-pub const MAX_DURATION_MS: i64 = i64::MAX / 1_000_000;
+pub(crate) const MAX_DURATION_MS: i64 = i64::MAX / 1_000_000;
 
 /// A time as Unix seconds (possibly fractional) or RFC 3339, in ms, within
 /// [`MIN_TIME`, `MAX_TIME`] (narrower than Prometheus, which takes nearly

@@ -112,7 +112,7 @@ impl ReadPool {
     /// Starts `max_concurrency` read threads. A thread that cannot be
     /// started is logged; the pool runs with the others (at least one is
     /// required, else an error).
-    pub fn new(max_concurrency: usize, max_queued: usize) -> std::io::Result<ReadPool> {
+    pub(crate) fn new(max_concurrency: usize, max_queued: usize) -> std::io::Result<ReadPool> {
         let n = max_concurrency.max(1);
         let dispatch = Arc::new(Dispatch {
             state: Mutex::new(DispatchState {
@@ -150,7 +150,7 @@ impl ReadPool {
 
     /// Cancels every read and waits up to `wait` for the running ones to
     /// stop; true when none is left.
-    pub async fn stop(&self, wait: std::time::Duration) -> bool {
+    pub(crate) async fn stop(&self, wait: std::time::Duration) -> bool {
         self.stopping.store(true, Ordering::Relaxed);
         for w in self.live.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             if let Some(f) = w.upgrade() {
@@ -169,7 +169,7 @@ impl ReadPool {
 
     /// Runs `f` on a read thread; `f` gets the cancel flag to hand to the
     /// engine. 503 when the queue is full, 500 when `f` panics.
-    pub async fn run<T: Send + 'static>(
+    pub(crate) async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(Arc<AtomicBool>) -> T + Send + 'static,
     ) -> Result<T, ApiError> {

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 /// Appends `v` as Prometheus writes a sample value (without quotes), i.e.
 /// its `jsonutil.MarshalValue` (see [`cairn_common::gofmt::write_json_float`]).
-pub fn write_float(out: &mut String, v: f64) {
+pub(crate) fn write_float(out: &mut String, v: f64) {
     cairn_common::gofmt::write_json_float(out, v);
 }
 
@@ -77,7 +77,7 @@ fn write_point(out: &mut String, t: i64, v: f64) {
 }
 
 /// The `data` object of a query answer: `{"resultType":…,"result":…}`.
-pub fn write_data(out: &mut String, value: &PValue) {
+pub(crate) fn write_data(out: &mut String, value: &PValue) {
     out.push_str("{\"resultType\":\"");
     out.push_str(value.type_name());
     out.push_str("\",\"result\":");
@@ -144,7 +144,7 @@ fn write_str_array(out: &mut String, key: &str, items: &[String]) {
 }
 
 /// The whole success body of a query answer.
-pub fn render_result(r: &QueryResult) -> String {
+pub(crate) fn render_result(r: &QueryResult) -> String {
     let points = match &r.value {
         PValue::Matrix(m) => m.iter().map(|s| s.samples.len()).sum::<usize>(),
         PValue::Vector(v) => v.len(),
@@ -189,7 +189,7 @@ pub(crate) fn labels_json(l: &Labels) -> Value {
 }
 
 /// Prometheus's exemplar answer: `[{"seriesLabels":{…},"exemplars":[…]}]`.
-pub fn exemplars_json(series: &[ExemplarSeries]) -> Value {
+pub(crate) fn exemplars_json(series: &[ExemplarSeries]) -> Value {
     Value::Array(
         series
             .iter()

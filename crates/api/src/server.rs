@@ -65,7 +65,7 @@ const REJECT_LINGER: Duration = Duration::from_secs(1);
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops
 /// accepting, closes idle connections and waits for requests in flight.
-pub async fn run(
+pub(crate) async fn run(
     listener: TcpListener,
     router: Router,
     opts: ServerOptions,

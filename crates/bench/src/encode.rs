@@ -56,6 +56,12 @@ pub struct EncodedRequest {
     pub phase: u64,
 }
 
+impl std::fmt::Debug for BatchBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchBuilder").finish_non_exhaustive()
+    }
+}
+
 /// Accumulates samples into `WriteRequest`s of at most `batch_size` samples.
 pub struct BatchBuilder {
     batch_size: usize,

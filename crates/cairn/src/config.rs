@@ -7,11 +7,11 @@ use serde_yaml::{Mapping, Value};
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub const DEFAULT_YAML: &str = include_str!("../../../config/cairn.yaml");
+pub(crate) const DEFAULT_YAML: &str = include_str!("../../../config/cairn.yaml");
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct HttpConfig {
+pub(crate) struct HttpConfig {
     pub listen: String,
     pub header_read_timeout: String,
     pub idle_timeout: String,
@@ -21,7 +21,7 @@ pub struct HttpConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct StorageSection {
+pub(crate) struct StorageSection {
     pub data_dir: PathBuf,
     pub fsync: String,
     pub block_size: String,
@@ -40,7 +40,7 @@ pub struct StorageSection {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct IngestSection {
+pub(crate) struct IngestSection {
     pub max_body_size: String,
     pub max_decoded_size: String,
     pub max_labels_per_series: usize,
@@ -55,7 +55,7 @@ pub struct IngestSection {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct QuerySection {
+pub(crate) struct QuerySection {
     pub lookback_delta: String,
     pub max_samples: usize,
     pub timeout: String,
@@ -69,7 +69,7 @@ pub struct QuerySection {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Config {
+pub(crate) struct Config {
     pub http: HttpConfig,
     pub storage: StorageSection,
     pub ingest: IngestSection,
@@ -77,7 +77,7 @@ pub struct Config {
 }
 
 /// Parses `2h`, `30d`, `10ms`, `1m30s`.
-pub fn parse_duration(key: &str, s: &str) -> Result<Duration> {
+pub(crate) fn parse_duration(key: &str, s: &str) -> Result<Duration> {
     let ms = cairn_common::duration::parse_units_ms(s.trim()).ok_or_else(|| {
         anyhow!("config key {key}: {s:?} is not a duration (e.g. 10ms, 15s, 2h, 30d)")
     })?;
@@ -85,7 +85,7 @@ pub fn parse_duration(key: &str, s: &str) -> Result<Duration> {
 }
 
 /// Parses `64MiB`, `1GiB`, `512KiB`, `1MB`, `1000`.
-pub fn parse_size(key: &str, s: &str) -> Result<u64> {
+pub(crate) fn parse_size(key: &str, s: &str) -> Result<u64> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
@@ -144,14 +144,14 @@ fn set(root: &mut Value, section: &str, key: &str, value: &str) {
 
 /// Flags from the command line (None = not given).
 #[derive(Debug, Default, Clone)]
-pub struct Overrides {
+pub(crate) struct Overrides {
     pub config_file: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
     pub http_listen: Option<String>,
 }
 
 impl Config {
-    pub fn load(flags: &Overrides, env: &[(String, String)]) -> Result<Config> {
+    pub(crate) fn load(flags: &Overrides, env: &[(String, String)]) -> Result<Config> {
         let mut v: Value = serde_yaml::from_str(DEFAULT_YAML).context("embedded default config")?;
         // The sections an environment variable may set: those of the
         // embedded default, so a new section needs no list kept here.
@@ -208,7 +208,7 @@ impl Config {
     }
 
     /// Checks every value and names the bad key.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         self.listen_addr()?;
         self.server_options()?;
         self.storage_config()?;
@@ -235,7 +235,7 @@ impl Config {
     }
 
     /// `:9201` means all interfaces.
-    pub fn listen_addr(&self) -> Result<std::net::SocketAddr> {
+    pub(crate) fn listen_addr(&self) -> Result<std::net::SocketAddr> {
         let l = &self.http.listen;
         let full = if l.starts_with(':') {
             format!("0.0.0.0{l}")
@@ -248,7 +248,7 @@ impl Config {
     }
 
     /// The HTTP server's timeouts and connection cap from the `http:` section.
-    pub fn server_options(&self) -> Result<cairn_api::ServerOptions> {
+    pub(crate) fn server_options(&self) -> Result<cairn_api::ServerOptions> {
         let h = &self.http;
         let positive = |key: &str, v: &str| -> Result<Duration> {
             let d = parse_duration(key, v)?;
@@ -269,7 +269,7 @@ impl Config {
     }
 
     /// The PromQL engine's options from the `query:` section.
-    pub fn engine_options(&self) -> Result<cairn_promql::EngineOptions> {
+    pub(crate) fn engine_options(&self) -> Result<cairn_promql::EngineOptions> {
         let lookback = parse_duration("query.lookback-delta", &self.query.lookback_delta)?;
         if lookback.is_zero() {
             bail!("config key query.lookback-delta: must be positive");
@@ -297,7 +297,7 @@ impl Config {
 
     /// The HTTP layer's settings (body size, read pool, ingest and query
     /// limits) from the `ingest:` and `query:` sections.
-    pub fn api_config(&self) -> Result<cairn_api::ApiConfig> {
+    pub(crate) fn api_config(&self) -> Result<cairn_api::ApiConfig> {
         Ok(cairn_api::ApiConfig {
             max_body_size: self.max_body_size()?,
             engine: self.engine_options()?,
@@ -316,7 +316,7 @@ impl Config {
 
     /// The ingest limits from the `ingest:` section, checked against the
     /// bounds the on-disk encodings hold.
-    pub fn ingest_limits(&self) -> Result<cairn_common::IngestLimits> {
+    pub(crate) fn ingest_limits(&self) -> Result<cairn_common::IngestLimits> {
         let i = &self.ingest;
         let l = cairn_common::IngestLimits {
             max_labels_per_series: i.max_labels_per_series,
@@ -331,11 +331,11 @@ impl Config {
         Ok(l)
     }
 
-    pub fn max_body_size(&self) -> Result<usize> {
+    pub(crate) fn max_body_size(&self) -> Result<usize> {
         Ok(parse_size("ingest.max-body-size", &self.ingest.max_body_size)? as usize)
     }
 
-    pub fn storage_config(&self) -> Result<cairn_storage::StorageConfig> {
+    pub(crate) fn storage_config(&self) -> Result<cairn_storage::StorageConfig> {
         let s = &self.storage;
         let mut c = cairn_storage::StorageConfig::new(&s.data_dir);
         c.fsync = match s.fsync.as_str() {

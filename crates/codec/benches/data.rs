@@ -3,6 +3,9 @@
 //!
 //! Every series is scraped every 15 s with a uniform jitter of ±JITTER_MS ms.
 
+// Shared by the bench, the examples and the tests (each includes it as a
+// module with `#[path]`), so its items are `pub` for all of them.
+#![allow(unreachable_pub)]
 #![allow(dead_code)]
 
 pub const INTERVAL_MS: i64 = 15_000;
@@ -11,6 +14,7 @@ pub const JITTER_MS: i64 = 3;
 pub const CHUNK: usize = 120;
 
 /// Deterministic xorshift64*; no dependency needed.
+#[derive(Debug)]
 pub struct Rng(u64);
 
 impl Rng {

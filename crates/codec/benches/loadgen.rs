@@ -9,6 +9,9 @@
 //! interval, ±2 ms jitter, no churn; `start_ms` is fixed here (the loadgen
 //! uses "now"), which only moves `node_time_seconds` and the first timestamps.
 
+// Shared by the bench, the examples and the tests (each includes it as a
+// module with `#[path]`), so its items are `pub` for all of them.
+#![allow(unreachable_pub)]
 #![allow(dead_code)]
 
 pub const SEED: u64 = 42;
@@ -404,6 +407,7 @@ fn build_node(rng: &mut Rng, interval_ms: i64) -> Vec<(&'static str, Gen)> {
 }
 
 /// One series: its metric family and samples.
+#[derive(Debug)]
 pub struct Series {
     pub family: &'static str,
     pub samples: Vec<(i64, f64)>,

@@ -15,6 +15,8 @@ use cairn_codec::{decode_all, encode_all};
 #[path = "../benches/data.rs"]
 mod data;
 
+// The derive macros generate `pub` items this example cannot reach.
+#[allow(unreachable_pub)]
 mod ts {
     use tsz_compress::prelude::*;
 

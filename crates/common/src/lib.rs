@@ -126,7 +126,7 @@ impl std::fmt::Display for SeriesId {
 
 /// A hasher for maps keyed by [`SeriesId`]: the id is already a uniform
 /// hash, so hashing it again (SipHash) is wasted work on the ingest path.
-#[derive(Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy)]
 pub struct IdHasher(u64);
 
 impl std::hash::Hasher for IdHasher {

@@ -258,6 +258,12 @@ struct MemInner {
     metadata: BTreeMap<(String, String), MetricMetadata>,
 }
 
+impl std::fmt::Debug for MemSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemSource").finish_non_exhaustive()
+    }
+}
+
 /// An in-memory store implementing both contracts. Not for production: no
 /// durability, no compression; it exists so engines and decoders can be tested
 /// without RocksDB.

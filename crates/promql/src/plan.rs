@@ -24,7 +24,7 @@ pub(crate) struct Nodes {
 
 impl Nodes {
     /// Numbers `e`'s nodes in pre-order.
-    pub fn of(e: &Expr) -> Nodes {
+    pub(crate) fn of(e: &Expr) -> Nodes {
         let mut n = Nodes {
             first: Vec::new(),
             size: Vec::new(),
@@ -45,17 +45,17 @@ impl Nodes {
         id
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.first.len()
     }
 
     /// The id of child `k` of node `id` (see [`children`] for the order).
-    pub fn child(&self, id: NodeId, k: usize) -> NodeId {
+    pub(crate) fn child(&self, id: NodeId, k: usize) -> NodeId {
         self.kids[self.first[id] + k]
     }
 
     /// The ids of `id`'s subtree, itself first.
-    pub fn subtree(&self, id: NodeId) -> Range<NodeId> {
+    pub(crate) fn subtree(&self, id: NodeId) -> Range<NodeId> {
         id..id + self.size[id]
     }
 }

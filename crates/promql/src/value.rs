@@ -131,7 +131,7 @@ pub(crate) enum Val {
 }
 
 impl Val {
-    pub fn type_name(&self) -> &'static str {
+    pub(crate) fn type_name(&self) -> &'static str {
         match self {
             Val::Scalar(_) => "scalar",
             Val::Str(_) => "string",

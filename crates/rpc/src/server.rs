@@ -65,7 +65,13 @@ impl Stream for Incoming {
     }
 }
 
-/// SelectBatches of a select on their way to the client.
+impl std::fmt::Debug for SelectBatches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SelectBatches").finish_non_exhaustive()
+    }
+}
+
+/// A select's batches on their way to the client (the `Select` stream).
 pub struct SelectBatches(tokio::sync::mpsc::Receiver<Result<pb::SeriesBatch, Status>>);
 
 impl Stream for SelectBatches {

@@ -115,6 +115,12 @@ struct SyncState {
     last_error: String,
 }
 
+impl std::fmt::Debug for CommitLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommitLog").finish_non_exhaustive()
+    }
+}
+
 pub struct CommitLog {
     dir: PathBuf,
     policy: FsyncPolicy,

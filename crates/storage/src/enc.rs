@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use cairn_common::limits::{hard, truncate_lossy};
 use cairn_common::{Label, Labels};
 
-pub fn put_uvarint(buf: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_uvarint(buf: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         buf.push((v as u8) | 0x80);
         v >>= 7;
@@ -21,18 +21,18 @@ pub fn put_uvarint(buf: &mut Vec<u8>, mut v: u64) {
     buf.push(v as u8);
 }
 
-pub fn put_varint(buf: &mut Vec<u8>, v: i64) {
+pub(crate) fn put_varint(buf: &mut Vec<u8>, v: i64) {
     put_uvarint(buf, ((v << 1) ^ (v >> 63)) as u64);
 }
 
-pub fn put_bytes(buf: &mut Vec<u8>, b: &[u8]) {
+pub(crate) fn put_bytes(buf: &mut Vec<u8>, b: &[u8]) {
     put_uvarint(buf, b.len() as u64);
     buf.extend_from_slice(b);
 }
 
 /// Which label sets an encoder takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bounds {
+pub(crate) enum Bounds {
     /// New data (the write path): within [`hard`].
     Hard,
     /// Label sets already stored and read back (commit-log replay):
@@ -44,7 +44,9 @@ pub enum Bounds {
 /// [`hard::MAX_LABELS`] labels, a name or value above its byte bound, or
 /// names not strictly ascending (unsorted or repeated). A subset of what
 /// [`Reader::labels`] accepts.
-pub fn labels_unstorable<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Option<String> {
+pub(crate) fn labels_unstorable<'a>(
+    pairs: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Option<String> {
     labels_beyond(pairs, Bounds::Hard)
 }
 
@@ -95,13 +97,13 @@ fn labels_beyond<'a>(
 
 /// Encodes a new label set; `Invalid` (nothing appended) when
 /// [`labels_unstorable`] refuses it.
-pub fn put_labels(buf: &mut Vec<u8>, labels: &Labels) -> Result<()> {
+pub(crate) fn put_labels(buf: &mut Vec<u8>, labels: &Labels) -> Result<()> {
     put_labels_within(buf, labels, Bounds::Hard)
 }
 
 /// Encodes a label set within `bounds`; `Invalid` (nothing appended)
 /// beyond them.
-pub fn put_labels_within(buf: &mut Vec<u8>, labels: &Labels, bounds: Bounds) -> Result<()> {
+pub(crate) fn put_labels_within(buf: &mut Vec<u8>, labels: &Labels, bounds: Bounds) -> Result<()> {
     let pairs = labels.iter().map(|l| (l.name.as_str(), l.value.as_str()));
     if let Some(why) = labels_beyond(pairs, bounds) {
         return Err(Error::Invalid(why));
@@ -116,18 +118,18 @@ pub fn put_labels_within(buf: &mut Vec<u8>, labels: &Labels, bounds: Bounds) -> 
 
 /// A read cursor over a byte slice; every read is bounds-checked and a short
 /// or malformed input is a `Corrupt` error naming `what`.
-pub struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
     what: &'static str,
 }
 
 impl<'a> Reader<'a> {
-    pub fn new(buf: &'a [u8], what: &'static str) -> Self {
+    pub(crate) fn new(buf: &'a [u8], what: &'static str) -> Self {
         Self { buf, pos: 0, what }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.pos >= self.buf.len()
     }
 
@@ -135,7 +137,7 @@ impl<'a> Reader<'a> {
         Error::Corrupt(format!("{}: {} at byte {}", self.what, msg, self.pos))
     }
 
-    pub fn u8(&mut self) -> Result<u8> {
+    pub(crate) fn u8(&mut self) -> Result<u8> {
         let b = *self
             .buf
             .get(self.pos)
@@ -144,7 +146,7 @@ impl<'a> Reader<'a> {
         Ok(b)
     }
 
-    pub fn uvarint(&mut self) -> Result<u64> {
+    pub(crate) fn uvarint(&mut self) -> Result<u64> {
         let mut v: u64 = 0;
         for shift in (0..64).step_by(7) {
             let b = self.u8()?;
@@ -156,12 +158,12 @@ impl<'a> Reader<'a> {
         Err(self.corrupt("varint too long"))
     }
 
-    pub fn varint(&mut self) -> Result<i64> {
+    pub(crate) fn varint(&mut self) -> Result<i64> {
         let u = self.uvarint()?;
         Ok(((u >> 1) as i64) ^ -((u & 1) as i64))
     }
 
-    pub fn fixed<const N: usize>(&mut self) -> Result<[u8; N]> {
+    pub(crate) fn fixed<const N: usize>(&mut self) -> Result<[u8; N]> {
         let end = self.pos.checked_add(N).filter(|&e| e <= self.buf.len());
         let end = end.ok_or_else(|| self.corrupt("unexpected end"))?;
         let mut out = [0u8; N];
@@ -170,11 +172,11 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    pub fn u64(&mut self) -> Result<u64> {
+    pub(crate) fn u64(&mut self) -> Result<u64> {
         Ok(u64::from_le_bytes(self.fixed::<8>()?))
     }
 
-    pub fn bytes(&mut self) -> Result<&'a [u8]> {
+    pub(crate) fn bytes(&mut self) -> Result<&'a [u8]> {
         let n = self.uvarint()? as usize;
         let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
         let end = end.ok_or_else(|| self.corrupt("length beyond end"))?;
@@ -183,7 +185,7 @@ impl<'a> Reader<'a> {
         Ok(s)
     }
 
-    pub fn string(&mut self) -> Result<String> {
+    pub(crate) fn string(&mut self) -> Result<String> {
         let b = self.bytes()?;
         String::from_utf8(b.to_vec()).map_err(|_| self.corrupt("invalid UTF-8"))
     }
@@ -192,7 +194,7 @@ impl<'a> Reader<'a> {
     /// the input (each label takes at least its two length bytes), not by
     /// [`hard`]: the release before those bounds wrote label sets of any
     /// size, and its decoder took up to 10,000 labels of any length.
-    pub fn labels(&mut self) -> Result<Labels> {
+    pub(crate) fn labels(&mut self) -> Result<Labels> {
         let n = self.uvarint()?;
         let left = (self.buf.len() - self.pos.min(self.buf.len())) as u64;
         if n > left / 2 {

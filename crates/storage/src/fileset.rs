@@ -109,6 +109,12 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(io_err(format!("writing {}", path.display())))
 }
 
+impl std::fmt::Debug for Fileset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fileset").finish_non_exhaustive()
+    }
+}
+
 /// A complete, open fileset (memory-mapped).
 pub struct Fileset {
     pub dir: PathBuf,

@@ -131,6 +131,12 @@ impl Flusher {
     }
 }
 
+impl std::fmt::Debug for FlushTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlushTask").finish_non_exhaustive()
+    }
+}
+
 /// The background flush thread: every `flush-interval` a flush of closed
 /// windows and retention; every few seconds a check of head memory.
 /// [`FlushTask::stop`] wakes it, waits for a flush under way to finish, and

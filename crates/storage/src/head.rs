@@ -14,6 +14,12 @@ use cairn_codec::Encoder;
 use cairn_common::{IdMap, Sample, SeriesId};
 use std::collections::{BTreeMap, BTreeSet};
 
+impl std::fmt::Debug for BlockBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockBuf").finish_non_exhaustive()
+    }
+}
+
 pub struct BlockBuf {
     pub start: i64,
     enc: Encoder,
@@ -112,10 +118,22 @@ pub fn merge_newer_wins(older: Vec<Sample>, newer: Vec<Sample>) -> Vec<Sample> {
     out
 }
 
+impl std::fmt::Debug for HeadSeries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeadSeries").finish_non_exhaustive()
+    }
+}
+
 #[derive(Default)]
 pub struct HeadSeries {
     /// Usually one (the open window); more with out-of-order or backfill.
     pub blocks: Vec<BlockBuf>,
+}
+
+impl std::fmt::Debug for Head {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Head").finish_non_exhaustive()
+    }
 }
 
 /// One shard's head. The map also serves as the set of known series (those

@@ -3,6 +3,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
 /// Counters published on `/metrics`.
 #[derive(Default)]
 pub struct Metrics {

@@ -27,6 +27,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage").finish_non_exhaustive()
+    }
+}
+
 /// One storage node: open it with [`Storage::open`], hand it to the rest of
 /// Cairn as a `SampleWriter` and a `SeriesSource`, start its background
 /// flush with [`Storage::start_background`], and [`Storage::close`] it at

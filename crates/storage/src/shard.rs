@@ -19,6 +19,12 @@ use std::sync::Arc;
 /// fileset; reads still see them until the fileset is in place.
 pub type Flushing = Arc<IdMap<BlockBuf>>;
 
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard").finish_non_exhaustive()
+    }
+}
+
 #[derive(Default)]
 pub struct Shard {
     pub head: Head,

@@ -10,28 +10,28 @@ use proptest::prelude::*;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-pub const H: i64 = 3_600_000;
-pub const DAY: i64 = 24 * H;
+pub(crate) const H: i64 = 3_600_000;
+pub(crate) const DAY: i64 = 24 * H;
 
-pub struct Fixture {
+pub(crate) struct Fixture {
     pub dir: tempfile::TempDir,
     pub now: Arc<AtomicI64>,
 }
 
 impl Fixture {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             dir: tempfile::tempdir().unwrap(),
             now: Arc::new(AtomicI64::new(100 * DAY)),
         }
     }
 
-    pub fn open(&self) -> Arc<Storage> {
+    pub(crate) fn open(&self) -> Arc<Storage> {
         self.open_with(|_| {})
     }
 
     /// Opens with 4 shards, the fixture's clock and `tune` applied.
-    pub fn open_with(&self, tune: impl FnOnce(&mut StorageConfig)) -> Arc<Storage> {
+    pub(crate) fn open_with(&self, tune: impl FnOnce(&mut StorageConfig)) -> Arc<Storage> {
         let now = self.now.clone();
         let mut cfg = StorageConfig::new(self.dir.path());
         cfg.num_shards = 4;
@@ -40,11 +40,11 @@ impl Fixture {
     }
 }
 
-pub fn labels(name: &str, job: &str) -> Labels {
+pub(crate) fn labels(name: &str, job: &str) -> Labels {
     Labels::from_pairs(&[("__name__", name), ("job", job)])
 }
 
-pub fn batch(series: Vec<(Labels, Vec<(i64, f64)>)>) -> WriteBatch {
+pub(crate) fn batch(series: Vec<(Labels, Vec<(i64, f64)>)>) -> WriteBatch {
     WriteBatch {
         series: series
             .into_iter()
@@ -58,7 +58,7 @@ pub fn batch(series: Vec<(Labels, Vec<(i64, f64)>)>) -> WriteBatch {
     }
 }
 
-pub fn read(s: &Storage, tenant: &str, name: &str) -> Vec<(String, Vec<(i64, u64)>)> {
+pub(crate) fn read(s: &Storage, tenant: &str, name: &str) -> Vec<(String, Vec<(i64, u64)>)> {
     let m = [Matcher::new(MatchOp::Equal, "__name__", name).unwrap()];
     s.select(tenant, &m, i64::MIN / 2, i64::MAX / 2)
         .unwrap()
@@ -74,7 +74,7 @@ pub fn read(s: &Storage, tenant: &str, name: &str) -> Vec<(String, Vec<(i64, u64
 
 /// A label set of `n` labels, names ascending by a 4-digit prefix and
 /// padded to their chosen length, values of their chosen length.
-pub fn label_set(n: usize, name_lens: &[usize], value_lens: &[usize], uni: &str) -> Labels {
+pub(crate) fn label_set(n: usize, name_lens: &[usize], value_lens: &[usize], uni: &str) -> Labels {
     let v = (0..n)
         .map(|i| {
             let mut name = format!("{i:04}");
@@ -92,11 +92,11 @@ pub fn label_set(n: usize, name_lens: &[usize], value_lens: &[usize], uni: &str)
     Labels::from_sorted_unchecked(v)
 }
 
-pub fn len_up_to(max: usize) -> impl Strategy<Value = usize> {
+pub(crate) fn len_up_to(max: usize) -> impl Strategy<Value = usize> {
     prop_oneof![8 => 0usize..24, 1 => Just(max), 1 => 0..=max]
 }
 
-pub fn labels_strategy() -> impl Strategy<Value = Labels> {
+pub(crate) fn labels_strategy() -> impl Strategy<Value = Labels> {
     (
         prop_oneof![6 => 0usize..8, 1 => Just(hard::MAX_LABELS), 1 => 0..=hard::MAX_LABELS],
         proptest::collection::vec(len_up_to(hard::MAX_LABEL_NAME_BYTES), 1..4),
@@ -124,7 +124,7 @@ pub fn labels_strategy() -> impl Strategy<Value = Labels> {
 
 /// A label set encoded as the release before the hard bounds did, with
 /// no check.
-pub fn put_labels_raw(p: &mut Vec<u8>, l: &Labels) {
+pub(crate) fn put_labels_raw(p: &mut Vec<u8>, l: &Labels) {
     enc::put_uvarint(p, l.len() as u64);
     for x in l.iter() {
         enc::put_bytes(p, x.name.as_bytes());
@@ -132,7 +132,7 @@ pub fn put_labels_raw(p: &mut Vec<u8>, l: &Labels) {
     }
 }
 
-pub fn seg_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+pub(crate) fn seg_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(dir.join("commitlog"))
         .unwrap()
         .map(|e| e.unwrap().path())

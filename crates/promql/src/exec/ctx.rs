@@ -70,7 +70,7 @@ pub(crate) struct Evaluator {
 impl Evaluator {
     /// An evaluator with no data yet (the fetch step fills `data`).
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn new(
         query: &str,
         nodes: Nodes,
         start: i64,
@@ -111,7 +111,7 @@ impl Evaluator {
     }
 
     /// `l` without `__name__`, shared across steps.
-    pub fn without_name(&self, l: &Arc<Labels>) -> Arc<Labels> {
+    pub(crate) fn without_name(&self, l: &Arc<Labels>) -> Arc<Labels> {
         if l.metric_name().is_none() {
             return l.clone();
         }
@@ -121,7 +121,7 @@ impl Evaluator {
     }
 
     /// Applies delayed name removal and checks label-set uniqueness.
-    pub fn cleanup_vector(&self, mut elems: Vec<Elem>) -> Result<Vec<Elem>> {
+    pub(crate) fn cleanup_vector(&self, mut elems: Vec<Elem>) -> Result<Vec<Elem>> {
         for e in &mut elems {
             if e.drop_name {
                 e.labels = self.without_name(&e.labels);
@@ -132,18 +132,18 @@ impl Evaluator {
         Ok(elems)
     }
 
-    pub fn warn(&self, msg: impl Into<String>) {
+    pub(crate) fn warn(&self, msg: impl Into<String>) {
         self.warnings.borrow_mut().insert(msg.into());
     }
 
-    pub fn info(&self, msg: impl Into<String>) {
+    pub(crate) fn info(&self, msg: impl Into<String>) {
         self.infos.borrow_mut().insert(msg.into());
     }
 
     /// Prometheus's position suffix for an annotation about `e`: where its
     /// text starts in the query, as `(line:col)`. The parser keeps no
     /// positions, so the expression's printed form is searched for.
-    pub fn pos(&self, e: &Expr) -> String {
+    pub(crate) fn pos(&self, e: &Expr) -> String {
         let text = e.to_string();
         let mut candidates = vec![text.clone()];
         if let Some(i) = text.find(['[', '(', '{']) {
@@ -166,7 +166,7 @@ impl Evaluator {
     /// the parser turns a `\xNN` escape into U+00NN where Go keeps the raw
     /// byte, so a high `\x` escape present in the query text marks the name
     /// as the invalid UTF-8 Prometheus would have seen.
-    pub fn valid_label_name(&self, name: &str) -> bool {
+    pub(crate) fn valid_label_name(&self, name: &str) -> bool {
         if name.is_empty() {
             return false;
         }
@@ -177,7 +177,7 @@ impl Evaluator {
         })
     }
 
-    pub fn check_deadline(&self) -> Result<()> {
+    pub(crate) fn check_deadline(&self) -> Result<()> {
         if Instant::now() > self.deadline {
             return Err(timeout_err("query execution"));
         }
@@ -193,7 +193,7 @@ impl Evaluator {
         Ok(())
     }
 
-    pub fn at_time(&self, at: &Option<AtModifier>) -> Option<i64> {
+    pub(crate) fn at_time(&self, at: &Option<AtModifier>) -> Option<i64> {
         at.as_ref().map(|a| match a {
             AtModifier::Start => self.start,
             AtModifier::End => self.end,
@@ -203,27 +203,32 @@ impl Evaluator {
 
     /// Evaluates `e`, node `id`, at step `t` through the dispatcher this
     /// evaluator was built with (see [`EvalFn`]).
-    pub fn eval(&self, e: &Expr, id: NodeId, t: i64) -> Result<Val> {
+    pub(crate) fn eval(&self, e: &Expr, id: NodeId, t: i64) -> Result<Val> {
         (self.eval_fn)(self, e, id, t)
     }
 
     /// The id of child `k` of node `id`.
-    pub fn child(&self, id: NodeId, k: usize) -> NodeId {
+    pub(crate) fn child(&self, id: NodeId, k: usize) -> NodeId {
         self.nodes.child(id, k)
     }
 
     /// The series fetched for node `id`, if any.
-    pub fn data(&self, id: NodeId) -> Option<&Vec<Fetched>> {
+    pub(crate) fn data(&self, id: NodeId) -> Option<&Vec<Fetched>> {
         self.data[id].as_ref()
     }
 
-    pub fn select_instant(&self, vs: &VectorSelector, id: NodeId, t: i64) -> Result<Vec<Elem>> {
+    pub(crate) fn select_instant(
+        &self,
+        vs: &VectorSelector,
+        id: NodeId,
+        t: i64,
+    ) -> Result<Vec<Elem>> {
         let te = self.at_time(&vs.at).unwrap_or(t) - offset_ms(&vs.offset);
         self.instant_from(id, te)
     }
 
     /// The instant vector at `te` of the series fetched for node `id`.
-    pub fn instant_from(&self, id: NodeId, te: i64) -> Result<Vec<Elem>> {
+    pub(crate) fn instant_from(&self, id: NodeId, te: i64) -> Result<Vec<Elem>> {
         let Some(data) = self.data(id) else {
             return Ok(Vec::new());
         };
@@ -268,7 +273,7 @@ impl Evaluator {
     /// samples. Windows slide forward as `t` grows (each step advances two
     /// indices per series); a step back searches afresh. Returns the
     /// window's end and length.
-    pub fn for_each_window(
+    pub(crate) fn for_each_window(
         &self,
         ms: &MatrixSelector,
         id: NodeId,
@@ -310,7 +315,12 @@ impl Evaluator {
         Ok((te, range))
     }
 
-    pub fn select_range(&self, ms: &MatrixSelector, id: NodeId, t: i64) -> Result<MatrixVal> {
+    pub(crate) fn select_range(
+        &self,
+        ms: &MatrixSelector,
+        id: NodeId,
+        t: i64,
+    ) -> Result<MatrixVal> {
         let vs = &ms.vs;
         let te = self.at_time(&vs.at).unwrap_or(t) - offset_ms(&vs.offset);
         let range = ms.range.as_millis() as i64;
@@ -345,7 +355,7 @@ impl Evaluator {
     }
 
     /// Evaluates an expression that must yield a scalar.
-    pub fn eval_scalar(&self, e: &Expr, id: NodeId, t: i64) -> Result<f64> {
+    pub(crate) fn eval_scalar(&self, e: &Expr, id: NodeId, t: i64) -> Result<f64> {
         match self.eval(e, id, t)? {
             Val::Scalar(v) => Ok(v),
             other => Err(exec_err(format!(
@@ -355,7 +365,7 @@ impl Evaluator {
         }
     }
 
-    pub fn eval_vector(&self, e: &Expr, id: NodeId, t: i64) -> Result<Vec<Elem>> {
+    pub(crate) fn eval_vector(&self, e: &Expr, id: NodeId, t: i64) -> Result<Vec<Elem>> {
         match self.eval(e, id, t)? {
             Val::Vector(v) => Ok(v),
             other => Err(exec_err(format!(
@@ -365,7 +375,7 @@ impl Evaluator {
         }
     }
 
-    pub fn eval_matrix(&self, e: &Expr, id: NodeId, t: i64) -> Result<MatrixVal> {
+    pub(crate) fn eval_matrix(&self, e: &Expr, id: NodeId, t: i64) -> Result<MatrixVal> {
         match self.eval(e, id, t)? {
             Val::Matrix(v) => Ok(v),
             other => Err(exec_err(format!(
@@ -375,7 +385,7 @@ impl Evaluator {
         }
     }
 
-    pub fn eval_string(&self, e: &Expr, id: NodeId, t: i64) -> Result<String> {
+    pub(crate) fn eval_string(&self, e: &Expr, id: NodeId, t: i64) -> Result<String> {
         match self.eval(e, id, t)? {
             Val::Str(v) => Ok(v),
             other => Err(exec_err(format!(

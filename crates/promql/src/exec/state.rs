@@ -30,12 +30,17 @@ pub(crate) struct PtrCache<V> {
 impl<V: Clone> PtrCache<V> {
     /// Looks `l` up by address; on a miss computes the value and, when `l`
     /// is shared (held elsewhere too, so likely seen again), remembers it.
-    pub fn get_or(&mut self, l: &Arc<Labels>, f: impl FnOnce(&Labels) -> V) -> V {
+    pub(crate) fn get_or(&mut self, l: &Arc<Labels>, f: impl FnOnce(&Labels) -> V) -> V {
         self.get_or_tagged(l, false, f)
     }
 
     /// The same, with a one-bit tag in the key (the address is aligned).
-    pub fn get_or_tagged(&mut self, l: &Arc<Labels>, tag: bool, f: impl FnOnce(&Labels) -> V) -> V {
+    pub(crate) fn get_or_tagged(
+        &mut self,
+        l: &Arc<Labels>,
+        tag: bool,
+        f: impl FnOnce(&Labels) -> V,
+    ) -> V {
         let k = Arc::as_ptr(l) as usize | usize::from(tag);
         if let Some((_, v)) = self.map.get(&k) {
             return v.clone();
@@ -62,7 +67,11 @@ pub(crate) struct GroupCache {
 }
 
 impl GroupCache {
-    pub fn group_of(&mut self, l: &Arc<Labels>, key: impl FnOnce(&Labels) -> Labels) -> usize {
+    pub(crate) fn group_of(
+        &mut self,
+        l: &Arc<Labels>,
+        key: impl FnOnce(&Labels) -> Labels,
+    ) -> usize {
         let (index, keys) = (&mut self.index, &mut self.keys);
         self.by_ptr.get_or(l, |l| {
             let k = key(l);
@@ -89,7 +98,7 @@ pub(crate) struct BinCache {
 impl BinCache {
     /// The id of `sig(labels)`; `drop_name` is part of the key since the
     /// signature is taken over the effective labels.
-    pub fn sig_id(
+    pub(crate) fn sig_id(
         &mut self,
         l: &Arc<Labels>,
         drop_name: bool,

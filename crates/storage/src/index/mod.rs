@@ -48,6 +48,12 @@ use rocksdb::{
 };
 use std::path::Path;
 
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index").finish_non_exhaustive()
+    }
+}
+
 pub struct Index {
     /// `None` only while a reopen after an I/O error failed (every call
     /// then answers `Unavailable` until the next attempt succeeds).
@@ -489,9 +495,7 @@ mod tests {
             );
             idx.db().unwrap().delete(VERSION_KEY).unwrap();
         }
-        let e = Index::open(d.path())
-            .err()
-            .expect("opening without a version");
+        let e = Index::open(d.path()).expect_err("opening without a version");
         let msg = e.to_string();
         assert!(matches!(e, Error::Corrupt(_)), "{msg}");
         assert!(
@@ -503,8 +507,7 @@ mod tests {
             db.put(VERSION_KEY, b"1").unwrap();
         }
         let msg = Index::open(d.path())
-            .err()
-            .expect("opening version 1")
+            .expect_err("opening version 1")
             .to_string();
         assert!(msg.contains("layout version \"1\""), "{msg}");
     }
@@ -521,7 +524,7 @@ mod tests {
                 .unwrap();
             idx.db().unwrap().put(b"r\xff\x01", b"x").unwrap();
         }
-        let msg = Index::open(d.path()).err().expect("opening").to_string();
+        let msg = Index::open(d.path()).expect_err("opening").to_string();
         assert!(msg.contains("series registry key 72ff01"), "{msg}");
     }
 
