@@ -95,8 +95,10 @@ pub struct ApiConfig {
     /// Remote reads running at once (`query.remote-read-concurrent-limit`).
     pub remote_read_concurrent_limit: usize,
     /// Remote writes decoded and stored at once (`ingest.max-concurrency`;
-    /// 0: twice the CPU cores, as VictoriaMetrics's `-maxConcurrentInserts`):
-    /// each holds its decoded body until stored, so this bounds ingest memory.
+    /// 0: one per CPU core — VictoriaMetrics's `-maxConcurrentInserts` is
+    /// twice that, measured here at 1.12× the peak RSS for no more
+    /// throughput): each holds its decoded body until stored, so this bounds
+    /// ingest memory.
     pub write_concurrency: usize,
     /// How long a write waits for its turn before 503
     /// (`ingest.max-queue-duration`).
@@ -147,7 +149,7 @@ impl AppState {
     pub fn new(cfg: ApiConfig) -> std::io::Result<Self> {
         let reads = pool::ReadPool::new(cfg.max_concurrency, cfg.max_queued)?;
         let write_slots = match cfg.write_concurrency {
-            0 => 2 * std::thread::available_parallelism().map_or(1, |n| n.get()),
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
         Ok(Self(Arc::new(Inner {
