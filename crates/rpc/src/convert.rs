@@ -8,8 +8,8 @@ use cairn_common::{
     PreparedBatch, Sample, SeriesWrite, WriteBatch, WriteOutcome, WriteRejection,
 };
 use cairn_storage_api::{
-    Consistency, EncodedChunk, ErrorKind, ReadLimits, SelectHints, SelectRequest, SeriesQuery,
-    SeriesSamples, ShardSet, StoreError, StoredSeries, WriteRequest,
+    EncodedChunk, ErrorKind, ReadLimits, SelectHints, SelectRequest, SeriesQuery, SeriesSamples,
+    ShardSet, StoreError, StoredSeries, WriteLevel, WriteRequest,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -365,9 +365,9 @@ pub(crate) fn write_to(r: &WriteRequest) -> pb::WriteRequest {
         namespace: r.namespace.clone(),
         shard: r.shard,
         consistency: match r.consistency {
-            Consistency::Majority => pb::Consistency::Majority,
-            Consistency::One => pb::Consistency::One,
-            Consistency::All => pb::Consistency::All,
+            WriteLevel::Majority => pb::Consistency::Majority,
+            WriteLevel::One => pb::Consistency::One,
+            WriteLevel::All => pb::Consistency::All,
         } as i32,
         series: r
             .batch
@@ -397,9 +397,9 @@ pub(crate) fn write_to(r: &WriteRequest) -> pb::WriteRequest {
 
 pub(crate) fn write_from(r: pb::WriteRequest) -> Result<WriteRequest, StoreError> {
     let consistency = match pb::Consistency::try_from(r.consistency) {
-        Ok(pb::Consistency::Majority) => Consistency::Majority,
-        Ok(pb::Consistency::One) => Consistency::One,
-        Ok(pb::Consistency::All) => Consistency::All,
+        Ok(pb::Consistency::Majority) => WriteLevel::Majority,
+        Ok(pb::Consistency::One) => WriteLevel::One,
+        Ok(pb::Consistency::All) => WriteLevel::All,
         Err(_) => {
             return Err(StoreError::invalid(format!(
                 "unknown consistency level {}",

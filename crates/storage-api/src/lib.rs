@@ -4,7 +4,7 @@
 //! Owns: the requests ([`SelectRequest`] with tenant, namespace, matchers,
 //! time range, hints, shard set, limits and deadline; [`SeriesQuery`] for
 //! label and exemplar reads; [`WriteRequest`] with a shard and a
-//! [`Consistency`] level); the answers (series in batches whose samples are
+//! consistency level ([`WriteLevel`])); the answers (series in batches whose samples are
 //! decoded or encoded chunks, [`SeriesSamples`]); the one error type
 //! [`StoreError`] with its [`ErrorKind`]s, HTTP statuses and gRPC codes; the
 //! async, object-safe traits [`SeriesReader`] and [`ShardWriter`]; their
@@ -25,7 +25,7 @@ mod traits;
 pub use error::{ErrorKind, StoreError};
 pub use guard::guarded;
 pub use request::{
-    Consistency, ReadLimits, SelectHints, SelectRequest, SeriesQuery, ShardSet, WriteRequest,
+    ReadLimits, SelectHints, SelectRequest, SeriesQuery, ShardSet, WriteLevel, WriteRequest,
     RAW_NAMESPACE,
 };
 pub use series::{EncodedChunk, SeriesSamples, StoredSeries};

@@ -1,9 +1,11 @@
 //! What a caller asks the store: reads carry the tenant, the namespace, the
 //! matchers, the time range, hints a store may use to push work down, the
 //! shards to read, limits and a deadline; writes carry a shard, a batch and
-//! a consistency level.
+//! a consistency level (the placement crate's [`WriteLevel`]: one place for
+//! the arithmetic).
 
 use crate::StoreError;
+pub use cairn_cluster::WriteLevel;
 use cairn_common::{Matcher, PreparedBatch, Timestamp};
 use std::time::Instant;
 
@@ -204,30 +206,6 @@ impl SeriesQuery {
     }
 }
 
-/// How many replicas must acknowledge a write before it is acknowledged.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub enum Consistency {
-    /// Any one replica.
-    One,
-    /// More than half of the replicas (2 of 3): the default, as M3's.
-    #[default]
-    Majority,
-    /// Every replica.
-    All,
-}
-
-impl Consistency {
-    /// Acknowledgements needed out of `replicas`.
-    pub fn required(self, replicas: usize) -> usize {
-        match self {
-            Consistency::One => replicas.min(1),
-            Consistency::Majority => replicas / 2 + 1,
-            Consistency::All => replicas,
-        }
-        .min(replicas)
-    }
-}
-
 /// A validated batch for one tenant, to one shard or routed by series id.
 #[derive(Debug, Clone)]
 pub struct WriteRequest {
@@ -237,7 +215,7 @@ pub struct WriteRequest {
     /// route each series by its id.
     pub shard: Option<u32>,
     pub batch: PreparedBatch,
-    pub consistency: Consistency,
+    pub consistency: WriteLevel,
 }
 
 impl WriteRequest {
@@ -248,7 +226,7 @@ impl WriteRequest {
             namespace: RAW_NAMESPACE.to_string(),
             shard: None,
             batch,
-            consistency: Consistency::default(),
+            consistency: WriteLevel::default(),
         }
     }
 
@@ -257,7 +235,7 @@ impl WriteRequest {
         self
     }
 
-    pub fn with_consistency(mut self, consistency: Consistency) -> Self {
+    pub fn with_consistency(mut self, consistency: WriteLevel) -> Self {
         self.consistency = consistency;
         self
     }
@@ -285,12 +263,12 @@ mod tests {
 
     #[test]
     fn consistency_counts_acknowledgements() {
-        assert_eq!(Consistency::One.required(3), 1);
-        assert_eq!(Consistency::Majority.required(3), 2);
-        assert_eq!(Consistency::Majority.required(1), 1);
-        assert_eq!(Consistency::Majority.required(4), 3);
-        assert_eq!(Consistency::All.required(3), 3);
-        assert_eq!(Consistency::One.required(0), 0);
+        assert_eq!(WriteLevel::One.required_acks(3), 1);
+        assert_eq!(WriteLevel::Majority.required_acks(3), 2);
+        assert_eq!(WriteLevel::Majority.required_acks(1), 1);
+        assert_eq!(WriteLevel::Majority.required_acks(4), 3);
+        assert_eq!(WriteLevel::All.required_acks(3), 3);
+        assert_eq!(WriteLevel::One.required_acks(0), 0);
     }
 
     #[test]

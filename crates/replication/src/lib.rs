@@ -1,0 +1,447 @@
+//! `cairn-replication`: the cluster's data path — a store made of
+//! replicated shards, itself a store of the storage contract, so the engine,
+//! the API and the gateway use a cluster exactly as they use one node.
+//!
+//! Owns: [`ReplicatedStore`] — writes split by shard (the placement's
+//! [`Placement::shard_of`], the storage node's own function) and sent to
+//! every writable replica of each shard at once, acknowledged when every
+//! shard reached the write level, else refused as Unavailable naming the
+//! shard, the level and the replicas that failed; reads sent to each node
+//! once for the shards it holds readable, checked per shard at the read
+//! level, and merged per series (replicas deduplicated by timestamp before
+//! anything downstream sees them). Errors that are the request's own
+//! (invalid input, not found, limit exceeded) are returned as they are, not
+//! counted against a replica.
+//!
+//! Must never depend on: RocksDB, the storage crate, tonic or tokio — its
+//! replicas are any stores of the contract (the local node, a
+//! `cairn_rpc::RemoteNode`, an in-memory store in tests).
+
+use cairn_cluster::{evaluate, LevelNotMet, NodeId, Outcome, Placement, ReadLevel, Tally};
+use cairn_common::{
+    ExemplarSeries, Labels, MetricMetadata, PreparedBatch, Sample, SeriesData, SeriesId,
+    WriteOutcome,
+};
+use cairn_storage_api::{
+    decode_batch, guarded, next_batch, stream_from_iter, BoxFuture, ErrorKind, SelectRequest,
+    SeriesQuery, SeriesReader, SeriesStream, ShardSet, ShardWriter, StoreError, StoredSeries,
+    WriteRequest,
+};
+use futures_util::future::join_all;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+/// A replica's store: anything that reads and writes the contract.
+pub trait NodeStore: SeriesReader + ShardWriter {}
+impl<T: SeriesReader + ShardWriter + ?Sized> NodeStore for T {}
+
+/// Series per batch of a merged select.
+const MERGED_BATCH: usize = 1024;
+
+/// A store over the nodes of a placement.
+pub struct ReplicatedStore {
+    placement: RwLock<Arc<Placement>>,
+    nodes: HashMap<NodeId, Arc<dyn NodeStore>>,
+    read_level: ReadLevel,
+}
+
+impl std::fmt::Debug for ReplicatedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicatedStore")
+            .field("nodes", &self.nodes.keys().collect::<Vec<_>>())
+            .field("read_level", &self.read_level)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReplicatedStore {
+    /// A store over `placement`, reaching each of its nodes through
+    /// `nodes`; reads at `read_level`. Every node of the placement needs a
+    /// store (an InvalidInput error names the first that has none).
+    pub fn new(
+        placement: Placement,
+        nodes: HashMap<NodeId, Arc<dyn NodeStore>>,
+        read_level: ReadLevel,
+    ) -> Result<Self, StoreError> {
+        check_nodes(&placement, &nodes)?;
+        Ok(ReplicatedStore {
+            placement: RwLock::new(Arc::new(placement)),
+            nodes,
+            read_level,
+        })
+    }
+
+    /// The placement reads and writes follow now.
+    pub fn placement(&self) -> Arc<Placement> {
+        self.placement
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Follows a new placement (from the metadata store): requests already
+    /// running finish on the one they started with.
+    pub fn set_placement(&self, placement: Placement) -> Result<(), StoreError> {
+        check_nodes(&placement, &self.nodes)?;
+        *self.placement.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(placement);
+        Ok(())
+    }
+
+    fn node(&self, id: &NodeId) -> &Arc<dyn NodeStore> {
+        // Present: checked against every placement this store follows.
+        &self.nodes[id]
+    }
+
+    /// For each node, the shards of `wanted` it holds readable; and the
+    /// replication factor.
+    fn read_plan(&self, p: &Placement, wanted: &ShardSet) -> BTreeMap<NodeId, Vec<u32>> {
+        let mut by_node: BTreeMap<NodeId, Vec<u32>> = BTreeMap::new();
+        for shard in (0..p.num_shards()).filter(|s| wanted.contains(*s)) {
+            for r in p.readable(shard) {
+                by_node.entry(r.node.clone()).or_default().push(shard);
+            }
+        }
+        by_node
+    }
+
+    /// Checks every shard of the plan at the read level, given which nodes
+    /// answered; the first shard below it is an Unavailable error.
+    fn check_reads(
+        &self,
+        p: &Placement,
+        wanted: &ShardSet,
+        answered: &HashMap<NodeId, bool>,
+    ) -> Result<(), StoreError> {
+        let rf = p.replication_factor();
+        for shard in (0..p.num_shards()).filter(|s| wanted.contains(*s)) {
+            let mut ok = 0;
+            let mut failed = Vec::new();
+            for r in p.readable(shard) {
+                match answered.get(&r.node) {
+                    Some(true) => ok += 1,
+                    _ => failed.push(r.node.clone()),
+                }
+            }
+            if let Outcome::Failure(e) = evaluate(shard, self.read_level, rf, ok, &failed) {
+                return Err(level_error(&e));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `call` on every node of the read plan for `wanted`, each with
+    /// the shards it serves; the answers of the nodes that succeeded once
+    /// every shard met the read level.
+    async fn fan_out<T, F>(&self, wanted: &ShardSet, call: F) -> Result<Vec<T>, StoreError>
+    where
+        F: Fn(Arc<dyn NodeStore>, ShardSet) -> BoxFuture<'static, Result<T, StoreError>>,
+    {
+        let p = self.placement();
+        let plan = self.read_plan(&p, wanted);
+        let calls = plan.iter().map(|(node, shards)| {
+            let fut = call(self.node(node).clone(), ShardSet::only(shards.clone()));
+            async move { (node.clone(), fut.await) }
+        });
+        let mut answered = HashMap::new();
+        let mut out = Vec::new();
+        for (node, r) in join_all(calls).await {
+            match r {
+                Ok(v) => {
+                    answered.insert(node, true);
+                    out.push(v);
+                }
+                Err(e) if is_request_error(&e) => return Err(e),
+                Err(_) => {
+                    answered.insert(node, false);
+                }
+            }
+        }
+        self.check_reads(&p, wanted, &answered)?;
+        Ok(out)
+    }
+}
+
+fn check_nodes(
+    placement: &Placement,
+    nodes: &HashMap<NodeId, Arc<dyn NodeStore>>,
+) -> Result<(), StoreError> {
+    match placement
+        .nodes()
+        .iter()
+        .find(|n| !nodes.contains_key(&n.id))
+    {
+        Some(n) => Err(StoreError::invalid(format!(
+            "placement node {} has no store to reach it",
+            n.id
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Errors that say the request is wrong, whichever replica answers it.
+fn is_request_error(e: &StoreError) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::InvalidInput | ErrorKind::NotFound | ErrorKind::LimitExceeded
+    )
+}
+
+fn level_error(e: &LevelNotMet) -> StoreError {
+    StoreError::unavailable(e.to_string())
+}
+
+/// Samples of one series from several replicas: sorted by time, one per
+/// timestamp (replicas hold the same samples; the first copy is kept).
+fn merge_samples(mut parts: Vec<Vec<Sample>>) -> Vec<Sample> {
+    if parts.len() == 1 {
+        return parts.pop().unwrap_or_default();
+    }
+    let mut all: Vec<Sample> = parts.into_iter().flatten().collect();
+    all.sort_by_key(|s| s.t);
+    all.dedup_by_key(|s| s.t);
+    all
+}
+
+/// The shard of a metadata entry: by tenant and family, so every write of
+/// one family's metadata lands on the same replicas.
+fn metadata_shard(p: &Placement, tenant: &str, family: &str) -> u32 {
+    p.shard_of(SeriesId::of_pairs(
+        tenant,
+        std::iter::once((cairn_common::METRIC_NAME, family)),
+    ))
+}
+
+impl SeriesReader for ReplicatedStore {
+    /// Every node asked once for its readable shards of the request; all
+    /// answers read, then merged per series (replicas deduplicated) and
+    /// handed out in label order, in batches.
+    fn select(&self, req: SelectRequest) -> BoxFuture<'_, Result<SeriesStream<'_>, StoreError>> {
+        Box::pin(async move {
+            req.validate()?;
+            req.check_deadline()?;
+            let (start, end) = (req.start, req.end);
+            let answers = self
+                .fan_out(&req.shards, |node, shards| {
+                    let r = req.clone().with_shards(shards);
+                    Box::pin(async move {
+                        let mut stream = node.select(r).await?;
+                        let mut got = Vec::new();
+                        while let Some(batch) = next_batch(&mut stream).await {
+                            got.extend(decode_batch(batch?, start, end)?);
+                        }
+                        Ok(got)
+                    })
+                })
+                .await?;
+            let mut by_labels: BTreeMap<Arc<Labels>, Vec<Vec<Sample>>> = BTreeMap::new();
+            for s in answers.into_iter().flatten() {
+                by_labels.entry(s.labels).or_default().push(s.samples);
+            }
+            let merged: Vec<StoredSeries> = by_labels
+                .into_iter()
+                .map(|(labels, parts)| {
+                    StoredSeries::from(SeriesData {
+                        labels,
+                        samples: merge_samples(parts),
+                    })
+                })
+                .collect();
+            let mut batches = Vec::new();
+            let mut it = merged.into_iter().peekable();
+            while it.peek().is_some() {
+                batches.push(Ok(it.by_ref().take(MERGED_BATCH).collect::<Vec<_>>()));
+            }
+            Ok(guarded(stream_from_iter(batches.into_iter()), &req))
+        })
+    }
+
+    fn series(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<Labels>, StoreError>> {
+        Box::pin(async move {
+            q.validate()?;
+            let answers = self
+                .fan_out(&q.shards, |node, shards| {
+                    let mut q = q.clone();
+                    q.shards = shards;
+                    q.limit = 0;
+                    Box::pin(async move { node.series(q).await })
+                })
+                .await?;
+            let mut all: Vec<Labels> = answers.into_iter().flatten().collect();
+            all.sort();
+            all.dedup();
+            Ok(q.truncate(all))
+        })
+    }
+
+    fn label_names(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        Box::pin(async move {
+            q.validate()?;
+            let answers = self
+                .fan_out(&q.shards, |node, shards| {
+                    let mut q = q.clone();
+                    q.shards = shards;
+                    q.limit = 0;
+                    Box::pin(async move { node.label_names(q).await })
+                })
+                .await?;
+            let mut all: Vec<String> = answers.into_iter().flatten().collect();
+            all.sort();
+            all.dedup();
+            Ok(q.truncate(all))
+        })
+    }
+
+    fn label_values(
+        &self,
+        q: SeriesQuery,
+        name: String,
+    ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        Box::pin(async move {
+            q.validate()?;
+            let answers = self
+                .fan_out(&q.shards, |node, shards| {
+                    let mut q = q.clone();
+                    q.shards = shards;
+                    q.limit = 0;
+                    let name = name.clone();
+                    Box::pin(async move { node.label_values(q, name).await })
+                })
+                .await?;
+            let mut all: Vec<String> = answers.into_iter().flatten().collect();
+            all.sort();
+            all.dedup();
+            Ok(q.truncate(all))
+        })
+    }
+
+    fn exemplars(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<ExemplarSeries>, StoreError>> {
+        Box::pin(async move {
+            q.validate()?;
+            let answers = self
+                .fan_out(&q.shards, |node, shards| {
+                    let mut q = q.clone();
+                    q.shards = shards;
+                    q.limit = 0;
+                    Box::pin(async move { node.exemplars(q).await })
+                })
+                .await?;
+            let mut by_labels: BTreeMap<Labels, Vec<cairn_common::Exemplar>> = BTreeMap::new();
+            for s in answers.into_iter().flatten() {
+                let e = by_labels.entry(s.labels).or_default();
+                for x in s.exemplars {
+                    if !e.contains(&x) {
+                        e.push(x);
+                    }
+                }
+            }
+            let all = by_labels
+                .into_iter()
+                .map(|(labels, mut exemplars)| {
+                    exemplars.sort_by_key(|e| e.t);
+                    ExemplarSeries { labels, exemplars }
+                })
+                .collect();
+            Ok(q.truncate(all))
+        })
+    }
+
+    fn metadata(
+        &self,
+        tenant: String,
+        metric: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(String, MetricMetadata)>, StoreError>> {
+        Box::pin(async move {
+            let answers = self
+                .fan_out(&ShardSet::All, |node, _| {
+                    let (tenant, metric) = (tenant.clone(), metric.clone());
+                    Box::pin(async move { node.metadata(tenant, metric, 0).await })
+                })
+                .await?;
+            let mut all: Vec<(String, MetricMetadata)> = Vec::new();
+            for (family, md) in answers.into_iter().flatten() {
+                if !all.iter().any(|(f, m)| *f == family && *m == md) {
+                    all.push((family, md));
+                }
+            }
+            all.sort_by(|a, b| a.0.cmp(&b.0));
+            if limit > 0 {
+                all.truncate(limit);
+            }
+            Ok(all)
+        })
+    }
+}
+
+impl ShardWriter for ReplicatedStore {
+    /// The batch split by shard, each shard's part sent to all its writable
+    /// replicas at once; acknowledged when every shard has the write level's
+    /// acknowledgements (each replica's answer, or its own timeout, is
+    /// awaited). A request error (e.g. a refused batch) is returned as is.
+    fn write(&self, req: WriteRequest) -> BoxFuture<'_, Result<WriteOutcome, StoreError>> {
+        Box::pin(async move {
+            let p = self.placement();
+            let rf = p.replication_factor();
+            let level = req.consistency;
+            let mut parts: BTreeMap<u32, PreparedBatch> = BTreeMap::new();
+            for s in req.batch.series {
+                parts.entry(p.shard_of(s.id)).or_default().series.push(s);
+            }
+            for (family, md) in req.batch.metadata {
+                let shard = metadata_shard(&p, &req.tenant, &family);
+                parts.entry(shard).or_default().metadata.push((family, md));
+            }
+            let mut calls = Vec::new();
+            let mut tallies: BTreeMap<u32, Tally> = BTreeMap::new();
+            for (shard, part) in &parts {
+                let replicas: Vec<NodeId> = p.writable(*shard).map(|r| r.node.clone()).collect();
+                tallies.insert(*shard, Tally::new(*shard, level, rf, replicas.len()));
+                for node in replicas {
+                    let w = WriteRequest {
+                        tenant: req.tenant.clone(),
+                        namespace: req.namespace.clone(),
+                        shard: Some(*shard),
+                        batch: part.clone(),
+                        consistency: level,
+                    };
+                    let store = self.node(&node).clone();
+                    let shard = *shard;
+                    calls.push(async move { (shard, node, store.write(w).await) });
+                }
+            }
+            let mut outcomes: BTreeMap<u32, WriteOutcome> = BTreeMap::new();
+            let mut refused: Option<StoreError> = None;
+            for (shard, node, r) in join_all(calls).await {
+                let t = tallies.get_mut(&shard).expect("a tally per shard");
+                match r {
+                    Ok(o) => {
+                        t.success();
+                        outcomes.entry(shard).or_insert(o);
+                    }
+                    Err(e) if is_request_error(&e) => {
+                        refused.get_or_insert(e);
+                    }
+                    Err(_) => t.failure(node),
+                }
+            }
+            if let Some(e) = refused {
+                return Err(e);
+            }
+            for t in tallies.into_values() {
+                if let Outcome::Failure(e) = t.finish() {
+                    return Err(level_error(&e));
+                }
+            }
+            let mut out = WriteOutcome::default();
+            for o in outcomes.into_values() {
+                out.accepted_samples += o.accepted_samples;
+                out.accepted_exemplars += o.accepted_exemplars;
+                out.rejections.extend(o.rejections);
+            }
+            Ok(out)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

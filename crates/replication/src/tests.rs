@@ -1,0 +1,264 @@
+//! The replicated store against the storage contract's conformance suite
+//! (in memory, and through real gRPC servers on loopback), and with
+//! replicas down at each consistency level.
+
+use crate::{NodeStore, ReplicatedStore};
+use cairn_cluster::{Node, NodeId, Placement, ReadLevel, WriteLevel};
+use cairn_common::{
+    ExemplarSeries, Labels, MatchOp, Matcher, MemSource, MetricMetadata, PreparedBatch, Sample,
+    SeriesWrite, WriteBatch, WriteOutcome,
+};
+use cairn_storage_api::{
+    block_on, select_all, BoxFuture, ErrorKind, SelectRequest, SeriesQuery, SeriesReader,
+    SeriesStream, ShardWriter, StoreError, WriteRequest,
+};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A node that is down: every call fails as unreachable.
+#[derive(Debug)]
+struct Down;
+
+fn down<T>() -> BoxFuture<'static, Result<T, StoreError>> {
+    Box::pin(async { Err(StoreError::unavailable("connection refused")) })
+}
+
+impl SeriesReader for Down {
+    fn select(&self, _: SelectRequest) -> BoxFuture<'_, Result<SeriesStream<'_>, StoreError>> {
+        down()
+    }
+    fn series(&self, _: SeriesQuery) -> BoxFuture<'_, Result<Vec<Labels>, StoreError>> {
+        down()
+    }
+    fn label_names(&self, _: SeriesQuery) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        down()
+    }
+    fn label_values(
+        &self,
+        _: SeriesQuery,
+        _: String,
+    ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        down()
+    }
+    fn exemplars(&self, _: SeriesQuery) -> BoxFuture<'_, Result<Vec<ExemplarSeries>, StoreError>> {
+        down()
+    }
+    fn metadata(
+        &self,
+        _: String,
+        _: Option<String>,
+        _: usize,
+    ) -> BoxFuture<'_, Result<Vec<(String, MetricMetadata)>, StoreError>> {
+        down()
+    }
+}
+
+impl ShardWriter for Down {
+    fn write(&self, _: WriteRequest) -> BoxFuture<'_, Result<WriteOutcome, StoreError>> {
+        down()
+    }
+}
+
+fn placement(n: usize, rf: usize) -> Placement {
+    let nodes = (1..=n)
+        .map(|i| {
+            Node::new(
+                format!("node-{i}"),
+                format!("127.0.0.1:{}", 9200 + i),
+                format!("127.0.0.1:{}", 9300 + i),
+            )
+        })
+        .collect();
+    Placement::initial(nodes, 8, rf).unwrap()
+}
+
+/// Three nodes, RF 3; the named ones down.
+fn cluster(down_nodes: &[&str], read: ReadLevel) -> (ReplicatedStore, Vec<Arc<MemSource>>) {
+    let p = placement(3, 3);
+    let mut nodes: HashMap<NodeId, Arc<dyn NodeStore>> = HashMap::new();
+    let mut mems = Vec::new();
+    for n in p.nodes() {
+        if down_nodes.contains(&n.id.as_str()) {
+            nodes.insert(n.id.clone(), Arc::new(Down));
+        } else {
+            let m = Arc::new(MemSource::new());
+            mems.push(m.clone());
+            nodes.insert(n.id.clone(), m);
+        }
+    }
+    (ReplicatedStore::new(p, nodes, read).unwrap(), mems)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn batch(tenant: &str, n: usize, t: i64) -> PreparedBatch {
+    let series = (0..n)
+        .map(|i| SeriesWrite {
+            labels: Labels::from_pairs(&[("__name__", "up"), ("i", &i.to_string())]),
+            samples: vec![Sample::new(t, i as f64)],
+            exemplars: vec![],
+        })
+        .collect();
+    PreparedBatch::from_batch(
+        tenant,
+        WriteBatch {
+            series,
+            metadata: vec![],
+        },
+    )
+}
+
+fn up() -> Vec<Matcher> {
+    vec![Matcher::new(MatchOp::Equal, "__name__", "up").unwrap()]
+}
+
+#[test]
+fn three_replicas_pass_the_conformance_suite() {
+    let (store, mems) = cluster(&[], ReadLevel::UnstrictMajority);
+    cairn_storage_api::conformance::run(&store);
+    // Every replica holds every series (RF 3 of 3 nodes).
+    let t = now_ms();
+    block_on(store.write(WriteRequest::new("t", batch("t", 50, t)))).unwrap();
+    for m in mems {
+        let got = block_on(select_all(&*m, SelectRequest::new("t", up(), t, t))).unwrap();
+        assert_eq!(got.len(), 50);
+    }
+}
+
+#[test]
+fn one_node_down_changes_nothing_at_the_default_levels() {
+    let (store, _) = cluster(&["node-2"], ReadLevel::UnstrictMajority);
+    cairn_storage_api::conformance::run(&store);
+}
+
+#[test]
+fn two_nodes_down_fail_majority_and_pass_one() {
+    let (store, _) = cluster(&["node-2", "node-3"], ReadLevel::UnstrictMajority);
+    let t = now_ms();
+    let e = block_on(store.write(WriteRequest::new("t", batch("t", 20, t)))).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(e.is_retryable());
+    let msg = e.message();
+    assert!(msg.contains("shard ") && msg.contains("majority"), "{msg}");
+    assert!(
+        msg.contains("node-2") && msg.contains("node-3"),
+        "names the failed replicas: {msg}"
+    );
+    // At `one` the same write succeeds, and reads at unstrict_majority see it.
+    let w = WriteRequest::new("t", batch("t", 20, t)).with_consistency(WriteLevel::One);
+    assert_eq!(block_on(store.write(w)).unwrap().accepted_samples, 20);
+    let got = block_on(select_all(&store, SelectRequest::new("t", up(), t, t))).unwrap();
+    assert_eq!(got.len(), 20);
+    // At `majority`, reads fail with a clear error naming the shard and level.
+    let (strict, _) = cluster(&["node-2", "node-3"], ReadLevel::Majority);
+    let e = block_on(select_all(&strict, SelectRequest::new("t", up(), t, t))).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(e.message().contains("majority"), "{e}");
+    let e = block_on(strict.series(SeriesQuery::new("t", up(), t, t))).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+}
+
+#[test]
+fn all_fails_with_one_node_down() {
+    let (store, _) = cluster(&["node-3"], ReadLevel::UnstrictMajority);
+    let t = now_ms();
+    let w = WriteRequest::new("t", batch("t", 20, t)).with_consistency(WriteLevel::All);
+    let e = block_on(store.write(w)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(
+        e.message().contains("all") && e.message().contains("node-3"),
+        "{e}"
+    );
+}
+
+#[test]
+fn replicas_are_deduplicated_and_writes_split_by_shard() {
+    // RF 2 over 3 nodes: each series on exactly two nodes, every node some.
+    let p = placement(3, 2);
+    let mems: Vec<Arc<MemSource>> = (0..3).map(|_| Arc::new(MemSource::new())).collect();
+    let nodes: HashMap<NodeId, Arc<dyn NodeStore>> = p
+        .nodes()
+        .iter()
+        .zip(&mems)
+        .map(|(n, m)| (n.id.clone(), m.clone() as Arc<dyn NodeStore>))
+        .collect();
+    let store = ReplicatedStore::new(p, nodes, ReadLevel::UnstrictMajority).unwrap();
+    let t = now_ms();
+    block_on(store.write(WriteRequest::new("t", batch("t", 300, t)))).unwrap();
+    let per_node: Vec<usize> = mems
+        .iter()
+        .map(|m| {
+            block_on(select_all(&**m, SelectRequest::new("t", up(), t, t)))
+                .unwrap()
+                .len()
+        })
+        .collect();
+    assert_eq!(
+        per_node.iter().sum::<usize>(),
+        600,
+        "two copies of each: {per_node:?}"
+    );
+    assert!(
+        per_node.iter().all(|&n| n > 0 && n < 300),
+        "split by shard: {per_node:?}"
+    );
+    let got = block_on(select_all(&store, SelectRequest::new("t", up(), t, t))).unwrap();
+    assert_eq!(got.len(), 300);
+    assert!(
+        got.iter().all(|s| s.samples.len() == 1),
+        "one sample per series after dedup"
+    );
+    assert!(
+        got.windows(2).all(|w| w[0].labels < w[1].labels),
+        "label order"
+    );
+}
+
+#[test]
+fn a_placement_node_without_a_store_is_refused() {
+    let p = placement(3, 3);
+    let e = ReplicatedStore::new(p, HashMap::new(), ReadLevel::One).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(e.message().contains("node-1"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_remote_replicas_pass_the_conformance_suite_over_grpc() {
+    let p = placement(3, 3);
+    let mut nodes: HashMap<NodeId, Arc<dyn NodeStore>> = HashMap::new();
+    let mut stops = Vec::new();
+    let mut servers = Vec::new();
+    for n in p.nodes() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let svc = cairn_rpc::NodeService::new(
+            Arc::new(MemSource::new()),
+            n.id.as_str(),
+            Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        );
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        servers.push(tokio::spawn(svc.serve(listener, async {
+            let _ = rx.await;
+        })));
+        stops.push(tx);
+        let client = cairn_rpc::RemoteNode::new(
+            &format!("http://{addr}"),
+            std::time::Duration::from_secs(10),
+        )
+        .unwrap();
+        nodes.insert(n.id.clone(), Arc::new(client));
+    }
+    let store = ReplicatedStore::new(p, nodes, ReadLevel::UnstrictMajority).unwrap();
+    cairn_storage_api::conformance::run_with(&store, &store).await;
+    for tx in stops {
+        let _ = tx.send(());
+    }
+    for s in servers {
+        s.await.unwrap().unwrap();
+    }
+}
