@@ -11,7 +11,6 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Error;
 use crate::node::NodeId;
 
 /// More than half of `rf`: 1 of 1, 2 of 2, 2 of 3, 3 of 4, 3 of 5.
@@ -113,17 +112,26 @@ impl fmt::Display for ReadLevel {
     }
 }
 
+/// A level name that is none of the known ones.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} consistency level {value:?} (expected one of: {expected})")]
+pub struct UnknownLevel {
+    pub what: &'static str,
+    pub value: String,
+    pub expected: &'static str,
+}
+
 /// Parses the names used in config and request headers (`majority`;
 /// case-insensitive, `-` accepted for `_`).
 impl FromStr for WriteLevel {
-    type Err = Error;
+    type Err = UnknownLevel;
 
-    fn from_str(s: &str) -> Result<Self, Error> {
+    fn from_str(s: &str) -> Result<Self, UnknownLevel> {
         match normalise(s).as_str() {
             "one" => Ok(WriteLevel::One),
             "majority" => Ok(WriteLevel::Majority),
             "all" => Ok(WriteLevel::All),
-            _ => Err(Error::UnknownLevel {
+            _ => Err(UnknownLevel {
                 what: "write",
                 value: s.to_string(),
                 expected: Self::NAMES,
@@ -133,15 +141,15 @@ impl FromStr for WriteLevel {
 }
 
 impl FromStr for ReadLevel {
-    type Err = Error;
+    type Err = UnknownLevel;
 
-    fn from_str(s: &str) -> Result<Self, Error> {
+    fn from_str(s: &str) -> Result<Self, UnknownLevel> {
         match normalise(s).as_str() {
             "one" => Ok(ReadLevel::One),
             "unstrict_majority" => Ok(ReadLevel::UnstrictMajority),
             "majority" => Ok(ReadLevel::Majority),
             "all" => Ok(ReadLevel::All),
-            _ => Err(Error::UnknownLevel {
+            _ => Err(UnknownLevel {
                 what: "read",
                 value: s.to_string(),
                 expected: Self::NAMES,
@@ -255,16 +263,6 @@ impl Outcome {
     /// Success, with or without a warning.
     pub fn is_success(&self) -> bool {
         !matches!(self, Outcome::Failure(_))
-    }
-
-    /// `Ok(None)` on success, `Ok(Some(warning))`, or the failure as an
-    /// [`Error::LevelNotMet`] (retryable).
-    pub fn into_result(self) -> Result<Option<LevelNotMet>, Error> {
-        match self {
-            Outcome::Success => Ok(None),
-            Outcome::Warning(w) => Ok(Some(w)),
-            Outcome::Failure(e) => Err(Error::LevelNotMet(e)),
-        }
     }
 }
 
@@ -439,7 +437,7 @@ mod tests {
         }
         let err = "unstrict_majority".parse::<WriteLevel>().unwrap_err();
         assert!(err.to_string().contains("one, majority, all"), "{err}");
-        assert!(!err.is_retryable());
+        assert!(!crate::Error::from(err).is_retryable());
         assert_eq!(WriteLevel::default(), WriteLevel::Majority);
         assert_eq!(ReadLevel::default(), ReadLevel::UnstrictMajority);
     }
@@ -459,7 +457,7 @@ mod tests {
             "shard 4: write consistency majority needs 2 of 3 replicas, 1 acknowledged; \
              failed: b, c"
         );
-        let err = out.into_result().unwrap_err();
+        let err = crate::Error::from(e.clone());
         assert!(err.is_retryable());
 
         assert!(!evaluate(4, WriteLevel::All, 3, 2, &ids(&["c"])).is_success());
@@ -484,7 +482,7 @@ mod tests {
              failed: b, c"
         );
         assert!(out.is_success());
-        assert!(out.into_result().unwrap().is_some());
+        assert!(matches!(out, Outcome::Warning(_)));
         let out = evaluate(1, lvl, 3, 0, &ids(&["a", "b", "c"]));
         assert!(
             matches!(&out, Outcome::Failure(e) if e.required == 1),

@@ -1,8 +1,8 @@
 //! The crate's one error type.
 
-use crate::consistency::LevelNotMet;
+use crate::consistency::{LevelNotMet, UnknownLevel};
 use crate::node::NodeId;
-use crate::placement::ReplicaState;
+use crate::state::ReplicaState;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -64,12 +64,8 @@ pub enum Error {
     NoTarget { shard: u32, node: NodeId },
     #[error("invalid placement: {0}")]
     Invalid(String),
-    #[error("unknown {what} consistency level {value:?} (expected one of: {expected})")]
-    UnknownLevel {
-        what: &'static str,
-        value: String,
-        expected: &'static str,
-    },
+    #[error(transparent)]
+    UnknownLevel(#[from] UnknownLevel),
     #[error(transparent)]
     LevelNotMet(#[from] LevelNotMet),
 }

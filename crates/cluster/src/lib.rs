@@ -57,8 +57,12 @@ mod consistency;
 mod error;
 mod node;
 mod placement;
+mod state;
 
-pub use consistency::{evaluate, Level, LevelNotMet, Outcome, ReadLevel, Tally, WriteLevel};
+pub use consistency::{
+    evaluate, Level, LevelNotMet, Outcome, ReadLevel, Tally, UnknownLevel, WriteLevel,
+};
 pub use error::{Error, Result};
 pub use node::{Node, NodeId};
-pub use placement::{default_num_shards, Placement, Replica, ReplicaState, MAX_SHARDS};
+pub use placement::{default_num_shards, Placement, Replica, MAX_SHARDS};
+pub use state::ReplicaState;

@@ -1,7 +1,6 @@
 //! The placement: shards, their replicas, and how they change.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 
 use cairn_common::SeriesId;
 use serde::{Deserialize, Serialize};
@@ -9,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::assign;
 use crate::error::{Error, Result};
 use crate::node::{Node, NodeId};
+use crate::state::ReplicaState;
 
 /// The most shards a placement holds (64 per node for 1024 nodes).
 pub const MAX_SHARDS: u32 = 1 << 16;
@@ -21,51 +21,6 @@ pub fn default_num_shards(nodes: usize) -> u32 {
     n.checked_next_power_of_two()
         .unwrap_or(u64::MAX)
         .min(u64::from(MAX_SHARDS)) as u32
-}
-
-/// A replica's goal state (not its liveness: an available replica may be
-/// down; the consistency level decides what that costs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReplicaState {
-    /// Taking over the shard: receives writes (and counts toward write
-    /// consistency) while it streams the shard's data from its peers; not
-    /// read from until it is marked available.
-    Initializing,
-    /// Holds the shard's data: written and read.
-    Available,
-    /// Handing the shard over to an initializing replica: kept, and a source
-    /// for streaming, until that replica is available, then dropped. Neither
-    /// written nor read, and counts toward no consistency level.
-    Leaving,
-}
-
-impl ReplicaState {
-    /// Read from (and counted toward read consistency).
-    pub fn is_readable(self) -> bool {
-        self == ReplicaState::Available
-    }
-
-    /// Written to (and counted toward write consistency), as in M3: an
-    /// initializing replica gets every write from the moment it is placed,
-    /// so once it has streamed what came before it holds everything.
-    pub fn is_writable(self) -> bool {
-        matches!(self, ReplicaState::Available | ReplicaState::Initializing)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReplicaState::Initializing => "initializing",
-            ReplicaState::Available => "available",
-            ReplicaState::Leaving => "leaving",
-        }
-    }
-}
-
-impl fmt::Display for ReplicaState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 /// One replica of a shard.

@@ -4,7 +4,10 @@
 //! never seen (node-exporter-like traffic repeats the same series every
 //! scrape, so building owned labels per sample would dominate ingest CPU).
 
-use crate::{Exemplar, Label, Labels, MetricMetadata, Sample, SeriesId};
+use crate::labels::{Label, Labels};
+use crate::sample::Sample;
+use crate::series::{Exemplar, MetricMetadata, WriteBatch};
+use crate::series_id::SeriesId;
 use std::sync::Arc;
 
 /// Validated labels as (name, value) byte ranges into a shared buffer.
@@ -73,7 +76,7 @@ impl PreparedBatch {
 impl PreparedBatch {
     /// The prepared form of a batch with owned labels (ids computed for
     /// `tenant`), so one batch type crosses the write contract.
-    pub fn from_batch(tenant: &str, batch: crate::WriteBatch) -> PreparedBatch {
+    pub fn from_batch(tenant: &str, batch: WriteBatch) -> PreparedBatch {
         let series = batch
             .series
             .into_iter()
@@ -109,8 +112,8 @@ mod tests {
     #[test]
     fn a_batch_with_owned_labels_prepares_to_the_same_ids_and_labels() {
         let labels = Labels::from_pairs(&[("__name__", "up"), ("job", "a")]);
-        let batch = crate::WriteBatch {
-            series: vec![crate::SeriesWrite {
+        let batch = WriteBatch {
+            series: vec![crate::series::SeriesWrite {
                 labels: labels.clone(),
                 samples: vec![Sample::new(1, 2.0)],
                 exemplars: vec![],
