@@ -1,6 +1,6 @@
 //! MSB-first bit writer and reader used by the chunk bitstream.
 
-use crate::CodecError;
+use crate::error::CodecError;
 
 /// A bitstream held in one byte buffer, MSB-first; the last byte may be
 /// partial. `buf` is the whole allocation: written bytes, then zeros (bits

@@ -27,10 +27,11 @@
 //! decoder and applies the same arithmetic, so the samples are identical;
 //! `tests.rs` checks both on random, structured and corrupted chunks.
 
-use super::{
+use crate::chunk::{
     compute_k, from_int, int_repr, parse_header, snap_interval, unzigzag, zigzag, RefDecoder,
-    Result, REP_ONE, RICE_QMAX, RICE_WINDOW,
+    REP_ONE, RICE_QMAX, RICE_WINDOW,
 };
+use crate::error::Result;
 
 /// Failure of the fast path; the reference decoder reports the details.
 #[derive(Debug)]

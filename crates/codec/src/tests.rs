@@ -1,6 +1,7 @@
 //! Unit and property tests against a naive model: a `Vec<(i64, u64 bits)>`.
 
 use super::*;
+use crate::*;
 use proptest::prelude::*;
 
 type Model = Vec<(i64, u64)>;

@@ -3,7 +3,7 @@
 //! are accepted (as Prometheus does); anything else is refused with the
 //! header named, so the HTTP layer answers 415.
 
-use crate::IngestError;
+use crate::error::IngestError;
 use cairn_common::limits::truncate_str;
 
 /// Bytes of a header value echoed back in an error message.

@@ -4,9 +4,9 @@
 //! series only its sample vector and label spans (no per-label strings).
 //! Rare parts (exemplars, metadata) go through the prost structs.
 
-use crate::{
-    decompress, describe, drop_out_of_window, metric_type, time_window, validate_exemplar,
-    IngestError, Invalid,
+use crate::error::IngestError;
+use crate::validate::{
+    decompress, describe, drop_out_of_window, metric_type, time_window, validate_exemplar, Invalid,
 };
 use cairn_common::{
     IngestLimits, Labels, LazyLabels, MetricMetadata, PreparedBatch, PreparedSeries, Sample,

@@ -3,7 +3,8 @@
 //! ranges, and encoding the snappy-compressed `prometheus.ReadResponse`.
 //! The HTTP layer only moves bytes and picks the status code.
 
-use crate::{decompress, IngestError};
+use crate::error::IngestError;
+use crate::validate::decompress;
 use cairn_common::{Labels, MatchOp, Matcher, Sample};
 use cairn_proto::prompb;
 use prost::Message;
