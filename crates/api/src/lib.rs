@@ -1,6 +1,7 @@
 //! `cairn-api`: the HTTP surface of Cairn.
 //!
-//! Owns: routing ([`router`]; every path written once, `routes::path`),
+//! Owns: its config sections (`config`: `http`, `ingest`, `query`, typed,
+//! each with a `validate()` naming the bad key), routing ([`router`]; every path written once, `routes::path`),
 //! the HTTP server with its connection limits (`server`), the read pool
 //! every read runs on (`pool`), one error type rendered as Prometheus's
 //! error JSON (`error::ApiError`), extractors for the tenant and
@@ -20,6 +21,7 @@
 //! `cairn-promql`'s.
 
 mod admin;
+pub mod config;
 mod error;
 mod export;
 mod extract;
