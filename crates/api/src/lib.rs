@@ -48,7 +48,7 @@ use error::ApiError;
 pub use params::{parse_duration_ms, parse_time_ms};
 pub use pool::set_idle_hook;
 pub use render::{format_float, write_timestamp};
-pub use routes::{path, router};
+pub use routes::{build, path, read_routes, router, status_routes, write_routes, Routes};
 pub use selector::parse_selector;
 pub use server::ServerOptions;
 pub use status::PROMETHEUS_COMPAT_VERSION;
