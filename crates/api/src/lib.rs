@@ -1,6 +1,7 @@
 //! `cairn-api`: the HTTP surface of Cairn.
 //!
-//! Owns: routing ([`router`]; every path written once, `routes::path`),
+//! Owns: its config sections (`config`: `http`, `ingest`, `query`, typed,
+//! each with a `validate()` naming the bad key), routing ([`router`]; every path written once, `routes::path`),
 //! the HTTP server with its connection limits (`server`), the read pool
 //! every read runs on (`pool`), one error type rendered as Prometheus's
 //! error JSON (`error::ApiError`), extractors for the tenant and
@@ -20,6 +21,7 @@
 //! `cairn-promql`'s.
 
 mod admin;
+pub mod config;
 mod error;
 mod export;
 mod extract;
@@ -46,7 +48,7 @@ use error::ApiError;
 pub use params::{parse_duration_ms, parse_time_ms};
 pub use pool::set_idle_hook;
 pub use render::{format_float, write_timestamp};
-pub use routes::{path, router};
+pub use routes::{build, path, read_routes, router, status_routes, write_routes, Routes};
 pub use selector::parse_selector;
 pub use server::ServerOptions;
 pub use status::PROMETHEUS_COMPAT_VERSION;

@@ -1,7 +1,8 @@
 //! The router: every route's path written once (the [`path`] constants,
 //! which are also the `route` label of `cairn_api_http_requests_total`),
-//! with its methods and handler; the body limit and the request-metrics
-//! layer wrap them all.
+//! with its methods and handler, grouped by the role that mounts them
+//! (gateway: writes; query: reads; always on: status, health, metrics,
+//! admin); the body limit and the request-metrics layer wrap them all.
 
 use crate::{admin, export, metadata, metrics, query, remote_read, status, write, AppState};
 use axum::extract::DefaultBodyLimit;
@@ -43,12 +44,22 @@ where
     get(h.clone()).post(h)
 }
 
-/// The full router.
-pub fn router(state: AppState) -> Router {
-    let limit = state.0.cfg.max_body_size;
+/// Routes not yet given their state and layers: what a role mounts
+/// ([`write_routes`], [`read_routes`], [`status_routes`]), merged and
+/// finished into a router by [`build`].
+pub type Routes = Router<AppState>;
+
+/// The gateway's routes: remote write (both paths).
+pub fn write_routes() -> Routes {
     Router::new()
         .route(path::WRITE, post(write::remote_write))
         .route(path::WRITE_LEGACY, post(write::remote_write))
+}
+
+/// The query role's routes: every read (PromQL, series metadata, export,
+/// exemplars, remote read).
+pub fn read_routes() -> Routes {
+    Router::new()
         .route(path::SERIES, get_or_post(metadata::series))
         .route(path::LABELS, get_or_post(metadata::labels))
         .route(path::LABEL_VALUES, get(metadata::label_values))
@@ -58,18 +69,39 @@ pub fn router(state: AppState) -> Router {
         .route(path::QUERY_EXEMPLARS, get_or_post(query::query_exemplars))
         .route(path::METADATA, get(metadata::metadata))
         .route(path::FORMAT_QUERY, get_or_post(query::format_query))
+        .route(path::READ, post(remote_read::remote_read))
+}
+
+/// The routes every node serves whatever its roles: status, health,
+/// readiness, self-metrics and admin.
+pub fn status_routes() -> Routes {
+    Router::new()
         .route(path::BUILDINFO, get(status::buildinfo))
         .route(path::CONFIG, get(status::status_config))
         .route(path::FLAGS, get(status::status_flags))
-        .route(path::READ, post(remote_read::remote_read))
         .route(path::FLUSH, post(admin::flush))
         .route(path::METRICS, get(metrics::metrics))
         .route(path::HEALTHY, get(status::healthy))
         .route(path::READY, get(status::ready))
+}
+
+/// The router over `routes`: the body limit and the request-metrics layer
+/// wrap them all.
+pub fn build(routes: Routes, state: AppState) -> Router {
+    let limit = state.0.cfg.max_body_size;
+    routes
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::count_requests,
         ))
         .with_state(state)
+}
+
+/// The full router: every role's routes.
+pub fn router(state: AppState) -> Router {
+    build(
+        write_routes().merge(read_routes()).merge(status_routes()),
+        state,
+    )
 }

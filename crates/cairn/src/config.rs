@@ -1,109 +1,28 @@
 //! Configuration: embedded defaults (`config/cairn.yaml`), then the file given
 //! with `--config`, then `CAIRN_…` environment variables, then flags.
+//!
+//! The binary's [`Config`] only composes the sections each crate owns
+//! (`cairn_api::config::{HttpSection, IngestSection, QuerySection}`,
+//! `cairn_storage::StorageSection`): their keys, value types (durations and
+//! sizes, `cairn_common::config`) and `validate()`. The environment overlay
+//! takes its sections from the embedded yaml, so it needs no list of them.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
+use cairn_api::config::{HttpSection, IngestSection, QuerySection};
+use cairn_storage::StorageSection;
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 use std::path::PathBuf;
-use std::time::Duration;
 
 pub(crate) const DEFAULT_YAML: &str = include_str!("../../../config/cairn.yaml");
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub(crate) struct HttpConfig {
-    pub listen: String,
-    pub header_read_timeout: String,
-    pub idle_timeout: String,
-    pub body_read_timeout: String,
-    pub max_connections: usize,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub(crate) struct StorageSection {
-    pub data_dir: PathBuf,
-    pub fsync: String,
-    pub block_size: String,
-    pub buffer_past: String,
-    pub retention: String,
-    pub num_shards: u32,
-    pub flush_interval: String,
-    pub head_max_bytes: String,
-    pub commitlog_segment_size: String,
-    pub index_cache_size: String,
-    /// A damaged commit-log record refuses the start instead of being
-    /// skipped and counted (default false).
-    #[serde(default)]
-    pub strict_replay: bool,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub(crate) struct IngestSection {
-    pub max_body_size: String,
-    pub max_decoded_size: String,
-    pub max_labels_per_series: usize,
-    pub max_label_name_length: usize,
-    pub max_label_value_length: usize,
-    pub max_series_per_request: usize,
-    pub max_new_series_per_request: usize,
-    pub max_future: String,
-    pub max_concurrency: usize,
-    pub max_queue_duration: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub(crate) struct QuerySection {
-    pub lookback_delta: String,
-    pub max_samples: usize,
-    pub timeout: String,
-    pub max_length: String,
-    pub max_nesting_depth: usize,
-    pub max_concurrency: usize,
-    pub max_queued: usize,
-    pub remote_read_sample_limit: usize,
-    pub remote_read_concurrent_limit: usize,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(crate) struct Config {
-    pub http: HttpConfig,
+    pub http: HttpSection,
     pub storage: StorageSection,
     pub ingest: IngestSection,
     pub query: QuerySection,
-}
-
-/// Parses `2h`, `30d`, `10ms`, `1m30s`.
-pub(crate) fn parse_duration(key: &str, s: &str) -> Result<Duration> {
-    let ms = cairn_common::duration::parse_units_ms(s.trim()).ok_or_else(|| {
-        anyhow!("config key {key}: {s:?} is not a duration (e.g. 10ms, 15s, 2h, 30d)")
-    })?;
-    Ok(Duration::from_millis(ms as u64))
-}
-
-/// Parses `64MiB`, `1GiB`, `512KiB`, `1MB`, `1000`.
-pub(crate) fn parse_size(key: &str, s: &str) -> Result<u64> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| anyhow!("config key {key}: {s:?} is not a size (e.g. 64MiB)"))?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "KB" => 1000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        u => bail!("config key {key}: unknown size unit {u:?} in {s:?} (use B, KiB, MiB, GiB)"),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| anyhow!("config key {key}: {s:?} is too large"))
 }
 
 fn merge(base: &mut Value, over: Value) {
@@ -202,185 +121,56 @@ impl Config {
         if let Some(l) = &flags.http_listen {
             set(&mut v, "http", "listen", l);
         }
-        let cfg: Config = serde_yaml::from_value(v).context("invalid configuration")?;
+        // The error names the key where a value did not deserialise
+        // (`storage.retention: "forever" is not a duration …`).
+        let cfg: Config = serde_path_to_error::deserialize(v).map_err(|e| {
+            let path = e.path().to_string();
+            anyhow!(
+                "invalid configuration: config key {path}: {}",
+                e.into_inner()
+            )
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
 
-    /// Checks every value and names the bad key.
+    /// Checks every section; the error names the bad key.
     pub(crate) fn validate(&self) -> Result<()> {
-        self.listen_addr()?;
-        self.server_options()?;
-        self.storage_config()?;
-        self.max_body_size()?;
-        self.ingest_limits()?;
-        self.engine_options()?;
-        let q = &self.query;
-        for (key, v) in [
-            ("query.max-concurrency", q.max_concurrency),
-            ("query.remote-read-sample-limit", q.remote_read_sample_limit),
-            (
-                "query.remote-read-concurrent-limit",
-                q.remote_read_concurrent_limit,
-            ),
-        ] {
-            if v == 0 {
-                bail!("config key {key}: must be positive");
-            }
-        }
-        if q.max_concurrency > 1024 {
-            bail!("config key query.max-concurrency: at most 1024 (each query thread reserves a 64 MiB stack)");
-        }
+        self.http.validate()?;
+        self.storage.validate()?;
+        self.ingest.validate()?;
+        self.query.validate()?;
         Ok(())
     }
 
-    /// `:9201` means all interfaces.
     pub(crate) fn listen_addr(&self) -> Result<std::net::SocketAddr> {
-        let l = &self.http.listen;
-        let full = if l.starts_with(':') {
-            format!("0.0.0.0{l}")
-        } else {
-            l.clone()
-        };
-        full.parse().map_err(|_| {
-            anyhow!("config key http.listen: {l:?} is not an address like :9201 or 127.0.0.1:9201")
-        })
+        Ok(self.http.listen_addr()?)
     }
 
     /// The HTTP server's timeouts and connection cap from the `http:` section.
     pub(crate) fn server_options(&self) -> Result<cairn_api::ServerOptions> {
-        let h = &self.http;
-        let positive = |key: &str, v: &str| -> Result<Duration> {
-            let d = parse_duration(key, v)?;
-            if d.is_zero() {
-                bail!("config key {key}: must be positive");
-            }
-            Ok(d)
-        };
-        if h.max_connections == 0 {
-            bail!("config key http.max-connections: must be positive");
-        }
-        Ok(cairn_api::ServerOptions {
-            header_read_timeout: positive("http.header-read-timeout", &h.header_read_timeout)?,
-            idle_timeout: positive("http.idle-timeout", &h.idle_timeout)?,
-            body_read_timeout: positive("http.body-read-timeout", &h.body_read_timeout)?,
-            max_connections: h.max_connections,
-        })
-    }
-
-    /// The PromQL engine's options from the `query:` section.
-    pub(crate) fn engine_options(&self) -> Result<cairn_promql::EngineOptions> {
-        let lookback = parse_duration("query.lookback-delta", &self.query.lookback_delta)?;
-        if lookback.is_zero() {
-            bail!("config key query.lookback-delta: must be positive");
-        }
-        if self.query.max_samples == 0 {
-            bail!("config key query.max-samples: must be positive");
-        }
-        let max_length = parse_size("query.max-length", &self.query.max_length)? as usize;
-        if max_length == 0 {
-            bail!("config key query.max-length: must be positive");
-        }
-        // The read threads' stack holds this many levels with a wide margin
-        // (measured: a level costs well under 8 KiB in a debug build).
-        if self.query.max_nesting_depth == 0 || self.query.max_nesting_depth > 4000 {
-            bail!("config key query.max-nesting-depth: must be 1..=4000");
-        }
-        Ok(cairn_promql::EngineOptions {
-            lookback_delta_ms: lookback.as_millis() as i64,
-            max_samples: self.query.max_samples,
-            timeout: parse_duration("query.timeout", &self.query.timeout)?,
-            max_query_length: max_length,
-            max_nesting_depth: self.query.max_nesting_depth,
-        })
+        Ok(self.http.server_options()?)
     }
 
     /// The HTTP layer's settings (body size, read pool, ingest and query
     /// limits) from the `ingest:` and `query:` sections.
     pub(crate) fn api_config(&self) -> Result<cairn_api::ApiConfig> {
-        Ok(cairn_api::ApiConfig {
-            max_body_size: self.max_body_size()?,
-            engine: self.engine_options()?,
-            max_concurrency: self.query.max_concurrency,
-            max_queued: self.query.max_queued,
-            ingest: self.ingest_limits()?,
-            remote_read_sample_limit: self.query.remote_read_sample_limit,
-            remote_read_concurrent_limit: self.query.remote_read_concurrent_limit,
-            write_concurrency: self.ingest.max_concurrency,
-            write_queue_wait: parse_duration(
-                "ingest.max-queue-duration",
-                &self.ingest.max_queue_duration,
-            )?,
-        })
+        Ok(cairn_api::config::api_config(&self.ingest, &self.query)?)
     }
 
-    /// The ingest limits from the `ingest:` section, checked against the
-    /// bounds the on-disk encodings hold.
-    pub(crate) fn ingest_limits(&self) -> Result<cairn_common::IngestLimits> {
-        let i = &self.ingest;
-        let l = cairn_common::IngestLimits {
-            max_labels_per_series: i.max_labels_per_series,
-            max_label_name_length: i.max_label_name_length,
-            max_label_value_length: i.max_label_value_length,
-            max_series_per_request: i.max_series_per_request,
-            max_new_series_per_request: i.max_new_series_per_request,
-            max_decoded_size: parse_size("ingest.max-decoded-size", &i.max_decoded_size)? as usize,
-            max_future_ms: parse_duration("ingest.max-future", &i.max_future)?.as_millis() as i64,
-        };
-        l.validate().map_err(|e| anyhow!("config key {e}"))?;
-        Ok(l)
-    }
-
-    pub(crate) fn max_body_size(&self) -> Result<usize> {
-        Ok(parse_size("ingest.max-body-size", &self.ingest.max_body_size)? as usize)
-    }
-
+    /// The storage node's configuration from the `storage:` section (and
+    /// `ingest.max-new-series-per-request`, which the store enforces).
     pub(crate) fn storage_config(&self) -> Result<cairn_storage::StorageConfig> {
-        let s = &self.storage;
-        let mut c = cairn_storage::StorageConfig::new(&s.data_dir);
-        c.fsync = match s.fsync.as_str() {
-            "always" => cairn_storage::FsyncPolicy::Always,
-            other => {
-                let d = parse_duration("storage.fsync", other)
-                    .map_err(|_| anyhow!("config key storage.fsync: {other:?} must be \"always\" or a period like 10ms"))?;
-                if d.is_zero() {
-                    cairn_storage::FsyncPolicy::Always
-                } else {
-                    cairn_storage::FsyncPolicy::Periodic(d)
-                }
-            }
-        };
-        // storage.block-size and storage.retention are the raw namespace's.
-        let block = parse_duration("storage.block-size", &s.block_size)?;
-        if block < Duration::from_secs(60) {
-            bail!("config key storage.block-size: must be at least 1m");
-        }
-        c.buffer_past = parse_duration("storage.buffer-past", &s.buffer_past)?;
-        let retention = parse_duration("storage.retention", &s.retention)?;
-        if retention < block {
-            bail!("config key storage.retention: must be at least storage.block-size");
-        }
-        let raw = c.raw_mut();
-        raw.block = block;
-        raw.retention = retention;
-        if s.num_shards == 0 || s.num_shards > 4096 {
-            bail!("config key storage.num-shards: must be 1..=4096");
-        }
-        c.num_shards = s.num_shards;
-        c.flush_interval = parse_duration("storage.flush-interval", &s.flush_interval)?;
-        c.head_max_bytes = parse_size("storage.head-max-bytes", &s.head_max_bytes)?;
-        c.max_segment_bytes =
-            parse_size("storage.commitlog-segment-size", &s.commitlog_segment_size)?;
-        c.index_cache_bytes = parse_size("storage.index-cache-size", &s.index_cache_size)?;
-        c.max_new_series_per_request = self.ingest.max_new_series_per_request;
-        c.strict_replay = s.strict_replay;
-        Ok(c)
+        Ok(self
+            .storage
+            .to_config(self.ingest.max_new_series_per_request)?)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn every_file_in_config_dir_loads() {
@@ -406,7 +196,7 @@ mod tests {
     fn embedded_config_equals_the_code_defaults() {
         let c = Config::load(&Overrides::default(), &[]).unwrap();
         assert_eq!(
-            c.ingest_limits().unwrap(),
+            c.ingest.limits().unwrap(),
             cairn_common::IngestLimits::default()
         );
         assert_eq!(
@@ -457,7 +247,7 @@ mod tests {
             ..Default::default()
         };
         let c = Config::load(&flags, &env).unwrap();
-        assert_eq!(c.max_body_size().unwrap(), 1 << 20);
+        assert_eq!(c.api_config().unwrap().max_body_size, 1 << 20);
         assert_eq!(c.storage.data_dir, PathBuf::from("/flag"));
         assert_eq!(
             c.storage_config().unwrap().fsync,
@@ -514,5 +304,44 @@ mod tests {
             );
             assert!(e.contains(key), "{e}");
         }
+    }
+
+    /// A value of the wrong form is refused by the section's own types,
+    /// naming `section.key`; a range error by the section's `validate()`.
+    #[test]
+    fn typed_values_name_their_key() {
+        for (k, v, key) in [
+            ("CAIRN_STORAGE_FSYNC", "sometimes", "storage.fsync"),
+            (
+                "CAIRN_STORAGE_HEAD_MAX_BYTES",
+                "4 parsecs",
+                "storage.head-max-bytes",
+            ),
+            ("CAIRN_STORAGE_NUM_SHARDS", "0", "storage.num-shards"),
+            ("CAIRN_STORAGE_BLOCK_SIZE", "10s", "storage.block-size"),
+            ("CAIRN_QUERY_MAX_LENGTH", "lots", "query.max-length"),
+            (
+                "CAIRN_QUERY_MAX_CONCURRENCY",
+                "2000",
+                "query.max-concurrency",
+            ),
+            ("CAIRN_INGEST_MAX_FUTURE", "later", "ingest.max-future"),
+            (
+                "CAIRN_INGEST_MAX_LABELS_PER_SERIES",
+                "0",
+                "ingest.max-labels-per-series",
+            ),
+            ("CAIRN_HTTP_LISTEN", "nowhere", "http.listen"),
+        ] {
+            let e = format!(
+                "{:#}",
+                Config::load(&Overrides::default(), &[(k.to_string(), v.to_string())]).unwrap_err()
+            );
+            assert!(e.contains(&format!("config key {key}")), "{k}={v}: {e}");
+        }
+        // A size may be a plain number of bytes.
+        let env = [("CAIRN_QUERY_MAX_LENGTH".to_string(), "1000".to_string())];
+        let c = Config::load(&Overrides::default(), &env).unwrap();
+        assert_eq!(c.api_config().unwrap().engine.max_query_length, 1000);
     }
 }

@@ -1,9 +1,12 @@
 //! `cairn`: the one binary. `cairn serve` runs every role in one process —
-//! the storage node (in-process), the ingest gateway and the HTTP API — from
-//! the embedded default config. It wires implementations (`cairn-storage`) to
-//! the traits the API speaks (`cairn-common`).
+//! the storage node (in-process), the query role, the ingest gateway and the
+//! always-on status routes (`roles`), over one HTTP server — from the
+//! embedded default config composed with the file, the environment and the
+//! flags (`config`). It wires implementations (`cairn-storage`) to the
+//! traits the API speaks (`cairn-storage-api`).
 
 mod config;
+mod roles;
 
 // glibc malloc showed up as a third of ingest CPU (arena contention and
 // consolidation across tokio and blocking threads); mimalloc removes that.
@@ -22,7 +25,7 @@ fn collect_thread_heap() {
 }
 
 use anyhow::{Context, Result};
-use cairn_api::{Admin, AppState, Backend};
+use cairn_api::AppState;
 use cairn_storage::Storage;
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -114,17 +117,6 @@ fn promqltest(storage: TestStorage, paths: &[PathBuf]) -> Result<bool> {
         let _ = s.close();
     }
     Ok(summary.failed == 0)
-}
-
-struct StorageAdmin(Arc<Storage>);
-
-impl Admin for StorageAdmin {
-    fn flush(&self) -> Result<usize, String> {
-        self.0.flush(true).map_err(|e| e.to_string())
-    }
-    fn render_metrics(&self, out: &mut String) {
-        self.0.render_metrics(out);
-    }
 }
 
 /// Turns transparent huge pages off for this process. mimalloc asks for
@@ -225,43 +217,26 @@ fn serve(flags: config::Overrides) -> Result<()> {
         tracing::info!(addr = %local, data_dir = %storage_cfg.data_dir.display(), "listening; recovering storage");
 
         let state = AppState::new(api_cfg).context("starting the query threads")?;
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(cairn_api::serve_with(listener, cairn_api::router(state.clone()), server_opts, async move {
-            let _ = rx.await;
-        }));
-
-        let sc = storage_cfg.clone();
-        let storage = tokio::task::spawn_blocking(move || Storage::open(sc, cairn_storage::system_clock()))
-            .await
-            .context("storage recovery task")?
-            .context("opening storage")?;
-        storage.start_background();
-        state.set_ready(Backend {
-            reader: storage.clone(),
-            writer: storage.clone(),
-            admin: Arc::new(StorageAdmin(storage.clone())),
-        });
+        // Started in this order, stopped in the reverse one: the HTTP server
+        // (over the routes they mount) first, storage last.
+        let mut node = roles::Node::new(vec![
+            Box::new(roles::StorageRole::new(storage_cfg, state.clone())),
+            Box::new(roles::QueryRole::new(state.clone())),
+            Box::new(roles::GatewayRole),
+            Box::new(roles::StatusRoutes),
+        ]);
+        // `/-/ready` answers 503 until storage has recovered; a role that
+        // fails to start or come up stops those already started.
+        let started = async { node.start(listener, state, server_opts).await?; node.up().await };
+        if let Err(e) = started.await {
+            let _ = node.stop().await;
+            return Err(e);
+        }
         tracing::info!("ready");
 
         shutdown_signal().await;
         tracing::info!("shutting down: no new requests; syncing commit log");
-        let _ = tx.send(());
-        match tokio::time::timeout(std::time::Duration::from_secs(20), server).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!(?e, "http server error during shutdown"),
-            Ok(Err(e)) => tracing::warn!(?e, "http server task failed"),
-            Err(_) => tracing::warn!("http server did not stop within 20s"),
-        }
-        // Reads still on the read threads (an export to a client that stopped
-        // reading) are told to stop; storage closes once they have, or after 10s.
-        if !state.stop_reads(std::time::Duration::from_secs(10)).await {
-            tracing::warn!("reads still running after 10s; closing storage anyway");
-        }
-        let st = storage.clone();
-        tokio::task::spawn_blocking(move || st.close())
-            .await
-            .context("shutdown task")?
-            .context("closing storage")?;
+        node.stop().await?;
         tracing::info!("stopped");
         Ok(())
     })

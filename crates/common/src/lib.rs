@@ -1,13 +1,15 @@
 //! `cairn-common`: the vocabulary every other crate shares.
 //!
 //! Owns: labels and label sets, samples and exemplars, the 128-bit series id,
-//! label matchers, and the two storage contracts — [`SeriesSource`] (read) and
+//! label matchers, the config value types every section shares (`config`:
+//! durations and sizes from readable text, errors naming the key), and the two storage contracts — [`SeriesSource`] (read) and
 //! [`SampleWriter`] (write). The query engine and the ingest gateway depend on
 //! these traits only, never on `cairn-storage`.
 //!
 //! Must never depend on: RocksDB, tokio, any I/O crate. It stays small so
 //! everything above it builds fast.
 
+pub mod config;
 pub mod duration;
 #[doc(hidden)]
 pub mod fuzz_replay;

@@ -1,8 +1,10 @@
-//! What a node is opened with: its configuration and its clock.
+//! What a node is opened with: its configuration and its clock, and the
+//! `storage:` config section it is built from ([`StorageSection`]).
 
 use crate::commitlog::FsyncPolicy;
 use crate::index;
 use crate::namespace::{self, Namespace};
+use cairn_common::config::{ByteSize, ConfigError, Duration as CfgDuration};
 use cairn_common::Timestamp;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -81,5 +83,93 @@ impl StorageConfig {
             }
         };
         &mut self.namespaces[at]
+    }
+}
+
+/// `storage.fsync`: `always`, or a period (`10ms`; `0s` means `always`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsyncSetting(pub FsyncPolicy);
+
+impl<'de> serde::Deserialize<'de> for FsyncSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "always" {
+            return Ok(Self(FsyncPolicy::Always));
+        }
+        match cairn_common::config::Duration::parse(&s) {
+            Some(p) if p.get().is_zero() => Ok(Self(FsyncPolicy::Always)),
+            Some(p) => Ok(Self(FsyncPolicy::Periodic(p.get()))),
+            None => Err(serde::de::Error::custom(format!(
+                "{s:?} must be \"always\" or a period like 10ms"
+            ))),
+        }
+    }
+}
+
+/// The `storage:` config section, as written (defaults: the embedded
+/// `config/cairn.yaml`, which a test keeps equal to [`StorageConfig::new`]).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StorageSection {
+    pub data_dir: PathBuf,
+    pub fsync: FsyncSetting,
+    /// The raw namespace's block window.
+    pub block_size: CfgDuration,
+    pub buffer_past: CfgDuration,
+    /// The raw namespace's retention.
+    pub retention: CfgDuration,
+    pub num_shards: u32,
+    pub flush_interval: CfgDuration,
+    pub head_max_bytes: ByteSize,
+    pub commitlog_segment_size: ByteSize,
+    pub index_cache_size: ByteSize,
+    /// A damaged commit-log record refuses the start instead of being
+    /// skipped and counted (default false).
+    #[serde(default)]
+    pub strict_replay: bool,
+}
+
+impl StorageSection {
+    /// Checks every value; the error names the bad key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.block_size.get() < Duration::from_secs(60) {
+            return Err(ConfigError::new(
+                "storage.block-size",
+                "must be at least 1m",
+            ));
+        }
+        if self.retention < self.block_size {
+            return Err(ConfigError::new(
+                "storage.retention",
+                "must be at least storage.block-size",
+            ));
+        }
+        if self.num_shards == 0 || self.num_shards > 4096 {
+            return Err(ConfigError::new("storage.num-shards", "must be 1..=4096"));
+        }
+        Ok(())
+    }
+
+    /// The node's configuration; `max_new_series_per_request` is the ingest
+    /// section's (`ingest.max-new-series-per-request`), enforced by the store.
+    pub fn to_config(
+        &self,
+        max_new_series_per_request: usize,
+    ) -> Result<StorageConfig, ConfigError> {
+        self.validate()?;
+        let mut c = StorageConfig::new(&self.data_dir);
+        c.fsync = self.fsync.0;
+        let raw = c.raw_mut();
+        raw.block = self.block_size.get();
+        raw.retention = self.retention.get();
+        c.buffer_past = self.buffer_past.get();
+        c.num_shards = self.num_shards;
+        c.flush_interval = self.flush_interval.get();
+        c.head_max_bytes = self.head_max_bytes.bytes();
+        c.max_segment_bytes = self.commitlog_segment_size.bytes();
+        c.index_cache_bytes = self.index_cache_size.bytes();
+        c.max_new_series_per_request = max_new_series_per_request;
+        c.strict_replay = self.strict_replay;
+        Ok(c)
     }
 }

@@ -21,7 +21,7 @@
 //! - [`shard`] — the unit placement moves: head + filesets + in-flight
 //!   flushes, the flush of one block, reads merged across them;
 //! - [`metrics`] — self-metric counters and their Prometheus text;
-//! - `config` — [`StorageConfig`] and the [`Clock`];
+//! - `config` — [`StorageConfig`], the [`Clock`], and the `storage:` config section ([`StorageSection`]);
 //! - `recovery` — index → filesets → commit-log replay, at open;
 //! - `flush` — a flush run over all shards, and the background
 //!   [`FlushTask`] that shutdown stops and joins;
@@ -60,7 +60,7 @@ mod recovery;
 pub mod shard;
 
 pub use commitlog::FsyncPolicy;
-pub use config::{system_clock, Clock, StorageConfig};
+pub use config::{system_clock, Clock, FsyncSetting, StorageConfig, StorageSection};
 pub use error::{Error, Result};
 pub use flush::FlushTask;
 pub use metrics::Metrics;
