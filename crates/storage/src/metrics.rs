@@ -1,22 +1,21 @@
 //! The node's self-metrics (`cairn_storage_*`): counters bumped where things
 //! happen ([`Metrics`]) and values read from the node only at scrape time
-//! (the head, the commit log, the filesets; `StoreCollector`), both put
-//! into a `prometheus-client` [`Registry`] the caller owns
-//! ([`Storage::register_metrics`](crate::Storage::register_metrics)): this
-//! crate never renders or serves the exposition itself.
+//! (the head, the commit log, the filesets: a [`GaugeSource`] read by
+//! `StoreCollector`), both put into a `prometheus-client` [`Registry`] the
+//! caller owns ([`Storage::register_metrics`](crate::Storage::register_metrics)):
+//! this crate never renders or serves the exposition itself.
 //!
 //! Counters are registered without their `_total` suffix and units are
 //! given apart (`Unit::Seconds`, `Unit::Bytes`): the encoder appends both,
 //! so `samples_appended` is scraped as `cairn_storage_samples_appended_total`.
 
-use crate::Storage;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::{Registry, Unit};
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 
 /// Counters published on `/metrics`; cheap to bump (one atomic add each).
 #[derive(Debug, Default)]
@@ -36,9 +35,29 @@ pub struct Metrics {
     pub recovery_seconds: Gauge<f64, AtomicU64>,
 }
 
+/// Values read from the node at scrape time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauges {
+    pub active_series: usize,
+    pub head_bytes: usize,
+    pub head_samples: usize,
+    pub commitlog_segments: usize,
+    pub commitlog_bytes: u64,
+    pub filesets: usize,
+    pub fileset_bytes: u64,
+    pub index_entries_skipped: u64,
+}
+
+/// What reads [`Gauges`] (the node), at each scrape.
+pub trait GaugeSource: Send + Sync {
+    fn gauges(&self) -> Gauges;
+}
+
 impl Metrics {
-    /// Registers the counters (handles to the same atomics) in `reg`.
-    fn register(&self, reg: &mut Registry) {
+    /// Registers the counters (handles to the same atomics) in `reg`, and
+    /// a collector that reads `source` at each scrape. The collector holds
+    /// it weakly: once it is dropped, it reports nothing.
+    pub fn register(&self, reg: &mut Registry, source: Weak<dyn GaugeSource>) {
         for (name, help, c) in [
             (
                 "cairn_storage_samples_appended",
@@ -97,22 +116,12 @@ impl Metrics {
             Unit::Seconds,
             self.recovery_seconds.clone(),
         );
+        reg.register_collector(Box::new(StoreCollector(source)));
     }
 }
 
-impl Storage {
-    /// Registers the store's self-metrics in `reg`: its counters, and a
-    /// collector that reads the head and disk figures at each scrape. The
-    /// collector holds the store weakly: once it is dropped, it reports
-    /// nothing.
-    pub fn register_metrics(self: &Arc<Self>, reg: &mut Registry) {
-        self.metrics.register(reg);
-        reg.register_collector(Box::new(StoreCollector(Arc::downgrade(self))));
-    }
-}
-
-/// The values read from the node at scrape time.
-struct StoreCollector(Weak<Storage>);
+/// The [`Gauges`], read at scrape time.
+struct StoreCollector(Weak<dyn GaugeSource>);
 
 impl std::fmt::Debug for StoreCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -125,9 +134,17 @@ impl Collector for StoreCollector {
         let Some(s) = self.0.upgrade() else {
             return Ok(());
         };
-        let (active, head_bytes, head_samples) = s.head_stats();
-        let ((segs, seg_bytes), (fsn, fsb)) = s.disk_stats();
-        let skipped = ConstCounter::new(s.index.skipped_entries());
+        let Gauges {
+            active_series: active,
+            head_bytes,
+            head_samples,
+            commitlog_segments: segs,
+            commitlog_bytes: seg_bytes,
+            filesets: fsn,
+            fileset_bytes: fsb,
+            index_entries_skipped,
+        } = s.gauges();
+        let skipped = ConstCounter::new(index_entries_skipped);
         skipped.encode(enc.encode_descriptor(
             "cairn_storage_index_entries_skipped",
             "Index entries (series labels, exemplars, metadata) skipped as undecodable.",
@@ -199,7 +216,7 @@ impl Collector for StoreCollector {
 
 /// The store's metrics as the exposition text, for tests.
 #[cfg(test)]
-pub(crate) fn render(s: &Arc<Storage>) -> String {
+pub(crate) fn render(s: &std::sync::Arc<crate::Storage>) -> String {
     let mut reg = Registry::default();
     s.register_metrics(&mut reg);
     let mut out = String::new();

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::fileset::Fileset;
 use crate::flush::{FlushCtx, FlushTask, Flusher};
 use crate::index::Index;
-use crate::metrics::Metrics;
+use crate::metrics::{GaugeSource, Gauges, Metrics};
 use crate::namespace::{self, block_start, Namespace};
 use crate::record;
 use crate::recovery;
@@ -224,6 +224,14 @@ impl Storage {
             fsb += b;
         }
         (cl, (fsn, fsb))
+    }
+
+    /// Registers the store's self-metrics in `reg`: its counters, and a
+    /// collector that reads the head and disk figures at each scrape (and
+    /// holds the store weakly).
+    pub fn register_metrics(self: &Arc<Self>, reg: &mut prometheus_client::registry::Registry) {
+        let me: Arc<dyn GaugeSource> = self.clone();
+        self.metrics.register(reg, Arc::downgrade(&me));
     }
 
     /// The samples in `[start, end]` of the selected series, in `sel`'s
@@ -494,3 +502,20 @@ impl Storage {
 #[cfg(test)]
 #[path = "node_tests.rs"]
 mod tests;
+
+impl GaugeSource for Storage {
+    fn gauges(&self) -> Gauges {
+        let (active_series, head_bytes, head_samples) = self.head_stats();
+        let ((commitlog_segments, commitlog_bytes), (filesets, fileset_bytes)) = self.disk_stats();
+        Gauges {
+            active_series,
+            head_bytes,
+            head_samples,
+            commitlog_segments,
+            commitlog_bytes,
+            filesets,
+            fileset_bytes,
+            index_entries_skipped: self.index.skipped_entries(),
+        }
+    }
+}
