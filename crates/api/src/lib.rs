@@ -8,8 +8,9 @@
 //! Prometheus writes (`render`), and the handlers by area: remote write
 //! (`write`), PromQL queries (`query`), series metadata (`metadata`),
 //! export (`export`), remote read (`remote_read`), status and health
-//! (`status`), admin (`admin`), self-metrics with the one request-metrics
-//! layer keyed by matched route (`metrics`). Maps errors to the status
+//! (`status`), admin (`admin`), self-metrics in one `prometheus-client`
+//! registry with the one request-metrics layer keyed by matched route
+//! (`metrics`). Maps errors to the status
 //! codes clients expect (remote write: 400 is never retried, 429/5xx are).
 //!
 //! Must never depend on: `cairn-storage` or RocksDB — it talks to the store
