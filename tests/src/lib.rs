@@ -738,10 +738,23 @@ pub fn prometheus_bin() -> Option<String> {
 /// a free loopback port in `dir`; returns the guard and its base URL once
 /// `/-/ready` answers 200.
 pub fn spawn_prometheus(bin: &str, dir: &Path) -> (ChildGuard, String) {
+    spawn_prometheus_with(bin, dir, "global:\n  scrape_interval: 1m\n")
+}
+
+/// Like [`spawn_prometheus`], scraping `target` (`host:port`) every second
+/// as job `cairn`.
+pub fn spawn_prometheus_scraping(bin: &str, dir: &Path, target: &str) -> (ChildGuard, String) {
+    let cfg = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: cairn\n    static_configs:\n      - targets: ['{target}']\n"
+    );
+    spawn_prometheus_with(bin, dir, &cfg)
+}
+
+fn spawn_prometheus_with(bin: &str, dir: &Path, cfg: &str) -> (ChildGuard, String) {
     fs::create_dir_all(dir).expect("prometheus dir");
     let port = free_port();
     let cfg_path = dir.join("prometheus.yml");
-    fs::write(&cfg_path, "global:\n  scrape_interval: 1m\n").expect("write prometheus.yml");
+    fs::write(&cfg_path, cfg).expect("write prometheus.yml");
     let log_path = dir.join("prometheus.log");
     let log = File::create(&log_path).expect("prometheus log");
     let child = Command::new(bin)

@@ -68,6 +68,63 @@ mod prometheus {
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
+    /// Prometheus scrapes `/metrics` (it asks for OpenMetrics first) with
+    /// no error, and stores the self-metrics under the names `/metrics`
+    /// has always had.
+    #[test]
+    fn prometheus_scrapes_self_metrics_without_errors() {
+        let Some(bin) = prometheus_bin() else {
+            eprintln!("\n!!!!!! SKIPPING prometheus_scrapes_self_metrics_without_errors: no prometheus binary (apt-get install prometheus) !!!!!!\n");
+            return;
+        };
+        let s = TestServer::spawn(ServerOpts::default());
+        let target = s.url().trim_start_matches("http://").to_string();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_guard, prom) = spawn_prometheus_scraping(&bin, dir.path(), &target);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let target = loop {
+            let j = get(&format!("{prom}/api/v1/targets"))
+                .expect("targets")
+                .json();
+            let t = j["data"]["activeTargets"][0].clone();
+            if t["health"] == "up" || t["lastError"].as_str().is_some_and(|e| !e.is_empty()) {
+                break t;
+            }
+            assert!(Instant::now() < deadline, "no scrape of cairn: {j}");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert_eq!(target["health"], "up", "{target}");
+        assert_eq!(target["lastError"], "", "{target}");
+        for name in [
+            "cairn_api_http_requests_total",
+            "cairn_api_reads_running",
+            "cairn_api_reads_cancelled_total",
+            "cairn_ingest_samples_received_total",
+            "cairn_storage_samples_appended_total",
+            "cairn_storage_flush_seconds_total",
+            "cairn_storage_head_bytes",
+            "cairn_storage_commitlog_segments",
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_start_time_seconds",
+        ] {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let url = format!("{prom}/api/v1/query?query={}", enc(name));
+                let j = get(&url).expect("query").json();
+                if j["data"]["result"]
+                    .as_array()
+                    .is_some_and(|r| !r.is_empty())
+                {
+                    break;
+                }
+                // The request family appears once a request was counted.
+                assert!(Instant::now() < deadline, "Prometheus has no {name}: {j}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+
     fn prom_matrix(prom: &str, query: &str, time_s: i64) -> Exported {
         let url = format!("{prom}/api/v1/query?query={}&time={time_s}", enc(query));
         let r = get(&url).unwrap_or_else(|e| panic!("GET {url}: {e}"));

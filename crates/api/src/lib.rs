@@ -9,8 +9,9 @@
 //! Prometheus writes (`render`), and the handlers by area: remote write
 //! (`write`), PromQL queries (`query`), series metadata (`metadata`),
 //! export (`export`), remote read (`remote_read`), status and health
-//! (`status`), admin (`admin`), self-metrics with the one request-metrics
-//! layer keyed by matched route (`metrics`). Maps errors to the status
+//! (`status`), admin (`admin`), self-metrics in one `prometheus-client`
+//! registry with the one request-metrics layer keyed by matched route
+//! (`metrics`). Maps errors to the status
 //! codes clients expect (remote write: 400 is never retried, 429/5xx are).
 //!
 //! Must never depend on: `cairn-storage` or RocksDB — it talks to the store
@@ -47,6 +48,8 @@ use cairn_storage_api::{SeriesReader, ShardWriter};
 use error::ApiError;
 pub use params::{parse_duration_ms, parse_time_ms};
 pub use pool::set_idle_hook;
+/// The registry `/metrics` serves ([`Admin::register_metrics`]).
+pub use prometheus_client::registry::Registry as MetricsRegistry;
 pub use render::{format_float, write_timestamp};
 pub use routes::{build, path, read_routes, router, status_routes, write_routes, Routes};
 pub use selector::parse_selector;
@@ -59,8 +62,8 @@ use std::sync::{Arc, OnceLock};
 pub trait Admin: Send + Sync {
     /// Seals and flushes everything in the head; returns filesets written.
     fn flush(&self) -> Result<usize, String>;
-    /// Appends the store's self-metrics (Prometheus text format).
-    fn render_metrics(&self, out: &mut String);
+    /// Registers the store's self-metrics in the registry `/metrics` serves.
+    fn register_metrics(&self, registry: &mut MetricsRegistry);
 }
 
 impl std::fmt::Debug for Backend {
@@ -159,7 +162,7 @@ impl AppState {
             write_slots,
             cfg,
             backend: OnceLock::new(),
-            metrics: metrics::HttpMetrics::default(),
+            metrics: metrics::HttpMetrics::new(&reads.stats),
             reads,
             remote_reads: Arc::new(AtomicUsize::new(0)),
         })))
@@ -173,7 +176,10 @@ impl AppState {
 
     /// Installs the backend; from then on `/-/ready` answers 200.
     pub fn set_ready(&self, backend: Backend) {
-        let _ = self.0.backend.set(backend);
+        let admin = backend.admin.clone();
+        if self.0.backend.set(backend).is_ok() {
+            self.0.metrics.register(|r| admin.register_metrics(r));
+        }
     }
 
     fn backend(&self) -> Result<&Backend, ApiError> {

@@ -22,7 +22,7 @@ type Job = Box<dyn FnOnce() + Send>;
 pub(crate) const READ_STACK_BYTES: usize = 64 << 20;
 
 /// Counters of the pool, published on `/metrics`.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub(crate) struct PoolStats {
     /// Reads admitted and not finished (running + queued): a [`Slot`] each.
     pub admitted: Arc<AtomicUsize>,

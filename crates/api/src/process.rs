@@ -1,19 +1,46 @@
 //! The `process_*` metrics every Prometheus-instrumented server exposes
 //! (CPU, memory, open files, start time), read from `/proc/self` on Linux
-//! and left out elsewhere.
+//! at each scrape through a `prometheus-client` collector, and left out
+//! elsewhere.
 
-use std::fmt::Write as _;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+#[cfg(target_os = "linux")]
+use prometheus_client::registry::Unit;
 
-/// Appends the process metrics in Prometheus text format.
-pub(crate) fn render(out: &mut String) {
-    #[cfg(target_os = "linux")]
-    linux(out);
-    #[cfg(not(target_os = "linux"))]
-    let _ = out;
+/// Reads the process's figures at each scrape.
+#[derive(Debug)]
+pub(crate) struct ProcessCollector;
+
+impl Collector for ProcessCollector {
+    fn encode(&self, enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        #[cfg(target_os = "linux")]
+        return linux(enc);
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = enc;
+            Ok(())
+        }
+    }
+}
+
+/// One gauge, `name` + `_` + `unit` if there is one.
+#[cfg(target_os = "linux")]
+fn gauge(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&prometheus_client::registry::Unit>,
+    v: f64,
+) -> Result<(), std::fmt::Error> {
+    let g = ConstGauge::new(v);
+    g.encode(enc.encode_descriptor(name, help, unit, g.metric_type())?)
 }
 
 #[cfg(target_os = "linux")]
-fn linux(out: &mut String) {
+fn linux(mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
     // SAFETY: sysconf takes an integer and returns one; no memory is touched.
     #[allow(unsafe_code)]
     let (ticks, page) = unsafe {
@@ -22,12 +49,8 @@ fn linux(out: &mut String) {
             libc::sysconf(libc::_SC_PAGESIZE).max(1) as f64,
         )
     };
-    let mut put = |name: &str, kind: &str, help: &str, v: f64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-        );
-    };
+    let seconds = Some(&Unit::Seconds);
+    let bytes = Some(&Unit::Bytes);
     // /proc/self/stat: fields after the parenthesised command name.
     if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
         if let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) {
@@ -36,46 +59,51 @@ fn linux(out: &mut String) {
             // utime, stime (fields 14, 15 of stat; 11, 12 here), starttime
             // (22; 19 here), vsize (23; 20), rss pages (24; 21).
             if let (Some(u), Some(s)) = (num(11), num(12)) {
-                put(
-                    "process_cpu_seconds_total",
-                    "counter",
+                let c = ConstCounter::new((u + s) / ticks);
+                c.encode(enc.encode_descriptor(
+                    "process_cpu",
                     "Total user and system CPU time spent in seconds.",
-                    (u + s) / ticks,
-                );
+                    seconds,
+                    c.metric_type(),
+                )?)?;
             }
             if let (Some(start), Some(boot)) = (num(19), boot_time()) {
-                put(
-                    "process_start_time_seconds",
-                    "gauge",
+                gauge(
+                    &mut enc,
+                    "process_start_time",
                     "Start time of the process since unix epoch in seconds.",
+                    seconds,
                     boot + start / ticks,
-                );
+                )?;
             }
             if let Some(v) = num(20) {
-                put(
-                    "process_virtual_memory_bytes",
-                    "gauge",
+                gauge(
+                    &mut enc,
+                    "process_virtual_memory",
                     "Virtual memory size in bytes.",
+                    bytes,
                     v,
-                );
+                )?;
             }
             if let Some(r) = num(21) {
-                put(
-                    "process_resident_memory_bytes",
-                    "gauge",
+                gauge(
+                    &mut enc,
+                    "process_resident_memory",
                     "Resident memory size in bytes.",
+                    bytes,
                     r * page,
-                );
+                )?;
             }
         }
     }
     if let Ok(d) = std::fs::read_dir("/proc/self/fd") {
-        put(
+        gauge(
+            &mut enc,
             "process_open_fds",
-            "gauge",
             "Number of open file descriptors.",
+            None,
             d.count() as f64,
-        );
+        )?;
     }
     if let Ok(limits) = std::fs::read_to_string("/proc/self/limits") {
         let max = limits
@@ -84,14 +112,16 @@ fn linux(out: &mut String) {
             .and_then(|l| l.split_whitespace().nth(3))
             .and_then(|v| v.parse::<f64>().ok());
         if let Some(m) = max {
-            put(
+            gauge(
+                &mut enc,
                 "process_max_fds",
-                "gauge",
                 "Maximum number of open file descriptors.",
+                None,
                 m,
-            );
+            )?;
         }
     }
+    Ok(())
 }
 
 #[cfg(target_os = "linux")]
@@ -108,8 +138,10 @@ mod tests {
     #[test]
     #[cfg(target_os = "linux")]
     fn process_metrics_are_read() {
+        let mut reg = prometheus_client::registry::Registry::default();
+        reg.register_collector(Box::new(super::ProcessCollector));
         let mut s = String::new();
-        super::render(&mut s);
+        prometheus_client::encoding::text::encode(&mut s, &reg).unwrap();
         for name in [
             "process_cpu_seconds_total",
             "process_resident_memory_bytes",

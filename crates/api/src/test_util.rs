@@ -14,7 +14,7 @@ impl Admin for NoAdmin {
     fn flush(&self) -> Result<usize, String> {
         Ok(0)
     }
-    fn render_metrics(&self, _: &mut String) {}
+    fn register_metrics(&self, _: &mut prometheus_client::registry::Registry) {}
 }
 
 pub(crate) fn app(m: Arc<MemSource>) -> axum::Router {

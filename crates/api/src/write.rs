@@ -14,7 +14,6 @@ use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
 
 /// Refused series listed in a 400 answer; the rest are counted.
 const MAX_LISTED: usize = 20;
@@ -71,10 +70,8 @@ pub(crate) async fn remote_write(
     })
     .await??;
     let m = &st.0.metrics;
-    m.samples_invalid.fetch_add(
-        invalid.iter().map(|i| i.samples as u64).sum(),
-        Ordering::Relaxed,
-    );
+    m.samples_invalid
+        .inc_by(invalid.iter().map(|i| i.samples as u64).sum());
     // A refused series is echoed cut short: it may hold thousands of labels.
     let shown = |s: &str| cairn_common::limits::truncate_str(s, 512).into_owned();
     let mut problems: Vec<String> = invalid
@@ -90,13 +87,11 @@ pub(crate) async fn remote_write(
             }
             ApiError::text(status, format!("storage error: {e}"))
         })?;
-        m.samples_received.fetch_add(n_samples, Ordering::Relaxed);
+        m.samples_received.inc_by(n_samples);
         m.exemplars_received
-            .fetch_add(outcome.accepted_exemplars as u64, Ordering::Relaxed);
-        m.samples_rejected.fetch_add(
-            outcome.rejections.iter().map(|r| r.samples as u64).sum(),
-            Ordering::Relaxed,
-        );
+            .inc_by(outcome.accepted_exemplars as u64);
+        m.samples_rejected
+            .inc_by(outcome.rejections.iter().map(|r| r.samples as u64).sum());
         problems.extend(
             outcome
                 .rejections

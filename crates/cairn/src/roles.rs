@@ -128,8 +128,8 @@ impl Admin for StorageAdmin {
     fn flush(&self) -> Result<usize, String> {
         self.0.flush(true).map_err(|e| e.to_string())
     }
-    fn render_metrics(&self, out: &mut String) {
-        self.0.render_metrics(out);
+    fn register_metrics(&self, registry: &mut cairn_api::MetricsRegistry) {
+        self.0.register_metrics(registry);
     }
 }
 

@@ -13,7 +13,6 @@ use crate::shard::{Flushing, Shard};
 use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -106,16 +105,12 @@ impl Flusher {
         let removed = cx.log.remove_segments(sealed, |info| {
             info.blocks.iter().any(|b| in_memory.contains(b))
         });
-        cx.metrics.flushes.fetch_add(1, Ordering::Relaxed);
+        cx.metrics.flushes.inc();
+        cx.metrics.filesets_written.inc_by(written as u64);
+        cx.metrics.flush_failures.inc_by(failed);
         cx.metrics
-            .filesets_written
-            .fetch_add(written as u64, Ordering::Relaxed);
-        cx.metrics
-            .flush_failures
-            .fetch_add(failed, Ordering::Relaxed);
-        cx.metrics
-            .flush_seconds_total_ms
-            .fetch_add(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+            .flush_seconds
+            .inc_by(started.elapsed().as_secs_f64());
         if written > 0 {
             tracing::info!(
                 filesets = written,

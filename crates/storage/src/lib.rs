@@ -20,7 +20,8 @@
 //! - [`head`] — in-memory block buffers, buffers only;
 //! - [`shard`] — the unit placement moves: head + filesets + in-flight
 //!   flushes, the flush of one block, reads merged across them;
-//! - [`metrics`] — self-metric counters and their Prometheus text;
+//! - [`metrics`] — self-metric counters and the scrape-time gauges, put into
+//!   a `prometheus-client` registry the caller owns;
 //! - `config` — [`StorageConfig`], the [`Clock`], and the `storage:` config section ([`StorageSection`]);
 //! - `recovery` — index → filesets → commit-log replay, at open;
 //! - `flush` — a flush run over all shards, and the background

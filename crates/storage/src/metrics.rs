@@ -1,29 +1,38 @@
-//! The node's self-metrics: counters bumped where things happen, gauges
-//! read at scrape time, rendered as Prometheus text (`cairn_storage_*`).
+//! The node's self-metrics (`cairn_storage_*`): counters bumped where things
+//! happen ([`Metrics`]) and values read from the node only at scrape time
+//! (the head, the commit log, the filesets: a [`GaugeSource`] read by
+//! `StoreCollector`), both put into a `prometheus-client` [`Registry`] the
+//! caller owns ([`Storage::register_metrics`](crate::Storage::register_metrics)):
+//! this crate never renders or serves the exposition itself.
+//!
+//! Counters are registered without their `_total` suffix and units are
+//! given apart (`Unit::Seconds`, `Unit::Bytes`): the encoder appends both,
+//! so `samples_appended` is scraped as `cairn_storage_samples_appended_total`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::registry::{Registry, Unit};
+use std::sync::atomic::AtomicU64;
+use std::sync::Weak;
 
-impl std::fmt::Debug for Metrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Metrics").finish_non_exhaustive()
-    }
-}
-
-/// Counters published on `/metrics`.
-#[derive(Default)]
+/// Counters published on `/metrics`; cheap to bump (one atomic add each).
+#[derive(Debug, Default)]
 pub struct Metrics {
-    pub samples_appended: AtomicU64,
-    pub samples_rejected_too_old: AtomicU64,
-    pub samples_rejected_out_of_range: AtomicU64,
-    pub exemplars_appended: AtomicU64,
-    pub series_created: AtomicU64,
-    pub flushes: AtomicU64,
-    pub flush_failures: AtomicU64,
-    pub flush_seconds_total_ms: AtomicU64,
-    pub filesets_written: AtomicU64,
-    pub commitlog_records_replayed: AtomicU64,
-    pub commitlog_records_skipped: AtomicU64,
-    pub recovery_ms: AtomicU64,
+    pub samples_appended: Counter,
+    pub samples_rejected_too_old: Counter,
+    pub samples_rejected_out_of_range: Counter,
+    pub exemplars_appended: Counter,
+    pub series_created: Counter,
+    pub flushes: Counter,
+    pub flush_failures: Counter,
+    pub flush_seconds: Counter<f64, AtomicU64>,
+    pub filesets_written: Counter,
+    /// Kept for tests and logs; not published.
+    pub commitlog_records_replayed: Counter,
+    pub commitlog_records_skipped: Counter,
+    pub recovery_seconds: Gauge<f64, AtomicU64>,
 }
 
 /// Values read from the node at scrape time.
@@ -39,12 +48,92 @@ pub struct Gauges {
     pub index_entries_skipped: u64,
 }
 
+/// What reads [`Gauges`] (the node), at each scrape.
+pub trait GaugeSource: Send + Sync {
+    fn gauges(&self) -> Gauges;
+}
+
 impl Metrics {
-    /// The counters and `g` in Prometheus text format.
-    pub fn render(&self, g: &Gauges, out: &mut String) {
-        use std::fmt::Write;
-        let m = self;
-        let c = |v: &AtomicU64| v.load(Ordering::Relaxed);
+    /// Registers the counters (handles to the same atomics) in `reg`, and
+    /// a collector that reads `source` at each scrape. The collector holds
+    /// it weakly: once it is dropped, it reports nothing.
+    pub fn register(&self, reg: &mut Registry, source: Weak<dyn GaugeSource>) {
+        for (name, help, c) in [
+            (
+                "cairn_storage_samples_appended",
+                "Samples appended to the head.",
+                &self.samples_appended,
+            ),
+            (
+                "cairn_storage_samples_rejected_too_old",
+                "Samples refused as older than retention.",
+                &self.samples_rejected_too_old,
+            ),
+            (
+                "cairn_storage_samples_rejected_out_of_range",
+                "Samples refused as after the latest storable time.",
+                &self.samples_rejected_out_of_range,
+            ),
+            (
+                "cairn_storage_commitlog_records_skipped",
+                "Commit-log records skipped on replay as corrupt (not torn tails).",
+                &self.commitlog_records_skipped,
+            ),
+            (
+                "cairn_storage_exemplars_appended",
+                "Exemplars stored.",
+                &self.exemplars_appended,
+            ),
+            (
+                "cairn_storage_series_created",
+                "Series registered in the index.",
+                &self.series_created,
+            ),
+            ("cairn_storage_flushes", "Flush runs.", &self.flushes),
+            (
+                "cairn_storage_flush_failures",
+                "Block flushes that failed.",
+                &self.flush_failures,
+            ),
+            (
+                "cairn_storage_filesets_written",
+                "Filesets written.",
+                &self.filesets_written,
+            ),
+        ] {
+            // The registry ends every help text with a full stop itself.
+            reg.register(name, help.trim_end_matches('.'), c.clone());
+        }
+        reg.register_with_unit(
+            "cairn_storage_flush",
+            "Time spent flushing",
+            Unit::Seconds,
+            self.flush_seconds.clone(),
+        );
+        reg.register_with_unit(
+            "cairn_storage_recovery",
+            "Time the last recovery took",
+            Unit::Seconds,
+            self.recovery_seconds.clone(),
+        );
+        reg.register_collector(Box::new(StoreCollector(source)));
+    }
+}
+
+/// The [`Gauges`], read at scrape time.
+struct StoreCollector(Weak<dyn GaugeSource>);
+
+impl std::fmt::Debug for StoreCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreCollector").finish_non_exhaustive()
+    }
+}
+
+impl Collector for StoreCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(s) = self.0.upgrade() else {
+            return Ok(());
+        };
         let Gauges {
             active_series: active,
             head_bytes,
@@ -54,123 +143,83 @@ impl Metrics {
             filesets: fsn,
             fileset_bytes: fsb,
             index_entries_skipped,
-        } = *g;
-        let rows: [(&str, &str, &str, f64); 17] = [
-            (
-                "cairn_storage_samples_appended_total",
-                "counter",
-                "Samples appended to the head.",
-                c(&m.samples_appended) as f64,
-            ),
-            (
-                "cairn_storage_samples_rejected_too_old_total",
-                "counter",
-                "Samples refused as older than retention.",
-                c(&m.samples_rejected_too_old) as f64,
-            ),
-            (
-                "cairn_storage_samples_rejected_out_of_range_total",
-                "counter",
-                "Samples refused as after the latest storable time.",
-                c(&m.samples_rejected_out_of_range) as f64,
-            ),
-            (
-                "cairn_storage_commitlog_records_skipped_total",
-                "counter",
-                "Commit-log records skipped on replay as corrupt (not torn tails).",
-                c(&m.commitlog_records_skipped) as f64,
-            ),
-            (
-                "cairn_storage_index_entries_skipped_total",
-                "counter",
-                "Index entries (series labels, exemplars, metadata) skipped as undecodable.",
-                index_entries_skipped as f64,
-            ),
-            (
-                "cairn_storage_exemplars_appended_total",
-                "counter",
-                "Exemplars stored.",
-                c(&m.exemplars_appended) as f64,
-            ),
-            (
-                "cairn_storage_series_created_total",
-                "counter",
-                "Series registered in the index.",
-                c(&m.series_created) as f64,
-            ),
-            (
-                "cairn_storage_flushes_total",
-                "counter",
-                "Flush runs.",
-                c(&m.flushes) as f64,
-            ),
-            (
-                "cairn_storage_flush_failures_total",
-                "counter",
-                "Block flushes that failed.",
-                c(&m.flush_failures) as f64,
-            ),
-            (
-                "cairn_storage_flush_seconds_total",
-                "counter",
-                "Time spent flushing.",
-                c(&m.flush_seconds_total_ms) as f64 / 1000.0,
-            ),
-            (
-                "cairn_storage_filesets_written_total",
-                "counter",
-                "Filesets written.",
-                c(&m.filesets_written) as f64,
-            ),
+        } = s.gauges();
+        let skipped = ConstCounter::new(index_entries_skipped);
+        skipped.encode(enc.encode_descriptor(
+            "cairn_storage_index_entries_skipped",
+            "Index entries (series labels, exemplars, metadata) skipped as undecodable.",
+            None,
+            skipped.metric_type(),
+        )?)?;
+        let per_series = if active > 0 {
+            head_bytes as f64 / active as f64
+        } else {
+            0.0
+        };
+        let bytes = Some(&Unit::Bytes);
+        for (name, help, unit, v) in [
             (
                 "cairn_storage_head_active_series",
-                "gauge",
                 "Series with data in the head.",
+                None,
                 active as f64,
             ),
             (
-                "cairn_storage_head_bytes",
-                "gauge",
+                "cairn_storage_head",
                 "Approximate head memory.",
+                bytes,
                 head_bytes as f64,
             ),
             (
                 "cairn_storage_head_bytes_per_active_series",
-                "gauge",
                 "Head memory per active series.",
-                if active > 0 {
-                    head_bytes as f64 / active as f64
-                } else {
-                    0.0
-                },
+                None,
+                per_series,
             ),
             (
                 "cairn_storage_head_samples",
-                "gauge",
                 "Samples held in the head.",
+                None,
                 head_samples as f64,
             ),
             (
-                "cairn_storage_commitlog_bytes",
-                "gauge",
+                "cairn_storage_commitlog",
                 "Commit log bytes on disk.",
+                bytes,
                 seg_bytes as f64,
             ),
             (
-                "cairn_storage_fileset_bytes",
-                "gauge",
+                "cairn_storage_fileset",
                 "Fileset bytes on disk.",
+                bytes,
                 fsb as f64,
             ),
-        ];
-        for (name, kind, help, v) in rows {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
+            (
+                "cairn_storage_commitlog_segments",
+                "Commit log segments on disk.",
+                None,
+                segs as f64,
+            ),
+            (
+                "cairn_storage_filesets",
+                "Filesets on disk.",
+                None,
+                fsn as f64,
+            ),
+        ] {
+            let g = ConstGauge::new(v);
+            g.encode(enc.encode_descriptor(name, help, unit, g.metric_type())?)?;
         }
-        let _ = writeln!(out, "# HELP cairn_storage_commitlog_segments Commit log segments on disk.\n# TYPE cairn_storage_commitlog_segments gauge\ncairn_storage_commitlog_segments {segs}");
-        let _ = writeln!(out, "# HELP cairn_storage_filesets Filesets on disk.\n# TYPE cairn_storage_filesets gauge\ncairn_storage_filesets {fsn}");
-        let _ = writeln!(out, "# HELP cairn_storage_recovery_seconds Time the last recovery took.\n# TYPE cairn_storage_recovery_seconds gauge\ncairn_storage_recovery_seconds {}", c(&m.recovery_ms) as f64 / 1000.0);
+        Ok(())
     }
+}
+
+/// The store's metrics as the exposition text, for tests.
+#[cfg(test)]
+pub(crate) fn render(s: &std::sync::Arc<crate::Storage>) -> String {
+    let mut reg = Registry::default();
+    s.register_metrics(&mut reg);
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &reg).expect("writing to a String");
+    out
 }

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::fileset::Fileset;
 use crate::flush::{FlushCtx, FlushTask, Flusher};
 use crate::index::Index;
-use crate::metrics::{Gauges, Metrics};
+use crate::metrics::{GaugeSource, Gauges, Metrics};
 use crate::namespace::{self, block_start, Namespace};
 use crate::record;
 use crate::recovery;
@@ -23,7 +23,6 @@ use cairn_common::{
 use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -80,8 +79,8 @@ impl Storage {
         let metrics = Metrics::default();
         let (shards, log) = recovery::recover(started, &cfg, &ns, &ns_root, &index, &metrics)?;
         metrics
-            .recovery_ms
-            .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+            .recovery_seconds
+            .set(started.elapsed().as_secs_f64());
         Ok(Arc::new(Storage {
             block_ms: ns.block_ms(),
             ns,
@@ -227,21 +226,12 @@ impl Storage {
         (cl, (fsn, fsb))
     }
 
-    /// Self-metrics in Prometheus text format.
-    pub fn render_metrics(&self, out: &mut String) {
-        let (active_series, head_bytes, head_samples) = self.head_stats();
-        let ((commitlog_segments, commitlog_bytes), (filesets, fileset_bytes)) = self.disk_stats();
-        let g = Gauges {
-            active_series,
-            head_bytes,
-            head_samples,
-            commitlog_segments,
-            commitlog_bytes,
-            filesets,
-            fileset_bytes,
-            index_entries_skipped: self.index.skipped_entries(),
-        };
-        self.metrics.render(&g, out);
+    /// Registers the store's self-metrics in `reg`: its counters, and a
+    /// collector that reads the head and disk figures at each scrape (and
+    /// holds the store weakly).
+    pub fn register_metrics(self: &Arc<Self>, reg: &mut prometheus_client::registry::Registry) {
+        let me: Arc<dyn GaugeSource> = self.clone();
+        self.metrics.register(reg, Arc::downgrade(&me));
     }
 
     /// The samples in `[start, end]` of the selected series, in `sel`'s
@@ -399,7 +389,7 @@ impl Storage {
             if !old.is_empty() {
                 self.metrics
                     .samples_rejected_too_old
-                    .fetch_add(old.len() as u64, Ordering::Relaxed);
+                    .inc_by(old.len() as u64);
                 out.rejections.push(WriteRejection {
                     series: series_text(&s.labels),
                     reason: format!(
@@ -414,7 +404,7 @@ impl Storage {
             if late > 0 {
                 self.metrics
                     .samples_rejected_out_of_range
-                    .fetch_add(late as u64, Ordering::Relaxed);
+                    .inc_by(late as u64);
                 out.rejections.push(WriteRejection {
                     series: series_text(&s.labels),
                     reason: format!(
@@ -448,9 +438,7 @@ impl Storage {
         if !new_series.is_empty() {
             let refs: Vec<(SeriesId, &Labels)> = new_series.iter().map(|(i, l)| (*i, l)).collect();
             self.index.add_series(tenant, &refs)?;
-            self.metrics
-                .series_created
-                .fetch_add(new_series.len() as u64, Ordering::Relaxed);
+            self.metrics.series_created.inc_by(new_series.len() as u64);
         }
         let mut blocks = BTreeSet::new();
         record::encode_body(
@@ -503,10 +491,10 @@ impl Storage {
         out.accepted_exemplars = exemplars.len();
         self.metrics
             .samples_appended
-            .fetch_add(out.accepted_samples as u64, Ordering::Relaxed);
+            .inc_by(out.accepted_samples as u64);
         self.metrics
             .exemplars_appended
-            .fetch_add(exemplars.len() as u64, Ordering::Relaxed);
+            .inc_by(exemplars.len() as u64);
         Ok(out)
     }
 }
@@ -514,3 +502,20 @@ impl Storage {
 #[cfg(test)]
 #[path = "node_tests.rs"]
 mod tests;
+
+impl GaugeSource for Storage {
+    fn gauges(&self) -> Gauges {
+        let (active_series, head_bytes, head_samples) = self.head_stats();
+        let ((commitlog_segments, commitlog_bytes), (filesets, fileset_bytes)) = self.disk_stats();
+        Gauges {
+            active_series,
+            head_bytes,
+            head_samples,
+            commitlog_segments,
+            commitlog_bytes,
+            filesets,
+            fileset_bytes,
+            index_entries_skipped: self.index.skipped_entries(),
+        }
+    }
+}

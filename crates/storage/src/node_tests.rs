@@ -383,8 +383,7 @@ fn undecodable_index_entry_is_skipped() {
     let got = read(&s, "t", "x");
     assert_eq!(got.len(), 1, "{got:?}");
     assert!(s.index.skipped_entries() >= 1);
-    let mut text = String::new();
-    s.render_metrics(&mut text);
+    let text = crate::metrics::render(&s);
     assert!(
         text.contains("cairn_storage_index_entries_skipped_total 1"),
         "{text}"

@@ -16,7 +16,6 @@ use cairn_common::limits::hard;
 use cairn_common::{Labels, Sample, SeriesId};
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -95,12 +94,10 @@ pub(crate) fn recover(
             Ok(blocks)
         },
     )?;
-    metrics
-        .commitlog_records_replayed
-        .store(stats.records, Ordering::Relaxed);
+    metrics.commitlog_records_replayed.inc_by(stats.records);
     metrics
         .commitlog_records_skipped
-        .store(stats.skipped_records, Ordering::Relaxed);
+        .inc_by(stats.skipped_records);
     if out_of_range > 0 {
         tracing::warn!(
             samples = out_of_range,
@@ -219,10 +216,7 @@ mod tests {
             cfg.strict_replay = strict;
             let clock = f.now.clone();
             let s = Storage::open(cfg, Arc::new(move || clock.load(Ordering::SeqCst))).unwrap();
-            assert_eq!(
-                s.metrics.commitlog_records_skipped.load(Ordering::Relaxed),
-                0
-            );
+            assert_eq!(s.metrics.commitlog_records_skipped.get(), 0);
             let got = read(&s, "t", "old");
             assert_eq!(got.len(), 1);
             assert_eq!(got[0].0, big.to_string());
@@ -293,12 +287,8 @@ mod tests {
         let got: Vec<String> = read(&s, "t", "c").into_iter().map(|x| x.0).collect();
         assert_eq!(got.len(), 2, "{got:?}");
         assert!(got[0].contains("j0") && got[1].contains("j3"), "{got:?}");
-        assert_eq!(
-            s.metrics.commitlog_records_skipped.load(Ordering::Relaxed),
-            2
-        );
-        let mut text = String::new();
-        s.render_metrics(&mut text);
+        assert_eq!(s.metrics.commitlog_records_skipped.get(), 2);
+        let text = crate::metrics::render(&s);
         assert!(
             text.contains("cairn_storage_commitlog_records_skipped_total 2"),
             "{text}"
