@@ -1,10 +1,10 @@
 //! Store administration (`/admin/v1/…`): `POST /admin/v1/flush` seals and
 //! flushes everything in the head.
 
-use crate::blocking;
 use crate::error::{ApiError, Result};
 use crate::extract::Ready;
 use crate::render::success;
+use crate::state::blocking;
 use axum::response::Response;
 use serde_json::json;
 

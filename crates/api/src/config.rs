@@ -5,7 +5,8 @@
 //! `config/cairn.yaml`, which a test in the binary keeps equal to
 //! `ServerOptions::default()` and `ApiConfig::default()`.
 
-use crate::{ApiConfig, ServerOptions};
+use crate::server::ServerOptions;
+use crate::state::ApiConfig;
 use cairn_common::config::{ByteSize, ConfigError, Duration};
 use serde::Deserialize;
 

@@ -8,7 +8,7 @@ use crate::error::{ApiError, Result};
 use crate::extract::{PromParams, Ready, Tenant};
 use crate::params::ReadArgs;
 use crate::render::labels_json;
-use crate::AppState;
+use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};

@@ -7,7 +7,7 @@
 
 use crate::error::ApiError;
 use crate::params::Params;
-use crate::{AppState, Backend};
+use crate::state::{AppState, Backend};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;

@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::extract::{PromParams, Ready, Tenant, UrlParams};
 use crate::params::ReadArgs;
 use crate::render::{labels_json, success};
-use crate::{blocking_read, AppState};
+use crate::state::{blocking_read, AppState};
 use axum::extract::{Path, State};
 use axum::response::Response;
 use cairn_common::Matcher;

@@ -1,9 +1,10 @@
-//! Self-metrics: one `prometheus-client` [`Registry`] per [`AppState`]
-//! holding the request-metrics layer's family ([`count_requests`], keyed by
-//! the matched route, so a label is bounded by the router's routes), the
+//! Self-metrics: one `prometheus-client` [`Registry`] per `AppState`
+//! holding the request-metrics layer's family (`count_requests`, keyed by
+//! the matched route, so a label is bounded by the router's routes; the
+//! layer and the `/metrics` handler are in `metrics_routes`), the
 //! remote-write counters, collectors that read the read pool and the
 //! process at scrape time, and whatever the backend registers through
-//! [`Admin::register_metrics`](crate::Admin::register_metrics) once it is
+//! `Admin::register_metrics` once it is
 //! ready; and `/metrics`, which encodes it.
 //!
 //! The crate's encoder writes OpenMetrics text (`# EOF` last, `# UNIT`
@@ -14,11 +15,8 @@
 //! Counters are registered without `_total`: the encoder appends it.
 
 use crate::pool::PoolStats;
-use crate::{blocking, process, AppState};
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use crate::process;
+use axum::http::StatusCode;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -29,15 +27,15 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock};
 
 /// The content type of `/metrics` for a scraper that accepts OpenMetrics.
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// The content type of `/metrics` otherwise.
-const CLASSIC: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const CLASSIC: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// OpenMetrics text as the classic text format: a counter's `# HELP` and
 /// `# TYPE` name its samples' name (with `_total`), and the `# UNIT` and
 /// `# EOF` lines, which that format lacks, are left out. The encoder writes
 /// a family's `# HELP` line just before its `# TYPE` line.
-fn to_classic(om: &str) -> String {
+pub(crate) fn to_classic(om: &str) -> String {
     let mut out = String::with_capacity(om.len());
     let mut help: Option<&str> = None;
     for line in om.lines() {
@@ -164,7 +162,7 @@ impl HttpMetrics {
             .unwrap_or_else(PoisonError::into_inner));
     }
 
-    fn count(&self, route: &str, status: StatusCode) {
+    pub(crate) fn count(&self, route: &str, status: StatusCode) {
         self.requests
             .get_or_create(&RequestLabels {
                 route: route.to_string(),
@@ -174,7 +172,7 @@ impl HttpMetrics {
     }
 
     /// The exposition text of everything registered.
-    fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
         let reg = self.registry.read().unwrap_or_else(PoisonError::into_inner);
         // Writing to a String cannot fail, and no collector here fails.
@@ -221,41 +219,6 @@ impl Collector for PoolCollector {
             c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)?;
         }
         Ok(())
-    }
-}
-
-/// Counts every request by the route it matched and its status
-/// (`cairn_api_http_requests_total`); unmatched paths count as `unmatched`.
-pub(crate) async fn count_requests(
-    State(st): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Response {
-    // MatchedPath is a shared string: cloning it copies no text.
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let resp = next.run(req).await;
-    st.0.metrics.count(
-        route.as_ref().map_or("unmatched", |m| m.as_str()),
-        resp.status(),
-    );
-    resp
-}
-
-/// `GET /metrics`: everything in the registry — the HTTP layer's, the read
-/// pool's, the process's and the store's self-metrics — as OpenMetrics
-/// text when the `Accept` header allows it, else in the classic text
-/// format. Encoded off the async threads: the store's collector takes its
-/// shard locks.
-pub(crate) async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> Response {
-    let openmetrics = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("application/openmetrics-text"));
-    match blocking(move || st.0.metrics.encode()).await {
-        Ok(out) if openmetrics => ([(header::CONTENT_TYPE, OPENMETRICS)], out).into_response(),
-        Ok(out) => ([(header::CONTENT_TYPE, CLASSIC)], to_classic(&out)).into_response(),
-        Err(e) => e.into_response(),
     }
 }
 

@@ -7,7 +7,7 @@ use crate::error::{ApiError, Result};
 use crate::extract::{PromParams, Ready, Tenant};
 use crate::params::{end_before_start, parse_duration_ms, Params, MAX_TIME, MIN_TIME};
 use crate::render::{exemplars_json, json_response, render_result, success};
-use crate::{blocking_read, AppState};
+use crate::state::{blocking_read, AppState};
 use axum::extract::State;
 use axum::response::Response;
 use cairn_common::{ExemplarSeries, Matcher};

@@ -8,7 +8,7 @@
 
 use crate::error::{ApiError, Result};
 use crate::extract::{Ready, Tenant};
-use crate::{blocking_read, AppState};
+use crate::state::{blocking_read, AppState};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, StatusCode};

@@ -4,7 +4,8 @@
 //! (gateway: writes; query: reads; always on: status, health, metrics,
 //! admin); the body limit and the request-metrics layer wrap them all.
 
-use crate::{admin, export, metadata, metrics, query, remote_read, status, write, AppState};
+use crate::state::AppState;
+use crate::{admin, export, metadata, metrics_routes, query, remote_read, status, write};
 use axum::extract::DefaultBodyLimit;
 use axum::handler::Handler;
 use axum::routing::{get, post, MethodRouter};
@@ -80,7 +81,7 @@ pub fn status_routes() -> Routes {
         .route(path::CONFIG, get(status::status_config))
         .route(path::FLAGS, get(status::status_flags))
         .route(path::FLUSH, post(admin::flush))
-        .route(path::METRICS, get(metrics::metrics))
+        .route(path::METRICS, get(metrics_routes::metrics))
         .route(path::HEALTHY, get(status::healthy))
         .route(path::READY, get(status::ready))
 }
@@ -93,7 +94,7 @@ pub fn build(routes: Routes, state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            metrics::count_requests,
+            metrics_routes::count_requests,
         ))
         .with_state(state)
 }

@@ -575,6 +575,28 @@ impl HttpBody for InFlightBody {
     }
 }
 
+/// Serves `router` on an already-bound listener until `shutdown` resolves,
+/// with the default [`ServerOptions`].
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_with(listener, router, ServerOptions::default(), shutdown).await
+}
+
+/// Serves `router` on an already-bound listener with the given timeouts and
+/// connection cap until `shutdown` resolves; then stops accepting, closes
+/// idle connections and returns once the requests in flight are answered.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    opts: ServerOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    run(listener, router, opts, shutdown).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

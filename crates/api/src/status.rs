@@ -4,7 +4,7 @@
 
 use crate::error::ApiError;
 use crate::render::success;
-use crate::AppState;
+use crate::state::AppState;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;

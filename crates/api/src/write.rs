@@ -7,7 +7,7 @@
 
 use crate::error::{ApiError, Result};
 use crate::extract::{Ready, Tenant};
-use crate::{blocking, AppState};
+use crate::state::{blocking, AppState};
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
@@ -116,8 +116,8 @@ pub(crate) async fn remote_write(
 
 #[cfg(test)]
 mod tests {
+    use crate::state::ApiConfig;
     use crate::test_util::{app_with, call};
-    use crate::ApiConfig;
     use axum::body::Body;
     use axum::http::Request;
     use std::time::Duration;

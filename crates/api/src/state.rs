@@ -1,0 +1,171 @@
+//! The router's state: the backend it serves from once recovery is
+//! complete (the storage contract's reader and shard writer, and the admin
+//! operations), the HTTP layer's configuration, the read pool, the
+//! self-metrics registry, and the two ways a handler leaves the async
+//! threads (the read pool, tokio's blocking pool).
+
+use crate::error::ApiError;
+use crate::metrics;
+use crate::pool;
+use cairn_storage_api::{SeriesReader, ShardWriter};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, OnceLock};
+
+/// Store operations the HTTP layer needs beyond reads and writes.
+pub trait Admin: Send + Sync {
+    /// Seals and flushes everything in the head; returns filesets written.
+    fn flush(&self) -> Result<usize, String>;
+    /// Registers the store's self-metrics in the registry `/metrics` serves.
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry);
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend").finish_non_exhaustive()
+    }
+}
+
+/// What the router serves from, set once recovery is complete.
+#[derive(Clone)]
+pub struct Backend {
+    /// Every read (the engine's included): the storage contract.
+    pub reader: Arc<dyn SeriesReader>,
+    /// Writes: the storage contract's shard writer.
+    pub writer: Arc<dyn ShardWriter>,
+    pub admin: Arc<dyn Admin>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Largest accepted request body (compressed), bytes.
+    pub max_body_size: usize,
+    /// PromQL engine limits (lookback delta, max samples, query timeout).
+    pub engine: cairn_promql::EngineOptions,
+    /// Reads (queries, series, export, remote read) running at once
+    /// (`query.max-concurrency`).
+    pub max_concurrency: usize,
+    /// Reads waiting for a thread before new ones get 503 (`query.max-queued`).
+    pub max_queued: usize,
+    /// Ingest limits (labels, series per request, future window, decoded size).
+    pub ingest: cairn_common::IngestLimits,
+    /// Most samples one remote read may return (`query.remote-read-sample-limit`).
+    pub remote_read_sample_limit: usize,
+    /// Remote reads running at once (`query.remote-read-concurrent-limit`).
+    pub remote_read_concurrent_limit: usize,
+    /// Remote writes decoded and stored at once (`ingest.max-concurrency`;
+    /// 0: one per CPU core — VictoriaMetrics's `-maxConcurrentInserts` is
+    /// twice that, measured here at 1.12× the peak RSS for no more
+    /// throughput): each holds its decoded body until stored, so this bounds
+    /// ingest memory.
+    pub write_concurrency: usize,
+    /// How long a write waits for its turn before 503
+    /// (`ingest.max-queue-duration`).
+    pub write_queue_wait: std::time::Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            max_body_size: 64 << 20,
+            engine: cairn_promql::EngineOptions::default(),
+            max_concurrency: 20,
+            max_queued: 200,
+            ingest: cairn_common::IngestLimits::default(),
+            remote_read_sample_limit: 10_000_000,
+            remote_read_concurrent_limit: 10,
+            write_concurrency: 0,
+            write_queue_wait: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) cfg: ApiConfig,
+    pub(crate) backend: OnceLock<Backend>,
+    pub(crate) metrics: metrics::HttpMetrics,
+    pub(crate) reads: pool::ReadPool,
+    /// Remote reads in flight (a [`pool::Slot`] each).
+    pub(crate) remote_reads: Arc<AtomicUsize>,
+    /// Turns of remote writes ([`ApiConfig::write_concurrency`]).
+    pub(crate) writes: tokio::sync::Semaphore,
+    /// `writes`' permits.
+    pub(crate) write_slots: usize,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+/// Shared state of the router. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(pub(crate) Arc<Inner>);
+
+impl AppState {
+    /// Fails only when no read thread can be started.
+    pub fn new(cfg: ApiConfig) -> std::io::Result<Self> {
+        let reads = pool::ReadPool::new(cfg.max_concurrency, cfg.max_queued)?;
+        let write_slots = match cfg.write_concurrency {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        Ok(Self(Arc::new(Inner {
+            writes: tokio::sync::Semaphore::new(write_slots),
+            write_slots,
+            cfg,
+            backend: OnceLock::new(),
+            metrics: metrics::HttpMetrics::new(&reads.stats),
+            reads,
+            remote_reads: Arc::new(AtomicUsize::new(0)),
+        })))
+    }
+
+    /// Cancels every read (queries stop at their next step, exports at their
+    /// next chunk) and waits up to `wait` for them; true when none is left.
+    pub async fn stop_reads(&self, wait: std::time::Duration) -> bool {
+        self.0.reads.stop(wait).await
+    }
+
+    /// Installs the backend; from then on `/-/ready` answers 200.
+    pub fn set_ready(&self, backend: Backend) {
+        let admin = backend.admin.clone();
+        if self.0.backend.set(backend).is_ok() {
+            self.0.metrics.register(|r| admin.register_metrics(r));
+        }
+    }
+
+    pub(crate) fn backend(&self) -> Result<&Backend, ApiError> {
+        self.0.backend.get().ok_or_else(ApiError::not_ready)
+    }
+}
+
+/// Runs a read on the read pool (bounded concurrency, a known stack, a
+/// queue; see `pool`) within `timeout`. `f` gets the read's cancel flag,
+/// set when the caller stops waiting (client gone, timeout passed).
+pub(crate) async fn blocking_read<T: Send + 'static>(
+    st: &AppState,
+    timeout: std::time::Duration,
+    f: impl FnOnce(Arc<std::sync::atomic::AtomicBool>) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(timeout, st.0.reads.run(f)).await {
+        Ok(r) => r,
+        Err(_) => Err(ApiError::json(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!(
+                "query timed out after {:?} waiting for or running on a query thread (query.timeout)",
+                timeout
+            ),
+        )),
+    }
+}
+
+/// Runs `f` on tokio's blocking pool (remote-write decoding, flushes).
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("task failed: {e}")))
+}
