@@ -4,6 +4,10 @@
 //! embedded default config composed with the file, the environment and the
 //! flags (`config`). It wires implementations (`cairn-storage`) to the
 //! traits the API speaks (`cairn-storage-api`).
+//!
+//! Owns what only a process has: the allocator (mimalloc, THP off, the read
+//! threads' heap collect), signals and exit codes. Nothing depends on it:
+//! what another crate needs must live in that crate, never here.
 
 mod config;
 mod roles;
