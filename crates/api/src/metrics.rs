@@ -225,12 +225,12 @@ impl Collector for PoolCollector {
 #[cfg(test)]
 mod tests {
     use crate::test_util::{app, call, get};
-    use cairn_common::MemSource;
+    use cairn_common::MemStore;
     use std::sync::Arc;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn requests_are_counted_by_matched_route() {
-        let app = app(Arc::new(MemSource::new()));
+        let app = app(Arc::new(MemStore::new()));
         assert_eq!(call(&app, get("/api/v1/query?query=1")).await.0, 200);
         assert_eq!(call(&app, get("/api/v1/query?query=1%2B")).await.0, 400);
         assert_eq!(call(&app, get("/api/v1/label/job/values")).await.0, 200);
@@ -250,7 +250,7 @@ mod tests {
     /// parsed as a scraper would.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn exposition_parses_with_the_names_it_always_had() {
-        let app = app(Arc::new(MemSource::new()));
+        let app = app(Arc::new(MemStore::new()));
         assert_eq!(call(&app, get("/api/v1/query?query=1")).await.0, 200);
         let (code, text) = call(&app, get("/metrics")).await;
         assert_eq!(code, 200);
@@ -310,7 +310,7 @@ mod tests {
     async fn openmetrics_when_accepted() {
         use axum::body::Body;
         use tower::ServiceExt;
-        let app = app(Arc::new(MemSource::new()));
+        let app = app(Arc::new(MemStore::new()));
         let req = axum::http::Request::get("/metrics")
             .header(
                 "accept",

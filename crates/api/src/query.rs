@@ -222,7 +222,7 @@ mod tests {
     use crate::PROMETHEUS_COMPAT_VERSION;
     use axum::body::Body;
     use axum::http::Request;
-    use cairn_common::{Labels, MemSource};
+    use cairn_common::{Labels, MemStore};
     use std::sync::Arc;
 
     #[test]
@@ -254,7 +254,7 @@ mod tests {
 
     #[tokio::test]
     async fn query_endpoints_over_mem_source() {
-        let m = Arc::new(MemSource::new());
+        let m = Arc::new(MemStore::new());
         let up = Labels::from_pairs(&[("__name__", "up"), ("job", "a")]);
         for i in 0..10 {
             m.add(
@@ -343,7 +343,7 @@ mod tests {
 
     #[tokio::test]
     async fn limit_truncates_with_a_warning() {
-        let m = Arc::new(MemSource::new());
+        let m = Arc::new(MemStore::new());
         for j in ["a", "b", "c"] {
             m.add(
                 "default",
@@ -363,7 +363,7 @@ mod tests {
 
     #[tokio::test]
     async fn parse_errors_say_what_is_wrong_and_where() {
-        let app = app(Arc::new(MemSource::new()));
+        let app = app(Arc::new(MemStore::new()));
         for (q, want) in [
             ("1%2B", "1:3: parse error: unexpected end of input"),
             (

@@ -4,7 +4,7 @@
 use crate::{router, Admin, ApiConfig, AppState, Backend};
 use axum::body::Body;
 use axum::http::Request;
-use cairn_common::MemSource;
+use cairn_common::MemStore;
 use cairn_storage_api::{SeriesReader, ShardWriter};
 use std::sync::Arc;
 use tower::ServiceExt;
@@ -17,12 +17,12 @@ impl Admin for NoAdmin {
     fn register_metrics(&self, _: &mut prometheus_client::registry::Registry) {}
 }
 
-pub(crate) fn app(m: Arc<MemSource>) -> axum::Router {
+pub(crate) fn app(m: Arc<MemStore>) -> axum::Router {
     app_with(m, ApiConfig::default()).0
 }
 
 /// The router and its state, with `cfg`.
-pub(crate) fn app_with(m: Arc<MemSource>, cfg: ApiConfig) -> (axum::Router, AppState) {
+pub(crate) fn app_with(m: Arc<MemStore>, cfg: ApiConfig) -> (axum::Router, AppState) {
     let st = AppState::new(cfg).unwrap();
     st.set_ready(Backend {
         reader: m.clone() as Arc<dyn SeriesReader>,

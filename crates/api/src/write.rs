@@ -137,7 +137,7 @@ mod tests {
             write_queue_wait: Duration::from_millis(50),
             ..ApiConfig::default()
         };
-        let (app, st) = app_with(std::sync::Arc::new(cairn_common::MemSource::new()), cfg);
+        let (app, st) = app_with(std::sync::Arc::new(cairn_common::MemStore::new()), cfg);
         let held = st.0.writes.acquire().await.unwrap();
         let (status, body) = call(&app, write_req()).await;
         assert_eq!(status, 503, "{body}");

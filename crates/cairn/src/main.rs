@@ -83,7 +83,7 @@ enum TestStorage {
 
 /// `cairn promqltest`: every `load`/`clear` gets a fresh store.
 fn promqltest(storage: TestStorage, paths: &[PathBuf]) -> Result<bool> {
-    use cairn_common::{MemSource, SampleWriter};
+    use cairn_common::{MemStore, SampleWriter};
     use cairn_storage_api::SeriesReader;
     type Store = (Arc<dyn SeriesReader>, Arc<dyn SampleWriter>);
     // Disk stores opened so far, closed (and their temp dirs removed) when the next one opens.
@@ -91,7 +91,7 @@ fn promqltest(storage: TestStorage, paths: &[PathBuf]) -> Result<bool> {
     let factory = || -> Store {
         match storage {
             TestStorage::Memory => {
-                let m = Arc::new(MemSource::new());
+                let m = Arc::new(MemStore::new());
                 (m.clone(), m)
             }
             TestStorage::Disk => {

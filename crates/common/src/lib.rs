@@ -33,7 +33,7 @@ pub use series::{
     WriteBatch, WriteOutcome, WriteRejection,
 };
 pub use series_id::{IdHasher, IdMap, SeriesId};
-pub use source::{MemSource, SampleWriter, SeriesSource};
+pub use source::{MemStore, SampleWriter, SeriesSource};
 
 /// The tenant used when a request carries no `X-Scope-OrgID`.
 pub const DEFAULT_TENANT: &str = "default";

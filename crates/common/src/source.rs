@@ -1,5 +1,5 @@
 //! The storage contracts: [`SeriesSource`] for reads, [`SampleWriter`] for
-//! writes, and [`MemSource`], a small in-memory implementation of both that
+//! writes, and [`MemStore`], a small in-memory implementation of both that
 //! tests and `cairn promqltest --storage memory` use.
 
 use crate::labels::Labels;
@@ -15,7 +15,7 @@ use std::sync::RwLock;
 
 /// The read contract. Times are milliseconds, both ends inclusive.
 /// Implementations: the in-process storage node, a remote shard client, and
-/// [`MemSource`].
+/// [`MemStore`].
 pub trait SeriesSource: Send + Sync {
     /// Series of `tenant` matching every matcher, with their samples in
     /// `[start, end]`, sorted by labels. Series without samples in the range
@@ -129,9 +129,9 @@ struct MemInner {
     metadata: BTreeMap<(String, String), MetricMetadata>,
 }
 
-impl std::fmt::Debug for MemSource {
+impl std::fmt::Debug for MemStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemSource").finish_non_exhaustive()
+        f.debug_struct("MemStore").finish_non_exhaustive()
     }
 }
 
@@ -139,7 +139,7 @@ impl std::fmt::Debug for MemSource {
 /// durability, no compression; it exists so engines and decoders can be tested
 /// without RocksDB.
 #[derive(Default)]
-pub struct MemSource {
+pub struct MemStore {
     inner: RwLock<MemInner>,
     /// Series per [`SeriesSource::select_batched`] batch (0: one batch).
     batch: usize,
@@ -151,7 +151,7 @@ fn matches_all(labels: &Labels, matchers: &[Matcher]) -> bool {
         .all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
 }
 
-impl MemSource {
+impl MemStore {
     pub fn new() -> Self {
         Self::default()
     }
@@ -185,7 +185,7 @@ impl MemSource {
     }
 }
 
-impl SampleWriter for MemSource {
+impl SampleWriter for MemStore {
     fn write(&self, tenant: &str, batch: WriteBatch) -> Result<WriteOutcome, StorageError> {
         let mut out = WriteOutcome::default();
         let mut g = self.inner.write().unwrap_or_else(|p| p.into_inner());
@@ -208,7 +208,7 @@ impl SampleWriter for MemSource {
     }
 }
 
-impl SeriesSource for MemSource {
+impl SeriesSource for MemStore {
     fn select(
         &self,
         tenant: &str,
@@ -342,7 +342,7 @@ mod tests {
 
     #[test]
     fn mem_source_isolates_tenants_and_filters_range() {
-        let m = MemSource::new();
+        let m = MemStore::new();
         let l = Labels::from_pairs(&[("__name__", "up"), ("job", "a")]);
         m.add("t1", &l, 10, 1.0);
         m.add("t1", &l, 20, 2.0);

@@ -1,10 +1,10 @@
 //! Run with: cargo bench -p cairn-promql
 //!
 //! Engine-only speed of dashboard-like range queries (1h at 15s steps) over
-//! a `MemSource` holding generated node-exporter-like series, so the
+//! a `MemStore` holding generated node-exporter-like series, so the
 //! evaluator is measured without storage or HTTP.
 
-use cairn_common::{Labels, MemSource, Sample, SampleWriter, SeriesWrite, WriteBatch};
+use cairn_common::{Labels, MemStore, Sample, SampleWriter, SeriesWrite, WriteBatch};
 use cairn_promql::{Engine, EngineOptions};
 use criterion::{criterion_group, criterion_main, Criterion};
 
@@ -41,8 +41,8 @@ fn series(name: &str, host: usize, extra: &[(&str, &str)], f: impl Fn(i64) -> f6
     }
 }
 
-fn store() -> MemSource {
-    let m = MemSource::new();
+fn store() -> MemStore {
+    let m = MemStore::new();
     let mut batch = WriteBatch::default();
     for h in 0..HOSTS {
         for cpu in 0..CPUS {

@@ -240,7 +240,7 @@ pub fn parse_bounded(
 mod tests {
     use super::*;
     use crate::value::Value;
-    use cairn_common::{stale_nan, Labels, MemSource, Sample};
+    use cairn_common::{stale_nan, Labels, MemStore, Sample};
 
     fn l(pairs: &[(&str, &str)]) -> Labels {
         Labels::from_pairs(pairs)
@@ -248,8 +248,8 @@ mod tests {
 
     /// `up{job=a}` every 15s from 0 to 10m with value t/15s; `up{job=b}` is
     /// 1 until a stale marker at 60s.
-    fn store() -> MemSource {
-        let m = MemSource::new();
+    fn store() -> MemStore {
+        let m = MemStore::new();
         let a = l(&[("__name__", "up"), ("job", "a")]);
         let b = l(&[("__name__", "up"), ("job", "b")]);
         for i in 0..=40 {
@@ -272,7 +272,7 @@ mod tests {
         }
     }
 
-    fn q(m: &MemSource, query: &str, t: i64) -> Vec<(String, f64)> {
+    fn q(m: &MemStore, query: &str, t: i64) -> Vec<(String, f64)> {
         vector(
             Engine::new(EngineOptions::default())
                 .instant_query(m, "default", query, t)
@@ -328,7 +328,7 @@ mod tests {
 
     #[test]
     fn aggregation_and_vector_matching() {
-        let m = MemSource::new();
+        let m = MemStore::new();
         for (inst, v) in [("1", 10.0), ("2", 20.0)] {
             m.add(
                 "default",
@@ -459,9 +459,9 @@ mod tests {
     /// series-wise give exactly what the step-by-step path gives.
     #[test]
     fn folded_aggregations_match_step_by_step() {
-        let m = MemSource::new();
+        let m = MemStore::new();
         // The same data handed out three series at a time.
-        let m3 = MemSource::with_batch_size(3);
+        let m3 = MemStore::with_batch_size(3);
         let specials = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e308, -1e308];
         for s in 0..40u32 {
             let name = if s % 3 == 0 { "odd_gauge" } else { "x_total" };
@@ -589,7 +589,7 @@ mod tests {
     /// collide once names are dropped, and match groups with two series.
     #[test]
     fn series_wise_matches_step_by_step() {
-        let m = MemSource::new();
+        let m = MemStore::new();
         let specials = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e308, -1e308];
         for s in 0..24u32 {
             for name in ["x_total", "y_total", "gauge"] {

@@ -4,7 +4,7 @@
 
 use crate::engine::{Engine, EngineOptions};
 use crate::value::{QueryError, QueryResult, Value};
-use cairn_common::{Labels, MemSource};
+use cairn_common::{Labels, MemStore};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -50,7 +50,7 @@ pub fn parse(data: &[u8]) {
     if q.len() > MAX_EVAL_LEN {
         return;
     }
-    let store = MemSource::new();
+    let store = MemStore::new();
     let engine = Engine::new(options());
     let _ = engine.instant_query(&store, "t", q, 1_000_000);
     let _ = engine.range_query(&store, "t", q, 0, 600_000, 60_000);
@@ -58,10 +58,10 @@ pub fn parse(data: &[u8]) {
 
 /// A small fixed dataset: counters, gauges with specials and a staleness
 /// marker, a series that starts late and one that ends early, over 0..10m.
-fn dataset() -> &'static MemSource {
-    static DATA: OnceLock<MemSource> = OnceLock::new();
+fn dataset() -> &'static MemStore {
+    static DATA: OnceLock<MemStore> = OnceLock::new();
     DATA.get_or_init(|| {
-        let m = MemSource::new();
+        let m = MemStore::new();
         let l = |p: &[(&str, &str)]| Labels::from_pairs(p);
         let specials = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.0, 1e308];
         for (i, &(job, inst)) in [("a", "1"), ("a", "2"), ("b", "1")].iter().enumerate() {

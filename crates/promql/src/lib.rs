@@ -9,7 +9,7 @@
 //!
 //! Must never depend on: `cairn-storage`, RocksDB, tokio, any I/O crate. The
 //! engine sees storage only through `cairn_common::SeriesSource`, so it runs
-//! over the in-process store, remote shards, or `MemSource` alike.
+//! over the in-process store, remote shards, or `MemStore` alike.
 //!
 //! Layers, lowest first; a module imports only modules before it, and none
 //! imports the crate root (checked by `tests/layers.rs`):

@@ -931,10 +931,10 @@ fn compare(ev: &Eval, v: &Value) -> Result<(), String> {
     }
 }
 
-/// Runs the given scripts against fresh `MemSource`s (convenience for tests).
+/// Runs the given scripts against fresh `MemStore`s (convenience for tests).
 pub fn run_files_mem(paths: &[PathBuf], out: &mut dyn Write) -> std::io::Result<Summary> {
     let factory = || {
-        let m = Arc::new(cairn_common::MemSource::new());
+        let m = Arc::new(cairn_common::MemStore::new());
         (
             m.clone() as Arc<dyn SeriesReader>,
             m as Arc<dyn SampleWriter>,
@@ -1003,7 +1003,7 @@ mod tests {
     fn script_runs_and_reports_failures() {
         let script = "load 1m\n  m{a=\"1\"} 1+1x5\n\neval instant at 2m m\n  m{a=\"1\"} 3\n\neval instant at 2m m\n  m{a=\"1\"} 4\n\neval range from 0 to 2m step 1m m * 2\n  {a=\"1\"} 2 4 6\n\neval instant at 0m nosuch(\n  expect fail\n";
         let factory = || {
-            let m = Arc::new(cairn_common::MemSource::new());
+            let m = Arc::new(cairn_common::MemStore::new());
             (
                 m.clone() as Arc<dyn SeriesReader>,
                 m as Arc<dyn SampleWriter>,

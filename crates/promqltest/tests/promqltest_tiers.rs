@@ -1,5 +1,5 @@
 //! Runs Prometheus's PromQL conformance scripts (kept outside the project,
-//! in `../shared/promqltest`, or `$CAIRN_PROMQLTEST_DIR`) against `MemSource`
+//! in `../shared/promqltest`, or `$CAIRN_PROMQLTEST_DIR`) against `MemStore`
 //! and prints the summary. Failures are reported, not asserted, until the
 //! tier passes in full; the stable tier's pass count must not regress below
 //! the floor recorded here.

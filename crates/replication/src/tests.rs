@@ -5,7 +5,7 @@
 use crate::{NodeStore, ReplicatedStore};
 use cairn_cluster::{Node, NodeId, Placement, ReadLevel, WriteLevel};
 use cairn_common::{
-    ExemplarSeries, Labels, MatchOp, Matcher, MemSource, MetricMetadata, PreparedBatch, Sample,
+    ExemplarSeries, Labels, MatchOp, Matcher, MemStore, MetricMetadata, PreparedBatch, Sample,
     SeriesWrite, WriteBatch, WriteOutcome,
 };
 use cairn_storage_api::{
@@ -73,7 +73,7 @@ fn placement(n: usize, rf: usize) -> Placement {
 }
 
 /// Three nodes, RF 3; the named ones down.
-fn cluster(down_nodes: &[&str], read: ReadLevel) -> (ReplicatedStore, Vec<Arc<MemSource>>) {
+fn cluster(down_nodes: &[&str], read: ReadLevel) -> (ReplicatedStore, Vec<Arc<MemStore>>) {
     let p = placement(3, 3);
     let mut nodes: HashMap<NodeId, Arc<dyn NodeStore>> = HashMap::new();
     let mut mems = Vec::new();
@@ -81,7 +81,7 @@ fn cluster(down_nodes: &[&str], read: ReadLevel) -> (ReplicatedStore, Vec<Arc<Me
         if down_nodes.contains(&n.id.as_str()) {
             nodes.insert(n.id.clone(), Arc::new(Down));
         } else {
-            let m = Arc::new(MemSource::new());
+            let m = Arc::new(MemStore::new());
             mems.push(m.clone());
             nodes.insert(n.id.clone(), m);
         }
@@ -180,7 +180,7 @@ fn all_fails_with_one_node_down() {
 fn replicas_are_deduplicated_and_writes_split_by_shard() {
     // RF 2 over 3 nodes: each series on exactly two nodes, every node some.
     let p = placement(3, 2);
-    let mems: Vec<Arc<MemSource>> = (0..3).map(|_| Arc::new(MemSource::new())).collect();
+    let mems: Vec<Arc<MemStore>> = (0..3).map(|_| Arc::new(MemStore::new())).collect();
     let nodes: HashMap<NodeId, Arc<dyn NodeStore>> = p
         .nodes()
         .iter()
@@ -237,7 +237,7 @@ async fn three_remote_replicas_pass_the_conformance_suite_over_grpc() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let svc = cairn_rpc::NodeService::new(
-            Arc::new(MemSource::new()),
+            Arc::new(MemStore::new()),
             n.id.as_str(),
             Arc::new(std::sync::atomic::AtomicBool::new(true)),
         );

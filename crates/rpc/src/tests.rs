@@ -3,7 +3,7 @@
 //! exactly as the store itself.
 
 use crate::{NodeService, RemoteNode};
-use cairn_common::MemSource;
+use cairn_common::MemStore;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +13,7 @@ async fn a_remote_node_passes_the_storage_conformance_suite() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let ready = Arc::new(AtomicBool::new(true));
-    let svc = NodeService::new(Arc::new(MemSource::new()), "node-a", ready);
+    let svc = NodeService::new(Arc::new(MemStore::new()), "node-a", ready);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(svc.serve(listener, async {
         let _ = stop_rx.await;

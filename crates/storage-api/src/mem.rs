@@ -1,4 +1,4 @@
-//! The contract for [`MemSource`], the in-memory store tests and
+//! The contract for [`MemStore`], the in-memory store tests and
 //! `cairn promqltest --storage memory` use: every call answers at once.
 
 use crate::{
@@ -6,10 +6,10 @@ use crate::{
     ShardWriter, StoreError, StoredSeries, WriteRequest, RAW_NAMESPACE,
 };
 use cairn_common::{
-    ExemplarSeries, Labels, MemSource, MetricMetadata, SampleWriter, SeriesSource, WriteOutcome,
+    ExemplarSeries, Labels, MemStore, MetricMetadata, SampleWriter, SeriesSource, WriteOutcome,
 };
 
-/// Series per batch of a [`MemSource`] select.
+/// Series per batch of a [`MemStore`] select.
 const MEM_BATCH: usize = 256;
 
 fn raw_only(namespace: &str) -> Result<(), StoreError> {
@@ -27,7 +27,7 @@ fn query_checks(q: &SeriesQuery) -> Result<(), StoreError> {
     q.check_deadline()
 }
 
-impl SeriesReader for MemSource {
+impl SeriesReader for MemStore {
     fn select(&self, req: SelectRequest) -> BoxFuture<'_, Result<SeriesStream<'_>, StoreError>> {
         Box::pin(async move {
             raw_only(&req.namespace)?;
@@ -96,7 +96,7 @@ impl SeriesReader for MemSource {
     }
 }
 
-impl ShardWriter for MemSource {
+impl ShardWriter for MemStore {
     fn write(&self, req: WriteRequest) -> BoxFuture<'_, Result<WriteOutcome, StoreError>> {
         Box::pin(async move {
             raw_only(&req.namespace)?;
@@ -109,6 +109,6 @@ impl ShardWriter for MemSource {
 mod tests {
     #[test]
     fn the_in_memory_store_passes_the_conformance_suite() {
-        crate::conformance::run(&cairn_common::MemSource::new());
+        crate::conformance::run(&cairn_common::MemStore::new());
     }
 }
