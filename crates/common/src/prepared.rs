@@ -75,27 +75,33 @@ impl PreparedBatch {
 
 impl PreparedBatch {
     /// The prepared form of a batch with owned labels (ids computed for
-    /// `tenant`), so one batch type crosses the write contract.
+    /// `tenant`; every label serialised into one shared buffer), so one
+    /// batch type crosses the write contract and both write paths of a
+    /// store share its prepared-batch code.
     pub fn from_batch(tenant: &str, batch: WriteBatch) -> PreparedBatch {
+        let mut buf = Vec::new();
+        let mut all_spans = Vec::with_capacity(batch.series.len());
+        for s in &batch.series {
+            let mut spans = Vec::with_capacity(s.labels.len());
+            for l in s.labels.iter().filter(|l| !l.value.is_empty()) {
+                let n0 = buf.len() as u32;
+                buf.extend_from_slice(l.name.as_bytes());
+                let v0 = buf.len() as u32;
+                buf.extend_from_slice(l.value.as_bytes());
+                spans.push([n0, v0, v0, buf.len() as u32]);
+            }
+            all_spans.push(spans);
+        }
+        let buf = Arc::new(buf);
         let series = batch
             .series
             .into_iter()
-            .map(|s| {
-                let mut buf = Vec::new();
-                let mut spans = Vec::with_capacity(s.labels.len());
-                for l in s.labels.iter().filter(|l| !l.value.is_empty()) {
-                    let n0 = buf.len() as u32;
-                    buf.extend_from_slice(l.name.as_bytes());
-                    let v0 = buf.len() as u32;
-                    buf.extend_from_slice(l.value.as_bytes());
-                    spans.push([n0, v0, v0, buf.len() as u32]);
-                }
-                PreparedSeries {
-                    id: SeriesId::of(tenant, &s.labels),
-                    labels: LazyLabels::new(Arc::new(buf), spans),
-                    samples: s.samples,
-                    exemplars: s.exemplars,
-                }
+            .zip(all_spans)
+            .map(|(s, spans)| PreparedSeries {
+                id: SeriesId::of(tenant, &s.labels),
+                labels: LazyLabels::new(buf.clone(), spans),
+                samples: s.samples,
+                exemplars: s.exemplars,
             })
             .collect();
         PreparedBatch {

@@ -23,9 +23,9 @@ use cairn_common::{
     WriteOutcome,
 };
 use cairn_storage_api::{
-    decode_batch, guarded, next_batch, stream_from_iter, BoxFuture, ErrorKind, SelectRequest,
-    SeriesQuery, SeriesReader, SeriesStream, ShardSet, ShardWriter, StoreError, StoredSeries,
-    WriteRequest,
+    cut_to_limit, decode_batch, guarded, next_batch, stream_from_vec, BoxFuture, ErrorKind,
+    SelectRequest, SeriesQuery, SeriesReader, SeriesStream, ShardSet, ShardWriter, StoreError,
+    StoredSeries, WriteRequest,
 };
 use futures_util::future::join_all;
 use std::collections::{BTreeMap, HashMap};
@@ -161,6 +161,31 @@ impl ReplicatedStore {
     }
 }
 
+impl ReplicatedStore {
+    /// [`fan_out`](Self::fan_out) of a label or exemplar read: each node
+    /// gets `q` for its shards, without the limit (applied after the merge).
+    async fn fan_out_query<T, F>(&self, q: &SeriesQuery, call: F) -> Result<Vec<T>, StoreError>
+    where
+        F: Fn(Arc<dyn NodeStore>, SeriesQuery) -> BoxFuture<'static, Result<T, StoreError>>,
+    {
+        self.fan_out(&q.shards, |node, shards| {
+            let mut q = q.clone();
+            q.shards = shards;
+            q.limit = 0;
+            call(node, q)
+        })
+        .await
+    }
+}
+
+/// The nodes' answers as one sorted list without repeats.
+fn sorted_union<T: Ord>(answers: Vec<Vec<T>>) -> Vec<T> {
+    let mut all: Vec<T> = answers.into_iter().flatten().collect();
+    all.sort();
+    all.dedup();
+    all
+}
+
 fn check_nodes(
     placement: &Placement,
     nodes: &HashMap<NodeId, Arc<dyn NodeStore>>,
@@ -217,8 +242,7 @@ impl SeriesReader for ReplicatedStore {
     /// handed out in label order, in batches.
     fn select(&self, req: SelectRequest) -> BoxFuture<'_, Result<SeriesStream<'_>, StoreError>> {
         Box::pin(async move {
-            req.validate()?;
-            req.check_deadline()?;
+            req.check()?;
             let (start, end) = (req.start, req.end);
             let answers = self
                 .fan_out(&req.shards, |node, shards| {
@@ -246,12 +270,7 @@ impl SeriesReader for ReplicatedStore {
                     })
                 })
                 .collect();
-            let mut batches = Vec::new();
-            let mut it = merged.into_iter().peekable();
-            while it.peek().is_some() {
-                batches.push(Ok(it.by_ref().take(MERGED_BATCH).collect::<Vec<_>>()));
-            }
-            Ok(guarded(stream_from_iter(batches.into_iter()), &req))
+            Ok(guarded(stream_from_vec(merged, MERGED_BATCH), &req))
         })
     }
 
@@ -259,17 +278,9 @@ impl SeriesReader for ReplicatedStore {
         Box::pin(async move {
             q.validate()?;
             let answers = self
-                .fan_out(&q.shards, |node, shards| {
-                    let mut q = q.clone();
-                    q.shards = shards;
-                    q.limit = 0;
-                    Box::pin(async move { node.series(q).await })
-                })
+                .fan_out_query(&q, |node, q| Box::pin(async move { node.series(q).await }))
                 .await?;
-            let mut all: Vec<Labels> = answers.into_iter().flatten().collect();
-            all.sort();
-            all.dedup();
-            Ok(q.truncate(all))
+            Ok(q.truncate(sorted_union(answers)))
         })
     }
 
@@ -277,17 +288,11 @@ impl SeriesReader for ReplicatedStore {
         Box::pin(async move {
             q.validate()?;
             let answers = self
-                .fan_out(&q.shards, |node, shards| {
-                    let mut q = q.clone();
-                    q.shards = shards;
-                    q.limit = 0;
+                .fan_out_query(&q, |node, q| {
                     Box::pin(async move { node.label_names(q).await })
                 })
                 .await?;
-            let mut all: Vec<String> = answers.into_iter().flatten().collect();
-            all.sort();
-            all.dedup();
-            Ok(q.truncate(all))
+            Ok(q.truncate(sorted_union(answers)))
         })
     }
 
@@ -299,18 +304,12 @@ impl SeriesReader for ReplicatedStore {
         Box::pin(async move {
             q.validate()?;
             let answers = self
-                .fan_out(&q.shards, |node, shards| {
-                    let mut q = q.clone();
-                    q.shards = shards;
-                    q.limit = 0;
+                .fan_out_query(&q, |node, q| {
                     let name = name.clone();
                     Box::pin(async move { node.label_values(q, name).await })
                 })
                 .await?;
-            let mut all: Vec<String> = answers.into_iter().flatten().collect();
-            all.sort();
-            all.dedup();
-            Ok(q.truncate(all))
+            Ok(q.truncate(sorted_union(answers)))
         })
     }
 
@@ -318,10 +317,7 @@ impl SeriesReader for ReplicatedStore {
         Box::pin(async move {
             q.validate()?;
             let answers = self
-                .fan_out(&q.shards, |node, shards| {
-                    let mut q = q.clone();
-                    q.shards = shards;
-                    q.limit = 0;
+                .fan_out_query(&q, |node, q| {
                     Box::pin(async move { node.exemplars(q).await })
                 })
                 .await?;
@@ -365,10 +361,7 @@ impl SeriesReader for ReplicatedStore {
                 }
             }
             all.sort_by(|a, b| a.0.cmp(&b.0));
-            if limit > 0 {
-                all.truncate(limit);
-            }
-            Ok(all)
+            Ok(cut_to_limit(all, limit))
         })
     }
 }

@@ -25,11 +25,11 @@ mod traits;
 pub use error::{ErrorKind, StoreError};
 pub use guard::guarded;
 pub use request::{
-    ReadLimits, SelectHints, SelectRequest, SeriesQuery, ShardSet, WriteLevel, WriteRequest,
-    RAW_NAMESPACE,
+    cut_to_limit, ReadLimits, SelectHints, SelectRequest, SeriesQuery, ShardSet, WriteLevel,
+    WriteRequest, RAW_NAMESPACE,
 };
 pub use series::{EncodedChunk, SeriesSamples, StoredSeries};
 pub use traits::{
-    block_on, decode_batch, next_batch, select_all, select_batched, stream_from_iter, BoxFuture,
-    SeriesReader, SeriesStream, ShardWriter,
+    block_on, decode_batch, next_batch, select_all, select_batched, stream_from_iter,
+    stream_from_vec, BoxFuture, SeriesReader, SeriesStream, ShardWriter,
 };

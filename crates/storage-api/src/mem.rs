@@ -2,8 +2,8 @@
 //! `cairn promqltest --storage memory` use: every call answers at once.
 
 use crate::{
-    guarded, stream_from_iter, BoxFuture, SelectRequest, SeriesQuery, SeriesReader, SeriesStream,
-    ShardWriter, StoreError, StoredSeries, WriteRequest, RAW_NAMESPACE,
+    cut_to_limit, guarded, stream_from_vec, BoxFuture, SelectRequest, SeriesQuery, SeriesReader,
+    SeriesStream, ShardWriter, StoreError, StoredSeries, WriteRequest, RAW_NAMESPACE,
 };
 use cairn_common::{
     ExemplarSeries, Labels, MemStore, MetricMetadata, SampleWriter, SeriesSource, WriteOutcome,
@@ -23,23 +23,17 @@ fn raw_only(namespace: &str) -> Result<(), StoreError> {
 
 fn query_checks(q: &SeriesQuery) -> Result<(), StoreError> {
     raw_only(&q.namespace)?;
-    q.validate()?;
-    q.check_deadline()
+    q.check()
 }
 
 impl SeriesReader for MemStore {
     fn select(&self, req: SelectRequest) -> BoxFuture<'_, Result<SeriesStream<'_>, StoreError>> {
         Box::pin(async move {
             raw_only(&req.namespace)?;
-            req.validate()?;
-            req.check_deadline()?;
+            req.check()?;
             let all = SeriesSource::select(self, &req.tenant, &req.matchers, req.start, req.end)?;
-            let mut batches = Vec::new();
-            let mut it = all.into_iter().map(StoredSeries::from).peekable();
-            while it.peek().is_some() {
-                batches.push(Ok(it.by_ref().take(MEM_BATCH).collect::<Vec<_>>()));
-            }
-            Ok(guarded(stream_from_iter(batches.into_iter()), &req))
+            let all = all.into_iter().map(StoredSeries::from).collect();
+            Ok(guarded(stream_from_vec(all, MEM_BATCH), &req))
         })
     }
 
@@ -87,11 +81,8 @@ impl SeriesReader for MemStore {
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<(String, MetricMetadata)>, StoreError>> {
         Box::pin(async move {
-            let mut v = SeriesSource::metadata(self, &tenant, metric.as_deref())?;
-            if limit > 0 {
-                v.truncate(limit);
-            }
-            Ok(v)
+            let v = SeriesSource::metadata(self, &tenant, metric.as_deref())?;
+            Ok(cut_to_limit(v, limit))
         })
     }
 }

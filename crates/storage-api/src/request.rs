@@ -143,6 +143,13 @@ impl SelectRequest {
     pub fn check_deadline(&self) -> Result<(), StoreError> {
         check_deadline(self.deadline)
     }
+
+    /// [`validate`](Self::validate) and [`check_deadline`](Self::check_deadline):
+    /// what every store checks before reading.
+    pub fn check(&self) -> Result<(), StoreError> {
+        self.validate()?;
+        self.check_deadline()
+    }
 }
 
 /// A read of label sets, names, values or exemplars (no samples).
@@ -197,13 +204,24 @@ impl SeriesQuery {
         check_deadline(self.deadline)
     }
 
-    /// `v` cut to the limit.
-    pub fn truncate<T>(&self, mut v: Vec<T>) -> Vec<T> {
-        if self.limit > 0 {
-            v.truncate(self.limit);
-        }
-        v
+    /// [`validate`](Self::validate) and [`check_deadline`](Self::check_deadline).
+    pub fn check(&self) -> Result<(), StoreError> {
+        self.validate()?;
+        self.check_deadline()
     }
+
+    /// `v` cut to the limit.
+    pub fn truncate<T>(&self, v: Vec<T>) -> Vec<T> {
+        cut_to_limit(v, self.limit)
+    }
+}
+
+/// `v` cut to its first `limit` entries (0: no limit).
+pub fn cut_to_limit<T>(mut v: Vec<T>, limit: usize) -> Vec<T> {
+    if limit > 0 {
+        v.truncate(limit);
+    }
+    v
 }
 
 /// A validated batch for one tenant, to one shard or routed by series id.

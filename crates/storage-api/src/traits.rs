@@ -127,6 +127,30 @@ where
     Box::pin(IterStream(iter))
 }
 
+/// A stream over series already in memory, handed out `per_batch` at a
+/// time (for stores that hold the whole answer: the in-memory store, a
+/// merge of replicas).
+pub fn stream_from_vec<'a>(series: Vec<StoredSeries>, per_batch: usize) -> SeriesStream<'a> {
+    stream_from_iter(VecBatches {
+        it: series.into_iter(),
+        per_batch: per_batch.max(1),
+    })
+}
+
+struct VecBatches {
+    it: std::vec::IntoIter<StoredSeries>,
+    per_batch: usize,
+}
+
+impl Iterator for VecBatches {
+    type Item = Result<Vec<StoredSeries>, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let batch: Vec<StoredSeries> = self.it.by_ref().take(self.per_batch).collect();
+        (!batch.is_empty()).then_some(Ok(batch))
+    }
+}
+
 struct IterStream<I>(I);
 
 impl<I> Stream for IterStream<I>

@@ -6,13 +6,12 @@
 
 use crate::node::Storage;
 use cairn_common::{
-    ExemplarSeries, Labels, LazyLabels, Matcher, MetricMetadata, PreparedBatch, PreparedSeries,
-    SampleWriter, SeriesData, SeriesId, SeriesSource, StorageError, Timestamp, WriteBatch,
-    WriteOutcome,
+    ExemplarSeries, Labels, Matcher, MetricMetadata, PreparedBatch, SampleWriter, SeriesData,
+    SeriesId, SeriesSource, StorageError, Timestamp, WriteBatch, WriteOutcome,
 };
 use cairn_storage_api::{
-    guarded, stream_from_iter, BoxFuture, EncodedChunk, SelectRequest, SeriesQuery, SeriesReader,
-    SeriesStream, ShardSet, ShardWriter, StoreError, StoredSeries, WriteRequest,
+    cut_to_limit, guarded, stream_from_iter, BoxFuture, EncodedChunk, SelectRequest, SeriesQuery,
+    SeriesReader, SeriesStream, ShardSet, ShardWriter, StoreError, StoredSeries, WriteRequest,
 };
 use std::sync::Arc;
 
@@ -22,41 +21,10 @@ use std::sync::Arc;
 pub(crate) const READ_BATCH: usize = 1024;
 
 impl SampleWriter for Storage {
-    /// The slow path (tests, promqltest): labels are serialised into one
-    /// buffer so both paths share `write_inner`.
+    /// The slow path (tests, promqltest): the batch prepared as the fast
+    /// path's is, so both share `write_inner`.
     fn write(&self, tenant: &str, batch: WriteBatch) -> Result<WriteOutcome, StorageError> {
-        let mut buf = Vec::new();
-        let mut all_spans = Vec::with_capacity(batch.series.len());
-        for s in &batch.series {
-            let mut spans = Vec::with_capacity(s.labels.len());
-            for l in s.labels.iter() {
-                let n0 = buf.len() as u32;
-                buf.extend_from_slice(l.name.as_bytes());
-                let v0 = buf.len() as u32;
-                buf.extend_from_slice(l.value.as_bytes());
-                spans.push([n0, v0, v0, buf.len() as u32]);
-            }
-            all_spans.push(spans);
-        }
-        let buf = Arc::new(buf);
-        let series = batch
-            .series
-            .into_iter()
-            .zip(all_spans)
-            .map(|(s, spans)| PreparedSeries {
-                id: SeriesId::of(tenant, &s.labels),
-                labels: LazyLabels::new(buf.clone(), spans),
-                samples: s.samples,
-                exemplars: s.exemplars,
-            })
-            .collect();
-        Ok(self.write_inner(
-            tenant,
-            PreparedBatch {
-                series,
-                metadata: batch.metadata,
-            },
-        )?)
+        Ok(self.write_inner(tenant, PreparedBatch::from_batch(tenant, batch))?)
     }
 
     fn write_prepared(
@@ -205,8 +173,7 @@ impl Storage {
 
     fn query_checks(&self, q: &SeriesQuery) -> Result<(), StoreError> {
         self.check_namespace(&q.namespace)?;
-        q.validate()?;
-        q.check_deadline()
+        q.check()
     }
 
     /// Label sets of `q`, restricted to its shards.
@@ -284,8 +251,7 @@ impl SeriesReader for Storage {
     fn select(&self, req: SelectRequest) -> BoxFuture<'_, Result<SeriesStream<'_>, StoreError>> {
         Box::pin(async move {
             self.check_namespace(&req.namespace)?;
-            req.validate()?;
-            req.check_deadline()?;
+            req.check()?;
             let mut sel = self
                 .index
                 .select(&req.tenant, &req.matchers)
@@ -364,11 +330,8 @@ impl SeriesReader for Storage {
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<(String, MetricMetadata)>, StoreError>> {
         Box::pin(async move {
-            let mut v = SeriesSource::metadata(self, &tenant, metric.as_deref())?;
-            if limit > 0 {
-                v.truncate(limit);
-            }
-            Ok(v)
+            let v = SeriesSource::metadata(self, &tenant, metric.as_deref())?;
+            Ok(cut_to_limit(v, limit))
         })
     }
 }
