@@ -91,6 +91,21 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server in a fresh temp dir and waits until `/-/ready` is 200.
     pub fn spawn(opts: ServerOpts) -> Self {
+        let mut s = Self::spawn_inner(opts);
+        s.start();
+        s
+    }
+
+    /// Starts a server like [`TestServer::spawn`] without waiting for it to
+    /// turn ready (a cluster member waits for its peers): call
+    /// [`TestServer::wait_ready`].
+    pub fn spawn_nowait(opts: ServerOpts) -> Self {
+        let mut s = Self::spawn_inner(opts);
+        s.launch();
+        s
+    }
+
+    fn spawn_inner(opts: ServerOpts) -> Self {
         let root = tempfile::Builder::new()
             .prefix("cairn-e2e-")
             .tempdir()
@@ -103,7 +118,7 @@ impl TestServer {
             fs::write(&p, yaml).expect("writing config");
             p
         });
-        let mut s = TestServer {
+        TestServer {
             root: Some(root),
             data_dir,
             log_path,
@@ -112,12 +127,22 @@ impl TestServer {
             child: None,
             addr: String::new(),
             starts: 0,
-        };
-        s.start();
-        s
+        }
     }
 
     fn start(&mut self) {
+        self.launch();
+        self.wait_ready();
+    }
+
+    /// Starts the process again over the same data dir without waiting
+    /// (SIGKILLing a running one first).
+    pub fn relaunch(&mut self) {
+        self.kill9();
+        self.launch();
+    }
+
+    fn launch(&mut self) {
         assert!(self.child.is_none(), "start() while the server is running");
         self.starts += 1;
         let addr_file = self.data_dir.join("http.addr");
@@ -150,7 +175,11 @@ impl TestServer {
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {:?}: {e}", cairn_bin()));
         self.child = Some(child);
+    }
 
+    /// Waits for the address file, then for `/-/ready` to answer 200.
+    pub fn wait_ready(&mut self) {
+        let addr_file = self.data_dir.join("http.addr");
         let deadline = Instant::now() + READY_TIMEOUT;
         // 1. Wait for the address file.
         self.addr = loop {
@@ -540,6 +569,16 @@ pub fn try_remote_write(
     tenant: Option<&str>,
     req: &WriteRequest,
 ) -> io::Result<(u16, String)> {
+    try_remote_write_with(base, tenant, &[], req)
+}
+
+/// [`try_remote_write`] with extra headers (e.g. `X-Cairn-Write-Consistency`).
+pub fn try_remote_write_with(
+    base: &str,
+    tenant: Option<&str>,
+    extra: &[(&str, &str)],
+    req: &WriteRequest,
+) -> io::Result<(u16, String)> {
     let body = encode_write(req);
     let mut h = vec![
         ("Content-Encoding", "snappy"),
@@ -549,6 +588,7 @@ pub fn try_remote_write(
     if let Some(t) = tenant {
         h.push(("X-Scope-OrgID", t));
     }
+    h.extend_from_slice(extra);
     let r = post(&format!("{base}/api/v1/write"), &h, &body)?;
     Ok((r.status, r.text()))
 }
@@ -786,6 +826,44 @@ fn spawn_prometheus_with(bin: &str, dir: &Path, cfg: &str) -> (ChildGuard, Strin
         std::thread::sleep(Duration::from_millis(100));
     }
     (guard, url)
+}
+
+// ----------------------------------------------------------------- cluster
+
+/// The `cluster:` section of member `i` (from 0) of a cluster whose gRPC
+/// ports are `grpc`, with `extra` keys appended (indented yaml lines).
+pub fn cluster_yaml(i: usize, grpc: &[u16], shards: u32, rf: usize, extra: &str) -> String {
+    let mut y = format!("cluster:\n  node-id: node-{}\n  members:\n", i + 1);
+    for (j, port) in grpc.iter().enumerate() {
+        y.push_str(&format!(
+            "    - {{ id: node-{}, http: \"127.0.0.1:{}\", grpc: \"127.0.0.1:{port}\" }}\n",
+            j + 1,
+            free_port()
+        ));
+    }
+    y.push_str(&format!(
+        "  shards: {shards}\n  replication-factor: {rf}\n  replica-timeout: 3s\n{extra}"
+    ));
+    y
+}
+
+/// `n` cairn processes forming one cluster on loopback, each with its own
+/// data dir; started together (a member may wait for its peers).
+pub fn spawn_cluster(n: usize, shards: u32, rf: usize, extra: &str) -> Vec<TestServer> {
+    let grpc: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let mut nodes: Vec<TestServer> = (0..n)
+        .map(|i| {
+            TestServer::spawn_nowait(
+                ServerOpts::default()
+                    .env("CAIRN_STORAGE_FSYNC", "always")
+                    .config(&cluster_yaml(i, &grpc, shards, rf, extra)),
+            )
+        })
+        .collect();
+    for s in &mut nodes {
+        s.wait_ready();
+    }
+    nodes
 }
 
 #[cfg(test)]

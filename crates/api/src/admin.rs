@@ -15,3 +15,15 @@ pub(crate) async fn flush(Ready(backend): Ready) -> Result<Response> {
         .map_err(|e| ApiError::internal(format!("flush failed: {e}")))?;
     Ok(success(json!({"filesets_written": n})))
 }
+
+/// `GET /admin/v1/cluster`.
+pub(crate) async fn cluster(Ready(backend): Ready) -> Result<Response> {
+    match backend.admin.cluster() {
+        Some(status) => Ok(success(status.await)),
+        None => Err(ApiError::json(
+            axum::http::StatusCode::NOT_FOUND,
+            "not_found",
+            "this node is not in a cluster (no cluster.members configured)",
+        )),
+    }
+}

@@ -160,7 +160,9 @@ impl From<QueryError> for ApiError {
             QueryError::Execution(_) | QueryError::TooManySamples(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            QueryError::Timeout(_) | QueryError::Cancelled(_) => StatusCode::SERVICE_UNAVAILABLE,
+            QueryError::Timeout(_) | QueryError::Cancelled(_) | QueryError::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             QueryError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {

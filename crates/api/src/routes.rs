@@ -30,6 +30,7 @@ pub mod path {
     pub const FLAGS: &str = "/api/v1/status/flags";
     pub const READ: &str = "/api/v1/read";
     pub const FLUSH: &str = "/admin/v1/flush";
+    pub const CLUSTER: &str = "/admin/v1/cluster";
     pub const METRICS: &str = "/metrics";
     pub const HEALTHY: &str = "/-/healthy";
     pub const READY: &str = "/-/ready";
@@ -81,6 +82,7 @@ pub fn status_routes() -> Routes {
         .route(path::CONFIG, get(status::status_config))
         .route(path::FLAGS, get(status::status_flags))
         .route(path::FLUSH, post(admin::flush))
+        .route(path::CLUSTER, get(admin::cluster))
         .route(path::METRICS, get(metrics_routes::metrics))
         .route(path::HEALTHY, get(status::healthy))
         .route(path::READY, get(status::ready))

@@ -17,6 +17,11 @@ pub trait Admin: Send + Sync {
     fn flush(&self) -> Result<usize, String>;
     /// Registers the store's self-metrics in the registry `/metrics` serves.
     fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry);
+    /// `GET /admin/v1/cluster`: members and their health, the metadata
+    /// leader, the placement (None: not a cluster, 404).
+    fn cluster(&self) -> Option<cairn_storage_api::BoxFuture<'static, serde_json::Value>> {
+        None
+    }
 }
 
 impl std::fmt::Debug for Backend {
@@ -61,6 +66,9 @@ pub struct ApiConfig {
     /// How long a write waits for its turn before 503
     /// (`ingest.max-queue-duration`).
     pub write_queue_wait: std::time::Duration,
+    /// The level a write is acknowledged at when its request names none
+    /// (`cluster.write-consistency`; header `X-Cairn-Write-Consistency`).
+    pub write_consistency: cairn_storage_api::WriteLevel,
 }
 
 impl Default for ApiConfig {
@@ -73,6 +81,7 @@ impl Default for ApiConfig {
             ingest: cairn_common::IngestLimits::default(),
             remote_read_sample_limit: 10_000_000,
             remote_read_concurrent_limit: 10,
+            write_consistency: cairn_storage_api::WriteLevel::Majority,
             write_concurrency: 0,
             write_queue_wait: std::time::Duration::from_secs(60),
         }

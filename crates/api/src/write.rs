@@ -37,8 +37,10 @@ pub(crate) async fn remote_write(
     Ready(backend): Ready,
     _: RemoteWrite1,
     Tenant(tenant): Tenant,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
+    let level = write_level(&headers, st.0.cfg.write_consistency)?;
     // A turn first: each write in flight holds its decoded body until stored.
     let wait = st.0.cfg.write_queue_wait;
     let _turn = match tokio::time::timeout(wait, st.0.writes.acquire()).await {
@@ -63,7 +65,8 @@ pub(crate) async fn remote_write(
         let outcome = if batch.series.is_empty() && batch.metadata.is_empty() {
             None
         } else {
-            let req = cairn_storage_api::WriteRequest::new(tenant.clone(), batch);
+            let req =
+                cairn_storage_api::WriteRequest::new(tenant.clone(), batch).with_consistency(level);
             Some(cairn_storage_api::block_on(writer.write(req)))
         };
         Ok::<_, cairn_ingest::IngestError>(((n_samples, invalid), outcome))
@@ -112,6 +115,32 @@ pub(crate) async fn remote_write(
     }
     let _ = write!(body, "(the valid rest of the request was stored)");
     Err(ApiError::text(StatusCode::BAD_REQUEST, body))
+}
+
+/// The header that sets a write's consistency level.
+pub(crate) const WRITE_CONSISTENCY_HEADER: &str = "x-cairn-write-consistency";
+
+/// The request's write level: its `X-Cairn-Write-Consistency` header, else
+/// the configured default; an unknown level is a 400 naming the header.
+fn write_level(
+    headers: &axum::http::HeaderMap,
+    default: cairn_storage_api::WriteLevel,
+) -> Result<cairn_storage_api::WriteLevel> {
+    let Some(v) = headers.get(WRITE_CONSISTENCY_HEADER) else {
+        return Ok(default);
+    };
+    v.to_str()
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| {
+            ApiError::text(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "header X-Cairn-Write-Consistency: {:?} is not a write level (one, majority, all)",
+                    String::from_utf8_lossy(v.as_bytes())
+                ),
+            )
+        })
 }
 
 #[cfg(test)]

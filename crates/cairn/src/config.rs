@@ -9,6 +9,7 @@
 
 use anyhow::{anyhow, Context, Result};
 use cairn_api::config::{HttpSection, IngestSection, QuerySection};
+use cairn_cluster::ClusterSection;
 use cairn_storage::StorageSection;
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
@@ -23,6 +24,7 @@ pub(crate) struct Config {
     pub storage: StorageSection,
     pub ingest: IngestSection,
     pub query: QuerySection,
+    pub cluster: ClusterSection,
 }
 
 fn merge(base: &mut Value, over: Value) {
@@ -140,6 +142,7 @@ impl Config {
         self.storage.validate()?;
         self.ingest.validate()?;
         self.query.validate()?;
+        self.cluster.validate()?;
         Ok(())
     }
 
@@ -160,10 +163,16 @@ impl Config {
 
     /// The storage node's configuration from the `storage:` section (and
     /// `ingest.max-new-series-per-request`, which the store enforces).
+    /// In a cluster the store has the cluster's shards (`cluster.shards`),
+    /// so a series' shard is the same on every node.
     pub(crate) fn storage_config(&self) -> Result<cairn_storage::StorageConfig> {
-        Ok(self
+        let mut c = self
             .storage
-            .to_config(self.ingest.max_new_series_per_request)?)
+            .to_config(self.ingest.max_new_series_per_request)?;
+        if self.cluster.is_cluster() {
+            c.num_shards = self.cluster.shards;
+        }
+        Ok(c)
     }
 }
 
@@ -174,9 +183,12 @@ mod tests {
 
     #[test]
     fn every_file_in_config_dir_loads() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config");
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config");
         let mut n = 0;
-        for e in std::fs::read_dir(dir).unwrap() {
+        let files = std::fs::read_dir(root)
+            .unwrap()
+            .chain(std::fs::read_dir(format!("{root}/cluster")).unwrap());
+        for e in files {
             let p = e.unwrap().path();
             if p.extension().is_some_and(|x| x == "yaml") {
                 let flags = Overrides {
@@ -187,7 +199,7 @@ mod tests {
                 n += 1;
             }
         }
-        assert!(n >= 2);
+        assert!(n >= 5);
     }
 
     /// The embedded config is the documented default: what it sets must be
@@ -213,6 +225,40 @@ mod tests {
         assert_eq!(
             c.server_options().unwrap(),
             cairn_api::ServerOptions::default()
+        );
+    }
+
+    /// The local cluster's files: node ids 1–3, the same members, gRPC on
+    /// 9301–9303, and the store with the cluster's shards.
+    #[test]
+    fn cluster_files_describe_one_cluster() {
+        let mut placements = Vec::new();
+        for i in 1..=3 {
+            let flags = Overrides {
+                config_file: Some(
+                    format!(
+                        "{}/../../config/cluster/node-{i}.yaml",
+                        env!("CARGO_MANIFEST_DIR")
+                    )
+                    .into(),
+                ),
+                ..Default::default()
+            };
+            let c = Config::load(&flags, &[]).unwrap();
+            assert_eq!(c.cluster.raft_id(), Some(i));
+            assert_eq!(
+                c.cluster.grpc_listen_addr().unwrap(),
+                format!("127.0.0.1:930{i}")
+            );
+            assert_eq!(c.storage_config().unwrap().num_shards, c.cluster.shards);
+            placements.push(c.cluster.initial_placement().unwrap());
+        }
+        assert!(placements.windows(2).all(|w| w[0] == w[1]));
+        // A node id that is not a member is refused, naming the key.
+        let env = [("CAIRN_CLUSTER_NODE_ID".to_string(), "node-1".to_string())];
+        assert!(
+            Config::load(&Overrides::default(), &env).is_ok(),
+            "no members: single node"
         );
     }
 

@@ -9,6 +9,7 @@
 //! threads' heap collect), signals and exit codes. Nothing depends on it:
 //! what another crate needs must live in that crate, never here.
 
+mod cluster;
 mod config;
 mod roles;
 
@@ -203,7 +204,8 @@ fn serve(flags: config::Overrides) -> Result<()> {
     let env: Vec<(String, String)> = std::env::vars().collect();
     let cfg = config::Config::load(&flags, &env)?;
     let storage_cfg = cfg.storage_config()?;
-    let api_cfg = cfg.api_config()?;
+    let mut api_cfg = cfg.api_config()?;
+    api_cfg.write_consistency = cfg.cluster.write_consistency;
     let mut server_opts = cfg.server_options()?;
     server_opts.max_connections =
         connection_cap(server_opts.max_connections, raise_open_files_limit());
@@ -223,12 +225,20 @@ fn serve(flags: config::Overrides) -> Result<()> {
         let state = AppState::new(api_cfg).context("starting the query threads")?;
         // Started in this order, stopped in the reverse one: the HTTP server
         // (over the routes they mount) first, storage last.
-        let mut node = roles::Node::new(vec![
-            Box::new(roles::StorageRole::new(storage_cfg, state.clone())),
-            Box::new(roles::QueryRole::new(state.clone())),
-            Box::new(roles::GatewayRole),
-            Box::new(roles::StatusRoutes),
-        ]);
+        let mut services: Vec<Box<dyn roles::Service>> = Vec::new();
+        if cfg.cluster.is_cluster() {
+            // The cluster role's gRPC stops before the store closes.
+            let member = cluster::ClusterRole::new(cfg.cluster.clone())?;
+            let publish = member.publisher(state.clone())?;
+            services.push(Box::new(roles::StorageRole::with_publish(storage_cfg, publish)));
+            services.push(Box::new(member));
+        } else {
+            services.push(Box::new(roles::StorageRole::new(storage_cfg, state.clone())));
+        }
+        services.push(Box::new(roles::QueryRole::new(state.clone())));
+        services.push(Box::new(roles::GatewayRole));
+        services.push(Box::new(roles::StatusRoutes));
+        let mut node = roles::Node::new(services);
         // `/-/ready` answers 503 until storage has recovered; a role that
         // fails to start or come up stops those already started.
         let started = async { node.start(listener, state, server_opts).await?; node.up().await };

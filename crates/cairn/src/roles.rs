@@ -44,22 +44,40 @@ pub(crate) trait Service: Send {
     }
 }
 
+/// What is done with the store once recovery has opened it.
+pub(crate) type Publish = Arc<dyn Fn(Arc<Storage>) + Send + Sync>;
+
 /// The storage node, in process: opened (recovery) in the background at
 /// start; once recovered, the backend every route serves from (and
 /// `/-/ready` turns 200); closed at stop, which joins its flush task and
 /// syncs the commit log.
 pub(crate) struct StorageRole {
     cfg: StorageConfig,
-    state: AppState,
+    publish: Publish,
     recovery: Option<tokio::task::JoinHandle<Result<Arc<Storage>>>>,
     storage: Option<Arc<Storage>>,
 }
 
 impl StorageRole {
+    /// A single node's storage: once open, the backend every route serves from.
     pub(crate) fn new(cfg: StorageConfig, state: AppState) -> Self {
+        Self::with_publish(
+            cfg,
+            Arc::new(move |storage: Arc<Storage>| {
+                state.set_ready(Backend {
+                    reader: storage.clone(),
+                    writer: storage.clone(),
+                    admin: Arc::new(StorageAdmin(storage)),
+                })
+            }),
+        )
+    }
+
+    /// Storage whose open store is handed to `publish` (a cluster member's).
+    pub(crate) fn with_publish(cfg: StorageConfig, publish: Publish) -> Self {
         Self {
             cfg,
-            state,
+            publish,
             recovery: None,
             storage: None,
         }
@@ -82,7 +100,7 @@ impl Service for StorageRole {
 
     fn start(&mut self) -> BoxFuture<'_, Result<()>> {
         let cfg = self.cfg.clone();
-        let state = self.state.clone();
+        let publish = self.publish.clone();
         self.recovery = Some(tokio::spawn(async move {
             let storage = tokio::task::spawn_blocking(move || {
                 Storage::open(cfg, cairn_storage::system_clock())
@@ -91,11 +109,7 @@ impl Service for StorageRole {
             .context("storage recovery task")?
             .context("opening storage")?;
             storage.start_background();
-            state.set_ready(Backend {
-                reader: storage.clone(),
-                writer: storage.clone(),
-                admin: Arc::new(StorageAdmin(storage.clone())),
-            });
+            publish(storage.clone());
             Ok(storage)
         }));
         Box::pin(async { Ok(()) })

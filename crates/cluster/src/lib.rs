@@ -53,12 +53,14 @@
 //! [`SeriesId::shard`]: cairn_common::SeriesId::shard
 
 mod assign;
+mod config;
 mod consistency;
 mod error;
 mod node;
 mod placement;
 mod state;
 
+pub use config::{ClusterSection, MemberSection};
 pub use consistency::{
     evaluate, Level, LevelNotMet, Outcome, ReadLevel, Tally, UnknownLevel, WriteLevel,
 };

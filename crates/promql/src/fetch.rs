@@ -10,7 +10,7 @@ use crate::ast::selector_matchers;
 use crate::value::{too_many_samples, QueryError, Result};
 use cairn_common::{is_stale_nan, Labels, Matcher, Sample, SeriesData, METRIC_NAME};
 use cairn_storage_api::{
-    decode_batch, next_batch, select_all, SelectRequest, SeriesReader, StoreError,
+    decode_batch, next_batch, select_all, ErrorKind, SelectRequest, SeriesReader, StoreError,
 };
 use promql_parser::parser::VectorSelector;
 use std::sync::Arc;
@@ -70,8 +70,15 @@ pub(crate) async fn fetch(
     Ok(series)
 }
 
+/// The store's error as the query's: its kind decides the status (an
+/// unavailable or rate-limited store is 503, a timeout a timeout).
 fn storage_err(vs: &VectorSelector, e: StoreError) -> QueryError {
-    QueryError::Storage(format!("selecting {vs}: {e}"))
+    let msg = format!("selecting {vs}: {e}");
+    match e.kind() {
+        ErrorKind::Unavailable | ErrorKind::RateLimited => QueryError::Unavailable(msg),
+        ErrorKind::Timeout => QueryError::Timeout(msg),
+        _ => QueryError::Storage(msg),
+    }
 }
 
 /// Wraps fetched series; range selectors' staleness markers are dropped.

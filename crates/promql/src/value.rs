@@ -69,6 +69,10 @@ pub enum QueryError {
     /// The series source failed (500).
     #[error("{0}")]
     Storage(String),
+    /// The series source cannot answer now (e.g. too few replicas of a
+    /// shard for the read level): 503, retryable.
+    #[error("{0}")]
+    Unavailable(String),
     /// The caller gave up on the query (its client disconnected).
     #[error("query cancelled: {0}")]
     Cancelled(String),
@@ -82,13 +86,17 @@ impl QueryError {
             QueryError::Execution(_) | QueryError::TooManySamples(_) => "execution",
             QueryError::Timeout(_) => "timeout",
             QueryError::Storage(_) => "internal",
+            QueryError::Unavailable(_) => "unavailable",
             QueryError::Cancelled(_) => "canceled",
         }
     }
 
     /// Whether the same query may succeed if retried later.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, QueryError::Timeout(_) | QueryError::Storage(_))
+        matches!(
+            self,
+            QueryError::Timeout(_) | QueryError::Storage(_) | QueryError::Unavailable(_)
+        )
     }
 }
 

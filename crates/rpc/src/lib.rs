@@ -18,7 +18,7 @@ mod convert;
 mod server;
 
 pub use client::RemoteNode;
-pub use server::{NodeService, SelectBatches};
+pub use server::{Incoming, NodeService, SelectBatches};
 
 /// The largest message a node sends or accepts (either way, either service).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;

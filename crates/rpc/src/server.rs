@@ -54,8 +54,10 @@ impl<S: SeriesReader + ShardWriter + 'static> NodeService<S> {
     }
 }
 
-/// Accepted connections of a listener, as tonic's server wants them.
-struct Incoming(tokio::net::TcpListener);
+/// Accepted connections of a listener, as tonic's server wants them (for a
+/// server carrying more services than the node's).
+#[derive(Debug)]
+pub struct Incoming(pub tokio::net::TcpListener);
 
 impl Stream for Incoming {
     type Item = std::io::Result<tokio::net::TcpStream>;

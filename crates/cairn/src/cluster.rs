@@ -1,0 +1,328 @@
+//! Cluster mode: this node as one member of a cluster (`cluster.members`).
+//!
+//! The [`ClusterRole`] serves gRPC (the node service over this node's own
+//! store, and the metadata group's raft service) from the start, so peers
+//! reach it while its store is still recovering (node calls then answer
+//! Unavailable); once the store is open, every HTTP route serves from a
+//! [`ReplicatedStore`] over this node (in process) and its peers (gRPC), so
+//! any node accepts writes and queries. Writes are acknowledged at the
+//! write level (`cluster.write-consistency`, or the request's
+//! `X-Cairn-Write-Consistency` header), reads answered at
+//! `cluster.read-consistency`. The data path follows the metadata store's
+//! placement from its cache; it never waits on raft.
+
+use crate::roles::{BoxFuture, Service};
+use anyhow::{Context, Result};
+use cairn_api::{Admin, AppState, Backend};
+use cairn_cluster::{ClusterSection, NodeId, Placement};
+use cairn_common::{ExemplarSeries, Labels, MetricMetadata, WriteOutcome};
+use cairn_replication::{NodeStore, ReplicatedStore};
+use cairn_rpc::{Incoming, NodeService, RemoteNode};
+use cairn_storage::Storage;
+use cairn_storage_api::{
+    SelectRequest, SeriesQuery, SeriesReader, SeriesStream, ShardWriter, StoreError, WriteRequest,
+};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// This node's own store as the cluster reaches it: Unavailable until
+/// recovery has opened it.
+#[derive(Debug, Default)]
+pub(crate) struct LocalStore(OnceLock<Arc<Storage>>);
+
+impl LocalStore {
+    fn get(&self) -> Result<&Arc<Storage>, StoreError> {
+        self.0
+            .get()
+            .ok_or_else(|| StoreError::unavailable("this node's store is still recovering"))
+    }
+}
+
+impl SeriesReader for LocalStore {
+    fn select(&self, req: SelectRequest) -> BoxFuture<'_, Result<SeriesStream<'_>, StoreError>> {
+        match self.get() {
+            Ok(s) => s.select(req),
+            Err(e) => Box::pin(async { Err(e) }),
+        }
+    }
+    fn series(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<Labels>, StoreError>> {
+        match self.get() {
+            Ok(s) => s.series(q),
+            Err(e) => Box::pin(async { Err(e) }),
+        }
+    }
+    fn label_names(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        match self.get() {
+            Ok(s) => s.label_names(q),
+            Err(e) => Box::pin(async { Err(e) }),
+        }
+    }
+    fn label_values(
+        &self,
+        q: SeriesQuery,
+        name: String,
+    ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        match self.get() {
+            Ok(s) => s.label_values(q, name),
+            Err(e) => Box::pin(async { Err(e) }),
+        }
+    }
+    fn exemplars(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<ExemplarSeries>, StoreError>> {
+        match self.get() {
+            Ok(s) => s.exemplars(q),
+            Err(e) => Box::pin(async { Err(e) }),
+        }
+    }
+    fn metadata(
+        &self,
+        tenant: String,
+        metric: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(String, MetricMetadata)>, StoreError>> {
+        match self.get() {
+            Ok(s) => s.metadata(tenant, metric, limit),
+            Err(e) => Box::pin(async { Err(e) }),
+        }
+    }
+}
+
+impl ShardWriter for LocalStore {
+    /// On the blocking pool: the store's write waits for its commit-log sync.
+    fn write(&self, req: WriteRequest) -> BoxFuture<'_, Result<WriteOutcome, StoreError>> {
+        let store = match self.get() {
+            Ok(s) => s.clone(),
+            Err(e) => return Box::pin(async { Err(e) }),
+        };
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || cairn_storage_api::block_on(store.write(req)))
+                .await
+                .map_err(|e| StoreError::internal(format!("write task: {e}")))?
+        })
+    }
+}
+
+/// The running gRPC server.
+struct GrpcServer {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::result::Result<(), tonic::transport::Error>>,
+}
+
+/// This node as a cluster member: gRPC, the peers, and the replicated store
+/// every route serves from once the local store is open.
+pub(crate) struct ClusterRole {
+    section: ClusterSection,
+    local: Arc<LocalStore>,
+    ready: Arc<AtomicBool>,
+    peers: Vec<(NodeId, RemoteNode)>,
+    grpc: Option<GrpcServer>,
+}
+
+impl ClusterRole {
+    /// The role for a validated cluster section (its members include this
+    /// node). Peers are connected lazily.
+    pub(crate) fn new(section: ClusterSection) -> Result<Self> {
+        let me = section.node();
+        let timeout = section.replica_timeout.get();
+        let peers = section
+            .members
+            .iter()
+            .filter(|m| m.id != me.as_str())
+            .map(|m| {
+                let client = RemoteNode::new(&format!("http://{}", m.grpc), timeout)
+                    .with_context(|| format!("cluster member {}", m.id))?;
+                Ok((NodeId::new(m.id.clone()), client))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ClusterRole {
+            section,
+            local: Arc::default(),
+            ready: Arc::default(),
+            peers,
+            grpc: None,
+        })
+    }
+
+    /// What the storage role calls once the store is open: the replicated
+    /// store over this node and its peers becomes every route's backend.
+    pub(crate) fn publisher(&self, state: AppState) -> Result<crate::roles::Publish> {
+        let section = self.section.clone();
+        let placement = section
+            .initial_placement()
+            .context("computing the initial placement")?;
+        let local = self.local.clone();
+        let ready = self.ready.clone();
+        let peers = self.peers.clone();
+        Ok(Arc::new(move |storage: Arc<Storage>| {
+            let _ = local.0.set(storage.clone());
+            let mut nodes: HashMap<NodeId, Arc<dyn NodeStore>> = HashMap::new();
+            nodes.insert(section.node(), local.clone());
+            for (id, client) in &peers {
+                nodes.insert(id.clone(), Arc::new(client.clone()));
+            }
+            let store =
+                match ReplicatedStore::new(placement.clone(), nodes, section.read_consistency) {
+                    Ok(s) => Arc::new(s),
+                    Err(e) => {
+                        tracing::error!(%e, "cannot build the cluster's store");
+                        return;
+                    }
+                };
+            ready.store(true, Ordering::Release);
+            state.set_ready(Backend {
+                reader: store.clone(),
+                writer: store.clone(),
+                admin: Arc::new(ClusterAdmin {
+                    storage,
+                    store,
+                    me: section.node(),
+                    peers: peers.clone(),
+                }),
+            });
+        }))
+    }
+}
+
+impl Service for ClusterRole {
+    fn name(&self) -> &'static str {
+        "cluster"
+    }
+
+    fn start(&mut self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async {
+            let addr = self
+                .section
+                .grpc_listen_addr()
+                .context("cluster.node-id is not among cluster.members")?;
+            let listener = tokio::net::TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("binding cluster gRPC {addr}"))?;
+            tracing::info!(%addr, node = %self.section.node_id, "cluster gRPC listening");
+            let node = NodeService::new(
+                self.local.clone(),
+                self.section.node_id.clone(),
+                self.ready.clone(),
+            );
+            let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(
+                tonic::transport::Server::builder()
+                    .tcp_nodelay(true)
+                    .add_service(node.into_server())
+                    .serve_with_incoming_shutdown(Incoming(listener), async move {
+                        let _ = rx.await;
+                    }),
+            );
+            self.grpc = Some(GrpcServer { stop, task });
+            Ok(())
+        })
+    }
+
+    fn stop(&mut self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async {
+            if let Some(g) = self.grpc.take() {
+                let _ = g.stop.send(());
+                match tokio::time::timeout(Duration::from_secs(10), g.task).await {
+                    Ok(Ok(Ok(()))) => {}
+                    Ok(Ok(Err(e))) => tracing::warn!(%e, "cluster gRPC server error"),
+                    Ok(Err(e)) => tracing::warn!(%e, "cluster gRPC task failed"),
+                    Err(_) => tracing::warn!("cluster gRPC server did not stop within 10s"),
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Admin in a cluster: flush and self-metrics are this node's; the cluster
+/// view asks every peer for its health.
+struct ClusterAdmin {
+    storage: Arc<Storage>,
+    store: Arc<ReplicatedStore>,
+    me: NodeId,
+    peers: Vec<(NodeId, RemoteNode)>,
+}
+
+impl Admin for ClusterAdmin {
+    fn flush(&self) -> std::result::Result<usize, String> {
+        self.storage.flush(true).map_err(|e| e.to_string())
+    }
+    fn register_metrics(&self, registry: &mut cairn_api::MetricsRegistry) {
+        self.storage.register_metrics(registry);
+    }
+    fn cluster(&self) -> Option<BoxFuture<'static, serde_json::Value>> {
+        let placement = self.store.placement();
+        let me = self.me.clone();
+        let peers = self.peers.clone();
+        Some(Box::pin(async move {
+            let checks = peers.iter().map(|(id, c)| async move {
+                let h = tokio::time::timeout(Duration::from_secs(2), c.health()).await;
+                let (healthy, ready, error) = match h {
+                    Ok(Ok((_, ready))) => (true, ready, None),
+                    Ok(Err(e)) => (false, false, Some(e.to_string())),
+                    Err(_) => (false, false, Some("no answer within 2s".to_string())),
+                };
+                (id.clone(), healthy, ready, error)
+            });
+            let health: HashMap<NodeId, (bool, bool, Option<String>)> =
+                futures_util::future::join_all(checks)
+                    .await
+                    .into_iter()
+                    .map(|(id, h, r, e)| (id, (h, r, e)))
+                    .collect();
+            cluster_view(&placement, &me, &health)
+        }))
+    }
+}
+
+/// The `/admin/v1/cluster` document.
+fn cluster_view(
+    p: &Placement,
+    me: &NodeId,
+    health: &HashMap<NodeId, (bool, bool, Option<String>)>,
+) -> serde_json::Value {
+    let members: Vec<_> = p
+        .nodes()
+        .iter()
+        .map(|n| {
+            let (healthy, ready, error) = if &n.id == me {
+                (true, true, None)
+            } else {
+                health.get(&n.id).cloned().unwrap_or((false, false, None))
+            };
+            json!({
+                "id": n.id.as_str(),
+                "http": n.http_addr,
+                "grpc": n.grpc_addr,
+                "isolation_group": n.isolation_group,
+                "self": &n.id == me,
+                "healthy": healthy,
+                "ready": ready,
+                "error": error,
+                "shards": p.shards_of(&n.id).len(),
+            })
+        })
+        .collect();
+    let shards: Vec<_> = (0..p.num_shards())
+        .map(|s| {
+            json!({
+                "shard": s,
+                "replicas": p.replicas(s).iter().map(|r| json!({
+                    "node": r.node.as_str(),
+                    "state": r.state.as_str(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "node": me.as_str(),
+        "members": members,
+        "placement": {
+            "version": p.version(),
+            "num_shards": p.num_shards(),
+            "replication_factor": p.replication_factor(),
+            "shards": shards,
+        },
+    })
+}
