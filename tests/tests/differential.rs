@@ -1149,6 +1149,18 @@ impl Eval {
 
 #[test]
 fn promql_matches_prometheus() {
+    differential(false);
+}
+
+/// The same data and queries on a 3-node cluster (RF 3; written to node 1,
+/// queried on node 2): the cluster answers as Prometheus does, so as the
+/// single node does.
+#[test]
+fn promql_on_a_cluster_matches_prometheus() {
+    differential(true);
+}
+
+fn differential(cluster: bool) {
     let prom_bin = std::env::var("PROMETHEUS_BIN").unwrap_or("/usr/bin/prometheus".into());
     if !Path::new(&prom_bin).exists() {
         eprintln!(
@@ -1171,18 +1183,32 @@ fn promql_matches_prometheus() {
         .expect("tempdir");
     let (_prom_guard, prom) = spawn_prometheus(&prom_bin, &dir.path().join("prom"));
     // The target: Cairn, or a second Prometheus in self-check mode.
-    let mut _cairn = None;
+    let mut _cairn = Vec::new();
     let mut _prom2 = None;
+    // Where writes go (the cluster: node 1) and every node to flush.
+    let mut write_to = None;
+    let mut flush = Vec::new();
     let (target_name, target) = if self_check {
         let (g, u) = spawn_prometheus(&prom_bin, &dir.path().join("prom2"));
         _prom2 = Some(g);
         ("prometheus#2", u)
+    } else if cluster {
+        let nodes = spawn_cluster(3, 16, 3, "");
+        write_to = Some(nodes[0].url());
+        flush = nodes.iter().map(|n| n.url()).collect();
+        let u = nodes[1].url();
+        _cairn = nodes;
+        ("cairn cluster (node 2 of 3)", u)
     } else {
         let s = TestServer::spawn(ServerOpts::default());
         let u = s.url();
-        _cairn = Some(s);
+        _cairn.push(s);
         ("cairn", u)
     };
+    if flush.is_empty() {
+        flush.push(target.clone());
+    }
+    let write_to = write_to.unwrap_or_else(|| target.clone());
 
     // Fail fast (one line, not thousands of mismatches) without a query API.
     let probe = get(&format!("{target}/api/v1/query?query=1"));
@@ -1198,7 +1224,7 @@ fn promql_matches_prometheus() {
     let data = generate(seed, t0);
     let n_samples: usize = data.series.iter().map(|s| s.1.len()).sum();
     for (i, req) in batches(&data, t0).iter().enumerate() {
-        for (name, url) in [("prometheus", &prom), (target_name, &target)] {
+        for (name, url) in [("prometheus", &prom), (target_name, &write_to)] {
             let (st, body) = remote_write(url, None, req);
             assert!(
                 st == 200 || st == 204,
@@ -1270,8 +1296,10 @@ fn promql_matches_prometheus() {
     let results: Mutex<Vec<Outcome>> = Mutex::new(Vec::new());
     for (phase, phase_name) in phases.iter().enumerate() {
         if phase > 0 {
-            let r = post(&format!("{target}/admin/v1/flush"), &[], &[]).expect("POST flush");
-            assert_eq!(r.status, 200, "flush: {}", r.text());
+            for url in &flush {
+                let r = post(&format!("{url}/admin/v1/flush"), &[], &[]).expect("POST flush");
+                assert_eq!(r.status, 200, "flush: {}", r.text());
+            }
         }
         let next = AtomicUsize::new(0);
         std::thread::scope(|s| {
