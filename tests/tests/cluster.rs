@@ -113,8 +113,9 @@ fn killing_one_of_three_fails_no_write_and_loses_no_sample() {
 /// Write levels with nodes down: `all` refuses (503 naming the level and
 /// the shard) with one of three down while `majority` succeeds; `one`
 /// succeeds with two down while `majority` refuses. Reads at the default
-/// `unstrict_majority` succeed with two down; at `majority` they fail with
-/// an error naming the level.
+/// `unstrict_majority` succeed with two down, with a warning naming the
+/// replicas that did not answer; at `majority` they fail with an error
+/// naming the level.
 #[test]
 fn consistency_levels_decide_with_nodes_down() {
     let mut nodes = spawn_cluster(3, 8, 3, "");
@@ -156,8 +157,17 @@ fn consistency_levels_decide_with_nodes_down() {
         enc("count(cl_up)"),
         (base + 1000) as f64 / 1000.0
     );
-    let d = api_data(&url, None, &q);
-    assert_eq!(d["result"][0]["value"][1], "20", "{d}");
+    let r = get(&format!("{url}{q}")).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json();
+    assert_eq!(j["data"]["result"][0]["value"][1], "20", "{j}");
+    let w = j["warnings"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("no warning: {j}"));
+    assert!(
+        w.contains("unstrict_majority") && w.contains("node-2") && w.contains("node-3"),
+        "{w}"
+    );
 
     // At majority, the same read fails, naming the level.
     nodes[0].set_env("CAIRN_CLUSTER_READ_CONSISTENCY", Some("majority"));

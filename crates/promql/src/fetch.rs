@@ -146,3 +146,72 @@ pub(crate) async fn target_info(
         .map_err(|e| QueryError::Storage(format!("selecting target_info: {e}")))?;
     Ok(fetched(got, false, Some("target_info")))
 }
+
+/// A store whose selects note their warnings (e.g. a shard answered by
+/// fewer replicas than a majority) in one sink, for the query's answer.
+pub(crate) struct Warned<'a> {
+    inner: &'a dyn SeriesReader,
+    pub(crate) sink: cairn_storage_api::Warnings,
+}
+
+impl<'a> Warned<'a> {
+    pub(crate) fn new(inner: &'a dyn SeriesReader) -> Self {
+        Warned {
+            inner,
+            sink: Default::default(),
+        }
+    }
+}
+
+impl SeriesReader for Warned<'_> {
+    fn select(
+        &self,
+        mut req: SelectRequest,
+    ) -> cairn_storage_api::BoxFuture<
+        '_,
+        std::result::Result<cairn_storage_api::SeriesStream<'_>, StoreError>,
+    > {
+        req.warnings = self.sink.clone();
+        self.inner.select(req)
+    }
+    fn series(
+        &self,
+        q: cairn_storage_api::SeriesQuery,
+    ) -> cairn_storage_api::BoxFuture<'_, std::result::Result<Vec<cairn_common::Labels>, StoreError>>
+    {
+        self.inner.series(q)
+    }
+    fn label_names(
+        &self,
+        q: cairn_storage_api::SeriesQuery,
+    ) -> cairn_storage_api::BoxFuture<'_, std::result::Result<Vec<String>, StoreError>> {
+        self.inner.label_names(q)
+    }
+    fn label_values(
+        &self,
+        q: cairn_storage_api::SeriesQuery,
+        name: String,
+    ) -> cairn_storage_api::BoxFuture<'_, std::result::Result<Vec<String>, StoreError>> {
+        self.inner.label_values(q, name)
+    }
+    fn exemplars(
+        &self,
+        q: cairn_storage_api::SeriesQuery,
+    ) -> cairn_storage_api::BoxFuture<
+        '_,
+        std::result::Result<Vec<cairn_common::ExemplarSeries>, StoreError>,
+    > {
+        self.inner.exemplars(q)
+    }
+    fn metadata(
+        &self,
+        tenant: String,
+        metric: Option<String>,
+        limit: usize,
+    ) -> cairn_storage_api::BoxFuture<
+        '_,
+        std::result::Result<Vec<(String, cairn_common::MetricMetadata)>, StoreError>,
+    > {
+        self.inner.metadata(tenant, metric, limit)
+    }
+}

@@ -25,7 +25,7 @@ use cairn_common::{
 use cairn_storage_api::{
     cut_to_limit, decode_batch, guarded, next_batch, stream_from_vec, BoxFuture, ErrorKind,
     SelectRequest, SeriesQuery, SeriesReader, SeriesStream, ShardSet, ShardWriter, StoreError,
-    StoredSeries, WriteRequest,
+    StoredSeries, Warnings, WriteRequest,
 };
 use futures_util::future::join_all;
 use std::collections::{BTreeMap, HashMap};
@@ -106,12 +106,17 @@ impl ReplicatedStore {
 
     /// Checks every shard of the plan at the read level, given which nodes
     /// answered; the first shard below it is an Unavailable error.
+    /// Shards that met the level with fewer answers than a majority
+    /// (`unstrict_majority`) are noted in `warnings`, once per read.
     fn check_reads(
         &self,
         p: &Placement,
         wanted: &ShardSet,
         answered: &HashMap<NodeId, bool>,
+        warnings: &Warnings,
     ) -> Result<(), StoreError> {
+        let mut short: Vec<u32> = Vec::new();
+        let mut down: Vec<NodeId> = Vec::new();
         let rf = p.replication_factor();
         for shard in (0..p.num_shards()).filter(|s| wanted.contains(*s)) {
             let mut ok = 0;
@@ -122,9 +127,28 @@ impl ReplicatedStore {
                     _ => failed.push(r.node.clone()),
                 }
             }
-            if let Outcome::Failure(e) = evaluate(shard, self.read_level, rf, ok, &failed) {
-                return Err(level_error(&e));
+            match evaluate(shard, self.read_level, rf, ok, &failed) {
+                Outcome::Failure(e) => return Err(level_error(&e)),
+                Outcome::Warning(_) => {
+                    short.push(shard);
+                    for n in failed {
+                        if !down.contains(&n) {
+                            down.push(n);
+                        }
+                    }
+                }
+                Outcome::Success => {}
             }
+        }
+        if !short.is_empty() {
+            down.sort();
+            warnings.push(format!(
+                "read at {}: {} of the shards read were answered by fewer than a majority of their replicas (first: shard {}; unavailable: {}); samples written since may be missing",
+                self.read_level,
+                short.len(),
+                short[0],
+                down.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+            ));
         }
         Ok(())
     }
@@ -132,7 +156,12 @@ impl ReplicatedStore {
     /// Runs `call` on every node of the read plan for `wanted`, each with
     /// the shards it serves; the answers of the nodes that succeeded once
     /// every shard met the read level.
-    async fn fan_out<T, F>(&self, wanted: &ShardSet, call: F) -> Result<Vec<T>, StoreError>
+    async fn fan_out<T, F>(
+        &self,
+        wanted: &ShardSet,
+        warnings: &Warnings,
+        call: F,
+    ) -> Result<Vec<T>, StoreError>
     where
         F: Fn(Arc<dyn NodeStore>, ShardSet) -> BoxFuture<'static, Result<T, StoreError>>,
     {
@@ -156,7 +185,7 @@ impl ReplicatedStore {
                 }
             }
         }
-        self.check_reads(&p, wanted, &answered)?;
+        self.check_reads(&p, wanted, &answered, warnings)?;
         Ok(out)
     }
 }
@@ -168,7 +197,7 @@ impl ReplicatedStore {
     where
         F: Fn(Arc<dyn NodeStore>, SeriesQuery) -> BoxFuture<'static, Result<T, StoreError>>,
     {
-        self.fan_out(&q.shards, |node, shards| {
+        self.fan_out(&q.shards, &Warnings::default(), |node, shards| {
             let mut q = q.clone();
             q.shards = shards;
             q.limit = 0;
@@ -245,7 +274,7 @@ impl SeriesReader for ReplicatedStore {
             req.check()?;
             let (start, end) = (req.start, req.end);
             let answers = self
-                .fan_out(&req.shards, |node, shards| {
+                .fan_out(&req.shards, &req.warnings, |node, shards| {
                     let r = req.clone().with_shards(shards);
                     Box::pin(async move {
                         let mut stream = node.select(r).await?;
@@ -349,7 +378,7 @@ impl SeriesReader for ReplicatedStore {
     ) -> BoxFuture<'_, Result<Vec<(String, MetricMetadata)>, StoreError>> {
         Box::pin(async move {
             let answers = self
-                .fan_out(&ShardSet::All, |node, _| {
+                .fan_out(&ShardSet::All, &Warnings::default(), |node, _| {
                     let (tenant, metric) = (tenant.clone(), metric.clone());
                     Box::pin(async move { node.metadata(tenant, metric, 0).await })
                 })

@@ -167,6 +167,7 @@ pub(crate) fn select_from(r: pb::SelectRequest) -> Result<SelectRequest, StoreEr
         },
         deadline: deadline_from(r.timeout_ms),
         prefer_chunks: r.prefer_chunks,
+        warnings: Default::default(),
     })
 }
 

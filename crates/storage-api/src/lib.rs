@@ -25,8 +25,8 @@ mod traits;
 pub use error::{ErrorKind, StoreError};
 pub use guard::guarded;
 pub use request::{
-    cut_to_limit, ReadLimits, SelectHints, SelectRequest, SeriesQuery, ShardSet, WriteLevel,
-    WriteRequest, RAW_NAMESPACE,
+    cut_to_limit, ReadLimits, SelectHints, SelectRequest, SeriesQuery, ShardSet, Warnings,
+    WriteLevel, WriteRequest, RAW_NAMESPACE,
 };
 pub use series::{EncodedChunk, SeriesSamples, StoredSeries};
 pub use traits::{

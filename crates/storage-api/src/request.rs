@@ -79,6 +79,30 @@ pub struct SelectRequest {
     /// Whether the caller prefers encoded chunks (a remote caller decoding
     /// lazily) to decoded samples. A store may answer either way.
     pub prefer_chunks: bool,
+    /// Where the store notes what the caller should warn about (a shard
+    /// answered by fewer replicas than a majority); not sent over the wire.
+    pub warnings: Warnings,
+}
+
+/// Warnings a store adds to a read's answer, shared by the request's
+/// clones; the caller takes them once the read is done. Each is kept once.
+#[derive(Debug, Clone, Default)]
+pub struct Warnings(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Warnings {
+    /// Notes `w` (once: a repeat is dropped).
+    pub fn push(&self, w: impl Into<String>) {
+        let w = w.into();
+        let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !v.contains(&w) {
+            v.push(w);
+        }
+    }
+
+    /// The warnings noted so far, in order, leaving none.
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 impl SelectRequest {
@@ -101,6 +125,7 @@ impl SelectRequest {
             limits: ReadLimits::default(),
             deadline: None,
             prefer_chunks: false,
+            warnings: Warnings::default(),
         }
     }
 

@@ -56,6 +56,9 @@ pub(crate) fn run(
 ) -> Result<QueryResult> {
     let began = Instant::now();
     validate(q)?;
+    // The store's warnings (too few replicas answered) join the query's.
+    let warned = crate::fetch::Warned::new(src);
+    let src: &dyn SeriesReader = &warned;
     let fast = q.is_range && set.fold_and_serieswise;
     let Plan { nodes, reads } = plan(
         q.expr,
@@ -82,7 +85,12 @@ pub(crate) fn run(
     let value = exec(set, &mut ev, q)?;
     Ok(QueryResult {
         value,
-        warnings: ev.warnings.into_inner().into_iter().collect(),
+        warnings: ev
+            .warnings
+            .into_inner()
+            .into_iter()
+            .chain(warned.sink.take())
+            .collect(),
         infos: ev.infos.into_inner().into_iter().collect(),
     })
 }
