@@ -202,7 +202,7 @@ fn whole_cluster_restart_comes_back_by_itself() {
         for n in &mut nodes {
             n.kill9();
         }
-        let mut order = vec![0, 1, 2];
+        let mut order = [0, 1, 2];
         for i in (1..order.len()).rev() {
             order.swap(i, rng.range(0, i as u64 + 1) as usize);
         }
