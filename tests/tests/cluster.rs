@@ -169,6 +169,25 @@ fn consistency_levels_decide_with_nodes_down() {
         "{w}"
     );
 
+    // Self-metrics per peer: the failed calls to node 3, latency of node 2's.
+    let m = get(&format!("{url}/metrics")).unwrap().text();
+    let errors = m
+        .lines()
+        .find(|l| {
+            l.starts_with("cairn_cluster_peer_rpc_errors_total{")
+                && l.contains("peer=\"node-3\"")
+                && l.contains("method=\"write\"")
+        })
+        .unwrap_or_else(|| panic!("no write errors to node-3 in /metrics"));
+    let n: f64 = errors.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 3.0, "{errors}");
+    assert!(
+        m.contains(
+            "cairn_cluster_peer_rpc_duration_seconds_count{peer=\"node-2\",method=\"write\"}"
+        ),
+        "no write latency of node-2 in /metrics"
+    );
+
     // At majority, the same read fails, naming the level.
     nodes[0].set_env("CAIRN_CLUSTER_READ_CONSISTENCY", Some("majority"));
     nodes[0].restart();

@@ -117,6 +117,7 @@ pub(crate) struct ClusterRole {
     local: Arc<LocalStore>,
     ready: Arc<AtomicBool>,
     peers: Vec<(NodeId, RemoteNode)>,
+    metrics: PeerMetrics,
     grpc: Option<GrpcServer>,
 }
 
@@ -141,6 +142,7 @@ impl ClusterRole {
             local: Arc::default(),
             ready: Arc::default(),
             peers,
+            metrics: PeerMetrics::new(),
             grpc: None,
         })
     }
@@ -155,16 +157,24 @@ impl ClusterRole {
         let local = self.local.clone();
         let ready = self.ready.clone();
         let peers = self.peers.clone();
+        let metrics = self.metrics.clone();
+        let handle = tokio::runtime::Handle::current();
         Ok(Arc::new(move |storage: Arc<Storage>| {
             let _ = local.0.set(storage.clone());
             let mut nodes: HashMap<NodeId, Arc<dyn NodeStore>> = HashMap::new();
             nodes.insert(section.node(), local.clone());
             for (id, client) in &peers {
-                nodes.insert(id.clone(), Arc::new(client.clone()));
+                let peer = Peer::new(id.clone(), client.clone(), metrics.clone());
+                nodes.insert(id.clone(), Arc::new(peer));
             }
+            let handle = handle.clone();
             let store =
                 match ReplicatedStore::new(placement.clone(), nodes, section.read_consistency) {
-                    Ok(s) => Arc::new(s),
+                    // Replica answers still pending once a write is decided
+                    // run on: a slow replica delays no write the level allows.
+                    Ok(s) => Arc::new(s.with_spawner(Arc::new(move |f| {
+                        handle.spawn(f);
+                    }))),
                     Err(e) => {
                         tracing::error!(%e, "cannot build the cluster's store");
                         return;
@@ -179,6 +189,7 @@ impl ClusterRole {
                     store,
                     me: section.node(),
                     peers: peers.clone(),
+                    metrics: metrics.clone(),
                 }),
             });
         }))
@@ -242,6 +253,7 @@ struct ClusterAdmin {
     store: Arc<ReplicatedStore>,
     me: NodeId,
     peers: Vec<(NodeId, RemoteNode)>,
+    metrics: PeerMetrics,
 }
 
 impl Admin for ClusterAdmin {
@@ -250,6 +262,7 @@ impl Admin for ClusterAdmin {
     }
     fn register_metrics(&self, registry: &mut cairn_api::MetricsRegistry) {
         self.storage.register_metrics(registry);
+        self.metrics.register(registry);
     }
     fn cluster(&self) -> Option<BoxFuture<'static, serde_json::Value>> {
         let placement = self.store.placement();
@@ -325,4 +338,161 @@ fn cluster_view(
             "shards": shards,
         },
     })
+}
+
+/// Most calls to one peer in flight at once; past it a call fails at once
+/// as Unavailable (that replica counts as failed for the write or read)
+/// instead of queueing without bound behind a slow peer.
+const PEER_MAX_IN_FLIGHT: usize = 512;
+
+/// Labels of the per-peer RPC metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct PeerLabels {
+    peer: String,
+    method: &'static str,
+}
+
+/// Per-peer RPC self-metrics: latency, errors, calls in flight.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerMetrics {
+    latency: prometheus_client::metrics::family::Family<
+        PeerLabels,
+        prometheus_client::metrics::histogram::Histogram,
+        fn() -> prometheus_client::metrics::histogram::Histogram,
+    >,
+    errors: prometheus_client::metrics::family::Family<
+        PeerLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    in_flight: prometheus_client::metrics::family::Family<
+        PeerLabels,
+        prometheus_client::metrics::gauge::Gauge,
+    >,
+}
+
+fn latency_histogram() -> prometheus_client::metrics::histogram::Histogram {
+    prometheus_client::metrics::histogram::Histogram::new(
+        prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 16),
+    )
+}
+
+impl PeerMetrics {
+    fn new() -> Self {
+        PeerMetrics {
+            latency: prometheus_client::metrics::family::Family::new_with_constructor(
+                latency_histogram,
+            ),
+            errors: Default::default(),
+            in_flight: Default::default(),
+        }
+    }
+
+    fn register(&self, reg: &mut cairn_api::MetricsRegistry) {
+        reg.register(
+            "cairn_cluster_peer_rpc_duration_seconds",
+            "Calls to a peer node by method, from send to answer",
+            self.latency.clone(),
+        );
+        reg.register(
+            "cairn_cluster_peer_rpc_errors",
+            "Calls to a peer node that failed (unreachable, timed out, refused), by method",
+            self.errors.clone(),
+        );
+        reg.register(
+            "cairn_cluster_peer_rpc_in_flight",
+            "Calls to a peer node waiting for its answer (the peer's queue depth here)",
+            self.in_flight.clone(),
+        );
+    }
+}
+
+/// A peer as the replicated store reaches it: its gRPC client, metered,
+/// with a bound on the calls in flight.
+#[derive(Debug)]
+struct Peer {
+    id: NodeId,
+    client: RemoteNode,
+    slots: Arc<tokio::sync::Semaphore>,
+    metrics: PeerMetrics,
+}
+
+impl Peer {
+    fn new(id: NodeId, client: RemoteNode, metrics: PeerMetrics) -> Self {
+        Peer {
+            id,
+            client,
+            slots: Arc::new(tokio::sync::Semaphore::new(PEER_MAX_IN_FLIGHT)),
+            metrics,
+        }
+    }
+
+    /// Runs `call` metered under one of the peer's slots.
+    fn metered<'a, T: Send + 'a>(
+        &'a self,
+        method: &'static str,
+        call: BoxFuture<'a, Result<T, StoreError>>,
+    ) -> BoxFuture<'a, Result<T, StoreError>> {
+        let labels = PeerLabels {
+            peer: self.id.as_str().to_string(),
+            method,
+        };
+        Box::pin(async move {
+            let Ok(_slot) = self.slots.clone().try_acquire_owned() else {
+                self.metrics.errors.get_or_create(&labels).inc();
+                return Err(StoreError::unavailable(format!(
+                    "node {}: {PEER_MAX_IN_FLIGHT} calls already in flight",
+                    self.id
+                )));
+            };
+            let gauge = self.metrics.in_flight.get_or_create(&labels).clone();
+            gauge.inc();
+            let began = std::time::Instant::now();
+            let r = call.await;
+            gauge.dec();
+            self.metrics
+                .latency
+                .get_or_create(&labels)
+                .observe(began.elapsed().as_secs_f64());
+            if r.is_err() {
+                self.metrics.errors.get_or_create(&labels).inc();
+            }
+            r
+        })
+    }
+}
+
+impl SeriesReader for Peer {
+    fn select(&self, req: SelectRequest) -> BoxFuture<'_, Result<SeriesStream<'_>, StoreError>> {
+        self.metered("select", self.client.select(req))
+    }
+    fn series(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<Labels>, StoreError>> {
+        self.metered("series", self.client.series(q))
+    }
+    fn label_names(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        self.metered("label_names", self.client.label_names(q))
+    }
+    fn label_values(
+        &self,
+        q: SeriesQuery,
+        name: String,
+    ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        self.metered("label_values", self.client.label_values(q, name))
+    }
+    fn exemplars(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<ExemplarSeries>, StoreError>> {
+        self.metered("exemplars", self.client.exemplars(q))
+    }
+    fn metadata(
+        &self,
+        tenant: String,
+        metric: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(String, MetricMetadata)>, StoreError>> {
+        self.metered("metadata", self.client.metadata(tenant, metric, limit))
+    }
+}
+
+impl ShardWriter for Peer {
+    fn write(&self, req: WriteRequest) -> BoxFuture<'_, Result<WriteOutcome, StoreError>> {
+        self.metered("write", self.client.write(req))
+    }
 }

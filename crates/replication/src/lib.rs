@@ -28,6 +28,7 @@ use cairn_storage_api::{
     StoredSeries, Warnings, WriteRequest,
 };
 use futures_util::future::join_all;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
@@ -43,7 +44,12 @@ pub struct ReplicatedStore {
     placement: RwLock<Arc<Placement>>,
     nodes: HashMap<NodeId, Arc<dyn NodeStore>>,
     read_level: ReadLevel,
+    spawner: Option<Spawner>,
 }
+
+/// Runs a future to its end without the caller (e.g. `tokio::spawn`): the
+/// replica writes still pending once a write's level is decided.
+pub type Spawner = Arc<dyn Fn(BoxFuture<'static, ()>) + Send + Sync>;
 
 impl std::fmt::Debug for ReplicatedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -68,7 +74,16 @@ impl ReplicatedStore {
             placement: RwLock::new(Arc::new(placement)),
             nodes,
             read_level,
+            spawner: None,
         })
+    }
+
+    /// Writes return once their level is decided; the replica answers
+    /// still pending run on in `spawner`. Without one, a write waits for
+    /// every replica's answer (or its timeout).
+    pub fn with_spawner(mut self, spawner: Spawner) -> Self {
+        self.spawner = Some(spawner);
+        self
     }
 
     /// The placement reads and writes follow now.
@@ -428,12 +443,18 @@ impl ShardWriter for ReplicatedStore {
                     };
                     let store = self.node(&node).clone();
                     let shard = *shard;
-                    calls.push(async move { (shard, node, store.write(w).await) });
+                    let call: BoxFuture<'static, _> =
+                        Box::pin(async move { (shard, node, store.write(w).await) });
+                    calls.push(call);
                 }
             }
             let mut outcomes: BTreeMap<u32, WriteOutcome> = BTreeMap::new();
             let mut refused: Option<StoreError> = None;
-            for (shard, node, r) in join_all(calls).await {
+            let mut pending: FuturesUnordered<_> = calls.into_iter().collect();
+            // Decided as early as the level allows: the answers still
+            // pending then go on without the caller (the spawner's task),
+            // so a slow replica delays no write the level allows.
+            while let Some((shard, node, r)) = pending.next().await {
                 let t = tallies.get_mut(&shard).expect("a tally per shard");
                 match r {
                     Ok(o) => {
@@ -442,15 +463,31 @@ impl ShardWriter for ReplicatedStore {
                     }
                     Err(e) if is_request_error(&e) => {
                         refused.get_or_insert(e);
+                        break;
                     }
                     Err(_) => t.failure(node),
+                }
+                let decided: Vec<_> = tallies.values().map(Tally::decided).collect();
+                if decided
+                    .iter()
+                    .any(|d| matches!(d, Some(Outcome::Failure(_))))
+                    || decided.iter().all(Option::is_some)
+                {
+                    break;
+                }
+            }
+            if !pending.is_empty() {
+                let rest = async move { while pending.next().await.is_some() {} };
+                match &self.spawner {
+                    Some(spawn) => spawn(Box::pin(rest)),
+                    None => rest.await,
                 }
             }
             if let Some(e) = refused {
                 return Err(e);
             }
             for t in tallies.into_values() {
-                if let Outcome::Failure(e) = t.finish() {
+                if let Outcome::Failure(e) = t.decided().unwrap_or_else(|| t.finish()) {
                     return Err(level_error(&e));
                 }
             }

@@ -262,3 +262,91 @@ async fn three_remote_replicas_pass_the_conformance_suite_over_grpc() {
         s.await.unwrap().unwrap();
     }
 }
+
+/// A replica that never answers a write (a hung node).
+#[derive(Debug)]
+struct Hung(Arc<MemStore>);
+
+impl ShardWriter for Hung {
+    fn write(&self, _: WriteRequest) -> BoxFuture<'_, Result<WriteOutcome, StoreError>> {
+        Box::pin(std::future::pending())
+    }
+}
+
+/// With a spawner, a write returns once its level is decided: a hung
+/// replica delays no `majority` write, while `all` still waits on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_replica_delays_no_write_the_level_allows() {
+    let p = placement(3, 3);
+    let mut nodes: HashMap<NodeId, Arc<dyn NodeStore>> = HashMap::new();
+    for n in p.nodes() {
+        let m = Arc::new(MemStore::new());
+        if n.id.as_str() == "node-3" {
+            nodes.insert(n.id.clone(), Arc::new(HungNode(Hung(m))));
+        } else {
+            nodes.insert(n.id.clone(), m);
+        }
+    }
+    let handle = tokio::runtime::Handle::current();
+    let store = ReplicatedStore::new(p, nodes, ReadLevel::UnstrictMajority)
+        .unwrap()
+        .with_spawner(Arc::new(move |f| {
+            handle.spawn(f);
+        }));
+    let t = now_ms();
+    let w = store
+        .write(WriteRequest::new("t", batch("t", 20, t)).with_consistency(WriteLevel::Majority));
+    let out = tokio::time::timeout(std::time::Duration::from_secs(5), w)
+        .await
+        .expect("a majority write returns without the hung replica")
+        .unwrap();
+    assert_eq!(out.accepted_samples, 20);
+    let w = store
+        .write(WriteRequest::new("t", batch("t", 20, t + 1)).with_consistency(WriteLevel::All));
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(300), w)
+            .await
+            .is_err(),
+        "an `all` write cannot be decided while a replica has not answered"
+    );
+}
+
+/// [`Hung`] as a whole node: reads from its store, writes never answered.
+#[derive(Debug)]
+struct HungNode(Hung);
+
+impl SeriesReader for HungNode {
+    fn select(&self, r: SelectRequest) -> BoxFuture<'_, Result<SeriesStream<'_>, StoreError>> {
+        self.0 .0.select(r)
+    }
+    fn series(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<Labels>, StoreError>> {
+        self.0 .0.series(q)
+    }
+    fn label_names(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        self.0 .0.label_names(q)
+    }
+    fn label_values(
+        &self,
+        q: SeriesQuery,
+        n: String,
+    ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        self.0 .0.label_values(q, n)
+    }
+    fn exemplars(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<ExemplarSeries>, StoreError>> {
+        self.0 .0.exemplars(q)
+    }
+    fn metadata(
+        &self,
+        t: String,
+        m: Option<String>,
+        l: usize,
+    ) -> BoxFuture<'_, Result<Vec<(String, MetricMetadata)>, StoreError>> {
+        self.0 .0.metadata(t, m, l)
+    }
+}
+
+impl ShardWriter for HungNode {
+    fn write(&self, r: WriteRequest) -> BoxFuture<'_, Result<WriteOutcome, StoreError>> {
+        self.0.write(r)
+    }
+}
