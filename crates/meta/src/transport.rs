@@ -1,0 +1,183 @@
+//! Raft traffic between members over gRPC: outbound, one task per peer with
+//! a bounded queue (full or failing: dropped, and the peer reported
+//! unreachable — raft retries); inbound, the `Raft` service, whose messages
+//! are size-bounded before they are decoded.
+
+use crate::node::{encode, Input};
+use crate::state::Command;
+use crate::{MetaError, MAX_RAFT_MESSAGE};
+use cairn_rpc::raft::raft_client::RaftClient;
+use cairn_rpc::raft::raft_server::{Raft, RaftServer};
+use cairn_rpc::raft::{ProposeReply, ProposeRequest, RaftAck, RaftBatch};
+use prost011::Message as _;
+use raft::prelude::Message;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc::Sender;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+/// Messages queued per peer before they are dropped.
+const PEER_QUEUE: usize = 1024;
+/// A call to a peer gives up after this.
+const CALL_TIMEOUT: Duration = Duration::from_secs(1);
+
+fn channel(addr: &str) -> Result<Channel, MetaError> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| MetaError::Store(format!("meta peer address {addr:?}: {e}")))?
+        .connect_timeout(CALL_TIMEOUT)
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+fn client(ch: Channel) -> RaftClient<Channel> {
+    RaftClient::new(ch)
+        .max_decoding_message_size(MAX_RAFT_MESSAGE)
+        .max_encoding_message_size(MAX_RAFT_MESSAGE)
+}
+
+/// The loop's way out: a queue per peer.
+pub(crate) struct Outbound {
+    queues: HashMap<u64, mpsc::Sender<Message>>,
+}
+
+impl Outbound {
+    /// Starts a sender task per peer (not `me`) on `rt`.
+    pub(crate) fn start(
+        me: u64,
+        peers: &BTreeMap<u64, String>,
+        rt: &tokio::runtime::Handle,
+        to_loop: Sender<Input>,
+    ) -> Result<Outbound, MetaError> {
+        let mut queues = HashMap::new();
+        for (&id, addr) in peers.iter().filter(|(id, _)| **id != me) {
+            let (tx, mut rx) = mpsc::channel::<Message>(PEER_QUEUE);
+            let mut c = client(channel(addr)?);
+            let to_loop = to_loop.clone();
+            rt.spawn(async move {
+                while let Some(first) = rx.recv().await {
+                    let mut messages = vec![encode(&first)];
+                    while let Ok(m) = rx.try_recv() {
+                        messages.push(encode(&m));
+                        if messages.len() >= 64 {
+                            break;
+                        }
+                    }
+                    let mut req = Request::new(RaftBatch { from: me, messages });
+                    req.set_timeout(CALL_TIMEOUT);
+                    if c.send(req).await.is_err() {
+                        let _ = to_loop.send(Input::Unreachable(id));
+                    }
+                }
+            });
+            queues.insert(id, tx);
+        }
+        Ok(Outbound { queues })
+    }
+
+    pub(crate) fn send(&self, m: Message) {
+        if let Some(q) = self.queues.get(&m.to) {
+            // Full: dropped; raft resends what matters.
+            let _ = q.try_send(m);
+        }
+    }
+}
+
+/// The `Raft` gRPC service of this member.
+pub(crate) struct RaftService {
+    pub(crate) to_loop: Mutex<Sender<Input>>,
+    pub(crate) meta: crate::Meta,
+}
+
+impl std::fmt::Debug for RaftService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftService").finish_non_exhaustive()
+    }
+}
+
+#[tonic::async_trait]
+impl Raft for RaftService {
+    async fn send(&self, req: Request<RaftBatch>) -> Result<Response<RaftAck>, Status> {
+        let batch = req.into_inner();
+        let mut msgs = Vec::with_capacity(batch.messages.len());
+        for b in &batch.messages {
+            if b.len() > MAX_RAFT_MESSAGE {
+                return Err(Status::invalid_argument(format!(
+                    "raft message of {} bytes is over the {MAX_RAFT_MESSAGE}-byte bound",
+                    b.len()
+                )));
+            }
+            let m = Message::decode(&b[..])
+                .map_err(|e| Status::invalid_argument(format!("raft message: {e}")))?;
+            msgs.push(m);
+        }
+        self.to_loop
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(Input::Raft(msgs))
+            .map_err(|_| Status::unavailable("meta loop stopped"))?;
+        Ok(Response::new(RaftAck {}))
+    }
+
+    async fn propose(
+        &self,
+        req: Request<ProposeRequest>,
+    ) -> Result<Response<ProposeReply>, Status> {
+        let cmd: Command = serde_json::from_slice(&req.into_inner().command)
+            .map_err(|e| Status::invalid_argument(format!("meta command: {e}")))?;
+        let error = match self.meta.propose_local(cmd).await {
+            Ok(()) => String::new(),
+            Err(e) => e.to_string(),
+        };
+        Ok(Response::new(ProposeReply { error }))
+    }
+}
+
+impl crate::Meta {
+    /// The `Raft` service to mount on the node's gRPC server.
+    pub fn raft_service(&self) -> RaftServer<impl Raft> {
+        RaftServer::new(RaftService {
+            to_loop: Mutex::new(
+                self.inner
+                    .to_loop
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone(),
+            ),
+            meta: self.clone(),
+        })
+        .max_decoding_message_size(MAX_RAFT_MESSAGE * 4)
+        .max_encoding_message_size(MAX_RAFT_MESSAGE * 4)
+    }
+
+    /// Forwards `cmd` to the leader `leader` (a follower's proposal).
+    pub(crate) async fn forward(&self, leader: u64, cmd: &Command) -> Result<(), MetaError> {
+        let addr = self
+            .inner
+            .peers
+            .get(&leader)
+            .ok_or(MetaError::NotLeader(None))?;
+        let mut c = client(channel(addr)?);
+        let mut req = Request::new(ProposeRequest {
+            command: serde_json::to_vec(cmd).map_err(|e| MetaError::Refused(e.to_string()))?,
+        });
+        req.set_timeout(crate::node::PROPOSE_TIMEOUT);
+        let r = c
+            .propose(req)
+            .await
+            .map_err(|s| {
+                MetaError::Unavailable(format!(
+                    "forwarding to meta leader {leader}: {}",
+                    s.message()
+                ))
+            })?
+            .into_inner();
+        if r.error.is_empty() {
+            Ok(())
+        } else {
+            Err(MetaError::Refused(r.error))
+        }
+    }
+}
