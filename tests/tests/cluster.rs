@@ -246,3 +246,78 @@ fn whole_cluster_restart_comes_back_by_itself() {
         }
     }
 }
+
+/// The metadata leader's member id, as `node` sees it.
+fn meta_leader(node: &TestServer) -> Option<String> {
+    let r = get(&format!("{}/admin/v1/cluster", node.url())).ok()?;
+    if r.status != 200 {
+        return None;
+    }
+    r.json()["data"]["meta"]["leader"]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// Kill the meta leader: a new leader within 3 s, and a writer sending to
+/// another node never sees a failed write (the data path does not wait on
+/// raft).
+#[test]
+fn killing_the_meta_leader_elects_another_and_writes_never_stop() {
+    let mut nodes = spawn_cluster(3, 8, 3, "");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let old = loop {
+        if let Some(l) = meta_leader(&nodes[0]) {
+            break l;
+        }
+        assert!(std::time::Instant::now() < deadline, "no meta leader");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let li: usize = old.trim_start_matches("node-").parse::<usize>().unwrap() - 1;
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != li).collect();
+    let url = nodes[survivors[0]].url();
+    let base = now_ms() - 60_000;
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(Mutex::new(Vec::new()));
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    let writer = {
+        let (stop, failed, acked) = (stop.clone(), failed.clone(), acked.clone());
+        std::thread::spawn(move || {
+            let mut k = 0;
+            while !stop.load(Ordering::Relaxed) {
+                match try_remote_write(&url, None, &batch(base, k)) {
+                    Ok((s, _)) if (200..300).contains(&s) => {
+                        acked.lock().unwrap().insert(k);
+                    }
+                    other => failed.lock().unwrap().push(format!("{k}: {other:?}")),
+                }
+                k += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    nodes[li].kill9();
+    let killed = std::time::Instant::now();
+    let new = loop {
+        if let Some(l) = meta_leader(&nodes[survivors[1]]) {
+            if l != old {
+                break l;
+            }
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(3),
+            "no new meta leader within 3s of killing {old}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!(
+        "meta leader {old} killed; {new} leads after {:?}",
+        killed.elapsed()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let failed = failed.lock().unwrap().clone();
+    assert!(failed.is_empty(), "failed writes: {failed:?}");
+    assert!(acked.lock().unwrap().len() > 20);
+}

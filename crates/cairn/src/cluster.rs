@@ -114,6 +114,8 @@ struct GrpcServer {
 /// every route serves from once the local store is open.
 pub(crate) struct ClusterRole {
     section: ClusterSection,
+    data_dir: std::path::PathBuf,
+    meta: Arc<OnceLock<cairn_meta::Meta>>,
     local: Arc<LocalStore>,
     ready: Arc<AtomicBool>,
     peers: Vec<(NodeId, RemoteNode)>,
@@ -124,7 +126,7 @@ pub(crate) struct ClusterRole {
 impl ClusterRole {
     /// The role for a validated cluster section (its members include this
     /// node). Peers are connected lazily.
-    pub(crate) fn new(section: ClusterSection) -> Result<Self> {
+    pub(crate) fn new(section: ClusterSection, data_dir: std::path::PathBuf) -> Result<Self> {
         let me = section.node();
         let timeout = section.replica_timeout.get();
         let peers = section
@@ -139,6 +141,8 @@ impl ClusterRole {
             .collect::<Result<Vec<_>>>()?;
         Ok(ClusterRole {
             section,
+            data_dir,
+            meta: Arc::default(),
             local: Arc::default(),
             ready: Arc::default(),
             peers,
@@ -151,46 +155,90 @@ impl ClusterRole {
     /// store over this node and its peers becomes every route's backend.
     pub(crate) fn publisher(&self, state: AppState) -> Result<crate::roles::Publish> {
         let section = self.section.clone();
-        let placement = section
-            .initial_placement()
-            .context("computing the initial placement")?;
         let local = self.local.clone();
         let ready = self.ready.clone();
         let peers = self.peers.clone();
         let metrics = self.metrics.clone();
+        let meta = self.meta.clone();
         let handle = tokio::runtime::Handle::current();
         Ok(Arc::new(move |storage: Arc<Storage>| {
             let _ = local.0.set(storage.clone());
-            let mut nodes: HashMap<NodeId, Arc<dyn NodeStore>> = HashMap::new();
-            nodes.insert(section.node(), local.clone());
-            for (id, client) in &peers {
-                let peer = Peer::new(id.clone(), client.clone(), metrics.clone());
-                nodes.insert(id.clone(), Arc::new(peer));
-            }
-            let handle = handle.clone();
-            let store =
-                match ReplicatedStore::new(placement.clone(), nodes, section.read_consistency) {
+            let (section, local, ready, peers, metrics, meta, state) = (
+                section.clone(),
+                local.clone(),
+                ready.clone(),
+                peers.clone(),
+                metrics.clone(),
+                meta.clone(),
+                state.clone(),
+            );
+            let spawner = handle.clone();
+            // Ready once the store is open and the placement is known (from
+            // this node's own raft log after a restart; at the cluster's
+            // creation, once a majority has elected a leader and committed
+            // it).
+            handle.spawn(async move {
+                let (meta, mut rx, placement) = loop {
+                    if let Some(m) = meta.get() {
+                        let mut rx = m.placement();
+                        let current = rx.borrow_and_update().clone();
+                        if let Some(p) = current {
+                            break (m.clone(), rx, p);
+                        }
+                        if rx.changed().await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                };
+                let mut nodes: HashMap<NodeId, Arc<dyn NodeStore>> = HashMap::new();
+                nodes.insert(section.node(), local.clone());
+                for (id, client) in &peers {
+                    let peer = Peer::new(id.clone(), client.clone(), metrics.clone());
+                    nodes.insert(id.clone(), Arc::new(peer));
+                }
+                let store = match ReplicatedStore::new(
+                    (*placement).clone(),
+                    nodes,
+                    section.read_consistency,
+                ) {
                     // Replica answers still pending once a write is decided
                     // run on: a slow replica delays no write the level allows.
                     Ok(s) => Arc::new(s.with_spawner(Arc::new(move |f| {
-                        handle.spawn(f);
+                        spawner.spawn(f);
                     }))),
                     Err(e) => {
                         tracing::error!(%e, "cannot build the cluster's store");
                         return;
                     }
                 };
-            ready.store(true, Ordering::Release);
-            state.set_ready(Backend {
-                reader: store.clone(),
-                writer: store.clone(),
-                admin: Arc::new(ClusterAdmin {
-                    storage,
-                    store,
-                    me: section.node(),
-                    peers: peers.clone(),
-                    metrics: metrics.clone(),
-                }),
+                ready.store(true, Ordering::Release);
+                state.set_ready(Backend {
+                    reader: store.clone(),
+                    writer: store.clone(),
+                    admin: Arc::new(ClusterAdmin {
+                        storage,
+                        store: store.clone(),
+                        me: section.node(),
+                        peers: peers.clone(),
+                        metrics: metrics.clone(),
+                        meta: meta.clone(),
+                    }),
+                });
+                tracing::info!(
+                    version = placement.version(),
+                    "cluster placement known; ready"
+                );
+                // The data path follows the placement from its cache.
+                while rx.changed().await.is_ok() {
+                    let next = rx.borrow_and_update().clone();
+                    if let Some(p) = next {
+                        if let Err(e) = store.set_placement((*p).clone()) {
+                            tracing::error!(%e, "cannot follow the new placement");
+                        }
+                    }
+                }
             });
         }))
     }
@@ -216,11 +264,30 @@ impl Service for ClusterRole {
                 self.section.node_id.clone(),
                 self.ready.clone(),
             );
+            let raft_id = self.section.raft_id().context("cluster.node-id")?;
+            let peers = self
+                .section
+                .members
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (i as u64 + 1, m.grpc.clone()))
+                .collect();
+            let meta = cairn_meta::Meta::start(cairn_meta::MetaConfig {
+                id: raft_id,
+                data_dir: self.data_dir.clone(),
+                peers,
+                initial_placement: self.section.initial_placement()?,
+                snapshot_every: 1000,
+            })
+            .context("starting the cluster metadata (raft)")?;
+            let raft = meta.raft_service();
+            let _ = self.meta.set(meta);
             let (stop, rx) = tokio::sync::oneshot::channel::<()>();
             let task = tokio::spawn(
                 tonic::transport::Server::builder()
                     .tcp_nodelay(true)
                     .add_service(node.into_server())
+                    .add_service(raft)
                     .serve_with_incoming_shutdown(Incoming(listener), async move {
                         let _ = rx.await;
                     }),
@@ -241,6 +308,9 @@ impl Service for ClusterRole {
                     Err(_) => tracing::warn!("cluster gRPC server did not stop within 10s"),
                 }
             }
+            if let Some(m) = self.meta.get() {
+                m.stop().await;
+            }
             Ok(())
         })
     }
@@ -254,6 +324,7 @@ struct ClusterAdmin {
     me: NodeId,
     peers: Vec<(NodeId, RemoteNode)>,
     metrics: PeerMetrics,
+    meta: cairn_meta::Meta,
 }
 
 impl Admin for ClusterAdmin {
@@ -268,6 +339,7 @@ impl Admin for ClusterAdmin {
         let placement = self.store.placement();
         let me = self.me.clone();
         let peers = self.peers.clone();
+        let meta = self.meta.status();
         Some(Box::pin(async move {
             let checks = peers.iter().map(|(id, c)| async move {
                 let h = tokio::time::timeout(Duration::from_secs(2), c.health()).await;
@@ -284,7 +356,21 @@ impl Admin for ClusterAdmin {
                     .into_iter()
                     .map(|(id, h, r, e)| (id, (h, r, e)))
                     .collect();
-            cluster_view(&placement, &me, &health)
+            let mut v = cluster_view(&placement, &me, &health);
+            let leader = meta
+                .leader
+                .and_then(|l| placement.nodes().get(l as usize - 1))
+                .map(|n| n.id.as_str().to_string());
+            v["meta"] = json!({
+                "raft_id": meta.id,
+                "role": meta.role,
+                "leader_raft_id": meta.leader,
+                "leader": leader,
+                "term": meta.term,
+                "commit": meta.commit,
+                "applied": meta.applied,
+            });
+            v
         }))
     }
 }

@@ -228,7 +228,8 @@ fn serve(flags: config::Overrides) -> Result<()> {
         let mut services: Vec<Box<dyn roles::Service>> = Vec::new();
         if cfg.cluster.is_cluster() {
             // The cluster role's gRPC stops before the store closes.
-            let member = cluster::ClusterRole::new(cfg.cluster.clone())?;
+            let member =
+                cluster::ClusterRole::new(cfg.cluster.clone(), storage_cfg.data_dir.clone())?;
             let publish = member.publisher(state.clone())?;
             services.push(Box::new(roles::StorageRole::with_publish(storage_cfg, publish)));
             services.push(Box::new(member));
