@@ -486,8 +486,16 @@ impl ShardWriter for ReplicatedStore {
             if let Some(e) = refused {
                 return Err(e);
             }
-            for t in tallies.into_values() {
-                if let Outcome::Failure(e) = t.decided().unwrap_or_else(|| t.finish()) {
+            // A shard decided as failed names its failed replicas; shards
+            // left undecided (the loop stopped at that failure) come after.
+            let (decided, open): (Vec<_>, Vec<_>) =
+                tallies.into_values().partition(|t| t.decided().is_some());
+            for outcome in decided
+                .iter()
+                .filter_map(Tally::decided)
+                .chain(open.into_iter().map(Tally::finish))
+            {
+                if let Outcome::Failure(e) = outcome {
                     return Err(level_error(&e));
                 }
             }
