@@ -420,31 +420,54 @@ impl ShardWriter for ReplicatedStore {
             let p = self.placement();
             let rf = p.replication_factor();
             let level = req.consistency;
-            let mut parts: BTreeMap<u32, PreparedBatch> = BTreeMap::new();
+            // Shards with the same writable replicas travel together: one
+            // call per replica per replica set, not per shard (with RF 3 on
+            // 3 nodes, one call per node). Its tally is that of each of its
+            // shards, since they have the same replicas; errors name the
+            // group's first shard.
+            let mut replicas_of: HashMap<u32, Vec<NodeId>> = HashMap::new();
+            let mut groups: BTreeMap<Vec<NodeId>, (Vec<u32>, PreparedBatch)> = BTreeMap::new();
+            let mut place = |shard: u32| -> Vec<NodeId> {
+                replicas_of
+                    .entry(shard)
+                    .or_insert_with(|| p.writable(shard).map(|r| r.node.clone()).collect())
+                    .clone()
+            };
             for s in req.batch.series {
-                parts.entry(p.shard_of(s.id)).or_default().series.push(s);
+                let shard = p.shard_of(s.id);
+                let g = groups.entry(place(shard)).or_default();
+                if !g.0.contains(&shard) {
+                    g.0.push(shard);
+                }
+                g.1.series.push(s);
             }
             for (family, md) in req.batch.metadata {
                 let shard = metadata_shard(&p, &req.tenant, &family);
-                parts.entry(shard).or_default().metadata.push((family, md));
+                let g = groups.entry(place(shard)).or_default();
+                if !g.0.contains(&shard) {
+                    g.0.push(shard);
+                }
+                g.1.metadata.push((family, md));
             }
             let mut calls = Vec::new();
             let mut tallies: BTreeMap<u32, Tally> = BTreeMap::new();
-            for (shard, part) in &parts {
-                let replicas: Vec<NodeId> = p.writable(*shard).map(|r| r.node.clone()).collect();
-                tallies.insert(*shard, Tally::new(*shard, level, rf, replicas.len()));
+            for (replicas, (mut shards, part)) in groups {
+                shards.sort_unstable();
+                let first = shards[0];
+                tallies.insert(first, Tally::new(first, level, rf, replicas.len()));
+                // A single shard is named, so the node checks its series.
+                let shard = (shards.len() == 1).then_some(first);
                 for node in replicas {
                     let w = WriteRequest {
                         tenant: req.tenant.clone(),
                         namespace: req.namespace.clone(),
-                        shard: Some(*shard),
+                        shard,
                         batch: part.clone(),
                         consistency: level,
                     };
                     let store = self.node(&node).clone();
-                    let shard = *shard;
                     let call: BoxFuture<'static, _> =
-                        Box::pin(async move { (shard, node, store.write(w).await) });
+                        Box::pin(async move { (first, node, store.write(w).await) });
                     calls.push(call);
                 }
             }
