@@ -83,6 +83,8 @@ pub(crate) struct Loop {
     read_ready: Vec<(u64, oneshot::Sender<Result<MetaState, MetaError>>)>,
     last_init: Option<Instant>,
     was_leader: bool,
+    /// Index of the latest snapshot (ours or the leader's).
+    snapshot_at: u64,
 }
 
 impl Loop {
@@ -161,6 +163,7 @@ impl Loop {
             read_ready: Vec::new(),
             last_init: None,
             was_leader: false,
+            snapshot_at: snap.metadata.as_ref().map_or(0, |m| m.index),
         };
         l.publish();
         Ok(l)
@@ -255,17 +258,11 @@ impl Loop {
     /// Timeouts, leadership changes, and the initial placement.
     fn housekeeping(&mut self) {
         let now = Instant::now();
-        self.pending.retain(|_, (tx, deadline)| {
-            if *deadline <= now {
-                let tx = std::mem::replace(tx, oneshot::channel().0);
-                let _ = tx.send(Err(MetaError::Timeout(
-                    "proposal not applied within 5s".into(),
-                )));
-                false
-            } else {
-                true
-            }
-        });
+        for (_, (tx, _)) in self.pending.extract_if(|_, (_, deadline)| *deadline <= now) {
+            let _ = tx.send(Err(MetaError::Timeout(
+                "proposal not applied within 5s".into(),
+            )));
+        }
         // raft-rs drops a read index silently without a leader, or before
         // the leader has committed in its term: ask again until answered.
         let again: Vec<u64> = self
@@ -277,18 +274,11 @@ impl Loop {
         for id in again {
             self.raw.read_index(id.to_be_bytes().to_vec());
         }
-        self.reads.retain(|_, (tx, deadline)| {
-            if *deadline <= now {
-                let tx = std::mem::replace(tx, oneshot::channel().0);
-                let _ = tx.send(Err(MetaError::Timeout(
-                    "linearizable read not confirmed within 2s (no meta leader with a quorum?)"
-                        .into(),
-                )));
-                false
-            } else {
-                true
-            }
-        });
+        for (_, (tx, _)) in self.reads.extract_if(|_, (_, deadline)| *deadline <= now) {
+            let _ = tx.send(Err(MetaError::Timeout(
+                "linearizable read not confirmed within 2s (no meta leader with a quorum?)".into(),
+            )));
+        }
         let leader = self.raw.raft.state == StateRole::Leader;
         if self.was_leader && !leader {
             for (_, (tx, _)) in self.pending.drain() {
@@ -337,6 +327,7 @@ impl Loop {
             self.state = serde_json::from_slice(&snap.data)
                 .map_err(|e| format!("meta snapshot from the leader does not decode: {e}"))?;
             self.store.install_snapshot(&snap, true)?;
+            self.snapshot_at = snap.metadata.as_ref().map_or(0, |m| m.index);
             self.publish();
         }
         // 3. Entries and hard state: one synced batch, before applying.
@@ -391,18 +382,10 @@ impl Loop {
         if self.state.placement.as_ref().map(Placement::version) != before {
             self.publish();
         }
-        if self.state.applied >= self.snapshot_index() + self.snapshot_every {
+        if self.state.applied >= self.snapshot_at + self.snapshot_every {
             self.snapshot()?;
         }
         Ok(())
-    }
-
-    fn snapshot_index(&self) -> u64 {
-        self.store
-            .stored_snapshot()
-            .ok()
-            .and_then(|s| s.metadata)
-            .map_or(0, |m| m.index)
     }
 
     /// A snapshot of the applied state; the log before it compacted.
@@ -417,7 +400,9 @@ impl Loop {
                 term,
             }),
         };
-        self.store.install_snapshot(&snap, false)
+        self.store.install_snapshot(&snap, false)?;
+        self.snapshot_at = index;
+        Ok(())
     }
 
     fn answer_reads(&mut self) {

@@ -271,6 +271,48 @@ fn merge_samples(mut parts: Vec<Vec<Sample>>) -> Vec<Sample> {
     all
 }
 
+/// A write's parts by replica set: each shard is looked up once (its
+/// replicas, then the group holding that replica set).
+#[derive(Default)]
+struct Groups {
+    by_shard: HashMap<u32, usize>,
+    list: Vec<Group>,
+}
+
+/// The shards of one replica set in a write, and their part of the batch.
+struct Group {
+    replicas: Vec<NodeId>,
+    shards: Vec<u32>,
+    batch: PreparedBatch,
+}
+
+impl Groups {
+    /// The group of `shard`, made on first sight.
+    fn of(&mut self, p: &Placement, shard: u32) -> &mut Group {
+        let i = match self.by_shard.get(&shard) {
+            Some(&i) => i,
+            None => {
+                let replicas: Vec<NodeId> = p.writable(shard).map(|r| r.node.clone()).collect();
+                let i = match self.list.iter().position(|g| g.replicas == replicas) {
+                    Some(i) => i,
+                    None => {
+                        self.list.push(Group {
+                            replicas,
+                            shards: Vec::new(),
+                            batch: PreparedBatch::default(),
+                        });
+                        self.list.len() - 1
+                    }
+                };
+                self.list[i].shards.push(shard);
+                self.by_shard.insert(shard, i);
+                i
+            }
+        };
+        &mut self.list[i]
+    }
+}
+
 /// The shard of a metadata entry: by tenant and family, so every write of
 /// one family's metadata lands on the same replicas.
 fn metadata_shard(p: &Placement, tenant: &str, family: &str) -> u32 {
@@ -425,33 +467,23 @@ impl ShardWriter for ReplicatedStore {
             // 3 nodes, one call per node). Its tally is that of each of its
             // shards, since they have the same replicas; errors name the
             // group's first shard.
-            let mut replicas_of: HashMap<u32, Vec<NodeId>> = HashMap::new();
-            let mut groups: BTreeMap<Vec<NodeId>, (Vec<u32>, PreparedBatch)> = BTreeMap::new();
-            let mut place = |shard: u32| -> Vec<NodeId> {
-                replicas_of
-                    .entry(shard)
-                    .or_insert_with(|| p.writable(shard).map(|r| r.node.clone()).collect())
-                    .clone()
-            };
+            let mut groups = Groups::default();
             for s in req.batch.series {
-                let shard = p.shard_of(s.id);
-                let g = groups.entry(place(shard)).or_default();
-                if !g.0.contains(&shard) {
-                    g.0.push(shard);
-                }
-                g.1.series.push(s);
+                let g = groups.of(&p, p.shard_of(s.id));
+                g.batch.series.push(s);
             }
             for (family, md) in req.batch.metadata {
-                let shard = metadata_shard(&p, &req.tenant, &family);
-                let g = groups.entry(place(shard)).or_default();
-                if !g.0.contains(&shard) {
-                    g.0.push(shard);
-                }
-                g.1.metadata.push((family, md));
+                let g = groups.of(&p, metadata_shard(&p, &req.tenant, &family));
+                g.batch.metadata.push((family, md));
             }
             let mut calls = Vec::new();
             let mut tallies: BTreeMap<u32, Tally> = BTreeMap::new();
-            for (replicas, (mut shards, part)) in groups {
+            for Group {
+                replicas,
+                mut shards,
+                batch: part,
+            } in groups.list
+            {
                 shards.sort_unstable();
                 let first = shards[0];
                 tallies.insert(first, Tally::new(first, level, rf, replicas.len()));
