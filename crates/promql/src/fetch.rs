@@ -72,7 +72,7 @@ pub(crate) async fn fetch(
 
 /// The store's error as the query's: its kind decides the status (an
 /// unavailable or rate-limited store is 503, a timeout a timeout).
-fn storage_err(vs: &VectorSelector, e: StoreError) -> QueryError {
+fn storage_err(vs: &dyn std::fmt::Display, e: StoreError) -> QueryError {
     let msg = format!("selecting {vs}: {e}");
     match e.kind() {
         ErrorKind::Unavailable | ErrorKind::RateLimited => QueryError::Unavailable(msg),
@@ -143,7 +143,7 @@ pub(crate) async fn target_info(
     );
     let got = select_all(src, req)
         .await
-        .map_err(|e| QueryError::Storage(format!("selecting target_info: {e}")))?;
+        .map_err(|e| storage_err(&"target_info", e))?;
     Ok(fetched(got, false, Some("target_info")))
 }
 
