@@ -56,6 +56,55 @@ fn assert_holds(node: &TestServer, base: i64, acked: &BTreeSet<i64>, who: &str) 
     assert_eq!(n as usize, SERIES * acked.len(), "{who}: PromQL count");
 }
 
+/// A writer sending batch after batch to one node (every 20 ms) until
+/// stopped; which batches were acknowledged and which failed (and why).
+struct Writer {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<BTreeSet<i64>>>,
+    failed: Arc<Mutex<Vec<String>>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Writer {
+    fn start(url: String, base: i64, headers: &'static [(&'static str, &'static str)]) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(BTreeSet::new()));
+        let failed = Arc::new(Mutex::new(Vec::new()));
+        let thread = {
+            let (stop, acked, failed) = (stop.clone(), acked.clone(), failed.clone());
+            std::thread::spawn(move || {
+                let mut k = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    match try_remote_write_with(&url, None, headers, &batch(base, k)) {
+                        Ok((s, _)) if (200..300).contains(&s) => {
+                            acked.lock().unwrap().insert(k);
+                        }
+                        Ok((s, body)) => failed.lock().unwrap().push(format!("{k}: {s} {body}")),
+                        Err(e) => failed.lock().unwrap().push(format!("{k}: {e}")),
+                    }
+                    k += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        Writer {
+            stop,
+            acked,
+            failed,
+            thread,
+        }
+    }
+
+    /// Stops the writer: (acknowledged batches, failed writes).
+    fn finish(self) -> (BTreeSet<i64>, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap();
+        let acked = self.acked.lock().unwrap().clone();
+        let failed = self.failed.lock().unwrap().clone();
+        (acked, failed)
+    }
+}
+
 /// A writer sends remote_write continuously to node 1 at `majority`; node 3
 /// is SIGKILLed mid-stream and stays down: no write fails, and every
 /// acknowledged sample is read back on nodes 1 and 2 (export and PromQL),
@@ -68,40 +117,15 @@ fn killing_one_of_three_fails_no_write_and_loses_no_sample() {
         .unwrap_or(30);
     let mut nodes = spawn_cluster(3, 16, 3, "");
     let base = now_ms() - 120_000;
-    let url = nodes[0].url();
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(BTreeSet::new()));
-    let failed = Arc::new(Mutex::new(Vec::new()));
-    let writer = {
-        let (stop, acked, failed) = (stop.clone(), acked.clone(), failed.clone());
-        std::thread::spawn(move || {
-            let mut k = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let r = try_remote_write_with(
-                    &url,
-                    None,
-                    &[("X-Cairn-Write-Consistency", "majority")],
-                    &batch(base, k),
-                );
-                match r {
-                    Ok((s, _)) if (200..300).contains(&s) => {
-                        acked.lock().unwrap().insert(k);
-                    }
-                    Ok((s, body)) => failed.lock().unwrap().push(format!("{k}: {s} {body}")),
-                    Err(e) => failed.lock().unwrap().push(format!("{k}: {e}")),
-                }
-                k += 1;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
+    let writer = Writer::start(
+        nodes[0].url(),
+        base,
+        &[("X-Cairn-Write-Consistency", "majority")],
+    );
     std::thread::sleep(Duration::from_secs(2));
     nodes[2].kill9();
     std::thread::sleep(Duration::from_secs(down));
-    stop.store(true, Ordering::Relaxed);
-    writer.join().unwrap();
-    let failed = failed.lock().unwrap().clone();
-    let acked = acked.lock().unwrap().clone();
+    let (acked, failed) = writer.finish();
     assert!(failed.is_empty(), "failed writes: {failed:?}");
     assert!(acked.len() > 50, "only {} writes acknowledged", acked.len());
     assert_holds(&nodes[0], base, &acked, "node 1");
@@ -274,27 +298,8 @@ fn killing_the_meta_leader_elects_another_and_writes_never_stop() {
     };
     let li: usize = old.trim_start_matches("node-").parse::<usize>().unwrap() - 1;
     let survivors: Vec<usize> = (0..3).filter(|i| *i != li).collect();
-    let url = nodes[survivors[0]].url();
     let base = now_ms() - 60_000;
-    let stop = Arc::new(AtomicBool::new(false));
-    let failed = Arc::new(Mutex::new(Vec::new()));
-    let acked = Arc::new(Mutex::new(BTreeSet::new()));
-    let writer = {
-        let (stop, failed, acked) = (stop.clone(), failed.clone(), acked.clone());
-        std::thread::spawn(move || {
-            let mut k = 0;
-            while !stop.load(Ordering::Relaxed) {
-                match try_remote_write(&url, None, &batch(base, k)) {
-                    Ok((s, _)) if (200..300).contains(&s) => {
-                        acked.lock().unwrap().insert(k);
-                    }
-                    other => failed.lock().unwrap().push(format!("{k}: {other:?}")),
-                }
-                k += 1;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
+    let writer = Writer::start(nodes[survivors[0]].url(), base, &[]);
     std::thread::sleep(Duration::from_millis(500));
     nodes[li].kill9();
     let killed = std::time::Instant::now();
@@ -315,9 +320,7 @@ fn killing_the_meta_leader_elects_another_and_writes_never_stop() {
         killed.elapsed()
     );
     std::thread::sleep(Duration::from_secs(2));
-    stop.store(true, Ordering::Relaxed);
-    writer.join().unwrap();
-    let failed = failed.lock().unwrap().clone();
+    let (acked, failed) = writer.finish();
     assert!(failed.is_empty(), "failed writes: {failed:?}");
-    assert!(acked.lock().unwrap().len() > 20);
+    assert!(acked.len() > 20);
 }
