@@ -11,13 +11,13 @@ pub fn selector(data: &[u8]) {
     let Ok(s) = std::str::from_utf8(data) else {
         return;
     };
-    let Ok(ms) = crate::selector::parse_selector(s) else {
+    let Ok(ms) = cairn_common::parse_selector(s) else {
         return;
     };
     assert!(!ms.is_empty());
     assert!(ms.iter().any(|m| !m.matches_empty()));
     let printed = print_selector(&ms);
-    let again = crate::selector::parse_selector(&printed)
+    let again = cairn_common::parse_selector(&printed)
         .unwrap_or_else(|e| panic!("{s:?} printed as {printed:?} does not parse: {e}"));
     assert_eq!(again, ms, "{s:?} printed as {printed:?}");
 }

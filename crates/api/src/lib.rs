@@ -5,7 +5,8 @@
 //! the HTTP server with its connection limits (`server`), the read pool
 //! every read runs on (`pool`), one error type rendered as Prometheus's
 //! error JSON (`error::ApiError`), extractors for the tenant and
-//! Prometheus's parameters (`extract`, `params`, `selector`), the JSON
+//! Prometheus's parameters (`extract`, `params`; selectors are parsed by
+//! `cairn_common::parse_selector`), the JSON
 //! Prometheus writes (`render`), and the handlers by area: remote write
 //! (`write`), PromQL queries (`query`), series metadata (`metadata`),
 //! export (`export`), remote read (`remote_read`), status and health
@@ -38,7 +39,6 @@ mod query;
 mod remote_read;
 mod render;
 mod routes;
-mod selector;
 mod server;
 mod state;
 mod status;
@@ -46,13 +46,13 @@ mod status;
 mod test_util;
 mod write;
 
+pub use cairn_common::parse_selector;
 pub use params::{parse_duration_ms, parse_time_ms};
 pub use pool::set_idle_hook;
 /// The registry `/metrics` serves ([`Admin::register_metrics`]).
 pub use prometheus_client::registry::Registry as MetricsRegistry;
 pub use render::{format_float, write_timestamp};
 pub use routes::{build, path, read_routes, router, status_routes, write_routes, Routes};
-pub use selector::parse_selector;
 pub use server::{serve, serve_with, ServerOptions};
 pub use state::{Admin, ApiConfig, AppState, Backend};
 pub use status::PROMETHEUS_COMPAT_VERSION;

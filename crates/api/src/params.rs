@@ -4,8 +4,8 @@
 //! …), and Prometheus's time and duration formats.
 
 use crate::error::{echo, ApiError, Result};
-use crate::selector::parse_selector;
 use axum::http::{header, HeaderMap, Method};
+use cairn_common::parse_selector;
 use cairn_common::Matcher;
 
 /// The earliest and latest API times (ms; see `cairn_common::limits::hard`),

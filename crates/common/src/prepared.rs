@@ -26,7 +26,7 @@ impl LazyLabels {
     }
 
     /// The (name, value) pairs.
-    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> + Clone + '_ {
         self.spans.iter().map(|s| {
             let get = |a: u32, b: u32| {
                 std::str::from_utf8(&self.buf[a as usize..b as usize]).unwrap_or("\u{fffd}")

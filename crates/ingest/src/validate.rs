@@ -33,12 +33,7 @@ pub fn tenant_from_header(header: Option<&str>) -> Result<String, IngestError> {
     match header.map(str::trim) {
         None | Some("") => Ok(DEFAULT_TENANT.to_string()),
         Some(t) => {
-            let ok = t.len() <= 150
-                && t != "."
-                && t != ".."
-                && t.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "!-_.*'()".contains(c));
-            if ok {
+            if cairn_common::is_valid_tenant_id(t) {
                 Ok(t.to_string())
             } else {
                 Err(IngestError::Tenant(truncate_str(t, 160).into_owned()))

@@ -1,8 +1,10 @@
 //! Parsing of series selectors as used by `match[]` (`up`, `{job="a"}`,
 //! `http_requests_total{code=~"5..", method!="GET"}`).
 
-use crate::error::ECHO_MAX;
-use cairn_common::{MatchOp, Matcher, METRIC_NAME};
+use crate::{MatchOp, Matcher, METRIC_NAME};
+
+/// Most bytes of a selector echoed in an error.
+pub(crate) const ECHO_MAX: usize = 256;
 
 /// Parses one series selector into matchers, or an error naming what is wrong.
 pub fn parse_selector(s: &str) -> Result<Vec<Matcher>, String> {
@@ -77,7 +79,7 @@ pub fn parse_selector(s: &str) -> Result<Vec<Matcher>, String> {
 
 /// At most [`ECHO_MAX`] bytes of a selector, for echoing it in an error.
 fn shown(s: &str) -> std::borrow::Cow<'_, str> {
-    cairn_common::limits::truncate_str(s, ECHO_MAX)
+    crate::limits::truncate_str(s, ECHO_MAX)
 }
 
 struct P<'a> {

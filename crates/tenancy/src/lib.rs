@@ -1,0 +1,36 @@
+//! `cairn-tenancy`: tenants that cannot hurt each other.
+//!
+//! Owns: the records the metadata store replicates ([`Tenancy`]: tenants
+//! with their status, limit overrides and drop rules; tokens as hashes) and
+//! the [`Change`]s the admin API proposes (versioned, compare-and-set);
+//! per-tenant [`Limits`] (0: off; defaults from config); [`DropRule`]s
+//! (drop always, or shed by priority when over the rate; dry runs count
+//! only); bearer tokens (`tokens`: generated from the OS's randomness,
+//! SHA-256 at rest, compared in constant time) and who a request is
+//! ([`authenticate`]); the per-tenant GCRA [`RateLimiter`] that keeps its
+//! state across limit changes; the write [`Gate`] that applies a tenant's
+//! limits and rules to a validated batch and says what it discarded and
+//! why; and the [`View`] a node reads all of it from, behind a
+//! [`Directory`] (the metadata store in the binary, [`LocalDirectory`]
+//! in one process).
+//!
+//! Must never depend on: the storage engine, the HTTP layer, the metadata
+//! store's raft machinery — it is pure logic over `cairn-common`'s types.
+
+mod auth;
+mod gate;
+mod gcra;
+mod limits;
+mod rules;
+mod state;
+pub mod tokens;
+mod view;
+
+pub use auth::{authenticate, AuthError, AuthPolicy, Caller, Credentials};
+pub use gate::{adjust, retry_after_secs, Admitted, Gate, OverLimit, Reason, Refused};
+pub use gcra::{RateLimiter, Verdict};
+pub use limits::{check_overrides, Limits};
+pub use rules::{check_rules, Class, CompiledRules, DropRule, RuleAction};
+pub use state::{Change, ChangeError, Status, Tenancy, TenantRecord};
+pub use tokens::{NewToken, Scope, TokenRecord};
+pub use view::{BoxFuture, Directory, LocalDirectory, TenantView, View, ViewCache};
