@@ -36,6 +36,7 @@ mod transport;
 pub use state::{Command, MetaState};
 
 use cairn_cluster::Placement;
+use cairn_tenancy::{ChangeError, Tenancy};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::mpsc::Sender;
@@ -73,8 +74,10 @@ pub enum MetaError {
     Timeout(String),
     #[error("meta: {0}")]
     Unavailable(String),
+    /// The state machine refused the command (every member would): why,
+    /// with its kind (invalid, not found, conflict).
     #[error("meta command refused: {0}")]
-    Refused(String),
+    Refused(ChangeError),
     #[error("the meta loop has stopped")]
     Stopped,
 }
@@ -97,6 +100,7 @@ struct Inner {
     to_loop: Mutex<Sender<Input>>,
     peers: BTreeMap<u64, String>,
     placement: watch::Receiver<Option<Arc<Placement>>>,
+    tenancy: watch::Receiver<Arc<Tenancy>>,
     status: watch::Receiver<MetaStatus>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -118,8 +122,17 @@ impl Meta {
             .map_err(|_| MetaError::Store("Meta::start needs a tokio runtime".into()))?;
         let out = transport::Outbound::start(cfg.id, &cfg.peers, &rt, tx.clone())?;
         let (ptx, prx) = watch::channel(None);
+        let (ttx, trx) = watch::channel(Arc::new(Tenancy::default()));
         let (stx, srx) = watch::channel(MetaStatus::default());
-        let l = node::Loop::open(&cfg, out, ptx, stx)?;
+        let l = node::Loop::open(
+            &cfg,
+            out,
+            node::Publish {
+                placement: ptx,
+                tenancy: ttx,
+                status: stx,
+            },
+        )?;
         let thread = std::thread::Builder::new()
             .name("cairn-meta".into())
             .spawn(move || l.run(rx))
@@ -129,6 +142,7 @@ impl Meta {
                 to_loop: Mutex::new(tx),
                 peers: cfg.peers,
                 placement: prx,
+                tenancy: trx,
                 status: srx,
                 thread: Mutex::new(Some(thread)),
             }),
@@ -148,6 +162,12 @@ impl Meta {
     /// creation has committed): the data path's cache, following changes.
     pub fn placement(&self) -> watch::Receiver<Option<Arc<Placement>>> {
         self.inner.placement.clone()
+    }
+
+    /// The tenancy records as last applied here (rebuilt from the local
+    /// snapshot and log at start, before any election), following changes.
+    pub fn tenancy(&self) -> watch::Receiver<Arc<Tenancy>> {
+        self.inner.tenancy.clone()
     }
 
     /// This member's view of the group.

@@ -66,6 +66,13 @@ impl slog::Drain for TracingDrain {
     }
 }
 
+/// Where the loop publishes what it applied.
+pub(crate) struct Publish {
+    pub(crate) placement: watch::Sender<Option<Arc<Placement>>>,
+    pub(crate) tenancy: watch::Sender<Arc<cairn_tenancy::Tenancy>>,
+    pub(crate) status: watch::Sender<MetaStatus>,
+}
+
 pub(crate) struct Loop {
     raw: RawNode<RocksStorage>,
     store: RocksStorage,
@@ -74,8 +81,7 @@ pub(crate) struct Loop {
     cfg_placement: Placement,
     snapshot_every: u64,
     out: Outbound,
-    placement_tx: watch::Sender<Option<Arc<Placement>>>,
-    status_tx: watch::Sender<MetaStatus>,
+    publish: Publish,
     next_id: u64,
     pending: HashMap<u64, (oneshot::Sender<Result<(), MetaError>>, Instant)>,
     reads: HashMap<u64, (oneshot::Sender<Result<MetaState, MetaError>>, Instant)>,
@@ -93,8 +99,7 @@ impl Loop {
     pub(crate) fn open(
         cfg: &MetaConfig,
         out: Outbound,
-        placement_tx: watch::Sender<Option<Arc<Placement>>>,
-        status_tx: watch::Sender<MetaStatus>,
+        publish: Publish,
     ) -> Result<Loop, MetaError> {
         let voters: Vec<u64> = cfg.peers.keys().copied().collect();
         let dir = cfg.data_dir.join("meta");
@@ -155,8 +160,7 @@ impl Loop {
             cfg_placement: cfg.initial_placement.clone(),
             snapshot_every: cfg.snapshot_every.max(1),
             out,
-            placement_tx,
-            status_tx,
+            publish,
             next_id: 1,
             pending: HashMap::new(),
             reads: HashMap::new(),
@@ -223,7 +227,9 @@ impl Loop {
                 let data = match serde_json::to_vec(&env) {
                     Ok(d) => d,
                     Err(e) => {
-                        let _ = tx.send(Err(MetaError::Refused(e.to_string())));
+                        let _ = tx.send(Err(MetaError::Refused(
+                            cairn_tenancy::ChangeError::Invalid(e.to_string()),
+                        )));
                         return;
                     }
                 };
@@ -233,7 +239,7 @@ impl Loop {
                             .insert(id, (tx, Instant::now() + PROPOSE_TIMEOUT));
                     }
                     Err(e) => {
-                        let _ = tx.send(Err(MetaError::Refused(e.to_string())));
+                        let _ = tx.send(Err(MetaError::Unavailable(format!("proposing: {e}"))));
                     }
                 }
             }
@@ -369,7 +375,10 @@ impl Loop {
         if entries.is_empty() {
             return Ok(());
         }
-        let before = self.state.placement.as_ref().map(Placement::version);
+        let before = (
+            self.state.placement.as_ref().map(Placement::version),
+            self.state.tenancy_changes,
+        );
         for e in &entries {
             if let Some((node, id, result)) = apply_entry(&mut self.state, e) {
                 if node == self.id {
@@ -379,7 +388,11 @@ impl Loop {
                 }
             }
         }
-        if self.state.placement.as_ref().map(Placement::version) != before {
+        if (
+            self.state.placement.as_ref().map(Placement::version),
+            self.state.tenancy_changes,
+        ) != before
+        {
             self.publish();
         }
         if self.state.applied >= self.snapshot_at + self.snapshot_every {
@@ -420,7 +433,15 @@ impl Loop {
 
     fn publish(&self) {
         let p = self.state.placement.clone().map(Arc::new);
-        self.placement_tx.send_replace(p);
+        let changed = self.publish.placement.borrow().as_deref() != p.as_deref();
+        if changed {
+            self.publish.placement.send_replace(p);
+        }
+        if **self.publish.tenancy.borrow() != self.state.tenancy {
+            self.publish
+                .tenancy
+                .send_replace(Arc::new(self.state.tenancy.clone()));
+        }
         self.publish_status();
     }
 
@@ -435,7 +456,7 @@ impl Loop {
             applied: self.state.applied,
             placement_version: self.state.placement.as_ref().map(Placement::version),
         };
-        self.status_tx.send_if_modified(|cur| {
+        self.publish.status.send_if_modified(|cur| {
             if *cur != s {
                 *cur = s;
                 true
@@ -447,7 +468,10 @@ impl Loop {
 }
 
 /// Applies one entry; for a command, who proposed it, its id and the result.
-fn apply_entry(state: &mut MetaState, e: &Entry) -> Option<(u64, u64, Result<(), String>)> {
+fn apply_entry(
+    state: &mut MetaState,
+    e: &Entry,
+) -> Option<(u64, u64, Result<(), cairn_tenancy::ChangeError>)> {
     state.applied = state.applied.max(e.index);
     if e.entry_type != EntryType::EntryNormal as i32 || e.data.is_empty() {
         return None;

@@ -1,7 +1,9 @@
-//! The replicated state machine: members, the versioned placement and
-//! namespaces (tenants, limits and rules are the next commands).
+//! The replicated state machine: the versioned placement, namespaces, and
+//! the tenancy records (tenants with their limits and rules, tokens as
+//! hashes; `cairn_tenancy::Tenancy`).
 
 use cairn_cluster::Placement;
+use cairn_tenancy::{Change, ChangeError, Tenancy};
 use serde::{Deserialize, Serialize};
 
 /// A change to the metadata, proposed through raft.
@@ -19,6 +21,8 @@ pub enum Command {
     },
     /// A storage namespace (e.g. `5m:1y`) the cluster keeps.
     AddNamespace(String),
+    /// A change to tenants or tokens (the admin API's).
+    Tenancy(Change),
 }
 
 /// What the metadata holds.
@@ -26,6 +30,11 @@ pub enum Command {
 pub struct MetaState {
     pub placement: Option<Placement>,
     pub namespaces: Vec<String>,
+    #[serde(default)]
+    pub tenancy: Tenancy,
+    /// Tenancy changes applied so far (the watch on it follows this).
+    #[serde(default)]
+    pub tenancy_changes: u64,
     /// Index of the last entry applied.
     pub applied: u64,
 }
@@ -33,11 +42,12 @@ pub struct MetaState {
 impl MetaState {
     /// Applies `cmd`; an error says why it changed nothing (the proposer
     /// gets it; every member applies the same and gets the same).
-    pub fn apply(&mut self, cmd: &Command) -> Result<(), String> {
+    pub fn apply(&mut self, cmd: &Command) -> Result<(), ChangeError> {
         match cmd {
             Command::InitPlacement(p) => {
                 if self.placement.is_none() {
-                    p.validate().map_err(|e| e.to_string())?;
+                    p.validate()
+                        .map_err(|e| ChangeError::Invalid(e.to_string()))?;
                     self.placement = Some(p.clone());
                 }
                 Ok(())
@@ -48,17 +58,19 @@ impl MetaState {
             } => {
                 let current = self.placement.as_ref().map_or(0, Placement::version);
                 if current != *expected_version {
-                    return Err(format!(
+                    return Err(ChangeError::Conflict(format!(
                         "placement is at version {current}, not {expected_version}"
-                    ));
+                    )));
                 }
                 if placement.version() <= current {
-                    return Err(format!(
+                    return Err(ChangeError::Conflict(format!(
                         "new placement version {} is not above {current}",
                         placement.version()
-                    ));
+                    )));
                 }
-                placement.validate().map_err(|e| e.to_string())?;
+                placement
+                    .validate()
+                    .map_err(|e| ChangeError::Invalid(e.to_string()))?;
                 self.placement = Some(placement.clone());
                 Ok(())
             }
@@ -66,6 +78,11 @@ impl MetaState {
                 if !self.namespaces.contains(n) {
                     self.namespaces.push(n.clone());
                 }
+                Ok(())
+            }
+            Command::Tenancy(c) => {
+                self.tenancy.apply(c)?;
+                self.tenancy_changes += 1;
                 Ok(())
             }
         }
@@ -111,7 +128,7 @@ mod tests {
                 placement: p.clone(),
             })
             .unwrap_err();
-        assert!(e.contains(&format!("version {v}")), "{e}");
+        assert!(e.to_string().contains(&format!("version {v}")), "{e}");
         s.apply(&Command::AddNamespace("5m:1y".into())).unwrap();
         s.apply(&Command::AddNamespace("5m:1y".into())).unwrap();
         assert_eq!(s.namespaces, ["5m:1y"]);

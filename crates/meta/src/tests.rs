@@ -190,6 +190,37 @@ async fn three_members_elect_replicate_fail_over_and_restart() {
         .unwrap_err();
     assert!(matches!(e, MetaError::Refused(_)), "{e}");
 
+    // A tenant created through a follower is on every member's watch
+    // within a second; a refusal keeps its kind across the forwarding hop.
+    let create = Command::Tenancy(cairn_tenancy::Change::PutTenant {
+        expected_version: Some(0),
+        tenant: cairn_tenancy::TenantRecord {
+            id: "team-a".into(),
+            ..Default::default()
+        },
+    });
+    let follower = ms[f as usize - 1].as_ref().unwrap();
+    follower.meta.propose(create.clone()).await.unwrap();
+    let began = Instant::now();
+    for m in ms.iter().flatten() {
+        let mut w = m.meta.tenancy();
+        while !w.borrow().tenants.contains_key("team-a") {
+            assert!(
+                began.elapsed() < Duration::from_secs(1),
+                "tenant not applied within 1 s"
+            );
+            let _ = tokio::time::timeout(Duration::from_millis(50), w.changed()).await;
+        }
+    }
+    let e = follower.meta.propose(create).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            MetaError::Refused(cairn_tenancy::ChangeError::Conflict(_))
+        ),
+        "{e:?}"
+    );
+
     // The leader goes; a new one within 3 s; proposals go on.
     ms[l as usize - 1].take().unwrap().stop().await;
     let began = Instant::now();

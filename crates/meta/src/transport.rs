@@ -9,6 +9,7 @@ use crate::{MetaError, MAX_RAFT_MESSAGE};
 use cairn_rpc::raft::raft_client::RaftClient;
 use cairn_rpc::raft::raft_server::{Raft, RaftServer};
 use cairn_rpc::raft::{ProposeReply, ProposeRequest, RaftAck, RaftBatch};
+use cairn_tenancy::ChangeError;
 use prost011::Message as _;
 use raft::prelude::Message;
 use std::collections::{BTreeMap, HashMap};
@@ -18,6 +19,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
+
+/// Prefix of a forwarded proposal's refusal (JSON of the `ChangeError` follows).
+const REFUSED: &str = "refused:";
 
 /// Messages queued per peer before they are dropped.
 const PEER_QUEUE: usize = 1024;
@@ -129,6 +133,9 @@ impl Raft for RaftService {
             .map_err(|e| Status::invalid_argument(format!("meta command: {e}")))?;
         let error = match self.meta.propose_local(cmd).await {
             Ok(()) => String::new(),
+            Err(MetaError::Refused(c)) => {
+                format!("{REFUSED}{}", serde_json::to_string(&c).unwrap_or_default())
+            }
             Err(e) => e.to_string(),
         };
         Ok(Response::new(ProposeReply { error }))
@@ -161,7 +168,8 @@ impl crate::Meta {
             .ok_or(MetaError::NotLeader(None))?;
         let mut c = client(channel(addr)?);
         let mut req = Request::new(ProposeRequest {
-            command: serde_json::to_vec(cmd).map_err(|e| MetaError::Refused(e.to_string()))?,
+            command: serde_json::to_vec(cmd)
+                .map_err(|e| MetaError::Refused(ChangeError::Invalid(e.to_string())))?,
         });
         req.set_timeout(crate::node::PROPOSE_TIMEOUT);
         let r = c
@@ -175,9 +183,18 @@ impl crate::Meta {
             })?
             .into_inner();
         if r.error.is_empty() {
-            Ok(())
-        } else {
-            Err(MetaError::Refused(r.error))
+            return Ok(());
+        }
+        // A refusal keeps its kind across the hop; other failures are the
+        // leader's to report.
+        match r.error.strip_prefix(REFUSED) {
+            Some(j) => Err(MetaError::Refused(
+                serde_json::from_str(j).unwrap_or(ChangeError::Invalid(j.to_string())),
+            )),
+            None => Err(MetaError::Unavailable(format!(
+                "meta leader {leader}: {}",
+                r.error
+            ))),
         }
     }
 }
