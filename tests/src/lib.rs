@@ -163,6 +163,8 @@ impl TestServer {
         if let Some(c) = &self.config_path {
             cmd.arg("--config").arg(c);
         }
+        // Every test server knows the test admin token (a test may set another).
+        cmd.env("CAIRN_ADMIN_TOKEN", ADMIN_TOKEN);
         for (k, v) in &self.opts.env {
             cmd.env(k, v);
         }
@@ -537,6 +539,16 @@ pub fn get_as(url: &str, tenant: Option<&str>) -> Response {
 
 pub fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> io::Result<Response> {
     request("POST", url, headers, body)
+}
+
+/// The bootstrap admin token every test server starts with (`CAIRN_ADMIN_TOKEN`).
+pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
+/// The header that carries it.
+pub const ADMIN: &[(&str, &str)] = &[("Authorization", "Bearer e2e-admin-token-0123456789")];
+
+/// `POST /admin/v1/flush` with the admin token.
+pub fn flush(base: &str) -> io::Result<Response> {
+    request("POST", &format!("{base}/admin/v1/flush"), ADMIN, &[])
 }
 
 /// Percent-encodes a query-string component.

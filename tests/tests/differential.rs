@@ -1297,7 +1297,7 @@ fn differential(cluster: bool) {
     for (phase, phase_name) in phases.iter().enumerate() {
         if phase > 0 {
             for url in &flush {
-                let r = post(&format!("{url}/admin/v1/flush"), &[], &[]).expect("POST flush");
+                let r = post(&format!("{url}/admin/v1/flush"), ADMIN, &[]).expect("POST flush");
                 assert_eq!(r.status, 200, "flush: {}", r.text());
             }
         }

@@ -473,7 +473,7 @@ mod crash {
                 // Kill while a flush is (probably) in progress.
                 let u = server.url();
                 let f = thread::spawn(move || {
-                    let _ = post(&format!("{u}/admin/v1/flush"), &[], &[]);
+                    let _ = post(&format!("{u}/admin/v1/flush"), ADMIN, &[]);
                 });
                 thread::sleep(Duration::from_millis(rng.range(0, 25)));
                 Some(f)
@@ -972,7 +972,7 @@ mod restart {
     }
 
     fn flush(base: &str) {
-        let r = post(&format!("{base}/admin/v1/flush"), &[], &[]).expect("POST flush");
+        let r = post(&format!("{base}/admin/v1/flush"), ADMIN, &[]).expect("POST flush");
         assert_eq!(r.status, 200, "flush: {}", r.text());
     }
 
@@ -1131,7 +1131,7 @@ mod backfill {
         );
 
         // Still there once flushed to filesets and restarted.
-        let r = post(&format!("{}/admin/v1/flush", s.url()), &[], &[]).expect("flush");
+        let r = post(&format!("{}/admin/v1/flush", s.url()), ADMIN, &[]).expect("flush");
         assert_eq!(r.status, 200, "flush: {}", r.text());
         let st = s.sigterm();
         assert_eq!(st.code(), Some(0), "SIGTERM exit: {st}");
@@ -1182,7 +1182,7 @@ mod failpoints {
             s.restart();
             assert_eq!(write(&s.url(), point, now - 20 * MIN, 100, &mut want), 204);
             // The flush dies at the failpoint: no answer, process gone.
-            let r = post(&format!("{}/admin/v1/flush", s.url()), &[], &[]);
+            let r = post(&format!("{}/admin/v1/flush", s.url()), ADMIN, &[]);
             assert!(
                 r.map(|r| r.status != 200).unwrap_or(true),
                 "flush must not succeed at {point}"
@@ -1223,7 +1223,7 @@ mod failpoints {
         without_late.remove(&late);
         assert_exported_eq(&without_late, &want, "after crash after append");
         // A clean flush afterwards keeps everything.
-        let r = post(&format!("{}/admin/v1/flush", s.url()), &[], &[]).expect("flush");
+        let r = post(&format!("{}/admin/v1/flush", s.url()), ADMIN, &[]).expect("flush");
         assert_eq!(r.status, 200);
         s.restart();
         let mut again = read(&s, now);

@@ -1,14 +1,15 @@
-//! Store administration (`/admin/v1/…`): `POST /admin/v1/flush` seals and
-//! flushes everything in the head.
+//! Store administration (`/admin/v1/…`, admin token only): `POST
+//! /admin/v1/flush` seals and flushes everything in the head; `GET
+//! /admin/v1/cluster` the cluster's members and placement.
 
 use crate::error::{ApiError, Result};
-use crate::extract::Ready;
+use crate::extract::{AdminCaller, Ready};
 use crate::render::success;
 use crate::state::blocking;
 use axum::response::Response;
 use serde_json::json;
 
-pub(crate) async fn flush(Ready(backend): Ready) -> Result<Response> {
+pub(crate) async fn flush(_: AdminCaller, Ready(backend): Ready) -> Result<Response> {
     let admin = backend.admin;
     let n = blocking(move || admin.flush())
         .await?
@@ -17,7 +18,7 @@ pub(crate) async fn flush(Ready(backend): Ready) -> Result<Response> {
 }
 
 /// `GET /admin/v1/cluster`.
-pub(crate) async fn cluster(Ready(backend): Ready) -> Result<Response> {
+pub(crate) async fn cluster(_: AdminCaller, Ready(backend): Ready) -> Result<Response> {
     match backend.admin.cluster() {
         Some(status) => Ok(success(status.await)),
         None => Err(ApiError::json(

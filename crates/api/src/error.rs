@@ -38,6 +38,8 @@ pub(crate) enum ApiError {
     },
     /// A `text/plain` body, sent as is.
     Text { status: StatusCode, body: String },
+    /// A tenant over its rate: 429 in plain text with `Retry-After` (seconds).
+    Limited { body: String, retry_after: u64 },
 }
 
 pub(crate) type Result<T, E = ApiError> = std::result::Result<T, E>;
@@ -92,6 +94,7 @@ impl ApiError {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
             ApiError::Json { status, .. } | ApiError::Text { status, .. } => *status,
+            ApiError::Limited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -203,6 +206,15 @@ impl IntoResponse for ApiError {
             ApiError::Text { status, body } => (
                 status,
                 [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                body,
+            )
+                .into_response(),
+            ApiError::Limited { body, retry_after } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                [
+                    (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_string()),
+                    (header::RETRY_AFTER, retry_after.to_string()),
+                ],
                 body,
             )
                 .into_response(),

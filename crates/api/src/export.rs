@@ -36,7 +36,7 @@ fn export_value(v: f64) -> Value {
 pub(crate) async fn export(
     State(st): State<AppState>,
     Ready(backend): Ready,
-    Tenant(tenant): Tenant,
+    Tenant(tenant, _turn): Tenant,
     PromParams(p): PromParams,
 ) -> Result<Response> {
     let args = p.read_args(true)?;

@@ -8,10 +8,12 @@
 use crate::error::ApiError;
 use crate::params::Params;
 use crate::state::{AppState, Backend};
+use crate::tenancy::Need;
+use cairn_tenancy::Scope;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Method};
+use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 
 /// The backend the router serves from; rejected with 503 (plain text)
@@ -26,26 +28,51 @@ impl FromRequestParts<AppState> for Ready {
     }
 }
 
-/// The request's tenant: `X-Scope-OrgID`, else `default`; rejected with
-/// 400 `bad_data` naming the rule.
-pub(crate) struct Tenant(pub String);
+/// The request's tenant, authenticated for the scope its route group
+/// needs ([`Need`]; read when none is set): a bearer token's tenant, else
+/// `X-Scope-OrgID`, else `default` (anonymous access, where allowed).
+/// Rejected with 401 (no, unknown or revoked token), 403 (a token without
+/// the scope; a suspended tenant's write) or 400 (an invalid tenant id).
+/// A read also takes one of the tenant's turns (`max_concurrent_queries`,
+/// 429 when none is free), held while the handler runs.
+pub(crate) struct Tenant(pub String, pub Option<crate::tenancy::ReadTurn>);
 
-impl Tenant {
-    pub(crate) fn from_headers(headers: &HeaderMap) -> Result<Self, ApiError> {
-        let h = headers
-            .get("x-scope-orgid")
-            .map(|v| v.to_str().unwrap_or("\u{fffd}"));
-        cairn_ingest::tenant_from_header(h)
-            .map(Tenant)
-            .map_err(|e| ApiError::bad_data(e.to_string()))
+impl FromRequestParts<AppState> for Tenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
+        let need = parts.extensions.get::<Need>().map_or(Scope::Read, |n| n.0);
+        let caller = st.0.tenants.authenticate(&parts.headers, need)?;
+        let turn = match need {
+            Scope::Read => Some(st.0.tenants.read_turn(&caller.tenant)?),
+            _ => None,
+        };
+        Ok(Tenant(caller.tenant, turn))
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Tenant {
+/// An admin caller (`/admin/v1/…`): 401 without a token, 403 with a
+/// token that is not an admin token.
+pub(crate) struct AdminCaller(#[allow(dead_code)] pub cairn_tenancy::Caller);
+
+impl AdminCaller {
+    /// For a handler that answers with another admin handler's answer.
+    pub(crate) fn internal() -> Self {
+        AdminCaller(cairn_tenancy::Caller {
+            tenant: cairn_common::DEFAULT_TENANT.into(),
+            token: None,
+            admin: true,
+        })
+    }
+}
+
+impl FromRequestParts<AppState> for AdminCaller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        Self::from_headers(&parts.headers)
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
+        st.0.tenants
+            .authenticate(&parts.headers, Scope::Admin)
+            .map(AdminCaller)
     }
 }
 

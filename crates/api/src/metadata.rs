@@ -40,7 +40,7 @@ fn query(tenant: &str, m: &[Matcher], args: &ReadArgs) -> SeriesQuery {
 pub(crate) async fn series(
     State(st): State<AppState>,
     Ready(backend): Ready,
-    Tenant(tenant): Tenant,
+    Tenant(tenant, _turn): Tenant,
     PromParams(p): PromParams,
 ) -> Result<Response> {
     let args = p.read_args(true)?;
@@ -60,7 +60,7 @@ pub(crate) async fn series(
 pub(crate) async fn labels(
     State(st): State<AppState>,
     Ready(backend): Ready,
-    Tenant(tenant): Tenant,
+    Tenant(tenant, _turn): Tenant,
     PromParams(p): PromParams,
 ) -> Result<Response> {
     let args = p.read_args(false)?;
@@ -78,7 +78,7 @@ pub(crate) async fn labels(
 pub(crate) async fn label_values(
     State(st): State<AppState>,
     Ready(backend): Ready,
-    Tenant(tenant): Tenant,
+    Tenant(tenant, _turn): Tenant,
     Path(name): Path<String>,
     UrlParams(p): UrlParams,
 ) -> Result<Response> {
@@ -97,7 +97,7 @@ pub(crate) async fn label_values(
 pub(crate) async fn metadata(
     State(st): State<AppState>,
     Ready(backend): Ready,
-    Tenant(tenant): Tenant,
+    Tenant(tenant, _turn): Tenant,
     PromParams(p): PromParams,
 ) -> Result<Response> {
     // Prometheus: -1 (absent) means no limit; 0 means none at all.

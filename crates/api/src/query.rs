@@ -11,7 +11,7 @@ use crate::state::{blocking_read, AppState};
 use axum::extract::State;
 use axum::response::Response;
 use cairn_common::{ExemplarSeries, Matcher};
-use cairn_promql::{Engine, EngineOptions, QueryError, QueryResult, Value as PValue};
+use cairn_promql::{Engine, QueryError, QueryResult, Value as PValue};
 use cairn_storage_api::{block_on, SeriesQuery};
 use promql_parser::parser::Expr;
 use std::time::Duration;
@@ -25,8 +25,18 @@ fn now_ms() -> i64 {
 
 /// The engine for one request: the configured options, narrowed by the
 /// request's `timeout` and overridden by its `lookback_delta`.
-fn engine_for(base: &EngineOptions, p: &Params) -> Result<Engine> {
-    let mut opts = base.clone();
+/// The engine for one query: the node's options, narrowed by the tenant's
+/// limits (`max_samples_per_query`, `query_timeout_seconds`) and the
+/// request's `timeout`.
+fn engine_for(st: &AppState, tenant: &str, p: &Params) -> Result<Engine> {
+    let mut opts = st.0.cfg.engine.clone();
+    let l = st.0.tenants.directory.view().tenant(tenant).limits;
+    if l.max_samples_per_query > 0 {
+        opts.max_samples = opts.max_samples.min(l.max_samples_per_query as usize);
+    }
+    if l.query_timeout_seconds > 0 {
+        opts.timeout = opts.timeout.min(Duration::from_secs(l.query_timeout_seconds));
+    }
     if let Some(s) = p.get("timeout").filter(|s| !s.is_empty()) {
         let ms = parse_duration_ms(s)
             .map_err(|e| ApiError::bad_data(format!("invalid parameter \"timeout\": {e}")))?;
@@ -71,11 +81,11 @@ fn apply_limit(r: &mut QueryResult, limit: usize) {
 pub(crate) async fn instant_query(
     State(st): State<AppState>,
     Ready(backend): Ready,
-    Tenant(tenant): Tenant,
+    Tenant(tenant, _turn): Tenant,
     PromParams(p): PromParams,
 ) -> Result<Response> {
     let t = p.time("time", Some(now_ms()))?;
-    let engine = engine_for(&st.0.cfg.engine, &p)?;
+    let engine = engine_for(&st, &tenant, &p)?;
     let limit = p.series_limit()?;
     let query = p.query();
     let src = backend.reader;
@@ -124,11 +134,11 @@ fn range_params(p: &Params) -> Result<(i64, i64, i64)> {
 pub(crate) async fn range_query(
     State(st): State<AppState>,
     Ready(backend): Ready,
-    Tenant(tenant): Tenant,
+    Tenant(tenant, _turn): Tenant,
     PromParams(p): PromParams,
 ) -> Result<Response> {
     let (start, end, step) = range_params(&p)?;
-    let engine = engine_for(&st.0.cfg.engine, &p)?;
+    let engine = engine_for(&st, &tenant, &p)?;
     let limit = p.series_limit()?;
     let query = p.query();
     let src = backend.reader;
@@ -160,7 +170,7 @@ fn extract_selectors(expr: &Expr) -> Result<Vec<Vec<Matcher>>, String> {
 pub(crate) async fn query_exemplars(
     State(st): State<AppState>,
     Ready(backend): Ready,
-    Tenant(tenant): Tenant,
+    Tenant(tenant, _turn): Tenant,
     PromParams(p): PromParams,
 ) -> Result<Response> {
     let start = p.time("start", Some(MIN_TIME))?;

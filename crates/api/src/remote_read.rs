@@ -19,7 +19,7 @@ use cairn_storage_api::{select_batched, SelectRequest};
 pub(crate) async fn remote_read(
     State(st): State<AppState>,
     Ready(backend): Ready,
-    Tenant(tenant): Tenant,
+    Tenant(tenant, _turn): Tenant,
     body: Bytes,
 ) -> Result<Response> {
     let queries = decode_read_request(&body, st.0.cfg.ingest.max_decoded_size)?;

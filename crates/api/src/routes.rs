@@ -5,10 +5,13 @@
 //! admin); the body limit and the request-metrics layer wrap them all.
 
 use crate::state::AppState;
-use crate::{admin, export, metadata, metrics_routes, query, remote_read, status, write};
+use crate::tenancy::Need;
+use crate::{admin, export, metadata, metrics_routes, query, remote_read, status, tenants, write};
+use axum::Extension;
+use cairn_tenancy::Scope;
 use axum::extract::DefaultBodyLimit;
 use axum::handler::Handler;
-use axum::routing::{get, post, MethodRouter};
+use axum::routing::{delete, get, post, MethodRouter};
 use axum::Router;
 
 /// Route paths, as matched (and as counted by the request-metrics layer).
@@ -31,6 +34,17 @@ pub mod path {
     pub const READ: &str = "/api/v1/read";
     pub const FLUSH: &str = "/admin/v1/flush";
     pub const CLUSTER: &str = "/admin/v1/cluster";
+    pub const TENANTS: &str = "/admin/v1/tenants";
+    pub const TENANT: &str = "/admin/v1/tenants/{id}";
+    pub const TENANT_LIMITS: &str = "/admin/v1/tenants/{id}/limits";
+    pub const TENANT_RULES: &str = "/admin/v1/tenants/{id}/drop_rules";
+    pub const TENANT_TOKENS: &str = "/admin/v1/tenants/{id}/tokens";
+    pub const TENANT_TOKEN: &str = "/admin/v1/tenants/{id}/tokens/{token}";
+    pub const TENANT_USAGE: &str = "/admin/v1/tenants/{id}/usage";
+    pub const ADMIN_TOKENS: &str = "/admin/v1/tokens";
+    pub const ADMIN_TOKEN: &str = "/admin/v1/tokens/{token}";
+    /// Mimir's: the caller's own tenant's limits.
+    pub const USER_LIMITS: &str = "/api/v1/user_limits";
     pub const METRICS: &str = "/metrics";
     pub const HEALTHY: &str = "/-/healthy";
     pub const READY: &str = "/-/ready";
@@ -51,11 +65,12 @@ where
 /// finished into a router by [`build`].
 pub type Routes = Router<AppState>;
 
-/// The gateway's routes: remote write (both paths).
+/// The gateway's routes: remote write (both paths); they need the write scope.
 pub fn write_routes() -> Routes {
     Router::new()
         .route(path::WRITE, post(write::remote_write))
         .route(path::WRITE_LEGACY, post(write::remote_write))
+        .layer(Extension(Need(Scope::Write)))
 }
 
 /// The query role's routes: every read (PromQL, series metadata, export,
@@ -72,6 +87,8 @@ pub fn read_routes() -> Routes {
         .route(path::METADATA, get(metadata::metadata))
         .route(path::FORMAT_QUERY, get_or_post(query::format_query))
         .route(path::READ, post(remote_read::remote_read))
+        .route(path::USER_LIMITS, get(tenants::user_limits))
+        .layer(Extension(Need(Scope::Read)))
 }
 
 /// The routes every node serves whatever its roles: status, health,
@@ -83,6 +100,33 @@ pub fn status_routes() -> Routes {
         .route(path::FLAGS, get(status::status_flags))
         .route(path::FLUSH, post(admin::flush))
         .route(path::CLUSTER, get(admin::cluster))
+        .route(path::TENANTS, get(tenants::list).post(tenants::create))
+        .route(
+            path::TENANT,
+            get(tenants::get)
+                .put(tenants::put)
+                .patch(tenants::patch)
+                .delete(tenants::delete),
+        )
+        .route(
+            path::TENANT_LIMITS,
+            get(tenants::get_limits).put(tenants::put_limits),
+        )
+        .route(
+            path::TENANT_RULES,
+            get(tenants::get_rules).put(tenants::put_rules),
+        )
+        .route(
+            path::TENANT_TOKENS,
+            get(tenants::list_tokens).post(tenants::create_token),
+        )
+        .route(path::TENANT_TOKEN, delete(tenants::revoke_token))
+        .route(path::TENANT_USAGE, get(tenants::usage))
+        .route(
+            path::ADMIN_TOKENS,
+            get(tenants::list_admin_tokens).post(tenants::create_admin_token),
+        )
+        .route(path::ADMIN_TOKEN, delete(tenants::revoke_admin_token))
         .route(path::METRICS, get(metrics_routes::metrics))
         .route(path::HEALTHY, get(status::healthy))
         .route(path::READY, get(status::ready))

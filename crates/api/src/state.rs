@@ -99,6 +99,8 @@ pub(crate) struct Inner {
     pub(crate) writes: tokio::sync::Semaphore,
     /// `writes`' permits.
     pub(crate) write_slots: usize,
+    /// Tenants: the directory, auth, the write gate, per-tenant counters.
+    pub(crate) tenants: Arc<crate::tenancy::Tenants>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -112,21 +114,32 @@ impl std::fmt::Debug for AppState {
 pub struct AppState(pub(crate) Arc<Inner>);
 
 impl AppState {
-    /// Fails only when no read thread can be started.
+    /// Fails only when no read thread can be started. Tenants in this
+    /// process only, anonymous access, no admin token
+    /// ([`crate::TenancyConfig::default`]).
     pub fn new(cfg: ApiConfig) -> std::io::Result<Self> {
+        Self::with_tenancy(cfg, crate::TenancyConfig::default())
+    }
+
+    /// With the node's tenant directory and auth policy.
+    pub fn with_tenancy(cfg: ApiConfig, tenancy: crate::TenancyConfig) -> std::io::Result<Self> {
         let reads = pool::ReadPool::new(cfg.max_concurrency, cfg.max_queued)?;
         let write_slots = match cfg.write_concurrency {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
+        let tenants = Arc::new(crate::tenancy::Tenants::new(tenancy));
+        let metrics = metrics::HttpMetrics::new(&reads.stats);
+        metrics.register(|r| tenants.metrics.register(r));
         Ok(Self(Arc::new(Inner {
             writes: tokio::sync::Semaphore::new(write_slots),
             write_slots,
             cfg,
             backend: OnceLock::new(),
-            metrics: metrics::HttpMetrics::new(&reads.stats),
+            metrics,
             reads,
             remote_reads: Arc::new(AtomicUsize::new(0)),
+            tenants,
         })))
     }
 
@@ -142,6 +155,11 @@ impl AppState {
         if self.0.backend.set(backend).is_ok() {
             self.0.metrics.register(|r| admin.register_metrics(r));
         }
+    }
+
+    /// Sets how many gateways share each tenant's ingestion rate.
+    pub fn set_gateways(&self, n: usize) {
+        self.0.tenants.gate.set_gateways(n);
     }
 
     pub(crate) fn backend(&self) -> Result<&Backend, ApiError> {

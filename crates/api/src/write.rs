@@ -36,7 +36,7 @@ pub(crate) async fn remote_write(
     State(st): State<AppState>,
     Ready(backend): Ready,
     _: RemoteWrite1,
-    Tenant(tenant): Tenant,
+    Tenant(tenant, _turn): Tenant,
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
@@ -57,30 +57,106 @@ pub(crate) async fn remote_write(
     };
     let limits = st.0.cfg.ingest.clone();
     let now = chrono::Utc::now().timestamp_millis();
-    // Decoding a large body is CPU work: off the async workers, with the write.
+    let tenants = st.0.tenants.clone();
+    let t = tenants.directory.view().tenant(&tenant);
+    let max_bytes = t.limits.max_request_bytes;
+    if max_bytes > 0 && body.len() as u64 > max_bytes {
+        return Err(ApiError::text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body is {} bytes, above tenant {tenant:?}'s limit of {max_bytes} bytes (err-cairn-max-request-bytes). {}",
+                body.len(),
+                cairn_tenancy::adjust(&tenant, "max_request_bytes")
+            ),
+        ));
+    }
+    // Decoding a large body is CPU work: off the async workers, with the
+    // tenant's gate and the write.
     let writer = backend.writer;
-    let ((n_samples, invalid), outcome) = blocking(move || {
-        let (batch, invalid) = cairn_ingest::decode_prepared(&tenant, &body, &limits, now)?;
+    let gate_tenants = tenants.clone();
+    let tenant_id = tenant.clone();
+    let ((n_samples, received, invalid, gated), outcome) = blocking(move || {
+        let (mut batch, invalid) = cairn_ingest::decode_prepared(&tenant, &body, &limits, now)?;
         let n_samples = batch.sample_count() as u64;
-        let outcome = if batch.series.is_empty() && batch.metadata.is_empty() {
+        let received = n_samples
+            + batch
+                .series
+                .iter()
+                .map(|s| s.exemplars.len() as u64)
+                .sum::<u64>();
+        let gated = gate_tenants
+            .gate
+            .admit(&t, &mut batch, std::time::Instant::now());
+        let outcome = if gated.is_err() || (batch.series.is_empty() && batch.metadata.is_empty())
+        {
             None
         } else {
             let req =
                 cairn_storage_api::WriteRequest::new(tenant.clone(), batch).with_consistency(level);
             Some(cairn_storage_api::block_on(writer.write(req)))
         };
-        Ok::<_, cairn_ingest::IngestError>(((n_samples, invalid), outcome))
+        Ok::<_, cairn_ingest::IngestError>(((n_samples, received, invalid, gated), outcome))
     })
     .await??;
+    let tenant = tenant_id;
     let m = &st.0.metrics;
-    m.samples_invalid
-        .inc_by(invalid.iter().map(|i| i.samples as u64).sum());
+    let tm = &tenants.metrics;
+    let n_invalid: u64 = invalid.iter().map(|i| i.samples as u64).sum();
+    m.samples_invalid.inc_by(n_invalid);
+    tm.received
+        .get_or_create(&crate::tenancy::TenantLabel {
+            tenant: tenant.clone(),
+        })
+        .inc_by(received);
+    tm.discard(&tenant, cairn_tenancy::Reason::InvalidSeries, n_invalid);
+    let admitted = match gated {
+        Ok(a) => a,
+        Err(over) => {
+            let (reason, retry_after, body, by_rule) = match over {
+                cairn_tenancy::OverLimit::Rate {
+                    retry_after,
+                    message,
+                    samples,
+                    by_rule,
+                } => {
+                    let _ = samples;
+                    (
+                        cairn_tenancy::Reason::RateLimited,
+                        cairn_tenancy::retry_after_secs(retry_after),
+                        message,
+                        by_rule,
+                    )
+                }
+                // Waiting never helps; the longest Retry-After slows a
+                // sender that retries 429s anyway.
+                cairn_tenancy::OverLimit::Burst { message, .. } => {
+                    (cairn_tenancy::Reason::BurstExceeded, 96, message, Vec::new())
+                }
+            };
+            tm.discard(&tenant, reason, received);
+            tm.rules(&tenant, &by_rule);
+            return Err(ApiError::Limited {
+                body: format!("{body}\n"),
+                retry_after,
+            });
+        }
+    };
+    for (reason, n) in &admitted.discarded {
+        tm.discard(&tenant, *reason, *n);
+    }
+    tm.rules(&tenant, &admitted.by_rule);
     // A refused series is echoed cut short: it may hold thousands of labels.
     let shown = |s: &str| cairn_common::limits::truncate_str(s, 512).into_owned();
     let mut problems: Vec<String> = invalid
         .iter()
         .map(|i| format!("series {}: {}", shown(&i.series), i.reason))
         .collect();
+    problems.extend(
+        admitted
+            .refused
+            .iter()
+            .map(|r| format!("series {}: {}", r.series, r.reason)),
+    );
     if let Some(outcome) = outcome {
         let outcome = outcome.map_err(|e| {
             let status =
@@ -93,8 +169,14 @@ pub(crate) async fn remote_write(
         m.samples_received.inc_by(n_samples);
         m.exemplars_received
             .inc_by(outcome.accepted_exemplars as u64);
-        m.samples_rejected
-            .inc_by(outcome.rejections.iter().map(|r| r.samples as u64).sum());
+        let rejected: u64 = outcome.rejections.iter().map(|r| r.samples as u64).sum();
+        m.samples_rejected.inc_by(rejected);
+        tm.stored
+            .get_or_create(&crate::tenancy::TenantLabel {
+                tenant: tenant.clone(),
+            })
+            .inc_by(outcome.accepted_samples as u64);
+        tm.discard(&tenant, cairn_tenancy::Reason::StoreRejected, rejected);
         problems.extend(
             outcome
                 .rejections

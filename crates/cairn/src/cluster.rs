@@ -151,6 +151,11 @@ impl ClusterRole {
         })
     }
 
+    /// The metadata member this role starts (set at start).
+    pub(crate) fn meta_cell(&self) -> Arc<OnceLock<cairn_meta::Meta>> {
+        self.meta.clone()
+    }
+
     /// What the storage role calls once the store is open: the replicated
     /// store over this node and its peers becomes every route's backend.
     pub(crate) fn publisher(&self, state: AppState) -> Result<crate::roles::Publish> {
@@ -214,6 +219,26 @@ impl ClusterRole {
                     }
                 };
                 ready.store(true, Ordering::Release);
+                // Each gateway enforces its share of a tenant's rate: the
+                // rate ÷ the members answering (this one included).
+                state.set_gateways(peers.len() + 1);
+                {
+                    let (peers, state) = (peers.clone(), state.clone());
+                    tokio::spawn(async move {
+                        loop {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            let mut live = 1;
+                            for (_, c) in &peers {
+                                if let Ok(Ok(_)) =
+                                    tokio::time::timeout(Duration::from_secs(1), c.health()).await
+                                {
+                                    live += 1;
+                                }
+                            }
+                            state.set_gateways(live);
+                        }
+                    });
+                }
                 state.set_ready(Backend {
                     reader: store.clone(),
                     writer: store.clone(),

@@ -11,6 +11,7 @@ use anyhow::{anyhow, Context, Result};
 use cairn_api::config::{HttpSection, IngestSection, QuerySection};
 use cairn_cluster::ClusterSection;
 use cairn_storage::StorageSection;
+use cairn_tenancy::{AuthSection, LimitsSection};
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 use std::path::PathBuf;
@@ -25,6 +26,8 @@ pub(crate) struct Config {
     pub ingest: IngestSection,
     pub query: QuerySection,
     pub cluster: ClusterSection,
+    pub auth: AuthSection,
+    pub limits: LimitsSection,
 }
 
 fn merge(base: &mut Value, over: Value) {
@@ -100,7 +103,7 @@ impl Config {
             match rest {
                 "DATA_DIR" => set(&mut v, "storage", "data-dir", val),
                 "HTTP_LISTEN" => set(&mut v, "http", "listen", val),
-                "CONFIG" | "FAILPOINT" | "LOG" => {}
+                "CONFIG" | "FAILPOINT" | "LOG" | "ADMIN_TOKEN" => {}
                 _ => {
                     let Some((sec, key)) = rest.split_once('_') else {
                         continue;
@@ -143,6 +146,7 @@ impl Config {
         self.ingest.validate()?;
         self.query.validate()?;
         self.cluster.validate()?;
+        self.limits.validate()?;
         Ok(())
     }
 
@@ -187,7 +191,8 @@ mod tests {
         let mut n = 0;
         let files = std::fs::read_dir(root)
             .unwrap()
-            .chain(std::fs::read_dir(format!("{root}/cluster")).unwrap());
+            .chain(std::fs::read_dir(format!("{root}/cluster")).unwrap())
+            .chain(std::fs::read_dir(format!("{root}/examples")).unwrap());
         for e in files {
             let p = e.unwrap().path();
             if p.extension().is_some_and(|x| x == "yaml") {
@@ -199,7 +204,7 @@ mod tests {
                 n += 1;
             }
         }
-        assert!(n >= 5);
+        assert!(n >= 6);
     }
 
     /// The embedded config is the documented default: what it sets must be
@@ -226,6 +231,10 @@ mod tests {
             c.server_options().unwrap(),
             cairn_api::ServerOptions::default()
         );
+        // Every limit is listed, and off.
+        assert_eq!(c.limits.0.len(), cairn_tenancy::Limits::NAMES.len());
+        assert_eq!(c.limits.to_limits().unwrap(), cairn_tenancy::Limits::default());
+        assert!(c.auth.anonymous);
     }
 
     /// The local cluster's files: node ids 1–3, the same members, gRPC on

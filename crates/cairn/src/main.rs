@@ -12,6 +12,7 @@
 mod cluster;
 mod config;
 mod roles;
+mod tenants;
 
 // glibc malloc showed up as a third of ingest CPU (arena contention and
 // consolidation across tokio and blocking threads); mimalloc removes that.
@@ -63,6 +64,20 @@ enum Cmd {
     },
     /// Print the embedded default configuration.
     DefaultConfig,
+    /// Manage tenants through a node's admin API (admin token needed).
+    Tenant {
+        #[command(flatten)]
+        target: tenants::AdminTarget,
+        #[command(subcommand)]
+        cmd: tenants::TenantCmd,
+    },
+    /// Generate, create, list and revoke bearer tokens.
+    Token {
+        #[command(flatten)]
+        target: tenants::AdminTarget,
+        #[command(subcommand)]
+        cmd: tenants::TokenCmd,
+    },
     /// Run Prometheus promqltest scripts (load/eval format) against the engine.
     /// PATH may be a file or a directory of *.test files. Prints every failing
     /// eval and ends with `N passed, N failed, N skipped`; exits 1 on failures.
@@ -146,7 +161,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // The test runner's output is the report; keep store logs to warnings there.
     let default_level = match cli.cmd {
-        Cmd::Promqltest { .. } => "warn",
+        Cmd::Promqltest { .. } | Cmd::Tenant { .. } | Cmd::Token { .. } => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -174,6 +189,8 @@ fn main() -> std::process::ExitCode {
             print!("{}", config::DEFAULT_YAML);
             Ok(())
         }
+        Cmd::Tenant { target, cmd } => tenants::tenant_cmd(&target, cmd),
+        Cmd::Token { target, cmd } => tenants::token_cmd(&target, cmd),
         Cmd::Promqltest { storage, paths } => match promqltest(storage, &paths) {
             Ok(true) => Ok(()),
             Ok(false) => return std::process::ExitCode::FAILURE,
@@ -222,18 +239,25 @@ fn serve(flags: config::Overrides) -> Result<()> {
         write_addr_file(&storage_cfg.data_dir, local)?;
         tracing::info!(addr = %local, data_dir = %storage_cfg.data_dir.display(), "listening; recovering storage");
 
-        let state = AppState::new(api_cfg).context("starting the query threads")?;
         // Started in this order, stopped in the reverse one: the HTTP server
         // (over the routes they mount) first, storage last.
         let mut services: Vec<Box<dyn roles::Service>> = Vec::new();
+        let state;
         if cfg.cluster.is_cluster() {
             // The cluster role's gRPC stops before the store closes.
             let member =
                 cluster::ClusterRole::new(cfg.cluster.clone(), storage_cfg.data_dir.clone())?;
+            state = AppState::with_tenancy(api_cfg, tenancy(&cfg, member.meta_cell())?)
+                .context("starting the query threads")?;
             let publish = member.publisher(state.clone())?;
             services.push(Box::new(roles::StorageRole::with_publish(storage_cfg, publish)));
             services.push(Box::new(member));
         } else {
+            // A single node keeps its tenants in a metadata store of one.
+            let meta = tenants::SingleMeta::new(storage_cfg.data_dir.clone(), storage_cfg.num_shards as u32)?;
+            state = AppState::with_tenancy(api_cfg, tenancy(&cfg, meta.cell())?)
+                .context("starting the query threads")?;
+            services.push(Box::new(meta));
             services.push(Box::new(roles::StorageRole::new(storage_cfg, state.clone())));
         }
         services.push(Box::new(roles::QueryRole::new(state.clone())));
@@ -254,6 +278,28 @@ fn serve(flags: config::Overrides) -> Result<()> {
         node.stop().await?;
         tracing::info!("stopped");
         Ok(())
+    })
+}
+
+/// The node's tenancy: the metadata store's records with the config's
+/// default limits; the auth policy with the bootstrap admin token's hash
+/// (`CAIRN_ADMIN_TOKEN`, else `auth.admin-token-file`).
+fn tenancy(
+    cfg: &config::Config,
+    meta: Arc<std::sync::OnceLock<cairn_meta::Meta>>,
+) -> Result<cairn_api::TenancyConfig> {
+    let defaults = cfg.limits.to_limits()?;
+    let env_token = std::env::var("CAIRN_ADMIN_TOKEN").ok();
+    let admin_sha256 = cfg.auth.admin_sha256(env_token.as_deref())?;
+    if admin_sha256.is_none() {
+        tracing::info!("no bootstrap admin token (CAIRN_ADMIN_TOKEN, auth.admin-token-file): /admin/v1 answers only admin tokens created earlier");
+    }
+    Ok(cairn_api::TenancyConfig {
+        directory: tenants::MetaDirectory::new(meta, defaults),
+        policy: cairn_tenancy::AuthPolicy {
+            anonymous: cfg.auth.anonymous,
+            admin_sha256,
+        },
     })
 }
 

@@ -25,9 +25,28 @@ pub enum Reason {
     TooManyExemplars,
     DropRule,
     PriorityShed,
+    /// Refused by validation before the gate (bad labels, too far in the future, …).
+    InvalidSeries,
+    /// Refused by the store (older than retention, out of range).
+    StoreRejected,
 }
 
 impl Reason {
+    pub const ALL: [Reason; 12] = [
+        Reason::RateLimited,
+        Reason::BurstExceeded,
+        Reason::PerTenantSeriesLimit,
+        Reason::PerMetricSeriesLimit,
+        Reason::MaxLabelNamesPerSeries,
+        Reason::LabelNameTooLong,
+        Reason::LabelValueTooLong,
+        Reason::TooManyExemplars,
+        Reason::DropRule,
+        Reason::PriorityShed,
+        Reason::InvalidSeries,
+        Reason::StoreRejected,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::RateLimited => "rate_limited",
@@ -40,6 +59,8 @@ impl Reason {
             Reason::TooManyExemplars => "too_many_exemplars",
             Reason::DropRule => "drop_rule",
             Reason::PriorityShed => "priority_shed",
+            Reason::InvalidSeries => "invalid_series",
+            Reason::StoreRejected => "store_rejected",
         }
     }
 }

@@ -18,6 +18,7 @@
 //! store's raft machinery — it is pure logic over `cairn-common`'s types.
 
 mod auth;
+mod config;
 mod gate;
 mod gcra;
 mod limits;
@@ -26,6 +27,7 @@ mod state;
 pub mod tokens;
 mod view;
 
+pub use config::{AuthSection, LimitsSection, MIN_ADMIN_TOKEN};
 pub use auth::{authenticate, AuthError, AuthPolicy, Caller, Credentials};
 pub use gate::{adjust, retry_after_secs, Admitted, Gate, OverLimit, Reason, Refused};
 pub use gcra::{RateLimiter, Verdict};

@@ -77,7 +77,7 @@ fn ten_thousand_labels_then_sigkill_and_restart() {
     assert!(rss_mib(pid) < RSS_BOUND_MIB, "RSS {} MiB", rss_mib(pid));
     kill_restart_check(&mut s, &canary, "10,001 labels + SIGKILL");
     // And after a flush (the index entry was what failed queries before).
-    let r = post(&format!("{}/admin/v1/flush", s.url()), &[], b"").unwrap();
+    let r = post(&format!("{}/admin/v1/flush", s.url()), ADMIN, &[]).unwrap();
     assert_eq!(r.status, 200, "flush: {}", r.text());
     kill_restart_check(&mut s, &canary, "flush + SIGKILL");
 }
@@ -135,7 +135,7 @@ fn label_set_at_the_hard_bounds_survives_restart() {
     };
     kill_restart_check(&mut s, &canary, "a series at the hard bounds + SIGKILL");
     check(&s.url());
-    let r = post(&format!("{}/admin/v1/flush", s.url()), &[], b"").unwrap();
+    let r = post(&format!("{}/admin/v1/flush", s.url()), ADMIN, &[]).unwrap();
     assert_eq!(r.status, 200, "flush: {}", r.text());
     kill_restart_check(&mut s, &canary, "flush + SIGKILL");
     check(&s.url());
@@ -166,7 +166,7 @@ fn sample_at_i64_max_is_refused_and_restart_works() {
         )]),
     );
     assert_eq!(code, 400, "sample at i64::MIN: {body}");
-    let r = post(&format!("{base}/admin/v1/flush"), &[], b"").unwrap();
+    let r = post(&format!("{base}/admin/v1/flush"), ADMIN, &[]).unwrap();
     assert_eq!(r.status, 200, "flush: {}", r.text());
     kill_restart_check(&mut s, &canary, "i64::MAX sample + SIGKILL");
 }
@@ -366,7 +366,7 @@ fn disk_full_then_recovery_without_restart() {
         codes.push(code);
     }
     assert!(codes.contains(&503), "no 503 on a full disk: {codes:?}");
-    let r = post(&format!("{base}/admin/v1/flush"), &[], b"").unwrap();
+    let r = post(&format!("{base}/admin/v1/flush"), ADMIN, &[]).unwrap();
     assert_ne!(r.status, 200, "flush on a full disk: {}", r.text());
     assert_up(&base, "a full disk");
 
@@ -390,7 +390,7 @@ fn disk_full_then_recovery_without_restart() {
         assert_eq!(code, 204, "after space was freed: {body}");
         acked.extend(p);
     }
-    let r = post(&format!("{base}/admin/v1/flush"), &[], b"").unwrap();
+    let r = post(&format!("{base}/admin/v1/flush"), ADMIN, &[]).unwrap();
     assert_eq!(r.status, 200, "flush after space was freed: {}", r.text());
     let check = |base: &str, ctx: &str| {
         canary.check(base, ctx);

@@ -1,0 +1,265 @@
+//! Tenancy in the HTTP layer: who a request is (`cairn_tenancy::authenticate`
+//! over the node's directory and auth policy, the scope a route needs set
+//! by its group as a [`Need`] extension), the write gate every remote write
+//! passes after validation, and the per-tenant counters (`/metrics` and the
+//! admin API's usage).
+
+use crate::error::ApiError;
+use axum::http::{header, HeaderMap, StatusCode};
+use cairn_tenancy::{AuthPolicy, Caller, Credentials, Directory, Gate, LocalDirectory, Scope};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// Where a node's tenants come from and how it authenticates.
+#[derive(Debug, Clone)]
+pub struct TenancyConfig {
+    pub directory: Arc<dyn Directory>,
+    pub policy: AuthPolicy,
+}
+
+impl Default for TenancyConfig {
+    /// In-process tenants with no limits; anonymous reads and writes, and
+    /// no admin token (admin endpoints refuse).
+    fn default() -> Self {
+        TenancyConfig {
+            directory: LocalDirectory::new(cairn_tenancy::Limits::default()),
+            policy: AuthPolicy {
+                anonymous: true,
+                admin_sha256: None,
+            },
+        }
+    }
+}
+
+/// The scope a route group's requests need (an extension set on the group).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Need(pub Scope);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct TenantLabel {
+    pub tenant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct DiscardLabels {
+    pub tenant: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RuleLabels {
+    pub tenant: String,
+    pub rule: String,
+    pub dry_run: String,
+}
+
+/// Per-tenant counters.
+#[derive(Debug, Default)]
+pub(crate) struct TenantMetrics {
+    pub received: Family<TenantLabel, Counter>,
+    pub stored: Family<TenantLabel, Counter>,
+    pub discarded: Family<DiscardLabels, Counter>,
+    pub by_rule: Family<RuleLabels, Counter>,
+    pub queries: Family<TenantLabel, Counter>,
+}
+
+impl TenantMetrics {
+    pub(crate) fn register(&self, r: &mut Registry) {
+        r.register(
+            "cairn_received_samples",
+            "Valid samples and exemplars received by tenant, before its limits",
+            self.received.clone(),
+        );
+        r.register(
+            "cairn_stored_samples",
+            "Samples stored by tenant",
+            self.stored.clone(),
+        );
+        r.register(
+            "cairn_discarded_samples",
+            "Samples and exemplars discarded by tenant and reason",
+            self.discarded.clone(),
+        );
+        r.register(
+            "cairn_drop_rule_samples",
+            "Samples each drop rule dropped or shed (dry_run=\"true\": would have)",
+            self.by_rule.clone(),
+        );
+        r.register(
+            "cairn_tenant_queries",
+            "Reads (queries, series, labels, export, remote read) by tenant",
+            self.queries.clone(),
+        );
+    }
+
+    pub(crate) fn discard(&self, tenant: &str, reason: cairn_tenancy::Reason, n: u64) {
+        if n > 0 {
+            self.discarded
+                .get_or_create(&DiscardLabels {
+                    tenant: tenant.to_string(),
+                    reason: reason.as_str().to_string(),
+                })
+                .inc_by(n);
+        }
+    }
+
+    pub(crate) fn rules(&self, tenant: &str, by_rule: &[(String, bool, u64)]) {
+        for (rule, dry, n) in by_rule {
+            self.by_rule
+                .get_or_create(&RuleLabels {
+                    tenant: tenant.to_string(),
+                    rule: rule.clone(),
+                    dry_run: dry.to_string(),
+                })
+                .inc_by(*n);
+        }
+    }
+
+    fn tenant_counter(f: &Family<TenantLabel, Counter>, tenant: &str) -> u64 {
+        f.get_or_create(&TenantLabel {
+            tenant: tenant.to_string(),
+        })
+        .get()
+    }
+
+    /// A tenant's counters, for the admin API's usage.
+    pub(crate) fn usage(&self, tenant: &str) -> serde_json::Value {
+        let mut discarded = serde_json::Map::new();
+        for r in cairn_tenancy::Reason::ALL {
+            let n = self
+                .discarded
+                .get_or_create(&DiscardLabels {
+                    tenant: tenant.to_string(),
+                    reason: r.as_str().to_string(),
+                })
+                .get();
+            if n > 0 {
+                discarded.insert(r.as_str().to_string(), n.into());
+            }
+        }
+        serde_json::json!({
+            "samples_received": Self::tenant_counter(&self.received, tenant),
+            "samples_stored": Self::tenant_counter(&self.stored, tenant),
+            "samples_discarded": discarded,
+            "queries": Self::tenant_counter(&self.queries, tenant),
+        })
+    }
+}
+
+/// The tenancy part of the router's state.
+#[derive(Debug)]
+pub(crate) struct Tenants {
+    pub directory: Arc<dyn Directory>,
+    pub policy: AuthPolicy,
+    pub gate: Gate,
+    pub metrics: TenantMetrics,
+    /// Reads running per tenant (`max_concurrent_queries`).
+    running: Mutex<HashMap<String, usize>>,
+}
+
+impl Tenants {
+    pub(crate) fn new(cfg: TenancyConfig) -> Tenants {
+        Tenants {
+            directory: cfg.directory,
+            policy: cfg.policy,
+            gate: Gate::new(),
+            metrics: TenantMetrics::default(),
+            running: Mutex::default(),
+        }
+    }
+
+    /// Who the request with `headers` is, for a route needing `need`.
+    pub(crate) fn authenticate(&self, headers: &HeaderMap, need: Scope) -> Result<Caller, ApiError> {
+        let bearer = match headers.get(header::AUTHORIZATION) {
+            None => None,
+            Some(v) => {
+                let v = v.to_str().unwrap_or("");
+                let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
+                if !scheme.eq_ignore_ascii_case("bearer") || rest.trim().is_empty() {
+                    return Err(ApiError::json(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "the Authorization header must be `Bearer <token>` (err-cairn-token-malformed)",
+                    ));
+                }
+                Some(rest.trim())
+            }
+        };
+        let org = headers
+            .get("x-scope-orgid")
+            .map(|v| v.to_str().unwrap_or("\u{fffd}"));
+        let view = self.directory.view();
+        cairn_tenancy::authenticate(
+            &view,
+            &self.policy,
+            Credentials {
+                bearer,
+                org_id: org,
+            },
+            need,
+        )
+        .map_err(|e| {
+            let (status, kind) = match e.http_status() {
+                401 => (StatusCode::UNAUTHORIZED, "unauthorized"),
+                403 => (StatusCode::FORBIDDEN, "forbidden"),
+                _ => (StatusCode::BAD_REQUEST, "bad_data"),
+            };
+            ApiError::json(status, kind, e.to_string())
+        })
+    }
+
+    /// A turn among `tenant`'s running reads (`max_concurrent_queries`, 0:
+    /// no bound); 429 naming the limit when none is free.
+    pub(crate) fn read_turn(self: &Arc<Self>, tenant: &str) -> Result<ReadTurn, ApiError> {
+        self.metrics
+            .queries
+            .get_or_create(&TenantLabel {
+                tenant: tenant.to_string(),
+            })
+            .inc();
+        let max = self.directory.view().tenant(tenant).limits.max_concurrent_queries;
+        let mut g = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = g.entry(tenant.to_string()).or_insert(0);
+        if max > 0 && *n as u64 >= max {
+            return Err(ApiError::Limited {
+                body: format!(
+                    "tenant {tenant:?} already runs {n} reads, its limit of concurrent queries (err-cairn-max-concurrent-queries). {}\n",
+                    cairn_tenancy::adjust(tenant, "max_concurrent_queries")
+                ),
+                retry_after: 1,
+            });
+        }
+        *n += 1;
+        Ok(ReadTurn {
+            tenants: self.clone(),
+            tenant: tenant.to_string(),
+        })
+    }
+}
+
+/// One running read of a tenant; ends when dropped.
+#[derive(Debug)]
+pub(crate) struct ReadTurn {
+    tenants: Arc<Tenants>,
+    tenant: String,
+}
+
+impl Drop for ReadTurn {
+    fn drop(&mut self) {
+        let mut g = self
+            .tenants
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = g.get_mut(&self.tenant) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                g.remove(&self.tenant);
+            }
+        }
+    }
+}
