@@ -57,5 +57,5 @@ pub use render::{format_float, write_timestamp};
 pub use routes::{build, path, read_routes, router, status_routes, write_routes, Routes};
 pub use server::{serve, serve_with, ServerOptions};
 pub use state::{Admin, ApiConfig, AppState, Backend};
-pub use tenancy::TenancyConfig;
 pub use status::PROMETHEUS_COMPAT_VERSION;
+pub use tenancy::TenancyConfig;

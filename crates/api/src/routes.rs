@@ -7,12 +7,12 @@
 use crate::state::AppState;
 use crate::tenancy::Need;
 use crate::{admin, export, metadata, metrics_routes, query, remote_read, status, tenants, write};
-use axum::Extension;
-use cairn_tenancy::Scope;
 use axum::extract::DefaultBodyLimit;
 use axum::handler::Handler;
 use axum::routing::{delete, get, post, MethodRouter};
+use axum::Extension;
 use axum::Router;
+use cairn_tenancy::Scope;
 
 /// Route paths, as matched (and as counted by the request-metrics layer).
 pub mod path {

@@ -7,6 +7,7 @@
 
 use crate::gcra::RateLimiter;
 use crate::rules::Class;
+use crate::series::{SeriesRefusal, SeriesTracker};
 use crate::view::TenantView;
 use cairn_common::PreparedBatch;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -121,6 +122,7 @@ impl OverLimit {
 pub struct Gate {
     limiter: RateLimiter,
     gateways: AtomicUsize,
+    series: SeriesTracker,
 }
 
 impl Default for Gate {
@@ -166,6 +168,7 @@ impl Gate {
         Gate {
             limiter: RateLimiter::new(),
             gateways: AtomicUsize::new(1),
+            series: SeriesTracker::default(),
         }
     }
 
@@ -176,6 +179,76 @@ impl Gate {
 
     pub fn gateways(&self) -> usize {
         self.gateways.load(Ordering::Relaxed)
+    }
+
+    /// A tenant's active series as this gateway counts them (None: the
+    /// tenant has no series limit, so none are tracked).
+    pub fn active_series(&self, tenant: &str) -> Option<u64> {
+        self.series.active(tenant)
+    }
+
+    /// Series limits on what passed the rate: a new series over
+    /// `max_active_series` or `max_series_per_metric` is refused (400 for
+    /// it; the rest stored), counted by reason.
+    fn series_limits(
+        &self,
+        t: &TenantView,
+        batch: &mut PreparedBatch,
+        now: Instant,
+        out: &mut Admitted,
+    ) {
+        let l = &t.limits;
+        if l.max_active_series == 0 && l.max_series_per_metric == 0 {
+            return;
+        }
+        let verdicts = self.series.admit(
+            &t.id,
+            l.max_active_series,
+            l.max_series_per_metric,
+            now,
+            batch.series.iter().map(|s| {
+                let name = s
+                    .labels
+                    .pairs()
+                    .find(|(n, _)| *n == cairn_common::METRIC_NAME)
+                    .map_or("", |(_, v)| v);
+                (s.id, name)
+            }),
+        );
+        if verdicts.iter().all(Option::is_none) {
+            return;
+        }
+        let mut i = 0;
+        batch.series.retain(|s| {
+            let v = verdicts[i];
+            i += 1;
+            let Some(v) = v else { return true };
+            let n = (s.samples.len() + s.exemplars.len()) as u64;
+            let (reason, msg) = match v {
+                SeriesRefusal::PerTenant { limit } => (
+                    Reason::PerTenantSeriesLimit,
+                    format!(
+                        "per-tenant series limit of {limit} exceeded: tenant {:?} has {limit} active series (with a sample in the last 20 minutes) and this one is new (err-cairn-max-series-per-tenant). {}",
+                        t.id,
+                        adjust(&t.id, "max_active_series")
+                    ),
+                ),
+                SeriesRefusal::PerMetric { limit } => (
+                    Reason::PerMetricSeriesLimit,
+                    format!(
+                        "per-metric series limit of {limit} exceeded: this metric has {limit} active series and this one is new (err-cairn-max-series-per-metric). {}",
+                        adjust(&t.id, "max_series_per_metric")
+                    ),
+                ),
+            };
+            add(&mut out.discarded, reason, n);
+            out.refused.push(Refused {
+                series: text(&s.labels),
+                reason: msg,
+                samples: s.samples.len(),
+            });
+            false
+        });
     }
 
     /// Applies `t`'s limits and rules to `batch` (changed in place to what
@@ -322,6 +395,7 @@ impl Gate {
             .map(|s| (s.samples.len() + s.exemplars.len()) as u64)
             .sum();
         if l.ingestion_rate == 0 || n == 0 {
+            self.series_limits(t, batch, now, &mut out);
             return Ok(out);
         }
         let rate = l.ingestion_rate as f64 / self.gateways() as f64;
@@ -375,6 +449,7 @@ impl Gate {
                         !gone[i - 1]
                     });
                 }
+                self.series_limits(t, batch, now, &mut out);
                 Ok(out)
             }
             Err((rest, available, plan)) => {
@@ -608,6 +683,30 @@ mod tests {
             }
             r => panic!("{r:?}"),
         }
+    }
+
+    #[test]
+    fn a_new_series_over_the_limit_is_refused_and_the_rest_kept() {
+        let g = Gate::new();
+        let t = tenant(
+            Limits {
+                max_active_series: 2,
+                ..Limits::default()
+            },
+            &[],
+        );
+        let now = Instant::now();
+        let mut b = batch(&[("a", &[], 1), ("b", &[], 1), ("c", &[], 4)]);
+        let a = g.admit(&t, &mut b, now).unwrap();
+        assert_eq!(names(&b), ["a", "b"]);
+        assert_eq!(a.discarded, vec![(Reason::PerTenantSeriesLimit, 4)]);
+        assert!(a.refused[0]
+            .reason
+            .contains("err-cairn-max-series-per-tenant"));
+        assert_eq!(g.active_series("a"), Some(2));
+        // Known series still come in.
+        let mut b = batch(&[("b", &[], 1)]);
+        assert_eq!(g.admit(&t, &mut b, now).unwrap().discarded, vec![]);
     }
 
     #[test]
