@@ -802,7 +802,8 @@ pub fn spawn_prometheus_scraping(bin: &str, dir: &Path, target: &str) -> (ChildG
     spawn_prometheus_with(bin, dir, &cfg)
 }
 
-fn spawn_prometheus_with(bin: &str, dir: &Path, cfg: &str) -> (ChildGuard, String) {
+/// Like [`spawn_prometheus`], with `cfg` as its whole prometheus.yml.
+pub fn spawn_prometheus_with(bin: &str, dir: &Path, cfg: &str) -> (ChildGuard, String) {
     fs::create_dir_all(dir).expect("prometheus dir");
     let port = free_port();
     let cfg_path = dir.join("prometheus.yml");

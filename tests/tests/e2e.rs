@@ -804,6 +804,9 @@ mod bad_input {
     }
 }
 
+#[path = "tenancy/limits.rs"]
+mod limits;
+
 mod tenants {
     use super::*;
 

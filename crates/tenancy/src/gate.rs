@@ -412,8 +412,9 @@ impl Gate {
                 if n <= available {
                     return (n, Ok(Vec::new()));
                 }
-                // Shed until the rest fits; dry-run rules are planned as real
-                // ones (so they count what they would shed) but shed nothing.
+                // Shed until the rest fits. A dry-run rule is planned and
+                // charged as a real one (so it counts exactly what it would
+                // shed) but what it would shed is stored anyway.
                 let mut left = n;
                 let mut plan = Vec::new();
                 for &(_, dry, i, rule) in &shed {
@@ -424,12 +425,10 @@ impl Gate {
                     left -= k;
                     plan.push((i, dry, rule, k));
                 }
-                let real: u64 = plan.iter().filter(|p| !p.1).map(|p| p.3).sum();
-                let rest = n - real;
-                if rest <= available {
-                    (rest, Ok(plan))
+                if left <= available {
+                    (left, Ok(plan))
                 } else {
-                    (0, Err((rest, available, plan)))
+                    (0, Err((left, available)))
                 }
             });
         match plan {
@@ -452,13 +451,8 @@ impl Gate {
                 self.series_limits(t, batch, now, &mut out);
                 Ok(out)
             }
-            Err((rest, available, plan)) => {
-                let mut by_rule = out.by_rule;
-                for (_, dry, rule, k) in plan {
-                    if dry {
-                        add_rule(&mut by_rule, &t.rules.rule(rule as usize).name, true, k);
-                    }
-                }
+            Err((rest, available)) => {
+                let by_rule = out.by_rule;
                 if rest > burst {
                     Err(OverLimit::Burst {
                         message: format!(
@@ -667,7 +661,8 @@ mod tests {
         };
         let now = Instant::now();
         let offered = || batch(&[("up", &[], 50), ("go_a", &[], 30), ("go_b", &[], 30)]);
-        // 100 of the 200 taken first: 110 offered, 100 fit.
+        // 100 of the 200 taken first: 110 offered, 100 fit; go_b (30) goes,
+        // or with a dry run is counted, charged, and stored.
         let gate = |t: &TenantView| {
             let g = Gate::new();
             g.admit(t, &mut batch(&[("up", &[], 100)]), now).unwrap();
@@ -677,12 +672,11 @@ mod tests {
         let real = gate(&t).admit(&t, &mut offered(), now).unwrap();
         assert_eq!(real.by_rule, vec![("go".to_string(), false, 30)]);
         let t = mk(true);
-        match gate(&t).admit(&t, &mut offered(), now) {
-            Err(OverLimit::Rate { by_rule, .. }) => {
-                assert_eq!(by_rule, vec![("go".to_string(), true, 30)])
-            }
-            r => panic!("{r:?}"),
-        }
+        let mut b = offered();
+        let dry = gate(&t).admit(&t, &mut b, now).unwrap();
+        assert_eq!(dry.by_rule, vec![("go".to_string(), true, 30)]);
+        assert_eq!(dry.discarded, vec![]);
+        assert_eq!(names(&b), ["up", "go_a", "go_b"]);
     }
 
     #[test]

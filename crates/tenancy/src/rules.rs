@@ -2,7 +2,9 @@
 //! what it matches unconditionally (`drop`) or marking it sheddable at a
 //! priority (`shed`: when the tenant is over its rate, the lowest priority
 //! goes first, before anything else is refused). Any rule may be a dry run:
-//! it only counts what it would drop.
+//! it counts what it would drop and drops nothing (a dry-run shed rule is
+//! charged to the rate as a real one, so it counts exactly what the rule
+//! would shed; what it would shed is stored anyway).
 
 use cairn_common::{parse_selector, Matcher};
 use serde::{Deserialize, Serialize};

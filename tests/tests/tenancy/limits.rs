@@ -1,0 +1,713 @@
+//! Tenants that cannot hurt each other (issue 13): real `cairn` processes,
+//! tenants and limits set through the admin API, writers over real sockets.
+//! `CAIRN_E2E_OVERLOAD_SECS` (default 15; the acceptance run used 60) sets
+//! how long the overload lasts.
+
+use super::*;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// An admin call with the test admin token; panics on transport errors.
+fn admin(method: &str, url: &str, body: &str) -> Response {
+    let h = [ADMIN[0], ("Content-Type", "application/json")];
+    request(method, url, &h, body.as_bytes()).unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+}
+
+/// Creates tenant `id` with `limits` (JSON object) on `base`.
+fn create_tenant(base: &str, id: &str, limits: &str) {
+    let r = admin(
+        "POST",
+        &format!("{base}/admin/v1/tenants"),
+        &format!(r#"{{"id":"{id}","limits":{limits}}}"#),
+    );
+    assert_eq!(r.status, 201, "create {id}: {}", r.text());
+}
+
+/// A token for `tenant` with `scopes`; the plaintext.
+fn token(base: &str, tenant: &str, scopes: &str) -> String {
+    let r = admin(
+        "POST",
+        &format!("{base}/admin/v1/tenants/{tenant}/tokens"),
+        &format!(r#"{{"name":"e2e","scopes":[{scopes}]}}"#),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()["data"]["token"].as_str().unwrap().to_string()
+}
+
+/// The value of one sample of `/metrics` whose line starts with `prefix`
+/// (name and labels as printed), else 0.
+fn metric_value(base: &str, prefix: &str) -> f64 {
+    let text = get(&format!("{base}/metrics")).unwrap().text();
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// `n` series of metric `name` with one sample each at `t`.
+fn request_of(name: &str, n: usize, t: i64) -> WriteRequest {
+    write_request(
+        (0..n)
+            .map(|i| {
+                series(
+                    &[("__name__", name), ("i", &i.to_string())],
+                    &[(t, i as f64)],
+                )
+            })
+            .collect(),
+    )
+}
+
+fn bearer(t: &str) -> String {
+    format!("Bearer {t}")
+}
+
+fn overload_secs() -> u64 {
+    std::env::var("CAIRN_E2E_OVERLOAD_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(15)
+}
+
+#[derive(Default)]
+struct Tally {
+    offered: AtomicU64,
+    accepted: AtomicU64,
+    limited: AtomicU64,
+    other: AtomicU64,
+    latencies_us: std::sync::Mutex<Vec<u64>>,
+}
+
+/// Writes `per_request` samples of tenant `tenant` every `every` to the
+/// nodes in turn until `stop`; counts what came back.
+fn writer(
+    bases: Vec<String>,
+    tenant: &'static str,
+    name: &'static str,
+    per_request: usize,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let t0 = now_ms() - 60_000;
+        let mut k = 0i64;
+        let mut next = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let req = request_of(name, per_request, t0 + k);
+            let base = &bases[k as usize % bases.len()];
+            k += 1;
+            let began = Instant::now();
+            let r = try_remote_write_with(base, Some(tenant), &[], &req);
+            let took = began.elapsed();
+            tally
+                .offered
+                .fetch_add(per_request as u64, Ordering::Relaxed);
+            match r {
+                Ok((204, _)) => {
+                    tally
+                        .accepted
+                        .fetch_add(per_request as u64, Ordering::Relaxed);
+                    tally
+                        .latencies_us
+                        .lock()
+                        .unwrap()
+                        .push(took.as_micros() as u64);
+                }
+                Ok((429, _)) => {
+                    tally
+                        .limited
+                        .fetch_add(per_request as u64, Ordering::Relaxed);
+                }
+                _ => {
+                    tally.other.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            next += every;
+            if let Some(d) = next.checked_duration_since(Instant::now()) {
+                std::thread::sleep(d);
+            }
+        }
+    })
+}
+
+fn p99(v: &[u64]) -> u64 {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    v.get((v.len() * 99 / 100).min(v.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0)
+}
+
+/// A 429 as a remote-write client sees it: status, Retry-After, body.
+fn write_429(base: &str, tenant: &str, req: &WriteRequest) -> (u16, Option<String>, String) {
+    let body = encode_write(req);
+    let h = [
+        ("Content-Encoding", "snappy"),
+        ("Content-Type", "application/x-protobuf"),
+        ("X-Prometheus-Remote-Write-Version", "0.1.0"),
+        ("X-Scope-OrgID", tenant),
+    ];
+    let r = post(&format!("{base}/api/v1/write"), &h, &body).unwrap();
+    (
+        r.status,
+        r.header("retry-after").map(str::to_string),
+        r.text(),
+    )
+}
+
+/// Tenant A offers 10× its rate while B writes at half of its own; then
+/// A's limit is raised live. `bases`: the gateways writes go to in turn.
+fn overload(bases: &[String]) {
+    let n = bases.len() as f64;
+    let (rate, burst) = (2000.0 * n, 2000u64);
+    for base in bases.iter().take(1) {
+        create_tenant(
+            base,
+            "a",
+            &format!(r#"{{"ingestion_rate":{rate},"ingestion_burst_size":{burst}}}"#),
+        );
+        create_tenant(
+            base,
+            "b",
+            &format!(r#"{{"ingestion_rate":{rate},"ingestion_burst_size":{burst}}}"#),
+        );
+    }
+    // Every gateway has the tenants within a second.
+    let began = Instant::now();
+    for base in bases {
+        while get_as(&format!("{base}/api/v1/user_limits"), Some("a")).json()["ingestion_rate"]
+            != rate as u64
+        {
+            assert!(
+                began.elapsed() < Duration::from_secs(1),
+                "limits not on {base} within 1 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    eprintln!("tenants on every gateway after {:?}", began.elapsed());
+
+    // B's baseline latency, alone.
+    let stop = Arc::new(AtomicBool::new(false));
+    let base_b = Arc::new(Tally::default());
+    let w = writer(
+        bases.to_vec(),
+        "b",
+        "b_metric",
+        100,
+        Duration::from_millis(100),
+        stop.clone(),
+        base_b.clone(),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    w.join().unwrap();
+
+    // A at 10× (requests of 200 every 10 ms: 20000 samples/s per 2000 of rate),
+    // B at half its rate.
+    let secs = overload_secs();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ta = Arc::new(Tally::default());
+    let tb = Arc::new(Tally::default());
+    let every_a = Duration::from_micros((200.0 / (rate * 10.0) * 1e6) as u64);
+    let every_b = Duration::from_micros((100.0 / (rate / 2.0) * 1e6) as u64);
+    let started = Instant::now();
+    let wa: Vec<_> = (0..2)
+        .map(|_| {
+            writer(
+                bases.to_vec(),
+                "a",
+                "a_metric",
+                200,
+                every_a * 2,
+                stop.clone(),
+                ta.clone(),
+            )
+        })
+        .collect();
+    let wb = writer(
+        bases.to_vec(),
+        "b",
+        "b_metric",
+        100,
+        every_b,
+        stop.clone(),
+        tb.clone(),
+    );
+    std::thread::sleep(Duration::from_secs(secs));
+    stop.store(true, Ordering::Relaxed);
+    for w in wa {
+        w.join().unwrap();
+    }
+    wb.join().unwrap();
+    let elapsed = started.elapsed().as_secs_f64();
+    let (offered, accepted) = (
+        ta.offered.load(Ordering::Relaxed),
+        ta.accepted.load(Ordering::Relaxed),
+    );
+    // Each gateway enforces rate ÷ gateways with the whole burst.
+    let expect = rate * elapsed + burst as f64 * n;
+    eprintln!(
+        "A: offered {offered} ({:.0}/s), accepted {accepted} ({:.0}/s), expected {expect:.0} ({:.0}/s: rate {rate} + {n}×burst {burst} over {elapsed:.1} s)",
+        offered as f64 / elapsed,
+        accepted as f64 / elapsed,
+        expect / elapsed
+    );
+    assert!(
+        offered as f64 > 5.0 * rate * elapsed,
+        "the writer did not overload A ({offered} offered)"
+    );
+    assert!(
+        (accepted as f64 - expect).abs() <= 0.05 * expect,
+        "A accepted {accepted}, expected {expect:.0} ±5 %"
+    );
+    assert_eq!(
+        ta.other.load(Ordering::Relaxed),
+        0,
+        "A: answers other than 204 and 429"
+    );
+    // A's discards equal offered minus accepted, over the gateways.
+    let discarded: f64 = bases
+        .iter()
+        .map(|b| {
+            metric_value(
+                b,
+                r#"cairn_discarded_samples_total{tenant="a",reason="rate_limited"}"#,
+            )
+        })
+        .sum();
+    assert_eq!(
+        discarded as u64,
+        offered - accepted,
+        "A's rate_limited discards"
+    );
+    // B: nothing refused; its latency next to its baseline (reported).
+    assert_eq!(tb.limited.load(Ordering::Relaxed), 0, "B was rate limited");
+    assert_eq!(tb.other.load(Ordering::Relaxed), 0, "B had failed writes");
+    let (b0, b1) = (
+        p99(&base_b.latencies_us.lock().unwrap()),
+        p99(&tb.latencies_us.lock().unwrap()),
+    );
+    eprintln!(
+        "B: {} samples accepted, 0 refused; p99 latency {b1} µs during A's overload vs {b0} µs alone",
+        tb.accepted.load(Ordering::Relaxed)
+    );
+
+    // Every 429 carries Retry-After; a request over the burst gets its own.
+    // (The bucket refilled while the counters were read: empty it first.)
+    let (mut st, mut ra, mut body) = (0, None, String::new());
+    for _ in 0..100 {
+        (st, ra, body) = write_429(&bases[0], "a", &request_of("a_metric", 200, now_ms()));
+        if st == 429 {
+            break;
+        }
+    }
+    assert_eq!(st, 429, "{body}");
+    assert!(
+        ra.is_some_and(|v| v.parse::<u64>().is_ok_and(|s| (1..=96).contains(&s))),
+        "Retry-After"
+    );
+    assert!(
+        body.contains("err-cairn-tenant-max-ingestion-rate"),
+        "{body}"
+    );
+    assert!(body.contains("PUT /admin/v1/tenants/a/limits"), "{body}");
+    let (st, ra, body) = write_429(
+        &bases[0],
+        "a",
+        &request_of("a_metric", burst as usize + 1, now_ms()),
+    );
+    assert_eq!(st, 429, "{body}");
+    assert!(ra.is_some(), "Retry-After on the over-burst 429");
+    assert!(
+        body.contains("err-cairn-tenant-max-request-size-exceeds-burst"),
+        "{body}"
+    );
+    assert!(
+        metric_value(
+            &bases[0],
+            r#"cairn_discarded_samples_total{tenant="a",reason="burst_exceeded"}"#
+        ) > 0.0
+    );
+
+    // Raised live (through the first gateway): on every gateway within 2 s,
+    // and the change lets no burst through.
+    let new_rate = rate * 2.0;
+    let r = admin(
+        "PUT",
+        &format!("{}/admin/v1/tenants/a/limits", bases[0]),
+        &format!(r#"{{"ingestion_rate":{new_rate}}}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let changed = Instant::now();
+    for base in bases {
+        while get_as(&format!("{base}/api/v1/user_limits"), Some("a")).json()["ingestion_rate"]
+            != new_rate as u64
+        {
+            assert!(
+                changed.elapsed() < Duration::from_secs(2),
+                "new limit not on {base} within 2 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    eprintln!("new limit on every gateway after {:?}", changed.elapsed());
+    let stop = Arc::new(AtomicBool::new(false));
+    let tc = Arc::new(Tally::default());
+    let started = Instant::now();
+    let wa: Vec<_> = (0..2)
+        .map(|_| {
+            writer(
+                bases.to_vec(),
+                "a",
+                "a_metric",
+                200,
+                every_a * 2,
+                stop.clone(),
+                tc.clone(),
+            )
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(4));
+    stop.store(true, Ordering::Relaxed);
+    for w in wa {
+        w.join().unwrap();
+    }
+    let el = started.elapsed().as_secs_f64();
+    let acc = tc.accepted.load(Ordering::Relaxed) as f64;
+    eprintln!(
+        "after the raise: accepted {acc} in {el:.1} s ({:.0}/s, new rate {new_rate})",
+        acc / el
+    );
+    // The bucket was empty when the limit changed: only the new rate
+    // refills it (a refilled burst would add n × burst).
+    assert!(
+        acc <= new_rate * el + 400.0 * n,
+        "the change let a burst through: {acc} accepted in {el:.1} s at {new_rate}/s"
+    );
+    assert!(
+        acc >= 0.9 * new_rate * (el - 0.1),
+        "the new rate is not in force: {acc} in {el:.1} s"
+    );
+}
+
+#[test]
+fn one_tenant_overloading_does_not_hurt_another() {
+    let s = TestServer::spawn(ServerOpts::default());
+    overload(&[s.url()]);
+}
+
+#[test]
+fn one_tenant_overloading_a_cluster_does_not_hurt_another() {
+    let nodes = spawn_cluster(3, 8, 3, "");
+    let bases: Vec<String> = nodes.iter().map(|n| n.url()).collect();
+    overload(&bases);
+}
+
+/// Stored samples of `name` for tenant `t` (from a PromQL count).
+fn stored(base: &str, t: &str, name: &str) -> u64 {
+    let q = enc(&format!("sum(count_over_time({name}[1h]))"));
+    let d = api_data(base, Some(t), &format!("/api/v1/query?query={q}"));
+    d["result"][0]["value"][1]
+        .as_str()
+        .map_or(0, |v| v.parse::<f64>().unwrap() as u64)
+}
+
+#[test]
+fn over_its_rate_a_tenant_sheds_low_priority_series_first() {
+    let s = TestServer::spawn(ServerOpts::default());
+    let base = s.url();
+    let mut shed_counts = Vec::new();
+    for (tenant, dry) in [("c", false), ("d", true)] {
+        create_tenant(
+            &base,
+            tenant,
+            r#"{"ingestion_rate":1000,"ingestion_burst_size":1000}"#,
+        );
+        let r = admin(
+            "PUT",
+            &format!("{base}/admin/v1/tenants/{tenant}/drop_rules"),
+            &format!(
+                r#"[{{"name":"go","selector":"{{__name__=~\"go_.*\"}}","action":"shed","priority":0,"dry_run":{dry}}}]"#
+            ),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        // 2× the rate: each request 70 go_ samples and 30 important ones,
+        // 20 requests a second.
+        let t0 = now_ms() - 60_000;
+        let (mut offered_imp, mut ok, mut limited) = (0u64, 0, 0);
+        let started = Instant::now();
+        let mut next = Instant::now();
+        let mut k = 0i64;
+        while started.elapsed() < Duration::from_secs(10) {
+            let mut ts = request_of("go_gc_duration", 70, t0 + k).timeseries;
+            ts.extend(request_of("important", 30, t0 + k).timeseries);
+            k += 1;
+            let (st, body) = remote_write(&base, Some(tenant), &write_request(ts));
+            offered_imp += 30;
+            match st {
+                204 => ok += 1,
+                429 => limited += 1,
+                _ => panic!("{st}: {body}"),
+            }
+            next += Duration::from_millis(50);
+            if let Some(d) = next.checked_duration_since(Instant::now()) {
+                std::thread::sleep(d);
+            }
+        }
+        let imp = stored(&base, tenant, "important");
+        let go = stored(&base, tenant, "go_gc_duration");
+        let counted = metric_value(
+            &base,
+            &format!(
+                r#"cairn_drop_rule_samples_total{{tenant="{tenant}",rule="go",dry_run="{dry}"}}"#
+            ),
+        ) as u64;
+        eprintln!(
+            "tenant {tenant} (dry run {dry}): {ok} requests stored, {limited} refused; important {imp} of {offered_imp} stored, go_ {go} stored; the rule counted {counted}"
+        );
+        shed_counts.push(counted);
+        let offered_go = offered_imp / 30 * 70;
+        // Only low-priority samples are shed; every important one is stored.
+        assert_eq!(limited, 0, "requests were refused instead of shed");
+        assert_eq!(imp, offered_imp, "important samples lost");
+        let shed = metric_value(
+            &base,
+            &format!(
+                r#"cairn_discarded_samples_total{{tenant="{tenant}",reason="priority_shed"}}"#
+            ),
+        ) as u64;
+        if !dry {
+            assert!(go < offered_go, "nothing was shed");
+            assert_eq!(shed, offered_go - go, "shed samples counted");
+            assert_eq!(counted, shed, "the rule's count");
+        } else {
+            // A dry run drops nothing and counts what it would have shed.
+            assert_eq!(go, offered_go, "a dry run dropped samples");
+            assert_eq!(shed, 0);
+        }
+    }
+    // The dry run counts what the real rule shed (same load, ±25 %).
+    let (real, dry) = (shed_counts[0] as f64, shed_counts[1] as f64);
+    assert!(
+        real > 0.0 && (dry - real).abs() <= 0.25 * real,
+        "shed {real}, dry run counted {dry}"
+    );
+}
+
+#[test]
+fn label_and_series_limits_refuse_the_series_and_store_the_rest() {
+    let s = TestServer::spawn(ServerOpts::default());
+    let base = s.url();
+    create_tenant(
+        &base,
+        "e",
+        r#"{"max_label_names_per_series":3,"max_active_series":5}"#,
+    );
+    let now = now_ms();
+    let mut ts = request_of("lim", 6, now).timeseries;
+    ts.push(series(
+        &[("__name__", "lim"), ("a", "1"), ("b", "2"), ("i", "x")],
+        &[(now, 1.0)],
+    ));
+    let (st, body) = remote_write(&base, Some("e"), &write_request(ts));
+    assert_eq!(st, 400, "{body}");
+    assert!(
+        body.contains("err-cairn-max-label-names-per-series"),
+        "{body}"
+    );
+    assert!(body.contains("err-cairn-max-series-per-tenant"), "{body}");
+    assert!(
+        body.contains("the valid rest of the request was stored"),
+        "{body}"
+    );
+    let d = api_data(&base, Some("e"), "/api/v1/series?match[]=lim");
+    assert_eq!(d.as_array().unwrap().len(), 5, "{d}");
+    for reason in ["max_label_names_per_series", "per_tenant_series_limit"] {
+        assert_eq!(
+            metric_value(
+                &base,
+                &format!(r#"cairn_discarded_samples_total{{tenant="e",reason="{reason}"}}"#)
+            ),
+            1.0,
+            "{reason}"
+        );
+    }
+    // Usage says the same.
+    let u = admin("GET", &format!("{base}/admin/v1/tenants/e/usage"), "").json();
+    assert_eq!(u["data"]["active_series"], 5, "{u}");
+    assert_eq!(
+        u["data"]["samples_discarded"]["per_tenant_series_limit"], 1,
+        "{u}"
+    );
+}
+
+#[test]
+fn tokens_scopes_suspension_and_admin_endpoints() {
+    let s = TestServer::spawn(ServerOpts::default().config("auth:\n  anonymous: false\n"));
+    let base = s.url();
+    let flush = |h: &[(&str, &str)]| {
+        post(&format!("{base}/admin/v1/flush"), h, &[])
+            .unwrap()
+            .status
+    };
+    assert_eq!(flush(&[]), 401);
+    assert_eq!(
+        flush(&[("Authorization", "Bearer nope-nope-nope-nope")]),
+        401
+    );
+    assert_eq!(flush(ADMIN), 200);
+    create_tenant(&base, "a", "{}");
+    create_tenant(&base, "b", "{}");
+    let aw = token(&base, "a", r#""write""#);
+    let ar = token(&base, "a", r#""read""#);
+    let br = token(&base, "b", r#""read""#);
+    let aw_h = bearer(&aw);
+    assert_eq!(
+        flush(&[("Authorization", &aw_h)]),
+        403,
+        "a write token flushed"
+    );
+    for path in ["/admin/v1/tenants", "/admin/v1/cluster", "/admin/v1/tokens"] {
+        let st = request("GET", &format!("{base}{path}"), &[], &[])
+            .unwrap()
+            .status;
+        assert_eq!(st, 401, "{path} answered without a token");
+    }
+    let w = |auth: Option<&str>, org: Option<&str>| {
+        let mut h = vec![];
+        let a;
+        if let Some(t) = auth {
+            a = bearer(t);
+            h.push(("Authorization", a.as_str()));
+        }
+        try_remote_write_with(&base, org, &h, &request_of("auth_metric", 3, now_ms()))
+            .unwrap()
+            .0
+    };
+    assert_eq!(w(None, None), 401, "anonymous write");
+    assert_eq!(
+        w(None, Some("a")),
+        401,
+        "anonymous write with a tenant header"
+    );
+    assert_eq!(w(Some("cairn_000000000000_00"), None), 401, "unknown token");
+    assert_eq!(w(Some(&ar), None), 403, "read token wrote");
+    // The token's tenant wins over the header.
+    assert_eq!(w(Some(&aw), Some("b")), 204);
+    let series_as = |t: &str| {
+        let h = bearer(t);
+        let r = request(
+            "GET",
+            &format!("{base}/api/v1/series?match[]=auth_metric"),
+            &[("Authorization", &h)],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["data"].as_array().unwrap().len()
+    };
+    assert_eq!(series_as(&ar), 3, "tenant a reads its series");
+    assert_eq!(series_as(&br), 0, "tenant b sees a's series");
+    let lv = |t: &str| {
+        let h = bearer(t);
+        request(
+            "GET",
+            &format!("{base}/api/v1/label/i/values"),
+            &[("Authorization", &h)],
+            &[],
+        )
+        .unwrap()
+        .json()["data"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!((lv(&ar), lv(&br)), (3, 0), "label values cross tenants");
+    // Suspended: writes 403, reads still served.
+    let r = admin(
+        "PATCH",
+        &format!("{base}/admin/v1/tenants/a"),
+        r#"{"status":"suspended"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(w(Some(&aw), None), 403, "a suspended tenant wrote");
+    assert_eq!(series_as(&ar), 3);
+    let r = admin(
+        "PATCH",
+        &format!("{base}/admin/v1/tenants/a"),
+        r#"{"status":"active"}"#,
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(w(Some(&aw), None), 204);
+    // Revoked: 401 at once.
+    let id = aw.split('_').nth(1).unwrap();
+    let r = admin(
+        "DELETE",
+        &format!("{base}/admin/v1/tenants/a/tokens/{id}"),
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(w(Some(&aw), None), 401, "a revoked token wrote");
+    // An admin token created through the API works, and ETags are versions.
+    let r = admin(
+        "POST",
+        &format!("{base}/admin/v1/tokens"),
+        r#"{"scopes":["admin"]}"#,
+    );
+    let root2 = r.json()["data"]["token"].as_str().unwrap().to_string();
+    let h = bearer(&root2);
+    let r = request(
+        "GET",
+        &format!("{base}/admin/v1/tenants/b"),
+        &[("Authorization", &h)],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("etag"), Some("\"1\""));
+    let r = request(
+        "PUT",
+        &format!("{base}/admin/v1/tenants/b"),
+        &[("Authorization", &h), ("If-Match", "\"7\"")],
+        b"{}",
+    )
+    .unwrap();
+    assert_eq!(r.status, 412, "{}", r.text());
+    // An invalid tenant id is a clear 400.
+    let r = admin(
+        "POST",
+        &format!("{base}/admin/v1/tenants"),
+        r#"{"id":"../x"}"#,
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("invalid tenant id"), "{}", r.text());
+    // No plaintext token on disk or in the log.
+    let secrets = [
+        aw.as_str(),
+        ar.as_str(),
+        br.as_str(),
+        root2.as_str(),
+        ADMIN_TOKEN,
+    ];
+    let mut files = vec![s.data_dir().to_path_buf()];
+    while let Some(p) = files.pop() {
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else if let Ok(bytes) = std::fs::read(&p) {
+            for t in secrets {
+                assert!(
+                    !bytes.windows(t.len()).any(|w| w == t.as_bytes()),
+                    "a plaintext token in {}",
+                    p.display()
+                );
+            }
+        }
+    }
+    let log = s.log();
+    for t in secrets {
+        assert!(!log.contains(t), "a plaintext token in the log");
+    }
+}
