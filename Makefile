@@ -5,8 +5,9 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/cairn-target
 CARGO ?= cargo
 # System packages: RocksDB (linked dynamically, see .cargo/config.toml),
-# libclang for its bindings, Prometheus as the e2e remote-write client/reference.
-APT_PACKAGES := librocksdb-dev libclang-dev pkg-config prometheus protobuf-compiler
+# libclang for its bindings, Prometheus as the e2e remote-write client/reference,
+# VictoriaMetrics for vmagent (a second real remote-write client in the e2e tests).
+APT_PACKAGES := librocksdb-dev libclang-dev pkg-config prometheus protobuf-compiler victoria-metrics
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Prometheus's own PromQL test scripts (read in place, never copied).

@@ -804,8 +804,13 @@ pub fn spawn_prometheus_scraping(bin: &str, dir: &Path, target: &str) -> (ChildG
 
 /// Like [`spawn_prometheus`], with `cfg` as its whole prometheus.yml.
 pub fn spawn_prometheus_with(bin: &str, dir: &Path, cfg: &str) -> (ChildGuard, String) {
+    spawn_prometheus_on(bin, dir, cfg, free_port())
+}
+
+/// Like [`spawn_prometheus_with`], listening on `port` (a config that
+/// scrapes Prometheus itself must know it).
+pub fn spawn_prometheus_on(bin: &str, dir: &Path, cfg: &str, port: u16) -> (ChildGuard, String) {
     fs::create_dir_all(dir).expect("prometheus dir");
-    let port = free_port();
     let cfg_path = dir.join("prometheus.yml");
     fs::write(&cfg_path, cfg).expect("write prometheus.yml");
     let log_path = dir.join("prometheus.log");
