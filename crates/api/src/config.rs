@@ -144,6 +144,7 @@ impl QuerySection {
             timeout: self.timeout.get(),
             max_query_length: max_length,
             max_nesting_depth: self.max_nesting_depth,
+            max_series: 0,
         })
     }
 

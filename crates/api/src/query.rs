@@ -31,6 +31,9 @@ fn now_ms() -> i64 {
 fn engine_for(st: &AppState, tenant: &str, p: &Params) -> Result<Engine> {
     let mut opts = st.0.cfg.engine.clone();
     let l = st.0.tenants.directory.view().tenant(tenant).limits;
+    if l.max_series_per_query > 0 {
+        opts.max_series = l.max_series_per_query as usize;
+    }
     if l.max_samples_per_query > 0 {
         opts.max_samples = opts.max_samples.min(l.max_samples_per_query as usize);
     }

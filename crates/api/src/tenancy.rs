@@ -51,6 +51,19 @@ pub(crate) struct DiscardLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct AttributedLabels {
+    pub tenant: String,
+    /// The tenant's attribution label (e.g. `team`).
+    pub label: String,
+    /// Its value; `__missing__` for series without it, `__overflow__`
+    /// past [`ATTRIBUTION_CAP`] distinct values.
+    pub value: String,
+}
+
+/// Distinct values of a tenant's attribution label counted on their own.
+pub(crate) const ATTRIBUTION_CAP: usize = 2000;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RuleLabels {
     pub tenant: String,
     pub rule: String,
@@ -65,6 +78,10 @@ pub(crate) struct TenantMetrics {
     pub discarded: Family<DiscardLabels, Counter>,
     pub by_rule: Family<RuleLabels, Counter>,
     pub queries: Family<TenantLabel, Counter>,
+    pub attributed_received: Family<AttributedLabels, Counter>,
+    pub attributed_stored: Family<AttributedLabels, Counter>,
+    /// Each tenant's attribution values counted so far (to cap them).
+    attributed_values: Mutex<HashMap<String, std::collections::HashSet<String>>>,
 }
 
 impl TenantMetrics {
@@ -88,6 +105,16 @@ impl TenantMetrics {
             "cairn_drop_rule_samples",
             "Samples each drop rule dropped or shed (dry_run=\"true\": would have)",
             self.by_rule.clone(),
+        );
+        r.register(
+            "cairn_attributed_received_samples",
+            "Samples and exemplars received, by tenant and the value of its attribution label",
+            self.attributed_received.clone(),
+        );
+        r.register(
+            "cairn_attributed_stored_samples",
+            "Samples and exemplars passed by the tenant's limits to the store, by attribution label value",
+            self.attributed_stored.clone(),
         );
         r.register(
             "cairn_tenant_queries",
@@ -119,6 +146,89 @@ impl TenantMetrics {
         }
     }
 
+    /// Counts `batch`'s samples and exemplars by the value of `label`
+    /// into `stored` (else `received`): the first [`ATTRIBUTION_CAP`]
+    /// values on their own, the rest as `__overflow__`, series without the
+    /// label as `__missing__`.
+    pub(crate) fn attribute(
+        &self,
+        tenant: &str,
+        label: &str,
+        batch: &cairn_common::PreparedBatch,
+        stored: bool,
+    ) {
+        let mut by: HashMap<&str, u64> = HashMap::new();
+        for s in &batch.series {
+            let v = s
+                .labels
+                .pairs()
+                .find(|(n, _)| *n == label)
+                .map_or("__missing__", |(_, v)| v);
+            *by.entry(v).or_default() += (s.samples.len() + s.exemplars.len()) as u64;
+        }
+        let family = if stored {
+            &self.attributed_stored
+        } else {
+            &self.attributed_received
+        };
+        let mut known = self
+            .attributed_values
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let known = known.entry(tenant.to_string()).or_default();
+        for (v, n) in by {
+            let value = if v == "__missing__" || known.contains(v) {
+                v
+            } else if known.len() < ATTRIBUTION_CAP {
+                known.insert(v.to_string());
+                v
+            } else {
+                "__overflow__"
+            };
+            family
+                .get_or_create(&AttributedLabels {
+                    tenant: tenant.to_string(),
+                    label: label.to_string(),
+                    value: value.to_string(),
+                })
+                .inc_by(n);
+        }
+    }
+
+    /// A tenant's attributed counters, by value.
+    fn attributed(&self, tenant: &str, label: &str) -> serde_json::Value {
+        let known = self
+            .attributed_values
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(tenant)
+            .cloned()
+            .unwrap_or_default();
+        let mut out = serde_json::Map::new();
+        for v in known
+            .iter()
+            .map(String::as_str)
+            .chain(["__missing__", "__overflow__"])
+        {
+            let key = AttributedLabels {
+                tenant: tenant.to_string(),
+                label: label.to_string(),
+                value: v.to_string(),
+            };
+            let (r, s) = (
+                self.attributed_received.get_or_create(&key).get(),
+                self.attributed_stored.get_or_create(&key).get(),
+            );
+            if r + s > 0 {
+                out.insert(
+                    v.to_string(),
+                    serde_json::json!({"samples_received": r, "samples_stored": s}),
+                );
+            }
+        }
+        serde_json::json!({"label": label, "by_value": out})
+    }
+
     fn tenant_counter(f: &Family<TenantLabel, Counter>, tenant: &str) -> u64 {
         f.get_or_create(&TenantLabel {
             tenant: tenant.to_string(),
@@ -126,8 +236,9 @@ impl TenantMetrics {
         .get()
     }
 
-    /// A tenant's counters, for the admin API's usage.
-    pub(crate) fn usage(&self, tenant: &str) -> serde_json::Value {
+    /// A tenant's counters, for the admin API's usage (`attribution`: its
+    /// attribution label, if it has one).
+    pub(crate) fn usage(&self, tenant: &str, attribution: Option<&str>) -> serde_json::Value {
         let mut discarded = serde_json::Map::new();
         for r in cairn_tenancy::Reason::ALL {
             let n = self
@@ -146,6 +257,7 @@ impl TenantMetrics {
             "samples_stored": Self::tenant_counter(&self.stored, tenant),
             "samples_discarded": discarded,
             "queries": Self::tenant_counter(&self.queries, tenant),
+            "attribution": attribution.map(|l| self.attributed(tenant, l)),
         })
     }
 }

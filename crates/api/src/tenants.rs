@@ -567,7 +567,14 @@ pub(crate) async fn usage(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let mut u = st.0.tenants.metrics.usage(&id);
+    let label =
+        st.0.tenants
+            .directory
+            .view()
+            .tenant(&id)
+            .attribution_label
+            .clone();
+    let mut u = st.0.tenants.metrics.usage(&id, label.as_deref());
     // Tracked for tenants with a series limit only.
     u["active_series"] = json!(st.0.tenants.gate.active_series(&id));
     u["tenant"] = Value::String(id);

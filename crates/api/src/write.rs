@@ -84,9 +84,16 @@ pub(crate) async fn remote_write(
                 .iter()
                 .map(|s| s.exemplars.len() as u64)
                 .sum::<u64>();
+        let attribution = t.attribution_label.as_deref();
+        if let Some(l) = attribution {
+            gate_tenants.metrics.attribute(&t.id, l, &batch, false);
+        }
         let gated = gate_tenants
             .gate
             .admit(&t, &mut batch, std::time::Instant::now());
+        if let (Some(l), Ok(_)) = (attribution, &gated) {
+            gate_tenants.metrics.attribute(&t.id, l, &batch, true);
+        }
         let outcome = if gated.is_err() || (batch.series.is_empty() && batch.metadata.is_empty()) {
             None
         } else {

@@ -24,6 +24,9 @@ pub struct EngineOptions {
     /// (`query.max-nesting-depth`), checked before parsing: the parser, the
     /// evaluator and dropping the tree all recurse once per level.
     pub max_nesting_depth: usize,
+    /// Most series one query may select, over all its selectors (0: no
+    /// bound; a tenant's `max_series_per_query`).
+    pub max_series: usize,
 }
 
 impl Default for EngineOptions {
@@ -34,6 +37,7 @@ impl Default for EngineOptions {
             timeout: Duration::from_secs(120),
             max_query_length: 256 * 1024,
             max_nesting_depth: 1000,
+            max_series: 0,
         }
     }
 }
@@ -128,6 +132,7 @@ impl Engine {
         Settings {
             lookback_ms: self.opts.lookback_delta_ms,
             max_samples: self.opts.max_samples,
+            max_series: self.opts.max_series,
             timeout: self.opts.timeout,
             default_sub_step_ms: self.default_subquery_step_ms,
             fold_and_serieswise: self.fold_and_serieswise,
@@ -404,6 +409,15 @@ mod tests {
             .instant_query(&m, "default", "up[10m]", 600_000)
             .unwrap_err();
         assert!(matches!(err, QueryError::TooManySamples(_)), "{err:?}");
+        let few = Engine::new(EngineOptions {
+            max_series: 1,
+            ..EngineOptions::default()
+        });
+        let err = few.instant_query(&m, "default", "up", 30_000).unwrap_err();
+        assert!(
+            matches!(&err, QueryError::Execution(m) if m.contains("more than 1 series")),
+            "{err:?}"
+        );
         let quick = Engine::new(EngineOptions {
             timeout: Duration::ZERO,
             ..EngineOptions::default()

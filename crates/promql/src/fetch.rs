@@ -77,6 +77,7 @@ fn storage_err(vs: &dyn std::fmt::Display, e: StoreError) -> QueryError {
     match e.kind() {
         ErrorKind::Unavailable | ErrorKind::RateLimited => QueryError::Unavailable(msg),
         ErrorKind::Timeout => QueryError::Timeout(msg),
+        ErrorKind::LimitExceeded => QueryError::Execution(msg),
         _ => QueryError::Storage(msg),
     }
 }
@@ -147,19 +148,59 @@ pub(crate) async fn target_info(
     Ok(fetched(got, false, Some("target_info")))
 }
 
-/// A store whose selects note their warnings (e.g. a shard answered by
-/// fewer replicas than a majority) in one sink, for the query's answer.
+/// A store as one query sees it: its selects note their warnings (e.g. a
+/// shard answered by fewer replicas than a majority) in one sink, for the
+/// query's answer, and count the series they return against the query's
+/// `max_series` (0: no bound), failing the select that goes past it.
 pub(crate) struct Warned<'a> {
     inner: &'a dyn SeriesReader,
     pub(crate) sink: cairn_storage_api::Warnings,
+    max_series: usize,
+    selected: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl<'a> Warned<'a> {
-    pub(crate) fn new(inner: &'a dyn SeriesReader) -> Self {
+    pub(crate) fn new(inner: &'a dyn SeriesReader, max_series: usize) -> Self {
         Warned {
             inner,
             sink: Default::default(),
+            max_series,
+            selected: Default::default(),
         }
+    }
+}
+
+/// A select's stream counting its series into the query's total.
+struct Counted<'a> {
+    inner: cairn_storage_api::SeriesStream<'a>,
+    selected: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    max: usize,
+}
+
+impl futures_core::Stream for Counted<'_> {
+    type Item = std::result::Result<Vec<cairn_storage_api::StoredSeries>, StoreError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let r = self.inner.as_mut().poll_next(cx);
+        if let std::task::Poll::Ready(Some(Ok(batch))) = &r {
+            let n = self
+                .selected
+                .fetch_add(batch.len(), std::sync::atomic::Ordering::Relaxed)
+                + batch.len();
+            if n > self.max {
+                return std::task::Poll::Ready(Some(Err(StoreError::new(
+                    ErrorKind::LimitExceeded,
+                    format!(
+                        "the query selects more than {} series (the tenant's max_series_per_query)",
+                        self.max
+                    ),
+                ))));
+            }
+        }
+        r
     }
 }
 
@@ -172,7 +213,18 @@ impl SeriesReader for Warned<'_> {
         std::result::Result<cairn_storage_api::SeriesStream<'_>, StoreError>,
     > {
         req.warnings = self.sink.clone();
-        self.inner.select(req)
+        if self.max_series == 0 {
+            return self.inner.select(req);
+        }
+        let (selected, max) = (self.selected.clone(), self.max_series);
+        Box::pin(async move {
+            let inner = self.inner.select(req).await?;
+            Ok(Box::pin(Counted {
+                inner,
+                selected,
+                max,
+            }) as cairn_storage_api::SeriesStream<'_>)
+        })
     }
     fn series(
         &self,

@@ -513,7 +513,10 @@ mod tests {
         }
     }
 
-    fn batch(series: &[(&str, &[(&str, &str)], usize)]) -> PreparedBatch {
+    /// (metric name, other labels, samples) of one series.
+    type Spec<'a> = (&'a str, &'a [(&'a str, &'a str)], usize);
+
+    fn batch(series: &[Spec<'_>]) -> PreparedBatch {
         let mut b = WriteBatch::default();
         for (name, extra, n) in series {
             let mut ls = vec![("__name__", *name)];

@@ -128,7 +128,7 @@ mod tests {
 
     fn id(i: u64) -> SeriesId {
         let n = i.to_string();
-        let name = if i % 2 == 0 { "a" } else { "b" };
+        let name = if i.is_multiple_of(2) { "a" } else { "b" };
         SeriesId::of_pairs("t", [("__name__", name), ("i", n.as_str())].into_iter())
     }
 
@@ -136,7 +136,7 @@ mod tests {
     fn limits_count_new_series_and_idle_ones_leave() {
         let tr = SeriesTracker::new(Duration::from_secs(120));
         let t0 = tr.start;
-        let metric = |i: u64| if i % 2 == 0 { "a" } else { "b" };
+        let metric = |i: u64| if i.is_multiple_of(2) { "a" } else { "b" };
         let r = tr.admit("t", 3, 0, t0, (0..5).map(|i| (id(i), metric(i))));
         assert_eq!(r.iter().filter(|x| x.is_none()).count(), 3);
         assert_eq!(r[3], Some(SeriesRefusal::PerTenant { limit: 3 }));

@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 pub(crate) struct Settings {
     pub lookback_ms: i64,
     pub max_samples: usize,
+    /// Series the query may select (0: no bound).
+    pub max_series: usize,
     pub timeout: Duration,
     /// Step of subqueries without an explicit step.
     pub default_sub_step_ms: i64,
@@ -57,7 +59,7 @@ pub(crate) fn run(
     let began = Instant::now();
     validate(q)?;
     // The store's warnings (too few replicas answered) join the query's.
-    let warned = crate::fetch::Warned::new(src);
+    let warned = crate::fetch::Warned::new(src, set.max_series);
     let src: &dyn SeriesReader = &warned;
     let fast = q.is_range && set.fold_and_serieswise;
     let Plan { nodes, reads } = plan(
