@@ -271,6 +271,8 @@ pub(crate) struct Tenants {
     pub metrics: TenantMetrics,
     /// Reads running per tenant (`max_concurrent_queries`).
     running: Mutex<HashMap<String, usize>>,
+    /// Each tenant's share of the write turns.
+    write_shares: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
 }
 
 impl Tenants {
@@ -281,7 +283,22 @@ impl Tenants {
             gate: Gate::new(),
             metrics: TenantMetrics::default(),
             running: Mutex::default(),
+            write_shares: Mutex::default(),
         }
+    }
+
+    /// `tenant`'s share of the node's `slots` write turns: all but one when
+    /// there are several.
+    pub(crate) fn write_share(&self, tenant: &str, slots: usize) -> Arc<tokio::sync::Semaphore> {
+        let mut g = self
+            .write_shares
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        g.entry(tenant.to_string())
+            .or_insert_with(|| {
+                Arc::new(tokio::sync::Semaphore::new(slots.saturating_sub(1).max(1)))
+            })
+            .clone()
     }
 
     /// Who the request with `headers` is, for a route needing `need`.

@@ -596,3 +596,202 @@ pub(crate) async fn user_limits(
     )
         .into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::test_util::call;
+    use crate::{router, Admin, ApiConfig, AppState, Backend, TenancyConfig};
+    use axum::body::Body;
+    use axum::http::Request;
+    use cairn_tenancy::{tokens, AuthPolicy, Limits, LocalDirectory};
+    use std::sync::Arc;
+
+    struct NoAdmin;
+    impl Admin for NoAdmin {
+        fn flush(&self) -> Result<usize, String> {
+            Ok(0)
+        }
+        fn register_metrics(&self, _: &mut prometheus_client::registry::Registry) {}
+    }
+
+    const ROOT: &str = "root-token-0123456789";
+
+    fn app() -> axum::Router {
+        let st = AppState::with_tenancy(
+            ApiConfig::default(),
+            TenancyConfig {
+                directory: LocalDirectory::new(Limits::shared_service()),
+                policy: AuthPolicy {
+                    anonymous: true,
+                    admin_sha256: Some(tokens::hash(ROOT)),
+                },
+            },
+        )
+        .unwrap();
+        let m = Arc::new(cairn_common::MemStore::new());
+        st.set_ready(Backend {
+            reader: m.clone(),
+            writer: m,
+            admin: Arc::new(NoAdmin),
+        });
+        router(st)
+    }
+
+    fn req(method: &str, uri: &str, body: &str, headers: &[(&str, &str)]) -> Request<Body> {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", format!("Bearer {ROOT}"));
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(Body::from(body.to_string())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn limits_merge_and_unknown_names_are_refused() {
+        let app = app();
+        let (s, b) = call(&app, req("POST", "/admin/v1/tenants", r#"{"id":"a"}"#, &[])).await;
+        assert_eq!(s, 201, "{b}");
+        let (s, b) = call(&app, req("POST", "/admin/v1/tenants", r#"{"id":"a"}"#, &[])).await;
+        assert_eq!(s, 409, "{b}");
+        let (s, b) = call(
+            &app,
+            req(
+                "PUT",
+                "/admin/v1/tenants/a/limits",
+                r#"{"ingestion_rate":5,"max_active_series":7}"#,
+                &[],
+            ),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+        let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+        assert_eq!(v["data"]["limits"]["ingestion_rate"], 5);
+        // The config's default for what is not overridden.
+        assert_eq!(v["data"]["limits"]["ingestion_burst_size"], 200_000);
+        let (_, b) = call(
+            &app,
+            req(
+                "PUT",
+                "/admin/v1/tenants/a/limits",
+                r#"{"max_active_series":null}"#,
+                &[],
+            ),
+        )
+        .await;
+        let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+        assert_eq!(
+            v["data"]["overrides"],
+            serde_json::json!({"ingestion_rate": 5})
+        );
+        let (s, b) = call(
+            &app,
+            req(
+                "PUT",
+                "/admin/v1/tenants/a/limits",
+                r#"{"ingestion_rat":1}"#,
+                &[],
+            ),
+        )
+        .await;
+        assert_eq!(s, 400, "{b}");
+        assert!(
+            b.contains("unknown limit") && b.contains("ingestion_rat"),
+            "{b}"
+        );
+        let (s, b) = call(
+            &app,
+            req(
+                "PUT",
+                "/admin/v1/tenants/a/limits",
+                r#"{"ingestion_rate":"x"}"#,
+                &[],
+            ),
+        )
+        .await;
+        assert_eq!(s, 400, "{b}");
+        assert!(b.contains("ingestion_rate"), "{b}");
+        // A tenant's own view of its limits, Mimir's shape.
+        let get = Request::get("/api/v1/user_limits")
+            .header("x-scope-orgid", "a")
+            .body(Body::empty())
+            .unwrap();
+        let (s, b) = call(&app, get).await;
+        assert_eq!(s, 200, "{b}");
+        assert!(b.contains(r#""ingestion_rate":5"#), "{b}");
+    }
+
+    #[tokio::test]
+    async fn conditional_changes_bad_rules_and_missing_tenants() {
+        let app = app();
+        call(&app, req("POST", "/admin/v1/tenants", r#"{"id":"a"}"#, &[])).await;
+        let (s, b) = call(
+            &app,
+            req(
+                "PATCH",
+                "/admin/v1/tenants/a",
+                r#"{"status":"suspended"}"#,
+                &[("if-match", "\"1\"")],
+            ),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+        let (s, b) = call(
+            &app,
+            req(
+                "PATCH",
+                "/admin/v1/tenants/a",
+                r#"{"status":"active"}"#,
+                &[("if-match", "\"1\"")],
+            ),
+        )
+        .await;
+        assert_eq!(s, 412, "{b}");
+        let (s, b) = call(
+            &app,
+            req("PATCH", "/admin/v1/tenants/a", r#"{"status":"gone"}"#, &[]),
+        )
+        .await;
+        assert_eq!(s, 400, "{b}");
+        let (s, b) = call(
+            &app,
+            req(
+                "PUT",
+                "/admin/v1/tenants/a/drop_rules",
+                r#"[{"name":"x","selector":"{a=~\"(\"}"}]"#,
+                &[],
+            ),
+        )
+        .await;
+        assert_eq!(s, 400, "{b}");
+        assert!(b.contains("drop rule \\\"x\\\""), "{b}");
+        let (s, _) = call(&app, req("GET", "/admin/v1/tenants/nope", "", &[])).await;
+        assert_eq!(s, 404);
+        let (s, _) = call(
+            &app,
+            req(
+                "POST",
+                "/admin/v1/tenants/nope/tokens",
+                r#"{"scopes":["read"]}"#,
+                &[],
+            ),
+        )
+        .await;
+        assert_eq!(s, 404);
+        let (s, b) = call(
+            &app,
+            req(
+                "POST",
+                "/admin/v1/tenants/a/tokens",
+                r#"{"scopes":["root"]}"#,
+                &[],
+            ),
+        )
+        .await;
+        assert_eq!(s, 400, "{b}");
+        let (s, b) = call(&app, req("DELETE", "/admin/v1/tenants/a", "", &[])).await;
+        assert_eq!(s, 200, "{b}");
+        assert!(b.contains("kept"), "{b}");
+    }
+}

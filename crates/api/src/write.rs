@@ -42,9 +42,18 @@ pub(crate) async fn remote_write(
 ) -> Result<Response> {
     let level = write_level(&headers, st.0.cfg.write_consistency)?;
     // A turn first: each write in flight holds its decoded body until stored.
+    // One tenant holds at most all turns but one (when there are several),
+    // so a tenant flooding the node — even with requests its rate will
+    // refuse, which are decoded first — leaves a turn for the others.
     let wait = st.0.cfg.write_queue_wait;
-    let _turn = match tokio::time::timeout(wait, st.0.writes.acquire()).await {
-        Ok(Ok(permit)) => permit,
+    let share = st.0.tenants.write_share(&tenant, st.0.write_slots);
+    let turns = async {
+        let mine = share.acquire_owned().await?;
+        let any = st.0.writes.acquire().await?;
+        Ok::<_, tokio::sync::AcquireError>((mine, any))
+    };
+    let _turn = match tokio::time::timeout(wait, turns).await {
+        Ok(Ok(permits)) => permits,
         _ => {
             return Err(ApiError::text(
                 StatusCode::SERVICE_UNAVAILABLE,
