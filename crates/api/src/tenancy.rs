@@ -78,6 +78,8 @@ pub(crate) struct TenantMetrics {
     pub discarded: Family<DiscardLabels, Counter>,
     pub by_rule: Family<RuleLabels, Counter>,
     pub queries: Family<TenantLabel, Counter>,
+    /// Active series of tenants with a series limit, as of their last write.
+    pub active_series: Family<TenantLabel, prometheus_client::metrics::gauge::Gauge>,
     pub attributed_received: Family<AttributedLabels, Counter>,
     pub attributed_stored: Family<AttributedLabels, Counter>,
     /// Each tenant's attribution values counted so far (to cap them).
@@ -115,6 +117,11 @@ impl TenantMetrics {
             "cairn_attributed_stored_samples",
             "Samples and exemplars passed by the tenant's limits to the store, by attribution label value",
             self.attributed_stored.clone(),
+        );
+        r.register(
+            "cairn_active_series",
+            "Active series (a sample in the last 20 minutes) of tenants with a series limit, counted by this gateway as of the tenant's last write",
+            self.active_series.clone(),
         );
         r.register(
             "cairn_tenant_queries",

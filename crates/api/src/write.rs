@@ -162,6 +162,13 @@ pub(crate) async fn remote_write(
     for (reason, n) in &admitted.discarded {
         tm.discard(&tenant, *reason, *n);
     }
+    if let Some(n) = tenants.gate.active_series(&tenant) {
+        tm.active_series
+            .get_or_create(&crate::tenancy::TenantLabel {
+                tenant: tenant.clone(),
+            })
+            .set(n as i64);
+    }
     tm.rules(&tenant, &admitted.by_rule);
     // A refused series is echoed cut short: it may hold thousands of labels.
     let shown = |s: &str| cairn_common::limits::truncate_str(s, 512).into_owned();

@@ -537,6 +537,10 @@ fn label_and_series_limits_refuse_the_series_and_store_the_rest() {
             "{reason}"
         );
     }
+    assert_eq!(
+        metric_value(&base, r#"cairn_active_series{tenant="e"}"#),
+        5.0
+    );
     // Usage says the same.
     let u = admin("GET", &format!("{base}/admin/v1/tenants/e/usage"), "").json();
     assert_eq!(u["data"]["active_series"], 5, "{u}");
