@@ -1421,3 +1421,88 @@ fn differential(cluster: bool) {
         both_err_queries.len()
     );
 }
+
+/// `/api/v1/series` honours start/end to the series' own samples, as
+/// Prometheus does, and label values with `match[]` count the same series
+/// (issue 12): a target stopped 27 s ago is not listed for the last 10 s, in
+/// the head and after a flush. (Prometheus 2.42's label values with
+/// `match[]` come from its head's index and list it still.)
+#[test]
+fn series_time_ranges_match_prometheus() {
+    let prom_bin = prometheus_bin().expect("no prometheus binary (make deps installs it)");
+    let dir = tempfile::tempdir().unwrap();
+    let (_prom_guard, prom) = spawn_prometheus(&prom_bin, &dir.path().join("prom"));
+    let cairn = TestServer::spawn(ServerOpts::default());
+    let now = now_ms() / 1000 * 1000;
+    // (instance, last sample's age in ms): samples every 5 s for 40 minutes up to it.
+    let targets = [("live", 1_000), ("stopped", 27_000), ("gone", 30 * MIN)];
+    let mut ts = Vec::new();
+    for (inst, age) in targets {
+        let last = now - age;
+        let samples: Vec<(i64, f64)> = (0..480)
+            .map(|k| (last - 5_000 * k, k as f64))
+            .rev()
+            .collect();
+        ts.push(series(
+            &[("__name__", "up"), ("instance", inst), ("job", "j")],
+            &samples,
+        ));
+    }
+    let req = write_request(ts);
+    for url in [&prom, &cairn.url()] {
+        let (st, body) = remote_write(url, None, &req);
+        assert!(st == 200 || st == 204, "{url}: {st} {body}");
+    }
+    let ranges = [
+        (now - 10_000, now),
+        (now - 30_000, now),
+        (now - 20 * MIN, now - 5 * MIN),
+        (now - 35 * MIN, now - 31 * MIN),
+        (now - 60 * MIN, now - 45 * MIN),
+    ];
+    let listed = |base: &str, start: i64, end: i64| -> (BTreeSet<String>, BTreeSet<String>) {
+        let q = format!(
+            "start={}&end={}&match[]={}",
+            start as f64 / 1e3,
+            end as f64 / 1e3,
+            enc("up")
+        );
+        let series = api_data(base, None, &format!("/api/v1/series?{q}"))
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["instance"].as_str().unwrap_or("").to_string())
+            .collect();
+        let values = api_data(base, None, &format!("/api/v1/label/instance/values?{q}"))
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        (series, values)
+    };
+    for when in ["in the head", "after a flush"] {
+        for (start, end) in ranges {
+            let (want, prom_values) = listed(&prom, start, end);
+            let (got, values) = listed(&cairn.url(), start, end);
+            assert_eq!(
+                got, want,
+                "{when}: series in [{start}, {end}] (now {now}): Cairn lists {got:?}, Prometheus {want:?}"
+            );
+            // Label values with match[] count the same series as /series
+            // (Prometheus 2.42 answers them from its head's index, whatever
+            // the samples' times).
+            assert_eq!(
+                values, got,
+                "{when}: label values in [{start}, {end}] (Prometheus 2.42 lists {prom_values:?})"
+            );
+        }
+        let r = post(&format!("{}/admin/v1/flush", cairn.url()), ADMIN, &[]).unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    // The point of it: the stopped target is not listed for the last 10 s.
+    assert_eq!(
+        listed(&cairn.url(), now - 10_000, now).0,
+        ["live".to_string()].into_iter().collect()
+    );
+}

@@ -24,6 +24,10 @@ pub struct BlockBuf {
     pub start: i64,
     enc: Encoder,
     ooo: Vec<Sample>,
+    /// Earliest and latest sample time held (metadata reads ask whether a
+    /// series has a sample in a range, not only in the block).
+    min_t: i64,
+    max_t: i64,
 }
 
 impl BlockBuf {
@@ -32,10 +36,21 @@ impl BlockBuf {
             start,
             enc: Encoder::new(),
             ooo: Vec::new(),
+            min_t: i64::MAX,
+            max_t: i64::MIN,
         }
     }
 
+    /// Whether a sample held is in `[start, end]` — as far as the earliest
+    /// and latest tell (Prometheus's head answers from its chunks' time
+    /// bounds alike).
+    pub fn has_samples_in(&self, start: i64, end: i64) -> bool {
+        self.min_t <= end && self.max_t >= start
+    }
+
     fn append(&mut self, s: Sample) {
+        self.min_t = self.min_t.min(s.t);
+        self.max_t = self.max_t.max(s.t);
         let in_order = self.enc.last_timestamp().is_none_or(|last| s.t > last);
         // Invariant: append only fails for non-increasing timestamps, checked above.
         if !in_order || self.enc.append(s.t, s.v).is_err() {
@@ -220,9 +235,11 @@ impl Head {
     /// overlapping `[start, end]`.
     pub fn has_data(&self, id: SeriesId, start: i64, end: i64, block_ms: i64) -> bool {
         let overlaps = |b: i64| b <= end && block_end(b, block_ms) > start;
-        self.series
-            .get(&id)
-            .is_some_and(|s| s.blocks.iter().any(|b| overlaps(b.start) && !b.is_empty()))
+        self.series.get(&id).is_some_and(|s| {
+            s.blocks
+                .iter()
+                .any(|b| overlaps(b.start) && !b.is_empty() && b.has_samples_in(start, end))
+        })
     }
 
     /// Calls `f` with the block start and samples of each of `id`'s

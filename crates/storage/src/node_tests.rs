@@ -208,6 +208,52 @@ fn series_honours_the_time_range_at_block_granularity() {
     );
 }
 
+/// Within a block, a series is listed for a range only when it has a
+/// sample inside it: a target stopped 27 s ago is not listed for the last
+/// 10 s, in the head and after a flush (issue 12).
+#[test]
+fn series_honours_the_time_range_to_the_series_own_samples() {
+    let f = Fixture::new();
+    let s = f.open();
+    let now = f.now.load(Ordering::SeqCst);
+    s.write(
+        "t",
+        batch(vec![
+            (
+                labels("m", "stopped"),
+                vec![(now - 60_000, 1.0), (now - 27_000, 1.0)],
+            ),
+            (
+                labels("m", "live"),
+                vec![(now - 60_000, 1.0), (now - 1_000, 1.0)],
+            ),
+        ]),
+    )
+    .unwrap();
+    let m = [Matcher::new(MatchOp::Equal, "__name__", "m").unwrap()];
+    let jobs = |start: i64, end: i64| -> Vec<String> {
+        s.series("t", &m, start, end)
+            .unwrap()
+            .iter()
+            .map(|l| l.get("job").unwrap_or("").to_string())
+            .collect()
+    };
+    for when in ["in the head", "after a flush"] {
+        assert_eq!(jobs(now - 10_000, now), vec!["live"], "{when}");
+        assert_eq!(jobs(now - 30_000, now), vec!["live", "stopped"], "{when}");
+        assert!(
+            jobs(now - 20 * 60_000, now - 2 * 60_000).is_empty(),
+            "{when}"
+        );
+        assert_eq!(
+            s.label_values("t", "job", &m, now - 10_000, now).unwrap(),
+            vec!["live".to_string()],
+            "{when}"
+        );
+        s.flush(true).unwrap();
+    }
+}
+
 /// A series beyond the hard bounds is refused with a reason (the rest of
 /// the write goes on); one at the bounds is stored and survives a
 /// restart and a flush.

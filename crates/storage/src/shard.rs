@@ -61,14 +61,21 @@ impl Shard {
         }
         let overlaps = |b: i64| b <= end && block_end(b, block_ms) > start;
         let first_block = block_start(start, block_ms);
-        self.filesets
-            .range(first_block..=end)
-            .any(|(_, f)| f.find(id).is_some())
-            || self
-                .flushing
-                .iter()
-                .any(|(b, data)| overlaps(*b) && data.contains_key(&id))
-            || self.head.has_data(id, start, end, block_ms)
+        // A fileset inside the range has data if it has the series; one the
+        // range cuts is decoded to see whether a sample falls inside.
+        let inside = |b: i64| b >= start && block_end(b, block_ms) - 1 <= end;
+        self.filesets.range(first_block..=end).any(|(&b, f)| {
+            f.find(id).is_some_and(|i| {
+                inside(b)
+                    || f.decode(i)
+                        .is_ok_and(|v| v.iter().any(|s| s.t >= start && s.t <= end))
+            })
+        }) || self.flushing.iter().any(|(b, data)| {
+            overlaps(*b)
+                && data
+                    .get(&id)
+                    .is_some_and(|buf| buf.has_samples_in(start, end))
+        }) || self.head.has_data(id, start, end, block_ms)
     }
 
     pub fn read(&self, id: SeriesId, start: i64, end: i64, block_ms: i64) -> Result<Vec<Sample>> {
