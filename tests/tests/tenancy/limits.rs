@@ -133,10 +133,11 @@ fn writer(
     })
 }
 
-fn p99(v: &[u64]) -> u64 {
+/// The `q`-th percentile of `v`.
+fn pct(v: &[u64], q: usize) -> u64 {
     let mut v = v.to_vec();
     v.sort_unstable();
-    v.get((v.len() * 99 / 100).min(v.len().saturating_sub(1)))
+    v.get((v.len() * q / 100).min(v.len().saturating_sub(1)))
         .copied()
         .unwrap_or(0)
 }
@@ -288,13 +289,17 @@ fn overload(bases: &[String]) {
     // B: nothing refused; its latency next to its baseline (reported).
     assert_eq!(tb.limited.load(Ordering::Relaxed), 0, "B was rate limited");
     assert_eq!(tb.other.load(Ordering::Relaxed), 0, "B had failed writes");
-    let (b0, b1) = (
-        p99(&base_b.latencies_us.lock().unwrap()),
-        p99(&tb.latencies_us.lock().unwrap()),
+    let (alone, during) = (
+        base_b.latencies_us.lock().unwrap().clone(),
+        tb.latencies_us.lock().unwrap().clone(),
     );
     eprintln!(
-        "B: {} samples accepted, 0 refused; p99 latency {b1} µs during A's overload vs {b0} µs alone",
-        tb.accepted.load(Ordering::Relaxed)
+        "B: {} samples accepted, 0 refused; latency p50 {} µs, p99 {} µs during A's overload vs p50 {} µs, p99 {} µs alone",
+        tb.accepted.load(Ordering::Relaxed),
+        pct(&during, 50),
+        pct(&during, 99),
+        pct(&alone, 50),
+        pct(&alone, 99)
     );
 
     // Every 429 carries Retry-After; a request over the burst gets its own.
