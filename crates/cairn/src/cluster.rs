@@ -210,9 +210,12 @@ impl ClusterRole {
                 ) {
                     // Replica answers still pending once a write is decided
                     // run on: a slow replica delays no write the level allows.
-                    Ok(s) => Arc::new(s.with_spawner(Arc::new(move |f| {
-                        spawner.spawn(f);
-                    }))),
+                    // Reads ask this node first: its replica is in process.
+                    Ok(s) => Arc::new(s.preferring(section.node()).with_spawner(Arc::new(
+                        move |f| {
+                            spawner.spawn(f);
+                        },
+                    ))),
                     Err(e) => {
                         tracing::error!(%e, "cannot build the cluster's store");
                         return;

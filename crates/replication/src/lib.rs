@@ -45,6 +45,8 @@ pub struct ReplicatedStore {
     nodes: HashMap<NodeId, Arc<dyn NodeStore>>,
     read_level: ReadLevel,
     spawner: Option<Spawner>,
+    /// The node reads ask first (this one: in process).
+    preferred: Option<NodeId>,
 }
 
 /// Runs a future to its end without the caller (e.g. `tokio::spawn`): the
@@ -75,6 +77,7 @@ impl ReplicatedStore {
             nodes,
             read_level,
             spawner: None,
+            preferred: None,
         })
     }
 
@@ -83,6 +86,12 @@ impl ReplicatedStore {
     /// every replica's answer (or its timeout).
     pub fn with_spawner(mut self, spawner: Spawner) -> Self {
         self.spawner = Some(spawner);
+        self
+    }
+
+    /// Reads ask `node` first for the shards it holds (the local node).
+    pub fn preferring(mut self, node: NodeId) -> Self {
+        self.preferred = Some(node);
         self
     }
 
@@ -107,48 +116,116 @@ impl ReplicatedStore {
         &self.nodes[id]
     }
 
-    /// For each node, the shards of `wanted` it holds readable; and the
-    /// replication factor.
-    fn read_plan(&self, p: &Placement, wanted: &ShardSet) -> BTreeMap<NodeId, Vec<u32>> {
-        let mut by_node: BTreeMap<NodeId, Vec<u32>> = BTreeMap::new();
-        for shard in (0..p.num_shards()).filter(|s| wanted.contains(*s)) {
-            for r in p.readable(shard) {
-                by_node.entry(r.node.clone()).or_default().push(shard);
-            }
+    /// The readable replicas of `shard` in the order reads ask them: the
+    /// preferred node (this one, in process) first, the others rotated by
+    /// shard so the peers share the reads.
+    fn read_order(&self, p: &Placement, shard: u32) -> Vec<NodeId> {
+        let mut r: Vec<NodeId> = p.readable(shard).map(|r| r.node.clone()).collect();
+        r.sort();
+        if !r.is_empty() {
+            let k = shard as usize % r.len();
+            r.rotate_left(k);
         }
-        by_node
+        if let Some(i) = self
+            .preferred
+            .as_ref()
+            .and_then(|me| r.iter().position(|n| n == me))
+        {
+            let me = r.remove(i);
+            r.insert(0, me);
+        }
+        r
     }
 
-    /// Checks every shard of the plan at the read level, given which nodes
-    /// answered; the first shard below it is an Unavailable error.
-    /// Shards that met the level with fewer answers than a majority
-    /// (`unstrict_majority`) are noted in `warnings`, once per read.
-    fn check_reads(
+    /// Runs `call` on as few replicas as the read level wants answers
+    /// from — `wanted_acks`: a majority for `unstrict_majority` and
+    /// `majority`, which overlaps every majority write — each node once
+    /// with the shards it is asked for; a replica that fails is replaced
+    /// by the shard's next one, round by round, until every shard has its
+    /// answers or none is left. Then every shard is checked at the level
+    /// (an Unavailable error for the first below it; shards that met it
+    /// with fewer than a majority are noted in `warnings`, once per read).
+    async fn fan_out<T, F>(
         &self,
-        p: &Placement,
         wanted: &ShardSet,
-        answered: &HashMap<NodeId, bool>,
         warnings: &Warnings,
-    ) -> Result<(), StoreError> {
-        let mut short: Vec<u32> = Vec::new();
-        let mut down: Vec<NodeId> = Vec::new();
+        call: F,
+    ) -> Result<Vec<T>, StoreError>
+    where
+        F: Fn(Arc<dyn NodeStore>, ShardSet) -> BoxFuture<'static, Result<T, StoreError>>,
+    {
+        struct Shard {
+            order: Vec<NodeId>,
+            next: usize,
+            ok: usize,
+            failed: Vec<NodeId>,
+        }
+        let p = self.placement();
         let rf = p.replication_factor();
-        for shard in (0..p.num_shards()).filter(|s| wanted.contains(*s)) {
-            let mut ok = 0;
-            let mut failed = Vec::new();
-            for r in p.readable(shard) {
-                match answered.get(&r.node) {
-                    Some(true) => ok += 1,
-                    _ => failed.push(r.node.clone()),
+        let want = self.read_level.wanted_acks(rf).max(1);
+        let mut shards: BTreeMap<u32, Shard> = (0..p.num_shards())
+            .filter(|s| wanted.contains(*s))
+            .map(|s| {
+                (
+                    s,
+                    Shard {
+                        order: self.read_order(&p, s),
+                        next: 0,
+                        ok: 0,
+                        failed: Vec::new(),
+                    },
+                )
+            })
+            .collect();
+        let mut out = Vec::new();
+        loop {
+            let mut plan: BTreeMap<NodeId, Vec<u32>> = BTreeMap::new();
+            for (&shard, st) in shards.iter_mut() {
+                let need = want.saturating_sub(st.ok);
+                let take = need.min(st.order.len() - st.next);
+                for n in &st.order[st.next..st.next + take] {
+                    plan.entry(n.clone()).or_default().push(shard);
+                }
+                st.next += take;
+            }
+            if plan.is_empty() {
+                break;
+            }
+            let calls = plan.into_iter().map(|(node, asked)| {
+                let fut = call(self.node(&node).clone(), ShardSet::only(asked.clone()));
+                async move { (node, asked, fut.await) }
+            });
+            for (node, asked, r) in join_all(calls).await {
+                match r {
+                    Ok(v) => {
+                        out.push(v);
+                        for s in asked {
+                            if let Some(st) = shards.get_mut(&s) {
+                                st.ok += 1;
+                            }
+                        }
+                    }
+                    Err(e) if is_request_error(&e) => return Err(e),
+                    Err(_) => {
+                        for s in asked {
+                            if let Some(st) = shards.get_mut(&s) {
+                                st.failed.push(node.clone());
+                            }
+                        }
+                    }
                 }
             }
-            match evaluate(shard, self.read_level, rf, ok, &failed) {
+        }
+        let mut short: Vec<u32> = Vec::new();
+        let mut down: Vec<NodeId> = Vec::new();
+        for (shard, st) in &shards {
+            match evaluate(*shard, self.read_level, rf, st.ok, &st.failed) {
                 Outcome::Failure(e) => return Err(level_error(&e)),
                 Outcome::Warning(_) => {
-                    short.push(shard);
-                    for n in failed {
-                        if !down.contains(&n) {
-                            down.push(n);
+                    short.push(*shard);
+                    for n in &st.failed {
+                        if !down.contains(n) {
+                            down.push(n.clone());
                         }
                     }
                 }
@@ -165,42 +242,6 @@ impl ReplicatedStore {
                 down.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
             ));
         }
-        Ok(())
-    }
-
-    /// Runs `call` on every node of the read plan for `wanted`, each with
-    /// the shards it serves; the answers of the nodes that succeeded once
-    /// every shard met the read level.
-    async fn fan_out<T, F>(
-        &self,
-        wanted: &ShardSet,
-        warnings: &Warnings,
-        call: F,
-    ) -> Result<Vec<T>, StoreError>
-    where
-        F: Fn(Arc<dyn NodeStore>, ShardSet) -> BoxFuture<'static, Result<T, StoreError>>,
-    {
-        let p = self.placement();
-        let plan = self.read_plan(&p, wanted);
-        let calls = plan.iter().map(|(node, shards)| {
-            let fut = call(self.node(node).clone(), ShardSet::only(shards.clone()));
-            async move { (node.clone(), fut.await) }
-        });
-        let mut answered = HashMap::new();
-        let mut out = Vec::new();
-        for (node, r) in join_all(calls).await {
-            match r {
-                Ok(v) => {
-                    answered.insert(node, true);
-                    out.push(v);
-                }
-                Err(e) if is_request_error(&e) => return Err(e),
-                Err(_) => {
-                    answered.insert(node, false);
-                }
-            }
-        }
-        self.check_reads(&p, wanted, &answered, warnings)?;
         Ok(out)
     }
 }
@@ -323,9 +364,10 @@ fn metadata_shard(p: &Placement, tenant: &str, family: &str) -> u32 {
 }
 
 impl SeriesReader for ReplicatedStore {
-    /// Every node asked once for its readable shards of the request; all
-    /// answers read, then merged per series (replicas deduplicated) and
-    /// handed out in label order, in batches.
+    /// The replicas the read level wants answers from asked (a majority,
+    /// this node first; see `fan_out`); all answers read, then merged per
+    /// series (replicas deduplicated) and handed out in label order, in
+    /// batches.
     fn select(&self, req: SelectRequest) -> BoxFuture<'_, Result<SeriesStream<'_>, StoreError>> {
         Box::pin(async move {
             req.check()?;

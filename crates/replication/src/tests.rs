@@ -350,3 +350,100 @@ impl ShardWriter for HungNode {
         self.0.write(r)
     }
 }
+
+/// A replica that counts the selects it is asked.
+#[derive(Debug)]
+struct Counting(Arc<MemStore>, Arc<std::sync::atomic::AtomicUsize>);
+
+impl SeriesReader for Counting {
+    fn select(&self, r: SelectRequest) -> BoxFuture<'_, Result<SeriesStream<'_>, StoreError>> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.select(r)
+    }
+    fn series(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<Labels>, StoreError>> {
+        self.0.series(q)
+    }
+    fn label_names(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        self.0.label_names(q)
+    }
+    fn label_values(
+        &self,
+        q: SeriesQuery,
+        n: String,
+    ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        self.0.label_values(q, n)
+    }
+    fn exemplars(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<ExemplarSeries>, StoreError>> {
+        self.0.exemplars(q)
+    }
+    fn metadata(
+        &self,
+        t: String,
+        m: Option<String>,
+        l: usize,
+    ) -> BoxFuture<'_, Result<Vec<(String, MetricMetadata)>, StoreError>> {
+        self.0.metadata(t, m, l)
+    }
+}
+
+impl ShardWriter for Counting {
+    fn write(&self, r: WriteRequest) -> BoxFuture<'_, Result<WriteOutcome, StoreError>> {
+        self.0.write(r)
+    }
+}
+
+/// A read asks a majority of each shard's replicas, the preferred (local)
+/// node first, and the next replica only for a shard whose asked one
+/// failed: with RF 3 and nothing down, the local node and one peer per
+/// shard; the answer is complete either way.
+#[test]
+fn reads_ask_a_majority_preferring_the_local_replica() {
+    let p = placement(3, 3);
+    let calls: Vec<Arc<std::sync::atomic::AtomicUsize>> =
+        (0..3).map(|_| Default::default()).collect();
+    let mut nodes: HashMap<NodeId, Arc<dyn NodeStore>> = HashMap::new();
+    for (i, n) in p.nodes().iter().enumerate() {
+        nodes.insert(
+            n.id.clone(),
+            Arc::new(Counting(Arc::new(MemStore::new()), calls[i].clone())),
+        );
+    }
+    let store = ReplicatedStore::new(p.clone(), nodes.clone(), ReadLevel::UnstrictMajority)
+        .unwrap()
+        .preferring(NodeId::new("node-1".to_string()));
+    let now = now_ms();
+    block_on(store.write(WriteRequest::new("t", batch("t", 50, now)))).unwrap();
+    let got = block_on(select_all(
+        &store,
+        SelectRequest::new("t", up(), now - 1000, now + 1000),
+    ))
+    .unwrap();
+    assert_eq!(got.len(), 50);
+    let n: Vec<usize> = calls
+        .iter()
+        .map(|c| c.swap(0, std::sync::atomic::Ordering::Relaxed))
+        .collect();
+    // node-1 once for every shard, the two peers once each for their share.
+    assert_eq!(n, vec![1, 1, 1], "calls per node");
+    // node-1 holds every shard and is asked first: one peer per shard joins.
+    // With node-2 down, its shards go to node-3 in a second round.
+    nodes.insert(NodeId::new("node-2".to_string()), Arc::new(Down));
+    let store = ReplicatedStore::new(p, nodes, ReadLevel::UnstrictMajority)
+        .unwrap()
+        .preferring(NodeId::new("node-1".to_string()));
+    let w = cairn_storage_api::Warnings::default();
+    let mut req = SelectRequest::new("t", up(), now - 1000, now + 1000);
+    req.warnings = w.clone();
+    let got = block_on(select_all(&store, req)).unwrap();
+    assert_eq!(got.len(), 50);
+    assert_eq!(
+        calls[2].load(std::sync::atomic::Ordering::Relaxed),
+        2,
+        "node-3: its share, then node-2's"
+    );
+    assert!(
+        w.take().is_empty(),
+        "every shard had a majority: {:?}",
+        w.take()
+    );
+}
