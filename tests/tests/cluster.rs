@@ -273,7 +273,13 @@ fn whole_cluster_restart_comes_back_by_itself() {
 
 /// The metadata leader's member id, as `node` sees it.
 fn meta_leader(node: &TestServer) -> Option<String> {
-    let r = request("GET", &format!("{}/admin/v1/cluster", node.url()), ADMIN, &[]).ok()?;
+    let r = request(
+        "GET",
+        &format!("{}/admin/v1/cluster", node.url()),
+        ADMIN,
+        &[],
+    )
+    .ok()?;
     if r.status != 200 {
         return None;
     }

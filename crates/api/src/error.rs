@@ -212,7 +212,10 @@ impl IntoResponse for ApiError {
             ApiError::Limited { body, retry_after } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 [
-                    (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_string()),
+                    (
+                        header::CONTENT_TYPE,
+                        "text/plain; charset=utf-8".to_string(),
+                    ),
                     (header::RETRY_AFTER, retry_after.to_string()),
                 ],
                 body,

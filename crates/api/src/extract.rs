@@ -9,12 +9,12 @@ use crate::error::ApiError;
 use crate::params::Params;
 use crate::state::{AppState, Backend};
 use crate::tenancy::Need;
-use cairn_tenancy::Scope;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
+use cairn_tenancy::Scope;
 
 /// The backend the router serves from; rejected with 503 (plain text)
 /// until recovery is complete.

@@ -35,7 +35,9 @@ fn engine_for(st: &AppState, tenant: &str, p: &Params) -> Result<Engine> {
         opts.max_samples = opts.max_samples.min(l.max_samples_per_query as usize);
     }
     if l.query_timeout_seconds > 0 {
-        opts.timeout = opts.timeout.min(Duration::from_secs(l.query_timeout_seconds));
+        opts.timeout = opts
+            .timeout
+            .min(Duration::from_secs(l.query_timeout_seconds));
     }
     if let Some(s) = p.get("timeout").filter(|s| !s.is_empty()) {
         let ms = parse_duration_ms(s)

@@ -173,7 +173,11 @@ impl Tenants {
     }
 
     /// Who the request with `headers` is, for a route needing `need`.
-    pub(crate) fn authenticate(&self, headers: &HeaderMap, need: Scope) -> Result<Caller, ApiError> {
+    pub(crate) fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        need: Scope,
+    ) -> Result<Caller, ApiError> {
         let bearer = match headers.get(header::AUTHORIZATION) {
             None => None,
             Some(v) => {
@@ -221,7 +225,12 @@ impl Tenants {
                 tenant: tenant.to_string(),
             })
             .inc();
-        let max = self.directory.view().tenant(tenant).limits.max_concurrent_queries;
+        let max = self
+            .directory
+            .view()
+            .tenant(tenant)
+            .limits
+            .max_concurrent_queries;
         let mut g = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         let n = g.entry(tenant.to_string()).or_insert(0);
         if max > 0 && *n as u64 >= max {

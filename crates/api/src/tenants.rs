@@ -53,20 +53,18 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>> {
 }
 
 fn json_body<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T> {
-    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(body)).map_err(
-        |e| {
-            let path = e.path().to_string();
-            ApiError::bad_data(format!(
-                "request body: {}{}",
-                if path == "." {
-                    String::new()
-                } else {
-                    format!("at {path}: ")
-                },
-                e.into_inner()
-            ))
-        },
-    )
+    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(body)).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::bad_data(format!(
+            "request body: {}{}",
+            if path == "." {
+                String::new()
+            } else {
+                format!("at {path}: ")
+            },
+            e.into_inner()
+        ))
+    })
 }
 
 fn tenant_json(st: &AppState, t: &TenantRecord) -> Value {
@@ -188,7 +186,9 @@ pub(crate) async fn create(
 ) -> Result<Response> {
     let b: TenantBody = json_body(&body)?;
     let Some(id) = b.id.clone() else {
-        return Err(ApiError::bad_data("request body: the tenant's \"id\" is required"));
+        return Err(ApiError::bad_data(
+            "request body: the tenant's \"id\" is required",
+        ));
     };
     apply(
         &st,
@@ -205,7 +205,11 @@ pub(crate) async fn create(
         }
         e => e,
     })?;
-    Ok(tenant_response(&st, &current(&st, &id)?, StatusCode::CREATED))
+    Ok(tenant_response(
+        &st,
+        &current(&st, &id)?,
+        StatusCode::CREATED,
+    ))
 }
 
 /// `GET /admin/v1/tenants/{id}`.
@@ -233,7 +237,14 @@ pub(crate) async fn put(
         )));
     }
     let read_at = current(&st, &id).map_or(0, |t| t.version);
-    store(&st, b.record(id), if_match(&headers)?, read_at, StatusCode::OK).await
+    store(
+        &st,
+        b.record(id),
+        if_match(&headers)?,
+        read_at,
+        StatusCode::OK,
+    )
+    .await
 }
 
 /// What a patch may change; absent fields stay.
@@ -301,16 +312,15 @@ pub(crate) async fn delete(
 ) -> Result<Response> {
     let t = current(&st, &id)?;
     let expected = if_match(&headers)?;
-    let revoked = st
-        .0
-        .tenants
-        .directory
-        .view()
-        .state
-        .tokens
-        .values()
-        .filter(|k| k.tenant.as_deref() == Some(id.as_str()) && !k.revoked)
-        .count();
+    let revoked =
+        st.0.tenants
+            .directory
+            .view()
+            .state
+            .tokens
+            .values()
+            .filter(|k| k.tenant.as_deref() == Some(id.as_str()) && !k.revoked)
+            .count();
     apply(
         &st,
         Change::DeleteTenant {
@@ -385,7 +395,9 @@ pub(crate) async fn get_rules(
     Path(id): Path<String>,
 ) -> Result<Response> {
     let t = current(&st, &id)?;
-    Ok(success(json!({"tenant": id, "version": t.version, "drop_rules": t.drop_rules})))
+    Ok(success(
+        json!({"tenant": id, "version": t.version, "drop_rules": t.drop_rules}),
+    ))
 }
 
 /// `PUT /admin/v1/tenants/{id}/drop_rules` `[{"name", "selector", "action":

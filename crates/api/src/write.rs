@@ -87,8 +87,7 @@ pub(crate) async fn remote_write(
         let gated = gate_tenants
             .gate
             .admit(&t, &mut batch, std::time::Instant::now());
-        let outcome = if gated.is_err() || (batch.series.is_empty() && batch.metadata.is_empty())
-        {
+        let outcome = if gated.is_err() || (batch.series.is_empty() && batch.metadata.is_empty()) {
             None
         } else {
             let req =
@@ -129,9 +128,12 @@ pub(crate) async fn remote_write(
                 }
                 // Waiting never helps; the longest Retry-After slows a
                 // sender that retries 429s anyway.
-                cairn_tenancy::OverLimit::Burst { message, .. } => {
-                    (cairn_tenancy::Reason::BurstExceeded, 96, message, Vec::new())
-                }
+                cairn_tenancy::OverLimit::Burst { message, .. } => (
+                    cairn_tenancy::Reason::BurstExceeded,
+                    96,
+                    message,
+                    Vec::new(),
+                ),
             };
             tm.discard(&tenant, reason, received);
             tm.rules(&tenant, &by_rule);

@@ -233,7 +233,10 @@ mod tests {
         );
         // Every limit is listed, and off.
         assert_eq!(c.limits.0.len(), cairn_tenancy::Limits::NAMES.len());
-        assert_eq!(c.limits.to_limits().unwrap(), cairn_tenancy::Limits::default());
+        assert_eq!(
+            c.limits.to_limits().unwrap(),
+            cairn_tenancy::Limits::default()
+        );
         assert!(c.auth.anonymous);
     }
 

@@ -31,7 +31,9 @@ impl MetaDirectory {
 fn change_error(e: MetaError) -> ChangeError {
     match e {
         MetaError::Refused(c) => c,
-        e => ChangeError::Unavailable(format!("the metadata store cannot take the change now: {e}")),
+        e => ChangeError::Unavailable(format!(
+            "the metadata store cannot take the change now: {e}"
+        )),
     }
 }
 
@@ -46,8 +48,9 @@ impl Directory for MetaDirectory {
     fn change(&self, change: Change) -> BoxFuture<'static, Result<(), ChangeError>> {
         let meta = self.meta.get().cloned();
         Box::pin(async move {
-            let meta = meta
-                .ok_or_else(|| ChangeError::Unavailable("the metadata store is not started".into()))?;
+            let meta = meta.ok_or_else(|| {
+                ChangeError::Unavailable("the metadata store is not started".into())
+            })?;
             meta.propose(Command::Tenancy(change))
                 .await
                 .map_err(change_error)?;
@@ -116,7 +119,13 @@ impl Service for SingleMeta {
 /// An admin API call: `method path` with an optional JSON body, the
 /// bearer token; the answer's status and body. HTTP/1.1 over a plain
 /// socket, one request per connection.
-fn call(url: &str, token: &str, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String)> {
+fn call(
+    url: &str,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<(u16, String)> {
     let hostport = url
         .strip_prefix("http://")
         .ok_or_else(|| anyhow!("--url {url:?}: only http:// URLs are supported"))?
@@ -141,10 +150,15 @@ fn call(url: &str, token: &str, method: &str, path: &str, body: Option<&str>) ->
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| anyhow!("{hostport} sent no status line"))?;
-    let chunked = head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
-    let body = if chunked { dechunk(rest) } else { rest.to_string() };
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
     Ok((status, body))
 }
 
@@ -174,7 +188,9 @@ pub(crate) enum TenantCmd {
     /// List tenants.
     List,
     /// Show a tenant.
-    Get { id: String },
+    Get {
+        id: String,
+    },
     /// Show a tenant's limits, or change them: `--set ingestion-rate=5000`,
     /// `--unset max-active-series` (back to the default).
     Limits {
@@ -185,12 +201,20 @@ pub(crate) enum TenantCmd {
         unset: Vec<String>,
     },
     /// Refuse the tenant's writes (403) until resumed.
-    Suspend { id: String },
-    Resume { id: String },
+    Suspend {
+        id: String,
+    },
+    Resume {
+        id: String,
+    },
     /// Delete a tenant (its tokens are revoked; its data stays until retention).
-    Delete { id: String },
+    Delete {
+        id: String,
+    },
     /// A tenant's usage on the node asked.
-    Usage { id: String },
+    Usage {
+        id: String,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -321,7 +345,11 @@ pub(crate) fn token_cmd(t: &AdminTarget, cmd: TokenCmd) -> Result<()> {
         } => {
             let body = json!({"name": name, "scopes": scopes});
             match tenant {
-                Some(id) => t.run("POST", &format!("/admin/v1/tenants/{id}/tokens"), Some(body)),
+                Some(id) => t.run(
+                    "POST",
+                    &format!("/admin/v1/tenants/{id}/tokens"),
+                    Some(body),
+                ),
                 None => t.run("POST", "/admin/v1/tokens", Some(body)),
             }
         }
@@ -330,7 +358,11 @@ pub(crate) fn token_cmd(t: &AdminTarget, cmd: TokenCmd) -> Result<()> {
             None => t.run("GET", "/admin/v1/tokens", None),
         },
         TokenCmd::Revoke { id, tenant } => match tenant {
-            Some(tn) => t.run("DELETE", &format!("/admin/v1/tenants/{tn}/tokens/{id}"), None),
+            Some(tn) => t.run(
+                "DELETE",
+                &format!("/admin/v1/tenants/{tn}/tokens/{id}"),
+                None,
+            ),
             None => t.run("DELETE", &format!("/admin/v1/tokens/{id}"), None),
         },
     }

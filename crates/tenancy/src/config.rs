@@ -118,14 +118,20 @@ mod tests {
             tokens::hash("fedcba9876543210")
         );
         std::fs::remove_file(&dir).unwrap();
-        assert_eq!(f.admin_sha256(None).unwrap_err().key, "auth.admin-token-file");
+        assert_eq!(
+            f.admin_sha256(None).unwrap_err().key,
+            "auth.admin-token-file"
+        );
     }
 
     #[test]
     fn limit_keys_are_checked() {
         let mut m = BTreeMap::new();
         m.insert("ingestion-rate".to_string(), 5);
-        assert_eq!(LimitsSection(m.clone()).to_limits().unwrap().ingestion_rate, 5);
+        assert_eq!(
+            LimitsSection(m.clone()).to_limits().unwrap().ingestion_rate,
+            5
+        );
         m.insert("ingestion-rat".to_string(), 5);
         let e = LimitsSection(m).validate().unwrap_err();
         assert_eq!(e.key, "limits.ingestion-rat");

@@ -444,7 +444,10 @@ mod tests {
         }
     }
 
-    fn batch(series: &[(&str, &[(&str, &str)], usize)]) -> PreparedBatch {
+    /// A metric name, its extra label pairs, and how many series of it.
+    type SeriesSpec<'a> = (&'a str, &'a [(&'a str, &'a str)], usize);
+
+    fn batch(series: &[SeriesSpec<'_>]) -> PreparedBatch {
         let mut b = WriteBatch::default();
         for (name, extra, n) in series {
             let mut ls = vec![("__name__", *name)];

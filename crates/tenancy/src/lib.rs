@@ -27,8 +27,8 @@ mod state;
 pub mod tokens;
 mod view;
 
-pub use config::{AuthSection, LimitsSection, MIN_ADMIN_TOKEN};
 pub use auth::{authenticate, AuthError, AuthPolicy, Caller, Credentials};
+pub use config::{AuthSection, LimitsSection, MIN_ADMIN_TOKEN};
 pub use gate::{adjust, retry_after_secs, Admitted, Gate, OverLimit, Reason, Refused};
 pub use gcra::{RateLimiter, Verdict};
 pub use limits::{check_overrides, Limits};

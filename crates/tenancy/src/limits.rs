@@ -148,7 +148,7 @@ mod tests {
         );
         assert_eq!(Limits::NAMES.len(), 13);
         for n in Limits::NAMES {
-            assert_eq!(d.get(n).is_some(), true, "{n}");
+            assert!(d.get(n).is_some(), "{n}");
         }
     }
 
