@@ -10,8 +10,9 @@ use cairn_common::{
     SeriesId, SeriesSource, StorageError, Timestamp, WriteBatch, WriteOutcome,
 };
 use cairn_storage_api::{
-    cut_to_limit, guarded, stream_from_iter, BoxFuture, EncodedChunk, SelectRequest, SeriesQuery,
-    SeriesReader, SeriesStream, ShardSet, ShardWriter, StoreError, StoredSeries, WriteRequest,
+    cut_to_limit, guarded, stream_from_iter, BoxFuture, Cardinality, EncodedChunk, SelectRequest,
+    SeriesQuery, SeriesReader, SeriesStream, ShardSet, ShardWriter, StoreError, StoredSeries,
+    WriteRequest,
 };
 use std::sync::Arc;
 
@@ -78,12 +79,7 @@ impl SeriesSource for Storage {
         end: Timestamp,
     ) -> Result<Vec<Labels>, StorageError> {
         let sel = self.index.select(tenant, matchers)?;
-        let now = (self.clock)();
-        let everything = start
-            <= now
-                .saturating_sub(self.ns.retention_ms())
-                .saturating_sub(self.block_ms)
-            && end >= now.saturating_add(self.block_ms);
+        let everything = self.covers_retained_time(start, end);
         let n = self.cfg.num_shards.max(1);
         let mut out = Vec::with_capacity(sel.len());
         for (id, l) in sel {
@@ -169,6 +165,17 @@ impl Storage {
             )));
         }
         Ok(())
+    }
+
+    /// Whether `[start, end]` covers every retained block window (and the
+    /// next one), so every series of the index is in range.
+    fn covers_retained_time(&self, start: Timestamp, end: Timestamp) -> bool {
+        let now = (self.clock)();
+        start
+            <= now
+                .saturating_sub(self.ns.retention_ms())
+                .saturating_sub(self.block_ms)
+            && end >= now.saturating_add(self.block_ms)
     }
 
     fn query_checks(&self, q: &SeriesQuery) -> Result<(), StoreError> {
@@ -333,6 +340,46 @@ impl SeriesReader for Storage {
             let v = SeriesSource::metadata(self, &tenant, metric.as_deref())?;
             Ok(cut_to_limit(v, limit))
         })
+    }
+
+    /// See [`Storage::count_series`]: from the postings when the query
+    /// spans all retained time and every shard.
+    fn cardinality(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Cardinality, StoreError>> {
+        Box::pin(async move {
+            self.query_checks(&q)?;
+            self.count_series(&q)
+        })
+    }
+}
+
+impl Storage {
+    /// The counts of [`SeriesReader::cardinality`]. Over all retained time
+    /// and every shard, from the postings alone (matchers resolved to refs,
+    /// then one walk over the tenant's postings keys: no label set is read,
+    /// so the cost grows with the tenant's distinct label pairs, not with
+    /// how many label sets would be decoded). Otherwise (a time range, as
+    /// `date` asks, or some shards only: which series those are needs each
+    /// series' id, hence its registry entry) from the label sets
+    /// [`SeriesReader::series`] selects, series in range at block-window
+    /// granularity as there.
+    fn count_series(&self, q: &SeriesQuery) -> Result<Cardinality, StoreError> {
+        if q.shards == ShardSet::All && self.covers_retained_time(q.start, q.end) {
+            let index = |e: crate::error::Error| StoreError::from(StorageError::from(e));
+            let refs = if q.matchers.is_empty() {
+                None
+            } else {
+                Some(
+                    self.index
+                        .matching_refs(&q.tenant, &q.matchers)
+                        .map_err(index)?,
+                )
+            };
+            return self
+                .index
+                .cardinality(&q.tenant, refs.as_deref())
+                .map_err(index);
+        }
+        Ok(Cardinality::of_series(&self.series_of(q)?))
     }
 }
 

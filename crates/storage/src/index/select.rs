@@ -26,7 +26,7 @@ impl Index {
 
     /// Refs of series with label `name` whose value satisfies `pred`.
     /// Only values starting with `value_prefix` are scanned.
-    fn postings_where(
+    pub(super) fn postings_where(
         &self,
         tenant: &str,
         name: &str,
