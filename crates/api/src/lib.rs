@@ -23,6 +23,7 @@
 //! `cairn-promql`'s.
 
 mod admin;
+mod cardinality;
 pub mod config;
 mod error;
 mod export;
@@ -57,5 +58,5 @@ pub use render::{format_float, write_timestamp};
 pub use routes::{build, path, read_routes, router, status_routes, write_routes, Routes};
 pub use server::{serve, serve_with, ServerOptions};
 pub use state::{Admin, ApiConfig, AppState, Backend};
-pub use tenancy::TenancyConfig;
 pub use status::PROMETHEUS_COMPAT_VERSION;
+pub use tenancy::TenancyConfig;
