@@ -1,14 +1,15 @@
 //! Cardinality from the postings alone: matchers resolved to refs (those
 //! matching the empty string included, by subtracting the refs of the
 //! values they refuse), and series counted per label pair by walking one
-//! tenant's postings keys — no registry entry is read and no label set
-//! is built.
+//! tenant's postings keys — no label set is built, and registry entries
+//! are read only for the ids of refs to filter (by shard or time).
 
-use super::keys::{hex, key_text, postings_value, prefix_end};
+use super::keys::{hex, key_text, postings_value, prefix_end, ref_key};
 use super::postings::{decode_refs, intersect_sorted, union_sorted};
+use super::registry::{entry_id, entry_tenant};
 use super::{db_err, Index};
 use crate::error::{Error, Result};
-use cairn_common::{MatchOp, Matcher, METRIC_NAME};
+use cairn_common::{MatchOp, Matcher, SeriesId, METRIC_NAME};
 use cairn_storage_api::Cardinality;
 use rocksdb::ReadOptions;
 
@@ -73,6 +74,29 @@ impl Index {
             refs = subtract_sorted(&refs, &refused);
         }
         Ok(refs)
+    }
+
+    /// The series id of each of `refs` (ascending) that is `tenant`'s, in
+    /// order: registry entries read in one forward walk, ids computed from
+    /// their bytes without building label sets.
+    pub fn ids_of(&self, tenant: &str, refs: &[u64]) -> Result<Vec<(u64, SeriesId)>> {
+        let mut out = Vec::with_capacity(refs.len());
+        self.for_each_entry(refs, |r, v| {
+            let id = entry_tenant(v).and_then(|t| {
+                Ok(if t == tenant.as_bytes() {
+                    Some(entry_id(v)?)
+                } else {
+                    None
+                })
+            });
+            match id {
+                Ok(Some(id)) => out.push((r, id)),
+                Ok(None) => {}
+                Err(e) => self.skip_entry(&ref_key(r), &e),
+            }
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     /// Series counts per label pair of `tenant`'s series — all of them, or
@@ -161,7 +185,7 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cairn_common::{Labels, SeriesId};
+    use cairn_common::Labels;
     use proptest::prelude::*;
 
     proptest! {
@@ -201,6 +225,18 @@ mod tests {
                 matchers.iter().all(|m| m.matches(l.get(&m.name).unwrap_or("")))
             }));
             let refs = idx.matching_refs("a", &matchers).unwrap();
+            let with_ids = idx.ids_of("a", &refs).unwrap();
+            let got_refs: Vec<u64> = with_ids.iter().map(|(r, _)| *r).collect();
+            prop_assert_eq!(&got_refs, &refs);
+            let mut got_ids: Vec<SeriesId> = with_ids.iter().map(|(_, id)| *id).collect();
+            got_ids.sort();
+            let mut want_ids: Vec<SeriesId> = model
+                .iter()
+                .filter(|l| matchers.iter().all(|m| m.matches(l.get(&m.name).unwrap_or(""))))
+                .map(|l| SeriesId::of("a", l))
+                .collect();
+            want_ids.sort();
+            prop_assert_eq!(got_ids, want_ids);
             prop_assert_eq!(&idx.cardinality("a", Some(&refs)).unwrap(), &want);
             if matchers.is_empty() {
                 prop_assert_eq!(&idx.cardinality("a", None).unwrap(), &want);

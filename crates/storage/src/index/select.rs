@@ -144,7 +144,7 @@ impl Index {
 
     /// Calls `f` with the registry entry of each ref (ascending) that has
     /// one: one iterator, stepping over near gaps and seeking over far ones.
-    fn for_each_entry(
+    pub(super) fn for_each_entry(
         &self,
         refs: &[u64],
         mut f: impl FnMut(u64, &[u8]) -> Result<()>,
