@@ -234,8 +234,20 @@ pub(crate) async fn tsdb_status_handler(
     Ok(success(tsdb_status(&c, limit, focus.as_deref(), range)))
 }
 
-/// Mimir's `selector` (at most one) and `limit` (1 to 500, default 20).
+/// Mimir's `selector` (at most one) and `limit` (1 to 500, default 20);
+/// `count_method` may be `inmemory` (every series the tenant has, Mimir's
+/// default and what is counted here), not `active` (Cairn does not track
+/// which series were written recently).
 fn mimir_args(p: &Params) -> Result<(Vec<Vec<Matcher>>, usize)> {
+    match p.get("count_method").filter(|s| !s.is_empty()) {
+        None | Some("inmemory") => {}
+        Some(other) => {
+            return Err(ApiError::bad_data(format!(
+                "invalid parameter \"count_method\": {:?} is not supported (only \"inmemory\")",
+                echo(other)
+            )))
+        }
+    }
     let sel = selectors(p, "selector")?;
     if sel.len() > 1 {
         return Err(ApiError::bad_data(
@@ -541,6 +553,10 @@ mod tests {
         for (uri, name) in [
             ("/api/v1/cardinality/label_names?limit=501", "\"limit\""),
             (
+                "/api/v1/cardinality/label_names?count_method=active",
+                "\"count_method\"",
+            ),
+            (
                 "/api/v1/cardinality/label_names?selector=up&selector=down",
                 "\"selector\"",
             ),
@@ -584,7 +600,7 @@ mod tests {
         );
         let (_, v) = json_of(
             &app,
-            get("/api/v1/cardinality/label_names?selector=down&limit=1"),
+            get("/api/v1/cardinality/label_names?selector=down&limit=1&count_method=inmemory"),
         )
         .await;
         assert_eq!(v["label_names_count"], 3);
