@@ -126,15 +126,59 @@ async fn read(
     .await??)
 }
 
-/// `(name, count)` pairs, largest count first, then by name; the first `limit`.
-fn top<'a>(
-    items: impl IntoIterator<Item = (String, u64)> + 'a,
-    limit: usize,
-) -> Vec<(String, u64)> {
+/// `(name, count)` pairs, largest count first, then by name; the first
+/// `limit` (selected first, so only they are sorted).
+fn top(items: impl IntoIterator<Item = (String, u64)>, limit: usize) -> Vec<(String, u64)> {
+    let order = |a: &(String, u64), b: &(String, u64)| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0));
     let mut v: Vec<(String, u64)> = items.into_iter().collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    v.truncate(limit);
+    if limit == 0 {
+        return Vec::new();
+    }
+    if v.len() > limit {
+        v.select_nth_unstable_by(limit - 1, order);
+        v.truncate(limit);
+    }
+    v.sort_by(order);
     v
+}
+
+/// The `limit` label pairs held by most series, as `name=value` (then by
+/// that text): selected before any text is built.
+fn top_pairs(c: &Cardinality, limit: usize) -> Vec<(String, u64)> {
+    let mut all: Vec<(&str, &str, u64)> = c
+        .pairs
+        .iter()
+        .flat_map(|(n, vs)| vs.iter().map(move |(v, k)| (n.as_str(), v.as_str(), *k)))
+        .collect();
+    // By count; ties by `name=value` as text ('=' sorts before every
+    // label-name character, so comparing (name, value) would differ).
+    let text = |p: &(&str, &str, u64)| format!("{}={}", p.0, p.1);
+    let order = |a: &(&str, &str, u64), b: &(&str, &str, u64)| {
+        b.2.cmp(&a.2).then_with(|| text(a).cmp(&text(b)))
+    };
+    if limit == 0 {
+        return Vec::new();
+    }
+    if all.len() > limit {
+        // Counts first, cheaply: only ties at the cut compare text.
+        let by_count = |a: &(&str, &str, u64), b: &(&str, &str, u64)| b.2.cmp(&a.2);
+        all.select_nth_unstable_by(limit - 1, by_count);
+        let cut = all[limit - 1].2;
+        let (head, tail) = all.split_at_mut(limit);
+        let mut keep: Vec<(&str, &str, u64)> = head.iter().copied().filter(|p| p.2 > cut).collect();
+        let mut ties: Vec<(&str, &str, u64)> = head
+            .iter()
+            .chain(tail.iter())
+            .copied()
+            .filter(|p| p.2 == cut)
+            .collect();
+        ties.sort_by(order);
+        ties.truncate(limit - keep.len());
+        keep.extend(ties);
+        all = keep;
+    }
+    all.sort_by(order);
+    all.into_iter().map(|p| (text(&p), p.2)).collect()
 }
 
 /// Prometheus's `[{"name":…,"value":…}]`.
@@ -165,12 +209,7 @@ fn tsdb_status(c: &Cardinality, limit: usize, focus: Option<&str>, range: (i64, 
         .by_metric_name()
         .map(|m| top(m.iter().map(|(v, n)| (v.clone(), *n)), limit))
         .unwrap_or_default();
-    let value_pairs = top(
-        c.pairs
-            .iter()
-            .flat_map(|(n, vs)| vs.iter().map(move |(v, k)| (format!("{n}={v}"), *k))),
-        limit,
-    );
+    let value_pairs = top_pairs(c, limit);
     let distinct_pairs: u64 = c.pairs.values().map(|v| v.len() as u64).sum();
     let (min_time, max_time) = if c.series == 0 {
         (i64::MAX, i64::MIN)
@@ -528,6 +567,46 @@ mod tests {
         assert_eq!(v["data"]["seriesCountByMetricName"], json!([]));
         let (_, v) = json_of(&app, get("/api/v1/status/tsdb?date=0")).await;
         assert_eq!(v["data"]["totalSeries"], 8);
+    }
+
+    #[test]
+    fn top_pairs_equals_sorting_every_pair() {
+        let mut c = cairn_storage_api::Cardinality::default();
+        for (n, v, k) in [
+            ("a", "x", 3),
+            ("a", "y", 2),
+            ("a_b", "x", 2),
+            ("b", "z", 2),
+            ("c", "w", 1),
+        ] {
+            c.pairs.entry(n.into()).or_default().insert(v.into(), k);
+        }
+        let naive = |limit| {
+            super::top(
+                c.pairs
+                    .iter()
+                    .flat_map(|(n, vs)| vs.iter().map(move |(v, k)| (format!("{n}={v}"), *k))),
+                limit,
+            )
+        };
+        for limit in 0..7 {
+            assert_eq!(super::top_pairs(&c, limit), naive(limit), "limit {limit}");
+        }
+    }
+
+    #[test]
+    fn top_selects_then_sorts() {
+        let items = |v: &[(&str, u64)]| -> Vec<(String, u64)> {
+            v.iter().map(|(n, k)| (n.to_string(), *k)).collect()
+        };
+        let all = items(&[("d", 1), ("a", 5), ("c", 5), ("b", 7), ("e", 0)]);
+        assert_eq!(
+            super::top(all.clone(), 3),
+            items(&[("b", 7), ("a", 5), ("c", 5)])
+        );
+        assert_eq!(super::top(all.clone(), 10).len(), 5);
+        assert_eq!(super::top(all.clone(), 1), items(&[("b", 7)]));
+        assert!(super::top(all, 0).is_empty());
     }
 
     #[tokio::test]

@@ -5,7 +5,7 @@
 //! are read only for the ids of refs to filter (by shard or time).
 
 use super::keys::{hex, key_text, postings_value, prefix_end, ref_key};
-use super::postings::{decode_refs, intersect_sorted, union_sorted};
+use super::postings::{count_refs, decode_refs, intersect_sorted, union_sorted};
 use super::registry::{entry_id, entry_tenant};
 use super::{db_err, Index};
 use crate::error::{Error, Result};
@@ -172,11 +172,16 @@ impl Index {
                 return Ok(None);
             }
         };
-        let list = decode_refs(k, v)?;
         let n = match refs {
-            None => list.len(),
-            Some(r) if r.len() < list.len() => intersect_sorted(r, &list).len(),
-            Some(r) => intersect_sorted(&list, r).len(),
+            None => count_refs(k, v)?,
+            Some(r) => {
+                let list = decode_refs(k, v)?;
+                if r.len() < list.len() {
+                    intersect_sorted(r, &list).len()
+                } else {
+                    intersect_sorted(&list, r).len()
+                }
+            }
         };
         Ok(Some((name, value, n as u64)))
     }
