@@ -23,6 +23,7 @@
 //! `cairn-promql`'s.
 
 mod admin;
+mod cardinality;
 pub mod config;
 mod error;
 mod export;

@@ -6,7 +6,10 @@
 
 use crate::state::AppState;
 use crate::tenancy::Need;
-use crate::{admin, export, metadata, metrics_routes, query, remote_read, status, tenants, write};
+use crate::{
+    admin, cardinality, export, metadata, metrics_routes, query, remote_read, status, tenants,
+    write,
+};
 use axum::extract::DefaultBodyLimit;
 use axum::handler::Handler;
 use axum::routing::{delete, get, post, MethodRouter};
@@ -31,6 +34,12 @@ pub mod path {
     pub const BUILDINFO: &str = "/api/v1/status/buildinfo";
     pub const CONFIG: &str = "/api/v1/status/config";
     pub const FLAGS: &str = "/api/v1/status/flags";
+    /// Prometheus's TSDB status (cardinality), with VictoriaMetrics's extensions.
+    pub const TSDB_STATUS: &str = "/api/v1/status/tsdb";
+    /// Mimir's label-names cardinality.
+    pub const CARDINALITY_LABEL_NAMES: &str = "/api/v1/cardinality/label_names";
+    /// Mimir's label-values cardinality.
+    pub const CARDINALITY_LABEL_VALUES: &str = "/api/v1/cardinality/label_values";
     pub const READ: &str = "/api/v1/read";
     pub const FLUSH: &str = "/admin/v1/flush";
     pub const CLUSTER: &str = "/admin/v1/cluster";
@@ -74,7 +83,7 @@ pub fn write_routes() -> Routes {
 }
 
 /// The query role's routes: every read (PromQL, series metadata, export,
-/// exemplars, remote read).
+/// exemplars, remote read, cardinality).
 pub fn read_routes() -> Routes {
     Router::new()
         .route(path::SERIES, get_or_post(metadata::series))
@@ -88,6 +97,18 @@ pub fn read_routes() -> Routes {
         .route(path::FORMAT_QUERY, get_or_post(query::format_query))
         .route(path::READ, post(remote_read::remote_read))
         .route(path::USER_LIMITS, get(tenants::user_limits))
+        .route(
+            path::TSDB_STATUS,
+            get_or_post(cardinality::tsdb_status_handler),
+        )
+        .route(
+            path::CARDINALITY_LABEL_NAMES,
+            get_or_post(cardinality::label_names),
+        )
+        .route(
+            path::CARDINALITY_LABEL_VALUES,
+            get_or_post(cardinality::label_values),
+        )
         .layer(Extension(Need(Scope::Read)))
 }
 

@@ -23,9 +23,9 @@ use cairn_common::{
     WriteOutcome,
 };
 use cairn_storage_api::{
-    cut_to_limit, decode_batch, guarded, next_batch, stream_from_vec, BoxFuture, ErrorKind,
-    SelectRequest, SeriesQuery, SeriesReader, SeriesStream, ShardSet, ShardWriter, StoreError,
-    StoredSeries, Warnings, WriteRequest,
+    cut_to_limit, decode_batch, guarded, next_batch, stream_from_vec, BoxFuture, Cardinality,
+    ErrorKind, SelectRequest, SeriesQuery, SeriesReader, SeriesStream, ShardSet, ShardWriter,
+    StoreError, StoredSeries, Warnings, WriteRequest,
 };
 use futures_util::future::join_all;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -490,6 +490,22 @@ impl SeriesReader for ReplicatedStore {
             }
             all.sort_by(|a, b| a.0.cmp(&b.0));
             Ok(cut_to_limit(all, limit))
+        })
+    }
+
+    /// Counted over the union of the replicas' label sets ([`series`]:
+    /// every node asked for its readable shards, answers merged by labels),
+    /// so a series held by RF replicas counts once. Not summed from the
+    /// nodes' own counts: a node may answer for more shards than asked
+    /// (the in-memory store ignores shard sets), and a sum would count such
+    /// series once per replica. The price: every matching label set crosses
+    /// the network.
+    ///
+    /// [`series`]: SeriesReader::series
+    fn cardinality(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Cardinality, StoreError>> {
+        Box::pin(async move {
+            let sets = self.series(q.with_limit(0)).await?;
+            Ok(Cardinality::of_series(&sets))
         })
     }
 }

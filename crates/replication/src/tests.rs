@@ -130,6 +130,25 @@ fn three_replicas_pass_the_conformance_suite() {
     }
 }
 
+/// RF 3: every replica holds every series, and each still counts once —
+/// also with a replica down.
+#[test]
+fn cardinality_counts_each_series_once_whatever_the_replicas() {
+    let t = now_ms();
+    for down_nodes in [&[][..], &["node-1"][..]] {
+        let (store, mems) = cluster(down_nodes, ReadLevel::UnstrictMajority);
+        block_on(store.write(WriteRequest::new("t", batch("t", 40, t)))).unwrap();
+        let c = block_on(store.cardinality(SeriesQuery::new("t", vec![], t, t))).unwrap();
+        assert_eq!(c.series, 40, "down: {down_nodes:?}");
+        assert_eq!(c.pairs["__name__"]["up"], 40);
+        assert_eq!(c.pairs["i"].len(), 40);
+        assert!(c.pairs["i"].values().all(|&n| n == 1), "{:?}", c.pairs["i"]);
+        // Each replica alone holds all 40: a sum over replicas would be 3×.
+        let one = block_on(mems[0].cardinality(SeriesQuery::new("t", vec![], t, t))).unwrap();
+        assert_eq!(one.series, 40);
+    }
+}
+
 #[test]
 fn one_node_down_changes_nothing_at_the_default_levels() {
     let (store, _) = cluster(&["node-2"], ReadLevel::UnstrictMajority);

@@ -7,8 +7,8 @@
 //! samples from the last hour.
 
 use crate::{
-    block_on, next_batch, select_all, ErrorKind, ReadLimits, SelectRequest, SeriesQuery,
-    SeriesReader, ShardWriter, StoreError, WriteRequest,
+    block_on, next_batch, select_all, Cardinality, ErrorKind, ReadLimits, SelectRequest,
+    SeriesQuery, SeriesReader, ShardWriter, StoreError, WriteRequest,
 };
 use cairn_common::{
     Exemplar, Labels, MatchOp, Matcher, MetricMetadata, MetricType, PreparedBatch, Sample,
@@ -60,6 +60,7 @@ pub async fn run_flushing(
     after_write();
     selects(reader, t, base).await;
     metadata_reads(reader, t, base).await;
+    cardinality_reads(reader, t, base).await;
     limits_and_errors(reader, t, base).await;
     batches(reader, writer, t, base, after_write).await;
 }
@@ -352,6 +353,130 @@ async fn metadata_reads(r: &dyn SeriesReader, t: &Tenants, base: i64) {
         .await
         .expect("metadata of B")
         .is_empty());
+}
+
+/// `(name, [(value, series)])` pairs as a cardinality's `pairs`.
+fn pair_counts(
+    want: &[(&str, &[(&str, u64)])],
+) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>> {
+    want.iter()
+        .map(|(n, vs)| {
+            let vs = vs.iter().map(|(v, c)| (v.to_string(), *c)).collect();
+            (n.to_string(), vs)
+        })
+        .collect()
+}
+
+async fn cardinality_reads(r: &dyn SeriesReader, t: &Tenants, base: i64) {
+    let end = base + 2 * STEP;
+    let card = |tenant: &str, matchers: Vec<Matcher>, start: i64, end: i64| {
+        let q = SeriesQuery::new(tenant, matchers, start, end).with_limit(1);
+        async move {
+            let what = format!("{:?} {:?}", q.tenant, q.matchers);
+            r.cardinality(q)
+                .await
+                .unwrap_or_else(|e| panic!("cardinality {what}: {e}"))
+        }
+    };
+    // Every series of A, over all time and over the fixture's range (a
+    // store may count from its index for the first); the limit is ignored.
+    let want = Cardinality {
+        series: 4,
+        pairs: pair_counts(&[
+            ("__name__", &[("other_metric", 1), ("up", 3)]),
+            ("instance", &[("1", 2), ("2", 1)]),
+            ("job", &[("api", 3), ("db", 1)]),
+        ]),
+    };
+    let all = card(&t.a, vec![], i64::MIN, i64::MAX).await;
+    assert_eq!(all, want, "cardinality of A over all time");
+    assert_eq!(all.label_value_pairs(), 11);
+    assert_eq!(all.series_with_label("instance"), 3);
+    assert_eq!(
+        card(&t.a, vec![], base, end).await,
+        want,
+        "over the fixture's range"
+    );
+
+    // Matchers restrict what is counted, those matching "" included.
+    let api = card(&t.a, vec![eq("job", "api")], i64::MIN, i64::MAX).await;
+    assert_eq!(
+        api,
+        Cardinality {
+            series: 3,
+            pairs: pair_counts(&[
+                ("__name__", &[("other_metric", 1), ("up", 2)]),
+                ("instance", &[("1", 1), ("2", 1)]),
+                ("job", &[("api", 3)]),
+            ]),
+        },
+        "job=\"api\""
+    );
+    let not2 = card(
+        &t.a,
+        vec![m(MatchOp::NotEqual, "instance", "2")],
+        i64::MIN,
+        i64::MAX,
+    )
+    .await;
+    assert_eq!(
+        not2,
+        Cardinality {
+            series: 3,
+            pairs: pair_counts(&[
+                ("__name__", &[("other_metric", 1), ("up", 2)]),
+                ("instance", &[("1", 2)]),
+                ("job", &[("api", 2), ("db", 1)]),
+            ]),
+        },
+        "instance!=\"2\" (also the series without instance)"
+    );
+    let re = card(
+        &t.a,
+        vec![
+            m(MatchOp::RegexMatch, "__name__", "u.*"),
+            m(MatchOp::RegexMatch, "instance", "1|"),
+        ],
+        base,
+        end,
+    )
+    .await;
+    assert_eq!(re.series, 2, "{re:?}");
+    assert_eq!(
+        re.pairs["job"],
+        pair_counts(&[("job", &[("api", 1), ("db", 1)])])["job"]
+    );
+    let none = card(&t.a, vec![eq("job", "nope")], i64::MIN, i64::MAX).await;
+    assert_eq!(none, Cardinality::default());
+
+    // Tenants see only their own series.
+    let b = card(&t.b, vec![], i64::MIN, i64::MAX).await;
+    assert_eq!(
+        b,
+        Cardinality {
+            series: 1,
+            pairs: pair_counts(&[
+                ("__name__", &[("up", 1)]),
+                ("instance", &[("1", 1)]),
+                ("job", &[("api", 1)]),
+            ]),
+        },
+        "cardinality of B"
+    );
+    assert_eq!(
+        card("conformance-nobody", vec![], i64::MIN, i64::MAX).await,
+        Cardinality::default()
+    );
+
+    let e = r
+        .cardinality(SeriesQuery::new(&t.a, vec![], end, base))
+        .await
+        .expect_err("a reversed range is refused");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    let mut q = SeriesQuery::new(&t.a, vec![], i64::MIN, i64::MAX);
+    q.namespace = "conformance-no-such-namespace".into();
+    let e = r.cardinality(q).await.expect_err("an unknown namespace");
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
 }
 
 async fn expect_err(r: &dyn SeriesReader, req: SelectRequest) -> StoreError {

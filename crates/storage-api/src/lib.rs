@@ -7,13 +7,15 @@
 //! consistency level ([`WriteLevel`])); the answers (series in batches whose samples are
 //! decoded or encoded chunks, [`SeriesSamples`]); the one error type
 //! [`StoreError`] with its [`ErrorKind`]s, HTTP statuses and gRPC codes; the
-//! async, object-safe traits [`SeriesReader`] and [`ShardWriter`]; their
+//! async, object-safe traits [`SeriesReader`] and [`ShardWriter`]; the
+//! mergeable answer of a cardinality read ([`Cardinality`]); their
 //! implementation for the in-memory store; limits and deadline enforcement
 //! shared by every store ([`guarded`]); and the [`conformance`] suite.
 //!
 //! Must never depend on: RocksDB, tokio, tonic, any I/O crate, or any store.
 //! Stores (the on-disk node, a remote node's client) depend on this crate.
 
+mod cardinality;
 pub mod conformance;
 mod error;
 mod guard;
@@ -22,6 +24,7 @@ mod request;
 mod series;
 mod traits;
 
+pub use cardinality::Cardinality;
 pub use error::{ErrorKind, StoreError};
 pub use guard::guarded;
 pub use request::{

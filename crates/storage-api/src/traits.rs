@@ -2,7 +2,7 @@
 //! storage node, the in-memory store, and (with the cluster) a remote
 //! shard's gRPC client. Object-safe, so callers hold `Arc<dyn SeriesReader>`.
 
-use crate::{SelectRequest, SeriesQuery, StoreError, StoredSeries, WriteRequest};
+use crate::{Cardinality, SelectRequest, SeriesQuery, StoreError, StoredSeries, WriteRequest};
 use cairn_common::{ExemplarSeries, Labels, MetricMetadata, SeriesData, WriteOutcome};
 use futures_core::Stream;
 use std::future::Future;
@@ -50,6 +50,23 @@ pub trait SeriesReader: Send + Sync {
         metric: Option<String>,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<(String, MetricMetadata)>, StoreError>>;
+
+    /// How the matching series (of the query's tenant, shards and range,
+    /// as [`series`](Self::series) selects them) spread over label pairs,
+    /// in full: `q.limit` is ignored, since a cut answer could not be
+    /// merged with another store's. Each series is counted once, however
+    /// many replicas hold it.
+    ///
+    /// The default counts the label sets `series` returns (every matching
+    /// label set materialized, over the wire for a remote store); a store
+    /// that can count from its index does so instead.
+    fn cardinality(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Cardinality, StoreError>> {
+        Box::pin(async move {
+            let q = q.with_limit(0);
+            let sets = self.series(q).await?;
+            Ok(Cardinality::of_series(&sets))
+        })
+    }
 }
 
 /// The write contract: one validated batch to one shard (or routed by

@@ -10,8 +10,9 @@ use cairn_common::{
     SeriesId, SeriesSource, StorageError, Timestamp, WriteBatch, WriteOutcome,
 };
 use cairn_storage_api::{
-    cut_to_limit, guarded, stream_from_iter, BoxFuture, EncodedChunk, SelectRequest, SeriesQuery,
-    SeriesReader, SeriesStream, ShardSet, ShardWriter, StoreError, StoredSeries, WriteRequest,
+    cut_to_limit, guarded, stream_from_iter, BoxFuture, Cardinality, EncodedChunk, SelectRequest,
+    SeriesQuery, SeriesReader, SeriesStream, ShardSet, ShardWriter, StoreError, StoredSeries,
+    WriteRequest,
 };
 use std::sync::Arc;
 
@@ -78,12 +79,7 @@ impl SeriesSource for Storage {
         end: Timestamp,
     ) -> Result<Vec<Labels>, StorageError> {
         let sel = self.index.select(tenant, matchers)?;
-        let now = (self.clock)();
-        let everything = start
-            <= now
-                .saturating_sub(self.ns.retention_ms())
-                .saturating_sub(self.block_ms)
-            && end >= now.saturating_add(self.block_ms);
+        let everything = self.covers_retained_time(start, end);
         let n = self.cfg.num_shards.max(1);
         let mut out = Vec::with_capacity(sel.len());
         for (id, l) in sel {
@@ -169,6 +165,17 @@ impl Storage {
             )));
         }
         Ok(())
+    }
+
+    /// Whether `[start, end]` covers every retained block window (and the
+    /// next one), so every series of the index is in range.
+    fn covers_retained_time(&self, start: Timestamp, end: Timestamp) -> bool {
+        let now = (self.clock)();
+        start
+            <= now
+                .saturating_sub(self.ns.retention_ms())
+                .saturating_sub(self.block_ms)
+            && end >= now.saturating_add(self.block_ms)
     }
 
     fn query_checks(&self, q: &SeriesQuery) -> Result<(), StoreError> {
@@ -334,6 +341,64 @@ impl SeriesReader for Storage {
             Ok(cut_to_limit(v, limit))
         })
     }
+
+    /// See [`Storage::count_series`]: from the index, no label set built.
+    fn cardinality(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Cardinality, StoreError>> {
+        Box::pin(async move {
+            self.query_checks(&q)?;
+            self.count_series(&q)
+        })
+    }
+}
+
+impl Storage {
+    /// The counts of [`SeriesReader::cardinality`], from the index without
+    /// building a label set: matchers resolved to refs from postings, then
+    /// one walk over the tenant's postings keys (so the cost grows with the
+    /// tenant's distinct label pairs). Over all retained time and every
+    /// shard nothing more is read; otherwise (a time range, as `date` asks,
+    /// or some shards only) each candidate's id is read from its registry
+    /// entry to keep those of the shards asked with data in a block window
+    /// overlapping the range (as [`SeriesReader::series`] keeps them).
+    fn count_series(&self, q: &SeriesQuery) -> Result<Cardinality, StoreError> {
+        let index = |e: crate::error::Error| StoreError::from(StorageError::from(e));
+        let all_time = self.covers_retained_time(q.start, q.end);
+        if q.shards == ShardSet::All && all_time && q.matchers.is_empty() {
+            return self.index.cardinality(&q.tenant, None).map_err(index);
+        }
+        let mut refs = self
+            .index
+            .matching_refs(&q.tenant, &q.matchers)
+            .map_err(index)?;
+        if q.shards != ShardSet::All || !all_time {
+            let n = self.cfg.num_shards.max(1);
+            let mut by_shard: Vec<Vec<(u64, SeriesId)>> = vec![Vec::new(); n as usize];
+            for (r, id) in self.index.ids_of(&q.tenant, &refs).map_err(index)? {
+                let shard = id.shard(n);
+                if q.shards.contains(shard) {
+                    by_shard[shard as usize].push((r, id));
+                }
+            }
+            refs.clear();
+            for (shard, ids) in by_shard.iter().enumerate() {
+                if ids.is_empty() {
+                    continue;
+                }
+                let sh = self.shards[shard].lock();
+                refs.extend(
+                    ids.iter()
+                        .filter(|(_, id)| {
+                            all_time || sh.has_data(*id, q.start, q.end, self.block_ms)
+                        })
+                        .map(|(r, _)| *r),
+                );
+            }
+            refs.sort_unstable();
+        }
+        self.index
+            .cardinality(&q.tenant, Some(&refs))
+            .map_err(index)
+    }
 }
 
 impl ShardWriter for Storage {
@@ -396,6 +461,70 @@ mod tests {
         ));
         let (_, (filesets, _)) = s.disk_stats();
         assert!(filesets > 0, "the reads came from filesets");
+    }
+
+    /// The node's counts over a time range or some shards (registry ids
+    /// read to filter refs) equal counting the label sets `series` returns
+    /// for the same query, before and after a flush.
+    #[test]
+    fn filtered_cardinality_equals_counting_label_sets() {
+        use cairn_common::{Labels, MatchOp, Matcher, SampleWriter};
+        use cairn_storage_api::{Cardinality, SeriesQuery, SeriesReader, ShardSet};
+        let f = Fixture::new();
+        let now = now_ms();
+        f.now.store(now, std::sync::atomic::Ordering::SeqCst);
+        let s = f.open();
+        let (old, new) = (now - 6 * 3_600_000, now - 60_000);
+        let series: Vec<(Labels, Vec<(i64, f64)>)> = (0..200)
+            .map(|i| {
+                let l = Labels::from_pairs(&[
+                    ("__name__", if i % 3 == 0 { "a" } else { "b" }),
+                    ("i", &i.to_string()),
+                    ("g", &(i % 7).to_string()),
+                ]);
+                let t = if i % 2 == 0 { old } else { new };
+                (l, vec![(t, 1.0)])
+            })
+            .collect();
+        SampleWriter::write(&*s, "t", crate::test_support::batch(series)).unwrap();
+        let n = s.cfg.num_shards;
+        let queries = |s: &crate::node::Storage| {
+            let mut qs = Vec::new();
+            for (start, end) in [(i64::MIN, i64::MAX), (new - 1000, now), (old, old), (0, 1)] {
+                for ms in [
+                    vec![],
+                    vec![Matcher::new(MatchOp::Equal, "__name__", "a").unwrap()],
+                    vec![Matcher::new(MatchOp::NotEqual, "g", "3").unwrap()],
+                ] {
+                    for shards in [
+                        ShardSet::All,
+                        ShardSet::only(vec![0, n - 1]),
+                        ShardSet::only(vec![1]),
+                    ] {
+                        let mut q = SeriesQuery::new("t", ms.clone(), start, end);
+                        q.shards = shards;
+                        qs.push(q);
+                    }
+                }
+            }
+            for q in qs {
+                let got = block_on(s.cardinality(q.clone())).unwrap();
+                let want = Cardinality::of_series(&block_on(s.series(q.clone())).unwrap());
+                assert_eq!(got, want, "{q:?}");
+            }
+        };
+        queries(&s);
+        let all =
+            block_on(s.cardinality(SeriesQuery::new("t", vec![], i64::MIN, i64::MAX))).unwrap();
+        assert_eq!(all.series, 200);
+        let recent =
+            block_on(s.cardinality(SeriesQuery::new("t", vec![], new - 1000, now))).unwrap();
+        assert_eq!(
+            recent.series, 100,
+            "only the series with data in the range's block windows"
+        );
+        s.flush(true).unwrap();
+        queries(&s);
     }
 
     #[test]

@@ -25,11 +25,13 @@
 //! Modules: [`keys`] (key layout and decoding), [`postings`] (values and
 //! the merge operator), [`cache`] (decoded label sets), [`registry`]
 //! (series entries, registration), [`select`] (matchers → series, label
-//! names and values), [`exemplars`], [`metadata`]. This file holds the
+//! names and values), [`cardinality`] (series counts per label pair from
+//! postings alone), [`exemplars`], [`metadata`]. This file holds the
 //! database handle: opening, writing, reopening after an I/O error,
 //! persisting, compaction, and the count of undecodable entries.
 
 mod cache;
+mod cardinality;
 mod exemplars;
 mod keys;
 mod metadata;

@@ -38,6 +38,42 @@ fn decode_refs_into(buf: &[u8], out: &mut Vec<u64>) -> Option<()> {
     (shift == 0).then_some(())
 }
 
+/// How many refs a postings value of `key` holds, without building the
+/// list (the same checks as [`decode_refs`]: whole varints, no overflow).
+pub(super) fn count_refs(key: &[u8], buf: &[u8]) -> Result<usize> {
+    let (mut n, mut prev, mut v, mut shift) = (0usize, 0u64, 0u64, 0u32);
+    let mut ok = true;
+    for &b in buf {
+        if shift >= 64 {
+            ok = false;
+            break;
+        }
+        v |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            match prev.checked_add(v) {
+                Some(p) => prev = p,
+                None => {
+                    ok = false;
+                    break;
+                }
+            }
+            n += 1;
+            v = 0;
+            shift = 0;
+        } else {
+            shift += 7;
+        }
+    }
+    if !ok || shift != 0 {
+        return Err(Error::Corrupt(format!(
+            "index postings value of key {} ({} bytes): not ascending uvarint deltas",
+            hex(key),
+            buf.len()
+        )));
+    }
+    Ok(n)
+}
+
 /// A postings value of `key`, decoded.
 pub(super) fn decode_refs(key: &[u8], buf: &[u8]) -> Result<Vec<u64>> {
     let mut out = Vec::with_capacity(buf.len());
@@ -185,6 +221,11 @@ pub(crate) fn fuzz_postings(parts: &[&[u8]]) {
     let mut lists = Vec::with_capacity(parts.len());
     for p in parts {
         let decoded = decode_refs(b"p", p).ok();
+        assert_eq!(
+            count_refs(b"p", p).ok(),
+            decoded.as_ref().map(Vec::len),
+            "counting and decoding agree"
+        );
         let bounds = refs_bounds(p);
         match &decoded {
             Some(l) if !l.is_empty() => {

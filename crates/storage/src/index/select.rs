@@ -26,7 +26,7 @@ impl Index {
 
     /// Refs of series with label `name` whose value satisfies `pred`.
     /// Only values starting with `value_prefix` are scanned.
-    fn postings_where(
+    pub(super) fn postings_where(
         &self,
         tenant: &str,
         name: &str,
@@ -144,7 +144,7 @@ impl Index {
 
     /// Calls `f` with the registry entry of each ref (ascending) that has
     /// one: one iterator, stepping over near gaps and seeking over far ones.
-    fn for_each_entry(
+    pub(super) fn for_each_entry(
         &self,
         refs: &[u64],
         mut f: impl FnMut(u64, &[u8]) -> Result<()>,
