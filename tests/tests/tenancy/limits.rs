@@ -78,59 +78,105 @@ struct Tally {
     limited: AtomicU64,
     other: AtomicU64,
     latencies_us: std::sync::Mutex<Vec<u64>>,
+    /// When each accepted request was answered, and its samples.
+    accepted_at: std::sync::Mutex<Vec<(Instant, u64)>>,
 }
 
-/// Writes `per_request` samples of tenant `tenant` every `every` to the
-/// nodes in turn until `stop`; counts what came back.
-fn writer(
-    bases: Vec<String>,
+/// One writer: `per_request` samples of tenant `tenant` (metric `name`)
+/// every `every`, to the nodes in turn.
+struct Load {
     tenant: &'static str,
-    name: &'static str,
+    name: String,
     per_request: usize,
     every: Duration,
-    stop: Arc<AtomicBool>,
-    tally: Arc<Tally>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let t0 = now_ms() - 60_000;
-        let mut k = 0i64;
-        let mut next = Instant::now();
-        while !stop.load(Ordering::Relaxed) {
-            let req = request_of(name, per_request, t0 + k);
-            let base = &bases[k as usize % bases.len()];
-            k += 1;
-            let began = Instant::now();
-            let r = try_remote_write_with(base, Some(tenant), &[], &req);
-            let took = began.elapsed();
-            tally
-                .offered
-                .fetch_add(per_request as u64, Ordering::Relaxed);
-            match r {
-                Ok((204, _)) => {
-                    tally
-                        .accepted
-                        .fetch_add(per_request as u64, Ordering::Relaxed);
-                    tally
-                        .latencies_us
-                        .lock()
-                        .unwrap()
-                        .push(took.as_micros() as u64);
+}
+
+/// Runs `loads` together for `secs` against `bases`; each writer's bodies
+/// are encoded before the clock starts (so the client's own CPU does not
+/// compete with the server's during the measurement). Returns each load's
+/// tally and the time they ran.
+fn run_loads(bases: &[String], loads: Vec<Load>, secs: f64) -> (Vec<Arc<Tally>>, f64) {
+    run_loads_with(bases, loads, secs, None)
+}
+
+/// [`run_loads`], running `mid` on this thread `at` seconds in while the
+/// loads go on.
+fn run_loads_with(
+    bases: &[String],
+    loads: Vec<Load>,
+    secs: f64,
+    mid: Option<(f64, &mut dyn FnMut())>,
+) -> (Vec<Arc<Tally>>, f64) {
+    let barrier = Arc::new(std::sync::Barrier::new(loads.len() + 1));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tallies = Vec::new();
+    let mut threads = Vec::new();
+    for l in loads {
+        let tally = Arc::new(Tally::default());
+        tallies.push(tally.clone());
+        let (barrier, stop, bases) = (barrier.clone(), stop.clone(), bases.to_vec());
+        threads.push(std::thread::spawn(move || {
+            let t0 = now_ms() - 60_000;
+            let n = (secs / l.every.as_secs_f64()).ceil() as usize + 50;
+            let bodies: Vec<Vec<u8>> = (0..n)
+                .map(|k| encode_write(&request_of(&l.name, l.per_request, t0 + k as i64)))
+                .collect();
+            let h = [
+                ("Content-Encoding", "snappy"),
+                ("Content-Type", "application/x-protobuf"),
+                ("X-Prometheus-Remote-Write-Version", "0.1.0"),
+                ("X-Scope-OrgID", l.tenant),
+            ];
+            barrier.wait();
+            let mut next = Instant::now();
+            for (k, body) in bodies.iter().enumerate() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
                 }
-                Ok((429, _)) => {
-                    tally
-                        .limited
-                        .fetch_add(per_request as u64, Ordering::Relaxed);
+                let url = format!("{}/api/v1/write", bases[k % bases.len()]);
+                let began = Instant::now();
+                let r = post(&url, &h, body);
+                let took = began.elapsed();
+                let n = l.per_request as u64;
+                tally.offered.fetch_add(n, Ordering::Relaxed);
+                match r.map(|r| r.status) {
+                    Ok(204) => {
+                        tally.accepted.fetch_add(n, Ordering::Relaxed);
+                        tally.accepted_at.lock().unwrap().push((Instant::now(), n));
+                        tally
+                            .latencies_us
+                            .lock()
+                            .unwrap()
+                            .push(took.as_micros() as u64);
+                    }
+                    Ok(429) => {
+                        tally.limited.fetch_add(n, Ordering::Relaxed);
+                    }
+                    _ => {
+                        tally.other.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
-                _ => {
-                    tally.other.fetch_add(1, Ordering::Relaxed);
+                next += l.every;
+                if let Some(d) = next.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(d);
                 }
             }
-            next += every;
-            if let Some(d) = next.checked_duration_since(Instant::now()) {
-                std::thread::sleep(d);
-            }
-        }
-    })
+        }));
+    }
+    barrier.wait();
+    let started = Instant::now();
+    let mut left = secs;
+    if let Some((at, f)) = mid {
+        std::thread::sleep(Duration::from_secs_f64(at));
+        f();
+        left = (secs - started.elapsed().as_secs_f64()).max(0.0);
+    }
+    std::thread::sleep(Duration::from_secs_f64(left));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    (tallies, started.elapsed().as_secs_f64())
 }
 
 /// The `q`-th percentile of `v`.
@@ -192,62 +238,33 @@ fn overload(bases: &[String]) {
     eprintln!("tenants on every gateway after {:?}", began.elapsed());
 
     // B's baseline latency, alone.
-    let stop = Arc::new(AtomicBool::new(false));
-    let base_b = Arc::new(Tally::default());
-    let w = writer(
-        bases.to_vec(),
-        "b",
-        "b_metric",
-        100,
-        Duration::from_millis(100),
-        stop.clone(),
-        base_b.clone(),
-    );
-    std::thread::sleep(Duration::from_secs(3));
-    stop.store(true, Ordering::Relaxed);
-    w.join().unwrap();
-
-    // A at 10× (requests of 200), B at half its rate (requests of 100).
-    let secs = overload_secs();
-    let stop = Arc::new(AtomicBool::new(false));
-    let ta = Arc::new(Tally::default());
-    let tb = Arc::new(Tally::default());
     let every_a = Duration::from_micros((200.0 / (rate * 10.0) * 1e6) as u64);
     let every_b = Duration::from_micros((100.0 / (rate / 2.0) * 1e6) as u64);
-    let started = Instant::now();
-    let wa: Vec<_> = (0..2)
-        .map(|_| {
-            writer(
-                bases.to_vec(),
-                "a",
-                "a_metric",
-                200,
-                every_a * 2,
-                stop.clone(),
-                ta.clone(),
-            )
-        })
-        .collect();
-    let wb = writer(
-        bases.to_vec(),
-        "b",
-        "b_metric",
-        100,
-        every_b,
-        stop.clone(),
-        tb.clone(),
-    );
-    std::thread::sleep(Duration::from_secs(secs));
-    stop.store(true, Ordering::Relaxed);
-    for w in wa {
-        w.join().unwrap();
-    }
-    wb.join().unwrap();
-    let elapsed = started.elapsed().as_secs_f64();
-    let (offered, accepted) = (
-        ta.offered.load(Ordering::Relaxed),
-        ta.accepted.load(Ordering::Relaxed),
-    );
+    let b = |name: &str| Load {
+        tenant: "b",
+        name: name.to_string(),
+        per_request: 100,
+        every: every_b,
+    };
+    let a = |name: &str| Load {
+        tenant: "a",
+        name: name.to_string(),
+        per_request: 200,
+        every: every_a * 2,
+    };
+    let (t, _) = run_loads(bases, vec![b("b_alone")], 3.0);
+    let base_b = t[0].clone();
+
+    // A at 10× (two writers of 200-sample requests), B at half its rate
+    // (requests of 100).
+    let secs = overload_secs();
+    let (t, elapsed) = run_loads(bases, vec![a("a_1"), a("a_2"), b("b_during")], secs as f64);
+    let sum = |f: fn(&Tally) -> &AtomicU64| -> u64 {
+        t[..2].iter().map(|x| f(x).load(Ordering::Relaxed)).sum()
+    };
+    let (offered, accepted, a_other) =
+        (sum(|x| &x.offered), sum(|x| &x.accepted), sum(|x| &x.other));
+    let tb = t[2].clone();
     // Each gateway enforces rate ÷ gateways with the whole burst.
     let expect = rate * elapsed + burst as f64 * n;
     eprintln!(
@@ -266,11 +283,7 @@ fn overload(bases: &[String]) {
         (accepted as f64 - expect).abs() <= 0.05 * expect,
         "A accepted {accepted}, expected {expect:.0} ±5 %"
     );
-    assert_eq!(
-        ta.other.load(Ordering::Relaxed),
-        0,
-        "A: answers other than 204 and 429"
-    );
+    assert_eq!(a_other, 0, "A: answers other than 204 and 429");
     // A's discards equal offered minus accepted, over the gateways.
     let discarded: f64 = bases
         .iter()
@@ -339,51 +352,52 @@ fn overload(bases: &[String]) {
         ) > 0.0
     );
 
-    // Raised live (through the first gateway): on every gateway within 2 s,
-    // and the change lets no burst through.
+    // Raised live (through the first gateway) while A is still 10× over:
+    // on every gateway within 2 s, and the change lets no burst through.
     let new_rate = rate * 2.0;
-    let r = admin(
-        "PUT",
-        &format!("{}/admin/v1/tenants/a/limits", bases[0]),
-        &format!(r#"{{"ingestion_rate":{new_rate}}}"#),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    let changed = Instant::now();
-    for base in bases {
-        while get_as(&format!("{base}/api/v1/user_limits"), Some("a")).json()["ingestion_rate"]
-            != new_rate as u64
-        {
-            assert!(
-                changed.elapsed() < Duration::from_secs(2),
-                "new limit not on {base} within 2 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+    let mut changed = None;
+    let mut raise = || {
+        let r = admin(
+            "PUT",
+            &format!("{}/admin/v1/tenants/a/limits", bases[0]),
+            &format!(r#"{{"ingestion_rate":{new_rate}}}"#),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let at = Instant::now();
+        for base in bases {
+            while get_as(&format!("{base}/api/v1/user_limits"), Some("a")).json()["ingestion_rate"]
+                != new_rate as u64
+            {
+                assert!(
+                    at.elapsed() < Duration::from_secs(2),
+                    "new limit not on {base} within 2 s"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
-    }
-    eprintln!("new limit on every gateway after {:?}", changed.elapsed());
-    let stop = Arc::new(AtomicBool::new(false));
-    let tc = Arc::new(Tally::default());
-    let started = Instant::now();
-    let wa: Vec<_> = (0..2)
-        .map(|_| {
-            writer(
-                bases.to_vec(),
-                "a",
-                "a_metric",
-                200,
-                every_a * 2,
-                stop.clone(),
-                tc.clone(),
-            )
-        })
-        .collect();
-    std::thread::sleep(Duration::from_secs(4));
-    stop.store(true, Ordering::Relaxed);
-    for w in wa {
-        w.join().unwrap();
-    }
-    let el = started.elapsed().as_secs_f64();
-    let acc = tc.accepted.load(Ordering::Relaxed) as f64;
+        eprintln!("new limit on every gateway after {:?}", at.elapsed());
+        changed = Some(Instant::now());
+    };
+    let (t, _) = run_loads_with(
+        bases,
+        vec![a("a_raised_1"), a("a_raised_2")],
+        7.0,
+        Some((2.0, &mut raise)),
+    );
+    let changed = changed.unwrap();
+    let last = t
+        .iter()
+        .flat_map(|x| x.accepted_at.lock().unwrap().clone())
+        .map(|(at, _)| at)
+        .max()
+        .unwrap();
+    let el = last.duration_since(changed).as_secs_f64();
+    let acc = t
+        .iter()
+        .flat_map(|x| x.accepted_at.lock().unwrap().clone())
+        .filter(|(at, _)| *at > changed)
+        .map(|(_, n)| n)
+        .sum::<u64>() as f64;
     eprintln!(
         "after the raise: accepted {acc} in {el:.1} s ({:.0}/s, new rate {new_rate})",
         acc / el
