@@ -4,8 +4,9 @@
 
 use crate::node as pb;
 use cairn_common::{
-    Exemplar, ExemplarSeries, Label, Labels, MatchOp, Matcher, MetricMetadata, MetricType,
-    PreparedBatch, Sample, SeriesWrite, WriteBatch, WriteOutcome, WriteRejection,
+    Exemplar, ExemplarSeries, Label, Labels, LazyLabels, MatchOp, Matcher, MetricMetadata,
+    MetricType, PreparedBatch, PreparedSeries, Sample, SeriesId, SeriesWrite, WriteBatch,
+    WriteOutcome, WriteRejection,
 };
 use cairn_storage_api::{
     EncodedChunk, ErrorKind, ReadLimits, SelectHints, SelectRequest, SeriesQuery, SeriesSamples,
@@ -370,10 +371,12 @@ pub(crate) fn write_to(r: &WriteRequest) -> pb::WriteRequest {
             WriteLevel::One => pb::Consistency::One,
             WriteLevel::All => pb::Consistency::All,
         } as i32,
+        packed: Some(pack(&r.batch)),
         series: r
             .batch
             .series
             .iter()
+            .filter(|s| !s.exemplars.is_empty())
             .map(|s| pb::WriteSeries {
                 labels: s
                     .labels
@@ -394,6 +397,96 @@ pub(crate) fn write_to(r: &WriteRequest) -> pb::WriteRequest {
             .map(|(f, m)| metadata_to(f, m))
             .collect(),
     }
+}
+
+/// The batch's series without exemplars, packed (see `PackedSeries`).
+fn pack(b: &PreparedBatch) -> pb::PackedSeries {
+    let plain = || b.series.iter().filter(|s| s.exemplars.is_empty());
+    let n_samples: usize = plain().map(|s| s.samples.len()).sum();
+    let mut p = pb::PackedSeries {
+        label_lens: Vec::with_capacity(b.series.len() * 16),
+        label_bytes: Vec::with_capacity(b.series.len() * 96),
+        sample_counts: Vec::with_capacity(b.series.len()),
+        t: Vec::with_capacity(n_samples),
+        v: Vec::with_capacity(n_samples),
+    };
+    for s in plain() {
+        let at = p.label_lens.len();
+        p.label_lens.push(0);
+        let mut n = 0;
+        for (name, value) in s.labels.raw_pairs() {
+            p.label_lens.push(name.len() as u32);
+            p.label_lens.push(value.len() as u32);
+            p.label_bytes.extend_from_slice(name);
+            p.label_bytes.extend_from_slice(value);
+            n += 1;
+        }
+        p.label_lens[at] = n;
+        p.sample_counts.push(s.samples.len() as u32);
+        p.t.extend(s.samples.iter().map(|x| x.t));
+        p.v.extend(s.samples.iter().map(|x| x.v));
+    }
+    p
+}
+
+/// The packed series as prepared series over one shared buffer, their ids
+/// computed here from their labels; refused (naming what) when the
+/// lengths do not add up or the labels are not sorted, unique, UTF-8 and
+/// non-empty.
+fn unpack(tenant: &str, p: pb::PackedSeries) -> Result<Vec<PreparedSeries>, StoreError> {
+    let bad = |what: &str| StoreError::invalid(format!("packed write series: {what}"));
+    let buf = Arc::new(p.label_bytes);
+    let mut out = Vec::with_capacity(p.sample_counts.len());
+    let (mut li, mut off, mut si) = (0usize, 0usize, 0usize);
+    for &count in &p.sample_counts {
+        let n = *p
+            .label_lens
+            .get(li)
+            .ok_or_else(|| bad("label lengths end early"))? as usize;
+        li += 1;
+        let lens = p
+            .label_lens
+            .get(li..li + 2 * n)
+            .ok_or_else(|| bad("label lengths end early"))?;
+        li += 2 * n;
+        let mut spans = Vec::with_capacity(n);
+        let mut prev: Option<&[u8]> = None;
+        for pair in lens.chunks_exact(2) {
+            let (a, b) = (off, off + pair[0] as usize);
+            let c = b + pair[1] as usize;
+            let (name, value) = (
+                buf.get(a..b).ok_or_else(|| bad("label bytes end early"))?,
+                buf.get(b..c).ok_or_else(|| bad("label bytes end early"))?,
+            );
+            if std::str::from_utf8(name).is_err() || std::str::from_utf8(value).is_err() {
+                return Err(bad("a label is not UTF-8"));
+            }
+            if value.is_empty() || prev.is_some_and(|p| p >= name) {
+                return Err(bad("labels not sorted by name, unique and non-empty"));
+            }
+            prev = Some(name);
+            spans.push([a as u32, b as u32, b as u32, c as u32]);
+            off = c;
+        }
+        let k = count as usize;
+        let (t, v) = (
+            p.t.get(si..si + k)
+                .ok_or_else(|| bad("timestamps end early"))?,
+            p.v.get(si..si + k).ok_or_else(|| bad("values end early"))?,
+        );
+        si += k;
+        let labels = LazyLabels::new(buf.clone(), spans);
+        out.push(PreparedSeries {
+            id: SeriesId::of_bytes(tenant, labels.raw_pairs()),
+            labels,
+            samples: t.iter().zip(v).map(|(&t, &v)| Sample { t, v }).collect(),
+            exemplars: Vec::new(),
+        });
+    }
+    if li != p.label_lens.len() || off != buf.len() || si != p.t.len() || si != p.v.len() {
+        return Err(bad("lengths do not add up"));
+    }
+    Ok(out)
 }
 
 pub(crate) fn write_from(r: pb::WriteRequest) -> Result<WriteRequest, StoreError> {
@@ -423,8 +516,12 @@ pub(crate) fn write_from(r: pb::WriteRequest) -> Result<WriteRequest, StoreError
         series,
         metadata: r.metadata.into_iter().map(metadata_from).collect(),
     };
+    let mut batch = PreparedBatch::from_batch(&r.tenant, batch);
+    if let Some(p) = r.packed {
+        batch.series.extend(unpack(&r.tenant, p)?);
+    }
     Ok(WriteRequest {
-        batch: PreparedBatch::from_batch(&r.tenant, batch),
+        batch,
         tenant: r.tenant,
         namespace: r.namespace,
         shard: r.shard,
@@ -544,5 +641,93 @@ mod tests {
         assert_eq!(back.shards, ShardSet::Only(vec![1, 3]));
         assert_eq!(back.limits, r.limits);
         assert!(back.deadline.is_some() && back.prefer_chunks);
+    }
+}
+
+#[cfg(test)]
+mod packed_tests {
+    use super::*;
+
+    fn batch() -> PreparedBatch {
+        let s = |pairs: &[(&str, &str)], n: i64, ex: bool| SeriesWrite {
+            labels: Labels::from_pairs(pairs),
+            samples: (0..n).map(|i| Sample::new(i, i as f64 * 0.5)).collect(),
+            exemplars: if ex {
+                vec![Exemplar {
+                    labels: Labels::from_pairs(&[("trace_id", "abc")]),
+                    value: 1.0,
+                    t: 0,
+                }]
+            } else {
+                vec![]
+            },
+        };
+        PreparedBatch::from_batch(
+            "t",
+            WriteBatch {
+                series: vec![
+                    s(&[("__name__", "up"), ("job", "a")], 3, false),
+                    s(&[("__name__", "lat"), ("le", "0.5")], 1, true),
+                    s(&[("__name__", "up"), ("job", "b"), ("zone", "é")], 0, false),
+                ],
+                metadata: vec![],
+            },
+        )
+    }
+
+    #[test]
+    fn a_write_round_trips_packed_with_the_same_ids() {
+        let b = batch();
+        let r = WriteRequest::new("t", b.clone());
+        let wire = write_to(&r);
+        assert_eq!(
+            wire.series.len(),
+            1,
+            "only the series with exemplars unpacked"
+        );
+        let back = write_from(wire).unwrap();
+        let key = |b: &PreparedBatch| {
+            let mut v: Vec<_> = b
+                .series
+                .iter()
+                .map(|s| {
+                    (
+                        s.id,
+                        s.labels.materialize(),
+                        s.samples.clone(),
+                        s.exemplars.len(),
+                    )
+                })
+                .collect();
+            v.sort_by_key(|x| x.0);
+            v
+        };
+        assert_eq!(key(&back.batch), key(&b));
+    }
+
+    #[test]
+    fn malformed_packed_series_are_refused() {
+        let good = write_to(&WriteRequest::new("t", batch())).packed.unwrap();
+        let mut cases = Vec::new();
+        let mut p = good.clone();
+        p.label_lens.pop();
+        cases.push(("lengths", p));
+        let mut p = good.clone();
+        p.label_bytes.truncate(3);
+        cases.push(("bytes", p));
+        let mut p = good.clone();
+        p.t.pop();
+        cases.push(("timestamps", p));
+        let mut p = good.clone();
+        p.label_bytes[0] = 0xff;
+        cases.push(("utf-8", p));
+        let mut p = good.clone();
+        p.label_bytes.push(b'x');
+        cases.push(("trailing", p));
+        for (what, p) in cases {
+            let e = unpack("t", p).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{what}: {e}");
+        }
+        assert_eq!(unpack("t", good).unwrap().len(), 2);
     }
 }
