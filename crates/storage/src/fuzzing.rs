@@ -13,11 +13,14 @@ use std::path::Path;
 const BLOCK_MS: i64 = 2 * 3600 * 1000;
 
 /// A commit-log record payload, decoded as replay decodes it (the record
-/// decoder, [`record::decode`]) and applied to a shard as replay applies it (then read back); and the same bytes
+/// decoder, [`record::Decoder`], of both versions) and applied to a shard as replay applies it (then read back); and the same bytes
 /// walked as replay walks a segment (framing, checksums, resynchronising
-/// after damage), each whole record decoded.
+/// after damage), each whole record decoded in turn by one decoder, as
+/// replay decodes a segment (refs and previous values carried from record
+/// to record).
 pub fn commitlog_record(data: &[u8]) {
-    apply_record(data);
+    apply_record(&mut record::Decoder::default(), data);
+    let mut decoder = record::Decoder::default();
     let start = if data.starts_with(b"CAIRNCL1") { 8 } else { 0 };
     let mut last = None;
     for step in commitlog::Walk::new(data, start) {
@@ -27,7 +30,7 @@ pub fn commitlog_record(data: &[u8]) {
                     commitlog::next_record(data, pos).map(|r| r.0),
                     Some(payload)
                 );
-                apply_record(payload);
+                apply_record(&mut decoder, payload);
                 pos
             }
             commitlog::Step::Damaged { pos, .. } | commitlog::Step::TornTail { pos } => pos,
@@ -38,8 +41,8 @@ pub fn commitlog_record(data: &[u8]) {
     }
 }
 
-fn apply_record(payload: &[u8]) {
-    let Ok(rec) = record::decode(payload) else {
+fn apply_record(decoder: &mut record::Decoder, payload: &[u8]) {
+    let Ok(rec) = decoder.decode(1, payload) else {
         return;
     };
     let mut shard = shard::Shard::default();

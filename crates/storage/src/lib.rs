@@ -61,12 +61,15 @@ mod recovery;
 pub mod shard;
 
 pub use commitlog::FsyncPolicy;
-pub use config::{system_clock, Clock, FsyncSetting, StorageConfig, StorageSection};
+pub use config::{
+    system_clock, Clock, CommitLogFormat, FsyncSetting, StorageConfig, StorageSection,
+};
 pub use error::{Error, Result};
 pub use flush::FlushTask;
 pub use metrics::Metrics;
 pub use namespace::Namespace;
 pub use node::Storage;
+pub use record::Compression as CommitLogCompression;
 
 #[cfg(test)]
 mod test_support;
