@@ -59,6 +59,20 @@ impl Flusher {
         // flush needs is one shard's worth, not the whole head's. Data a shard
         // receives after the seal and before its turn is flushed too (replay
         // of it is idempotent); `sealed` stays a correct lower bound.
+        // With nothing to write the log is not sealed: a segment then spans
+        // until a window closes, and the series refs of its records are
+        // declared once per segment (a seal every flush interval would
+        // declare every series again each time).
+        if !force && self.retry.lock().is_empty() {
+            let mut in_memory = BTreeSet::new();
+            for sh in cx.shards {
+                sh.lock().blocks_in_memory(&mut in_memory);
+            }
+            if !in_memory.iter().any(|&b| pick(b)) {
+                cx.metrics.flushes.inc();
+                return Ok(0);
+            }
+        }
         let sealed = {
             let _w = cx.apply_lock.write();
             cx.log.rotate()?
