@@ -175,8 +175,9 @@ mod tests {
         replay("fileset_read", |b| super::fileset(d.path(), b));
     }
 
-    /// Seed inputs for `fileset_read` and `codec_decode` from the real
-    /// writer (run by hand when the formats change).
+    /// Seed inputs for `fileset_read`, `codec_decode` and
+    /// `commitlog_record` from the real writer (run by hand when the
+    /// formats change).
     #[test]
     #[ignore = "writes seeds: cargo test -p cairn-storage --lib write_seeds -- --ignored"]
     fn write_seeds() {
@@ -225,6 +226,38 @@ mod tests {
             std::fs::create_dir_all(&out).unwrap();
             std::fs::write(out.join(format!("seed-{k}")), &input).unwrap();
         }
+        // Commit-log seeds: a segment of version 2 records from the real
+        // write path (new series, then refs and coded values), and its
+        // first record's payload alone.
+        let f = crate::test_support::Fixture::new();
+        let now = f.now.load(std::sync::atomic::Ordering::SeqCst);
+        let store = f.open();
+        for k in 0..4i64 {
+            let series = (0..6)
+                .map(|i| {
+                    let v = [k as f64 * 10.0, 1.25 + k as f64, 42.0, f64::NAN, 1e300, 0.5][i];
+                    let t = now + k * 15_000 + (i as i64 % 2) * 3;
+                    (
+                        crate::test_support::labels("m", &format!("j{i}")),
+                        vec![(t, v), (t + 1, v)][..1 + i % 2].to_vec(),
+                    )
+                })
+                .collect();
+            use cairn_common::SampleWriter;
+            store
+                .write("t", crate::test_support::batch(series))
+                .unwrap();
+        }
+        store.close().unwrap();
+        let seg = crate::test_support::seg_files(f.dir.path())
+            .into_iter()
+            .find(|p| std::fs::metadata(p).unwrap().len() > 8)
+            .unwrap();
+        let seg = std::fs::read(seg).unwrap();
+        let out = root.join("commitlog_record");
+        std::fs::write(out.join("seed-v2-segment"), &seg).unwrap();
+        let (first, _) = super::commitlog::next_record(&seg, 8).unwrap();
+        std::fs::write(out.join("seed-v2-record"), first).unwrap();
         let out = root.join("codec_decode");
         std::fs::create_dir_all(&out).unwrap();
         for (k, s) in series.iter().enumerate() {

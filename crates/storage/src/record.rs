@@ -24,11 +24,13 @@
 //! - known series used for the first time in this segment (epoch): count,
 //!   then id(16) each. New series, then these, take refs `first ref`,
 //!   `first ref + 1`, … in order;
-//! - samples: entry count; if any, the base time (zig-zag varint); per
-//!   entry `zigzag(ref - previous entry's ref) << 1 | simple` (the first
-//!   from 0); *simple* is one sample at the base time; otherwise a sample
-//!   count and per sample the time as a zig-zag delta from the previous one
-//!   (the first from the base). Each value is one tag varint, low two bits:
+//! - samples: entry count; if any, the base time (zig-zag varint), then
+//!   two streams: the entries (length-prefixed), per entry
+//!   `zigzag(ref - previous entry's ref) << 1 | simple` (the first from 0),
+//!   *simple* being one sample at the base time, otherwise a sample count
+//!   and per sample the time as a zig-zag delta from the previous one (the
+//!   first from the base); then every sample's value in the same order.
+//!   Each value is one tag varint, low two bits:
 //!   0 the previous value's bits again; 1 decimal with the previous
 //!   exponent, `zigzag(m - previous m) << 2`; 2 decimal, `zigzag(e) << 2`
 //!   then zig-zag m (the value is `m / 10^e`, or `m * 10^-e` when e < 0, in
@@ -352,6 +354,7 @@ pub(crate) struct Encoder {
     /// the next one starts a new epoch.
     dirty: bool,
     body: Vec<u8>,
+    hdr: Vec<u8>,
     packed: Vec<u8>,
     zstd: Option<zstd::bulk::Compressor<'static>>,
 }
@@ -367,6 +370,7 @@ impl Encoder {
             state: Vec::new(),
             dirty: false,
             body: Vec::new(),
+            hdr: Vec::new(),
             packed: Vec::new(),
             zstd: None,
         }
@@ -459,26 +463,31 @@ impl Encoder {
         }
         let entries = parts.samples.iter().filter(|p| !p.1.is_empty());
         put_uvarint(body, entries.clone().count() as u64);
-        let base = entries.clone().next().map(|p| p.1[0].t);
-        if let Some(base) = base {
+        let first = entries.clone().next().map(|p| p.1[0].t);
+        if let Some(base) = first {
             put_varint(body, base);
         }
-        let base = base.unwrap_or(0);
+        let base = first.unwrap_or(0);
+        // Two streams, so the compressor sees runs: entry headers and times
+        // (length-prefixed), then the values.
+        let mut hdr = std::mem::take(&mut self.hdr);
+        hdr.clear();
         let mut prev_ref = 0i64;
+        let at = body.len();
         for (id, samples) in entries {
             // Declared above: every series with samples has a ref.
             let r = self.refs[id];
             let simple = samples.len() == 1 && samples[0].t == base;
-            put_uvarint(body, zigzag(r as i64 - prev_ref) << 1 | simple as u64);
+            put_uvarint(&mut hdr, zigzag(r as i64 - prev_ref) << 1 | simple as u64);
             prev_ref = r as i64;
             if !simple {
-                put_uvarint(body, samples.len() as u64);
+                put_uvarint(&mut hdr, samples.len() as u64);
             }
             let st = &mut self.state[r as usize];
             let mut prev_t = base;
             for s in samples.iter() {
                 if !simple {
-                    put_varint(body, s.t.wrapping_sub(prev_t));
+                    put_varint(&mut hdr, s.t.wrapping_sub(prev_t));
                     prev_t = s.t;
                 }
                 let abs = st.seen.wrapping_add(r).is_multiple_of(KEYFRAME);
@@ -486,6 +495,13 @@ impl Encoder {
                 st.seen = st.seen.wrapping_add(1);
             }
         }
+        if first.is_some() {
+            let mut head = Vec::with_capacity(hdr.len() + 4);
+            put_uvarint(&mut head, hdr.len() as u64);
+            head.extend_from_slice(&hdr);
+            body.splice(at..at, head);
+        }
+        self.hdr = hdr;
         put_exemplars_and_metadata(body, parts)
     }
 
@@ -720,16 +736,24 @@ impl Decoder {
         let mut samples = Vec::with_capacity(n.min(1 << 16));
         let mut lost = 0u64;
         let base = if n > 0 { r.varint()? } else { 0 };
+        let mut hr = Reader::new(
+            if n > 0 { r.bytes()? } else { &[] },
+            "commit log record entries",
+        );
         let mut prev_ref = 0i64;
         let gen = self.gen;
         for _ in 0..n {
-            let h = r.uvarint()?;
+            let h = hr.uvarint()?;
             let rf = prev_ref
                 .checked_add(unzigzag(h >> 1))
                 .filter(|&x| (0..=u32::MAX as i64).contains(&x))
                 .ok_or_else(|| Error::Corrupt("commit log record: ref out of range".into()))?;
             prev_ref = rf;
-            let k = if h & 1 == 1 { 1 } else { r.uvarint()? as usize };
+            let k = if h & 1 == 1 {
+                1
+            } else {
+                hr.uvarint()? as usize
+            };
             let mut entry = self.refs.get_mut(&(rf as u32));
             if entry.is_none() && !self.gap {
                 return Err(Error::Corrupt(format!(
@@ -740,7 +764,7 @@ impl Decoder {
             let mut t = base;
             for _ in 0..k {
                 if h & 1 == 0 {
-                    t = t.wrapping_add(r.varint()?);
+                    t = t.wrapping_add(hr.varint()?);
                 }
                 let prev = entry.as_deref().filter(|e| e.gen == gen).map(|e| &e.prev);
                 match (read_value(&mut r, prev)?, entry.as_deref_mut()) {
@@ -761,6 +785,11 @@ impl Decoder {
                     samples.push((e.id, v));
                 }
             }
+        }
+        if !hr.is_empty() {
+            return Err(Error::Corrupt(
+                "commit log record has trailing bytes after its entries".into(),
+            ));
         }
         let (exemplars, metadata) = decode_exemplars_and_metadata(&mut r)?;
         if !r.is_empty() {
@@ -1347,7 +1376,7 @@ mod tests {
         // A ref never declared, with no gap before it, is corruption.
         let mut p = vec![VERSION_2, 0, 0, 0, 0];
         put_bytes(&mut p, b"t");
-        p.extend_from_slice(&[0, 0, 1, 0, 9, 0, 0, 0]);
+        p.extend_from_slice(&[0, 0, 1, 0, 1, 9, 0, 0, 0]);
         let e = Decoder::default().decode(1, &p).err().expect("undeclared");
         assert!(e.to_string().contains("never declared"), "{e}");
     }
