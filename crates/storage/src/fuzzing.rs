@@ -229,35 +229,43 @@ mod tests {
         // Commit-log seeds: a segment of version 2 records from the real
         // write path (new series, then refs and coded values), and its
         // first record's payload alone.
-        let f = crate::test_support::Fixture::new();
-        let now = f.now.load(std::sync::atomic::Ordering::SeqCst);
-        let store = f.open();
-        for k in 0..4i64 {
-            let series = (0..6)
-                .map(|i| {
-                    let v = [k as f64 * 10.0, 1.25 + k as f64, 42.0, f64::NAN, 1e300, 0.5][i];
-                    let t = now + k * 15_000 + (i as i64 % 2) * 3;
-                    (
-                        crate::test_support::labels("m", &format!("j{i}")),
-                        vec![(t, v), (t + 1, v)][..1 + i % 2].to_vec(),
-                    )
-                })
-                .collect();
-            use cairn_common::SampleWriter;
-            store
-                .write("t", crate::test_support::batch(series))
+        for (name, format) in [
+            ("v2", crate::CommitLogFormat::default()),
+            (
+                "v2-plain",
+                crate::CommitLogFormat::V2(crate::CommitLogCompression::None),
+            ),
+        ] {
+            let f = crate::test_support::Fixture::new();
+            let now = f.now.load(std::sync::atomic::Ordering::SeqCst);
+            let store = f.open_with(|c| c.commitlog_format = format);
+            for k in 0..4i64 {
+                let series = (0..6)
+                    .map(|i| {
+                        let v = [k as f64 * 10.0, 1.25 + k as f64, 42.0, f64::NAN, 1e300, 0.5][i];
+                        let t = now + k * 15_000 + (i as i64 % 2) * 3;
+                        (
+                            crate::test_support::labels("m", &format!("j{i}")),
+                            vec![(t, v), (t + 1, v)][..1 + i % 2].to_vec(),
+                        )
+                    })
+                    .collect();
+                use cairn_common::SampleWriter;
+                store
+                    .write("t", crate::test_support::batch(series))
+                    .unwrap();
+            }
+            store.close().unwrap();
+            let seg = crate::test_support::seg_files(f.dir.path())
+                .into_iter()
+                .find(|p| std::fs::metadata(p).unwrap().len() > 8)
                 .unwrap();
+            let seg = std::fs::read(seg).unwrap();
+            let out = root.join("commitlog_record");
+            std::fs::write(out.join(format!("seed-{name}-segment")), &seg).unwrap();
+            let (first, _) = super::commitlog::next_record(&seg, 8).unwrap();
+            std::fs::write(out.join(format!("seed-{name}-record")), first).unwrap();
         }
-        store.close().unwrap();
-        let seg = crate::test_support::seg_files(f.dir.path())
-            .into_iter()
-            .find(|p| std::fs::metadata(p).unwrap().len() > 8)
-            .unwrap();
-        let seg = std::fs::read(seg).unwrap();
-        let out = root.join("commitlog_record");
-        std::fs::write(out.join("seed-v2-segment"), &seg).unwrap();
-        let (first, _) = super::commitlog::next_record(&seg, 8).unwrap();
-        std::fs::write(out.join("seed-v2-record"), first).unwrap();
         let out = root.join("codec_decode");
         std::fs::create_dir_all(&out).unwrap();
         for (k, s) in series.iter().enumerate() {
