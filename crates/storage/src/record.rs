@@ -355,6 +355,7 @@ pub(crate) struct Encoder {
     dirty: bool,
     body: Vec<u8>,
     hdr: Vec<u8>,
+    vals: Vec<u8>,
     packed: Vec<u8>,
     zstd: Option<zstd::bulk::Compressor<'static>>,
 }
@@ -371,6 +372,7 @@ impl Encoder {
             dirty: false,
             body: Vec::new(),
             hdr: Vec::new(),
+            vals: Vec::new(),
             packed: Vec::new(),
             zstd: None,
         }
@@ -471,9 +473,10 @@ impl Encoder {
         // Two streams, so the compressor sees runs: entry headers and times
         // (length-prefixed), then the values.
         let mut hdr = std::mem::take(&mut self.hdr);
+        let mut vals = std::mem::take(&mut self.vals);
         hdr.clear();
+        vals.clear();
         let mut prev_ref = 0i64;
-        let at = body.len();
         for (id, samples) in entries {
             // Declared above: every series with samples has a ref.
             let r = self.refs[id];
@@ -491,17 +494,16 @@ impl Encoder {
                     prev_t = s.t;
                 }
                 let abs = st.seen.wrapping_add(r).is_multiple_of(KEYFRAME);
-                put_value(body, &mut st.prev, s.v, abs);
+                put_value(&mut vals, &mut st.prev, s.v, abs);
                 st.seen = st.seen.wrapping_add(1);
             }
         }
         if first.is_some() {
-            let mut head = Vec::with_capacity(hdr.len() + 4);
-            put_uvarint(&mut head, hdr.len() as u64);
-            head.extend_from_slice(&hdr);
-            body.splice(at..at, head);
+            put_bytes(body, &hdr);
+            body.extend_from_slice(&vals);
         }
         self.hdr = hdr;
+        self.vals = vals;
         put_exemplars_and_metadata(body, parts)
     }
 
