@@ -236,6 +236,32 @@ mod tests {
         assert_eq!(read(&s, "t", "m").len(), 51);
     }
 
+    /// A flush with no window due leaves the commit log's segment open
+    /// (its series stay declared there); once a window is due, the flush
+    /// seals it and writes the window.
+    #[test]
+    fn a_flush_with_nothing_due_does_not_seal_the_log() {
+        let f = Fixture::new();
+        let now = f.now.load(Ordering::SeqCst);
+        let s = f.open();
+        let write = |t: i64| {
+            s.write("t", batch(vec![(labels("m", "a"), vec![(t, 1.0)])]))
+                .unwrap();
+        };
+        write(now);
+        let segs = s.disk_stats().0 .0;
+        assert_eq!(s.flush(false).unwrap(), 0);
+        write(now + 1);
+        assert_eq!(s.disk_stats().0 .0, segs, "not sealed");
+        write(now - 3 * H);
+        assert_eq!(s.flush(false).unwrap(), 1);
+        assert_eq!(s.disk_stats().0 .0, segs + 1, "sealed");
+        s.close().unwrap();
+        drop(s);
+        let s = f.open();
+        assert_eq!(read(&s, "t", "m")[0].1.len(), 3);
+    }
+
     /// ENOSPC while appending, at segment rotation and at flush: writes
     /// fail retryably, nothing is left in the way, and once space is back
     /// writes and flushes work again without a restart; every acknowledged
