@@ -439,8 +439,9 @@ impl CommitLog {
     /// per-segment series refs) is encoded here, under the log's lock, in
     /// the order records are written. `encode` runs after any rotation, so
     /// `pos.segment` is the segment the record goes to and `pos.index` its
-    /// position there (0 for the first). An error of `encode` appends
-    /// nothing. Returns the sequence number for
+    /// position there (0 for the first). An error of `encode` (or a payload
+    /// the framing refuses) appends nothing and ends the segment: the next
+    /// record starts a new one. Returns the sequence number for
     /// [`wait_durable`](Self::wait_durable).
     pub fn append_with(
         &self,
@@ -472,6 +473,11 @@ impl CommitLog {
             Ok(())
         });
         if let Err(e) = framed {
+            // Nothing is written, but an encoder may have counted the
+            // record in its state for this segment (refs, previous
+            // values): the next record starts a new segment, whatever
+            // the encoder did.
+            g.active.torn = true;
             g.buf = rec;
             return Err(e);
         }
@@ -958,6 +964,51 @@ mod tests {
         })
         .unwrap()
         .0
+    }
+
+    /// `append_with` tells the encoder where each record lands: its
+    /// segment and index there, 0 again after a rotation; an encoding that
+    /// fails appends nothing and ends the segment (an encoder may have
+    /// counted the record), so the next record starts a new one at index 0.
+    #[test]
+    fn append_with_tells_where_records_land() {
+        let d = tempfile::tempdir().unwrap();
+        let log = open_empty(d.path());
+        let none = BTreeSet::new();
+        let mut seen = Vec::new();
+        let mut put = |log: &CommitLog, fail: bool| {
+            log.append_with(&none, |pos, out| {
+                seen.push(pos);
+                out.push(1);
+                if fail {
+                    Err(Error::Invalid("no".into()))
+                } else {
+                    Ok(())
+                }
+            })
+        };
+        put(&log, false).unwrap();
+        put(&log, false).unwrap();
+        let first = log.rotate().unwrap();
+        put(&log, false).unwrap();
+        assert!(put(&log, true).is_err());
+        put(&log, false).unwrap();
+        let pos = |segment, index| RecordPos { segment, index };
+        assert_eq!(
+            seen,
+            vec![
+                pos(first, 0),
+                pos(first, 1),
+                pos(first + 1, 0),
+                pos(first + 1, 1),
+                pos(first + 2, 0),
+            ]
+        );
+        log.close().unwrap();
+        drop(log);
+        let mut payloads = Vec::new();
+        let _log = open(d.path(), &mut payloads);
+        assert_eq!(payloads.len(), 4, "the failed record is not in the log");
     }
 
     /// A sync that fails once (the next one on the file succeeds, as on
