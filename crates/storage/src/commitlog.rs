@@ -98,6 +98,8 @@ struct Active {
     torn: bool,
     /// Records written to the segment so far.
     records: u64,
+    /// When the segment was started.
+    opened: std::time::Instant,
 }
 
 /// Where an appended record lands: its segment and its position there.
@@ -303,6 +305,7 @@ impl CommitLog {
                     first_seq: 1,
                     torn: false,
                     records: 0,
+                    opened: std::time::Instant::now(),
                 },
                 segments,
                 written_seq: 0,
@@ -565,9 +568,15 @@ impl CommitLog {
             first_seq: written + 1,
             torn: false,
             records: 0,
+            opened: std::time::Instant::now(),
         };
         g.segments.insert(no, SegmentInfo::default());
         Ok(old.no)
+    }
+
+    /// How long ago the active segment was started.
+    pub fn active_age(&self) -> Duration {
+        self.inner.lock().active.opened.elapsed()
     }
 
     /// Seals the active segment and starts a new one; returns the sealed number.

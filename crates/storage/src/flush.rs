@@ -44,6 +44,10 @@ pub(crate) struct Flusher {
     retry: Mutex<Vec<Job>>,
 }
 
+/// A flush with nothing to write seals the commit log's segment only once
+/// it is this old.
+const SEAL_AGE: Duration = Duration::from_secs(30 * 60);
+
 impl Flusher {
     /// Flushes closed windows (or, with `force`, everything) to filesets and
     /// truncates the commit log. Returns the number of filesets written.
@@ -59,11 +63,12 @@ impl Flusher {
         // flush needs is one shard's worth, not the whole head's. Data a shard
         // receives after the seal and before its turn is flushed too (replay
         // of it is idempotent); `sealed` stays a correct lower bound.
-        // With nothing to write the log is not sealed: a segment then spans
-        // until a window closes, and the series refs of its records are
-        // declared once per segment (a seal every flush interval would
-        // declare every series again each time).
-        if !force && self.retry.lock().is_empty() {
+        // With nothing to write the log is sealed only once its segment is
+        // SEAL_AGE old: the series refs of its records are declared once
+        // per segment (a seal every flush interval would declare every
+        // series again each time, 16 bytes each), and the log still holds
+        // at most about a window and SEAL_AGE more.
+        if !force && self.retry.lock().is_empty() && cx.log.active_age() < SEAL_AGE {
             let mut in_memory = BTreeSet::new();
             for sh in cx.shards {
                 sh.lock().blocks_in_memory(&mut in_memory);
@@ -237,8 +242,8 @@ mod tests {
     }
 
     /// A flush with no window due leaves the commit log's segment open
-    /// (its series stay declared there); once a window is due, the flush
-    /// seals it and writes the window.
+    /// while it is younger than SEAL_AGE (its series stay declared there);
+    /// once a window is due, the flush seals it and writes the window.
     #[test]
     fn a_flush_with_nothing_due_does_not_seal_the_log() {
         let f = Fixture::new();
