@@ -13,7 +13,9 @@
 //! - [`namespace`] — a namespace as a value (name, resolution, retention,
 //!   block window); the node's list (default: `raw` alone); block windows;
 //! - [`commitlog`] — segments, framing, checksums, group commit;
-//! - `record` — the commit-log record payload, encoded and decoded;
+//! - `record` — the commit-log record payload, encoded and decoded
+//!   (versions 1 and 2; the v2 encoder and decoder keep per-segment refs
+//!   and previous values);
 //! - [`fileset`] — immutable per-(namespace, shard, block, volume) files;
 //! - [`index`] — the RocksDB label index, a folder: keys, postings,
 //!   registry, cache, select, exemplars, metadata;
