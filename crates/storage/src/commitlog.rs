@@ -96,12 +96,26 @@ struct Active {
     /// Set after a failed write: the segment may end in a torn record, so
     /// the next append starts a fresh one (what it holds can still be synced).
     torn: bool,
+    /// Records written to the segment so far.
+    records: u64,
+    /// When the segment was started.
+    opened: std::time::Instant,
+}
+
+/// Where an appended record lands: its segment and its position there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordPos {
+    pub segment: u64,
+    /// Records before it in the segment.
+    pub index: u64,
 }
 
 struct Inner {
     active: Active,
     segments: BTreeMap<u64, SegmentInfo>,
     written_seq: u64,
+    /// The framing buffer, reused from one record to the next.
+    buf: Vec<u8>,
 }
 
 struct SyncState {
@@ -290,9 +304,12 @@ impl CommitLog {
                     bytes: MAGIC.len() as u64,
                     first_seq: 1,
                     torn: false,
+                    records: 0,
+                    opened: std::time::Instant::now(),
                 },
                 segments,
                 written_seq: 0,
+                buf: Vec::new(),
             }),
             sync: Mutex::new(SyncState {
                 synced_seq: 0,
@@ -413,16 +430,67 @@ impl CommitLog {
     /// Appends one record (written to the OS, not yet synced) and returns its
     /// sequence number for [`wait_durable`](Self::wait_durable).
     pub fn append(&self, payload: &[u8], blocks: &BTreeSet<i64>) -> Result<u64> {
-        let mut rec = Vec::with_capacity(payload.len() + 8);
-        rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        rec.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
-        rec.extend_from_slice(payload);
+        self.append_with(blocks, |_, out| {
+            out.extend_from_slice(payload);
+            Ok(())
+        })
+    }
+
+    /// Appends one record whose payload `encode` writes into the buffer it
+    /// is given, told where the record lands: a record whose encoding
+    /// depends on the records before it in its segment (the record format's
+    /// per-segment series refs) is encoded here, under the log's lock, in
+    /// the order records are written. `encode` runs after any rotation, so
+    /// `pos.segment` is the segment the record goes to and `pos.index` its
+    /// position there (0 for the first). An error of `encode` (or a payload
+    /// the framing refuses) appends nothing and ends the segment: the next
+    /// record starts a new one. Returns the sequence number for
+    /// [`wait_durable`](Self::wait_durable).
+    pub fn append_with(
+        &self,
+        blocks: &BTreeSet<i64>,
+        encode: impl FnOnce(RecordPos, &mut Vec<u8>) -> Result<()>,
+    ) -> Result<u64> {
         let mut g = self.inner.lock();
         if g.active.torn || g.active.seg.failed() || g.active.bytes >= self.max_segment_bytes {
             self.rotate_locked(&mut g)?;
         }
+        let pos = RecordPos {
+            segment: g.active.seg.no,
+            index: g.active.records,
+        };
+        let mut rec = std::mem::take(&mut g.buf);
+        rec.clear();
+        rec.extend_from_slice(&[0; 8]);
+        let encoded = encode(pos, &mut rec);
+        let len = rec.len() - 8;
+        let framed = encoded.and_then(|()| {
+            if len == 0 || len > MAX_RECORD as usize {
+                return Err(Error::Invalid(format!(
+                    "commit log record of {len} bytes (1 to {MAX_RECORD} allowed)"
+                )));
+            }
+            let crc = crc32c::crc32c(&rec[8..]);
+            rec[..4].copy_from_slice(&(len as u32).to_le_bytes());
+            rec[4..8].copy_from_slice(&crc.to_le_bytes());
+            Ok(())
+        });
+        if let Err(e) = framed {
+            // Nothing is written, but an encoder may have counted the
+            // record in its state for this segment (refs, previous
+            // values): the next record starts a new segment, whatever
+            // the encoder did.
+            g.active.torn = true;
+            g.buf = rec;
+            return Err(e);
+        }
         let written = crate::fault::io_fault("commitlog-append", &self.dir)
             .and_then(|()| (&g.active.seg.file).write_all(&rec));
+        let rec_len = rec.len() as u64;
+        // The buffer is kept for the next record unless it grew large.
+        if rec.capacity() <= 4 << 20 {
+            g.buf = rec;
+        }
         if let Err(e) = written {
             g.active.torn = true;
             return Err(Error::Io {
@@ -430,7 +498,8 @@ impl CommitLog {
                 source: e,
             });
         }
-        g.active.bytes += rec.len() as u64;
+        g.active.bytes += rec_len;
+        g.active.records += 1;
         let (no, bytes) = (g.active.seg.no, g.active.bytes);
         if let Some(info) = g.segments.get_mut(&no) {
             info.blocks.extend(blocks.iter().copied());
@@ -498,9 +567,16 @@ impl CommitLog {
             bytes: MAGIC.len() as u64,
             first_seq: written + 1,
             torn: false,
+            records: 0,
+            opened: std::time::Instant::now(),
         };
         g.segments.insert(no, SegmentInfo::default());
         Ok(old.no)
+    }
+
+    /// How long ago the active segment was started.
+    pub fn active_age(&self) -> Duration {
+        self.inner.lock().active.opened.elapsed()
     }
 
     /// Seals the active segment and starts a new one; returns the sealed number.
@@ -897,6 +973,51 @@ mod tests {
         })
         .unwrap()
         .0
+    }
+
+    /// `append_with` tells the encoder where each record lands: its
+    /// segment and index there, 0 again after a rotation; an encoding that
+    /// fails appends nothing and ends the segment (an encoder may have
+    /// counted the record), so the next record starts a new one at index 0.
+    #[test]
+    fn append_with_tells_where_records_land() {
+        let d = tempfile::tempdir().unwrap();
+        let log = open_empty(d.path());
+        let none = BTreeSet::new();
+        let mut seen = Vec::new();
+        let mut put = |log: &CommitLog, fail: bool| {
+            log.append_with(&none, |pos, out| {
+                seen.push(pos);
+                out.push(1);
+                if fail {
+                    Err(Error::Invalid("no".into()))
+                } else {
+                    Ok(())
+                }
+            })
+        };
+        put(&log, false).unwrap();
+        put(&log, false).unwrap();
+        let first = log.rotate().unwrap();
+        put(&log, false).unwrap();
+        assert!(put(&log, true).is_err());
+        put(&log, false).unwrap();
+        let pos = |segment, index| RecordPos { segment, index };
+        assert_eq!(
+            seen,
+            vec![
+                pos(first, 0),
+                pos(first, 1),
+                pos(first + 1, 0),
+                pos(first + 1, 1),
+                pos(first + 2, 0),
+            ]
+        );
+        log.close().unwrap();
+        drop(log);
+        let mut payloads = Vec::new();
+        let _log = open(d.path(), &mut payloads);
+        assert_eq!(payloads.len(), 4, "the failed record is not in the log");
     }
 
     /// A sync that fails once (the next one on the file succeeds, as on

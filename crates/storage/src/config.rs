@@ -4,6 +4,7 @@
 use crate::commitlog::FsyncPolicy;
 use crate::index;
 use crate::namespace::{self, Namespace};
+use crate::record::Compression;
 use cairn_common::config::{ByteSize, ConfigError, Duration as CfgDuration};
 use cairn_common::Timestamp;
 use std::path::PathBuf;
@@ -49,6 +50,25 @@ pub struct StorageConfig {
     /// or decoding on replay (other than a torn tail) stops the start
     /// instead of being skipped and counted (default false).
     pub strict_replay: bool,
+    /// How commit-log records are written (every format is read). Not in
+    /// the config file: version 1 is for measurements and for a log a
+    /// release before version 2 must still read.
+    pub commitlog_format: CommitLogFormat,
+}
+
+/// The layout new commit-log records are written in (see `record.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitLogFormat {
+    /// Version 1: self-contained, 16-byte ids, raw values.
+    V1,
+    /// Version 2: refs per segment, coded values, the body compressed so.
+    V2(Compression),
+}
+
+impl Default for CommitLogFormat {
+    fn default() -> Self {
+        CommitLogFormat::V2(Compression::Zstd(1))
+    }
 }
 
 impl StorageConfig {
@@ -65,6 +85,7 @@ impl StorageConfig {
             index_cache_bytes: index::DEFAULT_CACHE_BYTES as u64,
             max_new_series_per_request: 100_000,
             strict_replay: false,
+            commitlog_format: CommitLogFormat::default(),
         }
     }
 

@@ -137,6 +137,13 @@ impl<'a> Reader<'a> {
         Error::Corrupt(format!("{}: {} at byte {}", self.what, msg, self.pos))
     }
 
+    /// Everything not read yet.
+    pub(crate) fn rest(&mut self) -> &'a [u8] {
+        let rest = &self.buf[self.pos.min(self.buf.len())..];
+        self.pos = self.buf.len();
+        rest
+    }
+
     pub(crate) fn u8(&mut self) -> Result<u8> {
         let b = *self
             .buf

@@ -13,11 +13,14 @@ use std::path::Path;
 const BLOCK_MS: i64 = 2 * 3600 * 1000;
 
 /// A commit-log record payload, decoded as replay decodes it (the record
-/// decoder, [`record::decode`]) and applied to a shard as replay applies it (then read back); and the same bytes
+/// decoder, [`record::Decoder`], of both versions) and applied to a shard as replay applies it (then read back); and the same bytes
 /// walked as replay walks a segment (framing, checksums, resynchronising
-/// after damage), each whole record decoded.
+/// after damage), each whole record decoded in turn by one decoder, as
+/// replay decodes a segment (refs and previous values carried from record
+/// to record).
 pub fn commitlog_record(data: &[u8]) {
-    apply_record(data);
+    apply_record(&mut record::Decoder::default(), data);
+    let mut decoder = record::Decoder::default();
     let start = if data.starts_with(b"CAIRNCL1") { 8 } else { 0 };
     let mut last = None;
     for step in commitlog::Walk::new(data, start) {
@@ -27,7 +30,7 @@ pub fn commitlog_record(data: &[u8]) {
                     commitlog::next_record(data, pos).map(|r| r.0),
                     Some(payload)
                 );
-                apply_record(payload);
+                apply_record(&mut decoder, payload);
                 pos
             }
             commitlog::Step::Damaged { pos, .. } | commitlog::Step::TornTail { pos } => pos,
@@ -38,8 +41,8 @@ pub fn commitlog_record(data: &[u8]) {
     }
 }
 
-fn apply_record(payload: &[u8]) {
-    let Ok(rec) = record::decode(payload) else {
+fn apply_record(decoder: &mut record::Decoder, payload: &[u8]) {
+    let Ok(rec) = decoder.decode(1, payload) else {
         return;
     };
     let mut shard = shard::Shard::default();
@@ -172,8 +175,9 @@ mod tests {
         replay("fileset_read", |b| super::fileset(d.path(), b));
     }
 
-    /// Seed inputs for `fileset_read` and `codec_decode` from the real
-    /// writer (run by hand when the formats change).
+    /// Seed inputs for `fileset_read`, `codec_decode` and
+    /// `commitlog_record` from the real writer (run by hand when the
+    /// formats change).
     #[test]
     #[ignore = "writes seeds: cargo test -p cairn-storage --lib write_seeds -- --ignored"]
     fn write_seeds() {
@@ -221,6 +225,46 @@ mod tests {
             let out = root.join("fileset_read");
             std::fs::create_dir_all(&out).unwrap();
             std::fs::write(out.join(format!("seed-{k}")), &input).unwrap();
+        }
+        // Commit-log seeds: a segment of version 2 records from the real
+        // write path (new series, then refs and coded values), and its
+        // first record's payload alone.
+        for (name, format) in [
+            ("v2", crate::CommitLogFormat::default()),
+            (
+                "v2-plain",
+                crate::CommitLogFormat::V2(crate::CommitLogCompression::None),
+            ),
+        ] {
+            let f = crate::test_support::Fixture::new();
+            let now = f.now.load(std::sync::atomic::Ordering::SeqCst);
+            let store = f.open_with(|c| c.commitlog_format = format);
+            for k in 0..4i64 {
+                let series = (0..6)
+                    .map(|i| {
+                        let v = [k as f64 * 10.0, 1.25 + k as f64, 42.0, f64::NAN, 1e300, 0.5][i];
+                        let t = now + k * 15_000 + (i as i64 % 2) * 3;
+                        (
+                            crate::test_support::labels("m", &format!("j{i}")),
+                            vec![(t, v), (t + 1, v)][..1 + i % 2].to_vec(),
+                        )
+                    })
+                    .collect();
+                use cairn_common::SampleWriter;
+                store
+                    .write("t", crate::test_support::batch(series))
+                    .unwrap();
+            }
+            store.close().unwrap();
+            let seg = crate::test_support::seg_files(f.dir.path())
+                .into_iter()
+                .find(|p| std::fs::metadata(p).unwrap().len() > 8)
+                .unwrap();
+            let seg = std::fs::read(seg).unwrap();
+            let out = root.join("commitlog_record");
+            std::fs::write(out.join(format!("seed-{name}-segment")), &seg).unwrap();
+            let (first, _) = super::commitlog::next_record(&seg, 8).unwrap();
+            std::fs::write(out.join(format!("seed-{name}-record")), first).unwrap();
         }
         let out = root.join("codec_decode");
         std::fs::create_dir_all(&out).unwrap();

@@ -13,7 +13,9 @@
 //! - [`namespace`] — a namespace as a value (name, resolution, retention,
 //!   block window); the node's list (default: `raw` alone); block windows;
 //! - [`commitlog`] — segments, framing, checksums, group commit;
-//! - `record` — the commit-log record payload, encoded and decoded;
+//! - `record` — the commit-log record payload, encoded and decoded
+//!   (versions 1 and 2; the v2 encoder and decoder keep per-segment refs
+//!   and previous values);
 //! - [`fileset`] — immutable per-(namespace, shard, block, volume) files;
 //! - [`index`] — the RocksDB label index, a folder: keys, postings,
 //!   registry, cache, select, exemplars, metadata;
@@ -61,12 +63,15 @@ mod recovery;
 pub mod shard;
 
 pub use commitlog::FsyncPolicy;
-pub use config::{system_clock, Clock, FsyncSetting, StorageConfig, StorageSection};
+pub use config::{
+    system_clock, Clock, CommitLogFormat, FsyncSetting, StorageConfig, StorageSection,
+};
 pub use error::{Error, Result};
 pub use flush::FlushTask;
 pub use metrics::Metrics;
 pub use namespace::Namespace;
 pub use node::Storage;
+pub use record::Compression as CommitLogCompression;
 
 #[cfg(test)]
 mod test_support;

@@ -32,6 +32,9 @@ pub struct Metrics {
     /// Kept for tests and logs; not published.
     pub commitlog_records_replayed: Counter,
     pub commitlog_records_skipped: Counter,
+    /// Samples of replayed records dropped because they depend on a
+    /// damaged record before them in the segment (record format 2).
+    pub commitlog_samples_lost: Counter,
     pub recovery_seconds: Gauge<f64, AtomicU64>,
 }
 
@@ -78,6 +81,11 @@ impl Metrics {
                 "cairn_storage_commitlog_records_skipped",
                 "Commit-log records skipped on replay as corrupt (not torn tails).",
                 &self.commitlog_records_skipped,
+            ),
+            (
+                "cairn_storage_commitlog_samples_lost",
+                "Samples of replayed commit-log records dropped because they depend on a record skipped as corrupt before them in the segment (a series' ref or previous value).",
+                &self.commitlog_samples_lost,
             ),
             (
                 "cairn_storage_exemplars_appended",

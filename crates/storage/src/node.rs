@@ -4,7 +4,7 @@
 //! at shutdown (flush task joined, log synced).
 
 use crate::commitlog::CommitLog;
-use crate::config::{Clock, StorageConfig};
+use crate::config::{Clock, CommitLogFormat, StorageConfig};
 use crate::enc;
 use crate::error::{Error, Result};
 use crate::fileset::Fileset;
@@ -50,6 +50,10 @@ pub struct Storage {
     /// exclusively to seal the log at a point where the head holds everything
     /// written so far.
     apply_lock: RwLock<()>,
+    /// The version 2 record encoder (its per-segment refs and previous
+    /// values): locked only inside the log's append, so it sees records in
+    /// the order they land.
+    encoder: Mutex<record::Encoder>,
     flusher: Flusher,
     /// The background flush thread, stopped and joined by [`Storage::close`].
     pub(crate) flush_task: Mutex<Option<FlushTask>>,
@@ -89,6 +93,10 @@ impl Storage {
             log,
             shards: shards.into_iter().map(Mutex::new).collect(),
             apply_lock: RwLock::new(()),
+            encoder: Mutex::new(record::Encoder::new(match cfg.commitlog_format {
+                CommitLogFormat::V2(c) => c,
+                CommitLogFormat::V1 => record::Compression::None,
+            })),
             flusher: Flusher::default(),
             flush_task: Mutex::new(None),
             clock,
@@ -363,11 +371,6 @@ impl Storage {
             });
         }
 
-        let mut payload = record::begin(
-            tenant,
-            64 + batch.sample_count() * 12 + batch.series.len() * 20,
-        );
-
         // Retention and time-range checks (the rare path allocates; the
         // common one does not).
         for s in batch.series.iter_mut() {
@@ -441,21 +444,44 @@ impl Storage {
             self.metrics.series_created.inc_by(new_series.len() as u64);
         }
         let mut blocks = BTreeSet::new();
-        record::encode_body(
-            &mut payload,
-            &new_series,
-            &prepared,
-            &exemplars,
-            &batch.metadata,
-            |t| {
-                blocks.insert(self.block_of(t));
-            },
-        )?;
+        let mut last_block = None;
+        for (_, samples) in &prepared {
+            for x in samples.iter() {
+                let b = self.block_of(x.t);
+                if last_block != Some(b) {
+                    blocks.insert(b);
+                    last_block = Some(b);
+                }
+            }
+        }
+        let parts = record::Parts {
+            tenant,
+            new_series: &new_series,
+            samples: &prepared,
+            exemplars: &exemplars,
+            metadata: &batch.metadata,
+        };
+        // Version 1 is encoded before taking the log's lock; version 2
+        // under it (its refs and values follow the records before it).
+        let v1 = match self.cfg.commitlog_format {
+            CommitLogFormat::V1 => {
+                let mut p =
+                    Vec::with_capacity(64 + batch.sample_count() * 12 + batch.series.len() * 20);
+                record::encode_v1(&parts, &mut p)?;
+                Some(p)
+            }
+            CommitLogFormat::V2(_) => None,
+        };
         out.accepted_samples += batch.sample_count();
 
         let seq = {
             let _r = self.apply_lock.read();
-            let seq = self.log.append(&payload, &blocks)?;
+            let seq = match &v1 {
+                Some(p) => self.log.append(p, &blocks)?,
+                None => self.log.append_with(&blocks, |pos, out| {
+                    self.encoder.lock().encode(pos, &parts, out)
+                })?,
+            };
             // Apply shard by shard: one lock per shard touched, not per series.
             let n = self.cfg.num_shards.max(1);
             let mut order: Vec<(u32, usize)> = prepared
