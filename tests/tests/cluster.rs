@@ -212,7 +212,41 @@ fn consistency_levels_decide_with_nodes_down() {
         "no write latency of node-2 in /metrics"
     );
 
-    // At majority, the same read fails, naming the level.
+    // A request's X-Cairn-Read-Consistency overrides the default: at
+    // majority it fails naming the level, at one it answers without a
+    // warning; an unknown level is a 400 naming the header.
+    let at = |level: &str| {
+        request(
+            "GET",
+            &format!("{url}{q}"),
+            &[("X-Cairn-Read-Consistency", level)],
+            &[],
+        )
+        .unwrap()
+    };
+    let r = at("majority");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("majority"), "{}", r.text());
+    let r = at("one");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["warnings"].is_null(), "{}", r.text());
+    let r = at("most");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("X-Cairn-Read-Consistency"),
+        "{}",
+        r.text()
+    );
+    let r = request(
+        "GET",
+        &format!("{url}/api/v1/series?match[]=cl_up"),
+        &[("X-Cairn-Read-Consistency", "majority")],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(r.status, 503, "series at majority: {}", r.text());
+
+    // At majority by config, the same read fails, naming the level.
     nodes[0].set_env("CAIRN_CLUSTER_READ_CONSISTENCY", Some("majority"));
     nodes[0].restart();
     let r = get(&format!("{}{q}", nodes[0].url())).unwrap();

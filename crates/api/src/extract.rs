@@ -14,7 +14,13 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
+use cairn_common::{ExemplarSeries, Labels, MetricMetadata};
+use cairn_storage_api::{
+    BoxFuture, Cardinality, ReadLevel, SelectRequest, SeriesQuery, SeriesReader, SeriesStream,
+    StoreError,
+};
 use cairn_tenancy::Scope;
+use std::sync::Arc;
 
 /// The backend the router serves from; rejected with 503 (plain text)
 /// until recovery is complete.
@@ -23,8 +29,88 @@ pub(crate) struct Ready(pub Backend);
 impl FromRequestParts<AppState> for Ready {
     type Rejection = ApiError;
 
-    async fn from_request_parts(_: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
-        st.backend().cloned().map(Ready)
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
+        let mut b = st.backend().cloned()?;
+        if let Some(level) = read_level(&parts.headers)? {
+            b.reader = Arc::new(ReadAt {
+                inner: b.reader,
+                level,
+            });
+        }
+        Ok(Ready(b))
+    }
+}
+
+/// The header that sets a read's consistency level (in a cluster).
+pub(crate) const READ_CONSISTENCY_HEADER: &str = "x-cairn-read-consistency";
+
+/// The request's read level, if its `X-Cairn-Read-Consistency` names one;
+/// an unknown level is a 400 naming the header.
+fn read_level(headers: &axum::http::HeaderMap) -> Result<Option<ReadLevel>, ApiError> {
+    let Some(v) = headers.get(READ_CONSISTENCY_HEADER) else {
+        return Ok(None);
+    };
+    v.to_str()
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::bad_data(format!(
+                "header X-Cairn-Read-Consistency: {:?} is not a read level (one, unstrict_majority, majority, all)",
+                String::from_utf8_lossy(v.as_bytes())
+            ))
+        })
+}
+
+/// A reader whose every read asks for `level` (a replicated store reads at
+/// it; a single node's store ignores it).
+struct ReadAt {
+    inner: Arc<dyn SeriesReader>,
+    level: ReadLevel,
+}
+
+impl SeriesReader for ReadAt {
+    fn select(
+        &self,
+        mut req: SelectRequest,
+    ) -> BoxFuture<'_, Result<SeriesStream<'_>, StoreError>> {
+        req.read_level = Some(self.level);
+        self.inner.select(req)
+    }
+    fn series(&self, mut q: SeriesQuery) -> BoxFuture<'_, Result<Vec<Labels>, StoreError>> {
+        q.read_level = Some(self.level);
+        self.inner.series(q)
+    }
+    fn label_names(&self, mut q: SeriesQuery) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        q.read_level = Some(self.level);
+        self.inner.label_names(q)
+    }
+    fn label_values(
+        &self,
+        mut q: SeriesQuery,
+        name: String,
+    ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        q.read_level = Some(self.level);
+        self.inner.label_values(q, name)
+    }
+    fn exemplars(
+        &self,
+        mut q: SeriesQuery,
+    ) -> BoxFuture<'_, Result<Vec<ExemplarSeries>, StoreError>> {
+        q.read_level = Some(self.level);
+        self.inner.exemplars(q)
+    }
+    fn metadata(
+        &self,
+        tenant: String,
+        metric: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(String, MetricMetadata)>, StoreError>> {
+        self.inner.metadata(tenant, metric, limit)
+    }
+    fn cardinality(&self, mut q: SeriesQuery) -> BoxFuture<'_, Result<Cardinality, StoreError>> {
+        q.read_level = Some(self.level);
+        self.inner.cardinality(q)
     }
 }
 

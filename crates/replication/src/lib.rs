@@ -148,6 +148,7 @@ impl ReplicatedStore {
     async fn fan_out<T, F>(
         &self,
         wanted: &ShardSet,
+        level: Option<ReadLevel>,
         warnings: &Warnings,
         call: F,
     ) -> Result<Vec<T>, StoreError>
@@ -162,7 +163,8 @@ impl ReplicatedStore {
         }
         let p = self.placement();
         let rf = p.replication_factor();
-        let want = self.read_level.wanted_acks(rf).max(1);
+        let level = level.unwrap_or(self.read_level);
+        let want = level.wanted_acks(rf).max(1);
         let mut shards: BTreeMap<u32, Shard> = (0..p.num_shards())
             .filter(|s| wanted.contains(*s))
             .map(|s| {
@@ -219,7 +221,7 @@ impl ReplicatedStore {
         let mut short: Vec<u32> = Vec::new();
         let mut down: Vec<NodeId> = Vec::new();
         for (shard, st) in &shards {
-            match evaluate(*shard, self.read_level, rf, st.ok, &st.failed) {
+            match evaluate(*shard, level, rf, st.ok, &st.failed) {
                 Outcome::Failure(e) => return Err(level_error(&e)),
                 Outcome::Warning(_) => {
                     short.push(*shard);
@@ -236,7 +238,7 @@ impl ReplicatedStore {
             down.sort();
             warnings.push(format!(
                 "read at {}: {} of the shards read were answered by fewer than a majority of their replicas (first: shard {}; unavailable: {}); samples written since may be missing",
-                self.read_level,
+                level,
                 short.len(),
                 short[0],
                 down.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
@@ -253,12 +255,17 @@ impl ReplicatedStore {
     where
         F: Fn(Arc<dyn NodeStore>, SeriesQuery) -> BoxFuture<'static, Result<T, StoreError>>,
     {
-        self.fan_out(&q.shards, &Warnings::default(), |node, shards| {
-            let mut q = q.clone();
-            q.shards = shards;
-            q.limit = 0;
-            call(node, q)
-        })
+        self.fan_out(
+            &q.shards,
+            q.read_level,
+            &Warnings::default(),
+            |node, shards| {
+                let mut q = q.clone();
+                q.shards = shards;
+                q.limit = 0;
+                call(node, q)
+            },
+        )
         .await
     }
 }
@@ -373,17 +380,22 @@ impl SeriesReader for ReplicatedStore {
             req.check()?;
             let (start, end) = (req.start, req.end);
             let answers = self
-                .fan_out(&req.shards, &req.warnings, |node, shards| {
-                    let r = req.clone().with_shards(shards);
-                    Box::pin(async move {
-                        let mut stream = node.select(r).await?;
-                        let mut got = Vec::new();
-                        while let Some(batch) = next_batch(&mut stream).await {
-                            got.extend(decode_batch(batch?, start, end)?);
-                        }
-                        Ok(got)
-                    })
-                })
+                .fan_out(
+                    &req.shards,
+                    req.read_level,
+                    &req.warnings,
+                    |node, shards| {
+                        let r = req.clone().with_shards(shards);
+                        Box::pin(async move {
+                            let mut stream = node.select(r).await?;
+                            let mut got = Vec::new();
+                            while let Some(batch) = next_batch(&mut stream).await {
+                                got.extend(decode_batch(batch?, start, end)?);
+                            }
+                            Ok(got)
+                        })
+                    },
+                )
                 .await?;
             let mut by_labels: BTreeMap<Arc<Labels>, Vec<Vec<Sample>>> = BTreeMap::new();
             for s in answers.into_iter().flatten() {
@@ -477,7 +489,7 @@ impl SeriesReader for ReplicatedStore {
     ) -> BoxFuture<'_, Result<Vec<(String, MetricMetadata)>, StoreError>> {
         Box::pin(async move {
             let answers = self
-                .fan_out(&ShardSet::All, &Warnings::default(), |node, _| {
+                .fan_out(&ShardSet::All, None, &Warnings::default(), |node, _| {
                     let (tenant, metric) = (tenant.clone(), metric.clone());
                     Box::pin(async move { node.metadata(tenant, metric, 0).await })
                 })

@@ -169,6 +169,8 @@ pub(crate) fn select_from(r: pb::SelectRequest) -> Result<SelectRequest, StoreEr
         deadline: deadline_from(r.timeout_ms),
         prefer_chunks: r.prefer_chunks,
         warnings: Default::default(),
+        // A node reads its own replica; the level is the caller's business.
+        read_level: None,
     })
 }
 
@@ -195,6 +197,7 @@ pub(crate) fn query_from(q: pb::SeriesQuery) -> Result<SeriesQuery, StoreError> 
         shards: shards_from(q.shards),
         limit: q.limit as usize,
         deadline: deadline_from(q.timeout_ms),
+        read_level: None,
     })
 }
 

@@ -24,6 +24,7 @@ mod request;
 mod series;
 mod traits;
 
+pub use cairn_cluster::ReadLevel;
 pub use cardinality::Cardinality;
 pub use error::{ErrorKind, StoreError};
 pub use guard::guarded;

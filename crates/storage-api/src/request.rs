@@ -82,6 +82,9 @@ pub struct SelectRequest {
     /// Where the store notes what the caller should warn about (a shard
     /// answered by fewer replicas than a majority); not sent over the wire.
     pub warnings: Warnings,
+    /// The level a replicated store reads at (None: its default; the
+    /// request's `X-Cairn-Read-Consistency`); a single store ignores it.
+    pub read_level: Option<cairn_cluster::ReadLevel>,
 }
 
 /// Warnings a store adds to a read's answer, shared by the request's
@@ -126,6 +129,7 @@ impl SelectRequest {
             deadline: None,
             prefer_chunks: false,
             warnings: Warnings::default(),
+            read_level: None,
         }
     }
 
@@ -190,6 +194,8 @@ pub struct SeriesQuery {
     /// At most this many results (0: no bound).
     pub limit: usize,
     pub deadline: Option<Instant>,
+    /// As [`SelectRequest::read_level`].
+    pub read_level: Option<cairn_cluster::ReadLevel>,
 }
 
 impl SeriesQuery {
@@ -208,6 +214,7 @@ impl SeriesQuery {
             shards: ShardSet::All,
             limit: 0,
             deadline: None,
+            read_level: None,
         }
     }
 
