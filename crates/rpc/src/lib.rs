@@ -15,6 +15,8 @@
 
 mod client;
 mod convert;
+#[doc(hidden)]
+pub mod fuzzing;
 mod server;
 
 pub use client::RemoteNode;
