@@ -36,7 +36,8 @@ pub fn replica_write(data: &[u8]) {
                 )
             })
             .collect();
-        v.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        // A batch may repeat a series: the whole entry orders them.
+        v.sort();
         v
     };
     let first = key(&req);
