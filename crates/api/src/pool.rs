@@ -278,8 +278,17 @@ mod tests {
                 .await
                 .unwrap();
             names.insert(n);
-            // Let the thread park again before the next read arrives.
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            // Let the thread park again before the next read arrives: wait
+            // until every thread is idle (a fixed short sleep was not
+            // enough on a loaded machine).
+            let parked = std::time::Instant::now();
+            while pool.dispatch.lock().idle.len() < 8 {
+                assert!(
+                    parked.elapsed() < Duration::from_secs(5),
+                    "threads never idle"
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
         }
         assert!(names.len() <= 2, "{names:?}");
     }
