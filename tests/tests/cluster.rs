@@ -245,6 +245,21 @@ fn consistency_levels_decide_with_nodes_down() {
     )
     .unwrap();
     assert_eq!(r.status, 503, "series at majority: {}", r.text());
+    // Series, labels and label values carry the same warning as queries.
+    for path in [
+        "/api/v1/series?match[]=cl_up",
+        "/api/v1/labels",
+        "/api/v1/label/series/values",
+    ] {
+        let r = get(&format!("{url}{path}")).unwrap();
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        let w = r.json()["warnings"][0].as_str().unwrap_or("").to_string();
+        assert!(
+            w.contains("unstrict_majority") && w.contains("node-3"),
+            "{path}: no warning: {}",
+            r.text()
+        );
+    }
 
     // At majority by config, the same read fails, naming the level.
     nodes[0].set_env("CAIRN_CLUSTER_READ_CONSISTENCY", Some("majority"));

@@ -8,9 +8,9 @@ use crate::params::ReadArgs;
 use crate::render::{labels_json, success};
 use crate::state::{blocking_read, AppState};
 use axum::extract::{Path, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use cairn_common::Matcher;
-use cairn_storage_api::{block_on, SeriesQuery, StoreError};
+use cairn_storage_api::{block_on, SeriesQuery, StoreError, Warnings};
 use serde_json::{json, Value};
 
 /// Runs `f` once per `match[]` selector (once with no matchers when there are
@@ -31,9 +31,26 @@ fn union_over_matches<T: Ord>(
     Ok(all)
 }
 
-/// The contract's query for one `match[]` group of `args`.
-fn query(tenant: &str, m: &[Matcher], args: &ReadArgs) -> SeriesQuery {
-    SeriesQuery::new(tenant, m.to_vec(), args.start, args.end)
+/// The contract's query for one `match[]` group of `args`, noting the
+/// store's warnings (a cluster read answered by fewer than a majority) in `w`.
+fn query(tenant: &str, m: &[Matcher], args: &ReadArgs, w: &Warnings) -> SeriesQuery {
+    let mut q = SeriesQuery::new(tenant, m.to_vec(), args.start, args.end);
+    q.warnings = w.clone();
+    q
+}
+
+/// Prometheus's success JSON, with the store's `warnings` when it has any.
+fn answer(data: Value, w: &Warnings) -> Response {
+    let warnings = w.take();
+    if warnings.is_empty() {
+        return success(data);
+    }
+    (
+        axum::http::StatusCode::OK,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        json!({"status": "success", "data": data, "warnings": warnings}).to_string(),
+    )
+        .into_response()
 }
 
 /// `GET|POST /api/v1/series`.
@@ -45,15 +62,18 @@ pub(crate) async fn series(
 ) -> Result<Response> {
     let args = p.read_args(true)?;
     let src = backend.reader;
+    let w = Warnings::default();
+    let wq = w.clone();
     let sets = blocking_read(&st, st.0.cfg.engine.timeout, move |_| {
         union_over_matches(&args.matchers, |m| {
-            block_on(src.series(query(&tenant, m, &args)))
+            block_on(src.series(query(&tenant, m, &args, &wq)))
         })
     })
     .await??;
-    Ok(success(Value::Array(
-        sets.iter().map(labels_json).collect(),
-    )))
+    Ok(answer(
+        Value::Array(sets.iter().map(labels_json).collect()),
+        &w,
+    ))
 }
 
 /// `GET|POST /api/v1/labels`.
@@ -65,13 +85,15 @@ pub(crate) async fn labels(
 ) -> Result<Response> {
     let args = p.read_args(false)?;
     let src = backend.reader;
+    let w = Warnings::default();
+    let wq = w.clone();
     let names = blocking_read(&st, st.0.cfg.engine.timeout, move |_| {
         union_over_matches(&args.matchers, |m| {
-            block_on(src.label_names(query(&tenant, m, &args)))
+            block_on(src.label_names(query(&tenant, m, &args, &wq)))
         })
     })
     .await??;
-    Ok(success(json!(names)))
+    Ok(answer(json!(names), &w))
 }
 
 /// `GET /api/v1/label/{name}/values` (parameters from the query string).
@@ -84,13 +106,15 @@ pub(crate) async fn label_values(
 ) -> Result<Response> {
     let args = p.read_args(false)?;
     let src = backend.reader;
+    let w = Warnings::default();
+    let wq = w.clone();
     let values = blocking_read(&st, st.0.cfg.engine.timeout, move |_| {
         union_over_matches(&args.matchers, |m| {
-            block_on(src.label_values(query(&tenant, m, &args), name.clone()))
+            block_on(src.label_values(query(&tenant, m, &args, &wq), name.clone()))
         })
     })
     .await??;
-    Ok(success(json!(values)))
+    Ok(answer(json!(values), &w))
 }
 
 /// `GET /api/v1/metadata`: metric metadata (type, help, unit) by name.

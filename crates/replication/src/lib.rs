@@ -255,17 +255,12 @@ impl ReplicatedStore {
     where
         F: Fn(Arc<dyn NodeStore>, SeriesQuery) -> BoxFuture<'static, Result<T, StoreError>>,
     {
-        self.fan_out(
-            &q.shards,
-            q.read_level,
-            &Warnings::default(),
-            |node, shards| {
-                let mut q = q.clone();
-                q.shards = shards;
-                q.limit = 0;
-                call(node, q)
-            },
-        )
+        self.fan_out(&q.shards, q.read_level, &q.warnings, |node, shards| {
+            let mut q = q.clone();
+            q.shards = shards;
+            q.limit = 0;
+            call(node, q)
+        })
         .await
     }
 }

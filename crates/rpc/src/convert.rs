@@ -198,6 +198,7 @@ pub(crate) fn query_from(q: pb::SeriesQuery) -> Result<SeriesQuery, StoreError> 
         limit: q.limit as usize,
         deadline: deadline_from(q.timeout_ms),
         read_level: None,
+        warnings: Default::default(),
     })
 }
 

@@ -196,6 +196,8 @@ pub struct SeriesQuery {
     pub deadline: Option<Instant>,
     /// As [`SelectRequest::read_level`].
     pub read_level: Option<cairn_cluster::ReadLevel>,
+    /// As [`SelectRequest::warnings`].
+    pub warnings: Warnings,
 }
 
 impl SeriesQuery {
@@ -215,6 +217,7 @@ impl SeriesQuery {
             limit: 0,
             deadline: None,
             read_level: None,
+            warnings: Warnings::default(),
         }
     }
 
