@@ -5,11 +5,11 @@
 //! are read only for the ids of refs to filter (by shard or time).
 
 use super::keys::{hex, key_text, postings_value, prefix_end, ref_key};
-use super::postings::{count_refs, decode_refs, intersect_sorted, union_sorted};
+use super::postings::{count_refs, decode_refs, intersect_sorted};
 use super::registry::{entry_id, entry_tenant};
 use super::{db_err, Index};
 use crate::error::{Error, Result};
-use cairn_common::{MatchOp, Matcher, SeriesId, METRIC_NAME};
+use cairn_common::{Matcher, SeriesId, METRIC_NAME};
 use cairn_storage_api::Cardinality;
 use rocksdb::ReadOptions;
 
@@ -35,37 +35,7 @@ impl Index {
     /// holds for series without its label) removes the series whose value
     /// of its label it refuses.
     pub fn matching_refs(&self, tenant: &str, matchers: &[Matcher]) -> Result<Vec<u64>> {
-        let mut sets: Vec<Vec<u64>> = Vec::new();
-        for m in matchers.iter().filter(|m| !m.matches_empty()) {
-            let set = match m.op {
-                MatchOp::Equal => self.postings_eq(tenant, &m.name, &m.value)?,
-                MatchOp::RegexMatch if m.set_matches().is_some() => {
-                    let mut lists = Vec::new();
-                    for v in m.set_matches().unwrap_or_default() {
-                        lists.push(self.postings_eq(tenant, &m.name, &v)?);
-                    }
-                    union_sorted(lists)
-                }
-                _ => {
-                    self.postings_where(tenant, &m.name, m.literal_prefix().unwrap_or(""), |v| {
-                        m.matches(v)
-                    })?
-                }
-            };
-            if set.is_empty() {
-                return Ok(Vec::new());
-            }
-            sets.push(set);
-        }
-        let mut refs = if sets.is_empty() {
-            // Every series has a metric name, so its postings list them all.
-            self.postings_where(tenant, METRIC_NAME, "", |_| true)?
-        } else {
-            sets.sort_by_key(Vec::len);
-            let mut it = sets.into_iter();
-            let first = it.next().unwrap_or_default();
-            it.fold(first, |acc, s| intersect_sorted(&acc, &s))
-        };
+        let mut refs = self.candidate_refs(tenant, matchers)?;
         for m in matchers.iter().filter(|m| m.matches_empty()) {
             if refs.is_empty() {
                 break;
@@ -190,7 +160,7 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cairn_common::Labels;
+    use cairn_common::{Labels, MatchOp};
     use proptest::prelude::*;
 
     proptest! {

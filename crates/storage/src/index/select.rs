@@ -53,14 +53,11 @@ impl Index {
         Ok(union_sorted(lists))
     }
 
-    /// Series of `tenant` matching every matcher, with their labels, sorted
-    /// by labels. Matchers that match the empty string are checked against the
-    /// labels; the others select postings, smallest set first.
-    pub fn select(
-        &self,
-        tenant: &str,
-        matchers: &[Matcher],
-    ) -> Result<Vec<(SeriesId, Arc<Labels>)>> {
+    /// Refs (ascending) of `tenant`'s series that every matcher needing a
+    /// value selects (postings, smallest set first); all the tenant's series
+    /// when none does. Matchers that match the empty string are left to the
+    /// caller.
+    pub(crate) fn candidate_refs(&self, tenant: &str, matchers: &[Matcher]) -> Result<Vec<u64>> {
         let mut sets: Vec<Vec<u64>> = Vec::new();
         for m in matchers.iter().filter(|m| !m.matches_empty()) {
             let set = match m.op {
@@ -83,7 +80,7 @@ impl Index {
             }
             sets.push(set);
         }
-        let candidates: Vec<u64> = if sets.is_empty() {
+        Ok(if sets.is_empty() {
             // Every series has a metric name, so its postings list them all.
             self.postings_where(tenant, METRIC_NAME, "", |_| true)?
         } else {
@@ -91,7 +88,18 @@ impl Index {
             let mut it = sets.into_iter();
             let first = it.next().unwrap_or_default();
             it.fold(first, |acc, s| intersect_sorted(&acc, &s))
-        };
+        })
+    }
+
+    /// Series of `tenant` matching every matcher, with their labels, sorted
+    /// by labels. Matchers that match the empty string are checked against the
+    /// labels; the others select postings, smallest set first.
+    pub fn select(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+    ) -> Result<Vec<(SeriesId, Arc<Labels>)>> {
+        let candidates = self.candidate_refs(tenant, matchers)?;
         let mut out = Vec::with_capacity(candidates.len());
         let mut missing = Vec::new();
         {
