@@ -148,6 +148,33 @@ fn add_rule(v: &mut Vec<(String, bool, u64)>, name: &str, dry: bool, n: u64) {
     }
 }
 
+impl Admitted {
+    /// Series `s` refused for `reason` (`msg` the 400's line), counted.
+    fn refuse(&mut self, s: &cairn_common::PreparedSeries, reason: Reason, msg: String) {
+        add(
+            &mut self.discarded,
+            reason,
+            (s.samples.len() + s.exemplars.len()) as u64,
+        );
+        self.refused.push(Refused {
+            series: text(&s.labels),
+            reason: msg,
+            samples: s.samples.len(),
+        });
+    }
+}
+
+/// Keeps the series whose flag in `gone` (by position) is false.
+fn remove_marked(batch: &mut PreparedBatch, gone: &[bool]) {
+    if gone.iter().any(|g| *g) {
+        let mut i = 0;
+        batch.series.retain(|_| {
+            i += 1;
+            !gone[i - 1]
+        });
+    }
+}
+
 fn text(pairs: &cairn_common::LazyLabels) -> String {
     let mut s = String::from("{");
     for (i, (n, v)) in pairs.pairs().enumerate() {
@@ -223,7 +250,6 @@ impl Gate {
             let v = verdicts[i];
             i += 1;
             let Some(v) = v else { return true };
-            let n = (s.samples.len() + s.exemplars.len()) as u64;
             let (reason, msg) = match v {
                 SeriesRefusal::PerTenant { limit } => (
                     Reason::PerTenantSeriesLimit,
@@ -241,12 +267,7 @@ impl Gate {
                     ),
                 ),
             };
-            add(&mut out.discarded, reason, n);
-            out.refused.push(Refused {
-                series: text(&s.labels),
-                reason: msg,
-                samples: s.samples.len(),
-            });
+            out.refuse(s, reason, msg);
             false
         });
     }
@@ -311,13 +332,7 @@ impl Gate {
                 match why {
                     None => true,
                     Some((reason, msg)) => {
-                        let n = (s.samples.len() + s.exemplars.len()) as u64;
-                        add(&mut out.discarded, reason, n);
-                        out.refused.push(Refused {
-                            series: text(&s.labels),
-                            reason: msg,
-                            samples: s.samples.len(),
-                        });
+                        out.refuse(s, reason, msg);
                         false
                     }
                 }
@@ -381,11 +396,7 @@ impl Gate {
                 for s in shed.iter_mut() {
                     s.2 = new_index[s.2];
                 }
-                let mut i = 0;
-                batch.series.retain(|_| {
-                    i += 1;
-                    !dropped[i - 1]
-                });
+                remove_marked(batch, &dropped);
             }
         }
         // The rate, on what would be stored.
@@ -441,13 +452,7 @@ impl Gate {
                         gone[i] = true;
                     }
                 }
-                if gone.iter().any(|g| *g) {
-                    let mut i = 0;
-                    batch.series.retain(|_| {
-                        i += 1;
-                        !gone[i - 1]
-                    });
-                }
+                remove_marked(batch, &gone);
                 self.series_limits(t, batch, now, &mut out);
                 Ok(out)
             }
