@@ -279,7 +279,9 @@ pub(crate) struct Tenants {
     /// Reads running per tenant (`max_concurrent_queries`).
     running: Mutex<HashMap<String, usize>>,
     /// Each tenant's share of the write turns.
-    write_shares: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    /// Kept while the tenant has writes in flight (the count of them), so
+    /// tenants that come and go leave no entry behind.
+    write_shares: Mutex<HashMap<String, (Arc<tokio::sync::Semaphore>, usize)>>,
 }
 
 impl Tenants {
@@ -296,16 +298,31 @@ impl Tenants {
 
     /// `tenant`'s share of the node's `slots` write turns: all but one when
     /// there are several.
-    pub(crate) fn write_share(&self, tenant: &str, slots: usize) -> Arc<tokio::sync::Semaphore> {
+    pub(crate) fn write_share(self: &Arc<Self>, tenant: &str, slots: usize) -> WriteShare {
         let mut g = self
             .write_shares
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        g.entry(tenant.to_string())
-            .or_insert_with(|| {
-                Arc::new(tokio::sync::Semaphore::new(slots.saturating_sub(1).max(1)))
-            })
-            .clone()
+        let e = g.entry(tenant.to_string()).or_insert_with(|| {
+            (
+                Arc::new(tokio::sync::Semaphore::new(slots.saturating_sub(1).max(1))),
+                0,
+            )
+        });
+        e.1 += 1;
+        WriteShare {
+            sem: e.0.clone(),
+            tenants: self.clone(),
+            tenant: tenant.to_string(),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn write_shares_is_empty(&self) -> bool {
+        self.write_shares
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
     }
 
     /// Who the request with `headers` is, for a route needing `need`.
@@ -383,6 +400,31 @@ impl Tenants {
             tenants: self.clone(),
             tenant: tenant.to_string(),
         })
+    }
+}
+
+/// A write's hold on its tenant's share of the write turns (`sem`); the
+/// tenant's entry goes with its last write.
+#[derive(Debug)]
+pub(crate) struct WriteShare {
+    pub sem: Arc<tokio::sync::Semaphore>,
+    tenants: Arc<Tenants>,
+    tenant: String,
+}
+
+impl Drop for WriteShare {
+    fn drop(&mut self) {
+        let mut g = self
+            .tenants
+            .write_shares
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(e) = g.get_mut(&self.tenant) {
+            e.1 = e.1.saturating_sub(1);
+            if e.1 == 0 {
+                g.remove(&self.tenant);
+            }
+        }
     }
 }
 

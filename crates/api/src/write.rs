@@ -48,7 +48,7 @@ pub(crate) async fn remote_write(
     let wait = st.0.cfg.write_queue_wait;
     let share = st.0.tenants.write_share(&tenant, st.0.write_slots);
     let turns = async {
-        let mine = share.acquire_owned().await?;
+        let mine = share.sem.clone().acquire_owned().await?;
         let any = st.0.writes.acquire().await?;
         Ok::<_, tokio::sync::AcquireError>((mine, any))
     };
@@ -283,5 +283,7 @@ mod tests {
         // Its turn now: the (broken) body is decoded and refused on its own merits.
         let (status, body) = call(&app, write_req()).await;
         assert_eq!(status, 400, "{body}");
+        // A tenant's share of the turns is kept only while it writes.
+        assert!(st.0.tenants.write_shares_is_empty());
     }
 }
