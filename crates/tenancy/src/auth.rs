@@ -81,17 +81,19 @@ pub fn authenticate(
     };
     let caller = match creds.bearer {
         Some(b) => {
+            // Hashed once; every comparison is of hashes, in constant time.
+            let h = tokens::hash(b);
             if policy
                 .admin_sha256
                 .as_deref()
-                .is_some_and(|h| tokens::verify(b, h))
+                .is_some_and(|a| tokens::same_hash(&h, a))
             {
                 Caller {
                     tenant: header_tenant()?,
                     token: Some("bootstrap".into()),
                     admin: true,
                 }
-            } else if let Some(t) = view.token(b) {
+            } else if let Some(t) = view.token(&h) {
                 let admin = t.scopes.contains(&Scope::Admin);
                 if !admin && !t.scopes.contains(&need) {
                     let has: Vec<&str> = t.scopes.iter().map(|s| s.as_str()).collect();
@@ -114,7 +116,7 @@ pub fn authenticate(
             } else {
                 let revoked = tokens::id_of(b)
                     .and_then(|id| view.state.tokens.get(id))
-                    .is_some_and(|t| t.revoked && tokens::verify(b, &t.sha256));
+                    .is_some_and(|t| t.revoked && tokens::same_hash(&h, &t.sha256));
                 return Err(AuthError::Unauthorized(if revoked {
                     format!(
                         "token {} was revoked (err-cairn-token-revoked)",

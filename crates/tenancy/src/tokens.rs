@@ -83,7 +83,12 @@ pub fn hash(token: &str) -> String {
 
 /// True when `token` hashes to `sha256`, compared in constant time.
 pub fn verify(token: &str, sha256: &str) -> bool {
-    hash(token).as_bytes().ct_eq(sha256.as_bytes()).into()
+    same_hash(&hash(token), sha256)
+}
+
+/// True when two hex hashes are equal, compared in constant time.
+pub fn same_hash(a: &str, b: &str) -> bool {
+    a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
 /// A fresh token from the OS's randomness.

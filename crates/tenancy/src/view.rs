@@ -88,11 +88,11 @@ impl View {
         self.tenants.contains_key(id)
     }
 
-    /// The live token `presented` is, if any: looked up by hash, the
-    /// hashes compared in constant time.
-    pub fn token(&self, presented: &str) -> Option<&TokenRecord> {
-        let t = self.by_hash.get(&tokens::hash(presented))?;
-        tokens::verify(presented, &t.sha256).then_some(t)
+    /// The live token whose hash is `sha256` (of a presented token), if
+    /// any: looked up by hash, the hashes compared in constant time.
+    pub fn token(&self, sha256: &str) -> Option<&TokenRecord> {
+        let t = self.by_hash.get(sha256)?;
+        tokens::same_hash(sha256, &t.sha256).then_some(t)
     }
 }
 
