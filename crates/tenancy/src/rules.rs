@@ -9,6 +9,11 @@
 use cairn_common::{parse_selector, Matcher};
 use serde::{Deserialize, Serialize};
 
+/// Most drop rules a tenant may have.
+pub(crate) const MAX_RULES: usize = 256;
+/// Longest selector of a rule, bytes.
+pub(crate) const MAX_SELECTOR: usize = 4096;
+
 /// What a rule does with the series it matches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -62,6 +67,21 @@ pub struct CompiledRules {
 /// Checks a tenant's rules: names unique and non-empty, selectors valid;
 /// the error names the rule.
 pub fn check_rules(rules: &[DropRule]) -> Result<(), String> {
+    // Each rule is matched against every series a tenant writes, and the
+    // list travels in one metadata entry: both are kept small.
+    if rules.len() > MAX_RULES {
+        return Err(format!(
+            "{} drop rules: at most {MAX_RULES} per tenant",
+            rules.len()
+        ));
+    }
+    if let Some(r) = rules.iter().find(|r| r.selector.len() > MAX_SELECTOR) {
+        return Err(format!(
+            "drop rule {:?}: the selector is {} bytes, above {MAX_SELECTOR}",
+            cairn_common::limits::truncate_str(&r.name, 128),
+            r.selector.len()
+        ));
+    }
     CompiledRules::compile(rules).map(|_| ())
 }
 
@@ -225,6 +245,13 @@ mod tests {
         ])
         .unwrap_err();
         assert!(e.contains("twice"), "{e}");
+        let many: Vec<DropRule> = (0..=MAX_RULES)
+            .map(|i| rule(&format!("r{i}"), "{x=\"1\"}", RuleAction::Drop, 0, false))
+            .collect();
+        assert!(check_rules(&many).unwrap_err().contains("at most 256"));
+        let long = format!("{{x=\"{}\"}}", "a".repeat(MAX_SELECTOR));
+        let e = check_rules(&[rule("long", &long, RuleAction::Drop, 0, false)]).unwrap_err();
+        assert!(e.contains("\"long\"") && e.contains("bytes"), "{e}");
         let e = check_rules(&[rule("all", "{x=~\".*\"}", RuleAction::Drop, 0, false)]).unwrap_err();
         assert!(
             e.contains("\"all\"") && e.contains("does not match the empty string"),
