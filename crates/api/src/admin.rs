@@ -1,5 +1,6 @@
 //! Store administration (`/admin/v1/…`, admin token only): `POST
-//! /admin/v1/flush` seals and flushes everything in the head; `GET
+//! /admin/v1/flush` seals and flushes everything in the head; `POST
+//! /admin/v1/snapshot` takes a head snapshot; `GET
 //! /admin/v1/cluster` the cluster's members and placement.
 
 use crate::error::{ApiError, Result};
@@ -15,6 +16,16 @@ pub(crate) async fn flush(_: AdminCaller, Ready(backend): Ready) -> Result<Respo
         .await?
         .map_err(|e| ApiError::internal(format!("flush failed: {e}")))?;
     Ok(success(json!({"filesets_written": n})))
+}
+
+/// `POST /admin/v1/snapshot`: a head snapshot now (they are also taken
+/// every `storage.snapshot-interval` and at shutdown).
+pub(crate) async fn snapshot(_: AdminCaller, Ready(backend): Ready) -> Result<Response> {
+    let admin = backend.admin;
+    let covers = blocking(move || admin.snapshot())
+        .await?
+        .map_err(|e| ApiError::internal(format!("head snapshot failed: {e}")))?;
+    Ok(success(json!({"covers_segment": covers})))
 }
 
 /// `GET /admin/v1/cluster`.

@@ -42,6 +42,7 @@ pub mod path {
     pub const CARDINALITY_LABEL_VALUES: &str = "/api/v1/cardinality/label_values";
     pub const READ: &str = "/api/v1/read";
     pub const FLUSH: &str = "/admin/v1/flush";
+    pub const SNAPSHOT: &str = "/admin/v1/snapshot";
     pub const CLUSTER: &str = "/admin/v1/cluster";
     pub const TENANTS: &str = "/admin/v1/tenants";
     pub const TENANT: &str = "/admin/v1/tenants/{id}";
@@ -120,6 +121,7 @@ pub fn status_routes() -> Routes {
         .route(path::CONFIG, get(status::status_config))
         .route(path::FLAGS, get(status::status_flags))
         .route(path::FLUSH, post(admin::flush))
+        .route(path::SNAPSHOT, post(admin::snapshot))
         .route(path::CLUSTER, get(admin::cluster))
         .route(path::TENANTS, get(tenants::list).post(tenants::create))
         .route(

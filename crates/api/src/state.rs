@@ -15,6 +15,10 @@ use std::sync::{Arc, OnceLock};
 pub trait Admin: Send + Sync {
     /// Seals and flushes everything in the head; returns filesets written.
     fn flush(&self) -> Result<usize, String>;
+    /// Takes a head snapshot now; returns the commit-log segment it covers.
+    fn snapshot(&self) -> Result<u64, String> {
+        Err("this store takes no head snapshots".into())
+    }
     /// Registers the store's self-metrics in the registry `/metrics` serves.
     fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry);
     /// `GET /admin/v1/cluster`: members and their health, the metadata

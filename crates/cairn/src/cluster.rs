@@ -359,6 +359,9 @@ impl Admin for ClusterAdmin {
     fn flush(&self) -> std::result::Result<usize, String> {
         self.storage.flush(true).map_err(|e| e.to_string())
     }
+    fn snapshot(&self) -> std::result::Result<u64, String> {
+        self.storage.snapshot().map_err(|e| e.to_string())
+    }
     fn register_metrics(&self, registry: &mut cairn_api::MetricsRegistry) {
         self.storage.register_metrics(registry);
         self.metrics.register(registry);

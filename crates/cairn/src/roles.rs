@@ -142,6 +142,9 @@ impl Admin for StorageAdmin {
     fn flush(&self) -> Result<usize, String> {
         self.0.flush(true).map_err(|e| e.to_string())
     }
+    fn snapshot(&self) -> Result<u64, String> {
+        self.0.snapshot().map_err(|e| e.to_string())
+    }
     fn register_metrics(&self, registry: &mut cairn_api::MetricsRegistry) {
         self.0.register_metrics(registry);
     }

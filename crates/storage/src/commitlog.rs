@@ -212,8 +212,10 @@ fn create_segment(dir: &Path, no: u64) -> Result<File> {
 }
 
 impl CommitLog {
-    /// Opens the log in `dir`, replaying every existing segment into `apply`
-    /// (oldest first, with the segment number). `apply` returns the block
+    /// Opens the log in `dir`, replaying every existing segment after
+    /// `replay_after` into `apply` (oldest first, with the segment number;
+    /// those up to `replay_after` are covered by a head snapshot and only
+    /// kept for removal). `apply` returns the block
     /// windows whose data from that record now lives only in memory.
     /// Afterwards a fresh segment is started for new writes, numbered above
     /// every existing one and above `min_next` (numbers never repeat, since
@@ -228,6 +230,7 @@ impl CommitLog {
         policy: FsyncPolicy,
         max_segment_bytes: u64,
         min_next: u64,
+        replay_after: u64,
         strict: bool,
         mut apply: impl FnMut(u64, &[u8]) -> Result<BTreeSet<i64>>,
     ) -> Result<(Arc<Self>, ReplayStats)> {
@@ -245,6 +248,17 @@ impl CommitLog {
         let mut segments = BTreeMap::new();
         for &no in &nos {
             let path = seg_path(dir, no);
+            if no <= replay_after {
+                let bytes = fs::metadata(&path).map_or(0, |m| m.len());
+                segments.insert(
+                    no,
+                    SegmentInfo {
+                        bytes,
+                        ..Default::default()
+                    },
+                );
+                continue;
+            }
             let mut buf = Vec::new();
             File::open(&path)
                 .and_then(|mut f| f.read_to_end(&mut buf))
@@ -807,7 +821,7 @@ mod tests {
     use super::*;
 
     fn open(dir: &Path, seen: &mut Vec<Vec<u8>>) -> Arc<CommitLog> {
-        CommitLog::open(dir, FsyncPolicy::Always, 1 << 20, 0, false, |_, p| {
+        CommitLog::open(dir, FsyncPolicy::Always, 1 << 20, 0, 0, false, |_, p| {
             seen.push(p.to_vec());
             Ok(BTreeSet::from([7]))
         })
@@ -867,11 +881,18 @@ mod tests {
         seg.extend_from_slice(bytes);
         fs::write(seg_path(d.path(), 1), seg).unwrap();
         let mut seen = Vec::new();
-        let (log, stats) =
-            CommitLog::open(d.path(), FsyncPolicy::Always, 1 << 20, 0, strict, |_, p| {
+        let (log, stats) = CommitLog::open(
+            d.path(),
+            FsyncPolicy::Always,
+            1 << 20,
+            0,
+            0,
+            strict,
+            |_, p| {
                 seen.push(p.to_vec());
                 Ok(BTreeSet::new())
-            })?;
+            },
+        )?;
         log.close()?;
         Ok((seen, stats))
     }
@@ -968,7 +989,7 @@ mod tests {
     }
 
     fn open_empty(dir: &Path) -> Arc<CommitLog> {
-        CommitLog::open(dir, FsyncPolicy::Always, 1 << 20, 0, false, |_, _| {
+        CommitLog::open(dir, FsyncPolicy::Always, 1 << 20, 0, 0, false, |_, _| {
             Ok(BTreeSet::new())
         })
         .unwrap()

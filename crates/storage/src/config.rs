@@ -38,6 +38,10 @@ pub struct StorageConfig {
     pub max_segment_bytes: u64,
     /// Background flush check period (default 1m).
     pub flush_interval: Duration,
+    /// How often the head is snapshotted (and at close), bounding the
+    /// commit log a restart replays to about this span; zero turns
+    /// snapshots off (default 10m).
+    pub snapshot_interval: Duration,
     /// Head memory above which open windows are flushed early (default 4 GiB).
     pub head_max_bytes: u64,
     /// Block cache of the RocksDB label index (default 64 MiB).
@@ -81,6 +85,7 @@ impl StorageConfig {
             num_shards: 64,
             max_segment_bytes: 128 << 20,
             flush_interval: Duration::from_secs(60),
+            snapshot_interval: Duration::from_secs(600),
             head_max_bytes: 4 << 30,
             index_cache_bytes: index::DEFAULT_CACHE_BYTES as u64,
             max_new_series_per_request: 100_000,
@@ -141,6 +146,8 @@ pub struct StorageSection {
     pub retention: CfgDuration,
     pub num_shards: u32,
     pub flush_interval: CfgDuration,
+    /// Head snapshot period (`0s`: off).
+    pub snapshot_interval: CfgDuration,
     pub head_max_bytes: ByteSize,
     pub commitlog_segment_size: ByteSize,
     pub index_cache_size: ByteSize,
@@ -186,6 +193,7 @@ impl StorageSection {
         c.buffer_past = self.buffer_past.get();
         c.num_shards = self.num_shards;
         c.flush_interval = self.flush_interval.get();
+        c.snapshot_interval = self.snapshot_interval.get();
         c.head_max_bytes = self.head_max_bytes.bytes();
         c.max_segment_bytes = self.commitlog_segment_size.bytes();
         c.index_cache_bytes = self.index_cache_size.bytes();

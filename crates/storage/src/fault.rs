@@ -27,7 +27,8 @@ static IO_FAULTS_ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::Atomi
 /// `commitlog-create-segment`, `commitlog-append`, `commitlog-sync` (before
 /// each fdatasync of a segment: the sync then fails without touching the
 /// file, so the next one succeeds, as Linux reports a writeback error to
-/// one fsync only), `fileset-write`.
+/// one fsync only), `fileset-write`, `snapshot-write` (before each shard
+/// file of a head snapshot).
 pub fn io_fault(name: &str, path: &Path) -> std::io::Result<()> {
     if !IO_FAULTS_ARMED.load(std::sync::atomic::Ordering::Relaxed) {
         return Ok(());

@@ -10,6 +10,7 @@ use crate::index::Index;
 use crate::metrics::Metrics;
 use crate::namespace::block_end;
 use crate::shard::{Flushing, Shard};
+use crate::snapshot;
 use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -34,6 +35,8 @@ pub(crate) struct FlushCtx<'a> {
     pub root: &'a Path,
     pub block_ms: i64,
     pub buffer_past: Duration,
+    /// Where head snapshots go (`<data-dir>/snapshots`).
+    pub snapshots: &'a Path,
 }
 
 /// One flush at a time, and the blocks whose fileset write failed.
@@ -142,6 +145,68 @@ impl Flusher {
             return Err(Error::Unavailable(format!("{failed} block flushes failed")));
         }
         Ok(written)
+    }
+}
+
+impl Flusher {
+    /// Takes a head snapshot (see `snapshot.rs`), never at the same time as
+    /// a flush: seals the commit log where the head holds everything
+    /// written so far, writes every shard's in-memory buffers (the head's
+    /// and any waiting to be retried) as of its turn — data a shard gets
+    /// after the seal is in the snapshot too, and replaying it again is
+    /// idempotent — persists the index (the series, exemplars and metadata
+    /// of the segments about to go), makes the snapshot current, then
+    /// removes the snapshots before the previous one and the segments the
+    /// previous one covers (the previous one and the log after it stay, so a
+    /// damaged snapshot falls back to them). Returns the segment covered.
+    pub(crate) fn snapshot(&self, cx: &FlushCtx<'_>) -> Result<u64> {
+        let _one = self.lock.lock();
+        let started = Instant::now();
+        let res = (|| {
+            let sealed = {
+                let _w = cx.apply_lock.write();
+                cx.log.rotate()?
+            };
+            let mut w = snapshot::Writer::begin(cx.snapshots, sealed, cx.shards.len() as u32)?;
+            for (i, sh) in cx.shards.iter().enumerate() {
+                let chunks = sh.lock().snapshot_chunks().map_err(|e| {
+                    Error::Corrupt(format!(
+                        "encoding shard {i}'s buffers for a head snapshot: {e}"
+                    ))
+                })?;
+                w.shard(&chunks)?;
+            }
+            cx.index.persist()?;
+            let bytes = w.finish()?;
+            crate::fault::fail_point("snapshot-after-rename");
+            snapshot::remove_older(cx.snapshots, 2)?;
+            let removed = match snapshot::list(cx.snapshots)?.get(1) {
+                Some(&prev) => cx.log.remove_segments(prev, |_| false),
+                None => 0,
+            };
+            cx.metrics.snapshot_bytes.set(bytes as i64);
+            tracing::info!(
+                covers_segment = sealed,
+                bytes,
+                segments_removed = removed,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "head snapshot written"
+            );
+            Ok(sealed)
+        })();
+        cx.metrics
+            .snapshot_seconds
+            .inc_by(started.elapsed().as_secs_f64());
+        match &res {
+            Ok(_) => {
+                cx.metrics.snapshots.inc();
+            }
+            Err(e) => {
+                cx.metrics.snapshot_failures.inc();
+                tracing::error!(?e, "head snapshot failed; the commit log stays in charge");
+            }
+        }
+        res
     }
 }
 

@@ -224,6 +224,14 @@ impl Head {
         out
     }
 
+    /// Every non-empty buffer held, with its series.
+    pub fn buffers(&self) -> impl Iterator<Item = (SeriesId, &BlockBuf)> + '_ {
+        self.series
+            .iter()
+            .flat_map(|(id, s)| s.blocks.iter().map(move |b| (*id, b)))
+            .filter(|(_, b)| !b.is_empty())
+    }
+
     /// Block windows the head holds data of.
     pub fn blocks(&self, into: &mut BTreeSet<i64>) {
         for s in self.series.values() {

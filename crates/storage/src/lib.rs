@@ -25,7 +25,10 @@
 //! - [`metrics`] — self-metric counters and the scrape-time gauges, put into
 //!   a `prometheus-client` registry the caller owns;
 //! - `config` — [`StorageConfig`], the [`Clock`], and the `storage:` config section ([`StorageSection`]);
-//! - `recovery` — index → filesets → commit-log replay, at open;
+//! - `snapshot` — head snapshots on disk (written crash-safely, listed,
+//!   read and checked), which bound the commit log a restart replays;
+//! - `recovery` — index → filesets → head snapshot → commit-log replay
+//!   after it, at open;
 //! - `flush` — a flush run over all shards, and the background
 //!   [`FlushTask`] that shutdown stops and joins;
 //! - `node` — [`Storage`]: open, the write path, reads by shard, close;
@@ -37,7 +40,9 @@
 //! A flush (periodic, or `POST /admin/v1/flush`): seal the commit-log segment,
 //! detach closed block windows from the head, write each as a fileset (merging
 //! a previous volume of the same block), then delete commit-log segments whose
-//! blocks are all on disk.
+//! blocks are all on disk. A head snapshot (every `snapshot-interval`, and
+//! at shutdown): seal the segment, write every shard's in-memory buffers as
+//! chunks, then delete the segments the snapshot before it covered.
 //!
 //! Must never depend on: the HTTP layer, PromQL, ingest decoders. This crate
 //! and `meta` are the only RocksDB users.
@@ -61,6 +66,7 @@ mod node;
 mod record;
 mod recovery;
 pub mod shard;
+mod snapshot;
 
 pub use commitlog::FsyncPolicy;
 pub use config::{

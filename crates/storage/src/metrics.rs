@@ -36,6 +36,13 @@ pub struct Metrics {
     /// damaged record before them in the segment (record format 2).
     pub commitlog_samples_lost: Counter,
     pub recovery_seconds: Gauge<f64, AtomicU64>,
+    pub snapshots: Counter,
+    pub snapshot_failures: Counter,
+    pub snapshot_seconds: Counter<f64, AtomicU64>,
+    /// Bytes of the last head snapshot written.
+    pub snapshot_bytes: Gauge,
+    /// Block buffers loaded from a head snapshot at the last start.
+    pub snapshot_buffers_loaded: Counter,
 }
 
 /// Values read from the node at scrape time.
@@ -108,6 +115,21 @@ impl Metrics {
                 "Filesets written.",
                 &self.filesets_written,
             ),
+            (
+                "cairn_storage_snapshots",
+                "Head snapshots written (each bounds the commit log a restart replays).",
+                &self.snapshots,
+            ),
+            (
+                "cairn_storage_snapshot_failures",
+                "Head snapshots that failed (the commit log then stays in charge).",
+                &self.snapshot_failures,
+            ),
+            (
+                "cairn_storage_snapshot_buffers_loaded",
+                "Block buffers loaded from a head snapshot at the last start.",
+                &self.snapshot_buffers_loaded,
+            ),
         ] {
             // The registry ends every help text with a full stop itself.
             reg.register(name, help.trim_end_matches('.'), c.clone());
@@ -117,6 +139,18 @@ impl Metrics {
             "Time spent flushing",
             Unit::Seconds,
             self.flush_seconds.clone(),
+        );
+        reg.register_with_unit(
+            "cairn_storage_snapshot",
+            "Time spent writing head snapshots",
+            Unit::Seconds,
+            self.snapshot_seconds.clone(),
+        );
+        reg.register_with_unit(
+            "cairn_storage_snapshot_last",
+            "Size of the last head snapshot written",
+            Unit::Bytes,
+            self.snapshot_bytes.clone(),
         );
         reg.register_with_unit(
             "cairn_storage_recovery",

@@ -55,6 +55,10 @@ pub struct Storage {
     /// the order they land.
     encoder: Mutex<record::Encoder>,
     flusher: Flusher,
+    /// `<data-dir>/snapshots`.
+    snapshots: PathBuf,
+    /// When the last head snapshot was taken (or the node opened).
+    last_snapshot: Mutex<Instant>,
     /// The background flush thread, stopped and joined by [`Storage::close`].
     pub(crate) flush_task: Mutex<Option<FlushTask>>,
     pub(crate) clock: Clock,
@@ -98,6 +102,8 @@ impl Storage {
                 CommitLogFormat::V1 => record::Compression::None,
             })),
             flusher: Flusher::default(),
+            snapshots: crate::snapshot::root(&data_dir),
+            last_snapshot: Mutex::new(Instant::now()),
             flush_task: Mutex::new(None),
             clock,
             metrics,
@@ -165,12 +171,29 @@ impl Storage {
             }
             self.enforce_retention();
         }
+        let every = self.cfg.snapshot_interval;
+        if !every.is_zero() && self.last_snapshot.lock().elapsed() >= every {
+            // A failure is logged and counted; the next tick tries again.
+            let _ = self.snapshot();
+        }
     }
 
     /// Flushes closed windows (or, with `force`, everything) to filesets and
     /// truncates the commit log. Returns the number of filesets written.
     pub fn flush(&self, force: bool) -> Result<usize> {
-        let cx = FlushCtx {
+        self.flusher.run(&self.flush_ctx(), force)
+    }
+
+    /// Takes a head snapshot now (see [`Storage::start_background`] for
+    /// when it happens by itself); returns the commit-log segment it covers.
+    pub fn snapshot(&self) -> Result<u64> {
+        let covered = self.flusher.snapshot(&self.flush_ctx())?;
+        *self.last_snapshot.lock() = Instant::now();
+        Ok(covered)
+    }
+
+    fn flush_ctx(&self) -> FlushCtx<'_> {
+        FlushCtx {
             shards: &self.shards,
             log: &self.log,
             index: &self.index,
@@ -180,8 +203,8 @@ impl Storage {
             root: &self.ns_root,
             block_ms: self.block_ms,
             buffer_past: self.cfg.buffer_past,
-        };
-        self.flusher.run(&cx, force)
+            snapshots: &self.snapshots,
+        }
     }
 
     /// Deletes filesets whose whole window is older than retention.
@@ -197,11 +220,17 @@ impl Storage {
     }
 
     /// Graceful stop: the flush thread is stopped and joined (a flush under
-    /// way completes), nothing more is flushed, the commit log is synced.
+    /// way completes), nothing more is flushed, a head snapshot is taken
+    /// (unless snapshots are off) so the next start replays almost nothing,
+    /// the commit log is synced.
     pub fn close(&self) -> Result<()> {
         let task = self.flush_task.lock().take();
         if let Some(task) = task {
             task.stop();
+        }
+        if !self.cfg.snapshot_interval.is_zero() {
+            // On failure the commit log still holds everything (logged).
+            let _ = self.snapshot();
         }
         let _w = self.apply_lock.write();
         self.log.close()?;
@@ -504,15 +533,18 @@ impl Storage {
                     i += 1;
                 }
             }
+            crate::fault::fail_point("after-commitlog-append");
+            // Still under the lock: a head snapshot seals the log only once
+            // every record before the seal is in the index too (it persists
+            // the index, then removes segments).
+            if !exemplars.is_empty() {
+                self.index.put_exemplars(&exemplars)?;
+            }
+            if !batch.metadata.is_empty() {
+                self.index.put_metadata(tenant, &batch.metadata)?;
+            }
             seq
         };
-        crate::fault::fail_point("after-commitlog-append");
-        if !exemplars.is_empty() {
-            self.index.put_exemplars(&exemplars)?;
-        }
-        if !batch.metadata.is_empty() {
-            self.index.put_metadata(tenant, &batch.metadata)?;
-        }
         self.log.wait_durable(seq)?;
         out.accepted_exemplars = exemplars.len();
         self.metrics

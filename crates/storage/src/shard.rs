@@ -47,6 +47,24 @@ impl Shard {
         out
     }
 
+    /// Everything the shard holds only in memory, as chunks in the order a
+    /// restart applies them: blocks of a flush under way or waiting to be
+    /// retried (older), then the head's buffers (newer).
+    pub fn snapshot_chunks(
+        &self,
+    ) -> std::result::Result<crate::snapshot::ShardChunks, cairn_codec::CodecError> {
+        let mut out = Vec::new();
+        for (b, data) in &self.flushing {
+            for (id, buf) in data.iter() {
+                out.push((*id, *b, buf.chunk()?));
+            }
+        }
+        for (id, buf) in self.head.buffers() {
+            out.push((id, buf.start, buf.chunk()?));
+        }
+        Ok(out)
+    }
+
     /// Block windows that still hold data only in memory.
     pub fn blocks_in_memory(&self, into: &mut BTreeSet<i64>) {
         self.head.blocks(into);

@@ -30,11 +30,14 @@ impl Fixture {
         self.open_with(|_| {})
     }
 
-    /// Opens with 4 shards, the fixture's clock and `tune` applied.
+    /// Opens with 4 shards, the fixture's clock, head snapshots off (the
+    /// tests of the commit log see it replay everything; the snapshot tests
+    /// turn them on) and `tune` applied.
     pub(crate) fn open_with(&self, tune: impl FnOnce(&mut StorageConfig)) -> Arc<Storage> {
         let now = self.now.clone();
         let mut cfg = StorageConfig::new(self.dir.path());
         cfg.num_shards = 4;
+        cfg.snapshot_interval = std::time::Duration::ZERO;
         tune(&mut cfg);
         Storage::open(cfg, Arc::new(move || now.load(Ordering::SeqCst))).unwrap()
     }
