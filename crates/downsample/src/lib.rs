@@ -15,6 +15,10 @@
 //! - [`RangeRows`]: PromQL's `*_over_time`, `increase`, `rate` and `resets`
 //!   answered from the rows of consecutive windows.
 //!
+//! Not here yet: exemplars in the row bytes, histogram-bucket series as a
+//! group (each bucket, `_count` and `_sum` is a counter series of its own),
+//! and merging fine rows into coarser ones (5m → 1h).
+//!
 //! Must never depend on: RocksDB, tokio, the storage crate, or any I/O. The
 //! storage node drives these types; raw samples it must read (to recompute a
 //! window) come in through arguments and callbacks.

@@ -15,7 +15,7 @@
 //!   and the sample count — all of which the rows keep, the pairs across a
 //!   window edge coming from each row's carried `prev_raw`.
 
-use cairn_common::Timestamp;
+use cairn_common::{Sample, Timestamp};
 
 use crate::error::{Error, Result};
 use crate::window::{prom_max, prom_min, Aggregate, Window};
@@ -126,7 +126,7 @@ impl<'a> RangeRows<'a> {
     /// `(first, last, count, last − first + Σ value before each reset)` of
     /// the range's values; `None` with fewer than two (Prometheus gives no
     /// `increase` then).
-    fn counter_delta(&self) -> Option<(cairn_common::Sample, cairn_common::Sample, u64, f64)> {
+    fn counter_delta(&self) -> Option<(Sample, Sample, u64, f64)> {
         let mut aggs = self.aggs();
         let first = aggs.next()?;
         let (mut last, mut count, mut reset_sum) = (first.last, first.count, first.reset_sum);
@@ -217,7 +217,7 @@ impl<'a> RangeRows<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cairn_common::{stale_nan, Sample};
+    use cairn_common::stale_nan;
 
     const R: i64 = 60_000;
 
