@@ -41,6 +41,12 @@ pub const QUERIES: &[(&str, Kind, &str)] = &[
         r#"node_load1{instance=~"host-0001[0-9]:.*"}"#,
     ),
     (
+        // High cardinality (issue 12): every node series, counted by a label.
+        "count_all_node_by_region",
+        Kind::Node,
+        r#"count by (region) ({__name__=~"node_.+"})"#,
+    ),
+    (
         "p99_latency_by_service",
         Kind::Histogram,
         r#"histogram_quantile(0.99, sum by (le, service) (rate(http_request_duration_seconds_bucket[5m])))"#,

@@ -155,15 +155,38 @@ pub(crate) fn simple_aggregation(a: &AggregateExpr) -> bool {
         )
 }
 
+/// What an aggregation `exec::fold` folds reads: a window-only range
+/// function of a range selector, or an instant selector.
+#[derive(Clone, Copy)]
+pub(crate) enum FoldInput<'a> {
+    Range(RangeFn, &'a MatrixSelector),
+    /// Without `@` (its value would be the same at every step).
+    Instant(&'a promql_parser::parser::VectorSelector),
+}
+
+impl<'a> FoldInput<'a> {
+    pub(crate) fn selector(self) -> &'a promql_parser::parser::VectorSelector {
+        match self {
+            FoldInput::Range(_, ms) => &ms.vs,
+            FoldInput::Instant(vs) => vs,
+        }
+    }
+}
+
 /// The aggregations `exec::fold` folds: `aggr by (…) (f(selector[r]))`
 /// with `aggr` one of sum/avg/min/max/count/group/stddev/stdvar and `f` a
-/// window-only range function.
-pub(crate) fn fold_shape(a: &AggregateExpr) -> Option<(RangeFn, &MatrixSelector)> {
+/// window-only range function, or `aggr by (…) (selector)`.
+pub(crate) fn fold_shape(a: &AggregateExpr) -> Option<FoldInput<'_>> {
     if !simple_aggregation(a) {
         return None;
     }
     match a.expr.as_ref() {
-        promql_parser::parser::Expr::Call(c) => range_call(c),
+        promql_parser::parser::Expr::Call(c) => {
+            range_call(c).map(|(rf, ms)| FoldInput::Range(rf, ms))
+        }
+        promql_parser::parser::Expr::VectorSelector(vs) if vs.at.is_none() => {
+            Some(FoldInput::Instant(vs))
+        }
         _ => None,
     }
 }

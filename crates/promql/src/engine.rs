@@ -517,14 +517,24 @@ mod tests {
         for op in [
             "sum", "avg", "min", "max", "count", "group", "stddev", "stdvar",
         ] {
+            // Range functions of range selectors, and instant selectors
+            // (their staleness markers and lookback included).
+            let mut args: Vec<String> = Vec::new();
             for f in ["rate", "sum_over_time", "last_over_time", "irate"] {
+                for sel in [
+                    "{__name__=~\"x_total|odd_gauge\"}[1m]",
+                    "x_total[2m] offset 30s",
+                ] {
+                    args.push(format!("{f}({sel})"));
+                }
+            }
+            args.push("{__name__=~\"x_total|odd_gauge\"}".into());
+            args.push("x_total offset 30s".into());
+            for arg in &args {
                 for grp in ["by (g)", "without (s)", "", "by (__name__)"] {
-                    for sel in [
-                        "{__name__=~\"x_total|odd_gauge\"}[1m]",
-                        "x_total[2m] offset 30s",
-                    ] {
-                        let agg = format!("{op} {grp} ({f}({sel}))");
-                        let slow_agg = format!("{op} {grp} (({f}({sel})))");
+                    {
+                        let agg = format!("{op} {grp} ({arg})");
+                        let slow_agg = format!("{op} {grp} (({arg}))");
                         // The same aggregation as the argument of a function
                         // (computed ahead too) and as a plain expression.
                         let (fast, slow) = if grp == "without (s)" {

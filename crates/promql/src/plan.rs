@@ -2,7 +2,7 @@
 //! works out which series each selector needs over which time range, and
 //! which aggregations a range query may fold.
 
-use crate::ast::{fold_shape, info_time, offset_ms, system_time_ms};
+use crate::ast::{fold_shape, info_time, offset_ms, system_time_ms, FoldInput};
 use promql_parser::parser::{AggregateExpr, AtModifier, Expr, VectorSelector};
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -285,10 +285,13 @@ pub(crate) fn plan<'a>(
         let mut aggs = Vec::new();
         stream_candidates(&nodes, expr, 0, &mut aggs);
         for (id, a) in aggs {
-            if fold_shape(a).is_some() {
-                let sel = nodes.child(nodes.child(id, AGG_INPUT), 0);
-                folded.insert(sel, (id, a));
-            }
+            let input = nodes.child(id, AGG_INPUT);
+            let sel = match fold_shape(a) {
+                Some(FoldInput::Range(..)) => nodes.child(input, 0),
+                Some(FoldInput::Instant(_)) => input,
+                None => continue,
+            };
+            folded.insert(sel, (id, a));
         }
     }
     let selectors = needs

@@ -1,11 +1,12 @@
-//! Folded aggregations: `aggr by (…) (f(selector[r]))` in a range query,
+//! Folded aggregations: `aggr by (…) (f(selector[r]))` and `aggr by (…)
+//! (selector)` in a range query,
 //! computed while the selector is read in batches, series by series, so
 //! its samples are never all held.
 
 use super::ctx::{note_later, note_not_counter, Evaluator};
-use super::serieswise::{range_fn_values, steps};
+use super::serieswise::{instant_values, range_fn_values, steps};
 use super::state::Folded;
-use crate::ast::fold_shape;
+use crate::ast::{fold_shape, FoldInput};
 use crate::fetch::{fetched, select_batched};
 use crate::kernels::aggr::{acc_add, acc_value, grouping_key, Acc};
 use crate::plan::NodeId;
@@ -47,7 +48,7 @@ pub(crate) async fn fold(
     loaded: &mut usize,
     floor_cells: usize,
 ) -> Result<bool> {
-    let Some((rf, ms)) = fold_shape(a) else {
+    let Some(input) = fold_shape(a) else {
         return Ok(false);
     };
     if ev.step <= 0 || ev.end < ev.start {
@@ -55,7 +56,8 @@ pub(crate) async fn fold(
     }
     let op = a.op.id();
     let steps = steps(ev);
-    let name = ms.vs.name.as_deref();
+    let vs = input.selector();
+    let name = vs.name.as_deref();
     let mut index: HashMap<Labels, u32> = HashMap::default();
     let mut keys: Vec<Arc<Labels>> = Vec::new();
     let mut groups: Vec<GroupAccs> = Vec::new();
@@ -78,11 +80,19 @@ pub(crate) async fn fold(
             failed = Some(e);
             return false;
         }
-        for sd in fetched(batch, true, name) {
-            let (first, seen) = range_fn_values(ev_ref, rf, ms, &sd, &mut samples, &mut vals);
-            if seen {
-                note_later(&mut odd, rf, &sd);
-            }
+        let range = matches!(input, FoldInput::Range(..));
+        for sd in fetched(batch, range, name) {
+            let first = match input {
+                FoldInput::Range(rf, ms) => {
+                    let (first, seen) =
+                        range_fn_values(ev_ref, rf, ms, &sd, &mut samples, &mut vals);
+                    if seen {
+                        note_later(&mut odd, rf, &sd);
+                    }
+                    first
+                }
+                FoldInput::Instant(vs) => instant_values(ev_ref, vs, &sd, &mut samples, &mut vals),
+            };
             let Some(lo) = vals.iter().position(Option::is_some) else {
                 continue;
             };
@@ -137,7 +147,7 @@ pub(crate) async fn fold(
         }
         true
     };
-    select_batched(src, tenant, &ms.vs, matchers, mint, maxt, &mut fold).await?;
+    select_batched(src, tenant, vs, matchers, mint, maxt, &mut fold).await?;
     if let Some(e) = failed {
         return Err(e);
     }
@@ -170,7 +180,10 @@ pub(crate) async fn fold(
         values,
         order,
         samples,
-        drop_name: !rf.keeps_name(),
+        drop_name: match input {
+            FoldInput::Range(rf, _) => !rf.keeps_name(),
+            FoldInput::Instant(_) => false,
+        },
     }));
     Ok(true)
 }

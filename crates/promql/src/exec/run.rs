@@ -179,7 +179,7 @@ async fn read(
                 set.max_samples,
             )
             .await?;
-            ev.data[sel.id] = Some(fetched(series, true, sel.vs.name.as_deref()));
+            ev.data[sel.id] = Some(fetched(series, sel.range, sel.vs.name.as_deref()));
         }
         if began.elapsed() > set.timeout {
             return Err(timeout_err("query preparation"));

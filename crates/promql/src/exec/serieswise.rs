@@ -120,6 +120,45 @@ pub(crate) fn range_fn_values(
     (span.start, seen)
 }
 
+/// Instant selector `vs` (no `@`) over one series at every step where it
+/// has a value — the latest sample at or before the step (less the
+/// offset) within the lookback, unless that is a staleness marker, as
+/// [`Evaluator::instant_from`] finds it: fills `vals` for the steps
+/// `first..first + vals.len()` and adds one to `samples` per value.
+/// Returns `first`. `sd` must keep its staleness markers.
+pub(crate) fn instant_values(
+    ev: &Evaluator,
+    vs: &promql_parser::parser::VectorSelector,
+    sd: &Fetched,
+    samples: &mut [usize],
+    vals: &mut Vec<Option<f64>>,
+) -> usize {
+    vals.clear();
+    let s = &sd.samples[..];
+    let (Some(a), Some(b)) = (s.first(), s.last()) else {
+        return 0;
+    };
+    let off = offset_ms(&vs.offset);
+    // A sample at `t` is the answer for selector times in [t, t + lookback).
+    let span = steps_within(ev, None, off, a.t, b.t.saturating_add(ev.lookback));
+    vals.resize(span.len(), None);
+    let mut idx = 0;
+    for (i, slot) in span.clone().zip(vals.iter_mut()) {
+        let te = step_t(ev, i) - off;
+        idx = advance_to(s, idx, te);
+        if idx == 0 {
+            continue;
+        }
+        let x = s[idx - 1];
+        if x.t <= te - ev.lookback || is_stale_nan(x.v) {
+            continue;
+        }
+        samples[i] += 1;
+        *slot = Some(x.v);
+    }
+    span.start
+}
+
 /// Whether `e` is an instant-vector expression this module evaluates.
 fn supported(ev: &Evaluator, e: &Expr, id: NodeId) -> bool {
     let kid = |k: usize| ev.child(id, k);
