@@ -78,7 +78,8 @@ bench-quick: deps
 # replays fuzz/corpus and fuzz/regressions on stable (the crates' tests).
 FUZZ_TIME ?= 60
 FUZZ_TARGETS ?= commitlog_record fileset_read index_decode remote_write_decode \
-	remote_read_decode selector_parse codec_decode promql_parse promql_eval replica_write_decode
+	remote_read_decode selector_parse codec_decode promql_parse promql_eval replica_write_decode \
+	head_snapshot_parse downsample_row_decode
 FUZZ_TARGET_DIR ?= $(HOME)/.cache/cairn-fuzz-target
 FUZZ_CARGO := CARGO_TARGET_DIR=$(FUZZ_TARGET_DIR) cargo +nightly fuzz
 

@@ -25,6 +25,8 @@
 
 mod error;
 mod exemplar;
+#[doc(hidden)]
+pub mod fuzzing;
 mod policy;
 mod query;
 mod row;
