@@ -561,6 +561,8 @@ impl ShardWriter for ReplicatedStore {
                         shard,
                         batch: part.clone(),
                         consistency: level,
+                        // The turn is given back when the write returns.
+                        applied: None,
                     };
                     let store = self.node(&node).clone();
                     let call: BoxFuture<'static, _> =

@@ -530,6 +530,7 @@ pub(crate) fn write_from(r: pb::WriteRequest) -> Result<WriteRequest, StoreError
         namespace: r.namespace,
         shard: r.shard,
         consistency,
+        applied: None,
     })
 }
 

@@ -149,7 +149,7 @@ pub struct CommitLog {
     /// Test hook run once by the syncer between choosing what to sync and
     /// syncing it.
     #[cfg(test)]
-    before_sync: Mutex<Option<SyncHook>>,
+    pub(crate) before_sync: Mutex<Option<SyncHook>>,
 }
 
 #[cfg(test)]

@@ -423,8 +423,13 @@ impl ShardWriter for Storage {
                     )));
                 }
             }
+            let applied = req.applied;
             Ok(self
-                .write_inner(&req.tenant, req.batch)
+                .write_inner_then(&req.tenant, req.batch, || {
+                    if let Some(a) = &applied {
+                        a.call();
+                    }
+                })
                 .map_err(StorageError::from)?)
         })
     }
@@ -440,6 +445,54 @@ mod tests {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_millis() as i64
+    }
+
+    /// A write's `applied` hook runs once the batch is in the head, while
+    /// its fsync is still pending (the HTTP layer gives the write's turn
+    /// back there); the write itself returns only once durable.
+    #[test]
+    fn the_applied_hook_runs_before_the_fsync_and_the_write_waits_for_it() {
+        use crate::test_support::{batch, labels};
+        use cairn_common::PreparedBatch;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{mpsc, Arc};
+        let f = Fixture::new();
+        let now = f.now.load(Ordering::SeqCst);
+        let s = f.open();
+        let (held_tx, held_rx) = mpsc::channel::<()>();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        *s.log.before_sync.lock() = Some(Box::new(move |_: &crate::commitlog::CommitLog| {
+            held_tx.send(()).unwrap();
+            let _ = go_rx.recv();
+        }));
+        let applied = Arc::new(AtomicBool::new(false));
+        let returned = Arc::new(AtomicBool::new(false));
+        let (a, r, s2) = (applied.clone(), returned.clone(), s.clone());
+        let writer = std::thread::spawn(move || {
+            let b =
+                PreparedBatch::from_batch("t", batch(vec![(labels("m", "x"), vec![(now, 1.0)])]));
+            let req = WriteRequest::new("t", b).on_applied(move || a.store(true, Ordering::SeqCst));
+            block_on(s2.write(req)).unwrap();
+            r.store(true, Ordering::SeqCst);
+        });
+        held_rx.recv().unwrap();
+        // The fsync is held: the hook has run, the write has not returned.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !applied.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(
+            applied.load(Ordering::SeqCst),
+            "the hook did not run before the fsync"
+        );
+        assert!(
+            !returned.load(Ordering::SeqCst),
+            "the write returned before it was durable"
+        );
+        go_tx.send(()).unwrap();
+        writer.join().unwrap();
+        assert!(returned.load(Ordering::SeqCst));
+        s.close().unwrap();
     }
 
     #[test]

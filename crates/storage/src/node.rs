@@ -44,7 +44,7 @@ pub struct Storage {
     ns_root: PathBuf,
     pub(crate) block_ms: i64,
     pub(crate) index: Index,
-    log: Arc<CommitLog>,
+    pub(crate) log: Arc<CommitLog>,
     pub(crate) shards: Vec<Mutex<Shard>>,
     /// Writers hold it shared across log-append + head-apply; a flush takes it
     /// exclusively to seal the log at a point where the head holds everything
@@ -345,10 +345,18 @@ impl Storage {
         Ok(out)
     }
 
-    pub(crate) fn write_inner(
+    pub(crate) fn write_inner(&self, tenant: &str, batch: PreparedBatch) -> Result<WriteOutcome> {
+        self.write_inner_then(tenant, batch, || {})
+    }
+
+    /// [`write_inner`](Self::write_inner), calling `applied` once the
+    /// write is in the head and the index, before waiting for its commit-log
+    /// record to be durable.
+    pub(crate) fn write_inner_then(
         &self,
         tenant: &str,
         mut batch: PreparedBatch,
+        applied: impl FnOnce(),
     ) -> Result<WriteOutcome> {
         let now = (self.clock)();
         let min_t = now
@@ -545,6 +553,8 @@ impl Storage {
             }
             seq
         };
+        drop(batch);
+        applied();
         self.log.wait_durable(seq)?;
         out.accepted_exemplars = exemplars.len();
         self.metrics
