@@ -120,12 +120,13 @@ pub(crate) fn range_fn_values(
     (span.start, seen)
 }
 
-/// Instant selector `vs` (no `@`) over one series at every step where it
-/// has a value — the latest sample at or before the step (less the
-/// offset) within the lookback, unless that is a staleness marker, as
-/// [`Evaluator::instant_from`] finds it: fills `vals` for the steps
-/// `first..first + vals.len()` and adds one to `samples` per value.
-/// Returns `first`. `sd` must keep its staleness markers.
+/// Instant selector `vs` over one series at every step where it has a
+/// value — the latest sample at or before the step's selector time (`@`
+/// time or step time, less the offset) within the lookback, unless that is
+/// a staleness marker, as [`Evaluator::instant_from`] finds it: fills
+/// `vals` for the steps `first..first + vals.len()` and adds one to
+/// `samples` per value. Returns `first`. `sd` must keep its staleness
+/// markers.
 pub(crate) fn instant_values(
     ev: &Evaluator,
     vs: &promql_parser::parser::VectorSelector,
@@ -138,13 +139,14 @@ pub(crate) fn instant_values(
     let (Some(a), Some(b)) = (s.first(), s.last()) else {
         return 0;
     };
+    let at = ev.at_time(&vs.at);
     let off = offset_ms(&vs.offset);
     // A sample at `t` is the answer for selector times in [t, t + lookback).
-    let span = steps_within(ev, None, off, a.t, b.t.saturating_add(ev.lookback));
+    let span = steps_within(ev, at, off, a.t, b.t.saturating_add(ev.lookback));
     vals.resize(span.len(), None);
     let mut idx = 0;
     for (i, slot) in span.clone().zip(vals.iter_mut()) {
-        let te = step_t(ev, i) - off;
+        let te = at.unwrap_or(step_t(ev, i)) - off;
         idx = advance_to(s, idx, te);
         if idx == 0 {
             continue;
@@ -223,8 +225,6 @@ fn eval(ev: &Evaluator, e: &Expr, id: NodeId) -> Result<Option<Cols>> {
             if data.len().saturating_mul(n) > MAX_CELLS {
                 return Ok(None);
             }
-            let at = ev.at_time(&vs.at);
-            let off = offset_ms(&vs.offset);
             let mut out = Cols {
                 series: Vec::new(),
                 samples: vec![0; n],
@@ -234,28 +234,10 @@ fn eval(ev: &Evaluator, e: &Expr, id: NodeId) -> Result<Option<Cols>> {
                 if k % 256 == 255 {
                     ev.check_deadline()?;
                 }
-                let s = &sd.samples[..];
-                let (Some(a), Some(b)) = (s.first(), s.last()) else {
-                    continue;
-                };
-                let span = steps_within(ev, at, off, a.t, b.t.saturating_add(ev.lookback));
-                let mut vals = vec![None; span.len()];
-                let mut idx = 0;
-                for (i, slot) in span.clone().zip(vals.iter_mut()) {
-                    let te = at.unwrap_or(step_t(ev, i)) - off;
-                    idx = advance_to(s, idx, te);
-                    if idx == 0 {
-                        continue;
-                    }
-                    let x = s[idx - 1];
-                    if x.t <= te - ev.lookback || is_stale_nan(x.v) {
-                        continue;
-                    }
-                    *slot = Some(x.v);
-                    out.samples[i] += 1;
-                }
+                let mut vals = Vec::new();
+                let first = instant_values(ev, vs, sd, &mut out.samples, &mut vals);
                 out.series
-                    .extend(Col::new(sd.labels.clone(), false, span.start, vals));
+                    .extend(Col::new(sd.labels.clone(), false, first, vals));
             }
             Ok(Some(out))
         }
