@@ -1173,6 +1173,36 @@ mod failpoints {
         )
     }
 
+    /// Restarts `s` with failpoint `point` armed, writes 100 samples from
+    /// `t0` (acknowledged, so added to `want`), asks `POST /admin/v1/<admin>`
+    /// (a flush or a snapshot), which dies at the point — no answer,
+    /// process gone — then restarts without it and checks every
+    /// acknowledged sample is there, once.
+    fn crash_at(
+        s: &mut TestServer,
+        point: &str,
+        admin: &str,
+        t0: i64,
+        now: i64,
+        want: &mut Exported,
+    ) {
+        s.set_env("CAIRN_FAILPOINT", Some(point));
+        s.restart();
+        assert_eq!(write(&s.url(), point, t0, 100, want), 204);
+        let r = post(&format!("{}/admin/v1/{admin}", s.url()), ADMIN, &[]);
+        assert!(
+            r.map(|r| r.status != 200).unwrap_or(true),
+            "{admin} must not succeed at {point}"
+        );
+        assert!(
+            s.wait_exit(Duration::from_secs(10)).is_some(),
+            "server did not abort at {point}"
+        );
+        s.set_env("CAIRN_FAILPOINT", None);
+        s.restart();
+        assert_exported_eq(&read(s, now), want, &format!("after crash at {point}"));
+    }
+
     #[test]
     fn crash_mid_flush_and_after_append_loses_nothing_acknowledged() {
         let mut s = TestServer::spawn(ServerOpts::default());
@@ -1181,22 +1211,7 @@ mod failpoints {
         assert_eq!(write(&s.url(), "a", now - 30 * MIN, 300, &mut want), 204);
 
         for point in ["fileset-before-data", "fileset-before-checkpoint"] {
-            s.set_env("CAIRN_FAILPOINT", Some(point));
-            s.restart();
-            assert_eq!(write(&s.url(), point, now - 20 * MIN, 100, &mut want), 204);
-            // The flush dies at the failpoint: no answer, process gone.
-            let r = post(&format!("{}/admin/v1/flush", s.url()), ADMIN, &[]);
-            assert!(
-                r.map(|r| r.status != 200).unwrap_or(true),
-                "flush must not succeed at {point}"
-            );
-            assert!(
-                s.wait_exit(Duration::from_secs(10)).is_some(),
-                "server did not abort at {point}"
-            );
-            s.set_env("CAIRN_FAILPOINT", None);
-            s.restart();
-            assert_exported_eq(&read(&s, now), &want, &format!("after crash at {point}"));
+            crash_at(&mut s, point, "flush", now - 20 * MIN, now, &mut want);
         }
         assert!(
             s.log().contains("interrupted flush"),
@@ -1255,22 +1270,8 @@ mod failpoints {
             .into_iter()
             .enumerate()
         {
-            s.set_env("CAIRN_FAILPOINT", Some(point));
-            s.restart();
             let t0 = now - (30 - 5 * i as i64) * MIN;
-            assert_eq!(write(&s.url(), point, t0, 100, &mut want), 204);
-            let r = snapshot(&s);
-            assert!(
-                r.map(|r| r.status != 200).unwrap_or(true),
-                "snapshot must not succeed at {point}"
-            );
-            assert!(
-                s.wait_exit(Duration::from_secs(10)).is_some(),
-                "server did not abort at {point}"
-            );
-            s.set_env("CAIRN_FAILPOINT", None);
-            s.restart();
-            assert_exported_eq(&read(&s, now), &want, &format!("after crash at {point}"));
+            crash_at(&mut s, point, "snapshot", t0, now, &mut want);
         }
         // A snapshot, more writes, then SIGKILL.
         let r = snapshot(&s).expect("snapshot");

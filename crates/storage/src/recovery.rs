@@ -482,7 +482,7 @@ mod tests {
     }
 
     /// Replays the whole store and returns every series of metric `m`.
-    fn all(s: &Storage) -> Vec<(String, Vec<(i64, u64)>)> {
+    pub(super) fn all(s: &Storage) -> Vec<(String, Vec<(i64, u64)>)> {
         let mut v = read(s, "t", "m");
         v.sort();
         v
@@ -699,6 +699,7 @@ mod tests {
 /// what happens when a snapshot is damaged or interrupted.
 #[cfg(test)]
 mod snapshot_tests {
+    use super::tests::all;
     use crate::test_support::*;
     use crate::Storage;
     use cairn_common::SampleWriter;
@@ -708,12 +709,6 @@ mod snapshot_tests {
 
     fn open_snapshotting(f: &Fixture) -> Arc<Storage> {
         f.open_with(|c| c.snapshot_interval = Duration::from_secs(600))
-    }
-
-    fn all(s: &Storage) -> Vec<(String, Vec<(i64, u64)>)> {
-        let mut v = read(s, "t", "m");
-        v.sort();
-        v
     }
 
     /// `k`-th scrape of 50 series at `t`.
