@@ -588,6 +588,12 @@ impl CommitLog {
         Ok(old.no)
     }
 
+    /// The active segment's number, and whether a record was appended to it.
+    pub fn active_segment(&self) -> (u64, bool) {
+        let g = self.inner.lock();
+        (g.active.seg.no, g.active.records > 0)
+    }
+
     /// How long ago the active segment was started.
     pub fn active_age(&self) -> Duration {
         self.inner.lock().active.opened.elapsed()

@@ -163,6 +163,17 @@ impl Flusher {
         let _one = self.lock.lock();
         let started = Instant::now();
         let res = (|| {
+            // Nothing written since the newest snapshot sealed the log: it
+            // still covers everything, and sealing again would only make
+            // the next segment declare its series anew.
+            if let (Some(&newest), (active, false)) = (
+                snapshot::list(cx.snapshots)?.first(),
+                cx.log.active_segment(),
+            ) {
+                if active == newest + 1 {
+                    return Ok(newest);
+                }
+            }
             let sealed = {
                 let _w = cx.apply_lock.write();
                 cx.log.rotate()?

@@ -788,6 +788,13 @@ mod snapshot_tests {
         // Only the newest two snapshots stay.
         s.snapshot().unwrap();
         assert_eq!(snapshot_dirs(&f).len(), 2, "{:?}", snapshot_dirs(&f));
+        // With nothing written since, a snapshot is the newest one again:
+        // the log is not sealed (a new segment would declare every series
+        // again).
+        let segs = seg_files(f.dir.path());
+        let newest = s.snapshot().unwrap();
+        assert_eq!(s.snapshot().unwrap(), newest);
+        assert_eq!(seg_files(f.dir.path()), segs);
         s.close().unwrap();
     }
 
