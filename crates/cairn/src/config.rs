@@ -293,6 +293,58 @@ mod tests {
         );
     }
 
+    /// `storage.namespaces` adds aggregated namespaces after `raw`, each a
+    /// policy or a policy with its block; a bad entry names its place.
+    #[test]
+    fn storage_namespaces_add_aggregated_namespaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ns.yaml");
+        std::fs::write(
+            &file,
+            "storage:\n  namespaces:\n    - 5m:1y\n    - policy: 1h:5y\n      block-size: 30d\n",
+        )
+        .unwrap();
+        let flags = Overrides {
+            config_file: Some(file.clone()),
+            ..Default::default()
+        };
+        let sc = Config::load(&flags, &[]).unwrap().storage_config().unwrap();
+        let got: Vec<(&str, Option<u64>, u64, u64)> = sc
+            .namespaces
+            .iter()
+            .map(|n| {
+                (
+                    n.name.as_str(),
+                    n.resolution.map(|r| r.as_secs()),
+                    n.retention.as_secs() / 86_400,
+                    n.block.as_secs() / 3600,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("raw", None, 30, 2),
+                ("agg_5m_1y", Some(300), 365, 24),
+                ("agg_1h_5y", Some(3600), 5 * 365, 30 * 24),
+            ]
+        );
+        for (yaml, needle) in [
+            ("    - 5m\n", "storage.namespaces[0]"),
+            ("    - 5m:1y\n    - 300s:365d\n", "agg_5m_1y"),
+            ("    - raw:7d\n", "storage.retention"),
+            ("    - 1m:1h\n", "block"),
+            (
+                "    - policy: 5m:1y\n      block-size: 10s\n",
+                "at least 1m",
+            ),
+        ] {
+            std::fs::write(&file, format!("storage:\n  namespaces:\n{yaml}")).unwrap();
+            let e = format!("{:#}", Config::load(&flags, &[]).unwrap_err());
+            assert!(e.contains(needle), "{yaml:?}: {e}");
+        }
+    }
+
     #[test]
     fn env_overrides_file_and_flags_override_env() {
         let env = vec![

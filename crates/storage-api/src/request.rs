@@ -325,6 +325,12 @@ impl WriteRequest {
         self
     }
 
+    /// A write to `namespace` (an aggregated one) rather than raw.
+    pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
     pub fn to_shard(mut self, shard: u32) -> Self {
         self.shard = Some(shard);
         self

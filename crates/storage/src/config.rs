@@ -28,8 +28,8 @@ pub struct StorageConfig {
     pub data_dir: PathBuf,
     pub fsync: FsyncPolicy,
     /// The namespaces (default: `raw` alone, 2h blocks, 30d retention; the
-    /// config keys `storage.block-size` and `storage.retention` set it).
-    /// This release supports `raw` only (see [`namespace::validate`]).
+    /// config keys `storage.block-size` and `storage.retention` set it;
+    /// `storage.namespaces` adds aggregated ones; see [`namespace::validate`]).
     pub namespaces: Vec<Namespace>,
     /// How long after a window's end writes into it are still expected
     /// before it is flushed (default 10m).
@@ -155,6 +155,51 @@ pub struct StorageSection {
     /// skipped and counted (default false).
     #[serde(default)]
     pub strict_replay: bool,
+    /// Aggregated namespaces beside `raw` (default none).
+    #[serde(default)]
+    pub namespaces: Vec<NamespaceEntry>,
+}
+
+/// One entry of `storage.namespaces`: a storage policy (`5m:1y`), or the
+/// policy with its block window (`{policy: 5m:1y, block-size: 1d}`).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(untagged)]
+pub enum NamespaceEntry {
+    Policy(String),
+    Full(NamespaceFull),
+}
+
+/// The long form of a [`NamespaceEntry`].
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NamespaceFull {
+    pub policy: String,
+    pub block_size: Option<CfgDuration>,
+}
+
+impl NamespaceEntry {
+    /// The namespace it describes; the error names `key` (its place in
+    /// the list) and what is wrong.
+    fn namespace(&self, key: &str) -> Result<Namespace, ConfigError> {
+        let (text, block) = match self {
+            NamespaceEntry::Policy(p) => (p.as_str(), None),
+            NamespaceEntry::Full(f) => (f.policy.as_str(), f.block_size.map(|b| b.get())),
+        };
+        let policy: cairn_downsample::StoragePolicy = text
+            .parse()
+            .map_err(|e: cairn_downsample::Error| ConfigError::new(key, e.to_string()))?;
+        if block.is_some_and(|b| b < Duration::from_secs(60)) {
+            return Err(ConfigError::new(key, "block-size must be at least 1m"));
+        }
+        Namespace::aggregated(policy, block).ok_or_else(|| {
+            ConfigError::new(
+                key,
+                format!(
+                    "{text:?}: the raw namespace is set by storage.retention and storage.block-size, not listed"
+                ),
+            )
+        })
+    }
 }
 
 impl StorageSection {
@@ -175,7 +220,19 @@ impl StorageSection {
         if self.num_shards == 0 || self.num_shards > 4096 {
             return Err(ConfigError::new("storage.num-shards", "must be 1..=4096"));
         }
-        Ok(())
+        self.namespace_list().map(|_| ())
+    }
+
+    /// `raw` (from `block-size` and `retention`), then `namespaces`, checked
+    /// as the store checks them at open.
+    fn namespace_list(&self) -> Result<Vec<Namespace>, ConfigError> {
+        let mut list = vec![Namespace::raw(self.block_size.get(), self.retention.get())];
+        for (i, e) in self.namespaces.iter().enumerate() {
+            list.push(e.namespace(&format!("storage.namespaces[{i}]"))?);
+        }
+        namespace::validate(&list)
+            .map_err(|e| ConfigError::new("storage.namespaces", e.to_string()))?;
+        Ok(list)
     }
 
     /// The node's configuration; `max_new_series_per_request` is the ingest
@@ -187,9 +244,7 @@ impl StorageSection {
         self.validate()?;
         let mut c = StorageConfig::new(&self.data_dir);
         c.fsync = self.fsync.0;
-        let raw = c.raw_mut();
-        raw.block = self.block_size.get();
-        raw.retention = self.retention.get();
+        c.namespaces = self.namespace_list()?;
         c.buffer_past = self.buffer_past.get();
         c.num_shards = self.num_shards;
         c.flush_interval = self.flush_interval.get();

@@ -156,17 +156,6 @@ impl SeriesSource for Storage {
 }
 
 impl Storage {
-    /// NotFound unless `namespace` is the one this node holds.
-    fn check_namespace(&self, namespace: &str) -> Result<(), StoreError> {
-        if namespace != self.ns.name {
-            return Err(StoreError::not_found(format!(
-                "namespace {namespace:?} does not exist on this node (it holds {:?})",
-                self.ns.name
-            )));
-        }
-        Ok(())
-    }
-
     /// Whether `[start, end]` covers every retained block window (and the
     /// next one), so every series of the index is in range.
     fn covers_retained_time(&self, start: Timestamp, end: Timestamp) -> bool {
@@ -178,9 +167,11 @@ impl Storage {
             && end >= now.saturating_add(self.block_ms)
     }
 
-    fn query_checks(&self, q: &SeriesQuery) -> Result<(), StoreError> {
-        self.check_namespace(&q.namespace)?;
-        q.check()
+    /// The store of `q`'s namespace, once `q` is checked.
+    fn query_checks(&self, q: &SeriesQuery) -> Result<&Storage, StoreError> {
+        let s = self.in_namespace(&q.namespace)?;
+        q.check()?;
+        Ok(s)
     }
 
     /// Label sets of `q`, restricted to its shards.
@@ -257,18 +248,18 @@ impl SeriesReader for Storage {
     /// are re-encoded as one chunk.
     fn select(&self, req: SelectRequest) -> BoxFuture<'_, Result<SeriesStream<'_>, StoreError>> {
         Box::pin(async move {
-            self.check_namespace(&req.namespace)?;
+            let me = self.in_namespace(&req.namespace)?;
             req.check()?;
-            let mut sel = self
+            let mut sel = me
                 .index
                 .select(&req.tenant, &req.matchers)
                 .map_err(|e| StoreError::from(StorageError::from(e)))?;
             if req.shards != ShardSet::All {
-                let n = self.cfg.num_shards.max(1);
+                let n = me.cfg.num_shards.max(1);
                 sel.retain(|(id, _)| req.shards.contains(id.shard(n)));
             }
             let batches = Batches {
-                store: self,
+                store: me,
                 sel,
                 pos: 0,
                 start: req.start,
@@ -281,19 +272,19 @@ impl SeriesReader for Storage {
 
     fn series(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<Labels>, StoreError>> {
         Box::pin(async move {
-            self.query_checks(&q)?;
-            let v = self.series_of(&q)?;
+            let me = self.query_checks(&q)?;
+            let v = me.series_of(&q)?;
             Ok(q.truncate(v))
         })
     }
 
     fn label_names(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
         Box::pin(async move {
-            self.query_checks(&q)?;
+            let me = self.query_checks(&q)?;
             let v = if q.shards == ShardSet::All {
-                SeriesSource::label_names(self, &q.tenant, &q.matchers, q.start, q.end)?
+                SeriesSource::label_names(me, &q.tenant, &q.matchers, q.start, q.end)?
             } else {
-                cairn_common::distinct_names(&self.series_of(&q)?)
+                cairn_common::distinct_names(&me.series_of(&q)?)
             };
             Ok(q.truncate(v))
         })
@@ -305,11 +296,11 @@ impl SeriesReader for Storage {
         name: String,
     ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
         Box::pin(async move {
-            self.query_checks(&q)?;
+            let me = self.query_checks(&q)?;
             let v = if q.shards == ShardSet::All {
-                SeriesSource::label_values(self, &q.tenant, &name, &q.matchers, q.start, q.end)?
+                SeriesSource::label_values(me, &q.tenant, &name, &q.matchers, q.start, q.end)?
             } else {
-                cairn_common::distinct_values(&self.series_of(&q)?, &name)
+                cairn_common::distinct_values(&me.series_of(&q)?, &name)
             };
             Ok(q.truncate(v))
         })
@@ -317,10 +308,10 @@ impl SeriesReader for Storage {
 
     fn exemplars(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<ExemplarSeries>, StoreError>> {
         Box::pin(async move {
-            self.query_checks(&q)?;
-            let mut v = SeriesSource::exemplars(self, &q.tenant, &q.matchers, q.start, q.end)?;
+            let me = self.query_checks(&q)?;
+            let mut v = SeriesSource::exemplars(me, &q.tenant, &q.matchers, q.start, q.end)?;
             if q.shards != ShardSet::All {
-                let n = self.cfg.num_shards.max(1);
+                let n = me.cfg.num_shards.max(1);
                 v.retain(|s| {
                     q.shards
                         .contains(SeriesId::of(&q.tenant, &s.labels).shard(n))
@@ -345,8 +336,8 @@ impl SeriesReader for Storage {
     /// See [`Storage::count_series`]: from the index, no label set built.
     fn cardinality(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Cardinality, StoreError>> {
         Box::pin(async move {
-            self.query_checks(&q)?;
-            self.count_series(&q)
+            let me = self.query_checks(&q)?;
+            me.count_series(&q)
         })
     }
 }
@@ -407,9 +398,9 @@ impl ShardWriter for Storage {
     /// (this is one replica).
     fn write(&self, req: WriteRequest) -> BoxFuture<'_, Result<WriteOutcome, StoreError>> {
         Box::pin(async move {
-            self.check_namespace(&req.namespace)?;
+            let me = self.in_namespace(&req.namespace)?;
             if let Some(shard) = req.shard {
-                let n = self.cfg.num_shards.max(1);
+                let n = me.cfg.num_shards.max(1);
                 if shard >= n {
                     return Err(StoreError::not_found(format!(
                         "shard {shard} does not exist (this node has {n})"
@@ -424,7 +415,7 @@ impl ShardWriter for Storage {
                 }
             }
             let applied = req.applied;
-            Ok(self
+            Ok(me
                 .write_inner_then(&req.tenant, req.batch, || {
                     if let Some(a) = &applied {
                         a.call();
@@ -492,6 +483,100 @@ mod tests {
         go_tx.send(()).unwrap();
         writer.join().unwrap();
         assert!(returned.load(Ordering::SeqCst));
+        s.close().unwrap();
+    }
+
+    /// An aggregated namespace from the config is its own store: writes
+    /// and reads naming it see only it, it keeps data for its own
+    /// retention (a sample raw refuses as too old is kept), its data lives
+    /// under `<data-dir>/namespaces/<name>` and survives a restart both
+    /// from its commit log and from its filesets; an unknown namespace is
+    /// NotFound naming those held.
+    #[test]
+    fn aggregated_namespaces_are_stores_of_their_own() {
+        use crate::test_support::{batch, labels, DAY};
+        use crate::Namespace;
+        use cairn_common::{MatchOp, Matcher, PreparedBatch};
+        use cairn_storage_api::{select_all, SelectRequest, SeriesQuery, SeriesReader};
+        use std::sync::atomic::Ordering;
+        let f = Fixture::new();
+        let now = f.now.load(Ordering::SeqCst);
+        let agg = Namespace::aggregated("5m:1y".parse().unwrap(), None).unwrap();
+        let tune = |c: &mut crate::StorageConfig| c.namespaces.push(agg.clone());
+        let s = f.open_with(tune);
+        let names: Vec<&str> = s.namespaces().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["raw", "agg_5m_1y"]);
+        let old = now - 60 * DAY;
+        let write = |s: &crate::Storage, ns: &str, name: &str, t: i64| {
+            let b =
+                PreparedBatch::from_batch("t", batch(vec![(labels(name, "x"), vec![(t, 1.5)])]));
+            let mut req = WriteRequest::new("t", b);
+            req.namespace = ns.to_string();
+            block_on(s.write(req))
+        };
+        let o = write(&s, "agg_5m_1y", "m", old).unwrap();
+        assert_eq!((o.accepted_samples, o.rejections.len()), (1, 0));
+        let o = write(&s, "raw", "too_old", old).unwrap();
+        assert_eq!(o.accepted_samples, 0, "raw keeps 30 days");
+        write(&s, "raw", "r", now).unwrap();
+        let read = |s: &crate::Storage, ns: &str, name: &str| -> Vec<(String, Vec<i64>)> {
+            let m = vec![Matcher::new(MatchOp::Equal, "__name__", name).unwrap()];
+            let req = SelectRequest::new("t", m, 0, now + DAY).with_namespace(ns);
+            block_on(select_all(s, req))
+                .unwrap()
+                .into_iter()
+                .map(|d| {
+                    (
+                        d.labels.to_string(),
+                        d.samples.iter().map(|x| x.t).collect(),
+                    )
+                })
+                .collect()
+        };
+        let m_agg = vec![("m{job=\"x\"}".to_string(), vec![old])];
+        let check = |s: &crate::Storage| {
+            assert_eq!(read(s, "agg_5m_1y", "m"), m_agg);
+            assert!(read(s, "raw", "m").is_empty());
+            assert!(read(s, "agg_5m_1y", "r").is_empty());
+            assert_eq!(read(s, "raw", "r").len(), 1);
+            let q = SeriesQuery::new("t", vec![], 0, now + DAY);
+            let mut agg_q = q.clone();
+            agg_q.namespace = "agg_5m_1y".into();
+            assert_eq!(
+                block_on(s.label_values(agg_q, "__name__".into())).unwrap(),
+                ["m"]
+            );
+            // (raw registers a series whose samples it refused, as before.)
+            assert_eq!(
+                block_on(s.label_values(q, "__name__".into())).unwrap(),
+                ["r", "too_old"]
+            );
+        };
+        check(&s);
+        assert!(f.dir.path().join("namespaces/agg_5m_1y/commitlog").exists());
+        // From the commit log (no snapshot, no flush), then from filesets.
+        s.close().unwrap();
+        drop(s);
+        let s = f.open_with(tune);
+        check(&s);
+        assert!(s.flush(true).unwrap() >= 2, "both namespaces flushed");
+        s.close().unwrap();
+        drop(s);
+        let s = f.open_with(tune);
+        check(&s);
+        let (_, (filesets, _)) = s.disk_stats();
+        assert!(filesets >= 2, "{filesets}");
+        let e = match block_on(
+            s.write(WriteRequest::new("t", PreparedBatch::default()).with_namespace("agg_1h_5y")),
+        ) {
+            Err(e) => e,
+            Ok(_) => panic!("an unknown namespace was written"),
+        };
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+        assert!(
+            e.message().contains("agg_1h_5y") && e.message().contains("raw, agg_5m_1y"),
+            "{e}"
+        );
         s.close().unwrap();
     }
 

@@ -70,7 +70,8 @@ mod snapshot;
 
 pub use commitlog::FsyncPolicy;
 pub use config::{
-    system_clock, Clock, CommitLogFormat, FsyncSetting, StorageConfig, StorageSection,
+    system_clock, Clock, CommitLogFormat, FsyncSetting, NamespaceEntry, NamespaceFull,
+    StorageConfig, StorageSection,
 };
 pub use error::{Error, Result};
 pub use flush::FlushTask;

@@ -3,12 +3,15 @@
 //! A namespace is a value — a name, a resolution and a retention (a storage
 //! policy, written `10s:2d`) — plus the block window its filesets cover.
 //! `raw` holds samples as written (no resolution of its own); aggregated
-//! namespaces (`1m:40d`, `1h:1y`) will hold what downsampling produces.
-//! The node's configuration is a list of them whose default is `raw` alone;
-//! this release writes, reads and retains `raw` only, and refuses a list
-//! naming any other (see [`validate`]).
+//! namespaces (storage policies such as `5m:1y` or `1h:5y`, named
+//! `agg_5m_1y`, `agg_1h_5y`) hold what downsampling writes at their
+//! resolution. The node's configuration is a list of them whose default is
+//! `raw` alone (`storage.namespaces` adds aggregated ones; see
+//! [`validate`]). Each namespace keeps its own head, commit log, filesets,
+//! index and retention: a write or read names the namespace it is for.
 
 use crate::error::{Error, Result};
+use cairn_downsample::StoragePolicy;
 use std::time::Duration;
 
 /// The namespace every write goes to.
@@ -16,7 +19,8 @@ pub const RAW: &str = "raw";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Namespace {
-    /// Directory name under `<data-dir>/data/` (`raw`, later e.g. `1m_40d`).
+    /// `raw`, or the policy's namespace name (`agg_5m_1y`): what requests
+    /// name, and its directory.
     pub name: String,
     /// Spacing of the samples it holds; `None` for `raw` (as written).
     pub resolution: Option<Duration>,
@@ -36,6 +40,19 @@ impl Namespace {
             retention,
             block,
         }
+    }
+
+    /// An aggregated namespace keeping `policy`'s resolution for its
+    /// retention, in blocks of `block` (default [`default_block`]).
+    /// `None` for a `raw:…` policy (raw's retention is `storage.retention`).
+    pub fn aggregated(policy: StoragePolicy, block: Option<Duration>) -> Option<Self> {
+        let res = Duration::from_millis(u64::try_from(policy.resolution().window_ms()?).ok()?);
+        Some(Self {
+            name: policy.namespace_name(),
+            resolution: Some(res),
+            retention: Duration::from_millis(u64::try_from(policy.retention_ms()).ok()?),
+            block: block.unwrap_or_else(|| default_block(res)),
+        })
     }
 
     /// The block window in ms, at least 1.
@@ -58,36 +75,77 @@ impl Default for Namespace {
     }
 }
 
-/// Checks a node's namespace list and returns its `raw` namespace: exactly
-/// one `raw`, with no resolution, a block window and a retention of at
-/// least one block; any other namespace is refused (aggregated namespaces
-/// are not written yet, so one would silently stay empty).
-pub fn validate(list: &[Namespace]) -> Result<&Namespace> {
+/// The block window of an aggregated namespace of resolution `res` when
+/// none is given: the smallest of 2h, 1d and 7d holding at least 100
+/// windows (`1m` → 2h, `5m` → 1d, `1h` → 7d), 7d beyond — few, large
+/// filesets for coarse data, as M3 sizes its aggregated namespaces' blocks.
+pub fn default_block(res: Duration) -> Duration {
+    const HOUR: u64 = 3600;
+    [2 * HOUR, 24 * HOUR, 7 * 24 * HOUR]
+        .into_iter()
+        .map(Duration::from_secs)
+        .find(|b| b.as_millis() >= res.as_millis().saturating_mul(100))
+        .unwrap_or(Duration::from_secs(7 * 24 * HOUR))
+}
+
+/// Checks a node's namespace list and returns its `raw` namespace and the
+/// aggregated ones, in the list's order: exactly one `raw`, with no
+/// resolution; aggregated namespaces with a resolution of at least 1s,
+/// named distinctly and not `raw`; every one with a block window and a
+/// retention of at least one block.
+pub fn validate(list: &[Namespace]) -> Result<(&Namespace, Vec<&Namespace>)> {
     let mut raw = None;
+    let mut aggregated: Vec<&Namespace> = Vec::new();
     for ns in list {
-        if ns.name != RAW {
+        if ns.block.is_zero() || ns.retention < ns.block {
             return Err(Error::Invalid(format!(
-                "namespace {:?}: only the {RAW:?} namespace is supported by this release",
+                "namespace {:?}: retention ({:?}) must be at least its block window ({:?})",
+                ns.name, ns.retention, ns.block
+            )));
+        }
+        if ns.name == RAW {
+            if raw.is_some() {
+                return Err(Error::Invalid(format!("namespace {RAW:?} listed twice")));
+            }
+            if ns.resolution.is_some() {
+                return Err(Error::Invalid(format!(
+                    "namespace {RAW:?} holds samples as written; it has no resolution"
+                )));
+            }
+            raw = Some(ns);
+            continue;
+        }
+        match ns.resolution {
+            Some(r) if r >= Duration::from_secs(1) => {}
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "namespace {:?}: an aggregated namespace needs a resolution of at least 1s",
+                    ns.name
+                )))
+            }
+        }
+        let safe = !ns.name.is_empty()
+            && ns
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !safe {
+            return Err(Error::Invalid(format!(
+                "namespace {:?}: names are [a-z0-9_] (they name a directory)",
                 ns.name
             )));
         }
-        if raw.is_some() {
-            return Err(Error::Invalid(format!("namespace {RAW:?} listed twice")));
-        }
-        if ns.resolution.is_some() {
+        if aggregated.iter().any(|a| a.name == ns.name) {
             return Err(Error::Invalid(format!(
-                "namespace {RAW:?} holds samples as written; it has no resolution"
+                "namespace {:?} listed twice",
+                ns.name
             )));
         }
-        if ns.block.is_zero() || ns.retention < ns.block {
-            return Err(Error::Invalid(format!(
-                "namespace {RAW:?}: retention ({:?}) must be at least its block window ({:?})",
-                ns.retention, ns.block
-            )));
-        }
-        raw = Some(ns);
+        aggregated.push(ns);
     }
-    raw.ok_or_else(|| Error::Invalid(format!("the namespace list has no {RAW:?} namespace")))
+    let raw =
+        raw.ok_or_else(|| Error::Invalid(format!("the namespace list has no {RAW:?} namespace")))?;
+    Ok((raw, aggregated))
 }
 
 /// Start of the block window holding `t`, without overflow: stored samples
@@ -107,22 +165,68 @@ pub fn block_end(b: i64, block_ms: i64) -> i64 {
 mod tests {
     use super::*;
 
+    fn agg(policy: &str) -> Namespace {
+        Namespace::aggregated(policy.parse().unwrap(), None).unwrap()
+    }
+
     #[test]
-    fn the_default_list_is_raw_and_others_are_refused() {
+    fn the_default_list_is_raw_and_aggregated_namespaces_are_checked() {
         let raw = Namespace::default();
-        assert_eq!(validate(std::slice::from_ref(&raw)).unwrap(), &raw);
+        let (r, a) = validate(std::slice::from_ref(&raw)).unwrap();
+        assert_eq!((r, a.len()), (&raw, 0));
         assert!(validate(&[]).is_err());
         assert!(validate(&[raw.clone(), raw.clone()]).is_err());
-        let agg = Namespace {
-            name: "1m_40d".into(),
-            resolution: Some(Duration::from_secs(60)),
-            retention: Duration::from_secs(40 * 86_400),
-            block: Duration::from_secs(86_400),
-        };
-        let e = validate(&[raw.clone(), agg]).unwrap_err().to_string();
-        assert!(e.contains("1m_40d"), "{e}");
+        let five = agg("5m:1y");
+        assert_eq!(five.name, "agg_5m_1y");
+        assert_eq!(five.resolution, Some(Duration::from_secs(300)));
+        assert_eq!(five.retention, Duration::from_secs(365 * 86_400));
+        let list = [five.clone(), raw.clone(), agg("1h:5y")];
+        let (_, a) = validate(&list).unwrap();
+        let names: Vec<&str> = a.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["agg_5m_1y", "agg_1h_5y"]);
+        // Only aggregated namespaces, raw missing.
+        assert!(validate(std::slice::from_ref(&five)).is_err());
+        let e = validate(&[raw.clone(), five.clone(), five.clone()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("agg_5m_1y") && e.contains("twice"), "{e}");
+        let mut unresolved = five.clone();
+        unresolved.resolution = None;
+        let e = validate(&[raw.clone(), unresolved])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("resolution"), "{e}");
+        let mut bad_name = five.clone();
+        bad_name.name = "../x".into();
+        assert!(validate(&[raw.clone(), bad_name]).is_err());
         let short = Namespace::raw(Duration::from_secs(7200), Duration::from_secs(60));
         assert!(validate(&[short]).is_err());
+        let e = validate(&[
+            raw.clone(),
+            Namespace::aggregated("1m:1h".parse().unwrap(), None).unwrap(),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("agg_1m_1h") && e.contains("block"), "{e}");
+        assert!(Namespace::aggregated("raw:30d".parse().unwrap(), None).is_none());
+    }
+
+    #[test]
+    fn aggregated_blocks_hold_at_least_a_hundred_windows() {
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        for (res, block) in [
+            (1, h(2)),
+            (60, h(2)),
+            (72, h(2)),
+            (73, h(24)),
+            (300, h(24)),
+            (3600, h(24 * 7)),
+            (86_400, h(24 * 7)),
+        ] {
+            assert_eq!(default_block(Duration::from_secs(res)), block, "{res}s");
+        }
+        let explicit = Namespace::aggregated("5m:1y".parse().unwrap(), Some(h(6))).unwrap();
+        assert_eq!(explicit.block, h(6));
     }
 
     #[test]

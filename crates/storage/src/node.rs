@@ -1,7 +1,11 @@
 //! The node: one storage node's state — its namespace's shards, the commit
 //! log, the label index — opened by recovery, written through the write
 //! path here, read through `contract.rs`, flushed by `flush.rs`, closed
-//! at shutdown (flush task joined, log synced).
+//! at shutdown (flush task joined, log synced). A node holding aggregated
+//! namespaces opens one such store per namespace under
+//! `<data-dir>/namespaces/<name>/` (its own commit log, index, head,
+//! filesets, snapshots and retention) and routes each request by the
+//! namespace it names.
 
 use crate::commitlog::CommitLog;
 use crate::config::{Clock, CommitLogFormat, StorageConfig};
@@ -61,8 +65,17 @@ pub struct Storage {
     last_snapshot: Mutex<Instant>,
     /// The background flush thread, stopped and joined by [`Storage::close`].
     pub(crate) flush_task: Mutex<Option<FlushTask>>,
+    /// The stores of the aggregated namespaces (none of their own), in the
+    /// config's order; the node's flush, snapshot, background work and
+    /// close reach them too.
+    aggregated: Vec<Arc<Storage>>,
     pub(crate) clock: Clock,
     pub metrics: Metrics,
+}
+
+/// Where the store of aggregated namespace `name` keeps its files.
+pub(crate) fn namespace_dir(data_dir: &std::path::Path, name: &str) -> PathBuf {
+    data_dir.join("namespaces").join(name)
 }
 
 /// A series in Prometheus text form for a rejection, at most 1 KiB of it.
@@ -74,8 +87,26 @@ impl Storage {
     /// Opens the store: RocksDB index, filesets, then commit-log replay.
     /// Returns once recovery is complete (the node may then report ready).
     pub fn open(cfg: StorageConfig, clock: Clock) -> Result<Arc<Self>> {
+        let (raw, aggregated) = namespace::validate(&cfg.namespaces)?;
+        let raw = raw.clone();
+        let mut stores = Vec::with_capacity(aggregated.len());
+        for ns in aggregated {
+            let mut c = cfg.clone();
+            c.data_dir = namespace_dir(&cfg.data_dir, &ns.name);
+            c.namespaces = vec![ns.clone()];
+            stores.push(Self::open_one(c, ns.clone(), Vec::new(), clock.clone())?);
+        }
+        Self::open_one(cfg, raw, stores, clock)
+    }
+
+    /// Opens the store of one namespace, `ns`, in `cfg.data_dir`.
+    fn open_one(
+        cfg: StorageConfig,
+        ns: Namespace,
+        aggregated: Vec<Arc<Storage>>,
+        clock: Clock,
+    ) -> Result<Arc<Self>> {
         let started = Instant::now();
-        let ns = namespace::validate(&cfg.namespaces)?.clone();
         let data_dir = cfg.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|source| Error::Io {
             context: format!("creating data dir {}", data_dir.display()),
@@ -105,17 +136,43 @@ impl Storage {
             snapshots: crate::snapshot::root(&data_dir),
             last_snapshot: Mutex::new(Instant::now()),
             flush_task: Mutex::new(None),
+            aggregated,
             clock,
             metrics,
             cfg,
         }))
     }
 
+    /// The store of namespace `name`: this one, or one of its aggregated
+    /// namespaces'; NotFound naming the namespaces held otherwise.
+    pub(crate) fn in_namespace(
+        &self,
+        name: &str,
+    ) -> std::result::Result<&Storage, cairn_storage_api::StoreError> {
+        if name == self.ns.name {
+            return Ok(self);
+        }
+        if let Some(s) = self.aggregated.iter().find(|s| s.ns.name == name) {
+            return Ok(s);
+        }
+        let held: Vec<&str> = self.namespaces().map(|n| n.name.as_str()).collect();
+        Err(cairn_storage_api::StoreError::not_found(format!(
+            "namespace {name:?} does not exist on this node (it holds {})",
+            held.join(", ")
+        )))
+    }
+
+    /// Every namespace this node holds: `raw` first, then the aggregated
+    /// ones in the config's order.
+    pub fn namespaces(&self) -> impl Iterator<Item = &Namespace> {
+        std::iter::once(&self.ns).chain(self.aggregated.iter().map(|s| &s.ns))
+    }
+
     pub fn config(&self) -> &StorageConfig {
         &self.cfg
     }
 
-    /// The namespace writes go to (`raw`).
+    /// The namespace writes go to unless they name another (`raw`).
     pub fn namespace(&self) -> &Namespace {
         &self.ns
     }
@@ -134,6 +191,9 @@ impl Storage {
     /// `head-max-bytes`, flushes everything (open windows included) so the
     /// head stays bounded. [`close`](Self::close) stops and joins it.
     pub fn start_background(self: &Arc<Self>) {
+        for s in &self.aggregated {
+            s.start_background();
+        }
         let me = Arc::downgrade(self);
         let task = FlushTask::spawn(self.cfg.flush_interval, move |periodic| {
             let Some(s) = me.upgrade() else {
@@ -179,16 +239,25 @@ impl Storage {
     }
 
     /// Flushes closed windows (or, with `force`, everything) to filesets and
-    /// truncates the commit log. Returns the number of filesets written.
+    /// truncates the commit log, in every namespace. Returns the number of
+    /// filesets written.
     pub fn flush(&self, force: bool) -> Result<usize> {
-        self.flusher.run(&self.flush_ctx(), force)
+        let mut n = self.flusher.run(&self.flush_ctx(), force)?;
+        for s in &self.aggregated {
+            n += s.flush(force)?;
+        }
+        Ok(n)
     }
 
-    /// Takes a head snapshot now (see [`Storage::start_background`] for
-    /// when it happens by itself); returns the commit-log segment it covers.
+    /// Takes a head snapshot now, of every namespace (see
+    /// [`Storage::start_background`] for when it happens by itself);
+    /// returns the commit-log segment it covers in `raw`.
     pub fn snapshot(&self) -> Result<u64> {
         let covered = self.flusher.snapshot(&self.flush_ctx())?;
         *self.last_snapshot.lock() = Instant::now();
+        for s in &self.aggregated {
+            s.snapshot()?;
+        }
         Ok(covered)
     }
 
@@ -207,8 +276,12 @@ impl Storage {
         }
     }
 
-    /// Deletes filesets whose whole window is older than retention.
+    /// Deletes filesets whose whole window is older than retention (each
+    /// namespace its own).
     pub fn enforce_retention(&self) {
+        for s in &self.aggregated {
+            s.enforce_retention();
+        }
         let cutoff = (self.clock)().saturating_sub(self.ns.retention_ms());
         for sh in &self.shards {
             let doomed: Vec<Arc<Fileset>> = sh.lock().expire(cutoff, self.block_ms);
@@ -224,6 +297,14 @@ impl Storage {
     /// (unless snapshots are off) so the next start replays almost nothing,
     /// the commit log is synced.
     pub fn close(&self) -> Result<()> {
+        // Every namespace is closed, the first failure reported.
+        let mut first_err = None;
+        for s in &self.aggregated {
+            if let Err(e) = s.close() {
+                tracing::error!(namespace = %s.ns.name, %e, "closing namespace");
+                first_err.get_or_insert(e);
+            }
+        }
         let task = self.flush_task.lock().take();
         if let Some(task) = task {
             task.stop();
@@ -234,12 +315,20 @@ impl Storage {
         }
         let _w = self.apply_lock.write();
         self.log.close()?;
-        self.index.persist()
+        self.index.persist()?;
+        first_err.map_or(Ok(()), Err)
     }
 
-    /// (active series, head bytes, head samples) for self-metrics.
+    /// (active series, head bytes, head samples) for self-metrics, over
+    /// every namespace.
     pub fn head_stats(&self) -> (usize, usize, usize) {
         let mut t = (0, 0, 0);
+        for s in &self.aggregated {
+            let (a, b, n) = s.head_stats();
+            t.0 += a;
+            t.1 += b;
+            t.2 += n;
+        }
         for sh in &self.shards {
             let (a, b, s) = sh.lock().memory();
             t.0 += a;
@@ -249,12 +338,20 @@ impl Storage {
         t
     }
 
-    /// (segments, bytes) of the commit log; (filesets, bytes) on disk.
+    /// (segments, bytes) of the commit logs; (filesets, bytes) on disk;
+    /// over every namespace.
     pub fn disk_stats(&self) -> ((usize, u64), (usize, u64)) {
         let segs = self.log.segments();
-        let cl = (segs.len(), segs.iter().map(|s| s.1).sum());
+        let mut cl: (usize, u64) = (segs.len(), segs.iter().map(|s| s.1).sum());
         let mut fsn = 0;
         let mut fsb = 0;
+        for s in &self.aggregated {
+            let ((n, b), (f, fb)) = s.disk_stats();
+            cl.0 += n;
+            cl.1 += b;
+            fsn += f;
+            fsb += fb;
+        }
         for sh in &self.shards {
             let (n, b) = sh.lock().disk();
             fsn += n;
