@@ -91,6 +91,7 @@ impl Storage {
         let raw = raw.clone();
         let mut stores = Vec::with_capacity(aggregated.len());
         for ns in aggregated {
+            let _span = tracing::info_span!("namespace", name = %ns.name).entered();
             let mut c = cfg.clone();
             c.data_dir = namespace_dir(&cfg.data_dir, &ns.name);
             c.namespaces = vec![ns.clone()];
@@ -213,7 +214,17 @@ impl Storage {
         }
     }
 
+    /// Logs of an aggregated namespace's store name it.
+    fn log_span(&self) -> tracing::span::EnteredSpan {
+        if self.ns.name == namespace::RAW {
+            tracing::Span::none().entered()
+        } else {
+            tracing::info_span!("namespace", name = %self.ns.name).entered()
+        }
+    }
+
     fn background_tick(&self, periodic: bool) {
+        let _span = self.log_span();
         let (_, head_bytes, _) = self.head_stats();
         if head_bytes as u64 > self.cfg.head_max_bytes {
             tracing::warn!(
@@ -242,7 +253,9 @@ impl Storage {
     /// truncates the commit log, in every namespace. Returns the number of
     /// filesets written.
     pub fn flush(&self, force: bool) -> Result<usize> {
+        let span = self.log_span();
         let mut n = self.flusher.run(&self.flush_ctx(), force)?;
+        drop(span);
         for s in &self.aggregated {
             n += s.flush(force)?;
         }
@@ -253,7 +266,9 @@ impl Storage {
     /// [`Storage::start_background`] for when it happens by itself);
     /// returns the commit-log segment it covers in `raw`.
     pub fn snapshot(&self) -> Result<u64> {
+        let span = self.log_span();
         let covered = self.flusher.snapshot(&self.flush_ctx())?;
+        drop(span);
         *self.last_snapshot.lock() = Instant::now();
         for s in &self.aggregated {
             s.snapshot()?;
