@@ -1,9 +1,19 @@
 //! The planner: numbers the expression's nodes (ids, never addresses),
 //! works out which series each selector needs over which time range, and
-//! which aggregations a range query may fold.
+//! gives each node its [`Strategy`]: step by step, series-wise, or folded
+//! while its selector is read.
 
-use crate::ast::{fold_shape, info_time, offset_ms, system_time_ms, FoldInput};
-use promql_parser::parser::{AggregateExpr, AtModifier, Expr, VectorSelector};
+use crate::ast::{
+    const_scalar, fold_shape, info_time, offset_ms, range_call, simple_aggregation, system_time_ms,
+    FoldInput,
+};
+use crate::kernels::binop::is_comparison;
+use promql_parser::parser::token::{
+    T_ADD, T_ATAN2, T_BOTTOMK, T_DIV, T_MOD, T_MUL, T_POW, T_SUB, T_TOPK,
+};
+use promql_parser::parser::{
+    AggregateExpr, AtModifier, Expr, VectorMatchCardinality, VectorSelector,
+};
 use std::collections::BTreeMap;
 use std::ops::Range;
 
@@ -240,10 +250,117 @@ pub(crate) struct SelectorRead<'a> {
     pub folded: Option<(NodeId, &'a AggregateExpr)>,
 }
 
-/// A query's plan: its nodes, and what it reads.
+/// How a node is evaluated. Decided from the expression's shape alone;
+/// the executor keeps the fallbacks only the data can decide (a node that
+/// would hold too many values, two results with one label set, a fold that
+/// gives up), each of which leaves the node to the step path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Strategy {
+    /// Evaluated once per step by the step loop.
+    Steps,
+    /// Computed at every step at once, one series at a time, ahead of the
+    /// step loop (`exec::serieswise`). At the root: the whole range query.
+    /// Below another series-wise node it is the fallback for when the node
+    /// above is left to the step path.
+    SeriesWise,
+    /// An aggregation folded series by series while its selector is read
+    /// (`exec::fold`); its result is handed out per step, or as columns to
+    /// a series-wise node above. When the fold gives up it is evaluated
+    /// series-wise instead.
+    Folded,
+}
+
+/// A query's plan: its nodes, what it reads, and each node's strategy.
 pub(crate) struct Plan<'a> {
     pub nodes: Nodes,
     pub reads: Reads<'a>,
+    /// Per node: how it is evaluated.
+    pub strategy: Vec<Strategy>,
+}
+
+/// Whether `e` (node `id`) is an instant-vector expression that can be
+/// computed series-wise: instant selectors, range functions of range
+/// selectors, arithmetic and comparisons with a literal or between two
+/// vectors matched one-to-one, simple aggregations and `topk`/`bottomk`
+/// with a literal `k`, over inputs that can be too.
+fn supported(nodes: &Nodes, e: &Expr, id: NodeId) -> bool {
+    let kid = |k: usize| nodes.child(id, k);
+    match e {
+        Expr::Paren(p) => supported(nodes, &p.expr, kid(0)),
+        Expr::Unary(u) => supported(nodes, &u.expr, kid(0)),
+        Expr::VectorSelector(_) => true,
+        Expr::Call(c) => range_call(c).is_some(),
+        Expr::Aggregate(a) => {
+            // Every folded shape is a simple aggregation of a supported
+            // input, so a fold that gives up is still supported.
+            (simple_aggregation(a) && supported(nodes, &a.expr, kid(AGG_INPUT)))
+                || (matches!(a.op.id(), T_TOPK | T_BOTTOMK)
+                    && a.param.as_deref().and_then(const_scalar).is_some()
+                    && supported(nodes, &a.expr, kid(AGG_INPUT)))
+        }
+        Expr::Binary(b) => {
+            let op = b.op.id();
+            if !is_comparison(op)
+                && !matches!(op, T_ADD | T_SUB | T_MUL | T_DIV | T_MOD | T_POW | T_ATAN2)
+            {
+                return false;
+            }
+            match (const_scalar(&b.lhs), const_scalar(&b.rhs)) {
+                (Some(_), Some(_)) => false,
+                (Some(_), None) => supported(nodes, &b.rhs, kid(1)),
+                (None, Some(_)) => supported(nodes, &b.lhs, kid(0)),
+                (None, None) => {
+                    let one_to_one = b.modifier.as_ref().is_none_or(|m| {
+                        matches!(m.card, VectorMatchCardinality::OneToOne)
+                            && m.fill_values.lhs.is_none()
+                            && m.fill_values.rhs.is_none()
+                    });
+                    one_to_one
+                        && supported(nodes, &b.lhs, kid(0))
+                        && supported(nodes, &b.rhs, kid(1))
+                }
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Whether computing `e` series-wise saves the step path work: nodes that
+/// build per-step vectors (selectors, range functions and folded
+/// aggregations alone are already cheap there, and a selector's elements
+/// carry their samples' own timestamps).
+fn worth(nodes: &Nodes, strategy: &[Strategy], e: &Expr, id: NodeId) -> bool {
+    match e {
+        Expr::Paren(p) => worth(nodes, strategy, &p.expr, nodes.child(id, 0)),
+        Expr::Unary(_) | Expr::Binary(_) => true,
+        Expr::Aggregate(_) => strategy[id] != Strategy::Folded,
+        _ => false,
+    }
+}
+
+/// Marks series-wise the nodes under `e` (node `id`) evaluated at exactly
+/// the query's steps — not under subqueries, range arguments, `info()`
+/// or an aggregation's parameter — that can be and are worth it.
+fn mark_serieswise(nodes: &Nodes, e: &Expr, id: NodeId, strategy: &mut [Strategy]) {
+    if strategy[id] == Strategy::Steps && worth(nodes, strategy, e, id) && supported(nodes, e, id) {
+        strategy[id] = Strategy::SeriesWise;
+    }
+    let kid = |k: usize| nodes.child(id, k);
+    match e {
+        Expr::Paren(p) => mark_serieswise(nodes, &p.expr, kid(0), strategy),
+        Expr::Unary(u) => mark_serieswise(nodes, &u.expr, kid(0), strategy),
+        Expr::Binary(b) => {
+            mark_serieswise(nodes, &b.lhs, kid(0), strategy);
+            mark_serieswise(nodes, &b.rhs, kid(1), strategy);
+        }
+        Expr::Aggregate(a) => mark_serieswise(nodes, &a.expr, kid(AGG_INPUT), strategy),
+        Expr::Call(c) if c.func.name != "info" => {
+            for (k, a) in c.args.args.iter().enumerate() {
+                mark_serieswise(nodes, a, kid(k), strategy);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// What a query reads: its selectors, and the `target_info` ranges of
@@ -254,17 +371,20 @@ pub(crate) struct Reads<'a> {
     pub target_info: Vec<(NodeId, i64, i64)>,
 }
 
-/// Plans `expr` evaluated at times within `[start, end]`; `fold`: whether
-/// aggregations of the folded shape are read by folding (range queries
-/// with the fast paths on).
+/// Plans `expr` evaluated at times within `[start, end]` every `step`
+/// (0 for an instant query); `fast`: whether a range query may fold
+/// aggregations while reading and compute nodes series-wise (off only in
+/// tests comparing those paths with plain step-by-step evaluation).
 pub(crate) fn plan<'a>(
     expr: &'a Expr,
     start: i64,
     end: i64,
+    step: i64,
     lookback: i64,
     default_sub_step: i64,
-    fold: bool,
+    fast: bool,
 ) -> Plan<'a> {
+    let fast = fast && step > 0 && end >= start;
     let nodes = Nodes::of(expr);
     let mut planner = Planner {
         nodes: &nodes,
@@ -281,7 +401,8 @@ pub(crate) fn plan<'a>(
     // selector node (the aggregation's input is a call whose argument is
     // the selector).
     let mut folded: BTreeMap<NodeId, (NodeId, &AggregateExpr)> = BTreeMap::new();
-    if fold {
+    let mut strategy = vec![Strategy::Steps; nodes.len()];
+    if fast {
         let mut aggs = Vec::new();
         stream_candidates(&nodes, expr, 0, &mut aggs);
         for (id, a) in aggs {
@@ -292,7 +413,13 @@ pub(crate) fn plan<'a>(
                 None => continue,
             };
             folded.insert(sel, (id, a));
+            strategy[id] = Strategy::Folded;
         }
+        // The whole query series-wise when it can be, worth it or not.
+        if strategy[0] == Strategy::Steps && supported(&nodes, expr, 0) {
+            strategy[0] = Strategy::SeriesWise;
+        }
+        mark_serieswise(&nodes, expr, 0, &mut strategy);
     }
     let selectors = needs
         .into_iter()
@@ -307,6 +434,7 @@ pub(crate) fn plan<'a>(
         .collect();
     Plan {
         nodes,
+        strategy,
         reads: Reads {
             selectors,
             target_info: info_default
@@ -314,5 +442,87 @@ pub(crate) fn plan<'a>(
                 .map(|(id, (mint, maxt))| (id, mint, maxt))
                 .collect(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{plan, Strategy};
+    use Strategy::{Folded, SeriesWise, Steps};
+
+    /// The strategy of each node of `q` planned as a range query (or an
+    /// instant one when `step` is 0), in id order.
+    fn strategies(q: &str, step: i64, fast: bool) -> Vec<Strategy> {
+        let e = promql_parser::parser::parse(q).unwrap();
+        plan(&e, 0, 3_600_000, step, 300_000, 60_000, fast).strategy
+    }
+
+    fn range(q: &str) -> Vec<Strategy> {
+        strategies(q, 60_000, true)
+    }
+
+    #[test]
+    fn an_aggregation_of_a_range_function_folds_and_is_the_whole_query() {
+        // sum → rate → x[5m]
+        assert_eq!(range("sum(rate(x[5m]))"), [Folded, Steps, Steps]);
+        assert_eq!(range("sum by (job) (x)"), [Folded, Steps]);
+        // An instant selector with @ is not folded: its value is one time's.
+        assert_eq!(range("sum(x @ 100)"), [SeriesWise, Steps]);
+    }
+
+    #[test]
+    fn supported_roots_are_whole_series_wise_worth_it_or_not() {
+        assert_eq!(range("x"), [SeriesWise]);
+        assert_eq!(range("rate(x[5m])"), [SeriesWise, Steps]);
+        // * → (rate → x[5m]), 2
+        assert_eq!(range("rate(x[5m]) * 2"), [SeriesWise, Steps, Steps, Steps]);
+        assert_eq!(
+            range("topk(3, rate(x[5m]))"),
+            [SeriesWise, Steps, Steps, Steps]
+        );
+    }
+
+    #[test]
+    fn folded_aggregations_stay_folded_under_a_series_wise_root() {
+        // / → (sum → rate → a[5m]), (sum → rate → b[5m])
+        assert_eq!(
+            range("sum(rate(a[5m])) / sum(rate(b[5m]))"),
+            [SeriesWise, Folded, Steps, Steps, Folded, Steps, Steps]
+        );
+    }
+
+    #[test]
+    fn unsupported_roots_plan_their_largest_supported_parts() {
+        // histogram_quantile → 0.9, sum by (le) → rate → x[5m]
+        let s = range("histogram_quantile(0.9, sum by (le) (rate(x[5m])))");
+        assert_eq!(s, [Steps, Steps, Folded, Steps, Steps]);
+        // label_replace → (+ → a, b), "dst", "x", "src", ".*": the sum is
+        // worth computing ahead; its operands are only selectors.
+        let s = range(r#"label_replace(a + b, "dst", "$1", "src", "(.*)")"#);
+        assert_eq!(s[..4], [Steps, SeriesWise, Steps, Steps]);
+        assert!(s[4..].iter().all(|&x| x == Steps));
+        // A series-wise node's supported parts below are its fallback.
+        // abs → (- → (sum by (a) (x * 2)), y)
+        let s = range("abs(sum by (a) (x * 2) - y)");
+        assert_eq!(
+            s,
+            [Steps, SeriesWise, SeriesWise, SeriesWise, Steps, Steps, Steps]
+        );
+        // An aggregation's parameter is not planned ahead (evaluated per step).
+        let s = range("quantile(scalar(a + b), c)");
+        assert_eq!(s[0], Steps);
+        assert!(s.iter().all(|&x| x == Steps), "{s:?}");
+    }
+
+    #[test]
+    fn subqueries_and_instant_queries_are_step_by_step() {
+        // max_over_time → subquery → ( ) → + → a, b
+        assert_eq!(range("max_over_time((a + b)[10m:1m])"), [Steps; 6]);
+        assert_eq!(strategies("sum(rate(x[5m])) * 2", 0, true), [Steps; 5]);
+        // With the fast paths off every node is evaluated step by step.
+        assert_eq!(
+            strategies("sum(rate(x[5m])) * 2", 60_000, false),
+            [Steps; 5]
+        );
     }
 }

@@ -6,7 +6,7 @@ use crate::ast::{offset_ms, system_time_ms};
 use crate::fetch::Fetched;
 use crate::kernels::range::RangeFn;
 use crate::kernels::window::{advance_to, slide_window};
-use crate::plan::{NodeId, Nodes};
+use crate::plan::{NodeId, Nodes, Strategy};
 use crate::value::{
     check_cancel, check_unique_labels, exec_err, timeout_err, too_many_samples, Elem, MatrixVal,
     Result, Series, Val,
@@ -32,6 +32,8 @@ pub(crate) struct Evaluator {
     pub query: String,
     /// The plan's nodes: children's ids, subtrees.
     pub nodes: Nodes,
+    /// The plan's strategy per node.
+    pub strategy: Vec<Strategy>,
     /// Per selector node (and `info()` call reading `target_info`): its
     /// fetched series.
     pub data: Vec<Option<Vec<Fetched>>>,
@@ -73,6 +75,7 @@ impl Evaluator {
     pub(crate) fn new(
         query: &str,
         nodes: Nodes,
+        strategy: Vec<Strategy>,
         start: i64,
         end: i64,
         step: i64,
@@ -94,6 +97,7 @@ impl Evaluator {
             folded: none(n),
             cols: none(n),
             nodes,
+            strategy,
             no_name: RefCell::new(PtrCache::default()),
             start,
             end,

@@ -6,7 +6,7 @@ use super::serieswise;
 use super::step;
 use crate::ast::selector_matchers;
 use crate::fetch::{fetch, fetched, target_info};
-use crate::plan::{plan, Plan, Reads};
+use crate::plan::{plan, Plan, Reads, Strategy};
 use crate::value::{
     check_cancel, exec_err, timeout_err, too_many_samples, Elem, InstantSample, QueryError,
     QueryResult, RangeSeries, Result, Val, Value,
@@ -62,10 +62,15 @@ pub(crate) fn run(
     let warned = crate::fetch::Warned::new(src, set.max_series);
     let src: &dyn SeriesReader = &warned;
     let fast = q.is_range && set.fold_and_serieswise;
-    let Plan { nodes, reads } = plan(
+    let Plan {
+        nodes,
+        reads,
+        strategy,
+    } = plan(
         q.expr,
         q.start,
         q.end,
+        q.step,
         set.lookback_ms,
         set.default_sub_step_ms,
         fast,
@@ -73,6 +78,7 @@ pub(crate) fn run(
     let mut ev = Evaluator::new(
         q.text,
         nodes,
+        strategy,
         q.start,
         q.end,
         q.step,
@@ -188,16 +194,19 @@ async fn read(
     Ok(())
 }
 
-/// Evaluates the query over the read data: a range query series-wise
-/// when it allows, else step by step (with its largest series-wise
-/// subexpressions computed first); an instant query at its one time.
+/// Evaluates the query over the read data as the plan says: a range
+/// query whose root is series-wise at once, when its data allows; else
+/// step by step, with its largest series-wise nodes computed first; an
+/// instant query at its one time.
 fn exec(set: &Settings, ev: &mut Evaluator, q: &Query<'_>) -> Result<Value> {
-    if q.is_range && set.fold_and_serieswise {
+    if q.is_range && ev.strategy[0] != Strategy::Steps {
         // Errors are left to the step path, which raises them in its order.
         if let Some(out) = serieswise::range_query(ev, q.expr).unwrap_or(None) {
             return Ok(Value::Matrix(out));
         }
-        serieswise::plan(ev, q.expr)?;
+    }
+    if q.is_range {
+        serieswise::ahead(ev, q.expr)?;
     }
     if q.is_range {
         exec_steps(set, ev, q)

@@ -22,18 +22,16 @@
 
 use super::ctx::{note_later, note_not_counter, Evaluator};
 use super::state::{Col, Cols};
-use crate::ast::{const_scalar, offset_ms, range_call, simple_aggregation};
+use crate::ast::{const_scalar, offset_ms, range_call};
 use crate::fetch::Fetched;
 use crate::kernels::aggr::{acc_add, acc_value, best_k, convertible_to_i64, grouping_key, Acc};
 use crate::kernels::binop::{apply, is_comparison, result_metric, signature};
 use crate::kernels::range::RangeFn;
 use crate::kernels::window::{advance_to, slide_window};
-use crate::plan::{NodeId, AGG_INPUT};
+use crate::plan::{NodeId, Strategy, AGG_INPUT};
 use crate::value::{exec_err, too_many_samples, Elem, RangeSeries, Result};
 use cairn_common::{is_stale_nan, Labels, Sample};
-use promql_parser::parser::token::{
-    T_ADD, T_ATAN2, T_BOTTOMK, T_COUNT, T_DIV, T_GROUP, T_MOD, T_MUL, T_POW, T_SUB, T_TOPK,
-};
+use promql_parser::parser::token::{T_BOTTOMK, T_COUNT, T_GROUP, T_TOPK};
 use promql_parser::parser::{
     AggregateExpr, BinaryExpr, Expr, MatrixSelector, VectorMatchCardinality,
 };
@@ -77,10 +75,6 @@ fn steps_within(
         i.clamp(0, n as i64) as usize
     };
     first_at(lo)..first_at(hi).max(first_at(lo))
-}
-
-fn folded(ev: &Evaluator, id: NodeId) -> bool {
-    ev.folded[id].is_some()
 }
 
 /// `rf` of range selector `ms` over one series at every step where its
@@ -161,48 +155,8 @@ pub(crate) fn instant_values(
     span.start
 }
 
-/// Whether `e` is an instant-vector expression this module evaluates.
-fn supported(ev: &Evaluator, e: &Expr, id: NodeId) -> bool {
-    let kid = |k: usize| ev.child(id, k);
-    match e {
-        Expr::Paren(p) => supported(ev, &p.expr, kid(0)),
-        Expr::Unary(u) => supported(ev, &u.expr, kid(0)),
-        Expr::VectorSelector(_) => true,
-        Expr::Call(c) => range_call(c).is_some(),
-        Expr::Aggregate(a) => {
-            folded(ev, id)
-                || (simple_aggregation(a) && supported(ev, &a.expr, kid(AGG_INPUT)))
-                || (matches!(a.op.id(), T_TOPK | T_BOTTOMK)
-                    && a.param.as_deref().and_then(const_scalar).is_some()
-                    && supported(ev, &a.expr, kid(AGG_INPUT)))
-        }
-        Expr::Binary(b) => {
-            let op = b.op.id();
-            if !is_comparison(op)
-                && !matches!(op, T_ADD | T_SUB | T_MUL | T_DIV | T_MOD | T_POW | T_ATAN2)
-            {
-                return false;
-            }
-            match (const_scalar(&b.lhs), const_scalar(&b.rhs)) {
-                (Some(_), Some(_)) => false,
-                (Some(_), None) => supported(ev, &b.rhs, kid(1)),
-                (None, Some(_)) => supported(ev, &b.lhs, kid(0)),
-                (None, None) => {
-                    let one_to_one = b.modifier.as_ref().is_none_or(|m| {
-                        matches!(m.card, VectorMatchCardinality::OneToOne)
-                            && m.fill_values.lhs.is_none()
-                            && m.fill_values.rhs.is_none()
-                    });
-                    one_to_one && supported(ev, &b.lhs, kid(0)) && supported(ev, &b.rhs, kid(1))
-                }
-            }
-        }
-        _ => false,
-    }
-}
-
 /// The value of `e` at every step, or `None` when it is left to the step
-/// path. `e` must be [`supported`].
+/// path. `e` must be one the planner marks series-wise (or its subtree).
 fn eval(ev: &Evaluator, e: &Expr, id: NodeId) -> Result<Option<Cols>> {
     match e {
         Expr::Paren(p) => eval(ev, &p.expr, ev.child(id, 0)),
@@ -560,12 +514,9 @@ fn eval_binary(ev: &Evaluator, b: &BinaryExpr, id: NodeId) -> Result<Option<Cols
     }))
 }
 
-/// Evaluates range query `e` series-wise if every node of it is supported:
+/// Evaluates range query `e` whole series-wise (its root planned so):
 /// the result series (sorted by labels), or `None` for the step path.
 pub(crate) fn range_query(ev: &Evaluator, e: &Expr) -> Result<Option<Vec<RangeSeries>>> {
-    if ev.step <= 0 || ev.end < ev.start || !supported(ev, e, 0) {
-        return Ok(None);
-    }
     let Some(cols) = eval(ev, e, 0)? else {
         return Ok(None);
     };
@@ -630,41 +581,34 @@ pub(crate) fn range_query(ev: &Evaluator, e: &Expr) -> Result<Option<Vec<RangeSe
     Ok(Some(out))
 }
 
-/// Whether evaluating `e` series-wise saves the step path work: nodes that
-/// build per-step vectors (selectors, range functions and folded
-/// aggregations alone are already cheap there, and a selector's elements
-/// carry their samples' own timestamps).
-fn worth(ev: &Evaluator, e: &Expr, id: NodeId) -> bool {
-    match e {
-        Expr::Paren(p) => worth(ev, &p.expr, ev.child(id, 0)),
-        Expr::Unary(_) | Expr::Binary(_) => true,
-        Expr::Aggregate(_) => !folded(ev, id),
-        _ => false,
-    }
+/// For a range query evaluated step by step: computes the largest nodes
+/// the plan marks series-wise ahead of the step loop, for [`at_step`] to
+/// hand out; their selectors' data is dropped. The root, already tried
+/// whole by [`range_query`] unless it is step by step, is not tried again.
+pub(crate) fn ahead(ev: &mut Evaluator, e: &Expr) -> Result<()> {
+    let tried = ev.strategy[0] != Strategy::Steps;
+    ahead_under(ev, e, 0, false, &mut 0, tried)
 }
 
-/// For a range query evaluated step by step: computes the largest
-/// supported subexpressions evaluated at exactly the query's steps (not
-/// under subqueries or range arguments) series-wise ahead of the step
-/// loop, for [`at_step`] to hand out; their selectors' data is dropped.
-pub(crate) fn plan(ev: &mut Evaluator, e: &Expr) -> Result<()> {
-    if ev.step <= 0 || ev.end < ev.start {
-        return Ok(());
-    }
-    plan_under(ev, e, 0, false, &mut 0)
-}
-
-/// [`plan`] for `e`; `exact`: whether something above picks elements by
+/// [`ahead`] for `e`; `exact`: whether something above picks elements by
 /// their order at a step (`topk` among equal values), so only nodes whose
 /// per-step order is the step path's may be handed out.
-fn plan_under(
+fn ahead_under(
     ev: &mut Evaluator,
     e: &Expr,
     id: NodeId,
     exact: bool,
     planned: &mut usize,
+    tried: bool,
 ) -> Result<()> {
-    if worth(ev, e, id) && supported(ev, e, id) {
+    let here = !tried
+        && match ev.strategy[id] {
+            Strategy::SeriesWise => true,
+            // A fold that gave up: series-wise instead.
+            Strategy::Folded => ev.folded[id].is_none(),
+            Strategy::Steps => false,
+        };
+    if here {
         // An error here is left for the step path to raise in its own
         // order (an earlier node may fail first there).
         if let Ok(Some(c)) = eval(ev, e, id) {
@@ -682,23 +626,23 @@ fn plan_under(
     }
     let kid = |ev: &Evaluator, k: usize| ev.child(id, k);
     match e {
-        Expr::Paren(p) => plan_under(ev, &p.expr, kid(ev, 0), exact, planned),
-        Expr::Unary(u) => plan_under(ev, &u.expr, kid(ev, 0), exact, planned),
+        Expr::Paren(p) => ahead_under(ev, &p.expr, kid(ev, 0), exact, planned, false),
+        Expr::Unary(u) => ahead_under(ev, &u.expr, kid(ev, 0), exact, planned, false),
         Expr::Binary(b) => {
             let (l, r) = (kid(ev, 0), kid(ev, 1));
-            plan_under(ev, &b.lhs, l, exact, planned)?;
-            plan_under(ev, &b.rhs, r, exact, planned)
+            ahead_under(ev, &b.lhs, l, exact, planned, false)?;
+            ahead_under(ev, &b.rhs, r, exact, planned, false)
         }
         Expr::Aggregate(a) => {
             // Every aggregation but count/group folds or picks by order.
             let by_order = !matches!(a.op.id(), T_COUNT | T_GROUP);
             let input = kid(ev, AGG_INPUT);
-            plan_under(ev, &a.expr, input, exact || by_order, planned)
+            ahead_under(ev, &a.expr, input, exact || by_order, planned, false)
         }
         Expr::Call(c) if c.func.name != "info" => {
             for (k, a) in c.args.args.iter().enumerate() {
                 let ka = kid(ev, k);
-                plan_under(ev, a, ka, exact, planned)?;
+                ahead_under(ev, a, ka, exact, planned, false)?;
             }
             Ok(())
         }
