@@ -33,7 +33,7 @@ pub use sample::{is_stale_nan, stale_nan, Sample, Timestamp, STALE_NAN_BITS};
 pub use selector::parse_selector;
 pub use series::{
     Exemplar, ExemplarSeries, MetricMetadata, MetricType, SeriesData, SeriesWrite, StorageError,
-    WriteBatch, WriteOutcome, WriteRejection,
+    WriteOutcome, WriteRejection,
 };
 pub use series_id::{IdHasher, IdMap, SeriesId};
 pub use source::{MemStore, SampleWriter, SeriesSource};

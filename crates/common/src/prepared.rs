@@ -6,7 +6,7 @@
 
 use crate::labels::{Label, Labels};
 use crate::sample::Sample;
-use crate::series::{Exemplar, MetricMetadata, WriteBatch};
+use crate::series::{Exemplar, MetricMetadata, SeriesWrite};
 use crate::series_id::SeriesId;
 use std::sync::Arc;
 
@@ -74,14 +74,17 @@ impl PreparedBatch {
 }
 
 impl PreparedBatch {
-    /// The prepared form of a batch with owned labels (ids computed for
-    /// `tenant`; every label serialised into one shared buffer), so one
-    /// batch type crosses the write contract and both write paths of a
-    /// store share its prepared-batch code.
-    pub fn from_batch(tenant: &str, batch: WriteBatch) -> PreparedBatch {
+    /// The batch of series with owned labels (ids computed for `tenant`;
+    /// every label serialised into one shared buffer) and `metadata`: the
+    /// one batch type of the write contract, whatever decoded it.
+    pub fn from_series(
+        tenant: &str,
+        series: Vec<SeriesWrite>,
+        metadata: Vec<(String, MetricMetadata)>,
+    ) -> PreparedBatch {
         let mut buf = Vec::new();
-        let mut all_spans = Vec::with_capacity(batch.series.len());
-        for s in &batch.series {
+        let mut all_spans = Vec::with_capacity(series.len());
+        for s in &series {
             let mut spans = Vec::with_capacity(s.labels.len());
             for l in s.labels.iter().filter(|l| !l.value.is_empty()) {
                 let n0 = buf.len() as u32;
@@ -93,8 +96,7 @@ impl PreparedBatch {
             all_spans.push(spans);
         }
         let buf = Arc::new(buf);
-        let series = batch
-            .series
+        let series = series
             .into_iter()
             .zip(all_spans)
             .map(|(s, spans)| PreparedSeries {
@@ -104,10 +106,20 @@ impl PreparedBatch {
                 exemplars: s.exemplars,
             })
             .collect();
-        PreparedBatch {
-            series,
-            metadata: batch.metadata,
-        }
+        PreparedBatch { series, metadata }
+    }
+
+    /// The batch's series with their labels materialised (for stores that
+    /// keep owned label sets).
+    pub fn into_series(self) -> Vec<SeriesWrite> {
+        self.series
+            .into_iter()
+            .map(|s| SeriesWrite {
+                labels: s.labels.materialize(),
+                samples: s.samples,
+                exemplars: s.exemplars,
+            })
+            .collect()
     }
 }
 
@@ -118,15 +130,12 @@ mod tests {
     #[test]
     fn a_batch_with_owned_labels_prepares_to_the_same_ids_and_labels() {
         let labels = Labels::from_pairs(&[("__name__", "up"), ("job", "a")]);
-        let batch = WriteBatch {
-            series: vec![crate::series::SeriesWrite {
-                labels: labels.clone(),
-                samples: vec![Sample::new(1, 2.0)],
-                exemplars: vec![],
-            }],
-            metadata: vec![],
-        };
-        let p = PreparedBatch::from_batch("t", batch);
+        let series = vec![crate::series::SeriesWrite {
+            labels: labels.clone(),
+            samples: vec![Sample::new(1, 2.0)],
+            exemplars: vec![],
+        }];
+        let p = PreparedBatch::from_series("t", series, vec![]);
         assert_eq!(p.series[0].id, SeriesId::of("t", &labels));
         assert_eq!(p.series[0].labels.materialize(), labels);
         assert_eq!(

@@ -111,19 +111,6 @@ pub struct SeriesWrite {
     pub exemplars: Vec<Exemplar>,
 }
 
-/// A validated batch for one tenant.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct WriteBatch {
-    pub series: Vec<SeriesWrite>,
-    pub metadata: Vec<(String, MetricMetadata)>,
-}
-
-impl WriteBatch {
-    pub fn sample_count(&self) -> usize {
-        self.series.iter().map(|s| s.samples.len()).sum()
-    }
-}
-
 /// Part of a batch the store refused (e.g. older than retention).
 #[derive(Debug, Clone, PartialEq)]
 pub struct WriteRejection {

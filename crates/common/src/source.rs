@@ -7,8 +7,7 @@ use crate::matcher::Matcher;
 use crate::prepared::PreparedBatch;
 use crate::sample::{Sample, Timestamp};
 use crate::series::{
-    Exemplar, ExemplarSeries, MetricMetadata, SeriesData, SeriesWrite, StorageError, WriteBatch,
-    WriteOutcome,
+    Exemplar, ExemplarSeries, MetricMetadata, SeriesData, StorageError, WriteOutcome,
 };
 use std::collections::BTreeMap;
 use std::sync::RwLock;
@@ -92,33 +91,7 @@ pub trait SeriesSource: Send + Sync {
 /// The write contract: a validated batch for one tenant. Returns once the
 /// accepted samples are durable under the store's fsync policy.
 pub trait SampleWriter: Send + Sync {
-    fn write(&self, tenant: &str, batch: WriteBatch) -> Result<WriteOutcome, StorageError>;
-
-    /// The same with ids precomputed and labels built only on demand. The
-    /// default materialises the labels and calls [`write`](Self::write);
-    /// stores override it to skip that for series they already know.
-    fn write_prepared(
-        &self,
-        tenant: &str,
-        batch: PreparedBatch,
-    ) -> Result<WriteOutcome, StorageError> {
-        let series = batch
-            .series
-            .into_iter()
-            .map(|s| SeriesWrite {
-                labels: s.labels.materialize(),
-                samples: s.samples,
-                exemplars: s.exemplars,
-            })
-            .collect();
-        self.write(
-            tenant,
-            WriteBatch {
-                series,
-                metadata: batch.metadata,
-            },
-        )
-    }
+    fn write(&self, tenant: &str, batch: PreparedBatch) -> Result<WriteOutcome, StorageError>;
 }
 
 #[derive(Default)]
@@ -186,10 +159,11 @@ impl MemStore {
 }
 
 impl SampleWriter for MemStore {
-    fn write(&self, tenant: &str, batch: WriteBatch) -> Result<WriteOutcome, StorageError> {
+    fn write(&self, tenant: &str, mut batch: PreparedBatch) -> Result<WriteOutcome, StorageError> {
         let mut out = WriteOutcome::default();
         let mut g = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        for s in batch.series {
+        let metadata = std::mem::take(&mut batch.metadata);
+        for s in batch.into_series() {
             let key = (tenant.to_string(), s.labels);
             let e = g.series.entry(key.clone()).or_default();
             for smp in &s.samples {
@@ -201,7 +175,7 @@ impl SampleWriter for MemStore {
                 g.exemplars.entry(key).or_default().extend(s.exemplars);
             }
         }
-        for (name, md) in batch.metadata {
+        for (name, md) in metadata {
             g.metadata.insert((tenant.to_string(), name), md);
         }
         Ok(out)

@@ -40,12 +40,8 @@ pub fn remote_write(data: &[u8]) {
             continue;
         };
         assert_eq!(invalid, slow.invalid, "refused series");
-        assert_eq!(
-            batch.series.len(),
-            slow.batch.series.len(),
-            "accepted series"
-        );
-        for (s, w) in batch.series.iter().zip(&slow.batch.series) {
+        assert_eq!(batch.series.len(), slow.series.len(), "accepted series");
+        for (s, w) in batch.series.iter().zip(&slow.series) {
             let labels = s.labels.materialize();
             assert_eq!(w.labels, labels);
             assert_eq!(w.samples.len(), s.samples.len(), "samples of {labels}");
@@ -65,7 +61,7 @@ pub fn remote_write(data: &[u8]) {
                 );
             }
         }
-        assert_eq!(batch.metadata, slow.batch.metadata);
+        assert_eq!(batch.metadata, slow.metadata);
     }
 }
 

@@ -1,4 +1,5 @@
-//! `cairn-ingest`: turns what clients send into validated [`WriteBatch`]es.
+//! `cairn-ingest`: turns what clients send into validated
+//! [`PreparedBatch`](cairn_common::PreparedBatch)es.
 //!
 //! Owns: the Prometheus wire protocols the HTTP layer speaks — remote-write
 //! 1.0 content negotiation (`content`) and decoding (snappy block format +

@@ -6,7 +6,7 @@
 use cairn_common::limits::{hard, truncate_str};
 use cairn_common::{
     Exemplar, IngestLimits, Label, Labels, MetricMetadata, MetricType, Sample, SeriesWrite,
-    WriteBatch, DEFAULT_TENANT, METRIC_NAME,
+    DEFAULT_TENANT, METRIC_NAME,
 };
 use cairn_proto::prompb;
 use prost::Message;
@@ -21,10 +21,11 @@ pub struct Invalid {
     pub samples: usize,
 }
 
-/// A decoded request: the valid batch and what was refused.
+/// A decoded request: its valid series and metadata, and what was refused.
 #[derive(Debug, Default)]
 pub struct Decoded {
-    pub batch: WriteBatch,
+    pub series: Vec<SeriesWrite>,
+    pub metadata: Vec<(String, MetricMetadata)>,
     pub invalid: Vec<Invalid>,
 }
 
@@ -320,7 +321,7 @@ pub fn validate(
         if samples.is_empty() && exemplars.is_empty() {
             continue;
         }
-        out.batch.series.push(SeriesWrite {
+        out.series.push(SeriesWrite {
             labels,
             samples,
             exemplars,
@@ -330,7 +331,7 @@ pub fn validate(
         if md.metric_family_name.is_empty() {
             continue;
         }
-        out.batch.metadata.push((
+        out.metadata.push((
             md.metric_family_name,
             MetricMetadata {
                 metric_type: metric_type(md.r#type),
@@ -390,8 +391,8 @@ mod tests {
             0,
         )
         .unwrap();
-        assert_eq!(d.batch.series.len(), 1);
-        assert_eq!(d.batch.series[0].labels.to_string(), r#"ok{job="a"}"#);
+        assert_eq!(d.series.len(), 1);
+        assert_eq!(d.series[0].labels.to_string(), r#"ok{job="a"}"#);
         let reasons: Vec<&str> = d.invalid.iter().map(|i| i.reason.as_str()).collect();
         assert!(reasons[0].contains("not sorted"), "{reasons:?}");
         assert!(reasons[1].contains("duplicate label name \"a\""));
@@ -471,8 +472,8 @@ mod tests {
             let slow = validate(decode_remote_write(&body, 1 << 20).unwrap(), &limits, 0).unwrap();
             let (fast, invalid) = decode_prepared("t", &body, &limits, 0).unwrap();
             proptest::prop_assert_eq!(&invalid, &slow.invalid);
-            proptest::prop_assert_eq!(fast.series.len(), slow.batch.series.len());
-            for (f, s) in fast.series.iter().zip(&slow.batch.series) {
+            proptest::prop_assert_eq!(fast.series.len(), slow.series.len());
+            for (f, s) in fast.series.iter().zip(&slow.series) {
                 proptest::prop_assert_eq!(f.labels.materialize(), s.labels.clone());
                 proptest::prop_assert_eq!(f.id, cairn_common::SeriesId::of("t", &s.labels));
                 let fb: Vec<(i64, u64)> = f.samples.iter().map(|x| (x.t, x.v.to_bits())).collect();

@@ -4,7 +4,7 @@
 //! a `MemStore` holding generated node-exporter-like series, so the
 //! evaluator is measured without storage or HTTP.
 
-use cairn_common::{Labels, MemStore, Sample, SampleWriter, SeriesWrite, WriteBatch};
+use cairn_common::{Labels, MemStore, PreparedBatch, Sample, SampleWriter, SeriesWrite};
 use cairn_promql::{Engine, EngineOptions};
 use criterion::{criterion_group, criterion_main, Criterion};
 
@@ -43,13 +43,13 @@ fn series(name: &str, host: usize, extra: &[(&str, &str)], f: impl Fn(i64) -> f6
 
 fn store() -> MemStore {
     let m = MemStore::new();
-    let mut batch = WriteBatch::default();
+    let mut batch = Vec::new();
     for h in 0..HOSTS {
         for cpu in 0..CPUS {
             let c = cpu.to_string();
             for (mi, mode) in MODES.iter().enumerate() {
                 let rate = 0.1 + (h * 7 + cpu * 3 + mi) as f64 % 10.0 / 10.0;
-                batch.series.push(series(
+                batch.push(series(
                     "node_cpu_seconds_total",
                     h,
                     &[("cpu", &c), ("mode", mode)],
@@ -59,24 +59,26 @@ fn store() -> MemStore {
         }
         for (mp, fs) in MOUNTS {
             let size = 1e11 + h as f64 * 1e9;
-            batch.series.push(series(
+            batch.push(series(
                 "node_filesystem_size_bytes",
                 h,
                 &[("mountpoint", mp), ("fstype", fs)],
                 move |_| size,
             ));
-            batch.series.push(series(
+            batch.push(series(
                 "node_filesystem_avail_bytes",
                 h,
                 &[("mountpoint", mp), ("fstype", fs)],
                 move |i| size * (0.5 + (i % 17) as f64 / 100.0),
             ));
         }
-        batch
-            .series
-            .push(series("node_load1", h, &[], move |i| (i % 9) as f64 / 3.0));
+        batch.push(series("node_load1", h, &[], move |i| (i % 9) as f64 / 3.0));
     }
-    m.write("default", batch).expect("write");
+    m.write(
+        "default",
+        PreparedBatch::from_series("default", batch, vec![]),
+    )
+    .expect("write");
     m
 }
 

@@ -17,7 +17,8 @@
 //! engine never depends on its own test runner.
 
 use cairn_common::{
-    stale_nan, Labels, LabelsBuilder, Sample, SampleWriter, SeriesWrite, WriteBatch, DEFAULT_TENANT,
+    stale_nan, Labels, LabelsBuilder, PreparedBatch, Sample, SampleWriter, SeriesWrite,
+    DEFAULT_TENANT,
 };
 use cairn_promql::{
     extract_selectors, float_almost_equal, parse, Engine, EngineOptions, QueryError, QueryResult,
@@ -517,7 +518,7 @@ fn load(
     hist_series: &mut Vec<Labels>,
 ) -> Result<(), String> {
     let interval = parse_duration_ms(rest).ok_or_else(|| format!("bad interval {rest:?}"))?;
-    let mut batch = WriteBatch::default();
+    let mut series = Vec::new();
     for (ln, l) in block {
         let (labels, vals) = parse_series_desc(l).map_err(|e| format!("line {ln}: {e}"))?;
         let points = parse_points(vals).map_err(|e| format!("line {ln}: {e}"))?;
@@ -544,7 +545,7 @@ fn load(
             }
         }
         if !samples.is_empty() {
-            batch.series.push(SeriesWrite {
+            series.push(SeriesWrite {
                 labels,
                 samples,
                 exemplars: Vec::new(),
@@ -552,7 +553,10 @@ fn load(
         }
     }
     writer
-        .write(DEFAULT_TENANT, batch)
+        .write(
+            DEFAULT_TENANT,
+            PreparedBatch::from_series(DEFAULT_TENANT, series, vec![]),
+        )
         .map_err(|e| format!("write failed: {e}"))?;
     Ok(())
 }

@@ -6,7 +6,7 @@ use crate::{NodeStore, ReplicatedStore};
 use cairn_cluster::{Node, NodeId, Placement, ReadLevel, WriteLevel};
 use cairn_common::{
     ExemplarSeries, Labels, MatchOp, Matcher, MemStore, MetricMetadata, PreparedBatch, Sample,
-    SeriesWrite, WriteBatch, WriteOutcome,
+    SeriesWrite, WriteOutcome,
 };
 use cairn_storage_api::{
     block_on, select_all, BoxFuture, ErrorKind, SelectRequest, SeriesQuery, SeriesReader,
@@ -104,13 +104,7 @@ fn batch(tenant: &str, n: usize, t: i64) -> PreparedBatch {
             exemplars: vec![],
         })
         .collect();
-    PreparedBatch::from_batch(
-        tenant,
-        WriteBatch {
-            series,
-            metadata: vec![],
-        },
-    )
+    PreparedBatch::from_series(tenant, series, vec![])
 }
 
 fn up() -> Vec<Matcher> {

@@ -5,8 +5,8 @@
 use crate::node as pb;
 use cairn_common::{
     Exemplar, ExemplarSeries, Label, Labels, LazyLabels, MatchOp, Matcher, MetricMetadata,
-    MetricType, PreparedBatch, PreparedSeries, Sample, SeriesId, SeriesWrite, WriteBatch,
-    WriteOutcome, WriteRejection,
+    MetricType, PreparedBatch, PreparedSeries, Sample, SeriesId, SeriesWrite, WriteOutcome,
+    WriteRejection,
 };
 use cairn_storage_api::{
     EncodedChunk, ErrorKind, ReadLimits, SelectHints, SelectRequest, SeriesQuery, SeriesSamples,
@@ -516,11 +516,8 @@ pub(crate) fn write_from(r: pb::WriteRequest) -> Result<WriteRequest, StoreError
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
-    let batch = WriteBatch {
-        series,
-        metadata: r.metadata.into_iter().map(metadata_from).collect(),
-    };
-    let mut batch = PreparedBatch::from_batch(&r.tenant, batch);
+    let metadata = r.metadata.into_iter().map(metadata_from).collect();
+    let mut batch = PreparedBatch::from_series(&r.tenant, series, metadata);
     if let Some(p) = r.packed {
         batch.series.extend(unpack(&r.tenant, p)?);
     }
@@ -667,16 +664,14 @@ mod packed_tests {
                 vec![]
             },
         };
-        PreparedBatch::from_batch(
+        PreparedBatch::from_series(
             "t",
-            WriteBatch {
-                series: vec![
-                    s(&[("__name__", "up"), ("job", "a")], 3, false),
-                    s(&[("__name__", "lat"), ("le", "0.5")], 1, true),
-                    s(&[("__name__", "up"), ("job", "b"), ("zone", "é")], 0, false),
-                ],
-                metadata: vec![],
-            },
+            vec![
+                s(&[("__name__", "up"), ("job", "a")], 3, false),
+                s(&[("__name__", "lat"), ("le", "0.5")], 1, true),
+                s(&[("__name__", "up"), ("job", "b"), ("zone", "é")], 0, false),
+            ],
+            vec![],
         )
     }
 

@@ -62,7 +62,7 @@ mod tests {
         let Ok(dir) = std::env::var("CAIRN_WRITE_SEEDS") else {
             return;
         };
-        use cairn_common::{Exemplar, Labels, PreparedBatch, Sample, SeriesWrite, WriteBatch};
+        use cairn_common::{Exemplar, Labels, PreparedBatch, Sample, SeriesWrite};
         use prost::Message;
         let s = |pairs: &[(&str, &str)], n: i64, ex: bool| SeriesWrite {
             labels: Labels::from_pairs(pairs),
@@ -79,28 +79,26 @@ mod tests {
                 vec![]
             },
         };
-        let batch = PreparedBatch::from_batch(
+        let batch = PreparedBatch::from_series(
             "t",
-            WriteBatch {
-                series: vec![
-                    s(
-                        &[("__name__", "up"), ("job", "node"), ("instance", "a:9100")],
-                        3,
-                        false,
-                    ),
-                    s(
-                        &[("__name__", "http_seconds_bucket"), ("le", "0.5")],
-                        2,
-                        true,
-                    ),
-                    s(
-                        &[("__name__", "up"), ("job", "node"), ("instance", "b:9100")],
-                        1,
-                        false,
-                    ),
-                ],
-                metadata: vec![],
-            },
+            vec![
+                s(
+                    &[("__name__", "up"), ("job", "node"), ("instance", "a:9100")],
+                    3,
+                    false,
+                ),
+                s(
+                    &[("__name__", "http_seconds_bucket"), ("le", "0.5")],
+                    2,
+                    true,
+                ),
+                s(
+                    &[("__name__", "up"), ("job", "node"), ("instance", "b:9100")],
+                    1,
+                    false,
+                ),
+            ],
+            vec![],
         );
         let wire = crate::convert::write_to(&cairn_storage_api::WriteRequest::new("t", batch));
         std::fs::create_dir_all(&dir).unwrap();

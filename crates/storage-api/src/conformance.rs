@@ -12,7 +12,7 @@ use crate::{
 };
 use cairn_common::{
     Exemplar, Labels, MatchOp, Matcher, MetricMetadata, MetricType, PreparedBatch, Sample,
-    SeriesData, SeriesWrite, Timestamp, WriteBatch,
+    SeriesData, SeriesWrite, Timestamp,
 };
 use std::time::{Duration, Instant};
 
@@ -85,8 +85,11 @@ fn series(labels: Labels, samples: &[(Timestamp, f64)]) -> SeriesWrite {
     }
 }
 
-async fn write(writer: &dyn ShardWriter, tenant: &str, batch: WriteBatch) -> usize {
-    let req = WriteRequest::new(tenant, PreparedBatch::from_batch(tenant, batch));
+/// Series and metadata of one write.
+type Batch = (Vec<SeriesWrite>, Vec<(String, MetricMetadata)>);
+
+async fn write(writer: &dyn ShardWriter, tenant: &str, (series, metadata): Batch) -> usize {
+    let req = WriteRequest::new(tenant, PreparedBatch::from_series(tenant, series, metadata));
     let out = writer.write(req).await.expect("conformance write");
     assert!(out.rejections.is_empty(), "rejected: {:?}", out.rejections);
     out.accepted_samples
@@ -102,8 +105,8 @@ async fn write_fixture(writer: &dyn ShardWriter, t: &Tenants, base: i64) {
         value: 9.0,
         t: base,
     });
-    let a = WriteBatch {
-        series: vec![
+    let a = (
+        vec![
             series(
                 l(&[("__name__", "up"), ("instance", "1"), ("job", "api")]),
                 &[(base, 1.0), (base + STEP, 2.0), (base + 2 * STEP, 3.0)],
@@ -118,7 +121,7 @@ async fn write_fixture(writer: &dyn ShardWriter, t: &Tenants, base: i64) {
             ),
             other,
         ],
-        metadata: vec![(
+        vec![(
             "up".to_string(),
             MetricMetadata {
                 metric_type: MetricType::Gauge,
@@ -126,19 +129,19 @@ async fn write_fixture(writer: &dyn ShardWriter, t: &Tenants, base: i64) {
                 unit: String::new(),
             },
         )],
-    };
+    );
     assert_eq!(
         write(writer, &t.a, a).await,
         6,
         "accepted samples of tenant A"
     );
-    let b = WriteBatch {
-        series: vec![series(
+    let b = (
+        vec![series(
             l(&[("__name__", "up"), ("instance", "1"), ("job", "api")]),
             &[(base, 100.0)],
         )],
-        metadata: vec![],
-    };
+        vec![],
+    );
     assert_eq!(
         write(writer, &t.b, b).await,
         1,
@@ -577,15 +580,7 @@ async fn batches(
             )
         })
         .collect();
-    let written = write(
-        w,
-        &t.a,
-        WriteBatch {
-            series: series_n,
-            metadata: vec![],
-        },
-    )
-    .await;
+    let written = write(w, &t.a, (series_n, vec![])).await;
     assert_eq!(written, 2 * N);
     after_write();
     let req = SelectRequest::new(&t.a, vec![eq("__name__", "many")], base, base + STEP);

@@ -91,7 +91,7 @@ impl ShardWriter for MemStore {
     fn write(&self, req: WriteRequest) -> BoxFuture<'_, Result<WriteOutcome, StoreError>> {
         Box::pin(async move {
             raw_only(&req.namespace)?;
-            Ok(SampleWriter::write_prepared(self, &req.tenant, req.batch)?)
+            Ok(SampleWriter::write(self, &req.tenant, req.batch)?)
         })
     }
 }

@@ -9,7 +9,7 @@
 //! its registry entry to check it has data then), against counting the
 //! label sets `series` returns (the contract's default).
 
-use cairn_common::{Labels, MatchOp, Matcher, Sample, SampleWriter, SeriesWrite, WriteBatch};
+use cairn_common::{Labels, MatchOp, Matcher, PreparedBatch, Sample, SampleWriter, SeriesWrite};
 use cairn_storage::{FsyncPolicy, Storage, StorageConfig};
 use cairn_storage_api::{block_on, Cardinality, SeriesQuery, SeriesReader};
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -50,10 +50,7 @@ fn bench(c: &mut Criterion) {
         store
             .write(
                 "default",
-                WriteBatch {
-                    series,
-                    metadata: vec![],
-                },
+                PreparedBatch::from_series("default", series, vec![]),
             )
             .expect("write");
     }

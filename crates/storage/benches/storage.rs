@@ -7,7 +7,7 @@
 //! `=` and by regex matchers, plus reading their samples.
 
 use cairn_common::{
-    Labels, MatchOp, Matcher, Sample, SampleWriter, SeriesSource, SeriesWrite, WriteBatch,
+    Labels, MatchOp, Matcher, PreparedBatch, Sample, SampleWriter, SeriesSource, SeriesWrite,
 };
 use cairn_storage::{FsyncPolicy, Storage, StorageConfig};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -30,17 +30,15 @@ fn labels(i: usize) -> Labels {
     ])
 }
 
-fn batch(range: std::ops::Range<usize>, t: i64) -> WriteBatch {
-    WriteBatch {
-        series: range
-            .map(|i| SeriesWrite {
-                labels: labels(i),
-                samples: vec![Sample::new(t, i as f64 + t as f64 / 1000.0)],
-                exemplars: vec![],
-            })
-            .collect(),
-        metadata: vec![],
-    }
+fn batch(range: std::ops::Range<usize>, t: i64) -> PreparedBatch {
+    let series = range
+        .map(|i| SeriesWrite {
+            labels: labels(i),
+            samples: vec![Sample::new(t, i as f64 + t as f64 / 1000.0)],
+            exemplars: vec![],
+        })
+        .collect();
+    PreparedBatch::from_series("default", series, vec![])
 }
 
 fn bench(c: &mut Criterion) {

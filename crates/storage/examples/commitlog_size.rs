@@ -12,7 +12,7 @@
 //! sample, the data dir's (index included), and the writes' CPU time
 //! (user + system of the process, RocksDB's threads included).
 
-use cairn_common::{Labels, Sample, SampleWriter, SeriesWrite, WriteBatch};
+use cairn_common::{Labels, PreparedBatch, Sample, SampleWriter, SeriesWrite};
 use cairn_storage::{CommitLogCompression, CommitLogFormat, FsyncPolicy, Storage, StorageConfig};
 use std::path::Path;
 use std::sync::Arc;
@@ -176,17 +176,15 @@ fn main() {
     for k in 0..scrapes {
         let t = T0 + k * 15_000;
         for chunk in all.chunks_mut(BATCH) {
-            let batch = WriteBatch {
-                series: chunk
-                    .iter_mut()
-                    .map(|s| SeriesWrite {
-                        labels: s.labels.clone(),
-                        samples: vec![Sample::new(t, step(s, &mut rng))],
-                        exemplars: vec![],
-                    })
-                    .collect(),
-                metadata: vec![],
-            };
+            let series = chunk
+                .iter_mut()
+                .map(|s| SeriesWrite {
+                    labels: s.labels.clone(),
+                    samples: vec![Sample::new(t, step(s, &mut rng))],
+                    exemplars: vec![],
+                })
+                .collect();
+            let batch = PreparedBatch::from_series("default", series, vec![]);
             store.write("default", batch).expect("write");
         }
     }

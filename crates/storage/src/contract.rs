@@ -7,7 +7,7 @@
 use crate::node::Storage;
 use cairn_common::{
     ExemplarSeries, Labels, Matcher, MetricMetadata, PreparedBatch, SampleWriter, SeriesData,
-    SeriesId, SeriesSource, StorageError, Timestamp, WriteBatch, WriteOutcome,
+    SeriesId, SeriesSource, StorageError, Timestamp, WriteOutcome,
 };
 use cairn_storage_api::{
     cut_to_limit, guarded, stream_from_iter, BoxFuture, Cardinality, EncodedChunk, SelectRequest,
@@ -22,17 +22,7 @@ use std::sync::Arc;
 pub(crate) const READ_BATCH: usize = 1024;
 
 impl SampleWriter for Storage {
-    /// The slow path (tests, promqltest): the batch prepared as the fast
-    /// path's is, so both share `write_inner`.
-    fn write(&self, tenant: &str, batch: WriteBatch) -> Result<WriteOutcome, StorageError> {
-        Ok(self.write_inner(tenant, PreparedBatch::from_batch(tenant, batch))?)
-    }
-
-    fn write_prepared(
-        &self,
-        tenant: &str,
-        batch: PreparedBatch,
-    ) -> Result<WriteOutcome, StorageError> {
+    fn write(&self, tenant: &str, batch: PreparedBatch) -> Result<WriteOutcome, StorageError> {
         Ok(self.write_inner(tenant, batch)?)
     }
 }
@@ -444,7 +434,6 @@ mod tests {
     #[test]
     fn the_applied_hook_runs_before_the_fsync_and_the_write_waits_for_it() {
         use crate::test_support::{batch, labels};
-        use cairn_common::PreparedBatch;
         use std::sync::atomic::{AtomicBool, Ordering};
         use std::sync::{mpsc, Arc};
         let f = Fixture::new();
@@ -460,8 +449,7 @@ mod tests {
         let returned = Arc::new(AtomicBool::new(false));
         let (a, r, s2) = (applied.clone(), returned.clone(), s.clone());
         let writer = std::thread::spawn(move || {
-            let b =
-                PreparedBatch::from_batch("t", batch(vec![(labels("m", "x"), vec![(now, 1.0)])]));
+            let b = batch(vec![(labels("m", "x"), vec![(now, 1.0)])]);
             let req = WriteRequest::new("t", b).on_applied(move || a.store(true, Ordering::SeqCst));
             block_on(s2.write(req)).unwrap();
             r.store(true, Ordering::SeqCst);
@@ -508,8 +496,7 @@ mod tests {
         assert_eq!(names, ["raw", "agg_5m_1y"]);
         let old = now - 60 * DAY;
         let write = |s: &crate::Storage, ns: &str, name: &str, t: i64| {
-            let b =
-                PreparedBatch::from_batch("t", batch(vec![(labels(name, "x"), vec![(t, 1.5)])]));
+            let b = batch(vec![(labels(name, "x"), vec![(t, 1.5)])]);
             let mut req = WriteRequest::new("t", b);
             req.namespace = ns.to_string();
             block_on(s.write(req))
@@ -670,11 +657,10 @@ mod tests {
         let f = Fixture::new();
         f.now.store(now_ms(), std::sync::atomic::Ordering::SeqCst);
         let s = f.open();
-        let batch = crate::test_support::batch(vec![(
+        let prepared = crate::test_support::batch(vec![(
             crate::test_support::labels("up", "a"),
             vec![(now_ms() - 1000, 1.0)],
         )]);
-        let prepared = cairn_common::PreparedBatch::from_batch("t", batch);
         let own = prepared.series[0].id.shard(4);
         let wrong = (own + 1) % 4;
         let e = block_on(s.write(WriteRequest::new("t", prepared.clone()).to_shard(wrong)))

@@ -4,7 +4,7 @@
 use crate::{enc, Storage, StorageConfig};
 use cairn_common::limits::hard;
 use cairn_common::{
-    Label, Labels, MatchOp, Matcher, Sample, SeriesSource, SeriesWrite, WriteBatch,
+    Label, Labels, MatchOp, Matcher, PreparedBatch, Sample, SeriesSource, SeriesWrite,
 };
 use proptest::prelude::*;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -47,18 +47,20 @@ pub(crate) fn labels(name: &str, job: &str) -> Labels {
     Labels::from_pairs(&[("__name__", name), ("job", job)])
 }
 
-pub(crate) fn batch(series: Vec<(Labels, Vec<(i64, f64)>)>) -> WriteBatch {
-    WriteBatch {
-        series: series
-            .into_iter()
-            .map(|(labels, s)| SeriesWrite {
-                labels,
-                samples: s.into_iter().map(|(t, v)| Sample::new(t, v)).collect(),
-                exemplars: vec![],
-            })
-            .collect(),
-        metadata: vec![],
-    }
+/// The tenant every storage test writes as.
+pub(crate) const TENANT: &str = "t";
+
+/// A batch of `series` for [`TENANT`].
+pub(crate) fn batch(series: Vec<(Labels, Vec<(i64, f64)>)>) -> PreparedBatch {
+    let series = series
+        .into_iter()
+        .map(|(labels, s)| SeriesWrite {
+            labels,
+            samples: s.into_iter().map(|(t, v)| Sample::new(t, v)).collect(),
+            exemplars: vec![],
+        })
+        .collect();
+    PreparedBatch::from_series(TENANT, series, vec![])
 }
 
 pub(crate) fn read(s: &Storage, tenant: &str, name: &str) -> Vec<(String, Vec<(i64, u64)>)> {

@@ -505,7 +505,7 @@ mod tests {
     use super::*;
     use crate::rules::{CompiledRules, DropRule, RuleAction};
     use crate::{Limits, Status};
-    use cairn_common::{Labels, Sample, SeriesWrite, WriteBatch};
+    use cairn_common::{Labels, Sample, SeriesWrite};
 
     fn tenant(limits: Limits, rules: &[DropRule]) -> TenantView {
         TenantView {
@@ -522,17 +522,17 @@ mod tests {
     type Spec<'a> = (&'a str, &'a [(&'a str, &'a str)], usize);
 
     fn batch(series: &[Spec<'_>]) -> PreparedBatch {
-        let mut b = WriteBatch::default();
+        let mut b = Vec::new();
         for (name, extra, n) in series {
             let mut ls = vec![("__name__", *name)];
             ls.extend(extra.iter().copied());
-            b.series.push(SeriesWrite {
+            b.push(SeriesWrite {
                 labels: Labels::from_pairs(&ls),
                 samples: (0..*n).map(|i| Sample::new(i as i64, 1.0)).collect(),
                 exemplars: vec![],
             });
         }
-        PreparedBatch::from_batch("a", b)
+        PreparedBatch::from_series("a", b, vec![])
     }
 
     fn names(b: &PreparedBatch) -> Vec<String> {
