@@ -1,13 +1,15 @@
-//! The config sections this crate is built from, as written: `http:` (the
-//! server's limits, [`ServerOptions`], and the listen address), `ingest:`
-//! and `query:` (the body limit, ingest limits, the read pool and the
-//! engine's options, together [`ApiConfig`]). Defaults: the embedded
-//! `config/cairn.yaml`, which a test in the binary keeps equal to
-//! `ServerOptions::default()` and `ApiConfig::default()`.
+//! The config sections this crate owns, as written: `http:` (the server's
+//! limits, [`ServerOptions`], and the listen address) and `query:` (the
+//! read pool and the engine's options), which with `cairn-ingest`'s
+//! `ingest:` (the body limit, ingest limits, write turns) make
+//! [`ApiConfig`]. Defaults: the embedded `config/cairn.yaml`, which a test
+//! in the binary keeps equal to `ServerOptions::default()` and
+//! `ApiConfig::default()`.
 
 use crate::server::ServerOptions;
 use crate::state::ApiConfig;
 use cairn_common::config::{ByteSize, ConfigError, Duration};
+use cairn_ingest::IngestSection;
 use serde::Deserialize;
 
 /// `http:`.
@@ -58,49 +60,6 @@ impl HttpSection {
             body_read_timeout: self.body_read_timeout.positive("http.body-read-timeout")?,
             max_connections: self.max_connections,
         })
-    }
-}
-
-/// `ingest:`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct IngestSection {
-    pub max_body_size: ByteSize,
-    pub max_decoded_size: ByteSize,
-    pub max_labels_per_series: usize,
-    pub max_label_name_length: usize,
-    pub max_label_value_length: usize,
-    pub max_series_per_request: usize,
-    pub max_new_series_per_request: usize,
-    pub max_future: Duration,
-    pub max_concurrency: usize,
-    pub max_queue_duration: Duration,
-}
-
-impl IngestSection {
-    /// The ingest limits, checked against the bounds the on-disk encodings
-    /// hold.
-    pub fn limits(&self) -> Result<cairn_common::IngestLimits, ConfigError> {
-        let l = cairn_common::IngestLimits {
-            max_labels_per_series: self.max_labels_per_series,
-            max_label_name_length: self.max_label_name_length,
-            max_label_value_length: self.max_label_value_length,
-            max_series_per_request: self.max_series_per_request,
-            max_new_series_per_request: self.max_new_series_per_request,
-            max_decoded_size: self.max_decoded_size.as_usize(),
-            max_future_ms: self.max_future.as_millis_i64(),
-        };
-        // Its message starts with the key (`ingest.max-labels-per-series must …`).
-        l.validate().map_err(|e| match e.split_once(' ') {
-            Some((key, msg)) => ConfigError::new(key, msg),
-            None => ConfigError::new("ingest", e),
-        })?;
-        Ok(l)
-    }
-
-    /// Checks every value; the error names the bad key.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        self.limits().map(|_| ())
     }
 }
 

@@ -2,14 +2,15 @@
 //! with `--config`, then `CAIRN_…` environment variables, then flags.
 //!
 //! The binary's [`Config`] only composes the sections each crate owns
-//! (`cairn_api::config::{HttpSection, IngestSection, QuerySection}`,
+//! (`cairn_api::config::{HttpSection, QuerySection}`, `cairn_ingest::IngestSection`,
 //! `cairn_storage::StorageSection`): their keys, value types (durations and
 //! sizes, `cairn_common::config`) and `validate()`. The environment overlay
 //! takes its sections from the embedded yaml, so it needs no list of them.
 
 use anyhow::{anyhow, Context, Result};
-use cairn_api::config::{HttpSection, IngestSection, QuerySection};
+use cairn_api::config::{HttpSection, QuerySection};
 use cairn_cluster::ClusterSection;
+use cairn_ingest::IngestSection;
 use cairn_storage::StorageSection;
 use cairn_tenancy::{AuthSection, LimitsSection};
 use serde::Deserialize;

@@ -5,7 +5,8 @@
 //! 1.0 content negotiation (`content`) and decoding (snappy block format +
 //! protobuf), remote-read request decoding and response encoding
 //! (`remote_read`) — per-series validation with Prometheus's rules, and the
-//! tenant convention (`X-Scope-OrgID`). Invalid series are reported by name and
+//! tenant convention (`X-Scope-OrgID`); its config section, `ingest:`
+//! (`config`). Invalid series are reported by name and
 //! reason while the valid rest of the request is kept (remote-write
 //! semantics: the client gets a 400 it will not retry, nothing valid is lost).
 //!
@@ -14,6 +15,7 @@
 //! HTTP framework: it sees header values and bodies, and its errors say
 //! which status they call for (`is_too_large`, `is_unsupported_media`).
 
+mod config;
 mod content;
 mod error;
 mod fast;
@@ -22,6 +24,7 @@ pub mod fuzzing;
 pub mod remote_read;
 mod validate;
 
+pub use config::IngestSection;
 pub use content::check_write_headers;
 pub use error::IngestError;
 pub use fast::decode_prepared;
