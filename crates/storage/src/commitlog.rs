@@ -546,6 +546,33 @@ impl CommitLog {
         }
     }
 
+    /// Makes every record appended so far durable now, whatever the
+    /// policy: for a writer that must know it before it records progress.
+    pub fn sync_now(&self) -> Result<()> {
+        let (seg, target) = {
+            let g = self.inner.lock();
+            (g.active.seg.clone(), g.written_seq)
+        };
+        let _io = seg.io.lock();
+        if seg.failed() {
+            return Err(Error::Unavailable(
+                "commit log segment failed an earlier fsync".into(),
+            ));
+        }
+        match seg.sync() {
+            Ok(()) => {
+                self.settle_synced(target);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(segment = seg.no, ?e, "commit log fsync failed");
+                seg.sync_failed.store(true, Ordering::SeqCst);
+                self.settle_failed(target, Some(&e));
+                Err(Error::Unavailable(format!("commit log fsync failed: {e}")))
+            }
+        }
+    }
+
     /// Starts segment `active + 1`. The old one is synced first and its
     /// records settled before anything else can fail: synced, or (its sync
     /// failed, now or before) failed, never reported durable. If the new

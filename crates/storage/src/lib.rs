@@ -31,6 +31,9 @@
 //!   after it, at open;
 //! - `flush` — a flush run over all shards, and the background
 //!   [`FlushTask`] that shutdown stops and joins;
+//! - [`downsample`] — the aggregated namespaces' rollup series, computed
+//!   from the raw samples of closed windows (its progress marker, late
+//!   windows);
 //! - `node` — [`Storage`]: open, the write path, reads by shard, close;
 //! - `contract` — `impl SampleWriter` and `impl SeriesSource` for `Storage`.
 //!
@@ -50,6 +53,7 @@
 pub mod commitlog;
 mod config;
 mod contract;
+pub mod downsample;
 mod enc;
 mod error;
 #[doc(hidden)]

@@ -9,6 +9,7 @@
 
 use crate::commitlog::CommitLog;
 use crate::config::{Clock, CommitLogFormat, StorageConfig};
+use crate::downsample::{self, Downsampler};
 use crate::enc;
 use crate::error::{Error, Result};
 use crate::fileset::Fileset;
@@ -21,12 +22,13 @@ use crate::recovery;
 use crate::shard::Shard;
 use cairn_common::limits::{hard, truncate_str};
 use cairn_common::{
-    Labels, LazyLabels, PreparedBatch, Sample, SeriesData, SeriesId, Timestamp, WriteOutcome,
-    WriteRejection,
+    Labels, LazyLabels, PreparedBatch, Sample, SeriesData, SeriesId, SeriesWrite, Timestamp,
+    WriteOutcome, WriteRejection,
 };
 use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -69,6 +71,11 @@ pub struct Storage {
     /// config's order; the node's flush, snapshot, background work and
     /// close reach them too.
     aggregated: Vec<Arc<Storage>>,
+    /// Per aggregated namespace (same order): its downsampling state.
+    downsamplers: Vec<Downsampler>,
+    /// The newest sample time written since the node opened (the
+    /// downsampling watermark's base; `i64::MIN`: none yet).
+    newest: AtomicI64,
     pub(crate) clock: Clock,
     pub metrics: Metrics,
 }
@@ -76,6 +83,27 @@ pub struct Storage {
 /// Where the store of aggregated namespace `name` keeps its files.
 pub(crate) fn namespace_dir(data_dir: &std::path::Path, name: &str) -> PathBuf {
     data_dir.join("namespaces").join(name)
+}
+
+fn window_start_of(t: Timestamp, r: i64) -> Timestamp {
+    cairn_downsample::window_start(t, r)
+}
+
+/// Writes the queued rollup series, tenant by tenant; a rollup the
+/// namespace refuses (older than its retention) is dropped, as it would be
+/// expired anyway.
+fn write_rollups(
+    agg: &Storage,
+    pending: &mut std::collections::BTreeMap<String, Vec<SeriesWrite>>,
+) -> Result<()> {
+    for (tenant, series) in std::mem::take(pending) {
+        let batch = PreparedBatch::from_series(&tenant, series, Vec::new());
+        let out = agg.write_inner(&tenant, batch)?;
+        if !out.rejections.is_empty() {
+            tracing::debug!(rejected = out.rejections.len(), "rollups refused");
+        }
+    }
+    Ok(())
 }
 
 /// A series in Prometheus text form for a rejection, at most 1 KiB of it.
@@ -90,14 +118,25 @@ impl Storage {
         let (raw, aggregated) = namespace::validate(&cfg.namespaces)?;
         let raw = raw.clone();
         let mut stores = Vec::with_capacity(aggregated.len());
+        let mut downsamplers = Vec::with_capacity(aggregated.len());
         for ns in aggregated {
             let _span = tracing::info_span!("namespace", name = %ns.name).entered();
             let mut c = cfg.clone();
             c.data_dir = namespace_dir(&cfg.data_dir, &ns.name);
             c.namespaces = vec![ns.clone()];
-            stores.push(Self::open_one(c, ns.clone(), Vec::new(), clock.clone())?);
+            // Its writes are the node's own rollups, not clients' requests.
+            c.max_new_series_per_request = usize::MAX;
+            let res = ns.resolution.map_or(0, |r| r.as_millis() as i64);
+            downsamplers.push(Downsampler::open(&c.data_dir, res.max(1))?);
+            stores.push(Self::open_one(
+                c,
+                ns.clone(),
+                Vec::new(),
+                Vec::new(),
+                clock.clone(),
+            )?);
         }
-        Self::open_one(cfg, raw, stores, clock)
+        Self::open_one(cfg, raw, stores, downsamplers, clock)
     }
 
     /// Opens the store of one namespace, `ns`, in `cfg.data_dir`.
@@ -105,6 +144,7 @@ impl Storage {
         cfg: StorageConfig,
         ns: Namespace,
         aggregated: Vec<Arc<Storage>>,
+        downsamplers: Vec<Downsampler>,
         clock: Clock,
     ) -> Result<Arc<Self>> {
         let started = Instant::now();
@@ -138,6 +178,8 @@ impl Storage {
             last_snapshot: Mutex::new(Instant::now()),
             flush_task: Mutex::new(None),
             aggregated,
+            downsamplers,
+            newest: AtomicI64::new(i64::MIN),
             clock,
             metrics,
             cfg,
@@ -249,10 +291,12 @@ impl Storage {
         }
     }
 
-    /// Flushes closed windows (or, with `force`, everything) to filesets and
-    /// truncates the commit log, in every namespace. Returns the number of
-    /// filesets written.
+    /// Writes the aggregated namespaces' closed windows (see
+    /// [`downsample`](crate::downsample)), then flushes closed blocks (or,
+    /// with `force`, everything) to filesets and truncates the commit log,
+    /// in every namespace. Returns the number of filesets written.
     pub fn flush(&self, force: bool) -> Result<usize> {
+        self.downsample()?;
         let span = self.log_span();
         let mut n = self.flusher.run(&self.flush_ctx(), force)?;
         drop(span);
@@ -260,6 +304,102 @@ impl Storage {
             n += s.flush(force)?;
         }
         Ok(n)
+    }
+
+    /// One downsampling pass over every aggregated namespace (see
+    /// [`downsample`](crate::downsample)): the windows closed since the
+    /// last pass and the late ones, computed from the raw samples and
+    /// written as rollup series, durable before the progress marker moves.
+    /// Returns the windows written.
+    pub fn downsample(&self) -> Result<usize> {
+        let newest = self.newest.load(Ordering::Acquire);
+        let mut n = 0;
+        for (agg, d) in self.aggregated.iter().zip(&self.downsamplers) {
+            let _span = agg.log_span();
+            let _one = d.running.lock();
+            let r = d.resolution_ms;
+            let dirty = d.dirty();
+            let retained = window_start_of((self.clock)() - self.ns.retention_ms(), r);
+            let done = d.done().unwrap_or(retained);
+            let until = if newest == i64::MIN {
+                done
+            } else {
+                d.closed_before(newest).max(done)
+            };
+            // Ranges of whole windows: the late ones (before `done`), then
+            // the newly closed ones.
+            let mut ranges: Vec<(i64, i64)> = Vec::new();
+            for &w in &dirty {
+                match ranges.last_mut() {
+                    Some(last) if last.1 == w => last.1 = w + r,
+                    _ => ranges.push((w, w + r)),
+                }
+            }
+            if until > done {
+                ranges.push((done, until));
+            }
+            if ranges.is_empty() {
+                continue;
+            }
+            let written = self.downsample_ranges(agg, r, &ranges)?;
+            agg.log.sync_now()?;
+            d.advance(until, &dirty)?;
+            if written > 0 {
+                tracing::debug!(windows = written, ?ranges, "downsampled");
+            }
+            n += written;
+        }
+        Ok(n)
+    }
+
+    /// Writes into `agg` the rollups of every series' windows in `ranges`
+    /// (whole windows of `r` ms, oldest first); returns the windows written.
+    fn downsample_ranges(&self, agg: &Storage, r: i64, ranges: &[(i64, i64)]) -> Result<usize> {
+        // The value a range's first window carries in is the last one
+        // before it: looked for a day back, then as far as retention.
+        const NEAR: i64 = 86_400_000;
+        let oldest = (self.clock)() - self.ns.retention_ms();
+        let mut pending: std::collections::BTreeMap<String, Vec<SeriesWrite>> = Default::default();
+        let mut queued = 0usize;
+        let mut windows = 0usize;
+        for id in self.index.all_series_ids()? {
+            let mut wins = Vec::new();
+            {
+                let sh = self.shard_of(id).lock();
+                for &(from, to) in ranges {
+                    if !sh.has_data(id, from, to - 1, self.block_ms) {
+                        continue;
+                    }
+                    let samples = sh.read(id, from - NEAR, to - 1, self.block_ms)?;
+                    let prev = if samples.first().is_some_and(|s| s.t < from) {
+                        None
+                    } else {
+                        sh.read(id, oldest, from - NEAR - 1, self.block_ms)?
+                            .iter()
+                            .rev()
+                            .find(|s| !cairn_common::is_stale_nan(s.v))
+                            .map(|s| s.v)
+                    };
+                    wins.extend(downsample::windows(r, from, to, &samples, prev)?);
+                }
+            }
+            if wins.is_empty() {
+                continue;
+            }
+            let Some((tenant, labels)) = self.index.series_labels(id)? else {
+                continue;
+            };
+            windows += wins.len();
+            let writes = downsample::rollup_writes(&labels, &wins);
+            queued += writes.len();
+            pending.entry(tenant).or_default().extend(writes);
+            if queued >= 10_000 {
+                write_rollups(agg, &mut pending)?;
+                queued = 0;
+            }
+        }
+        write_rollups(agg, &mut pending)?;
+        Ok(windows)
     }
 
     /// Takes a head snapshot now, of every namespace (see
@@ -594,6 +734,7 @@ impl Storage {
         }
         let mut blocks = BTreeSet::new();
         let mut last_block = None;
+        let (mut lo, mut hi) = (i64::MAX, i64::MIN);
         for (_, samples) in &prepared {
             for x in samples.iter() {
                 let b = self.block_of(x.t);
@@ -601,6 +742,21 @@ impl Storage {
                     blocks.insert(b);
                     last_block = Some(b);
                 }
+            }
+            if let (Some(a), Some(b)) = (samples.first(), samples.last()) {
+                lo = lo.min(a.t);
+                hi = hi.max(b.t);
+            }
+        }
+        if hi > i64::MIN {
+            self.newest.fetch_max(hi, Ordering::AcqRel);
+        }
+        // Samples in windows already downsampled: those windows are marked
+        // to be computed again (persisted before the write is acknowledged).
+        for d in &self.downsamplers {
+            if d.done().is_some_and(|done| lo < done) {
+                let times = prepared.iter().flat_map(|(_, s)| s.iter().map(|x| x.t));
+                d.mark_late(times)?;
             }
         }
         let parts = record::Parts {

@@ -439,3 +439,156 @@ fn undecodable_index_entry_is_skipped() {
         .unwrap();
     assert_eq!(read(&s, "t", "x").len(), 2);
 }
+
+/// Rollups of one aggregated namespace: (series text, samples as (t, bits)).
+fn rollups(s: &Storage, ns: &str, name: &str) -> Vec<(String, Vec<(i64, u64)>)> {
+    let m = [Matcher::new(MatchOp::Equal, "__name__", name).unwrap()];
+    let store = s.in_namespace(ns).unwrap();
+    let mut out: Vec<(String, Vec<(i64, u64)>)> = store
+        .select("t", &m, i64::MIN / 2, i64::MAX / 2)
+        .unwrap()
+        .into_iter()
+        .map(|d| {
+            (
+                d.labels.to_string(),
+                d.samples.iter().map(|x| (x.t, x.v.to_bits())).collect(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn values_of(r: &[(String, Vec<(i64, u64)>)], rollup: &str) -> Vec<(i64, f64)> {
+    let key = format!("__rollup__=\"{rollup}\"");
+    r.iter()
+        .find(|(l, _)| l.contains(&key))
+        .map(|(_, v)| v.iter().map(|&(t, b)| (t, f64::from_bits(b))).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn downsampling_writes_each_closed_window_once_the_same_after_a_restart_and_again_when_late() {
+    use crate::Namespace;
+    const R: i64 = 60_000;
+    let f = Fixture::new();
+    let now = f.now.load(Ordering::SeqCst);
+    let t0 = now - now.rem_euclid(R) - 20 * R;
+    let agg = Namespace::aggregated("1m:30d".parse().unwrap(), None).unwrap();
+    let ns = agg.name.clone();
+    let tune = |c: &mut StorageConfig| c.namespaces.push(agg.clone());
+    let s = f.open_with(tune);
+    // A counter scraped every 15 s (offset 1 s), reset after 10 windows; a gauge.
+    let scrapes: Vec<i64> = (0..64).map(|k| t0 + 1000 + k * 15_000).collect();
+    let counter: Vec<(i64, f64)> = scrapes
+        .iter()
+        .enumerate()
+        .map(|(k, &t)| {
+            (
+                t,
+                if k < 40 {
+                    k as f64 * 2.0
+                } else {
+                    (k - 40) as f64
+                },
+            )
+        })
+        .collect();
+    let gauge: Vec<(i64, f64)> = scrapes
+        .iter()
+        .map(|&t| (t, (t / 1000 % 7) as f64))
+        .collect();
+    s.write(
+        "t",
+        batch(vec![
+            (labels("c", "a"), counter.clone()),
+            (labels("g", "a"), gauge.clone()),
+        ]),
+    )
+    .unwrap();
+    // Newest sample at t0 + 946 s: windows closed up to newest − 2 min.
+    assert_eq!(s.downsample().unwrap(), 2 * 13);
+    let g = rollups(&s, &ns, "g");
+    let sums = values_of(&g, "sum");
+    assert_eq!(sums.len(), 13);
+    for &(t, v) in &sums {
+        let w = t + 1 - R;
+        assert_eq!(w.rem_euclid(R), 0);
+        let want: f64 = gauge
+            .iter()
+            .filter(|x| x.0 >= w && x.0 < w + R)
+            .map(|x| x.1)
+            .sum();
+        assert_eq!(v, want, "sum of window {w}");
+    }
+    assert!(values_of(&g, "count").iter().all(|x| x.1 == 4.0));
+    // The counter's increases add up to the raw increase across the same
+    // windows, the reset (at scrape 40, in window 10) counted once.
+    let c = rollups(&s, &ns, "c");
+    let inc: f64 = values_of(&c, "increase").iter().map(|x| x.1).sum();
+    let last_in = counter.iter().rfind(|x| x.0 < t0 + 13 * R).unwrap().1;
+    assert_eq!(inc, 39.0 * 2.0 + last_in);
+    assert_eq!(
+        values_of(&c, "resets").iter().map(|x| x.1).sum::<f64>(),
+        1.0
+    );
+    assert_eq!(
+        values_of(&c, "last").last().unwrap(),
+        counter.iter().rfind(|x| x.0 < t0 + 13 * R).unwrap()
+    );
+    // A second pass with nothing new writes nothing.
+    assert_eq!(s.downsample().unwrap(), 0);
+    let before = (rollups(&s, &ns, "c"), rollups(&s, &ns, "g"));
+    s.close().unwrap();
+    drop(s);
+
+    // Reopened (from the commit logs): the same rollups, and the pass goes
+    // on from its marker.
+    let s = f.open_with(tune);
+    assert_eq!((rollups(&s, &ns, "c"), rollups(&s, &ns, "g")), before);
+    assert_eq!(s.downsample().unwrap(), 0, "nothing new since the marker");
+
+    // A late sample in window 2 (already written): that window and the one
+    // after it are computed again; the gauge's window sum takes it in.
+    s.write(
+        "t",
+        batch(vec![(labels("g", "a"), vec![(t0 + 2 * R + 500, 100.0)])]),
+    )
+    .unwrap();
+    assert_eq!(s.downsample().unwrap(), 2 * 2);
+    let sums2 = values_of(&rollups(&s, &ns, "g"), "sum");
+    assert_eq!(sums2[2].1, sums[2].1 + 100.0);
+    assert_eq!(sums2[3], sums[3]);
+    assert_eq!(sums2[..2], sums[..2]);
+    assert_eq!(sums2[4..], sums[4..]);
+    s.close().unwrap();
+    drop(s);
+
+    // The marker lost (as if the pass never ran): a pass recomputes every
+    // window from the raw data, giving identical rollups.
+    std::fs::remove_file(
+        f.dir
+            .path()
+            .join("namespaces")
+            .join(&ns)
+            .join("downsampled"),
+    )
+    .unwrap();
+    let s = f.open_with(tune);
+    let kept = (rollups(&s, &ns, "c"), rollups(&s, &ns, "g"));
+    s.write(
+        "t",
+        batch(vec![(labels("g", "a"), vec![(t0 + 16 * R, 1.0)])]),
+    )
+    .unwrap();
+    assert!(s.downsample().unwrap() >= 2 * 13);
+    // (The newer gauge sample closed one more window: compare the first 13.)
+    let first13 = |r: Vec<(String, Vec<(i64, u64)>)>| -> Vec<(String, Vec<(i64, u64)>)> {
+        r.into_iter()
+            .map(|(l, v)| (l, v.into_iter().filter(|x| x.0 < t0 + 13 * R).collect()))
+            .collect()
+    };
+    let again = (rollups(&s, &ns, "c"), rollups(&s, &ns, "g"));
+    assert_eq!(first13(again.0), first13(kept.0), "the counter's rollups");
+    assert_eq!(first13(again.1), first13(kept.1), "the gauge's rollups");
+}

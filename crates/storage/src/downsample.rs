@@ -1,0 +1,413 @@
+//! Downsampling into the aggregated namespaces, on the node that holds the
+//! raw samples.
+//!
+//! Each aggregated namespace (`5m:1y` → `agg_5m_1y`) gets, per raw series
+//! and per event-time window `[w, w+R)` aligned to the epoch, the
+//! aggregates of `cairn-downsample`'s [`Window`], stored as ordinary
+//! series of its own store: the raw series' labels plus
+//! [`ROLLUP_LABEL`]`="<kind>"`, one per [`Rollup`]. So the namespace's
+//! commit log, head, filesets, compression and retention are the raw
+//! namespace's machinery, and a query reads a rollup like any series (the
+//! engine picks the rollup per function; see `cairn-promql`'s
+//! `resolution`).
+//!
+//! A window closes when the watermark — the newest raw sample seen by this
+//! node minus the allowed lateness (`R + 1m`) — passes its end. A pass
+//! (every background tick, and on `POST /admin/v1/flush`) reads the raw
+//! samples of the closed windows not written yet, computes the windows
+//! (deterministically: the same raw data gives the same values, so replicas
+//! and replays agree) and upserts the rollup samples (last write wins on a
+//! timestamp, so writing a window again replaces it). Only once they are
+//! durable in the namespace's commit log is the progress marker
+//! (`<namespace dir>/downsampled`) moved on: a crash repeats at most the
+//! pass it interrupted, from the raw data, which is durable. A raw sample
+//! older than the marker (a late or backfilled sample) marks its window,
+//! and the one after it (whose increase starts from the late window's last
+//! value), to be computed again by the next pass; the marks are persisted
+//! before the write is acknowledged.
+
+use crate::error::{Error, Result};
+use cairn_common::{stale_nan, Labels, Sample, SeriesWrite, Timestamp};
+use cairn_downsample::{window_start, Window};
+use parking_lot::Mutex;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+
+/// The label naming which aggregate of a window a rollup series holds.
+pub const ROLLUP_LABEL: &str = "__rollup__";
+
+/// The aggregates kept per window, each a series of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rollup {
+    /// Σ of the window's values, at the window's last millisecond.
+    Sum,
+    /// The number of values, at the window's last millisecond.
+    Count,
+    /// Prometheus's `min_over_time` of the window, at its last millisecond.
+    Min,
+    Max,
+    /// The window's newest value at its own timestamp, then a staleness
+    /// marker if one followed it in the window.
+    Last,
+    /// The counter increase the window adds, reset-aware: from the previous
+    /// window's last value to this window's last (a value below the one
+    /// before it is a reset), at the window's last millisecond. Σ over
+    /// consecutive windows is the increase across them.
+    Increase,
+    /// Resets in the window, the one at its start edge included, at its
+    /// last millisecond.
+    Resets,
+}
+
+impl Rollup {
+    pub const ALL: [Rollup; 7] = [
+        Rollup::Sum,
+        Rollup::Count,
+        Rollup::Min,
+        Rollup::Max,
+        Rollup::Last,
+        Rollup::Increase,
+        Rollup::Resets,
+    ];
+
+    /// The value of [`ROLLUP_LABEL`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Rollup::Sum => "sum",
+            Rollup::Count => "count",
+            Rollup::Min => "min",
+            Rollup::Max => "max",
+            Rollup::Last => "last",
+            Rollup::Increase => "increase",
+            Rollup::Resets => "resets",
+        }
+    }
+
+    /// The rollup's samples of window `w` (sorted by time).
+    pub fn samples(self, w: &Window) -> Vec<Sample> {
+        let at_end = w.start + w.resolution_ms - 1;
+        let mut out = Vec::new();
+        if let Some(a) = &w.agg {
+            let v = match self {
+                Rollup::Sum => a.sum,
+                Rollup::Count => a.count as f64,
+                Rollup::Min => a.min,
+                Rollup::Max => a.max,
+                Rollup::Last => {
+                    out.push(a.last);
+                    f64::NAN
+                }
+                Rollup::Increase => {
+                    let edge = match a.prev_raw {
+                        Some(p) if a.first.v >= p => a.first.v - p,
+                        Some(_) => a.first.v,
+                        None => 0.0,
+                    };
+                    edge + (a.last.v - a.first.v) + a.reset_sum
+                }
+                Rollup::Resets => (a.resets + u64::from(a.boundary_reset())) as f64,
+            };
+            if self != Rollup::Last {
+                out.push(Sample::new(at_end, v));
+            }
+        }
+        if let (Rollup::Last, Some(t)) = (self, w.stale_at) {
+            out.push(Sample::new(t, stale_nan()));
+        }
+        out
+    }
+}
+
+/// `labels` with [`ROLLUP_LABEL`] set to `r`.
+pub fn rollup_labels(labels: &Labels, r: Rollup) -> Labels {
+    let mut b = labels.builder();
+    b.set(ROLLUP_LABEL, r.name());
+    b.build()
+}
+
+/// No pass has run yet (the marker's `done`).
+const NEVER: i64 = i64::MIN;
+
+/// One aggregated namespace's downsampling state on the raw node.
+#[derive(Debug)]
+pub(crate) struct Downsampler {
+    pub(crate) resolution_ms: i64,
+    /// How far behind the newest sample a window stays open.
+    pub(crate) lateness_ms: i64,
+    /// `<namespace dir>/downsampled`.
+    marker: PathBuf,
+    /// Windows starting before this are written ([`NEVER`]: none yet).
+    done: AtomicI64,
+    /// Window starts before `done` to compute again (late samples).
+    dirty: Mutex<BTreeSet<i64>>,
+    /// One pass at a time.
+    pub(crate) running: Mutex<()>,
+}
+
+const MARKER_HEADER: &str = "cairn downsample progress v1";
+
+impl Downsampler {
+    /// The state of the namespace kept in `dir`, at resolution
+    /// `resolution_ms`, from its marker file if there is one.
+    pub(crate) fn open(dir: &Path, resolution_ms: i64) -> Result<Downsampler> {
+        let marker = dir.join("downsampled");
+        let (done, dirty) = match std::fs::read_to_string(&marker) {
+            Ok(text) => parse_marker(&marker, &text)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (NEVER, BTreeSet::new()),
+            Err(source) => {
+                return Err(Error::Io {
+                    context: format!("reading {}", marker.display()),
+                    source,
+                })
+            }
+        };
+        Ok(Downsampler {
+            resolution_ms,
+            lateness_ms: resolution_ms + 60_000,
+            marker,
+            done: AtomicI64::new(done),
+            dirty: Mutex::new(dirty),
+            running: Mutex::new(()),
+        })
+    }
+
+    /// Windows starting before this are written (None: no pass yet).
+    pub(crate) fn done(&self) -> Option<i64> {
+        let d = self.done.load(Ordering::Acquire);
+        (d != NEVER).then_some(d)
+    }
+
+    /// The first window still open when the newest sample is `newest`.
+    pub(crate) fn closed_before(&self, newest: Timestamp) -> Timestamp {
+        window_start(newest.saturating_sub(self.lateness_ms), self.resolution_ms)
+    }
+
+    /// Marks the windows of `times` that were already written (and each
+    /// one's next window) to be computed again, persisting the marks.
+    pub(crate) fn mark_late(&self, times: impl Iterator<Item = Timestamp>) -> Result<()> {
+        let Some(done) = self.done() else {
+            return Ok(());
+        };
+        let r = self.resolution_ms;
+        let mut dirty = self.dirty.lock();
+        let before = dirty.len();
+        for t in times.filter(|&t| t < done) {
+            let w = window_start(t, r);
+            dirty.insert(w);
+            if w + r < done {
+                dirty.insert(w + r);
+            }
+        }
+        if dirty.len() != before {
+            self.persist(done, &dirty)?;
+        }
+        Ok(())
+    }
+
+    /// The late windows to compute again (before `done`).
+    pub(crate) fn dirty(&self) -> Vec<i64> {
+        self.dirty.lock().iter().copied().collect()
+    }
+
+    /// Records that the windows before `done` are written and that those
+    /// of `recomputed` were written again.
+    pub(crate) fn advance(&self, done: i64, recomputed: &[i64]) -> Result<()> {
+        let mut dirty = self.dirty.lock();
+        for w in recomputed {
+            dirty.remove(w);
+        }
+        let done = done.max(self.done.load(Ordering::Acquire));
+        self.persist(done, &dirty)?;
+        self.done.store(done, Ordering::Release);
+        Ok(())
+    }
+
+    /// Writes the marker crash-safely (temp file, fsync, rename, dir fsync).
+    fn persist(&self, done: i64, dirty: &BTreeSet<i64>) -> Result<()> {
+        let mut text = format!("{MARKER_HEADER}\ndone {done}\n");
+        for w in dirty {
+            text.push_str(&format!("dirty {w}\n"));
+        }
+        let io = |what: &str| {
+            let context = format!("{what} {}", self.marker.display());
+            move |source| Error::Io { context, source }
+        };
+        let tmp = self.marker.with_extension("tmp");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).map_err(io("creating"))?;
+            f.write_all(text.as_bytes()).map_err(io("writing"))?;
+            f.sync_all().map_err(io("syncing"))?;
+        }
+        std::fs::rename(&tmp, &self.marker).map_err(io("renaming into"))?;
+        if let Some(dir) = self.marker.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io("syncing the directory of"))?;
+        }
+        Ok(())
+    }
+}
+
+fn parse_marker(path: &Path, text: &str) -> Result<(i64, BTreeSet<i64>)> {
+    let bad = |line: usize, why: &str| {
+        Error::Corrupt(format!(
+            "downsample progress {} line {}: {why}",
+            path.display(),
+            line + 1
+        ))
+    };
+    let mut lines = text.lines().enumerate();
+    match lines.next() {
+        Some((_, MARKER_HEADER)) => {}
+        _ => return Err(bad(0, &format!("expected {MARKER_HEADER:?}"))),
+    }
+    let mut done = None;
+    let mut dirty = BTreeSet::new();
+    for (i, line) in lines {
+        let (key, value) = line
+            .split_once(' ')
+            .ok_or_else(|| bad(i, "expected `done <ms>` or `dirty <ms>`"))?;
+        let v: i64 = value
+            .parse()
+            .map_err(|_| bad(i, &format!("{value:?} is not a timestamp")))?;
+        match key {
+            "done" if done.is_none() => done = Some(v),
+            "dirty" => {
+                dirty.insert(v);
+            }
+            _ => return Err(bad(i, &format!("unexpected {key:?}"))),
+        }
+    }
+    let done = done.ok_or_else(|| bad(0, "no `done` line"))?;
+    Ok((done, dirty))
+}
+
+/// The windows of one series over `[from, to)` (window edges), from its raw
+/// samples `samples` (sorted; those before `from` only give the value the
+/// first window carries in, as does `prev` when none of them is before
+/// `from`).
+pub(crate) fn windows(
+    resolution_ms: i64,
+    from: Timestamp,
+    to: Timestamp,
+    samples: &[Sample],
+    prev: Option<f64>,
+) -> Result<Vec<Window>> {
+    let split = samples.partition_point(|s| s.t < from);
+    let mut prev = samples[..split]
+        .iter()
+        .rev()
+        .find(|s| !cairn_common::is_stale_nan(s.v))
+        .map(|s| s.v)
+        .or(prev);
+    let mut out = Vec::new();
+    let mut rest = &samples[split..];
+    while let Some(first) = rest.first() {
+        if first.t >= to {
+            break;
+        }
+        let w = window_start(first.t, resolution_ms);
+        let n = rest.partition_point(|s| s.t < w + resolution_ms);
+        let win = Window::from_samples(w, resolution_ms, &rest[..n], prev)
+            .map_err(|e| Error::Corrupt(format!("downsampling window {w}: {e}")))?;
+        if let Some(win) = win {
+            prev = win.last_raw().or(prev);
+            out.push(win);
+        }
+        rest = &rest[n..];
+    }
+    Ok(out)
+}
+
+/// The rollup series of one raw series' windows.
+pub(crate) fn rollup_writes(labels: &Labels, wins: &[Window]) -> Vec<SeriesWrite> {
+    Rollup::ALL
+        .iter()
+        .map(|&r| SeriesWrite {
+            labels: rollup_labels(labels, r),
+            samples: wins.iter().flat_map(|w| r.samples(w)).collect(),
+            exemplars: vec![],
+        })
+        .filter(|s| !s.samples.is_empty())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const R: i64 = 60_000;
+
+    fn s(t: i64, v: f64) -> Sample {
+        Sample::new(t, v)
+    }
+
+    #[test]
+    fn rollups_of_a_counter_with_a_reset_at_a_window_edge() {
+        // Window 0: 1, 3; window 1 starts below 3 (a reset at its edge): 1, 2.
+        let raw = [
+            s(10_000, 1.0),
+            s(40_000, 3.0),
+            s(60_000, 1.0),
+            s(90_000, 2.0),
+        ];
+        let w = windows(R, 0, 2 * R, &raw, None).unwrap();
+        assert_eq!(w.len(), 2);
+        let inc: Vec<f64> = w.iter().map(|w| Rollup::Increase.samples(w)[0].v).collect();
+        // 3 − 1 inside the first; 1 (after the reset) + 1 in the second.
+        assert_eq!(inc, [2.0, 2.0]);
+        let resets: Vec<f64> = w.iter().map(|w| Rollup::Resets.samples(w)[0].v).collect();
+        assert_eq!(resets, [0.0, 1.0]);
+        assert_eq!(Rollup::Sum.samples(&w[0]), [s(R - 1, 4.0)]);
+        assert_eq!(Rollup::Count.samples(&w[1]), [s(2 * R - 1, 2.0)]);
+        assert_eq!(Rollup::Last.samples(&w[0]), [s(40_000, 3.0)]);
+        // Computing the second window alone, from the samples before it,
+        // gives the same window (what a pass after a restart does).
+        let again = windows(R, R, 2 * R, &raw, None).unwrap();
+        assert_eq!(again, w[1..]);
+        // ...and with only the carried value.
+        let carried = windows(R, R, 2 * R, &raw[2..], Some(3.0)).unwrap();
+        assert_eq!(carried, w[1..]);
+    }
+
+    #[test]
+    fn a_staleness_marker_ends_the_last_rollup() {
+        let raw = [s(10_000, 5.0), s(20_000, stale_nan())];
+        let w = windows(R, 0, R, &raw, None).unwrap();
+        let last = Rollup::Last.samples(&w[0]);
+        assert_eq!(last[0], s(10_000, 5.0));
+        assert!(cairn_common::is_stale_nan(last[1].v) && last[1].t == 20_000);
+        assert_eq!(Rollup::Count.samples(&w[0])[0].v, 1.0);
+    }
+
+    #[test]
+    fn the_marker_survives_a_reopen_and_a_corrupt_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Downsampler::open(dir.path(), R).unwrap();
+        assert_eq!(d.done(), None);
+        // Nothing is late before the first pass.
+        d.mark_late([5].into_iter()).unwrap();
+        assert!(d.dirty().is_empty());
+        d.advance(10 * R, &[]).unwrap();
+        d.mark_late([3 * R + 5, 20 * R].into_iter()).unwrap();
+        assert_eq!(d.dirty(), [3 * R, 4 * R]);
+        let d = Downsampler::open(dir.path(), R).unwrap();
+        assert_eq!(d.done(), Some(10 * R));
+        assert_eq!(d.dirty(), [3 * R, 4 * R]);
+        d.advance(11 * R, &[3 * R]).unwrap();
+        let d = Downsampler::open(dir.path(), R).unwrap();
+        assert_eq!((d.done(), d.dirty()), (Some(11 * R), vec![4 * R]));
+        std::fs::write(
+            dir.path().join("downsampled"),
+            format!("{MARKER_HEADER}\ndone x\n"),
+        )
+        .unwrap();
+        let e = Downsampler::open(dir.path(), R).unwrap_err().to_string();
+        assert!(
+            e.contains("downsampled line 2") && e.contains("\"x\""),
+            "{e}"
+        );
+    }
+}
