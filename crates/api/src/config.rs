@@ -104,6 +104,8 @@ impl QuerySection {
             max_query_length: max_length,
             max_nesting_depth: self.max_nesting_depth,
             max_series: 0,
+            // Set from the storage section by the binary.
+            ..Default::default()
         })
     }
 

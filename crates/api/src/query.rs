@@ -58,7 +58,21 @@ fn engine_for(st: &AppState, tenant: &str, p: &Params) -> Result<Engine> {
             opts.lookback_delta_ms = ms;
         }
     }
-    Ok(Engine::new(opts))
+    let res = p.get("max_source_resolution").unwrap_or("");
+    let res: cairn_promql::SourceResolution = res.parse().map_err(|e: String| {
+        ApiError::bad_data(format!("invalid parameter \"max_source_resolution\": {e}"))
+    })?;
+    Ok(Engine::new(opts).with_source_resolution(res))
+}
+
+/// The `X-Cairn-Resolution` header: the downsampled resolutions that
+/// answered, or `raw`.
+fn with_resolution(mut resp: Response, resolution: Option<String>) -> Response {
+    let v = resolution.unwrap_or_else(|| "raw".into());
+    if let Ok(v) = axum::http::HeaderValue::from_str(&v) {
+        resp.headers_mut().insert("x-cairn-resolution", v);
+    }
+    resp
 }
 
 /// Truncates vectors and matrices to `limit` series, with Prometheus's warning.
@@ -102,11 +116,11 @@ pub(crate) async fn instant_query(
             .with_cancel(cancel)
             .instant_query(src.as_ref(), &tenant, &query, t)?;
         apply_limit(&mut r, limit);
-        Ok::<_, QueryError>(render_result(&r))
+        Ok::<_, QueryError>((render_result(&r), r.resolution.take()))
     })
     .await?
     .map_err(ApiError::query_param)?;
-    Ok(json_response(body))
+    Ok(with_resolution(json_response(body.0), body.1))
 }
 
 /// Validated `start`, `end`, `step` of a range query (ms).
@@ -158,11 +172,11 @@ pub(crate) async fn range_query(
             step,
         )?;
         apply_limit(&mut r, limit);
-        Ok::<_, QueryError>(render_result(&r))
+        Ok::<_, QueryError>((render_result(&r), r.resolution.take()))
     })
     // Prometheus names no parameter for query_range's query errors.
     .await??;
-    Ok(json_response(body))
+    Ok(with_resolution(json_response(body.0), body.1))
 }
 
 /// Every vector selector in `expr` as its `or` groups of Cairn matchers

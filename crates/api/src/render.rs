@@ -372,6 +372,7 @@ mod tests {
             }]),
             warnings: vec![],
             infos: vec!["PromQL info: x".into()],
+            resolution: None,
         };
         assert_eq!(
             render_result(&r),
@@ -384,6 +385,7 @@ mod tests {
             }]),
             warnings: vec!["w".into()],
             infos: vec![],
+            resolution: None,
         };
         assert_eq!(
             render_result(&r),
@@ -393,6 +395,7 @@ mod tests {
             value: PValue::Scalar { t: 5, v: 2.0 },
             warnings: vec![],
             infos: vec![],
+            resolution: None,
         };
         assert_eq!(
             render_result(&r),
@@ -405,6 +408,7 @@ mod tests {
             },
             warnings: vec![],
             infos: vec![],
+            resolution: None,
         };
         assert!(render_result(&r).contains(r#""result":[1,"hi"]"#));
     }

@@ -162,8 +162,20 @@ impl Config {
 
     /// The HTTP layer's settings (body size, read pool, ingest and query
     /// limits) from the `ingest:` and `query:` sections.
+    /// The engine reads the downsampled namespaces of `storage:`.
     pub(crate) fn api_config(&self) -> Result<cairn_api::ApiConfig> {
-        Ok(cairn_api::config::api_config(&self.ingest, &self.query)?)
+        let mut c = cairn_api::config::api_config(&self.ingest, &self.query)?;
+        for ns in self.storage_config()?.namespaces {
+            match ns.resolution {
+                None => c.engine.raw_retention_ms = ns.retention_ms(),
+                Some(r) => c.engine.namespaces.push(cairn_promql::SourceNamespace {
+                    resolution_ms: r.as_millis() as i64,
+                    retention_ms: ns.retention_ms(),
+                    name: ns.name,
+                }),
+            }
+        }
+        Ok(c)
     }
 
     /// The storage node's configuration from the `storage:` section (and

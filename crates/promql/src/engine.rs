@@ -2,6 +2,7 @@
 //! cached) and selector extraction. Everything below it is crate-private.
 
 use crate::exec::run::{run, Query, Settings};
+use crate::resolution::{rewrite, SourceNamespace, SourceResolution, Sources};
 use crate::value::{QueryError, QueryResult};
 use crate::{ast, bounds};
 use cairn_storage_api::SeriesReader;
@@ -27,6 +28,11 @@ pub struct EngineOptions {
     /// Most series one query may select, over all its selectors (0: no
     /// bound; a tenant's `max_series_per_query`).
     pub max_series: usize,
+    /// The downsampled namespaces queries may read (see `resolution`);
+    /// none: raw only.
+    pub namespaces: Vec<SourceNamespace>,
+    /// How far back raw samples are kept (`storage.retention`).
+    pub raw_retention_ms: i64,
 }
 
 impl Default for EngineOptions {
@@ -38,6 +44,8 @@ impl Default for EngineOptions {
             max_query_length: 256 * 1024,
             max_nesting_depth: 1000,
             max_series: 0,
+            namespaces: Vec::new(),
+            raw_retention_ms: 30 * 86_400_000,
         }
     }
 }
@@ -60,6 +68,8 @@ pub struct Engine {
     pub(crate) fold_floor_cells: usize,
     /// Set by the caller to stop the query at its next step or series.
     pub(crate) cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// The request's `max_source_resolution`.
+    source_resolution: SourceResolution,
 }
 
 /// Parsed queries by text, process-wide (the API builds an engine per
@@ -82,7 +92,53 @@ impl Engine {
             fold_and_serieswise: true,
             fold_floor_cells: 1 << 20,
             cancel: None,
+            source_resolution: SourceResolution::Auto,
         }
+    }
+
+    /// Which resolutions the query may read (`max_source_resolution`).
+    pub fn with_source_resolution(mut self, r: SourceResolution) -> Self {
+        self.source_resolution = r;
+        self
+    }
+
+    /// Runs `q`, its selectors first rewritten onto the rollups of the
+    /// downsampled namespaces that suit them (`resolution`); the result
+    /// says which resolution answered.
+    fn run_at_resolution(
+        &self,
+        src: &dyn SeriesReader,
+        tenant: &str,
+        q: Query<'_>,
+    ) -> Result<QueryResult, QueryError> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let sources = Sources {
+            namespaces: &self.opts.namespaces,
+            choice: self.source_resolution,
+            raw_retention_ms: self.opts.raw_retention_ms,
+            now_ms,
+            step_ms: q.step,
+            start_ms: q.start,
+            lookback_ms: self.opts.lookback_delta_ms,
+        };
+        let Some((expr, used)) = rewrite(q.expr, &sources) else {
+            return run(&self.settings(), src, tenant, &q);
+        };
+        let mut r = run(&self.settings(), src, tenant, &Query { expr: &expr, ..q })?;
+        let names: Vec<&str> = used.iter().map(|n| n.name.as_str()).collect();
+        let res: Vec<String> = used
+            .iter()
+            .map(|n| crate::resolution::duration_text(n.resolution_ms))
+            .collect();
+        r.infos.push(format!(
+            "PromQL info: answered from downsampled data at resolution {} (namespace {})",
+            res.join(", "),
+            names.join(", ")
+        ));
+        r.resolution = Some(res.join(","));
+        Ok(r)
     }
 
     /// Stops the query cooperatively (at its next step, series batch or
@@ -162,7 +218,7 @@ impl Engine {
             step: 0,
             is_range: false,
         };
-        run(&self.settings(), src, tenant, &q)
+        self.run_at_resolution(src, tenant, q)
     }
 
     /// Evaluates `query` at every step from `start_ms` to `end_ms` inclusive.
@@ -194,7 +250,7 @@ impl Engine {
             step: step_ms,
             is_range: true,
         };
-        run(&self.settings(), src, tenant, &q)
+        self.run_at_resolution(src, tenant, q)
     }
 }
 

@@ -170,6 +170,48 @@ impl<'a> Warned<'a> {
     }
 }
 
+/// Turns a select's `__namespace__="…"` matcher (see `resolution`) into
+/// the namespace it reads; true when it also names a rollup, whose label
+/// the series it returns then lose.
+fn route(req: &mut SelectRequest) -> bool {
+    use crate::resolution::{NAMESPACE_LABEL, ROLLUP_LABEL};
+    use cairn_common::MatchOp;
+    let mut rollup = false;
+    req.matchers.retain(|m| {
+        if m.name == NAMESPACE_LABEL && m.op == MatchOp::Equal {
+            req.namespace = m.value.clone();
+            return false;
+        }
+        rollup |= m.name == ROLLUP_LABEL;
+        true
+    });
+    rollup
+}
+
+/// A select's stream of rollup series, their `__rollup__` label dropped
+/// (one rollup per selector: the label sets stay distinct).
+struct Unrolled<'a> {
+    inner: cairn_storage_api::SeriesStream<'a>,
+}
+
+impl futures_core::Stream for Unrolled<'_> {
+    type Item = std::result::Result<Vec<cairn_storage_api::StoredSeries>, StoreError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let mut r = self.inner.as_mut().poll_next(cx);
+        if let std::task::Poll::Ready(Some(Ok(batch))) = &mut r {
+            for s in batch.iter_mut() {
+                let l = s.labels.without(&[crate::resolution::ROLLUP_LABEL]);
+                s.labels = std::sync::Arc::new(l);
+            }
+        }
+        r
+    }
+}
+
 /// A select's stream counting its series into the query's total.
 struct Counted<'a> {
     inner: cairn_storage_api::SeriesStream<'a>,
@@ -213,17 +255,24 @@ impl SeriesReader for Warned<'_> {
         std::result::Result<cairn_storage_api::SeriesStream<'_>, StoreError>,
     > {
         req.warnings = self.sink.clone();
-        if self.max_series == 0 {
+        let rollup = route(&mut req);
+        if self.max_series == 0 && !rollup {
             return self.inner.select(req);
         }
         let (selected, max) = (self.selected.clone(), self.max_series);
         Box::pin(async move {
-            let inner = self.inner.select(req).await?;
-            Ok(Box::pin(Counted {
-                inner,
-                selected,
-                max,
-            }) as cairn_storage_api::SeriesStream<'_>)
+            let mut stream = self.inner.select(req).await?;
+            if max > 0 {
+                stream = Box::pin(Counted {
+                    inner: stream,
+                    selected,
+                    max,
+                });
+            }
+            if rollup {
+                stream = Box::pin(Unrolled { inner: stream });
+            }
+            Ok(stream)
         })
     }
     fn series(

@@ -44,8 +44,10 @@ pub mod fuzzing;
 mod kernels;
 mod parse_error;
 mod plan;
+mod resolution;
 mod value;
 
 pub use engine::{extract_selectors, parse, parse_bounded, Engine, EngineOptions};
 pub use kernels::float::float_almost_equal;
+pub use resolution::{SourceNamespace, SourceResolution, NAMESPACE_LABEL, ROLLUP_LABEL};
 pub use value::{InstantSample, QueryError, QueryResult, RangeSeries, Value};

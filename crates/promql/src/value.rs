@@ -48,6 +48,9 @@ pub struct QueryResult {
     pub value: Value,
     pub warnings: Vec<String>,
     pub infos: Vec<String>,
+    /// The resolutions of the downsampled data that answered (`5m`, or
+    /// `1h,5m` when selectors read different ones); None: raw samples.
+    pub resolution: Option<String>,
 }
 
 /// Why a query failed. None of these is retryable as-is except `Storage`

@@ -21,6 +21,7 @@ const LAYERS: &[&str] = &[
     "kernels::window",
     "kernels",
     "ast",
+    "resolution",
     "plan",
     "fetch",
     "exec::state",

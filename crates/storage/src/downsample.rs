@@ -55,8 +55,11 @@ pub enum Rollup {
     /// before it is a reset), at the window's last millisecond. Σ over
     /// consecutive windows is the increase across them.
     Increase,
-    /// Resets in the window, the one at its start edge included, at its
-    /// last millisecond.
+    /// Resets between the window's samples, at its last millisecond; a
+    /// reset between the previous window's last sample and this one's
+    /// first, as 1 at the first sample's time. Σ over a range of whole
+    /// windows is the raw `resets()` over it, except that a reset across
+    /// the range's start edge is counted.
     Resets,
 }
 
@@ -106,7 +109,16 @@ impl Rollup {
                     };
                     edge + (a.last.v - a.first.v) + a.reset_sum
                 }
-                Rollup::Resets => (a.resets + u64::from(a.boundary_reset())) as f64,
+                Rollup::Resets => {
+                    // A reset across the window's start edge, at the time
+                    // of its newer sample: a range holding both samples of
+                    // the pair counts it; one starting between them counts
+                    // it too, which raw samples do not (the one deviation).
+                    if a.boundary_reset() {
+                        out.push(Sample::new(a.first.t, 1.0));
+                    }
+                    a.resets as f64
+                }
             };
             if self != Rollup::Last {
                 out.push(Sample::new(at_end, v));

@@ -100,6 +100,7 @@ pub(crate) fn run(
             .chain(warned.sink.take())
             .collect(),
         infos: ev.infos.into_inner().into_iter().collect(),
+        resolution: None,
     })
 }
 
