@@ -90,6 +90,11 @@ impl BlockBuf {
         crate::fileset::encode(&self.samples())
     }
 
+    /// The newest sample time held (`i64::MIN` when empty).
+    pub fn max_t(&self) -> i64 {
+        self.max_t
+    }
+
     pub fn heap_bytes(&self) -> usize {
         self.enc.heap_bytes() + self.ooo.capacity() * std::mem::size_of::<Sample>()
     }
@@ -230,6 +235,11 @@ impl Head {
             .iter()
             .flat_map(|(id, s)| s.blocks.iter().map(move |b| (*id, b)))
             .filter(|(_, b)| !b.is_empty())
+    }
+
+    /// The newest sample time the head holds.
+    pub fn newest(&self) -> Option<i64> {
+        self.buffers().map(|(_, b)| b.max_t()).max()
     }
 
     /// Block windows the head holds data of.

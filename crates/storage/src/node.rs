@@ -73,8 +73,8 @@ pub struct Storage {
     aggregated: Vec<Arc<Storage>>,
     /// Per aggregated namespace (same order): its downsampling state.
     downsamplers: Vec<Downsampler>,
-    /// The newest sample time written since the node opened (the
-    /// downsampling watermark's base; `i64::MIN`: none yet).
+    /// The newest sample time written, or held in the head at open (the
+    /// downsampling watermark's base; `i64::MIN`: none).
     newest: AtomicI64,
     pub(crate) clock: Clock,
     pub metrics: Metrics,
@@ -161,6 +161,17 @@ impl Storage {
         metrics
             .recovery_seconds
             .set(started.elapsed().as_secs_f64());
+        // The downsampling watermark's base survives a restart as far as
+        // the head holds it (what was flushed was downsampled before).
+        let newest = if downsamplers.is_empty() {
+            i64::MIN
+        } else {
+            shards
+                .iter()
+                .filter_map(|s| s.head.newest())
+                .max()
+                .unwrap_or(i64::MIN)
+        };
         Ok(Arc::new(Storage {
             block_ms: ns.block_ms(),
             ns,
@@ -179,7 +190,7 @@ impl Storage {
             flush_task: Mutex::new(None),
             aggregated,
             downsamplers,
-            newest: AtomicI64::new(i64::MIN),
+            newest: AtomicI64::new(newest),
             clock,
             metrics,
             cfg,
@@ -342,7 +353,9 @@ impl Storage {
                 continue;
             }
             let written = self.downsample_ranges(agg, r, &ranges)?;
+            crate::fault::fail_point("downsample-before-sync");
             agg.log.sync_now()?;
+            crate::fault::fail_point("downsample-before-marker");
             d.advance(until, &dirty)?;
             if written > 0 {
                 tracing::debug!(windows = written, ?ranges, "downsampled");
