@@ -196,10 +196,11 @@ impl Downsampler {
     }
 
     /// Marks the windows of `times` that were already written (and each
-    /// one's next window) to be computed again, persisting the marks.
-    pub(crate) fn mark_late(&self, times: impl Iterator<Item = Timestamp>) -> Result<()> {
+    /// one's next window) to be computed again, persisting the marks;
+    /// returns how many were newly marked.
+    pub(crate) fn mark_late(&self, times: impl Iterator<Item = Timestamp>) -> Result<usize> {
         let Some(done) = self.done() else {
-            return Ok(());
+            return Ok(0);
         };
         let r = self.resolution_ms;
         let mut dirty = self.dirty.lock();
@@ -214,7 +215,7 @@ impl Downsampler {
         if dirty.len() != before {
             self.persist(done, &dirty)?;
         }
-        Ok(())
+        Ok(dirty.len() - before)
     }
 
     /// The late windows to compute again (before `done`).

@@ -43,6 +43,11 @@ pub struct Metrics {
     pub snapshot_bytes: Gauge,
     /// Block buffers loaded from a head snapshot at the last start.
     pub snapshot_buffers_loaded: Counter,
+    /// Downsampling passes that wrote windows, windows written (every
+    /// aggregated namespace), and windows marked late (to be written again).
+    pub downsample_passes: Counter,
+    pub downsample_windows: Counter,
+    pub downsample_late_windows: Counter,
 }
 
 /// Values read from the node at scrape time.
@@ -124,6 +129,21 @@ impl Metrics {
                 "cairn_storage_snapshot_failures",
                 "Head snapshots that failed (the commit log then stays in charge).",
                 &self.snapshot_failures,
+            ),
+            (
+                "cairn_storage_downsample_passes",
+                "Downsampling passes that wrote windows into the aggregated namespaces.",
+                &self.downsample_passes,
+            ),
+            (
+                "cairn_storage_downsample_windows_written",
+                "Series windows written as rollups into the aggregated namespaces (late ones again).",
+                &self.downsample_windows,
+            ),
+            (
+                "cairn_storage_downsample_late_windows",
+                "Already written windows marked to be computed again after a late or backfilled sample.",
+                &self.downsample_late_windows,
             ),
             (
                 "cairn_storage_snapshot_buffers_loaded",

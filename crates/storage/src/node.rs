@@ -358,6 +358,8 @@ impl Storage {
             crate::fault::fail_point("downsample-before-marker");
             d.advance(until, &dirty)?;
             if written > 0 {
+                self.metrics.downsample_passes.inc();
+                self.metrics.downsample_windows.inc_by(written as u64);
                 tracing::debug!(windows = written, ?ranges, "downsampled");
             }
             n += written;
@@ -769,7 +771,8 @@ impl Storage {
         for d in &self.downsamplers {
             if d.done().is_some_and(|done| lo < done) {
                 let times = prepared.iter().flat_map(|(_, s)| s.iter().map(|x| x.t));
-                d.mark_late(times)?;
+                let n = d.mark_late(times)?;
+                self.metrics.downsample_late_windows.inc_by(n as u64);
             }
         }
         let parts = record::Parts {

@@ -508,6 +508,7 @@ fn downsampling_writes_each_closed_window_once_the_same_after_a_restart_and_agai
     .unwrap();
     // Newest sample at t0 + 946 s: windows closed up to newest − 2 min.
     assert_eq!(s.downsample().unwrap(), 2 * 13);
+    assert_eq!(s.metrics.downsample_windows.get(), 2 * 13);
     let g = rollups(&s, &ns, "g");
     let sums = values_of(&g, "sum");
     assert_eq!(sums.len(), 13);
@@ -555,7 +556,9 @@ fn downsampling_writes_each_closed_window_once_the_same_after_a_restart_and_agai
         batch(vec![(labels("g", "a"), vec![(t0 + 2 * R + 500, 100.0)])]),
     )
     .unwrap();
+    assert_eq!(s.metrics.downsample_late_windows.get(), 2);
     assert_eq!(s.downsample().unwrap(), 2 * 2);
+    assert_eq!(s.metrics.downsample_windows.get(), 2 * 2);
     let sums2 = values_of(&rollups(&s, &ns, "g"), "sum");
     assert_eq!(sums2[2].1, sums[2].1 + 100.0);
     assert_eq!(sums2[3], sums[3]);
