@@ -860,10 +860,36 @@ fn downsampled_namespaces_answer_range_functions_from_their_rollups() {
         counter.push((t, c));
         gauge.push((t, rng.range(0, 1000) as f64 / 10.0));
     }
-    let req = write_request(vec![
+    // A classic histogram: cumulative buckets of latencies observed at
+    // random, each bucket a counter.
+    let les = ["0.1", "0.5", "1", "+Inf"];
+    let mut buckets: Vec<Vec<(i64, f64)>> = vec![Vec::new(); les.len()];
+    let mut cum = [0.0; 4];
+    for k in 0..(175 * 4) {
+        let t = t0 + 1000 + k * 15_000;
+        for _ in 0..rng.range(5, 20) {
+            let x = rng.range(0, 1500) as f64 / 1000.0;
+            for (i, le) in les.iter().enumerate() {
+                if *le == "+Inf" || x <= le.parse::<f64>().unwrap() {
+                    cum[i] += 1.0;
+                }
+            }
+        }
+        for i in 0..les.len() {
+            buckets[i].push((t, cum[i]));
+        }
+    }
+    let mut ts = vec![
         series(&[("__name__", "req_total"), ("job", "a")], &counter),
         series(&[("__name__", "temp"), ("job", "a")], &gauge),
-    ]);
+    ];
+    for (le, b) in les.iter().zip(&buckets) {
+        ts.push(series(
+            &[("__name__", "lat_bucket"), ("job", "a"), ("le", le)],
+            b,
+        ));
+    }
+    let req = write_request(ts);
     assert_eq!(remote_write(&base, None, &req).0, 204);
     assert_eq!(flush(&base).unwrap().status, 200);
 
@@ -922,8 +948,13 @@ fn downsampled_namespaces_answer_range_functions_from_their_rollups() {
             }
         }
     }
-    // Counter rates and increases (through the reset) within 1 %.
-    for query in ["rate(req_total[20m])", "increase(req_total[20m])"] {
+    // Counter rates and increases (through the reset) and a quantile of
+    // bucket increases, within 1 %.
+    for query in [
+        "rate(req_total[20m])",
+        "increase(req_total[20m])",
+        "histogram_quantile(0.9, sum by (le) (increase(lat_bucket[30m])))",
+    ] {
         let (res, j) = q(query, "auto");
         assert_eq!(res.as_deref(), Some("1m"), "{query}");
         let (a, b) = (matrix(&j), matrix(&q(query, "raw").1));
