@@ -379,3 +379,70 @@ fn killing_the_meta_leader_elects_another_and_writes_never_stop() {
     assert!(failed.is_empty(), "failed writes: {failed:?}");
     assert!(acked.len() > 20);
 }
+
+/// Downsampling on a cluster: every replica computes a shard's windows
+/// from its own raw copy, and the three copies of the rollups are the same
+/// to the bit (each node read alone, at read level `one`: itself first).
+#[test]
+fn replicas_write_identical_rollups() {
+    let ns = "storage:\n  namespaces: [\"1m:30d\"]\n";
+    let nodes = spawn_cluster(3, 8, 3, ns);
+    let now = now_ms();
+    let t0 = now - now.rem_euclid(60_000) - 2 * 3_600_000;
+    let ts: Vec<TimeSeries> = (0..12)
+        .map(|j| {
+            let samples: Vec<(i64, f64)> = (0..400)
+                .map(|k| {
+                    (
+                        t0 + 1000 + k * 15_000,
+                        ((k * 31 + j * 17) % 97) as f64 / 4.0,
+                    )
+                })
+                .collect();
+            series(
+                &[("__name__", "ds_temp"), ("sensor", &format!("s{j:02}"))],
+                &samples,
+            )
+        })
+        .collect();
+    let body = encode_write(&write_request(ts));
+    let r = post(
+        &format!("{}/api/v1/write", nodes[0].url()),
+        &[
+            ("Content-Encoding", "snappy"),
+            ("Content-Type", "application/x-protobuf"),
+            ("X-Prometheus-Remote-Write-Version", "0.1.0"),
+            ("X-Cairn-Write-Consistency", "all"),
+        ],
+        &body,
+    )
+    .expect("write");
+    assert_eq!(r.status, 204, "{}", r.text());
+    let copies: Vec<String> = nodes
+        .iter()
+        .map(|n| {
+            let r = post(&format!("{}/admin/v1/flush", n.url()), ADMIN, &[]).expect("flush");
+            assert_eq!(r.status, 200, "{}", r.text());
+            let q = enc(r#"ds_temp{__namespace__="agg_1m_30d"}[3h]"#);
+            let url = format!(
+                "{}/api/v1/query?query={q}&time={}",
+                n.url(),
+                now as f64 / 1000.0
+            );
+            let r = request("GET", &url, &[("X-Cairn-Read-Consistency", "one")], &[]).unwrap();
+            assert_eq!(r.status, 200, "{}", r.text());
+            let j = r.json();
+            let mut series: Vec<String> = j["data"]["result"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{j}"))
+                .iter()
+                .map(|x| x.to_string())
+                .collect();
+            series.sort();
+            assert_eq!(series.len(), 12 * 7, "seven rollups per sensor: {j}");
+            series.join("\n")
+        })
+        .collect();
+    assert_eq!(copies[0], copies[1], "node 1 and node 2");
+    assert_eq!(copies[0], copies[2], "node 1 and node 3");
+}
