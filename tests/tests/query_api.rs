@@ -970,6 +970,31 @@ fn downsampled_namespaces_answer_range_functions_from_their_rollups() {
             );
         }
     }
+    // A range ending now: its last steps lie past what is downsampled yet
+    // and are read raw — the whole answer equals raw's.
+    let now_s = secs(now_ms());
+    let tail = |res: &str| {
+        let url = format!(
+            "{base}/api/v1/query_range?query={}&start={}&end={now_s}&step=60&max_source_resolution={res}",
+            enc("max_over_time(temp[10m])"),
+            secs(t0 + 100 * M)
+        );
+        let r = get_as(&url, None);
+        (
+            r.header("x-cairn-resolution").map(str::to_string),
+            matrix(&ok_json(&r, "tail")),
+        )
+    };
+    let (res, a) = tail("auto");
+    assert_eq!(res.as_deref(), Some("1m"));
+    assert_eq!(a, tail("raw").1, "a range ending now, rollups then raw");
+    // An average over several metrics would collide in Σsum ÷ Σcount: raw.
+    assert_eq!(
+        q(r#"sum(avg_over_time({job="a"}[10m]))"#, "auto")
+            .0
+            .as_deref(),
+        Some("raw")
+    );
     // A step finer than the resolution, or a range under 2R, reads raw;
     // a bad max_source_resolution is a 400 naming it.
     let url = format!(

@@ -70,6 +70,10 @@ struct ReadAt {
 }
 
 impl SeriesReader for ReadAt {
+    fn downsampled_until(&self, namespace: &str) -> Option<i64> {
+        self.inner.downsampled_until(namespace)
+    }
+
     fn select(
         &self,
         mut req: SelectRequest,

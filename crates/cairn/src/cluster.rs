@@ -42,6 +42,10 @@ impl LocalStore {
 }
 
 impl SeriesReader for LocalStore {
+    fn downsampled_until(&self, namespace: &str) -> Option<i64> {
+        self.get().ok()?.downsampled_until(namespace)
+    }
+
     fn select(&self, req: SelectRequest) -> BoxFuture<'_, Result<SeriesStream<'_>, StoreError>> {
         match self.get() {
             Ok(s) => s.select(req),

@@ -165,14 +165,21 @@ impl Config {
     /// The engine reads the downsampled namespaces of `storage:`.
     pub(crate) fn api_config(&self) -> Result<cairn_api::ApiConfig> {
         let mut c = cairn_api::config::api_config(&self.ingest, &self.query)?;
-        for ns in self.storage_config()?.namespaces {
+        let storage = self.storage_config()?;
+        let pass_ms = storage.flush_interval.as_millis() as i64;
+        for ns in storage.namespaces {
             match ns.resolution {
                 None => c.engine.raw_retention_ms = ns.retention_ms(),
-                Some(r) => c.engine.namespaces.push(cairn_promql::SourceNamespace {
-                    resolution_ms: r.as_millis() as i64,
-                    retention_ms: ns.retention_ms(),
-                    name: ns.name,
-                }),
+                Some(r) => {
+                    let r = r.as_millis() as i64;
+                    c.engine.namespaces.push(cairn_promql::SourceNamespace {
+                        resolution_ms: r,
+                        retention_ms: ns.retention_ms(),
+                        // The open window, the lateness (R + 1m), a pass.
+                        lag_ms: 2 * r + 60_000 + pass_ms,
+                        name: ns.name,
+                    })
+                }
             }
         }
         Ok(c)

@@ -126,7 +126,45 @@ impl Engine {
         let Some((expr, used)) = rewrite(q.expr, &sources) else {
             return run(&self.settings(), src, tenant, &q);
         };
-        let mut r = run(&self.settings(), src, tenant, &Query { expr: &expr, ..q })?;
+        // Steps after `cut` may lie past what is downsampled yet: raw.
+        // A step t reads the windows before t: those written, as the store
+        // tells, or as the clock suggests when it cannot.
+        let cut = used
+            .iter()
+            .map(|n| {
+                src.downsampled_until(&n.name)
+                    .unwrap_or_else(|| now_ms.saturating_sub(n.lag_ms))
+            })
+            .min()
+            .unwrap_or(i64::MIN);
+        if q.start > cut {
+            return run(&self.settings(), src, tenant, &q);
+        }
+        let mut r = if q.is_range && q.end > cut {
+            let last = q.start + (cut - q.start).div_euclid(q.step) * q.step;
+            let coarse = run(
+                &self.settings(),
+                src,
+                tenant,
+                &Query {
+                    expr: &expr,
+                    end: last,
+                    ..q
+                },
+            )?;
+            let fine = run(
+                &self.settings(),
+                src,
+                tenant,
+                &Query {
+                    start: last + q.step,
+                    ..q
+                },
+            )?;
+            concat_steps(coarse, fine)
+        } else {
+            run(&self.settings(), src, tenant, &Query { expr: &expr, ..q })?
+        };
         let names: Vec<&str> = used.iter().map(|n| n.name.as_str()).collect();
         let res: Vec<String> = used
             .iter()
@@ -251,6 +289,46 @@ impl Engine {
             is_range: true,
         };
         self.run_at_resolution(src, tenant, q)
+    }
+}
+
+/// One range query's answer from two runs over consecutive steps: each
+/// series' samples of `a`, then of `b` (label sets sorted, as one run's).
+fn concat_steps(a: QueryResult, b: QueryResult) -> QueryResult {
+    use crate::value::{RangeSeries, Value};
+    let (Value::Matrix(x), Value::Matrix(y)) = (a.value, b.value) else {
+        // Range queries give matrices; nothing else reaches here.
+        return QueryResult {
+            value: Value::Matrix(Vec::new()),
+            warnings: a.warnings,
+            infos: a.infos,
+            resolution: None,
+        };
+    };
+    let mut by: std::collections::BTreeMap<cairn_common::Labels, Vec<cairn_common::Sample>> =
+        Default::default();
+    for s in x.into_iter().chain(y) {
+        by.entry(s.labels).or_default().extend(s.samples);
+    }
+    let union = |mut v: Vec<String>, more: Vec<String>| {
+        for m in more {
+            if !v.contains(&m) {
+                v.push(m);
+            }
+        }
+        v
+    };
+    let warnings = union(a.warnings, b.warnings);
+    let infos = union(a.infos, b.infos);
+    QueryResult {
+        value: Value::Matrix(
+            by.into_iter()
+                .map(|(labels, samples)| RangeSeries { labels, samples })
+                .collect(),
+        ),
+        warnings,
+        infos,
+        resolution: None,
     }
 }
 

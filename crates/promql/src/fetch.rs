@@ -247,6 +247,10 @@ impl futures_core::Stream for Counted<'_> {
 }
 
 impl SeriesReader for Warned<'_> {
+    fn downsampled_until(&self, namespace: &str) -> Option<i64> {
+        self.inner.downsampled_until(namespace)
+    }
+
     fn select(
         &self,
         mut req: SelectRequest,

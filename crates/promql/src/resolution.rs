@@ -46,6 +46,10 @@ pub struct SourceNamespace {
     pub name: String,
     pub resolution_ms: i64,
     pub retention_ms: i64,
+    /// How far behind now its rollups may end: a window is written once
+    /// the newest sample is its resolution and the lateness past its end,
+    /// at the next pass. Steps later than that read raw.
+    pub lag_ms: i64,
 }
 
 /// Thanos's `max_source_resolution`, which Grafana sends.
@@ -222,7 +226,9 @@ fn call(c: &Call, s: &Sources<'_>, used: &mut Vec<SourceNamespace>) -> Option<Ex
         "last_over_time" => ("last", "last_over_time"),
         "increase" | "rate" => ("increase", "sum_over_time"),
         "resets" => ("resets", "sum_over_time"),
-        "avg_over_time" => ("", ""),
+        // Σsum ÷ Σcount is matched on the labels without the metric name:
+        // only a selector of one metric keeps its series apart.
+        "avg_over_time" if one_metric(&ms.vs) => ("", ""),
         _ => return None,
     };
     if ms.vs.at.is_some() {
@@ -245,6 +251,16 @@ fn call(c: &Call, s: &Sources<'_>, used: &mut Vec<SourceNamespace>) -> Option<Ex
     };
     used.push(n);
     Some(out)
+}
+
+/// Whether `vs` selects a single metric name.
+fn one_metric(vs: &VectorSelector) -> bool {
+    vs.name.is_some()
+        || vs
+            .matchers
+            .matchers
+            .iter()
+            .any(|m| m.name == "__name__" && m.op == MatchOp::Equal)
 }
 
 fn range_fn(name: &'static str, ms: MatrixSelector) -> Expr {
@@ -287,11 +303,13 @@ mod tests {
                 name: "agg_5m_1y".into(),
                 resolution_ms: 5 * M,
                 retention_ms: 365 * DAY,
+                lag_ms: 12 * M,
             },
             SourceNamespace {
                 name: "agg_1h_5y".into(),
                 resolution_ms: H,
                 retention_ms: 5 * 365 * DAY,
+                lag_ms: 2 * H + 2 * M,
             },
         ]
     }
@@ -334,6 +352,9 @@ mod tests {
             rw("sum by (job) (rate(x[1h]))", 5 * M, AUTO).unwrap(),
             r#"sum by (job) ((sum_over_time(x{__namespace__="agg_5m_1y",__rollup__="increase"}[1h]) / 3600))"#
         );
+        // Several metrics' averages would collide in Σsum ÷ Σcount: raw.
+        assert_eq!(rw(r#"avg_over_time({job="a"}[1d])"#, H, AUTO), None);
+        assert!(rw(r#"avg_over_time({__name__="x"}[1d])"#, H, AUTO).is_some());
         // A step under 5m, a raw-only function, a subquery: raw.
         assert_eq!(rw("rate(x[1h])", M, AUTO), None);
         assert_eq!(rw("quantile_over_time(0.9, x[1d])", H, AUTO), None);

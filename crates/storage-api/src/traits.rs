@@ -67,6 +67,14 @@ pub trait SeriesReader: Send + Sync {
             Ok(Cardinality::of_series(&sets))
         })
     }
+
+    /// How far downsampled namespace `namespace` is written: its windows
+    /// starting before the time returned are in it. `None` when the store
+    /// cannot tell (the reader then estimates from the clock).
+    fn downsampled_until(&self, namespace: &str) -> Option<i64> {
+        let _ = namespace;
+        None
+    }
 }
 
 /// The write contract: one validated batch to one shard (or routed by

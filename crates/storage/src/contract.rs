@@ -232,6 +232,10 @@ impl Iterator for Batches<'_> {
 }
 
 impl SeriesReader for Storage {
+    fn downsampled_until(&self, namespace: &str) -> Option<i64> {
+        self.downsampled_until(namespace)
+    }
+
     /// Matchers resolved in the index at once; samples read a batch of
     /// [`READ_BATCH`] series at a time as the stream is polled, in the
     /// index's label order; with `prefer_chunks` each series' merged samples

@@ -317,6 +317,14 @@ impl Storage {
         Ok(n)
     }
 
+    /// How far aggregated namespace `name` is written: its windows
+    /// starting before the time returned (None: no pass yet, or no such
+    /// namespace).
+    pub fn downsampled_until(&self, name: &str) -> Option<i64> {
+        let i = self.aggregated.iter().position(|s| s.ns.name == name)?;
+        self.downsamplers[i].done()
+    }
+
     /// One downsampling pass over every aggregated namespace (see
     /// [`downsample`](crate::downsample)): the windows closed since the
     /// last pass and the late ones, computed from the raw samples and
