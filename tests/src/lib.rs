@@ -709,6 +709,32 @@ pub fn api_data(base: &str, tenant: Option<&str>, path_and_query: &str) -> serde
     j["data"].clone()
 }
 
+/// The series of instant query `query` at `time_ms` on `base`, sent with
+/// `headers`, each as its JSON text, sorted (equal text, equal floats).
+pub fn result_series(
+    base: &str,
+    query: &str,
+    time_ms: i64,
+    headers: &[(&str, &str)],
+) -> Vec<String> {
+    let url = format!(
+        "{base}/api/v1/query?query={}&time={}",
+        enc(query),
+        time_ms as f64 / 1000.0
+    );
+    let r = request("GET", &url, headers, &[]).unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    assert_eq!(r.status, 200, "GET {url}: {}", r.text());
+    let j = r.json();
+    let mut series: Vec<String> = j["data"]["result"]
+        .as_array()
+        .unwrap_or_else(|| panic!("GET {url}: {j}"))
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+    series.sort();
+    series
+}
+
 /// Sorted strings from a JSON array of strings.
 pub fn strings(v: &serde_json::Value) -> Vec<String> {
     let mut s: Vec<String> = v

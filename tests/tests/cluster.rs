@@ -423,23 +423,9 @@ fn replicas_write_identical_rollups() {
         .map(|n| {
             let r = post(&format!("{}/admin/v1/flush", n.url()), ADMIN, &[]).expect("flush");
             assert_eq!(r.status, 200, "{}", r.text());
-            let q = enc(r#"ds_temp{__namespace__="agg_1m_30d"}[3h]"#);
-            let url = format!(
-                "{}/api/v1/query?query={q}&time={}",
-                n.url(),
-                now as f64 / 1000.0
-            );
-            let r = request("GET", &url, &[("X-Cairn-Read-Consistency", "one")], &[]).unwrap();
-            assert_eq!(r.status, 200, "{}", r.text());
-            let j = r.json();
-            let mut series: Vec<String> = j["data"]["result"]
-                .as_array()
-                .unwrap_or_else(|| panic!("{j}"))
-                .iter()
-                .map(|x| x.to_string())
-                .collect();
-            series.sort();
-            assert_eq!(series.len(), 12 * 7, "seven rollups per sensor: {j}");
+            let q = r#"ds_temp{__namespace__="agg_1m_30d"}[3h]"#;
+            let series = result_series(&n.url(), q, now, &[("X-Cairn-Read-Consistency", "one")]);
+            assert_eq!(series.len(), 12 * 7, "seven rollups per sensor: {series:?}");
             series.join("\n")
         })
         .collect();

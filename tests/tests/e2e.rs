@@ -1296,20 +1296,9 @@ mod failpoints {
     /// Every rollup series of `temp` in the downsampled namespace, as the
     /// API returns them (values as text: equal text, equal float).
     fn rollups(s: &TestServer, now: i64) -> String {
-        let q = enc(r#"temp{__namespace__="agg_1m_30d"}[4h]"#);
-        let j = api_data(
-            &s.url(),
-            None,
-            &format!("/api/v1/query?query={q}&time={}", secs(now)),
-        );
-        let mut series: Vec<String> = j["result"]
-            .as_array()
-            .unwrap_or_else(|| panic!("rollups: {j}"))
-            .iter()
-            .map(|x| x.to_string())
-            .collect();
-        series.sort();
-        assert_eq!(series.len(), 7, "the seven rollups of temp: {j}");
+        let q = r#"temp{__namespace__="agg_1m_30d"}[4h]"#;
+        let series = result_series(&s.url(), q, now, &[]);
+        assert_eq!(series.len(), 7, "the seven rollups of temp: {series:?}");
         series.join("\n")
     }
 

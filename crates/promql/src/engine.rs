@@ -168,7 +168,12 @@ impl Engine {
         let names: Vec<&str> = used.iter().map(|n| n.name.as_str()).collect();
         let res: Vec<String> = used
             .iter()
-            .map(|n| crate::resolution::duration_text(n.resolution_ms))
+            .map(
+                |n| match cairn_downsample::Resolution::from_ms(n.resolution_ms) {
+                    Some(r) => r.to_string(),
+                    None => format!("{}ms", n.resolution_ms),
+                },
+            )
             .collect();
         r.infos.push(format!(
             "PromQL info: answered from downsampled data at resolution {} (namespace {})",

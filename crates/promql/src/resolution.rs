@@ -84,21 +84,6 @@ impl std::str::FromStr for SourceResolution {
     }
 }
 
-/// `ms` as a Prometheus duration (`5m`, `1h`, `1d`; `1500ms`).
-pub(crate) fn duration_text(ms: i64) -> String {
-    for (unit, n) in [
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1000),
-    ] {
-        if ms > 0 && ms % n == 0 {
-            return format!("{}{unit}", ms / n);
-        }
-    }
-    format!("{ms}ms")
-}
-
 /// What the rewrite knows of the query and the store.
 #[derive(Debug, Clone)]
 pub(crate) struct Sources<'a> {

@@ -89,25 +89,22 @@ impl Rollup {
 
     /// The rollup's samples of window `w` (sorted by time).
     pub fn samples(self, w: &Window) -> Vec<Sample> {
-        let at_end = w.start + w.resolution_ms - 1;
+        let at_end = |v: f64| Sample::new(w.start + w.resolution_ms - 1, v);
         let mut out = Vec::new();
         if let Some(a) = &w.agg {
-            let v = match self {
-                Rollup::Sum => a.sum,
-                Rollup::Count => a.count as f64,
-                Rollup::Min => a.min,
-                Rollup::Max => a.max,
-                Rollup::Last => {
-                    out.push(a.last);
-                    f64::NAN
-                }
+            match self {
+                Rollup::Sum => out.push(at_end(a.sum)),
+                Rollup::Count => out.push(at_end(a.count as f64)),
+                Rollup::Min => out.push(at_end(a.min)),
+                Rollup::Max => out.push(at_end(a.max)),
+                Rollup::Last => out.push(a.last),
                 Rollup::Increase => {
                     let edge = match a.prev_raw {
                         Some(p) if a.first.v >= p => a.first.v - p,
                         Some(_) => a.first.v,
                         None => 0.0,
                     };
-                    edge + (a.last.v - a.first.v) + a.reset_sum
+                    out.push(at_end(edge + (a.last.v - a.first.v) + a.reset_sum));
                 }
                 Rollup::Resets => {
                     // A reset across the window's start edge, at the time
@@ -117,11 +114,8 @@ impl Rollup {
                     if a.boundary_reset() {
                         out.push(Sample::new(a.first.t, 1.0));
                     }
-                    a.resets as f64
+                    out.push(at_end(a.resets as f64));
                 }
-            };
-            if self != Rollup::Last {
-                out.push(Sample::new(at_end, v));
             }
         }
         if let (Rollup::Last, Some(t)) = (self, w.stale_at) {

@@ -85,10 +85,6 @@ pub(crate) fn namespace_dir(data_dir: &std::path::Path, name: &str) -> PathBuf {
     data_dir.join("namespaces").join(name)
 }
 
-fn window_start_of(t: Timestamp, r: i64) -> Timestamp {
-    cairn_downsample::window_start(t, r)
-}
-
 /// Writes the queued rollup series, tenant by tenant; a rollup the
 /// namespace refuses (older than its retention) is dropped, as it would be
 /// expired anyway.
@@ -338,7 +334,8 @@ impl Storage {
             let _one = d.running.lock();
             let r = d.resolution_ms;
             let dirty = d.dirty();
-            let retained = window_start_of((self.clock)() - self.ns.retention_ms(), r);
+            let retained =
+                cairn_downsample::window_start((self.clock)() - self.ns.retention_ms(), r);
             let done = d.done().unwrap_or(retained);
             let until = if newest == i64::MIN {
                 done
@@ -771,7 +768,7 @@ impl Storage {
                 hi = hi.max(b.t);
             }
         }
-        if hi > i64::MIN {
+        if hi > i64::MIN && !self.downsamplers.is_empty() {
             self.newest.fetch_max(hi, Ordering::AcqRel);
         }
         // Samples in windows already downsampled: those windows are marked
