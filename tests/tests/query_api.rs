@@ -1009,4 +1009,14 @@ fn downsampled_namespaces_answer_range_functions_from_their_rollups() {
     );
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("max_source_resolution"), "{}", r.text());
+    // A namespace the node does not hold is the query's fault: 400 naming it.
+    let r = get_as(
+        &format!(
+            "{base}/api/v1/query?query={}",
+            enc(r#"temp{__namespace__="agg_9m_1d"}"#)
+        ),
+        None,
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("agg_9m_1d"), "{}", r.text());
 }

@@ -71,13 +71,17 @@ pub(crate) async fn fetch(
 }
 
 /// The store's error as the query's: its kind decides the status (an
-/// unavailable or rate-limited store is 503, a timeout a timeout).
+/// unavailable or rate-limited store is 503, a timeout a timeout, a
+/// request the store refuses 400).
 fn storage_err(vs: &dyn std::fmt::Display, e: StoreError) -> QueryError {
     let msg = format!("selecting {vs}: {e}");
     match e.kind() {
         ErrorKind::Unavailable | ErrorKind::RateLimited => QueryError::Unavailable(msg),
         ErrorKind::Timeout => QueryError::Timeout(msg),
         ErrorKind::LimitExceeded => QueryError::Execution(msg),
+        // The selector asked for what the store does not hold or refuses
+        // (a namespace it does not have): the query's fault, a 400.
+        ErrorKind::NotFound | ErrorKind::InvalidInput => QueryError::Parse(msg),
         _ => QueryError::Storage(msg),
     }
 }
