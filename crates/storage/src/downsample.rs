@@ -232,10 +232,7 @@ impl Downsampler {
 
     /// Writes the marker crash-safely (temp file, fsync, rename, dir fsync).
     fn persist(&self, done: i64, dirty: &BTreeSet<i64>) -> Result<()> {
-        let mut text = format!("{MARKER_HEADER}\ndone {done}\n");
-        for w in dirty {
-            text.push_str(&format!("dirty {w}\n"));
-        }
+        let text = format_marker(done, dirty);
         let io = |what: &str| {
             let context = format!("{what} {}", self.marker.display());
             move |source| Error::Io { context, source }
@@ -254,6 +251,32 @@ impl Downsampler {
                 .map_err(io("syncing the directory of"))?;
         }
         Ok(())
+    }
+}
+
+/// The marker file's text.
+fn format_marker(done: i64, dirty: &BTreeSet<i64>) -> String {
+    let mut text = format!("{MARKER_HEADER}\ndone {done}\n");
+    for w in dirty {
+        text.push_str(&format!("dirty {w}\n"));
+    }
+    text
+}
+
+/// Fuzz entry (`downsample_marker_parse`): any text parses or is refused
+/// as corrupt, never panics; what parses prints back to what parses the
+/// same.
+pub(crate) fn fuzz_marker(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let path = Path::new("downsampled");
+    match parse_marker(path, text) {
+        Ok((done, dirty)) => {
+            let again = parse_marker(path, &format_marker(done, &dirty));
+            assert_eq!(again.ok(), Some((done, dirty)), "marker round trip");
+        }
+        Err(e) => assert!(matches!(e, Error::Corrupt(_)), "{e}"),
     }
 }
 

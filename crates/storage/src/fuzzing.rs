@@ -199,6 +199,11 @@ pub fn index_decode(data: &[u8]) {
     index::postings::fuzz_postings(&parts);
 }
 
+/// A downsampled namespace's progress marker file (`downsample.rs`).
+pub fn downsample_marker(data: &[u8]) {
+    crate::downsample::fuzz_marker(data);
+}
+
 #[cfg(test)]
 mod tests {
     fn replay(target: &str, f: impl Fn(&[u8])) {
@@ -313,6 +318,11 @@ mod tests {
             let chunk = super::fileset::encode(s).unwrap();
             std::fs::write(out.join(format!("seed-{k}")), chunk).unwrap();
         }
+    }
+
+    #[test]
+    fn downsample_marker_parse_corpus() {
+        replay("downsample_marker_parse", super::downsample_marker);
     }
 
     #[test]
