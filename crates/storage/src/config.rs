@@ -44,7 +44,8 @@ pub struct StorageConfig {
     pub snapshot_interval: Duration,
     /// Head memory above which open windows are flushed early (default 4 GiB).
     pub head_max_bytes: u64,
-    /// Block cache of the RocksDB label index (default 64 MiB).
+    /// Caches of the RocksDB label index (default 128 MiB): RocksDB's block
+    /// cache and the decoded label-set cache share it.
     pub index_cache_bytes: u64,
     /// Series a write may create that the store has never seen (config
     /// `ingest.max-new-series-per-request`, default 100,000): a request

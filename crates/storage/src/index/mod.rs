@@ -159,7 +159,7 @@ fn prefix_iter<'a>(db: &'a DB, prefix: &[u8]) -> rocksdb::DBIteratorWithThreadMo
 }
 
 /// Default size of the index's caches (see `StorageConfig`).
-pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+pub const DEFAULT_CACHE_BYTES: usize = 128 << 20;
 
 impl Index {
     pub fn open(path: &Path) -> Result<Self> {
