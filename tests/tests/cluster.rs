@@ -432,3 +432,144 @@ fn replicas_write_identical_rollups() {
     assert_eq!(copies[0], copies[1], "node 1 and node 2");
     assert_eq!(copies[0], copies[2], "node 1 and node 3");
 }
+
+/// The newest and oldest sample time of every series of a range-vector
+/// query on `base` at read level `one`, by the series' `sensor` label.
+fn sample_spans(base: &str, query: &str, at: i64) -> Vec<(String, i64, i64)> {
+    let url = format!(
+        "{base}/api/v1/query?query={}&time={}",
+        enc(query),
+        at as f64 / 1000.0
+    );
+    let r = request("GET", &url, &[("X-Cairn-Read-Consistency", "one")], &[]).expect("query");
+    assert_eq!(r.status, 200, "GET {url}: {}", r.text());
+    let mut out: Vec<(String, i64, i64)> = r.json()["data"]["result"]
+        .as_array()
+        .expect("result")
+        .iter()
+        .map(|s| {
+            let ts: Vec<i64> = s["values"]
+                .as_array()
+                .expect("values")
+                .iter()
+                .map(|p| (p[0].as_f64().unwrap() * 1000.0).round() as i64)
+                .collect();
+            (
+                s["metric"]["sensor"].as_str().unwrap_or("").to_string(),
+                *ts.iter().min().unwrap(),
+                *ts.iter().max().unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A mapping rule put through one node's admin API applies on every node
+/// from its cutover time, without a restart: the series it keeps raw-only
+/// have 1m rollups only for windows before the cutover, the others all
+/// along, on each of the three replicas; a policy the cluster does not keep
+/// is refused, naming it and the ones it keeps.
+#[test]
+fn a_mapping_rule_applies_on_every_node_from_its_cutover() {
+    let ns = "storage:\n  namespaces: [\"1m:30d\"]\n";
+    let nodes = spawn_cluster(3, 8, 3, ns);
+    let now = now_ms();
+    let t0 = now - now.rem_euclid(60_000) - 2 * 3_600_000;
+    let cutover = t0 + 30 * 60_000;
+    let admin_json: Vec<(&str, &str)> = ADMIN
+        .iter()
+        .copied()
+        .chain([("Content-Type", "application/json")])
+        .collect();
+    let r = post(
+        &format!("{}/admin/v1/tenants", nodes[0].url()),
+        &admin_json,
+        br#"{"id":"default"}"#,
+    )
+    .expect("create tenant");
+    assert_eq!(r.status, 201, "{}", r.text());
+    let rules_url = |i: usize| format!("{}/admin/v1/tenants/default/mapping_rules", nodes[i].url());
+    let bad = r#"[{"name":"x","selector":"{sensor=\"a0\"}","policies":["5m:1y"]}]"#;
+    let r = request("PUT", &rules_url(1), &admin_json, bad.as_bytes()).expect("put");
+    assert_eq!(r.status, 400, "{}", r.text());
+    let e = r.json()["error"].as_str().unwrap_or("").to_string();
+    assert!(e.contains("\"5m:1y\"") && e.contains("(1m:30d)"), "{e}");
+    let rule = format!(
+        r#"[{{"name":"a-raw-only","selector":"{{sensor=~\"a.\"}}","policies":[],"cutover_ms":{cutover}}}]"#
+    );
+    let r = request("PUT", &rules_url(1), &admin_json, rule.as_bytes()).expect("put");
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Every node follows the metadata store.
+    for i in 0..3 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = request("GET", &rules_url(i), ADMIN, &[]).expect("get");
+            if r.status == 200 && r.json()["data"]["mapping_rules"][0]["cutover_ms"] == cutover {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node {} never saw the rule: {} {}",
+                i + 1,
+                r.status,
+                r.text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let ts: Vec<TimeSeries> = ["a0", "a1", "a2", "b0", "b1", "b2"]
+        .iter()
+        .enumerate()
+        .map(|(j, sensor)| {
+            let samples: Vec<(i64, f64)> = (0..400)
+                .map(|k| (t0 + 1000 + k * 15_000, ((k + j as i64) % 13) as f64))
+                .collect();
+            series(&[("__name__", "ds_temp"), ("sensor", sensor)], &samples)
+        })
+        .collect();
+    let r = post(
+        &format!("{}/api/v1/write", nodes[2].url()),
+        &[
+            ("Content-Encoding", "snappy"),
+            ("Content-Type", "application/x-protobuf"),
+            ("X-Prometheus-Remote-Write-Version", "0.1.0"),
+            ("X-Cairn-Write-Consistency", "all"),
+        ],
+        &encode_write(&write_request(ts)),
+    )
+    .expect("write");
+    assert_eq!(r.status, 204, "{}", r.text());
+    let q = r#"ds_temp{__namespace__="agg_1m_30d",__rollup__="count"}[3h]"#;
+    let mut per_node = Vec::new();
+    for n in &nodes {
+        let r = post(&format!("{}/admin/v1/flush", n.url()), ADMIN, &[]).expect("flush");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let spans = sample_spans(&n.url(), q, now);
+        assert_eq!(spans.len(), 6, "{spans:?}");
+        for (sensor, first, last) in &spans {
+            assert_eq!(*first, t0 + 59_999, "{sensor}: its first window's count");
+            if sensor.starts_with('a') {
+                assert_eq!(*last, cutover - 1, "{sensor}: raw only from the cutover");
+            } else {
+                assert!(
+                    *last > cutover + 30 * 60_000,
+                    "{sensor}: no rule, 1m throughout"
+                );
+            }
+        }
+        let m = get(&format!("{}/metrics", n.url()))
+            .expect("metrics")
+            .text();
+        assert!(
+            m.lines().any(
+                |l| l.starts_with("cairn_storage_downsample_mapped_out_windows_total ")
+                    && !l.ends_with(" 0")
+            ),
+            "{m}"
+        );
+        per_node.push(spans);
+    }
+    assert_eq!(per_node[0], per_node[1]);
+    assert_eq!(per_node[0], per_node[2]);
+}

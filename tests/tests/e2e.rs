@@ -951,6 +951,79 @@ mod tenants {
             "tenant c: export"
         );
     }
+
+    /// `cairn tenant mapping-rules` sets and shows a tenant's mapping rules
+    /// through the admin API (a rule without a cutover gets one, now); a
+    /// policy the node does not keep is refused, the error naming it; and
+    /// `cairn tenant drop-rules` does the same for drop rules.
+    #[test]
+    fn the_cli_sets_and_shows_mapping_and_drop_rules() {
+        let cfg = "storage:\n  namespaces: [\"1m:30d\"]\n";
+        let s = TestServer::spawn(ServerOpts::default().config(cfg));
+        let dir = tempfile::tempdir().unwrap();
+        let cli = |args: &[&str]| {
+            let out = std::process::Command::new(cairn_bin())
+                .args(["tenant", "--url", &s.url(), "--token", ADMIN_TOKEN])
+                .args(args)
+                .output()
+                .expect("running cairn tenant");
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
+        let (ok, _, err) = cli(&["create", "team-a"]);
+        assert!(ok, "{err}");
+        let before = now_ms();
+        let file = dir.path().join("mapping.json");
+        std::fs::write(
+            &file,
+            r#"[{"name":"dev-raw-only","selector":"{env=\"dev\"}","policies":[]},
+                {"name":"node-1m","selector":"{__name__=~\"node_.*\"}","policies":["1m:30d"],"cutover_ms":1767225600000,"dry_run":true}]"#,
+        )
+        .unwrap();
+        let (ok, out, err) = cli(&["mapping-rules", "team-a", "--set", file.to_str().unwrap()]);
+        assert!(ok, "{err}");
+        let (ok, shown, err) = cli(&["mapping-rules", "team-a"]);
+        assert!(ok, "{err}");
+        assert_eq!(out, shown);
+        let j: serde_json::Value = serde_json::from_str(&shown).unwrap();
+        let rules = j["mapping_rules"].as_array().unwrap();
+        assert_eq!(rules.len(), 2, "{j}");
+        assert_eq!(rules[0]["name"], "dev-raw-only");
+        let cut = rules[0]["cutover_ms"].as_i64().unwrap();
+        assert!(cut >= before && cut <= now_ms(), "cut over when set: {j}");
+        assert_eq!(rules[1]["cutover_ms"], 1767225600000i64);
+        assert_eq!(rules[1]["dry_run"], true);
+        std::fs::write(
+            &file,
+            r#"[{"name":"x","selector":"{a=\"b\"}","policies":["1h:5y"]}]"#,
+        )
+        .unwrap();
+        let (ok, _, err) = cli(&["mapping-rules", "team-a", "--set", file.to_str().unwrap()]);
+        assert!(!ok);
+        assert!(
+            err.contains("HTTP 400") && err.contains("1h:5y") && err.contains("1m:30d"),
+            "{err}"
+        );
+        std::fs::write(
+            &file,
+            r#"[{"name":"go","selector":"{__name__=~\"go_.*\"}","action":"drop"}]"#,
+        )
+        .unwrap();
+        let (ok, _, err) = cli(&["drop-rules", "team-a", "--set", file.to_str().unwrap()]);
+        assert!(ok, "{err}");
+        let (ok, shown, err) = cli(&["drop-rules", "team-a"]);
+        assert!(ok, "{err}");
+        let j: serde_json::Value = serde_json::from_str(&shown).unwrap();
+        assert_eq!(j["drop_rules"][0]["name"], "go", "{j}");
+        // The tenant's record carries both.
+        let (ok, shown, err) = cli(&["get", "team-a"]);
+        assert!(ok, "{err}");
+        let j: serde_json::Value = serde_json::from_str(&shown).unwrap();
+        assert_eq!(j["mapping_rules"].as_array().map(Vec::len), Some(2), "{j}");
+    }
 }
 
 mod restart {

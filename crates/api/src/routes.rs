@@ -48,6 +48,7 @@ pub mod path {
     pub const TENANT: &str = "/admin/v1/tenants/{id}";
     pub const TENANT_LIMITS: &str = "/admin/v1/tenants/{id}/limits";
     pub const TENANT_RULES: &str = "/admin/v1/tenants/{id}/drop_rules";
+    pub const TENANT_MAPPING: &str = "/admin/v1/tenants/{id}/mapping_rules";
     pub const TENANT_TOKENS: &str = "/admin/v1/tenants/{id}/tokens";
     pub const TENANT_TOKEN: &str = "/admin/v1/tenants/{id}/tokens/{token}";
     pub const TENANT_USAGE: &str = "/admin/v1/tenants/{id}/usage";
@@ -138,6 +139,10 @@ pub fn status_routes() -> Routes {
         .route(
             path::TENANT_RULES,
             get(tenants::get_rules).put(tenants::put_rules),
+        )
+        .route(
+            path::TENANT_MAPPING,
+            get(tenants::get_mapping).put(tenants::put_mapping),
         )
         .route(
             path::TENANT_TOKENS,

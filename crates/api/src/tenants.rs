@@ -16,7 +16,9 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use cairn_tenancy::{Change, ChangeError, DropRule, Scope, Status, TenantRecord, TokenRecord};
+use cairn_tenancy::{
+    Change, ChangeError, DropRule, MappingRule, Scope, Status, TenantRecord, TokenRecord,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -76,6 +78,7 @@ fn tenant_json(st: &AppState, t: &TenantRecord) -> Value {
         "limits": t.limits,
         "effective_limits": defaults.with(&t.limits),
         "drop_rules": t.drop_rules,
+        "mapping_rules": t.mapping_rules,
         "attribution_label": t.attribution_label,
     })
 }
@@ -162,20 +165,59 @@ pub(crate) struct TenantBody {
     #[serde(default)]
     drop_rules: Vec<DropRule>,
     #[serde(default)]
+    mapping_rules: Vec<MappingRule>,
+    #[serde(default)]
     attribution_label: Option<String>,
 }
 
 impl TenantBody {
-    fn record(self, id: String) -> TenantRecord {
-        TenantRecord {
+    fn record(self, st: &AppState, id: String) -> Result<TenantRecord> {
+        Ok(TenantRecord {
             id,
             status: self.status,
             limits: self.limits,
             drop_rules: self.drop_rules,
+            mapping_rules: mapping_rules(st, self.mapping_rules)?,
             attribution_label: self.attribution_label,
             version: 0,
-        }
+        })
     }
+}
+
+/// `rules` as stored: each policy one this node keeps (400 naming the
+/// rule and the policies there are otherwise), and a rule without a
+/// cutover cut over now.
+fn mapping_rules(st: &AppState, mut rules: Vec<MappingRule>) -> Result<Vec<MappingRule>> {
+    let kept = &st.0.cfg.engine.namespaces;
+    let now = chrono::Utc::now().timestamp_millis();
+    for r in &mut rules {
+        for p in &r.policies {
+            let known = p
+                .parse::<cairn_downsample::StoragePolicy>()
+                .is_ok_and(|pol| kept.iter().any(|ns| ns.name == pol.namespace_name()));
+            if !known && p.parse::<cairn_downsample::StoragePolicy>().is_ok() {
+                // `agg_5m_1y` is policy `5m:1y`.
+                let have: Vec<String> = kept
+                    .iter()
+                    .map(|ns| {
+                        let n = ns.name.strip_prefix("agg_").unwrap_or(&ns.name);
+                        n.replacen('_', ":", 1)
+                    })
+                    .collect();
+                return Err(ApiError::bad_data(format!(
+                    "mapping rule {:?}: policy {p:?} is not a namespace of storage.namespaces ({})",
+                    r.name,
+                    if have.is_empty() {
+                        "none: this node keeps raw only".to_string()
+                    } else {
+                        have.join(", ")
+                    }
+                )));
+            }
+        }
+        r.cutover_ms.get_or_insert(now);
+    }
+    Ok(rules)
 }
 
 /// `POST /admin/v1/tenants` `{"id": …, …}`: 201, 409 when it exists.
@@ -194,7 +236,7 @@ pub(crate) async fn create(
         &st,
         Change::PutTenant {
             expected_version: Some(0),
-            tenant: b.record(id.clone()),
+            tenant: b.record(&st, id.clone())?,
         },
         false,
     )
@@ -237,14 +279,8 @@ pub(crate) async fn put(
         )));
     }
     let read_at = current(&st, &id).map_or(0, |t| t.version);
-    store(
-        &st,
-        b.record(id),
-        if_match(&headers)?,
-        read_at,
-        StatusCode::OK,
-    )
-    .await
+    let t = b.record(&st, id)?;
+    store(&st, t, if_match(&headers)?, read_at, StatusCode::OK).await
 }
 
 /// What a patch may change; absent fields stay.
@@ -258,6 +294,8 @@ pub(crate) struct TenantPatch {
     limits: Option<BTreeMap<String, Option<u64>>>,
     #[serde(default)]
     drop_rules: Option<Vec<DropRule>>,
+    #[serde(default)]
+    mapping_rules: Option<Vec<MappingRule>>,
     #[serde(default)]
     attribution_label: Option<Option<String>>,
 }
@@ -295,6 +333,9 @@ pub(crate) async fn patch(
     }
     if let Some(r) = p.drop_rules {
         t.drop_rules = r;
+    }
+    if let Some(r) = p.mapping_rules {
+        t.mapping_rules = mapping_rules(&st, r)?;
     }
     if let Some(a) = p.attribution_label {
         t.attribution_label = a;
@@ -415,6 +456,37 @@ pub(crate) async fn put_rules(
     t.drop_rules = rules;
     store(&st, t, if_match(&headers)?, read_at, StatusCode::OK).await?;
     get_rules(AdminCaller::internal(), State(st), Path(id)).await
+}
+
+/// `GET /admin/v1/tenants/{id}/mapping_rules`.
+pub(crate) async fn get_mapping(
+    _: AdminCaller,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let t = current(&st, &id)?;
+    Ok(success(
+        json!({"tenant": id, "version": t.version, "mapping_rules": t.mapping_rules}),
+    ))
+}
+
+/// `PUT /admin/v1/tenants/{id}/mapping_rules` `[{"name", "selector",
+/// "policies": ["5m:1y"], "cutover_ms", "dry_run"}, …]`: replaces the list
+/// (a rule without `cutover_ms` cuts over now); every node's next
+/// downsampling pass follows it.
+pub(crate) async fn put_mapping(
+    _: AdminCaller,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
+    let rules: Vec<MappingRule> = json_body(&body)?;
+    let mut t = current(&st, &id)?;
+    let read_at = t.version;
+    t.mapping_rules = mapping_rules(&st, rules)?;
+    store(&st, t, if_match(&headers)?, read_at, StatusCode::OK).await?;
+    get_mapping(AdminCaller::internal(), State(st), Path(id)).await
 }
 
 fn token_json(t: &TokenRecord) -> Value {

@@ -247,18 +247,24 @@ fn serve(flags: config::Overrides) -> Result<()> {
             // The cluster role's gRPC stops before the store closes.
             let member =
                 cluster::ClusterRole::new(cfg.cluster.clone(), storage_cfg.data_dir.clone())?;
-            state = AppState::with_tenancy(api_cfg, tenancy(&cfg, member.meta_cell())?)
-                .context("starting the query threads")?;
+            let tc = tenancy(&cfg, member.meta_cell())?;
+            let mapping = Arc::new(tenants::DirectoryMapping(tc.directory.clone()));
+            state = AppState::with_tenancy(api_cfg, tc).context("starting the query threads")?;
             let publish = member.publisher(state.clone())?;
-            services.push(Box::new(roles::StorageRole::with_publish(storage_cfg, publish)));
+            services.push(Box::new(
+                roles::StorageRole::with_publish(storage_cfg, publish).with_mapping(mapping),
+            ));
             services.push(Box::new(member));
         } else {
             // A single node keeps its tenants in a metadata store of one.
             let meta = tenants::SingleMeta::new(storage_cfg.data_dir.clone(), storage_cfg.num_shards as u32)?;
-            state = AppState::with_tenancy(api_cfg, tenancy(&cfg, meta.cell())?)
-                .context("starting the query threads")?;
+            let tc = tenancy(&cfg, meta.cell())?;
+            let mapping = Arc::new(tenants::DirectoryMapping(tc.directory.clone()));
+            state = AppState::with_tenancy(api_cfg, tc).context("starting the query threads")?;
             services.push(Box::new(meta));
-            services.push(Box::new(roles::StorageRole::new(storage_cfg, state.clone())));
+            services.push(Box::new(
+                roles::StorageRole::new(storage_cfg, state.clone()).with_mapping(mapping),
+            ));
         }
         services.push(Box::new(roles::QueryRole::new(state.clone())));
         services.push(Box::new(roles::GatewayRole));

@@ -56,6 +56,8 @@ pub(crate) struct StorageRole {
     publish: Publish,
     recovery: Option<tokio::task::JoinHandle<Result<Arc<Storage>>>>,
     storage: Option<Arc<Storage>>,
+    /// The tenants' mapping rules the downsampling pass follows.
+    mapping: Option<Arc<dyn cairn_storage::downsample::Mapping>>,
 }
 
 impl StorageRole {
@@ -80,7 +82,17 @@ impl StorageRole {
             publish,
             recovery: None,
             storage: None,
+            mapping: None,
         }
+    }
+
+    /// Downsampling follows `mapping` (the tenants' mapping rules).
+    pub(crate) fn with_mapping(
+        mut self,
+        mapping: Arc<dyn cairn_storage::downsample::Mapping>,
+    ) -> Self {
+        self.mapping = Some(mapping);
+        self
     }
 
     /// Waits for recovery if it is still running; the store once open.
@@ -101,6 +113,7 @@ impl Service for StorageRole {
     fn start(&mut self) -> BoxFuture<'_, Result<()>> {
         let cfg = self.cfg.clone();
         let publish = self.publish.clone();
+        let mapping = self.mapping.clone();
         self.recovery = Some(tokio::spawn(async move {
             let storage = tokio::task::spawn_blocking(move || {
                 Storage::open(cfg, cairn_storage::system_clock())
@@ -108,6 +121,9 @@ impl Service for StorageRole {
             .await
             .context("storage recovery task")?
             .context("opening storage")?;
+            if let Some(m) = mapping {
+                storage.set_mapping(m);
+            }
             storage.start_background();
             publish(storage.clone());
             Ok(storage)

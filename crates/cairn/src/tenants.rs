@@ -10,6 +10,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use cairn_meta::{Command, Meta, MetaError};
 use cairn_tenancy::{Change, ChangeError, Directory, Limits, View, ViewCache};
 use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 /// The tenancy records of the metadata store running on this node.
@@ -59,6 +60,32 @@ impl Directory for MetaDirectory {
             meta.read_state().await.map_err(change_error)?;
             Ok(())
         })
+    }
+}
+
+/// The tenants' mapping rules, as the storage node's downsampling pass
+/// asks for them: from the directory's view as applied on this node, so a
+/// rule changed through the admin API on any node is followed from the
+/// next pass on, without a restart.
+#[derive(Debug)]
+pub(crate) struct DirectoryMapping(pub(crate) Arc<dyn Directory>);
+
+impl cairn_storage::downsample::Mapping for DirectoryMapping {
+    fn rules(
+        &self,
+        tenant: &str,
+        labels: &cairn_common::Labels,
+    ) -> Vec<cairn_downsample::MatchedMapping> {
+        let view = self.0.view();
+        if !view.has_tenant(tenant) {
+            return Vec::new();
+        }
+        let t = view.tenant(tenant);
+        if t.mapping.is_empty() {
+            return Vec::new();
+        }
+        t.mapping
+            .matching(labels.iter().map(|l| (l.name.as_str(), l.value.as_str())))
     }
 }
 
@@ -215,6 +242,38 @@ pub(crate) enum TenantCmd {
     Usage {
         id: String,
     },
+    /// Show a tenant's drop rules, or replace them with the JSON list in
+    /// FILE (`-`: standard input), e.g. `[{"name": "go", "selector":
+    /// "{__name__=~\"go_.*\"}", "action": "drop"}]`.
+    DropRules {
+        id: String,
+        #[arg(long = "set", value_name = "FILE")]
+        set: Option<PathBuf>,
+    },
+    /// Show a tenant's mapping rules (the storage policies its series are
+    /// downsampled into), or replace them with the JSON list in FILE
+    /// (`-`: standard input), e.g. `[{"name": "dev-raw-only", "selector":
+    /// "{env=\"dev\"}", "policies": [], "cutover_ms": 1767225600000}]`
+    /// (no `cutover_ms`: from now).
+    MappingRules {
+        id: String,
+        #[arg(long = "set", value_name = "FILE")]
+        set: Option<PathBuf>,
+    },
+}
+
+/// The JSON in `file` (`-`: standard input), named in the error.
+fn json_file(file: &Path) -> Result<serde_json::Value> {
+    let text = if file == Path::new("-") {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading standard input")?;
+        s
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+    };
+    serde_json::from_str(&text).with_context(|| format!("{}: not JSON", file.display()))
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -327,6 +386,20 @@ pub(crate) fn tenant_cmd(t: &AdminTarget, cmd: TenantCmd) -> Result<()> {
         ),
         TenantCmd::Delete { id } => t.run("DELETE", &format!("/admin/v1/tenants/{id}"), None),
         TenantCmd::Usage { id } => t.run("GET", &format!("/admin/v1/tenants/{id}/usage"), None),
+        TenantCmd::DropRules { id, set } => {
+            let path = format!("/admin/v1/tenants/{id}/drop_rules");
+            match set {
+                None => t.run("GET", &path, None),
+                Some(f) => t.run("PUT", &path, Some(json_file(&f)?)),
+            }
+        }
+        TenantCmd::MappingRules { id, set } => {
+            let path = format!("/admin/v1/tenants/{id}/mapping_rules");
+            match set {
+                None => t.run("GET", &path, None),
+                Some(f) => t.run("PUT", &path, Some(json_file(&f)?)),
+            }
+        }
     }
 }
 

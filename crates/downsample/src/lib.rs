@@ -7,6 +7,8 @@
 //!   per event-time window `[w, w+R)` (count, sum, min, max, first, last and a
 //!   reset-aware counter aggregate), built incrementally or recomputed from the
 //!   window's final raw samples;
+//! - [`MatchedMapping`] and [`keeps`]: which aggregated namespaces a series'
+//!   window goes to under the mapping rules it matched;
 //! - [`Watermark`]: newest sample time minus the allowed lateness, which
 //!   decides the windows that are closed;
 //! - [`Row`]: the deterministic bytes of a closed window, keyed by
@@ -27,6 +29,7 @@ mod error;
 mod exemplar;
 #[doc(hidden)]
 pub mod fuzzing;
+mod mapping;
 mod policy;
 mod query;
 mod row;
@@ -38,6 +41,7 @@ mod differential;
 
 pub use error::{Error, Result};
 pub use exemplar::{bucket_quantile, compare_exemplars, pick_exemplars, Bucket, WindowExemplars};
+pub use mapping::{keeps, MatchedMapping};
 pub use policy::{Resolution, StoragePolicy};
 pub use query::RangeRows;
 pub use row::{decode_key, Row, KEY_LEN, ROW_VERSION};

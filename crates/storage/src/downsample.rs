@@ -25,6 +25,10 @@
 //! and the one after it (whose increase starts from the late window's last
 //! value), to be computed again by the next pass; the marks are persisted
 //! before the write is acknowledged.
+//!
+//! A tenant's mapping rules ([`Mapping`]) choose, per series and window
+//! (from each rule's cutover on), the aggregated namespaces it goes to; a
+//! window a rule keeps out of a namespace is not written there.
 
 use crate::error::{Error, Result};
 use cairn_common::{stale_nan, Labels, Sample, SeriesWrite, Timestamp};
@@ -33,6 +37,15 @@ use parking_lot::Mutex;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
+
+/// The tenants' mapping rules, as the node's downsampling pass asks for
+/// them (the binary adapts the metadata store's tenancy records): which
+/// aggregated namespaces a series' windows go to.
+pub trait Mapping: Send + Sync + std::fmt::Debug {
+    /// The rules `tenant`'s series `labels` matches (empty: none, so every
+    /// aggregated namespace keeps it).
+    fn rules(&self, tenant: &str, labels: &Labels) -> Vec<cairn_downsample::MatchedMapping>;
+}
 
 /// The label naming which aggregate of a window a rollup series holds.
 pub const ROLLUP_LABEL: &str = "__rollup__";

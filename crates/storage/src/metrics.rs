@@ -48,6 +48,10 @@ pub struct Metrics {
     pub downsample_passes: Counter,
     pub downsample_windows: Counter,
     pub downsample_late_windows: Counter,
+    /// Series windows a mapping rule kept out of an aggregated namespace,
+    /// and those a dry-run mapping rule would have decided otherwise.
+    pub downsample_mapped_out: Counter,
+    pub downsample_dry_run_changed: Counter,
 }
 
 /// Values read from the node at scrape time.
@@ -144,6 +148,16 @@ impl Metrics {
                 "cairn_storage_downsample_late_windows",
                 "Already written windows marked to be computed again after a late or backfilled sample.",
                 &self.downsample_late_windows,
+            ),
+            (
+                "cairn_storage_downsample_mapped_out_windows",
+                "Series windows not written into an aggregated namespace because the tenant's mapping rules keep the series out of it.",
+                &self.downsample_mapped_out,
+            ),
+            (
+                "cairn_storage_downsample_dry_run_windows",
+                "Series windows a dry-run mapping rule would have written or left out otherwise (nothing was changed).",
+                &self.downsample_dry_run_changed,
             ),
             (
                 "cairn_storage_snapshot_buffers_loaded",

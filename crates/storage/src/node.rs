@@ -76,6 +76,9 @@ pub struct Storage {
     /// The newest sample time written, or held in the head at open (the
     /// downsampling watermark's base; `i64::MIN`: none).
     newest: AtomicI64,
+    /// The tenants' mapping rules (none: every series into every
+    /// aggregated namespace); set by the binary once the store is open.
+    mapping: RwLock<Option<Arc<dyn downsample::Mapping>>>,
     pub(crate) clock: Clock,
     pub metrics: Metrics,
 }
@@ -187,6 +190,7 @@ impl Storage {
             aggregated,
             downsamplers,
             newest: AtomicI64::new(newest),
+            mapping: RwLock::new(None),
             clock,
             metrics,
             cfg,
@@ -313,6 +317,13 @@ impl Storage {
         Ok(n)
     }
 
+    /// Follows `mapping` (the tenants' mapping rules) from the next
+    /// downsampling pass on: which aggregated namespaces each series'
+    /// windows are written into.
+    pub fn set_mapping(&self, mapping: Arc<dyn downsample::Mapping>) {
+        *self.mapping.write() = Some(mapping);
+    }
+
     /// How far aggregated namespace `name` is written: its windows
     /// starting before the time returned (None: no pass yet, or no such
     /// namespace).
@@ -382,6 +393,7 @@ impl Storage {
         let mut pending: std::collections::BTreeMap<String, Vec<SeriesWrite>> = Default::default();
         let mut queued = 0usize;
         let mut windows = 0usize;
+        let mapping = self.mapping.read().clone();
         for id in self.index.all_series_ids()? {
             let mut wins = Vec::new();
             {
@@ -409,6 +421,15 @@ impl Storage {
             let Some((tenant, labels)) = self.index.series_labels(id)? else {
                 continue;
             };
+            if let Some(m) = &mapping {
+                let rules = m.rules(&tenant, &labels);
+                if !rules.is_empty() {
+                    self.apply_mapping(&rules, &agg.ns.name, &mut wins);
+                    if wins.is_empty() {
+                        continue;
+                    }
+                }
+            }
             windows += wins.len();
             let writes = downsample::rollup_writes(&labels, &wins);
             queued += writes.len();
@@ -420,6 +441,30 @@ impl Storage {
         }
         write_rollups(agg, &mut pending)?;
         Ok(windows)
+    }
+
+    /// Keeps of `wins` the windows that the mapping rules a series matched
+    /// (`rules`) send to namespace `ns`, counting those left out and those
+    /// a dry-run rule would have decided otherwise.
+    fn apply_mapping(
+        &self,
+        rules: &[cairn_downsample::MatchedMapping],
+        ns: &str,
+        wins: &mut Vec<cairn_downsample::Window>,
+    ) {
+        let before = wins.len();
+        let mut dry_changed = 0u64;
+        wins.retain(|w| {
+            let keep = cairn_downsample::keeps(rules, ns, w.start, false);
+            if keep != cairn_downsample::keeps(rules, ns, w.start, true) {
+                dry_changed += 1;
+            }
+            keep
+        });
+        self.metrics
+            .downsample_mapped_out
+            .inc_by((before - wins.len()) as u64);
+        self.metrics.downsample_dry_run_changed.inc_by(dry_changed);
     }
 
     /// Takes a head snapshot now, of every namespace (see

@@ -595,3 +595,97 @@ fn downsampling_writes_each_closed_window_once_the_same_after_a_restart_and_agai
     assert_eq!(first13(again.0), first13(kept.0), "the counter's rollups");
     assert_eq!(first13(again.1), first13(kept.1), "the gauge's rollups");
 }
+
+/// Mapping rules as a test sets them: per `job` value, the rules matched.
+#[derive(Debug)]
+struct JobMapping(Vec<(String, cairn_downsample::MatchedMapping)>);
+
+impl crate::downsample::Mapping for JobMapping {
+    fn rules(&self, tenant: &str, labels: &Labels) -> Vec<cairn_downsample::MatchedMapping> {
+        assert_eq!(tenant, "t");
+        self.0
+            .iter()
+            .filter(|(job, _)| labels.get("job") == Some(job.as_str()))
+            .map(|(_, m)| m.clone())
+            .collect()
+    }
+}
+
+/// A mapping rule keeps its series out of an aggregated namespace for the
+/// windows from its cutover on (the windows before it are written as
+/// before); a dry-run rule changes nothing and counts what it would have.
+#[test]
+fn mapping_rules_choose_the_namespaces_from_their_cutover() {
+    use crate::Namespace;
+    use cairn_downsample::MatchedMapping;
+    const R: i64 = 60_000;
+    let f = Fixture::new();
+    let now = f.now.load(Ordering::SeqCst);
+    let t0 = now - now.rem_euclid(2 * R) - 20 * R;
+    let one = Namespace::aggregated("1m:30d".parse().unwrap(), None).unwrap();
+    let two = Namespace::aggregated("2m:30d".parse().unwrap(), None).unwrap();
+    let (ns1, ns2) = (one.name.clone(), two.name.clone());
+    let s = f.open_with(|c: &mut StorageConfig| {
+        c.namespaces.push(one.clone());
+        c.namespaces.push(two.clone());
+    });
+    let rule =
+        |name: &str, namespaces: Vec<String>, cutover_ms: i64, dry_run: bool| MatchedMapping {
+            rule: name.into(),
+            namespaces,
+            cutover_ms,
+            dry_run,
+        };
+    s.set_mapping(Arc::new(JobMapping(vec![
+        // `a`: raw only from window 5 on.
+        ("a".into(), rule("a-raw-only", vec![], t0 + 5 * R, false)),
+        // `b`: 2m only from window 4 on.
+        (
+            "b".into(),
+            rule("b-2m", vec![ns2.clone()], t0 + 4 * R, false),
+        ),
+        // `c`: a dry run of raw only, from the start.
+        ("c".into(), rule("c-try", vec![], t0, true)),
+    ])));
+    let scrapes: Vec<(i64, f64)> = (0..64)
+        .map(|k| (t0 + 1000 + k * 15_000, k as f64))
+        .collect();
+    let series = ["a", "b", "c", "d"]
+        .iter()
+        .map(|j| (labels("g", j), scrapes.clone()))
+        .collect();
+    s.write("t", batch(series)).unwrap();
+    // Newest at t0 + 946 s: 13 one-minute windows closed, 6 two-minute ones.
+    s.downsample().unwrap();
+    // Window starts (from t0) of a series' count rollup.
+    let windows = |ns: &str, job: &str| -> Vec<i64> {
+        let res = if ns == ns1 { R } else { 2 * R };
+        let key = format!("job=\"{job}\"");
+        rollups(&s, ns, "g")
+            .iter()
+            .find(|(l, _)| l.contains(&key) && l.contains("__rollup__=\"count\""))
+            .map(|(_, v)| v.iter().map(|&(t, _)| t + 1 - res - t0).collect())
+            .unwrap_or_default()
+    };
+    let w1 = |n: i64| (0..n).map(|k| k * R).collect::<Vec<_>>();
+    let w2 = |n: i64| (0..n).map(|k| k * 2 * R).collect::<Vec<_>>();
+    assert_eq!(windows(&ns1, "a"), w1(5), "a: 1m until its cutover");
+    assert_eq!(
+        windows(&ns2, "a")[..],
+        w2(6)[..3],
+        "a: 2m windows starting before its cutover"
+    );
+    assert_eq!(windows(&ns1, "b"), w1(4), "b: 1m until its cutover");
+    assert_eq!(windows(&ns2, "b"), w2(6), "b: 2m throughout");
+    assert_eq!(windows(&ns1, "c"), w1(13), "c: a dry run changes nothing");
+    assert_eq!(windows(&ns2, "c"), w2(6));
+    assert_eq!(windows(&ns1, "d"), w1(13), "d: no rule, every namespace");
+    // Left out: a 8 + 3, b 9 (1m); the dry run would have left out c's 13 + 6.
+    assert_eq!(s.metrics.downsample_mapped_out.get(), 8 + 3 + 9);
+    assert_eq!(s.metrics.downsample_dry_run_changed.get(), 13 + 6);
+    let text = crate::metrics::render(&s);
+    assert!(
+        text.contains("cairn_storage_downsample_mapped_out_windows_total 20"),
+        "{text}"
+    );
+}

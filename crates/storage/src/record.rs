@@ -1365,7 +1365,16 @@ mod tests {
     /// neighbours one ulp away, whole numbers and random bits.
     #[test]
     fn decimal_exponent_from_shortest_digits_matches_the_search() {
-        let mut vals = vec![0.0, -0.0, 1e22, 1e23, 9007199254740992.0, 1.5e300, 5e-324, 0.1 + 0.2];
+        let mut vals = vec![
+            0.0,
+            -0.0,
+            1e22,
+            1e23,
+            9007199254740992.0,
+            1.5e300,
+            5e-324,
+            0.1 + 0.2,
+        ];
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = || {
             x ^= x << 13;
@@ -1387,7 +1396,12 @@ mod tests {
             vals.push((next() % 1_000_000) as f64 / 100.0);
         }
         for v in vals {
-            assert_eq!(dec_any(v), dec_any_by_search(v), "{v:e} ({:#x})", v.to_bits());
+            assert_eq!(
+                dec_any(v),
+                dec_any_by_search(v),
+                "{v:e} ({:#x})",
+                v.to_bits()
+            );
         }
     }
 

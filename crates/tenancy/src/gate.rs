@@ -513,6 +513,7 @@ mod tests {
             status: Status::Active,
             limits,
             rules: CompiledRules::compile(rules).unwrap(),
+            mapping: Default::default(),
             attribution_label: None,
             version: 1,
         }

@@ -5,7 +5,8 @@
 //! the [`Change`]s the admin API proposes (versioned, compare-and-set);
 //! per-tenant [`Limits`] (0: off; defaults from config); [`DropRule`]s
 //! (drop always, or shed by priority when over the rate; dry runs count
-//! only); bearer tokens (`tokens`: generated from the OS's randomness,
+//! only); [`MappingRule`]s (the storage policies a selector's series are
+//! downsampled into, from a cutover time); bearer tokens (`tokens`: generated from the OS's randomness,
 //! SHA-256 at rest, compared in constant time) and who a request is
 //! ([`authenticate`]); the per-tenant GCRA [`RateLimiter`] that keeps its
 //! state across limit changes; the write [`Gate`] that applies a tenant's
@@ -22,6 +23,7 @@ mod config;
 mod gate;
 mod gcra;
 mod limits;
+mod mapping;
 mod rules;
 mod series;
 mod state;
@@ -33,6 +35,7 @@ pub use config::{AuthSection, LimitsSection, MIN_ADMIN_TOKEN};
 pub use gate::{adjust, retry_after_secs, Admitted, Gate, OverLimit, Reason, Refused};
 pub use gcra::{RateLimiter, Verdict};
 pub use limits::{check_overrides, Limits};
+pub use mapping::{check_mapping_rules, keeps, CompiledMapping, MappingRule, MatchedMapping};
 pub use rules::{check_rules, Class, CompiledRules, DropRule, RuleAction};
 pub use series::{SeriesRefusal, SeriesTracker, IDLE};
 pub use state::{Change, ChangeError, Status, Tenancy, TenantRecord};

@@ -164,7 +164,10 @@ impl CompiledRules {
     }
 }
 
-fn matches<'a>(ms: &[Matcher], pairs: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> bool {
+pub(crate) fn matches<'a>(
+    ms: &[Matcher],
+    pairs: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+) -> bool {
     ms.iter().all(|m| {
         let v = pairs
             .clone()

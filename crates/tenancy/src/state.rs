@@ -5,6 +5,7 @@
 //! the same errors; versions (the admin API's `ETag`s) are assigned here.
 
 use crate::limits::check_overrides;
+use crate::mapping::{check_mapping_rules, MappingRule};
 use crate::rules::{check_rules, DropRule};
 use crate::tokens::TokenRecord;
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,9 @@ pub struct TenantRecord {
     pub limits: BTreeMap<String, u64>,
     #[serde(default)]
     pub drop_rules: Vec<DropRule>,
+    /// The storage policies series are downsampled into (see `mapping`).
+    #[serde(default)]
+    pub mapping_rules: Vec<MappingRule>,
     /// The label usage is attributed by inside the tenant (e.g. `team`).
     #[serde(default)]
     pub attribution_label: Option<String>,
@@ -180,6 +184,7 @@ fn check_tenant(t: &TenantRecord) -> Result<(), ChangeError> {
         )));
     }
     check_rules(&t.drop_rules).map_err(ChangeError::Invalid)?;
+    check_mapping_rules(&t.mapping_rules).map_err(ChangeError::Invalid)?;
     if let Some(l) = &t.attribution_label {
         if l.is_empty() || !l.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(ChangeError::Invalid(format!(

@@ -5,6 +5,7 @@
 //! [`LocalDirectory`] in one process).
 
 use crate::limits::Limits;
+use crate::mapping::CompiledMapping;
 use crate::rules::CompiledRules;
 use crate::state::{Change, ChangeError, Status, Tenancy};
 use crate::tokens::{self, TokenRecord};
@@ -22,6 +23,7 @@ pub struct TenantView {
     pub status: Status,
     pub limits: Limits,
     pub rules: CompiledRules,
+    pub mapping: CompiledMapping,
     pub attribution_label: Option<String>,
     /// 0: no record (defaults only).
     pub version: u64,
@@ -43,6 +45,7 @@ impl View {
             // Stored rules were checked when proposed; a rule that no longer
             // compiles (never expected) leaves the tenant without rules.
             let rules = CompiledRules::compile(&t.drop_rules).unwrap_or_default();
+            let mapping = CompiledMapping::compile(&t.mapping_rules).unwrap_or_default();
             tenants.insert(
                 id.clone(),
                 Arc::new(TenantView {
@@ -50,6 +53,7 @@ impl View {
                     status: t.status,
                     limits: defaults.with(&t.limits),
                     rules,
+                    mapping,
                     attribution_label: t.attribution_label.clone(),
                     version: t.version,
                 }),
@@ -77,6 +81,7 @@ impl View {
                 status: Status::Active,
                 limits: self.defaults,
                 rules: CompiledRules::default(),
+                mapping: CompiledMapping::default(),
                 attribution_label: None,
                 version: 0,
             })
