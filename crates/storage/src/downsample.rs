@@ -31,10 +31,10 @@
 //! window a rule keeps out of a namespace is not written there.
 
 use crate::error::{Error, Result};
-use cairn_common::{stale_nan, Labels, Sample, SeriesWrite, Timestamp};
-use cairn_downsample::{window_start, Window};
+use cairn_common::{stale_nan, Exemplar, Labels, Sample, SeriesId, SeriesWrite, Timestamp};
+use cairn_downsample::{pick_exemplars, window_start, Bucket, Window};
 use parking_lot::Mutex;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -143,6 +143,107 @@ pub fn rollup_labels(labels: &Labels, r: Rollup) -> Labels {
     let mut b = labels.builder();
     b.set(ROLLUP_LABEL, r.name());
     b.build()
+}
+
+/// A classic histogram bucket's upper bound: the `le` of a series whose
+/// name ends in `_bucket` (`+Inf` included); None for any other series.
+pub(crate) fn bucket_bound(labels: &Labels) -> Option<f64> {
+    if !labels.get("__name__")?.ends_with("_bucket") {
+        return None;
+    }
+    labels
+        .get("le")?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|v: &f64| !v.is_nan())
+}
+
+/// The classic histograms of a pass: per histogram (tenant and labels
+/// without `le`), its buckets' increase per window and the exemplars its
+/// bucket series carry, from which each window's p99 and max exemplars are
+/// chosen ([`pick_exemplars`]: deterministic, so every replica and replay
+/// picks the same ones). A chosen exemplar is kept on the `increase`
+/// rollup of the bucket it came with, at its own time and value, with its
+/// labels (`trace_id`) as written.
+#[derive(Debug, Default)]
+pub(crate) struct Histograms {
+    groups: BTreeMap<(String, Labels), HistogramWindows>,
+}
+
+#[derive(Debug, Default)]
+struct HistogramWindows {
+    /// Each bucket's `increase` rollup series.
+    buckets: Vec<Labels>,
+    /// Per window start, the buckets' increases.
+    windows: BTreeMap<i64, Vec<Bucket>>,
+    /// Raw exemplars, with the bucket (index into `buckets`) they came with.
+    exemplars: Vec<(usize, Exemplar)>,
+}
+
+impl Histograms {
+    /// Adds bucket series `labels` (bound `le`) of `tenant`: its windows
+    /// and the raw exemplars it carries over them.
+    pub(crate) fn add(
+        &mut self,
+        tenant: &str,
+        labels: &Labels,
+        le: f64,
+        wins: &[Window],
+        exemplars: Vec<Exemplar>,
+    ) {
+        let g = self
+            .groups
+            .entry((tenant.to_string(), labels.without(&["le"])))
+            .or_default();
+        let b = g.buckets.len();
+        g.buckets.push(rollup_labels(labels, Rollup::Increase));
+        for w in wins {
+            if let Some(inc) = Rollup::Increase.samples(w).first() {
+                g.windows
+                    .entry(w.start)
+                    .or_default()
+                    .push(Bucket { le, count: inc.v });
+            }
+        }
+        g.exemplars.extend(exemplars.into_iter().map(|e| (b, e)));
+    }
+
+    /// The exemplars chosen per window of `r` ms, by rollup series id;
+    /// and for windows starting before `recompute_before` (computed again)
+    /// the ranges whose earlier choice is cleared first.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn exemplars(
+        self,
+        r: i64,
+        recompute_before: i64,
+    ) -> (Vec<(SeriesId, i64, i64)>, Vec<(SeriesId, Exemplar)>) {
+        let (mut clear, mut items) = (Vec::new(), Vec::new());
+        for ((tenant, _), g) in self.groups {
+            let ids: Vec<SeriesId> = g.buckets.iter().map(|l| SeriesId::of(&tenant, l)).collect();
+            for (&w, buckets) in &g.windows {
+                if w < recompute_before {
+                    clear.extend(ids.iter().map(|&id| (id, w, w + r - 1)));
+                }
+                let inside: Vec<&(usize, Exemplar)> = g
+                    .exemplars
+                    .iter()
+                    .filter(|(_, e)| e.t >= w && e.t < w + r)
+                    .collect();
+                if inside.is_empty() {
+                    continue;
+                }
+                let seen: Vec<Exemplar> = inside.iter().map(|(_, e)| e.clone()).collect();
+                let picked = pick_exemplars(w, r, buckets, &seen);
+                for e in [picked.at_p99, picked.max].into_iter().flatten() {
+                    if let Some((b, _)) = inside.iter().find(|(_, x)| *x == e) {
+                        items.push((ids[*b], e));
+                    }
+                }
+            }
+        }
+        (clear, items)
+    }
 }
 
 /// No pass has run yet (the marker's `done`).

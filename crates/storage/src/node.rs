@@ -368,7 +368,7 @@ impl Storage {
             if ranges.is_empty() {
                 continue;
             }
-            let written = self.downsample_ranges(agg, r, &ranges)?;
+            let written = self.downsample_ranges(agg, r, &ranges, done)?;
             crate::fault::fail_point("downsample-before-sync");
             agg.log.sync_now()?;
             crate::fault::fail_point("downsample-before-marker");
@@ -384,8 +384,17 @@ impl Storage {
     }
 
     /// Writes into `agg` the rollups of every series' windows in `ranges`
-    /// (whole windows of `r` ms, oldest first); returns the windows written.
-    fn downsample_ranges(&self, agg: &Storage, r: i64, ranges: &[(i64, i64)]) -> Result<usize> {
+    /// (whole windows of `r` ms, oldest first; those starting before
+    /// `recompute_before` were written before), and each classic
+    /// histogram's p99 and max exemplar per window; returns the windows
+    /// written.
+    fn downsample_ranges(
+        &self,
+        agg: &Storage,
+        r: i64,
+        ranges: &[(i64, i64)],
+        recompute_before: i64,
+    ) -> Result<usize> {
         // The value a range's first window carries in is the last one
         // before it: looked for a day back, then as far as retention.
         const NEAR: i64 = 86_400_000;
@@ -394,6 +403,7 @@ impl Storage {
         let mut queued = 0usize;
         let mut windows = 0usize;
         let mapping = self.mapping.read().clone();
+        let mut histograms = downsample::Histograms::default();
         for id in self.index.all_series_ids()? {
             let mut wins = Vec::new();
             {
@@ -431,6 +441,11 @@ impl Storage {
                 }
             }
             windows += wins.len();
+            if let Some(le) = downsample::bucket_bound(&labels) {
+                let (lo, hi) = (wins[0].start, wins[wins.len() - 1].start + r - 1);
+                let exemplars = self.index.exemplars(id, lo, hi)?;
+                histograms.add(&tenant, &labels, le, &wins, exemplars);
+            }
             let writes = downsample::rollup_writes(&labels, &wins);
             queued += writes.len();
             pending.entry(tenant).or_default().extend(writes);
@@ -440,6 +455,8 @@ impl Storage {
             }
         }
         write_rollups(agg, &mut pending)?;
+        let (clear, items) = histograms.exemplars(r, recompute_before);
+        agg.index.replace_exemplars(&clear, &items)?;
         Ok(windows)
     }
 

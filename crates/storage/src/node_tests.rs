@@ -689,3 +689,125 @@ fn mapping_rules_choose_the_namespaces_from_their_cutover() {
         "{text}"
     );
 }
+
+/// A classic histogram keeps, per window, the exemplar at the window's p99
+/// (the smallest at or above the estimate from its bucket increases) and
+/// the max, on the `increase` rollup of the bucket each came with; a late
+/// exemplar that changes a window's choice replaces the earlier one when
+/// the window is computed again.
+#[test]
+fn downsampling_keeps_each_windows_p99_and_max_exemplar() {
+    use crate::Namespace;
+    use cairn_common::{PreparedBatch, Sample};
+    const R: i64 = 60_000;
+    let f = Fixture::new();
+    let now = f.now.load(Ordering::SeqCst);
+    let t0 = now - now.rem_euclid(R) - 20 * R;
+    let agg = Namespace::aggregated("1m:30d".parse().unwrap(), None).unwrap();
+    let ns = agg.name.clone();
+    let s = f.open_with(|c: &mut StorageConfig| c.namespaces.push(agg.clone()));
+    let bucket =
+        |le: &str| Labels::from_pairs(&[("__name__", "lat_bucket"), ("job", "a"), ("le", le)]);
+    let ex = |t: i64, value: f64, trace: String| Exemplar {
+        labels: Labels::from_pairs(&[("trace_id", &trace)]),
+        value,
+        t,
+    };
+    // Each 15 s scrape adds 90 observations ≤ 0.1, 9 in (0.1, 0.5], 1 in
+    // (0.5, 1]: every window's p99 estimate is 0.5. Per window, exemplars
+    // 0.05 (le 0.1), 0.45 (le 0.5), 0.7 and 0.9 (le 1).
+    let bounds = ["0.1", "0.5", "1", "+Inf"];
+    let per_scrape = [90.0, 99.0, 100.0, 100.0];
+    let scrapes: Vec<i64> = (0..64).map(|k| t0 + 1000 + k * 15_000).collect();
+    let mut series = Vec::new();
+    for (b, le) in bounds.iter().enumerate() {
+        let samples = scrapes
+            .iter()
+            .enumerate()
+            .map(|(k, &t)| Sample::new(t, per_scrape[b] * (k + 1) as f64))
+            .collect();
+        let mut exemplars = Vec::new();
+        for (k, &t) in scrapes.iter().enumerate() {
+            let w = (t - t0) / R;
+            let v = match (b, k % 4) {
+                (0, 0) => 0.05,
+                (1, 1) => 0.45,
+                (2, 2) => 0.7,
+                (2, 3) => 0.9,
+                _ => continue,
+            };
+            exemplars.push(ex(t, v, format!("w{w}-{v}")));
+        }
+        series.push(cairn_common::SeriesWrite {
+            labels: bucket(le),
+            samples,
+            exemplars,
+        });
+    }
+    s.write("t", PreparedBatch::from_series("t", series, vec![]))
+        .unwrap();
+    assert_eq!(s.downsample().unwrap(), 4 * 13);
+    let chosen = |s: &Storage| -> Vec<(String, i64, f64, String)> {
+        let m = [Matcher::new(MatchOp::Equal, "__name__", "lat_bucket").unwrap()];
+        let store = s.in_namespace(&ns).unwrap();
+        let mut out = Vec::new();
+        for es in store
+            .exemplars("t", &m, i64::MIN / 2, i64::MAX / 2)
+            .unwrap()
+        {
+            assert_eq!(
+                es.labels.get("__rollup__"),
+                Some("increase"),
+                "{}",
+                es.labels
+            );
+            for e in es.exemplars {
+                out.push((
+                    es.labels.get("le").unwrap().to_string(),
+                    (e.t - t0) / R,
+                    e.value,
+                    e.labels.get("trace_id").unwrap().to_string(),
+                ));
+            }
+        }
+        out.sort_by(|a, b| (a.1, a.2.to_bits()).cmp(&(b.1, b.2.to_bits())));
+        out
+    };
+    let want: Vec<(String, i64, f64, String)> = (0..13)
+        .flat_map(|w| [0.7, 0.9].map(|v| ("1".to_string(), w, v, format!("w{w}-{v}"))))
+        .collect();
+    assert_eq!(chosen(&s), want);
+    // A late exemplar 0.6 in window 2, on a sample equal to the one before
+    // it (no increase): the window is computed again and 0.6, now the
+    // smallest at or above the p99, replaces 0.7.
+    let late_t = t0 + 2 * R + 500;
+    let prev = per_scrape[2] * 8.0; // the le=1 count at the scrape before it
+    s.write(
+        "t",
+        PreparedBatch::from_series(
+            "t",
+            vec![cairn_common::SeriesWrite {
+                labels: bucket("1"),
+                samples: vec![Sample::new(late_t, prev)],
+                exemplars: vec![ex(late_t, 0.6, "late".into())],
+            }],
+            vec![],
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        s.downsample().unwrap(),
+        4 * 2,
+        "windows 2 and 3, four buckets"
+    );
+    let mut want = want;
+    want.retain(|e| !(e.1 == 2 && e.2 == 0.7));
+    want.push(("1".into(), 2, 0.6, "late".into()));
+    want.sort_by(|a, b| (a.1, a.2.to_bits()).cmp(&(b.1, b.2.to_bits())));
+    assert_eq!(chosen(&s), want);
+    // The same after a restart.
+    s.close().unwrap();
+    drop(s);
+    let s = f.open_with(|c: &mut StorageConfig| c.namespaces.push(agg.clone()));
+    assert_eq!(chosen(&s), want);
+}

@@ -22,16 +22,33 @@ impl Index {
     fn put_exemplars_within(&self, items: &[(SeriesId, Exemplar)], bounds: Bounds) -> Result<()> {
         self.recover()?;
         let mut wb = WriteBatch::default();
-        for (id, e) in items {
-            let mut k = Vec::with_capacity(25);
-            k.push(b'e');
-            k.extend_from_slice(&id.to_be_bytes());
-            k.extend_from_slice(&ts_key(e.t));
-            let mut v = e.value.to_bits().to_le_bytes().to_vec();
-            put_labels_within(&mut v, &e.labels, bounds)?;
-            wb.put(k, v);
-        }
+        put_all(&mut wb, items, bounds)?;
         self.write(wb, "writing exemplars")
+    }
+
+    /// Replaces exemplars in one synced batch: those of each `(id, start,
+    /// end)` in `clear` (`[start, end]`) are deleted, then `items` stored.
+    /// The downsampling pass keeps each window's chosen exemplars this
+    /// way, durable before its progress marker moves, so that a window
+    /// computed again holds its new choice only.
+    pub fn replace_exemplars(
+        &self,
+        clear: &[(SeriesId, i64, i64)],
+        items: &[(SeriesId, Exemplar)],
+    ) -> Result<()> {
+        if clear.is_empty() && items.is_empty() {
+            return Ok(());
+        }
+        self.recover()?;
+        let mut wb = WriteBatch::default();
+        for &(id, start, end) in clear {
+            wb.delete_range(
+                exemplar_key(id, start),
+                exemplar_key(id, end.saturating_add(1)),
+            );
+        }
+        put_all(&mut wb, items, Bounds::Hard)?;
+        self.write_synced(wb, "replacing exemplars")
     }
 
     /// Exemplars of `id` in `[start, end]`, by time; entries that do not
@@ -71,4 +88,21 @@ impl Index {
         }
         Ok(out)
     }
+}
+
+fn exemplar_key(id: SeriesId, t: i64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(25);
+    k.push(b'e');
+    k.extend_from_slice(&id.to_be_bytes());
+    k.extend_from_slice(&ts_key(t));
+    k
+}
+
+fn put_all(wb: &mut WriteBatch, items: &[(SeriesId, Exemplar)], bounds: Bounds) -> Result<()> {
+    for (id, e) in items {
+        let mut v = e.value.to_bits().to_le_bytes().to_vec();
+        put_labels_within(&mut v, &e.labels, bounds)?;
+        wb.put(exemplar_key(*id, e.t), v);
+    }
+    Ok(())
 }

@@ -252,6 +252,18 @@ impl Index {
         })
     }
 
+    /// [`write`](Self::write), synced to disk before it returns.
+    fn write_synced(&self, wb: WriteBatch, what: &str) -> Result<()> {
+        let mut wo = rocksdb::WriteOptions::default();
+        wo.set_sync(true);
+        let res = self.db()?.write_opt(wb, &wo);
+        res.map_err(|e| {
+            self.poisoned
+                .store(true, std::sync::atomic::Ordering::Release);
+            Error::Index(format!("{what}: {e}"))
+        })
+    }
+
     /// After a failed write or flush, reopens the database (which clears
     /// RocksDB's sticky background error and replays its WAL), at most once
     /// a second and only when the disk has room for the replay. Called
