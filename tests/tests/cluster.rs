@@ -573,3 +573,141 @@ fn a_mapping_rule_applies_on_every_node_from_its_cutover() {
     assert_eq!(per_node[0], per_node[1]);
     assert_eq!(per_node[0], per_node[2]);
 }
+
+/// Exemplars at the p99 on a cluster: a classic histogram whose bucket
+/// samples carry trace-id exemplars, written once at `all`; each node's
+/// 1m rollups (read alone) keep per window the exemplar that is the
+/// smallest at or above the window's p99 estimate and the max, from a
+/// sample in that window; `query_exemplars` with `max_source_resolution=1m`
+/// answers them in Prometheus's shape with `X-Cairn-Resolution: 1m`, the
+/// same on all three replicas.
+#[test]
+fn replicas_keep_the_same_p99_exemplar_per_window() {
+    use cairn_proto::prompb;
+    let ns = "storage:\n  namespaces: [\"1m:30d\"]\n";
+    let nodes = spawn_cluster(3, 8, 3, ns);
+    let now = now_ms();
+    let t0 = now - now.rem_euclid(60_000) - 2 * 3_600_000;
+    // Per 15 s scrape: 90 observations ≤ 0.1, 9 in (0.1, 0.5], 1 in (0.5, 1]
+    // (p99 = 0.5 in every window). Exemplars: 0.05 on le=0.1, 0.45 on
+    // le=0.5, and on le=1 a value in (0.5, 1] that varies by scrape.
+    let bounds = [("0.1", 90.0), ("0.5", 99.0), ("1", 100.0), ("+Inf", 100.0)];
+    let scrapes: Vec<i64> = (0..240).map(|k| t0 + 1000 + k * 15_000).collect();
+    let ts: Vec<TimeSeries> = bounds
+        .iter()
+        .enumerate()
+        .map(|(b, (le, per))| {
+            let samples: Vec<(i64, f64)> = scrapes
+                .iter()
+                .enumerate()
+                .map(|(k, &t)| (t, per * (k + 1) as f64))
+                .collect();
+            let mut s = series(
+                &[
+                    ("__name__", "rpc_seconds_bucket"),
+                    ("job", "api"),
+                    ("le", le),
+                ],
+                &samples,
+            );
+            for (k, &t) in scrapes.iter().enumerate() {
+                let value = match b {
+                    0 => 0.05,
+                    1 => 0.45,
+                    2 => 0.55 + ((k * 37) % 40) as f64 / 100.0,
+                    _ => continue,
+                };
+                s.exemplars.push(prompb::Exemplar {
+                    labels: vec![Label::new("trace_id", &format!("{k:032x}"))],
+                    value,
+                    timestamp: t,
+                });
+            }
+            s
+        })
+        .collect();
+    let r = post(
+        &format!("{}/api/v1/write", nodes[0].url()),
+        &[
+            ("Content-Encoding", "snappy"),
+            ("Content-Type", "application/x-protobuf"),
+            ("X-Prometheus-Remote-Write-Version", "0.1.0"),
+            ("X-Cairn-Write-Consistency", "all"),
+        ],
+        &encode_write(&write_request(ts)),
+    )
+    .expect("write");
+    assert_eq!(r.status, 204, "{}", r.text());
+    let url = |n: &TestServer| {
+        format!(
+            "{}/api/v1/query_exemplars?query={}&start={}&end={}&max_source_resolution=1m",
+            n.url(),
+            enc("histogram_quantile(0.99, sum by (le) (rate(rpc_seconds_bucket[5m])))"),
+            (t0 - 60_000) as f64 / 1000.0,
+            now as f64 / 1000.0
+        )
+    };
+    let mut answers = Vec::new();
+    for n in &nodes {
+        let r = post(&format!("{}/admin/v1/flush", n.url()), ADMIN, &[]).expect("flush");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let r = request("GET", &url(n), &[("X-Cairn-Read-Consistency", "one")], &[])
+            .expect("query_exemplars");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-cairn-resolution"), Some("1m"));
+        let j = r.json();
+        let data = j["data"].as_array().expect("data array");
+        assert_eq!(data.len(), 1, "one bucket carries the chosen ones: {j}");
+        assert_eq!(
+            data[0]["seriesLabels"],
+            serde_json::json!({"__name__": "rpc_seconds_bucket", "job": "api", "le": "1"}),
+            "{j}"
+        );
+        let mut per_window: std::collections::BTreeMap<i64, Vec<(f64, String)>> =
+            Default::default();
+        for e in data[0]["exemplars"].as_array().unwrap() {
+            let keys: Vec<&str> = e.as_object().unwrap().keys().map(String::as_str).collect();
+            assert_eq!(
+                keys,
+                ["labels", "timestamp", "value"],
+                "Prometheus's shape: {e}"
+            );
+            let t = (e["timestamp"].as_f64().unwrap() * 1000.0).round() as i64;
+            let v: f64 = e["value"].as_str().unwrap().parse().unwrap();
+            let trace = e["labels"]["trace_id"].as_str().unwrap().to_string();
+            // From a sample of the histogram, in the window it stands for.
+            let k = scrapes
+                .iter()
+                .position(|&s| s == t)
+                .expect("a scrape's time");
+            assert_eq!(trace, format!("{k:032x}"));
+            per_window
+                .entry((t - t0) / 60_000)
+                .or_default()
+                .push((v, trace));
+        }
+        assert!(per_window.len() >= 55, "{} windows", per_window.len());
+        for (w, got) in &per_window {
+            let inside: Vec<f64> = scrapes
+                .iter()
+                .enumerate()
+                .filter(|(_, &t)| (t - t0) / 60_000 == *w)
+                .map(|(k, _)| 0.55 + ((k * 37) % 40) as f64 / 100.0)
+                .collect();
+            let max = inside.iter().cloned().fold(f64::MIN, f64::max);
+            let at_p99 = inside
+                .iter()
+                .cloned()
+                .filter(|v| *v >= 0.5)
+                .fold(f64::MAX, f64::min);
+            let mut want = vec![at_p99, max];
+            want.dedup();
+            let mut vals: Vec<f64> = got.iter().map(|x| x.0).collect();
+            vals.sort_by(f64::total_cmp);
+            assert_eq!(vals, want, "window {w}");
+        }
+        answers.push(j["data"].to_string());
+    }
+    assert_eq!(answers[0], answers[1], "node 1 and node 2");
+    assert_eq!(answers[0], answers[2], "node 1 and node 3");
+}

@@ -198,6 +198,33 @@ pub(crate) async fn query_exemplars(
         return Err(end_before_start());
     }
     let query = p.query();
+    let choice: cairn_promql::SourceResolution = p
+        .get("max_source_resolution")
+        .unwrap_or("")
+        .parse()
+        .map_err(|e: String| {
+            ApiError::bad_data(format!("invalid parameter \"max_source_resolution\": {e}"))
+        })?;
+    let opts = &st.0.cfg.engine;
+    // Beyond raw retention (or as max_source_resolution says), the p99 and
+    // max exemplars the downsampling pass kept per window answer.
+    let source = cairn_promql::exemplar_source(
+        &opts.namespaces,
+        choice,
+        opts.raw_retention_ms,
+        now_ms(),
+        start,
+    )
+    .map(|n| {
+        (
+            n.name.clone(),
+            cairn_downsample::Resolution::from_ms(n.resolution_ms),
+        )
+    });
+    let resolution = source
+        .as_ref()
+        .map(|(name, r)| r.map_or_else(|| name.clone(), |r| r.to_string()));
+    let namespace = source.map(|(name, _)| name);
     let engine = Engine::new(st.0.cfg.engine.clone());
     let src = backend.reader;
     let out = blocking_read(
@@ -210,8 +237,19 @@ pub(crate) async fn query_exemplars(
             let selectors = extract_selectors(&expr).map_err(ApiError::bad_data)?;
             let mut all: Vec<ExemplarSeries> = Vec::new();
             for m in &selectors {
-                let q = SeriesQuery::new(tenant.clone(), m.clone(), start, end);
-                for s in block_on(src.exemplars(q))? {
+                let mut q = SeriesQuery::new(tenant.clone(), m.clone(), start, end);
+                // A selector naming its namespace reads it; else the one chosen.
+                let named = exemplar_route(&mut q);
+                if !named {
+                    if let Some(ns) = &namespace {
+                        q.namespace = ns.clone();
+                    }
+                }
+                let rollups = q.namespace != cairn_storage_api::RAW_NAMESPACE;
+                for mut s in block_on(src.exemplars(q))? {
+                    if rollups {
+                        s.labels = s.labels.without(&[cairn_promql::ROLLUP_LABEL]);
+                    }
                     if !all.iter().any(|x| x.labels == s.labels) {
                         all.push(s);
                     }
@@ -222,7 +260,27 @@ pub(crate) async fn query_exemplars(
         },
     )
     .await??;
-    Ok(success(exemplars_json(&out)))
+    Ok(with_resolution(success(exemplars_json(&out)), resolution))
+}
+
+/// Turns an exemplar query's `__namespace__="…"` matcher into the
+/// namespace it reads; true when there was one.
+fn exemplar_route(q: &mut SeriesQuery) -> bool {
+    let mut named = None;
+    q.matchers.retain(|m| {
+        if m.name == cairn_promql::NAMESPACE_LABEL && m.op == cairn_common::MatchOp::Equal {
+            named = Some(m.value.clone());
+            return false;
+        }
+        true
+    });
+    match named {
+        Some(ns) => {
+            q.namespace = ns;
+            true
+        }
+        None => false,
+    }
 }
 
 /// `GET|POST /api/v1/format_query`. Needs no store, but answers like the

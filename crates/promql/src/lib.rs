@@ -49,5 +49,7 @@ mod value;
 
 pub use engine::{extract_selectors, parse, parse_bounded, Engine, EngineOptions};
 pub use kernels::float::float_almost_equal;
-pub use resolution::{SourceNamespace, SourceResolution, NAMESPACE_LABEL, ROLLUP_LABEL};
+pub use resolution::{
+    exemplar_source, SourceNamespace, SourceResolution, NAMESPACE_LABEL, ROLLUP_LABEL,
+};
 pub use value::{InstantSample, QueryError, QueryResult, RangeSeries, Value};

@@ -84,6 +84,34 @@ impl std::str::FromStr for SourceResolution {
     }
 }
 
+/// The namespace `/api/v1/query_exemplars` reads for a range starting at
+/// `start_ms` (None: raw). `raw`: raw. `auto`: raw while its retention
+/// reaches `start_ms`, else the finest namespace whose retention does
+/// (raw when none does). `AtMost(d)`: the coarsest namespace with
+/// `R ≤ d` whose retention reaches `start_ms` (raw when none does).
+pub fn exemplar_source(
+    namespaces: &[SourceNamespace],
+    choice: SourceResolution,
+    raw_retention_ms: i64,
+    now_ms: i64,
+    start_ms: i64,
+) -> Option<&SourceNamespace> {
+    let reaches = |n: &&SourceNamespace| start_ms >= now_ms.saturating_sub(n.retention_ms);
+    match choice {
+        SourceResolution::Raw => None,
+        SourceResolution::Auto if start_ms >= now_ms.saturating_sub(raw_retention_ms) => None,
+        SourceResolution::Auto => namespaces
+            .iter()
+            .filter(reaches)
+            .min_by_key(|n| n.resolution_ms),
+        SourceResolution::AtMost(max) => namespaces
+            .iter()
+            .filter(|n| n.resolution_ms <= max)
+            .filter(reaches)
+            .max_by_key(|n| n.resolution_ms),
+    }
+}
+
 /// What the rewrite knows of the query and the store.
 #[derive(Debug, Clone)]
 pub(crate) struct Sources<'a> {
@@ -276,6 +304,52 @@ fn div(lhs: Expr, rhs: Expr) -> Expr {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn exemplars_read_raw_while_it_reaches_else_the_finest_that_does() {
+        let day = 86_400_000;
+        let ns = |name: &str, r: i64, ret: i64| SourceNamespace {
+            name: name.into(),
+            resolution_ms: r,
+            retention_ms: ret,
+            lag_ms: 0,
+        };
+        let all = [
+            ns("agg_5m_1y", 300_000, 365 * day),
+            ns("agg_1h_5y", 3_600_000, 5 * 365 * day),
+        ];
+        let now = 1000 * day;
+        let pick = |c: SourceResolution, start: i64| {
+            exemplar_source(&all, c, 30 * day, now, start).map(|n| n.name.as_str())
+        };
+        assert_eq!(pick(SourceResolution::Auto, now - 7 * day), None);
+        assert_eq!(
+            pick(SourceResolution::Auto, now - 90 * day),
+            Some("agg_5m_1y")
+        );
+        assert_eq!(
+            pick(SourceResolution::Auto, now - 400 * day),
+            Some("agg_1h_5y")
+        );
+        assert_eq!(
+            pick(SourceResolution::Auto, now - 9000 * day),
+            None,
+            "none reaches: raw"
+        );
+        assert_eq!(pick(SourceResolution::Raw, now - 400 * day), None);
+        assert_eq!(
+            pick(SourceResolution::AtMost(3_600_000), now - day),
+            Some("agg_1h_5y")
+        );
+        assert_eq!(
+            pick(SourceResolution::AtMost(600_000), now - day),
+            Some("agg_5m_1y")
+        );
+        assert_eq!(
+            pick(SourceResolution::AtMost(600_000), now - 400 * day),
+            None
+        );
+    }
     use super::*;
 
     const M: i64 = 60_000;
