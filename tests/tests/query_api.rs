@@ -931,12 +931,6 @@ fn downsampled_namespaces_answer_range_functions_from_their_rollups() {
             assert_eq!(pts.len(), b[k].len(), "{query}: {j} vs {raw}");
             for (x, y) in pts.iter().zip(&b[k]) {
                 assert_eq!(x.0, y.0, "{query}");
-                // The one known deviation: the reset (at 75m, a window's
-                // first scrape) counted by the range starting on its edge.
-                if query.starts_with("resets") && x.0 == secs(t0 + 105 * M) {
-                    assert_eq!((x.1, y.1), (1.0, 0.0), "{query} at the reset's edge");
-                    continue;
-                }
                 let tol = 1e-9 * y.1.abs().max(1.0);
                 assert!(
                     (x.1 - y.1).abs() <= tol,

@@ -13,13 +13,13 @@
 //! | `count_over_time` | `sum_over_time` of the `count` rollup |
 //! | `avg_over_time` | Σsum ÷ Σcount (never a mean of means) |
 //! | `last_over_time` | `last_over_time` of the `last` rollup |
-//! | `increase`, `rate`, `resets` | `sum_over_time` of the `increase` / `resets` rollup (÷ the range in seconds for `rate`) |
+//! | `increase`, `rate` | `sum_over_time` of the `increase` rollup (÷ the range in seconds for `rate`) |
+//! | `resets` | the `resets` rollup summed, a reset across a window edge counted only when its older sample is inside the range |
 //! | a bare selector, `R ≤ lookback` | the `last` rollup |
 //!
 //! Rollup samples sit at their window's last millisecond, so at a step on a
 //! window edge a range `(t − r, t]` holds exactly the windows of `[t − r,
-//! t)` — except that `resets` also counts a reset across the range's start
-//! edge, which raw samples do not (the pair's older sample is outside). Functions that need raw samples (`quantile_over_time`, `changes`,
+//! t)`. Functions that need raw samples (`quantile_over_time`, `changes`,
 //! `deriv`, `irate`, …), selectors under subqueries and selectors whose
 //! range is under `2R` read raw. A rewritten selector names its namespace
 //! and rollup with the matchers `__namespace__` and `__rollup__`, which the
@@ -238,7 +238,7 @@ fn call(c: &Call, s: &Sources<'_>, used: &mut Vec<SourceNamespace>) -> Option<Ex
         "max_over_time" => ("max", "max_over_time"),
         "last_over_time" => ("last", "last_over_time"),
         "increase" | "rate" => ("increase", "sum_over_time"),
-        "resets" => ("resets", "sum_over_time"),
+        "resets" => ("resets", crate::kernels::range::ROLLUP_RESETS),
         // Σsum ÷ Σcount is matched on the labels without the metric name:
         // only a selector of one metric keeps its series apart.
         "avg_over_time" if one_metric(&ms.vs) => ("", ""),

@@ -69,10 +69,12 @@ pub enum Rollup {
     /// consecutive windows is the increase across them.
     Increase,
     /// Resets between the window's samples, at its last millisecond; a
-    /// reset between the previous window's last sample and this one's
-    /// first, as 1 at the first sample's time. Σ over a range of whole
-    /// windows is the raw `resets()` over it, except that a reset across
-    /// the range's start edge is counted.
+    /// reset between the previous window's last sample (at `p`) and this
+    /// one's first, at the first sample's time with the value `−(p + 1)`
+    /// (negative, so told apart from the counts): the engine counts it only
+    /// when `p` is inside the range too, as raw `resets()` does, so a range
+    /// starting between the two samples does not. (Written before this
+    /// encoding, or with `p` unknown: 1.)
     Resets,
 }
 
@@ -100,8 +102,9 @@ impl Rollup {
         }
     }
 
-    /// The rollup's samples of window `w` (sorted by time).
-    pub fn samples(self, w: &Window) -> Vec<Sample> {
+    /// The rollup's samples of window `w` (sorted by time); `prev_t`: the
+    /// time of the series' last value before the window.
+    pub fn samples(self, w: &Window, prev_t: Option<Timestamp>) -> Vec<Sample> {
         let at_end = |v: f64| Sample::new(w.start + w.resolution_ms - 1, v);
         let mut out = Vec::new();
         if let Some(a) = &w.agg {
@@ -121,11 +124,10 @@ impl Rollup {
                 }
                 Rollup::Resets => {
                     // A reset across the window's start edge, at the time
-                    // of its newer sample: a range holding both samples of
-                    // the pair counts it; one starting between them counts
-                    // it too, which raw samples do not (the one deviation).
+                    // of its newer sample, naming the older one's.
                     if a.boundary_reset() {
-                        out.push(Sample::new(a.first.t, 1.0));
+                        let v = prev_t.map_or(1.0, |p| -(p as f64) - 1.0);
+                        out.push(Sample::new(a.first.t, v));
                     }
                     out.push(at_end(a.resets as f64));
                 }
@@ -189,7 +191,7 @@ impl Histograms {
         tenant: &str,
         labels: &Labels,
         le: f64,
-        wins: &[Window],
+        wins: &[SeriesWindow],
         exemplars: Vec<Exemplar>,
     ) {
         let g = self
@@ -199,9 +201,9 @@ impl Histograms {
         let b = g.buckets.len();
         g.buckets.push(rollup_labels(labels, Rollup::Increase));
         for w in wins {
-            if let Some(inc) = Rollup::Increase.samples(w).first() {
+            if let Some(inc) = Rollup::Increase.samples(&w.win, w.prev_t).first() {
                 g.windows
-                    .entry(w.start)
+                    .entry(w.win.start)
                     .or_default()
                     .push(Bucket { le, count: inc.v });
             }
@@ -428,6 +430,14 @@ fn parse_marker(path: &Path, text: &str) -> Result<(i64, BTreeSet<i64>)> {
     Ok((done, dirty))
 }
 
+/// One window of a raw series, with the time of the series' last value
+/// before it (the older sample of a pair across the window's start edge).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct SeriesWindow {
+    pub(crate) win: Window,
+    pub(crate) prev_t: Option<Timestamp>,
+}
+
 /// The windows of one series over `[from, to)` (window edges), from its raw
 /// samples `samples` (sorted; those before `from` only give the value the
 /// first window carries in, as does `prev` when none of them is before
@@ -437,14 +447,14 @@ pub(crate) fn windows(
     from: Timestamp,
     to: Timestamp,
     samples: &[Sample],
-    prev: Option<f64>,
-) -> Result<Vec<Window>> {
+    prev: Option<Sample>,
+) -> Result<Vec<SeriesWindow>> {
     let split = samples.partition_point(|s| s.t < from);
     let mut prev = samples[..split]
         .iter()
         .rev()
         .find(|s| !cairn_common::is_stale_nan(s.v))
-        .map(|s| s.v)
+        .copied()
         .or(prev);
     let mut out = Vec::new();
     let mut rest = &samples[split..];
@@ -454,11 +464,14 @@ pub(crate) fn windows(
         }
         let w = window_start(first.t, resolution_ms);
         let n = rest.partition_point(|s| s.t < w + resolution_ms);
-        let win = Window::from_samples(w, resolution_ms, &rest[..n], prev)
+        let win = Window::from_samples(w, resolution_ms, &rest[..n], prev.map(|p| p.v))
             .map_err(|e| Error::Corrupt(format!("downsampling window {w}: {e}")))?;
         if let Some(win) = win {
-            prev = win.last_raw().or(prev);
-            out.push(win);
+            out.push(SeriesWindow {
+                win,
+                prev_t: prev.map(|p| p.t),
+            });
+            prev = win.agg.map(|a| a.last).or(prev);
         }
         rest = &rest[n..];
     }
@@ -466,12 +479,15 @@ pub(crate) fn windows(
 }
 
 /// The rollup series of one raw series' windows.
-pub(crate) fn rollup_writes(labels: &Labels, wins: &[Window]) -> Vec<SeriesWrite> {
+pub(crate) fn rollup_writes(labels: &Labels, wins: &[SeriesWindow]) -> Vec<SeriesWrite> {
     Rollup::ALL
         .iter()
         .map(|&r| SeriesWrite {
             labels: rollup_labels(labels, r),
-            samples: wins.iter().flat_map(|w| r.samples(w)).collect(),
+            samples: wins
+                .iter()
+                .flat_map(|w| r.samples(&w.win, w.prev_t))
+                .collect(),
             exemplars: vec![],
         })
         .filter(|s| !s.samples.is_empty())
@@ -488,6 +504,10 @@ mod tests {
         Sample::new(t, v)
     }
 
+    fn rs(r: Rollup, w: &SeriesWindow) -> Vec<Sample> {
+        r.samples(&w.win, w.prev_t)
+    }
+
     #[test]
     fn rollups_of_a_counter_with_a_reset_at_a_window_edge() {
         // Window 0: 1, 3; window 1 starts below 3 (a reset at its edge): 1, 2.
@@ -499,20 +519,25 @@ mod tests {
         ];
         let w = windows(R, 0, 2 * R, &raw, None).unwrap();
         assert_eq!(w.len(), 2);
-        let inc: Vec<f64> = w.iter().map(|w| Rollup::Increase.samples(w)[0].v).collect();
+        let inc: Vec<f64> = w.iter().map(|w| rs(Rollup::Increase, w)[0].v).collect();
         // 3 − 1 inside the first; 1 (after the reset) + 1 in the second.
         assert_eq!(inc, [2.0, 2.0]);
-        let resets: Vec<f64> = w.iter().map(|w| Rollup::Resets.samples(w)[0].v).collect();
-        assert_eq!(resets, [0.0, 1.0]);
-        assert_eq!(Rollup::Sum.samples(&w[0]), [s(R - 1, 4.0)]);
-        assert_eq!(Rollup::Count.samples(&w[1]), [s(2 * R - 1, 2.0)]);
-        assert_eq!(Rollup::Last.samples(&w[0]), [s(40_000, 3.0)]);
+        // None inside either window; the one across window 1's start edge
+        // at its newer sample (60 s), naming the older one's time (40 s).
+        assert_eq!(rs(Rollup::Resets, &w[0]), [s(R - 1, 0.0)]);
+        assert_eq!(
+            rs(Rollup::Resets, &w[1]),
+            [s(60_000, -40_001.0), s(2 * R - 1, 0.0)]
+        );
+        assert_eq!(rs(Rollup::Sum, &w[0]), [s(R - 1, 4.0)]);
+        assert_eq!(rs(Rollup::Count, &w[1]), [s(2 * R - 1, 2.0)]);
+        assert_eq!(rs(Rollup::Last, &w[0]), [s(40_000, 3.0)]);
         // Computing the second window alone, from the samples before it,
         // gives the same window (what a pass after a restart does).
         let again = windows(R, R, 2 * R, &raw, None).unwrap();
         assert_eq!(again, w[1..]);
         // ...and with only the carried value.
-        let carried = windows(R, R, 2 * R, &raw[2..], Some(3.0)).unwrap();
+        let carried = windows(R, R, 2 * R, &raw[2..], Some(s(40_000, 3.0))).unwrap();
         assert_eq!(carried, w[1..]);
     }
 
@@ -520,10 +545,10 @@ mod tests {
     fn a_staleness_marker_ends_the_last_rollup() {
         let raw = [s(10_000, 5.0), s(20_000, stale_nan())];
         let w = windows(R, 0, R, &raw, None).unwrap();
-        let last = Rollup::Last.samples(&w[0]);
+        let last = rs(Rollup::Last, &w[0]);
         assert_eq!(last[0], s(10_000, 5.0));
         assert!(cairn_common::is_stale_nan(last[1].v) && last[1].t == 20_000);
-        assert_eq!(Rollup::Count.samples(&w[0])[0].v, 1.0);
+        assert_eq!(rs(Rollup::Count, &w[0])[0].v, 1.0);
     }
 
     #[test]

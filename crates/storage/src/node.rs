@@ -420,7 +420,7 @@ impl Storage {
                             .iter()
                             .rev()
                             .find(|s| !cairn_common::is_stale_nan(s.v))
-                            .map(|s| s.v)
+                            .copied()
                     };
                     wins.extend(downsample::windows(r, from, to, &samples, prev)?);
                 }
@@ -442,7 +442,7 @@ impl Storage {
             }
             windows += wins.len();
             if let Some(le) = downsample::bucket_bound(&labels) {
-                let (lo, hi) = (wins[0].start, wins[wins.len() - 1].start + r - 1);
+                let (lo, hi) = (wins[0].win.start, wins[wins.len() - 1].win.start + r - 1);
                 let exemplars = self.index.exemplars(id, lo, hi)?;
                 histograms.add(&tenant, &labels, le, &wins, exemplars);
             }
@@ -467,13 +467,13 @@ impl Storage {
         &self,
         rules: &[cairn_downsample::MatchedMapping],
         ns: &str,
-        wins: &mut Vec<cairn_downsample::Window>,
+        wins: &mut Vec<downsample::SeriesWindow>,
     ) {
         let before = wins.len();
         let mut dry_changed = 0u64;
         wins.retain(|w| {
-            let keep = cairn_downsample::keeps(rules, ns, w.start, false);
-            if keep != cairn_downsample::keeps(rules, ns, w.start, true) {
+            let keep = cairn_downsample::keeps(rules, ns, w.win.start, false);
+            if keep != cairn_downsample::keeps(rules, ns, w.win.start, true) {
                 dry_changed += 1;
             }
             keep

@@ -4,6 +4,10 @@
 use super::float::kahan_inc;
 use cairn_common::Sample;
 
+/// The internal function the downsampling rewrite reads `resets` with
+/// (not a PromQL name: the parser never yields it).
+pub(crate) const ROLLUP_RESETS: &str = "__cairn_rollup_resets";
+
 /// Range functions of one range-vector argument: computed per series from
 /// the window's samples alone, so they can run over borrowed windows.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -15,6 +19,9 @@ pub(crate) enum RangeFn {
     Idelta,
     Deriv,
     Resets,
+    /// `resets` over the `resets` rollup of a downsampled namespace (see
+    /// [`ROLLUP_RESETS`]).
+    RollupResets,
     Changes,
     Avg,
     Sum,
@@ -43,6 +50,7 @@ impl RangeFn {
             "idelta" => Idelta,
             "deriv" => Deriv,
             "resets" => Resets,
+            ROLLUP_RESETS => RollupResets,
             "changes" => Changes,
             "avg_over_time" => Avg,
             "sum_over_time" => Sum,
@@ -103,6 +111,22 @@ impl RangeFn {
                 let mut n = 0.0;
                 for w in s.windows(2) {
                     if w[1].v < w[0].v {
+                        n += 1.0;
+                    }
+                }
+                Some(n)
+            }
+            RollupResets => {
+                // Counts inside windows as they are; a reset across a window
+                // edge, stored as −(p + 1) with `p` its older sample's time,
+                // only when `p` is inside the range (as raw resets() needs
+                // both samples of the pair).
+                let start = (range_end - range_ms) as f64;
+                let mut n = 0.0;
+                for x in s {
+                    if x.v >= 0.0 {
+                        n += x.v;
+                    } else if -x.v - 1.0 > start {
                         n += 1.0;
                     }
                 }
@@ -317,4 +341,29 @@ pub(crate) fn variance(vals: &[Sample]) -> f64 {
         (aux, c_aux) = kahan_inc(delta * (s.v - (mean + c_mean)), aux, c_aux);
     }
     (aux + c_aux) / count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A window-edge reset (stored as −(p + 1)) counts only when its older
+    /// sample `p` is inside `(end − range, end]`; counts inside windows
+    /// always do.
+    #[test]
+    fn rollup_resets_count_an_edge_reset_when_both_samples_are_in_range() {
+        let s = [
+            Sample::new(59_999, 2.0),
+            Sample::new(61_000, -(45_000.0) - 1.0),
+            Sample::new(119_999, 1.0),
+        ];
+        let f = RangeFn::from_name(ROLLUP_RESETS).unwrap();
+        // (0, 119999]: the older sample at 45 s is inside.
+        assert_eq!(f.apply(&s, 119_999, 119_999), Some(4.0));
+        // (59999, 119999]: it is not — as raw resets() over [60 s, 120 s).
+        assert_eq!(f.apply(&s[1..], 119_999, 60_000), Some(1.0));
+        // A range starting exactly at it excludes it (left-open).
+        assert_eq!(f.apply(&s[1..], 119_999, 119_999 - 45_000), Some(1.0));
+        assert_eq!(f.apply(&s[1..], 119_999, 119_999 - 44_999), Some(2.0));
+    }
 }
