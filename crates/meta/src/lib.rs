@@ -28,6 +28,7 @@
 //!
 //! Must never depend on: the storage crate, the engine, the HTTP API.
 
+mod input;
 mod node;
 mod state;
 mod storage;
@@ -105,7 +106,7 @@ struct Inner {
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
-use node::Input;
+use input::Input;
 
 /// A running metadata member; clones share it.
 #[derive(Debug, Clone)]

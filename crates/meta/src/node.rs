@@ -4,12 +4,12 @@
 //! *before* committed entries are applied, so the applied index never runs
 //! ahead of the durable commit index.
 
+use crate::input::{Input, PROPOSE_TIMEOUT};
 use crate::state::{Command, Envelope, MetaState};
 use crate::storage::RocksStorage;
 use crate::transport::Outbound;
 use crate::{MetaConfig, MetaError, MetaStatus};
 use cairn_cluster::Placement;
-use prost011::Message as _;
 use raft::prelude::{Entry, EntryType, Message, Snapshot, SnapshotMetadata};
 use raft::{RawNode, StateRole};
 use std::collections::HashMap;
@@ -22,31 +22,6 @@ const TICK: Duration = Duration::from_millis(100);
 /// A read-index request without an answer by then failed (raft-rs drops
 /// them silently without a leader).
 pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(2);
-/// A proposal not applied by then failed.
-pub(crate) const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// What the loop is asked to do.
-pub(crate) enum Input {
-    /// Raft messages from a peer (already size-checked and decoded).
-    Raft(Vec<Message>),
-    Propose(Command, oneshot::Sender<Result<(), MetaError>>),
-    Read(oneshot::Sender<Result<MetaState, MetaError>>),
-    Unreachable(u64),
-    Stop,
-}
-
-impl std::fmt::Debug for Input {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Input::Raft(_) => "Raft",
-            Input::Propose(..) => "Propose",
-            Input::Read(_) => "Read",
-            Input::Unreachable(_) => "Unreachable",
-            Input::Stop => "Stop",
-        })
-    }
-}
-
 /// A slog drain that forwards raft-rs's log to tracing.
 struct TracingDrain;
 
@@ -486,9 +461,4 @@ fn apply_entry(
             None
         }
     }
-}
-
-/// Encodes a raft message for the wire.
-pub(crate) fn encode(m: &Message) -> Vec<u8> {
-    m.encode_to_vec()
 }

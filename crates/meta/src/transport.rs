@@ -3,7 +3,7 @@
 //! unreachable — raft retries); inbound, the `Raft` service, whose messages
 //! are size-bounded before they are decoded.
 
-use crate::node::{encode, Input};
+use crate::input::{encode, Input};
 use crate::state::Command;
 use crate::{MetaError, MAX_RAFT_MESSAGE};
 use cairn_rpc::raft::raft_client::RaftClient;
@@ -171,7 +171,7 @@ impl crate::Meta {
             command: serde_json::to_vec(cmd)
                 .map_err(|e| MetaError::Refused(ChangeError::Invalid(e.to_string())))?,
         });
-        req.set_timeout(crate::node::PROPOSE_TIMEOUT);
+        req.set_timeout(crate::input::PROPOSE_TIMEOUT);
         let r = c
             .propose(req)
             .await
