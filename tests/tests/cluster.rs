@@ -711,3 +711,68 @@ fn replicas_keep_the_same_p99_exemplar_per_window() {
     assert_eq!(answers[0], answers[1], "node 1 and node 2");
     assert_eq!(answers[0], answers[2], "node 1 and node 3");
 }
+
+/// Downsampled reads on a cluster where no node holds every shard (five
+/// nodes, RF 3): a series' rollups live on its own shard's replicas (the
+/// rollup label is left out of the hash the shard comes from), so a query
+/// answered from them finds every series, with raw's values.
+#[test]
+fn downsampled_reads_find_every_series_when_no_node_holds_every_shard() {
+    let ns = "storage:\n  namespaces: [\"1m:30d\"]\n";
+    let nodes = spawn_cluster(5, 8, 3, ns);
+    let now = now_ms();
+    let t0 = now - now.rem_euclid(60_000) - 2 * 3_600_000;
+    let ts: Vec<TimeSeries> = (0..40)
+        .map(|j| {
+            let samples: Vec<(i64, f64)> = (0..400)
+                .map(|k| (t0 + 1000 + k * 15_000, ((k * 7 + j * 3) % 50) as f64))
+                .collect();
+            series(
+                &[("__name__", "ds_temp"), ("sensor", &format!("s{j:02}"))],
+                &samples,
+            )
+        })
+        .collect();
+    let r = post(
+        &format!("{}/api/v1/write", nodes[0].url()),
+        &[
+            ("Content-Encoding", "snappy"),
+            ("Content-Type", "application/x-protobuf"),
+            ("X-Prometheus-Remote-Write-Version", "0.1.0"),
+            ("X-Cairn-Write-Consistency", "all"),
+        ],
+        &encode_write(&write_request(ts)),
+    )
+    .expect("write");
+    assert_eq!(r.status, 204, "{}", r.text());
+    for n in &nodes {
+        let r = post(&format!("{}/admin/v1/flush", n.url()), ADMIN, &[]).expect("flush");
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let range = |n: &TestServer, res: &str| -> (Option<String>, Vec<String>) {
+        let url = format!(
+            "{}/api/v1/query_range?query={}&start={}&end={}&step=1800&max_source_resolution={res}",
+            n.url(),
+            enc("sum_over_time(ds_temp[30m])"),
+            (t0 + 3_600_000) as f64 / 1000.0,
+            (t0 + 6_000_000) as f64 / 1000.0
+        );
+        let r = get(&url).expect("query_range");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let mut out: Vec<String> = r.json()["data"]["result"]
+            .as_array()
+            .expect("result")
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        out.sort();
+        (r.header("x-cairn-resolution").map(str::to_string), out)
+    };
+    for n in &nodes {
+        let (res, coarse) = range(n, "1m");
+        assert_eq!(res.as_deref(), Some("1m"));
+        let (_, raw) = range(n, "raw");
+        assert_eq!(raw.len(), 40);
+        assert_eq!(coarse, raw, "from the 1m rollups as from raw");
+    }
+}

@@ -3,6 +3,12 @@
 
 use crate::labels::Labels;
 
+/// The label of a downsampled namespace's rollup series (`sum`, `count`,
+/// …): a series' rollups are distinct series that live on the series' own
+/// shard (its replicas compute them from its raw samples), so the label is
+/// left out of the hash the shard is taken from (see [`SeriesId::of`]).
+pub const ROLLUP_LABEL: &str = "__rollup__";
+
 /// A series' identity: a 128-bit hash of (tenant, sorted labels).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SeriesId(pub u128);
@@ -10,6 +16,8 @@ pub struct SeriesId(pub u128);
 impl SeriesId {
     /// Hash of the tenant and the (sorted) label set. Separators that cannot
     /// occur in valid UTF-8 (0xff, 0xfe) keep `a="bc"` and `ab="c"` apart.
+    /// A [`ROLLUP_LABEL`] is hashed apart and folded into both halves, so
+    /// the rollups of a series have ids of their own on its shard.
     pub fn of(tenant: &str, labels: &Labels) -> SeriesId {
         Self::of_pairs(
             tenant,
@@ -32,13 +40,27 @@ impl SeriesId {
         let mut buf = Vec::with_capacity(256);
         buf.extend_from_slice(tenant.as_bytes());
         buf.push(0xff);
+        let mut rollup: Option<&[u8]> = None;
         for (name, value) in pairs {
+            if name == ROLLUP_LABEL.as_bytes() {
+                rollup = Some(value);
+                continue;
+            }
             buf.extend_from_slice(name);
             buf.push(0xfe);
             buf.extend_from_slice(value);
             buf.push(0xff);
         }
-        SeriesId(xxhash_rust::xxh3::xxh3_128(&buf))
+        let id = xxhash_rust::xxh3::xxh3_128(&buf);
+        match rollup {
+            None => SeriesId(id),
+            Some(r) => {
+                // The same 64 bits into both halves: a distinct id per
+                // rollup whose fold, and so whose shard, is the series'.
+                let k = u128::from(xxhash_rust::xxh3::xxh3_64(r) | 1);
+                SeriesId(id ^ (k << 64 | k))
+            }
+        }
     }
 
     /// The shard this series lands on, `hash % num_shards`.
@@ -114,6 +136,29 @@ mod tests {
         // 2500+ draws over 1024 values leave few unhit; a hash sharing the
         // shard's low 6 bits hits at most 16.
         assert!(low.len() > 900, "{} of 1024 low-bit values", low.len());
+    }
+
+    /// A series' rollups: distinct ids, each on the series' own shard
+    /// whatever the shard count.
+    #[test]
+    fn rollups_of_a_series_live_on_its_shard() {
+        for i in 0..500u32 {
+            let v = i.to_string();
+            let raw = Labels::from_pairs(&[("__name__", "x"), ("i", &v)]);
+            let id = SeriesId::of("t", &raw);
+            let mut ids = vec![id];
+            for r in ["sum", "count", "min", "max", "last", "increase", "resets"] {
+                let rollup = Labels::from_pairs(&[("__name__", "x"), (ROLLUP_LABEL, r), ("i", &v)]);
+                let rid = SeriesId::of("t", &rollup);
+                for n in [1, 3, 8, 64, 1000] {
+                    assert_eq!(rid.shard(n), id.shard(n), "{rollup} on {n} shards");
+                }
+                ids.push(rid);
+            }
+            ids.sort();
+            ids.dedup();
+            assert_eq!(ids.len(), 8, "distinct ids for {raw}");
+        }
     }
 
     #[test]

@@ -37,7 +37,7 @@ use promql_parser::parser::{
 /// The matcher naming the namespace a selector reads.
 pub const NAMESPACE_LABEL: &str = "__namespace__";
 /// The matcher naming the rollup a selector reads (as the storage names it).
-pub const ROLLUP_LABEL: &str = "__rollup__";
+pub const ROLLUP_LABEL: &str = cairn_common::ROLLUP_LABEL;
 
 /// A downsampled namespace the engine may read.
 #[derive(Debug, Clone, PartialEq, Eq)]

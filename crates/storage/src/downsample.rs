@@ -47,8 +47,10 @@ pub trait Mapping: Send + Sync + std::fmt::Debug {
     fn rules(&self, tenant: &str, labels: &Labels) -> Vec<cairn_downsample::MatchedMapping>;
 }
 
-/// The label naming which aggregate of a window a rollup series holds.
-pub const ROLLUP_LABEL: &str = "__rollup__";
+/// The label naming which aggregate of a window a rollup series holds
+/// (left out of the hash a series' shard is taken from, so a series'
+/// rollups live on its shard).
+pub use cairn_common::ROLLUP_LABEL;
 
 /// The aggregates kept per window, each a series of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
