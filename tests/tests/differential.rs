@@ -1693,6 +1693,9 @@ fn status_tsdb_on_a_cluster_matches_prometheus() {
 
 // -------------------------------------------------------- downsampled vs raw
 
+/// A range query's series, each with its points.
+type Matrix = Vec<(Metric, Vec<(i64, f64)>)>;
+
 /// Downsampled vs raw (issue 14), over the generated data above —
 /// counters with resets, gauges with decimals and negative values, classic
 /// histograms, gaps, staleness markers, jittered scrapes, series starting
@@ -1779,7 +1782,7 @@ fn downsampled_answers_match_raw() {
     // data (a counter starting inside it is extrapolated by raw, not by
     // the rollups: not steady).
     let close_start = (t0 + 25 * MIN) / 1000;
-    let range = |q: &str, res: &str| -> (Option<String>, Vec<(Metric, Vec<(i64, f64)>)>) {
+    let range = |q: &str, res: &str| -> (Option<String>, Matrix) {
         let from = if q.starts_with("histogram") {
             close_start + 10 * 60
         } else if q.starts_with("rate") || q.starts_with("increase") {
