@@ -3,8 +3,8 @@
 //! wait, and the wire encoding of raft messages — shared by the loop
 //! (`node`) and the transport, which feeds it and sends what it emits.
 
+use crate::model::MetaError;
 use crate::state::{Command, MetaState};
-use crate::MetaError;
 use prost011::Message as _;
 use raft::prelude::Message;
 use std::time::Duration;

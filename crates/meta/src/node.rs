@@ -5,10 +5,10 @@
 //! ahead of the durable commit index.
 
 use crate::input::{Input, PROPOSE_TIMEOUT};
+use crate::model::{MetaConfig, MetaError, MetaStatus};
 use crate::state::{Command, Envelope, MetaState};
 use crate::storage::RocksStorage;
 use crate::transport::Outbound;
-use crate::{MetaConfig, MetaError, MetaStatus};
 use cairn_cluster::Placement;
 use raft::prelude::{Entry, EntryType, Message, Snapshot, SnapshotMetadata};
 use raft::{RawNode, StateRole};
@@ -312,9 +312,9 @@ impl Loop {
             self.publish();
         }
         // 3. Entries and hard state: one synced batch, before applying.
-        crate::failpoint("before-persist");
+        crate::fault::failpoint("before-persist");
         self.store.persist(rd.entries(), rd.hs())?;
-        crate::failpoint("after-persist");
+        crate::fault::failpoint("after-persist");
         // 4. Read states: answered once applied.
         for rs in rd.take_read_states() {
             let mut b = [0u8; 8];
@@ -328,7 +328,7 @@ impl Loop {
         // 5. Committed entries.
         let committed = rd.take_committed_entries();
         self.apply(committed)?;
-        crate::failpoint("after-apply");
+        crate::fault::failpoint("after-apply");
         // 6. Messages sent only once persisted.
         let msgs = rd.take_persisted_messages();
         self.send(msgs);

@@ -1,8 +1,10 @@
 //! Real raft groups: RocksDB in temp dirs, tonic on loopback.
 
 use super::*;
-use cairn_cluster::Node;
+use cairn_cluster::{Node, Placement};
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn placement(n: usize) -> Placement {

@@ -4,12 +4,11 @@
 //! are size-bounded before they are decoded.
 
 use crate::input::{encode, Input};
+use crate::model::{MetaError, MAX_RAFT_MESSAGE};
 use crate::state::Command;
-use crate::{MetaError, MAX_RAFT_MESSAGE};
 use cairn_rpc::raft::raft_client::RaftClient;
-use cairn_rpc::raft::raft_server::{Raft, RaftServer};
+use cairn_rpc::raft::raft_server::Raft;
 use cairn_rpc::raft::{ProposeReply, ProposeRequest, RaftAck, RaftBatch};
-use cairn_tenancy::ChangeError;
 use prost011::Message as _;
 use raft::prelude::Message;
 use std::collections::{BTreeMap, HashMap};
@@ -21,14 +20,14 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
 /// Prefix of a forwarded proposal's refusal (JSON of the `ChangeError` follows).
-const REFUSED: &str = "refused:";
+pub(crate) const REFUSED: &str = "refused:";
 
 /// Messages queued per peer before they are dropped.
 const PEER_QUEUE: usize = 1024;
 /// A call to a peer gives up after this.
 const CALL_TIMEOUT: Duration = Duration::from_secs(1);
 
-fn channel(addr: &str) -> Result<Channel, MetaError> {
+pub(crate) fn channel(addr: &str) -> Result<Channel, MetaError> {
     Ok(Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| MetaError::Store(format!("meta peer address {addr:?}: {e}")))?
         .connect_timeout(CALL_TIMEOUT)
@@ -36,7 +35,7 @@ fn channel(addr: &str) -> Result<Channel, MetaError> {
         .connect_lazy())
 }
 
-fn client(ch: Channel) -> RaftClient<Channel> {
+pub(crate) fn client(ch: Channel) -> RaftClient<Channel> {
     RaftClient::new(ch)
         .max_decoding_message_size(MAX_RAFT_MESSAGE)
         .max_encoding_message_size(MAX_RAFT_MESSAGE)
@@ -92,7 +91,6 @@ impl Outbound {
 /// The `Raft` gRPC service of this member.
 pub(crate) struct RaftService {
     pub(crate) to_loop: Mutex<Sender<Input>>,
-    pub(crate) meta: crate::Meta,
 }
 
 impl std::fmt::Debug for RaftService {
@@ -131,7 +129,14 @@ impl Raft for RaftService {
     ) -> Result<Response<ProposeReply>, Status> {
         let cmd: Command = serde_json::from_slice(&req.into_inner().command)
             .map_err(|e| Status::invalid_argument(format!("meta command: {e}")))?;
-        let error = match self.meta.propose_local(cmd).await {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.to_loop
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(Input::Propose(cmd, tx))
+            .map_err(|_| Status::unavailable("meta loop stopped"))?;
+        let applied = rx.await.unwrap_or(Err(MetaError::Stopped));
+        let error = match applied {
             Ok(()) => String::new(),
             Err(MetaError::Refused(c)) => {
                 format!("{REFUSED}{}", serde_json::to_string(&c).unwrap_or_default())
@@ -139,62 +144,5 @@ impl Raft for RaftService {
             Err(e) => e.to_string(),
         };
         Ok(Response::new(ProposeReply { error }))
-    }
-}
-
-impl crate::Meta {
-    /// The `Raft` service to mount on the node's gRPC server.
-    pub fn raft_service(&self) -> RaftServer<impl Raft> {
-        RaftServer::new(RaftService {
-            to_loop: Mutex::new(
-                self.inner
-                    .to_loop
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone(),
-            ),
-            meta: self.clone(),
-        })
-        .max_decoding_message_size(MAX_RAFT_MESSAGE * 4)
-        .max_encoding_message_size(MAX_RAFT_MESSAGE * 4)
-    }
-
-    /// Forwards `cmd` to the leader `leader` (a follower's proposal).
-    pub(crate) async fn forward(&self, leader: u64, cmd: &Command) -> Result<(), MetaError> {
-        let addr = self
-            .inner
-            .peers
-            .get(&leader)
-            .ok_or(MetaError::NotLeader(None))?;
-        let mut c = client(channel(addr)?);
-        let mut req = Request::new(ProposeRequest {
-            command: serde_json::to_vec(cmd)
-                .map_err(|e| MetaError::Refused(ChangeError::Invalid(e.to_string())))?,
-        });
-        req.set_timeout(crate::input::PROPOSE_TIMEOUT);
-        let r = c
-            .propose(req)
-            .await
-            .map_err(|s| {
-                MetaError::Unavailable(format!(
-                    "forwarding to meta leader {leader}: {}",
-                    s.message()
-                ))
-            })?
-            .into_inner();
-        if r.error.is_empty() {
-            return Ok(());
-        }
-        // A refusal keeps its kind across the hop; other failures are the
-        // leader's to report.
-        match r.error.strip_prefix(REFUSED) {
-            Some(j) => Err(MetaError::Refused(
-                serde_json::from_str(j).unwrap_or(ChangeError::Invalid(j.to_string())),
-            )),
-            None => Err(MetaError::Unavailable(format!(
-                "meta leader {leader}: {}",
-                r.error
-            ))),
-        }
     }
 }

@@ -263,8 +263,12 @@ pub(crate) struct Downsampler {
     marker: PathBuf,
     /// Windows starting before this are written ([`NEVER`]: none yet).
     done: AtomicI64,
-    /// Window starts before `done` to compute again (late samples).
-    dirty: Mutex<BTreeSet<i64>>,
+    /// The `done` the pass in progress will reach ([`NEVER`]: no pass):
+    /// a write landing in its windows while it reads marks them too.
+    pending: AtomicI64,
+    /// Window starts to compute again (late samples), each with the number
+    /// of the mark that last set it: a pass clears only the marks it saw.
+    dirty: Mutex<(BTreeMap<i64, u64>, u64)>,
     /// One pass at a time.
     pub(crate) running: Mutex<()>,
 }
@@ -291,7 +295,8 @@ impl Downsampler {
             lateness_ms: resolution_ms + 60_000,
             marker,
             done: AtomicI64::new(done),
-            dirty: Mutex::new(dirty),
+            pending: AtomicI64::new(NEVER),
+            dirty: Mutex::new((dirty.into_iter().map(|w| (w, 0)).collect(), 0)),
             running: Mutex::new(()),
         })
     }
@@ -307,50 +312,78 @@ impl Downsampler {
         window_start(newest.saturating_sub(self.lateness_ms), self.resolution_ms)
     }
 
-    /// Marks the windows of `times` that were already written (and each
-    /// one's next window) to be computed again, persisting the marks;
-    /// returns how many were newly marked.
+    /// Says a pass is computing the windows before `until` now: from here
+    /// on a write into them is marked late too (it may land after the
+    /// pass read its series).
+    pub(crate) fn begin(&self, until: i64) {
+        self.pending.store(until, Ordering::SeqCst);
+    }
+
+    /// Windows starting before this are written or being written.
+    fn bound(&self) -> i64 {
+        self.done
+            .load(Ordering::SeqCst)
+            .max(self.pending.load(Ordering::SeqCst))
+    }
+
+    /// Marks the windows of `times` that were already written, or are
+    /// being written by the pass in progress (and each one's next window),
+    /// to be computed again, persisting the marks; returns how many were
+    /// newly marked.
     pub(crate) fn mark_late(&self, times: impl Iterator<Item = Timestamp>) -> Result<usize> {
-        let Some(done) = self.done() else {
+        let bound = self.bound();
+        if bound == NEVER {
             return Ok(0);
-        };
+        }
         let r = self.resolution_ms;
-        let mut dirty = self.dirty.lock();
+        let mut g = self.dirty.lock();
+        let (dirty, seq) = &mut *g;
         let before = dirty.len();
-        for t in times.filter(|&t| t < done) {
+        for t in times.filter(|&t| t < bound) {
             let w = window_start(t, r);
-            dirty.insert(w);
-            if w + r < done {
-                dirty.insert(w + r);
+            *seq += 1;
+            dirty.insert(w, *seq);
+            if w + r < bound {
+                dirty.insert(w + r, *seq);
             }
         }
         if dirty.len() != before {
-            self.persist(done, &dirty)?;
+            self.persist(self.done.load(Ordering::Acquire), dirty)?;
         }
         Ok(dirty.len() - before)
     }
 
-    /// The late windows to compute again (before `done`).
-    pub(crate) fn dirty(&self) -> Vec<i64> {
-        self.dirty.lock().iter().copied().collect()
+    /// Whether a write whose oldest sample is at `lo` may be late.
+    pub(crate) fn may_be_late(&self, lo: Timestamp) -> bool {
+        lo < self.bound()
+    }
+
+    /// The late windows to compute again, with their mark numbers.
+    pub(crate) fn dirty(&self) -> Vec<(i64, u64)> {
+        self.dirty.lock().0.iter().map(|(&w, &s)| (w, s)).collect()
     }
 
     /// Records that the windows before `done` are written and that those
-    /// of `recomputed` were written again.
-    pub(crate) fn advance(&self, done: i64, recomputed: &[i64]) -> Result<()> {
-        let mut dirty = self.dirty.lock();
-        for w in recomputed {
-            dirty.remove(w);
+    /// of `recomputed` were written again (a window marked again since is
+    /// kept); the pass is over.
+    pub(crate) fn advance(&self, done: i64, recomputed: &[(i64, u64)]) -> Result<()> {
+        let mut g = self.dirty.lock();
+        for (w, seq) in recomputed {
+            if g.0.get(w) == Some(seq) {
+                g.0.remove(w);
+            }
         }
         let done = done.max(self.done.load(Ordering::Acquire));
-        self.persist(done, &dirty)?;
-        self.done.store(done, Ordering::Release);
+        self.persist(done, &g.0)?;
+        self.done.store(done, Ordering::SeqCst);
+        self.pending.store(NEVER, Ordering::SeqCst);
         Ok(())
     }
 
     /// Writes the marker crash-safely (temp file, fsync, rename, dir fsync).
-    fn persist(&self, done: i64, dirty: &BTreeSet<i64>) -> Result<()> {
-        let text = format_marker(done, dirty);
+    fn persist(&self, done: i64, dirty: &BTreeMap<i64, u64>) -> Result<()> {
+        let windows: BTreeSet<i64> = dirty.keys().copied().collect();
+        let text = format_marker(done, &windows);
         let io = |what: &str| {
             let context = format!("{what} {}", self.marker.display());
             move |source| Error::Io { context, source }
@@ -553,6 +586,31 @@ mod tests {
         assert_eq!(rs(Rollup::Count, &w[0])[0].v, 1.0);
     }
 
+    /// A pass in progress: a sample landing in the windows it is writing
+    /// is marked (it may have been read before it landed), and a window
+    /// marked again while it was being recomputed stays marked.
+    #[test]
+    fn writes_during_a_pass_are_marked_and_stay_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Downsampler::open(dir.path(), R).unwrap();
+        d.advance(10 * R, &[]).unwrap();
+        d.mark_late([2 * R + 5].into_iter()).unwrap();
+        // A pass begins: it recomputes windows 2 and 3, writes 10..15.
+        let marks = d.dirty();
+        d.begin(15 * R);
+        // Meanwhile: a sample in window 12 (being written) and window 2
+        // (being recomputed) arrive.
+        assert!(d.may_be_late(12 * R + 1) && !d.may_be_late(15 * R));
+        d.mark_late([12 * R + 1, 2 * R + 9].into_iter()).unwrap();
+        d.advance(15 * R, &marks).unwrap();
+        assert_eq!(windows_of(&d), [2 * R, 3 * R, 12 * R, 13 * R]);
+        assert!(!d.may_be_late(15 * R), "no pass in progress");
+    }
+
+    fn windows_of(d: &Downsampler) -> Vec<i64> {
+        d.dirty().into_iter().map(|m| m.0).collect()
+    }
+
     #[test]
     fn the_marker_survives_a_reopen_and_a_corrupt_one_is_named() {
         let dir = tempfile::tempdir().unwrap();
@@ -563,13 +621,14 @@ mod tests {
         assert!(d.dirty().is_empty());
         d.advance(10 * R, &[]).unwrap();
         d.mark_late([3 * R + 5, 20 * R].into_iter()).unwrap();
-        assert_eq!(d.dirty(), [3 * R, 4 * R]);
+        assert_eq!(windows_of(&d), [3 * R, 4 * R]);
         let d = Downsampler::open(dir.path(), R).unwrap();
         assert_eq!(d.done(), Some(10 * R));
-        assert_eq!(d.dirty(), [3 * R, 4 * R]);
-        d.advance(11 * R, &[3 * R]).unwrap();
+        let marks = d.dirty();
+        assert_eq!(windows_of(&d), [3 * R, 4 * R]);
+        d.advance(11 * R, &marks[..1]).unwrap();
         let d = Downsampler::open(dir.path(), R).unwrap();
-        assert_eq!((d.done(), d.dirty()), (Some(11 * R), vec![4 * R]));
+        assert_eq!((d.done(), windows_of(&d)), (Some(11 * R), vec![4 * R]));
         std::fs::write(
             dir.path().join("downsampled"),
             format!("{MARKER_HEADER}\ndone x\n"),

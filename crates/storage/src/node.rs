@@ -344,7 +344,8 @@ impl Storage {
             let _span = agg.log_span();
             let _one = d.running.lock();
             let r = d.resolution_ms;
-            let dirty = d.dirty();
+            let marks = d.dirty();
+            let dirty: Vec<i64> = marks.iter().map(|m| m.0).collect();
             let retained =
                 cairn_downsample::window_start((self.clock)() - self.ns.retention_ms(), r);
             let done = d.done().unwrap_or(retained);
@@ -368,11 +369,18 @@ impl Storage {
             if ranges.is_empty() {
                 continue;
             }
-            let written = self.downsample_ranges(agg, r, &ranges, done)?;
+            d.begin(until);
+            let written = match self.downsample_ranges(agg, r, &ranges, done) {
+                Ok(n) => n,
+                Err(e) => {
+                    d.begin(i64::MIN);
+                    return Err(e);
+                }
+            };
             crate::fault::fail_point("downsample-before-sync");
             agg.log.sync_now()?;
             crate::fault::fail_point("downsample-before-marker");
-            d.advance(until, &dirty)?;
+            d.advance(until, &marks)?;
             if written > 0 {
                 self.metrics.downsample_passes.inc();
                 self.metrics.downsample_windows.inc_by(written as u64);
@@ -833,10 +841,13 @@ impl Storage {
         if hi > i64::MIN && !self.downsamplers.is_empty() {
             self.newest.fetch_max(hi, Ordering::AcqRel);
         }
-        // Samples in windows already downsampled: those windows are marked
-        // to be computed again (persisted before the write is acknowledged).
+        // Samples in windows already downsampled, or being downsampled by
+        // a pass in progress: those windows are marked to be computed again
+        // (persisted before the write is acknowledged) — here, and once
+        // more after the samples are in the head, for a pass that began
+        // in between (it may have read their series before they landed).
         for d in &self.downsamplers {
-            if d.done().is_some_and(|done| lo < done) {
+            if d.may_be_late(lo) {
                 let times = prepared.iter().flat_map(|(_, s)| s.iter().map(|x| x.t));
                 let n = d.mark_late(times)?;
                 self.metrics.downsample_late_windows.inc_by(n as u64);
@@ -904,6 +915,13 @@ impl Storage {
             }
             seq
         };
+        for d in &self.downsamplers {
+            if d.may_be_late(lo) {
+                let times = prepared.iter().flat_map(|(_, s)| s.iter().map(|x| x.t));
+                let n = d.mark_late(times)?;
+                self.metrics.downsample_late_windows.inc_by(n as u64);
+            }
+        }
         drop(batch);
         applied();
         self.log.wait_durable(seq)?;
