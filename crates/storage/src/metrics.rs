@@ -13,6 +13,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 use std::sync::atomic::AtomicU64;
 use std::sync::Weak;
@@ -54,8 +55,21 @@ pub struct Metrics {
     pub downsample_dry_run_changed: Counter,
 }
 
+/// One aggregated namespace's downsampling progress, read at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct DownsampleLag {
+    pub namespace: String,
+    /// How far the written windows trail the newest raw sample, seconds
+    /// (None: no pass yet).
+    pub lag_seconds: Option<f64>,
+    /// Windows the watermark has closed that no pass has written yet.
+    pub windows_pending: u64,
+    /// Written windows marked to be computed again (late samples).
+    pub late_windows_pending: u64,
+}
+
 /// Values read from the node at scrape time.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Gauges {
     pub active_series: usize,
     pub head_bytes: usize,
@@ -65,6 +79,8 @@ pub struct Gauges {
     pub filesets: usize,
     pub fileset_bytes: u64,
     pub index_entries_skipped: u64,
+    /// Per aggregated namespace, in the config's order.
+    pub downsample: Vec<DownsampleLag>,
 }
 
 /// What reads [`Gauges`] (the node), at each scrape.
@@ -219,7 +235,37 @@ impl Collector for StoreCollector {
             filesets: fsn,
             fileset_bytes: fsb,
             index_entries_skipped,
+            downsample,
         } = s.gauges();
+        if !downsample.is_empty() {
+            type Get = fn(&DownsampleLag) -> Option<f64>;
+            let families: [(&str, &str, Get); 3] = [
+                (
+                    "cairn_storage_downsample_lag_seconds",
+                    "How far an aggregated namespace's written windows trail the newest raw sample.",
+                    |d| d.lag_seconds,
+                ),
+                (
+                    "cairn_storage_downsample_windows_pending",
+                    "Windows the watermark has closed that no downsampling pass has written yet.",
+                    |d| Some(d.windows_pending as f64),
+                ),
+                (
+                    "cairn_storage_downsample_late_windows_pending",
+                    "Written windows marked to be computed again after late samples.",
+                    |d| Some(d.late_windows_pending as f64),
+                ),
+            ];
+            for (name, help, get) in families {
+                let mut family = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+                for d in &downsample {
+                    if let Some(v) = get(d) {
+                        let labels = [("namespace", d.namespace.as_str())];
+                        ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
+                    }
+                }
+            }
+        }
         let skipped = ConstCounter::new(index_entries_skipped);
         skipped.encode(enc.encode_descriptor(
             "cairn_storage_index_entries_skipped",

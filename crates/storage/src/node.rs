@@ -324,6 +324,31 @@ impl Storage {
         *self.mapping.write() = Some(mapping);
     }
 
+    /// Each aggregated namespace's downsampling progress (for `/metrics`).
+    fn downsample_lag(&self) -> Vec<crate::metrics::DownsampleLag> {
+        let newest = self.newest.load(Ordering::Acquire);
+        self.aggregated
+            .iter()
+            .zip(&self.downsamplers)
+            .map(|(agg, d)| {
+                let done = d.done();
+                let r = d.resolution_ms.max(1);
+                let closed = (newest != i64::MIN).then(|| d.closed_before(newest));
+                crate::metrics::DownsampleLag {
+                    namespace: agg.ns.name.clone(),
+                    lag_seconds: done
+                        .filter(|_| newest != i64::MIN)
+                        .map(|w| (newest - w).max(0) as f64 / 1000.0),
+                    windows_pending: match (closed, done) {
+                        (Some(c), Some(w)) => ((c - w).max(0) / r) as u64,
+                        _ => 0,
+                    },
+                    late_windows_pending: d.dirty().len() as u64,
+                }
+            })
+            .collect()
+    }
+
     /// How far aggregated namespace `name` is written: its windows
     /// starting before the time returned (None: no pass yet, or no such
     /// namespace).
@@ -953,6 +978,7 @@ impl GaugeSource for Storage {
             filesets,
             fileset_bytes,
             index_entries_skipped: self.index.skipped_entries(),
+            downsample: self.downsample_lag(),
         }
     }
 }

@@ -561,7 +561,26 @@ fn downsampling_writes_each_closed_window_once_the_same_after_a_restart_and_agai
     )
     .unwrap();
     assert_eq!(s.metrics.downsample_late_windows.get(), 2);
+    let gauge = |s: &Arc<Storage>, name: &str| -> String {
+        let text = crate::metrics::render(s);
+        let key = format!("{name}{{namespace=\"{ns}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(key.as_str()))
+            .unwrap_or_else(|| panic!("no {key} in {text}"))
+            .to_string()
+    };
+    assert_eq!(
+        gauge(&s, "cairn_storage_downsample_late_windows_pending"),
+        "2.0"
+    );
+    assert_eq!(gauge(&s, "cairn_storage_downsample_windows_pending"), "0.0");
+    // Written up to t0 + 13m; the newest sample is at t0 + 946 s.
+    assert_eq!(gauge(&s, "cairn_storage_downsample_lag_seconds"), "166.0");
     assert_eq!(s.downsample().unwrap(), 2 * 2);
+    assert_eq!(
+        gauge(&s, "cairn_storage_downsample_late_windows_pending"),
+        "0.0"
+    );
     assert_eq!(s.metrics.downsample_windows.get(), 2 * 2);
     let sums2 = values_of(&rollups(&s, &ns, "g"), "sum");
     assert_eq!(sums2[2].1, sums[2].1 + 100.0);
