@@ -1014,3 +1014,62 @@ fn downsampled_namespaces_answer_range_functions_from_their_rollups() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("agg_9m_1d"), "{}", r.text());
 }
+
+/// Instant queries whose lookback reaches past raw retention read the
+/// rollups (the `last` rollup for a bare selector, within the lookback) and
+/// answer as raw does: raw retention 1h, data from 55 minutes ago, queries
+/// at 51 minutes ago with a 10m lookback.
+#[test]
+fn instant_queries_past_raw_retention_see_the_rollups_within_lookback() {
+    const M: i64 = 60_000;
+    let s = TestServer::spawn(
+        ServerOpts::default()
+            .config("storage:\n  retention: 1h\n  block-size: 1h\n  namespaces: [\"1m:30d\"]\n"),
+    );
+    let base = s.url();
+    let now = now_ms();
+    let t0 = now - now.rem_euclid(M) - 55 * M;
+    let mut rng = Rng::new(11);
+    let ts: Vec<TimeSeries> = ["a", "b", "c"]
+        .iter()
+        .map(|job| {
+            let samples: Vec<(i64, f64)> = (0..200)
+                .map(|k| (t0 + 1000 + k * 15_000, rng.range(0, 1000) as f64 / 8.0))
+                .collect();
+            series(&[("__name__", "temp"), ("job", job)], &samples)
+        })
+        .collect();
+    assert_eq!(remote_write(&base, None, &write_request(ts)).0, 204);
+    assert_eq!(flush(&base).unwrap().status, 200);
+    let at = t0 + 4 * M;
+    let instant = |q: &str, res: &str| {
+        let url = format!(
+            "{base}/api/v1/query?query={}&time={}&lookback_delta=10m&max_source_resolution={res}",
+            enc(q),
+            secs(at)
+        );
+        let r = get_as(&url, None);
+        let j = ok_json(&r, q);
+        let mut v: Vec<String> = j["data"]["result"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{q}: {j}"))
+            .iter()
+            .map(|x| x.to_string())
+            .collect();
+        v.sort();
+        (r.header("x-cairn-resolution").map(str::to_string), v)
+    };
+    for q in [
+        "temp",
+        "sum(temp)",
+        "max_over_time(temp[4m])",
+        "count_over_time(temp[4m])",
+    ] {
+        let (res, coarse) = instant(q, "auto");
+        assert_eq!(res.as_deref(), Some("1m"), "{q}: raw no longer reaches");
+        let (raw_res, raw) = instant(q, "raw");
+        assert_eq!(raw_res.as_deref(), Some("raw"));
+        assert_eq!(raw.len(), if q.starts_with("sum") { 1 } else { 3 }, "{q}");
+        assert_eq!(coarse, raw, "{q}");
+    }
+}
