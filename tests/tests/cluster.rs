@@ -776,3 +776,192 @@ fn downsampled_reads_find_every_series_when_no_node_holds_every_shard() {
         assert_eq!(coarse, raw, "from the 1m rollups as from raw");
     }
 }
+
+/// The reset-aware increase a series adds in each 1m window: for each
+/// pair of consecutive samples, the rise (the value after a reset) counted
+/// in the window of the newer sample.
+fn window_increases(samples: &[(i64, f64)]) -> std::collections::BTreeMap<i64, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    for p in samples.windows(2) {
+        let (a, b) = (p[0].1, p[1].1);
+        let w = p[1].0 - p[1].0.rem_euclid(60_000);
+        *out.entry(w).or_insert(0.0) += if b >= a { b - a } else { b };
+    }
+    if let Some(s) = samples.first() {
+        out.entry(s.0 - s.0.rem_euclid(60_000)).or_insert(0.0);
+    }
+    out
+}
+
+/// Rollup rules, on one node and on five (RF 3, no node holding every
+/// shard): `sum by (service)` of counters' increases per 1m window into a
+/// new series, through an input's reset on a window edge, an input that
+/// appears late and one that stops early — equal, window by window, to the
+/// sum of the inputs' own increases; a `drop_inputs` rule's inputs are not
+/// stored raw and are counted as dropped by `rollup:<rule>`.
+#[test]
+fn rollup_rules_sum_counters_by_service_per_window() {
+    let cfg = "storage:\n  namespaces: [\"1m:30d\"]\n";
+    let now = now_ms();
+    let t0 = now - now.rem_euclid(60_000) - 2 * 3_600_000;
+    // (service, instance, first scrape, last scrape, reset at)
+    let inputs: [(&str, &str, i64, i64, Option<i64>); 5] = [
+        ("api", "1", 0, 400, None),
+        ("api", "2", 0, 400, Some(120)), // scrape 120 is a window's first (t0 + 30m + 1s)
+        ("api", "3", 80, 400, None),     // appears at 20m
+        ("db", "1", 0, 160, None),       // stops at 40m
+        ("db", "2", 0, 400, None),
+    ];
+    let gen =
+        |&(_, inst, from, to, reset): &(&str, &str, i64, i64, Option<i64>)| -> Vec<(i64, f64)> {
+            let step = inst.parse::<f64>().unwrap() + 1.0;
+            (from..to)
+                .map(|k| {
+                    let v = match reset {
+                        Some(r) if k >= r => (k - r) as f64 * step + 1.0,
+                        _ => 500.0 + k as f64 * step,
+                    };
+                    (t0 + 1000 + k * 15_000, v)
+                })
+                .collect()
+        };
+    let mut want: std::collections::BTreeMap<&str, std::collections::BTreeMap<i64, f64>> =
+        Default::default();
+    let mut ts = Vec::new();
+    for i in &inputs {
+        let samples = gen(i);
+        for (w, inc) in window_increases(&samples) {
+            *want.entry(i.0).or_default().entry(w).or_insert(0.0) += inc;
+        }
+        ts.push(series(
+            &[
+                ("__name__", "http_requests_total"),
+                ("instance", i.1),
+                ("service", i.0),
+            ],
+            &samples,
+        ));
+    }
+    let debug: Vec<(i64, f64)> = (0..400)
+        .map(|k| (t0 + 1000 + k * 15_000, k as f64))
+        .collect();
+    ts.push(series(
+        &[("__name__", "debug_total"), ("instance", "1")],
+        &debug,
+    ));
+    let body = encode_write(&write_request(ts));
+    let rules = br#"[
+        {"name": "svc", "selector": "{__name__=\"http_requests_total\"}", "by": ["service"], "output": "service:http_requests:increase"},
+        {"name": "dbg", "selector": "{__name__=\"debug_total\"}", "output": "debug:increase", "drop_inputs": true}
+    ]"#;
+    let admin_json: Vec<(&str, &str)> = ADMIN
+        .iter()
+        .copied()
+        .chain([("Content-Type", "application/json")])
+        .collect();
+    let check = |nodes: &[TestServer]| {
+        let r = post(
+            &format!("{}/admin/v1/tenants", nodes[0].url()),
+            &admin_json,
+            br#"{"id":"default"}"#,
+        )
+        .expect("create tenant");
+        assert_eq!(r.status, 201, "{}", r.text());
+        let url = format!("{}/admin/v1/tenants/default/rollup_rules", nodes[0].url());
+        let r = request("PUT", &url, &admin_json, rules).expect("put");
+        assert_eq!(r.status, 200, "{}", r.text());
+        // Every node follows the metadata store before the write.
+        for n in nodes {
+            let url = format!("{}/admin/v1/tenants/default/rollup_rules", n.url());
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !request("GET", &url, ADMIN, &[])
+                .is_ok_and(|r| r.json()["data"]["rollup_rules"][1]["name"] == "dbg")
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{url} never showed the rules"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        let r = post(
+            &format!("{}/api/v1/write", nodes[0].url()),
+            &[
+                ("Content-Encoding", "snappy"),
+                ("Content-Type", "application/x-protobuf"),
+                ("X-Prometheus-Remote-Write-Version", "0.1.0"),
+                ("X-Cairn-Write-Consistency", "all"),
+            ],
+            &body,
+        )
+        .expect("write");
+        assert_eq!(r.status, 204, "{}", r.text());
+        for n in nodes {
+            let r = post(&format!("{}/admin/v1/flush", n.url()), ADMIN, &[]).expect("flush");
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+        let n = &nodes[nodes.len() - 1];
+        let q = r#"service:http_requests:increase{__namespace__="agg_1m_30d",__rollup__="increase"}[3h]"#;
+        let url = format!(
+            "{}/api/v1/query?query={}&time={}",
+            n.url(),
+            enc(q),
+            now as f64 / 1000.0
+        );
+        let j = get(&url).expect("query").json();
+        let result = j["data"]["result"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{j}"));
+        assert_eq!(result.len(), 2, "one output per service: {j}");
+        for s in result {
+            let service = s["metric"]["service"].as_str().unwrap();
+            assert!(s["metric"].get("instance").is_none(), "{s}");
+            let got: Vec<(i64, f64)> = s["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    let t = (p[0].as_f64().unwrap() * 1000.0).round() as i64;
+                    (t + 1 - 60_000, p[1].as_str().unwrap().parse().unwrap())
+                })
+                .collect();
+            // Closed: the windows ending before the newest sample − 2m.
+            let newest = t0 + 1000 + 399 * 15_000 - 120_000;
+            let closed = newest - newest.rem_euclid(60_000);
+            let expected: Vec<(i64, f64)> = want[service]
+                .iter()
+                .filter(|(w, _)| **w < closed)
+                .map(|(&w, &v)| (w, v))
+                .collect();
+            assert_eq!(got, expected, "{service}: per window");
+        }
+        // The dropped inputs: not stored raw, their rollup there, counted.
+        let raw = result_series(&n.url(), "debug_total", t0 + 60_000, &[]);
+        assert!(raw.is_empty(), "{raw:?}");
+        let q = r#"sum_over_time(debug:increase{__namespace__="agg_1m_30d",__rollup__="increase"}[3h])"#;
+        let out = result_series(&n.url(), q, now, &[]);
+        let newest = t0 + 1000 + 399 * 15_000 - 120_000;
+        let closed = newest - newest.rem_euclid(60_000);
+        let total: f64 = window_increases(&debug)
+            .iter()
+            .filter(|(w, _)| **w < closed)
+            .map(|(_, v)| v)
+            .sum();
+        assert!(
+            out.len() == 1 && out[0].contains(&format!("\"{total}\"")),
+            "{out:?} vs {total}"
+        );
+        let m = get(&format!("{}/metrics", nodes[0].url()))
+            .expect("metrics")
+            .text();
+        assert!(
+            m.lines()
+                .any(|l| l.starts_with("cairn_drop_rule_samples_total{")
+                    && l.contains("rule=\"rollup:dbg\"")
+                    && l.ends_with(" 400")),
+            "{m}"
+        );
+    };
+    check(&[TestServer::spawn(ServerOpts::default().config(cfg))]);
+    check(&spawn_cluster(5, 8, 3, cfg));
+}

@@ -49,6 +49,7 @@ pub mod path {
     pub const TENANT_LIMITS: &str = "/admin/v1/tenants/{id}/limits";
     pub const TENANT_RULES: &str = "/admin/v1/tenants/{id}/drop_rules";
     pub const TENANT_MAPPING: &str = "/admin/v1/tenants/{id}/mapping_rules";
+    pub const TENANT_ROLLUPS: &str = "/admin/v1/tenants/{id}/rollup_rules";
     pub const TENANT_TOKENS: &str = "/admin/v1/tenants/{id}/tokens";
     pub const TENANT_TOKEN: &str = "/admin/v1/tenants/{id}/tokens/{token}";
     pub const TENANT_USAGE: &str = "/admin/v1/tenants/{id}/usage";
@@ -143,6 +144,10 @@ pub fn status_routes() -> Routes {
         .route(
             path::TENANT_MAPPING,
             get(tenants::get_mapping).put(tenants::put_mapping),
+        )
+        .route(
+            path::TENANT_ROLLUPS,
+            get(tenants::get_rollups).put(tenants::put_rollups),
         )
         .route(
             path::TENANT_TOKENS,

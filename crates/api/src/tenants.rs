@@ -17,7 +17,8 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cairn_tenancy::{
-    Change, ChangeError, DropRule, MappingRule, Scope, Status, TenantRecord, TokenRecord,
+    Change, ChangeError, DropRule, MappingRule, RollupRule, Scope, Status, TenantRecord,
+    TokenRecord,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -79,6 +80,7 @@ fn tenant_json(st: &AppState, t: &TenantRecord) -> Value {
         "effective_limits": defaults.with(&t.limits),
         "drop_rules": t.drop_rules,
         "mapping_rules": t.mapping_rules,
+        "rollup_rules": t.rollup_rules,
         "attribution_label": t.attribution_label,
     })
 }
@@ -167,6 +169,8 @@ pub(crate) struct TenantBody {
     #[serde(default)]
     mapping_rules: Vec<MappingRule>,
     #[serde(default)]
+    rollup_rules: Vec<RollupRule>,
+    #[serde(default)]
     attribution_label: Option<String>,
 }
 
@@ -178,10 +182,22 @@ impl TenantBody {
             limits: self.limits,
             drop_rules: self.drop_rules,
             mapping_rules: mapping_rules(st, self.mapping_rules)?,
+            rollup_rules: rollup_rules(st, self.rollup_rules)?,
             attribution_label: self.attribution_label,
             version: 0,
         })
     }
+}
+
+/// `rules` as stored: refused (400) on a node without aggregated
+/// namespaces, where nothing would compute them.
+fn rollup_rules(st: &AppState, rules: Vec<RollupRule>) -> Result<Vec<RollupRule>> {
+    if !rules.is_empty() && st.0.cfg.engine.namespaces.is_empty() {
+        return Err(ApiError::bad_data(
+            "rollup rules need an aggregated namespace (storage.namespaces, e.g. 5m:1y): this node keeps raw only",
+        ));
+    }
+    Ok(rules)
 }
 
 /// `rules` as stored: each policy one this node keeps (400 naming the
@@ -297,6 +313,8 @@ pub(crate) struct TenantPatch {
     #[serde(default)]
     mapping_rules: Option<Vec<MappingRule>>,
     #[serde(default)]
+    rollup_rules: Option<Vec<RollupRule>>,
+    #[serde(default)]
     attribution_label: Option<Option<String>>,
 }
 
@@ -336,6 +354,9 @@ pub(crate) async fn patch(
     }
     if let Some(r) = p.mapping_rules {
         t.mapping_rules = mapping_rules(&st, r)?;
+    }
+    if let Some(r) = p.rollup_rules {
+        t.rollup_rules = rollup_rules(&st, r)?;
     }
     if let Some(a) = p.attribution_label {
         t.attribution_label = a;
@@ -487,6 +508,36 @@ pub(crate) async fn put_mapping(
     t.mapping_rules = mapping_rules(&st, rules)?;
     store(&st, t, if_match(&headers)?, read_at, StatusCode::OK).await?;
     get_mapping(AdminCaller::internal(), State(st), Path(id)).await
+}
+
+/// `GET /admin/v1/tenants/{id}/rollup_rules`.
+pub(crate) async fn get_rollups(
+    _: AdminCaller,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let t = current(&st, &id)?;
+    Ok(success(
+        json!({"tenant": id, "version": t.version, "rollup_rules": t.rollup_rules}),
+    ))
+}
+
+/// `PUT /admin/v1/tenants/{id}/rollup_rules` `[{"name", "selector", "by":
+/// ["service"], "output", "drop_inputs"}, …]`: replaces the list; writes
+/// from then on are copied to the outputs' shards.
+pub(crate) async fn put_rollups(
+    _: AdminCaller,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
+    let rules: Vec<RollupRule> = json_body(&body)?;
+    let mut t = current(&st, &id)?;
+    let read_at = t.version;
+    t.rollup_rules = rollup_rules(&st, rules)?;
+    store(&st, t, if_match(&headers)?, read_at, StatusCode::OK).await?;
+    get_rollups(AdminCaller::internal(), State(st), Path(id)).await
 }
 
 fn token_json(t: &TokenRecord) -> Value {

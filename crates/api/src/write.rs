@@ -84,7 +84,8 @@ pub(crate) async fn remote_write(
     let writer = backend.writer;
     let gate_tenants = tenants.clone();
     let tenant_id = tenant.clone();
-    let ((n_samples, received, invalid, gated), outcome) = blocking(move || {
+    let downsampling = !st.0.cfg.engine.namespaces.is_empty();
+    let ((n_samples, received, invalid, gated), outcome, rollup_drops) = blocking(move || {
         let (mut batch, invalid) = cairn_ingest::decode_prepared(&tenant, &body, &limits, now)?;
         let n_samples = batch.sample_count() as u64;
         let received = n_samples
@@ -103,6 +104,28 @@ pub(crate) async fn remote_write(
         if let (Some(l), Ok(_)) = (attribution, &gated) {
             gate_tenants.metrics.attribute(&t.id, l, &batch, true);
         }
+        // Rollup rules: the matched inputs copied to their outputs' shards
+        // (written first: a downsampling pass that misses them then sees the
+        // raw write mark their windows), dropped from raw where the rule says.
+        let mut rollup_drops = Vec::new();
+        let copies = match (&gated, downsampling) {
+            (Ok(_), true) if !t.rollups.is_empty() => {
+                rollup_copies(&t, &tenant, &mut batch, &mut rollup_drops)
+            }
+            _ => None,
+        };
+        if let Some(c) = copies {
+            let req = cairn_storage_api::WriteRequest::new(tenant.clone(), c)
+                .with_namespace(cairn_storage_api::ROLLUP_INPUTS_NAMESPACE)
+                .with_consistency(level);
+            if let Err(e) = cairn_storage_api::block_on(writer.write(req)) {
+                return Ok((
+                    (n_samples, received, invalid, gated),
+                    Some(Err(e)),
+                    rollup_drops,
+                ));
+            }
+        }
         let outcome = if gated.is_err() || (batch.series.is_empty() && batch.metadata.is_empty()) {
             None
         } else {
@@ -114,7 +137,11 @@ pub(crate) async fn remote_write(
                 .on_applied(move || drop(turn));
             Some(cairn_storage_api::block_on(writer.write(req)))
         };
-        Ok::<_, cairn_ingest::IngestError>(((n_samples, received, invalid, gated), outcome))
+        Ok::<_, cairn_ingest::IngestError>((
+            (n_samples, received, invalid, gated),
+            outcome,
+            rollup_drops,
+        ))
     })
     .await??;
     let tenant = tenant_id;
@@ -174,6 +201,7 @@ pub(crate) async fn remote_write(
             .set(n as i64);
     }
     tm.rules(&tenant, &admitted.by_rule);
+    tm.rules(&tenant, &rollup_drops);
     // A refused series is echoed cut short: it may hold thousands of labels.
     let shown = |s: &str| cairn_common::limits::truncate_str(s, 512).into_owned();
     let mut problems: Vec<String> = invalid
@@ -252,6 +280,47 @@ fn write_level(
                 ),
             )
         })
+}
+
+/// The copies of `batch`'s series that tenant `t`'s rollup rules match,
+/// under each output's labels and the input's id (see `cairn-tenancy`'s
+/// `rollup`); the inputs of a `drop_inputs` rule leave `batch`, their
+/// samples counted in `drops` as `rollup:<rule>`.
+fn rollup_copies(
+    t: &cairn_tenancy::TenantView,
+    tenant: &str,
+    batch: &mut cairn_common::PreparedBatch,
+    drops: &mut Vec<(String, bool, u64)>,
+) -> Option<cairn_common::PreparedBatch> {
+    let rules = &t.rollups;
+    let mut copies = Vec::new();
+    batch.series.retain(|s| {
+        let hit = rules.matching(s.labels.pairs());
+        if hit.is_empty() || s.samples.is_empty() {
+            return true;
+        }
+        let input = format!("{:032x}", s.id.0);
+        let mut keep = true;
+        for i in hit {
+            let pairs = rules.output_pairs(i, s.labels.pairs(), &input);
+            copies.push(cairn_common::SeriesWrite {
+                labels: cairn_common::Labels::from_pairs(&pairs),
+                samples: s.samples.clone(),
+                exemplars: vec![],
+            });
+            let r = rules.rule(i);
+            if r.drop_inputs {
+                keep = false;
+                let name = format!("rollup:{}", r.name);
+                match drops.iter_mut().find(|(n, _, _)| *n == name) {
+                    Some((_, _, c)) => *c += s.samples.len() as u64,
+                    None => drops.push((name, false, s.samples.len() as u64)),
+                }
+            }
+        }
+        keep
+    });
+    (!copies.is_empty()).then(|| cairn_common::PreparedBatch::from_series(tenant, copies, vec![]))
 }
 
 #[cfg(test)]

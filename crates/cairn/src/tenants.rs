@@ -260,6 +260,15 @@ pub(crate) enum TenantCmd {
         #[arg(long = "set", value_name = "FILE")]
         set: Option<PathBuf>,
     },
+    /// Show a tenant's rollup rules, or replace them with the JSON list in
+    /// FILE (`-`: standard input), e.g. `[{"name": "svc", "selector":
+    /// "{__name__=\"http_requests_total\"}", "by": ["service"], "output":
+    /// "service:http_requests:increase", "drop_inputs": true}]`.
+    RollupRules {
+        id: String,
+        #[arg(long = "set", value_name = "FILE")]
+        set: Option<PathBuf>,
+    },
 }
 
 /// The JSON in `file` (`-`: standard input), named in the error.
@@ -388,6 +397,13 @@ pub(crate) fn tenant_cmd(t: &AdminTarget, cmd: TenantCmd) -> Result<()> {
         TenantCmd::Usage { id } => t.run("GET", &format!("/admin/v1/tenants/{id}/usage"), None),
         TenantCmd::DropRules { id, set } => {
             let path = format!("/admin/v1/tenants/{id}/drop_rules");
+            match set {
+                None => t.run("GET", &path, None),
+                Some(f) => t.run("PUT", &path, Some(json_file(&f)?)),
+            }
+        }
+        TenantCmd::RollupRules { id, set } => {
+            let path = format!("/admin/v1/tenants/{id}/rollup_rules");
             match set {
                 None => t.run("GET", &path, None),
                 Some(f) => t.run("PUT", &path, Some(json_file(&f)?)),

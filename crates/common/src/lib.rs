@@ -35,7 +35,7 @@ pub use series::{
     Exemplar, ExemplarSeries, MetricMetadata, MetricType, SeriesData, SeriesWrite, StorageError,
     WriteOutcome, WriteRejection,
 };
-pub use series_id::{IdHasher, IdMap, SeriesId, ROLLUP_LABEL};
+pub use series_id::{IdHasher, IdMap, SeriesId, INPUT_LABEL, ROLLUP_LABEL};
 pub use source::{MemStore, SampleWriter, SeriesSource};
 
 /// The tenant used when a request carries no `X-Scope-OrgID`.

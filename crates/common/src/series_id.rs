@@ -9,6 +9,11 @@ use crate::labels::Labels;
 /// left out of the hash the shard is taken from (see [`SeriesId::of`]).
 pub const ROLLUP_LABEL: &str = "__rollup__";
 
+/// The label of a rollup rule's copy of one of its inputs (the input's id):
+/// left out of the shard hash like [`ROLLUP_LABEL`], so the inputs of one
+/// output series land on the output's shard.
+pub const INPUT_LABEL: &str = "__input__";
+
 /// A series' identity: a 128-bit hash of (tenant, sorted labels).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SeriesId(pub u128);
@@ -41,26 +46,33 @@ impl SeriesId {
         buf.extend_from_slice(tenant.as_bytes());
         buf.push(0xff);
         let mut rollup: Option<&[u8]> = None;
+        let mut input: Option<&[u8]> = None;
         for (name, value) in pairs {
-            if name == ROLLUP_LABEL.as_bytes() {
-                rollup = Some(value);
-                continue;
+            if name.len() >= 9 && name.starts_with(b"__") {
+                if name == ROLLUP_LABEL.as_bytes() {
+                    rollup = Some(value);
+                    continue;
+                }
+                if name == INPUT_LABEL.as_bytes() {
+                    input = Some(value);
+                    continue;
+                }
             }
             buf.extend_from_slice(name);
             buf.push(0xfe);
             buf.extend_from_slice(value);
             buf.push(0xff);
         }
-        let id = xxhash_rust::xxh3::xxh3_128(&buf);
-        match rollup {
-            None => SeriesId(id),
-            Some(r) => {
-                // The same 64 bits into both halves: a distinct id per
-                // rollup whose fold, and so whose shard, is the series'.
-                let k = u128::from(xxhash_rust::xxh3::xxh3_64(r) | 1);
-                SeriesId(id ^ (k << 64 | k))
+        let mut id = xxhash_rust::xxh3::xxh3_128(&buf);
+        // The same 64 bits into both halves: a distinct id per rollup (and
+        // per input) whose fold, and so whose shard, is the series'.
+        for (seed, v) in [(1u64, rollup), (2, input)] {
+            if let Some(v) = v {
+                let k = u128::from(xxhash_rust::xxh3::xxh3_64_with_seed(v, seed) | 1);
+                id ^= k << 64 | k;
             }
         }
+        SeriesId(id)
     }
 
     /// The shard this series lands on, `hash % num_shards`.

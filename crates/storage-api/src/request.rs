@@ -11,6 +11,9 @@ use std::time::Instant;
 
 /// The namespace every series is written to at full resolution.
 pub const RAW_NAMESPACE: &str = "raw";
+/// The internal namespace of rollup rules' input copies (a node with
+/// aggregated namespaces holds it; see `cairn-tenancy`'s `rollup`).
+pub const ROLLUP_INPUTS_NAMESPACE: &str = "rollup_inputs";
 
 /// Which shards a read covers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

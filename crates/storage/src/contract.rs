@@ -409,13 +409,30 @@ impl ShardWriter for Storage {
                 }
             }
             let applied = req.applied;
-            Ok(me
+            // Rollup inputs: their windows are the raw node's to mark late
+            // (before and after they land, as a raw write's are).
+            let input_times: Vec<i64> =
+                if req.namespace == cairn_storage_api::ROLLUP_INPUTS_NAMESPACE {
+                    req.batch
+                        .series
+                        .iter()
+                        .flat_map(|s| s.samples.iter().map(|x| x.t))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+            self.mark_late_times(&input_times)
+                .map_err(StorageError::from)?;
+            let out = me
                 .write_inner_then(&req.tenant, req.batch, || {
                     if let Some(a) = &applied {
                         a.call();
                     }
                 })
-                .map_err(StorageError::from)?)
+                .map_err(StorageError::from)?;
+            self.mark_late_times(&input_times)
+                .map_err(StorageError::from)?;
+            Ok(out)
         })
     }
 }

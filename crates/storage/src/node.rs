@@ -118,15 +118,28 @@ impl Storage {
         let raw = raw.clone();
         let mut stores = Vec::with_capacity(aggregated.len());
         let mut downsamplers = Vec::with_capacity(aggregated.len());
-        for ns in aggregated {
+        // With aggregated namespaces, also the internal one of rollup
+        // rules' input copies (raw samples, raw's retention; last, so the
+        // downsamplers stay in step with the aggregated ones).
+        let inputs = (!aggregated.is_empty()).then(|| Namespace {
+            name: cairn_storage_api::ROLLUP_INPUTS_NAMESPACE.to_string(),
+            resolution: None,
+            retention: raw.retention,
+            block: raw.block,
+        });
+        for ns in aggregated.iter().copied().chain(inputs.iter()) {
             let _span = tracing::info_span!("namespace", name = %ns.name).entered();
             let mut c = cfg.clone();
             c.data_dir = namespace_dir(&cfg.data_dir, &ns.name);
             c.namespaces = vec![ns.clone()];
             // Its writes are the node's own rollups, not clients' requests.
             c.max_new_series_per_request = usize::MAX;
-            let res = ns.resolution.map_or(0, |r| r.as_millis() as i64);
-            downsamplers.push(Downsampler::open(&c.data_dir, res.max(1))?);
+            if let Some(r) = ns.resolution {
+                downsamplers.push(Downsampler::open(
+                    &c.data_dir,
+                    (r.as_millis() as i64).max(1),
+                )?);
+            }
             stores.push(Self::open_one(
                 c,
                 ns.clone(),
@@ -218,8 +231,15 @@ impl Storage {
 
     /// Every namespace this node holds: `raw` first, then the aggregated
     /// ones in the config's order.
+    /// The namespaces of the config (raw and the aggregated ones; not the
+    /// internal one of rollup rules' inputs).
     pub fn namespaces(&self) -> impl Iterator<Item = &Namespace> {
-        std::iter::once(&self.ns).chain(self.aggregated.iter().map(|s| &s.ns))
+        std::iter::once(&self.ns).chain(
+            self.aggregated
+                .iter()
+                .map(|s| &s.ns)
+                .filter(|n| n.name != cairn_storage_api::ROLLUP_INPUTS_NAMESPACE),
+        )
     }
 
     pub fn config(&self) -> &StorageConfig {
@@ -354,7 +374,7 @@ impl Storage {
     /// namespace).
     pub fn downsampled_until(&self, name: &str) -> Option<i64> {
         let i = self.aggregated.iter().position(|s| s.ns.name == name)?;
-        self.downsamplers[i].done()
+        self.downsamplers.get(i)?.done()
     }
 
     /// One downsampling pass over every aggregated namespace (see
@@ -429,8 +449,7 @@ impl Storage {
         recompute_before: i64,
     ) -> Result<usize> {
         // The value a range's first window carries in is the last one
-        // before it: looked for a day back, then as far as retention.
-        const NEAR: i64 = 86_400_000;
+        // before it: looked for back as far as retention.
         let oldest = (self.clock)() - self.ns.retention_ms();
         let mut pending: std::collections::BTreeMap<String, Vec<SeriesWrite>> = Default::default();
         let mut queued = 0usize;
@@ -438,26 +457,7 @@ impl Storage {
         let mapping = self.mapping.read().clone();
         let mut histograms = downsample::Histograms::default();
         for id in self.index.all_series_ids()? {
-            let mut wins = Vec::new();
-            {
-                let sh = self.shard_of(id).lock();
-                for &(from, to) in ranges {
-                    if !sh.has_data(id, from, to - 1, self.block_ms) {
-                        continue;
-                    }
-                    let samples = sh.read(id, from - NEAR, to - 1, self.block_ms)?;
-                    let prev = if samples.first().is_some_and(|s| s.t < from) {
-                        None
-                    } else {
-                        sh.read(id, oldest, from - NEAR - 1, self.block_ms)?
-                            .iter()
-                            .rev()
-                            .find(|s| !cairn_common::is_stale_nan(s.v))
-                            .copied()
-                    };
-                    wins.extend(downsample::windows(r, from, to, &samples, prev)?);
-                }
-            }
+            let mut wins = self.series_windows(id, r, ranges, oldest)?;
             if wins.is_empty() {
                 continue;
             }
@@ -487,10 +487,102 @@ impl Storage {
                 queued = 0;
             }
         }
+        // Rollup rules: the inputs copied to the output's shard, summed by
+        // output series per window (in id order: every replica adds alike).
+        if let Some(inputs) = self.rollup_inputs() {
+            let mut sums: std::collections::BTreeMap<
+                (String, Labels),
+                std::collections::BTreeMap<i64, f64>,
+            > = Default::default();
+            for id in inputs.index.all_series_ids()? {
+                let wins = inputs.series_windows(id, r, ranges, oldest)?;
+                if wins.is_empty() {
+                    continue;
+                }
+                let Some((tenant, labels)) = inputs.index.series_labels(id)? else {
+                    continue;
+                };
+                let per = sums
+                    .entry((tenant, labels.without(&[cairn_common::INPUT_LABEL])))
+                    .or_default();
+                for w in &wins {
+                    let inc = downsample::Rollup::Increase.samples(&w.win, w.prev_t);
+                    if let Some(x) = inc.first() {
+                        *per.entry(w.win.start).or_default() += x.v;
+                    }
+                }
+            }
+            for ((tenant, labels), per) in sums {
+                windows += per.len();
+                pending.entry(tenant).or_default().push(SeriesWrite {
+                    labels: downsample::rollup_labels(&labels, downsample::Rollup::Increase),
+                    samples: per
+                        .iter()
+                        .map(|(&w, &v)| Sample::new(w + r - 1, v))
+                        .collect(),
+                    exemplars: vec![],
+                });
+            }
+        }
         write_rollups(agg, &mut pending)?;
         let (clear, items) = histograms.exemplars(r, recompute_before);
         agg.index.replace_exemplars(&clear, &items)?;
         Ok(windows)
+    }
+
+    /// The windows in `ranges` (whole windows of `r` ms) of series `id` of
+    /// this store, from its raw samples (the value carried into the first
+    /// window looked for a day back, then as far as `oldest`).
+    fn series_windows(
+        &self,
+        id: SeriesId,
+        r: i64,
+        ranges: &[(i64, i64)],
+        oldest: i64,
+    ) -> Result<Vec<downsample::SeriesWindow>> {
+        const NEAR: i64 = 86_400_000;
+        let mut wins = Vec::new();
+        let sh = self.shard_of(id).lock();
+        for &(from, to) in ranges {
+            if !sh.has_data(id, from, to - 1, self.block_ms) {
+                continue;
+            }
+            let samples = sh.read(id, from - NEAR, to - 1, self.block_ms)?;
+            let prev = if samples.first().is_some_and(|s| s.t < from) {
+                None
+            } else {
+                sh.read(id, oldest, from - NEAR - 1, self.block_ms)?
+                    .iter()
+                    .rev()
+                    .find(|s| !cairn_common::is_stale_nan(s.v))
+                    .copied()
+            };
+            wins.extend(downsample::windows(r, from, to, &samples, prev)?);
+        }
+        Ok(wins)
+    }
+
+    /// The store of rollup rules' input copies, when this node has one.
+    fn rollup_inputs(&self) -> Option<&Storage> {
+        self.aggregated
+            .iter()
+            .find(|s| s.ns.name == cairn_storage_api::ROLLUP_INPUTS_NAMESPACE)
+            .map(|s| &**s)
+    }
+
+    /// Marks late, in every aggregated namespace, the windows of `times`
+    /// already written or being written (see `write_inner`).
+    pub(crate) fn mark_late_times(&self, times: &[i64]) -> Result<()> {
+        let Some(&lo) = times.iter().min() else {
+            return Ok(());
+        };
+        for d in &self.downsamplers {
+            if d.may_be_late(lo) {
+                let n = d.mark_late(times.iter().copied())?;
+                self.metrics.downsample_late_windows.inc_by(n as u64);
+            }
+        }
+        Ok(())
     }
 
     /// Keeps of `wins` the windows that the mapping rules a series matched

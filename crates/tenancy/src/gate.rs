@@ -514,6 +514,7 @@ mod tests {
             limits,
             rules: CompiledRules::compile(rules).unwrap(),
             mapping: Default::default(),
+            rollups: Default::default(),
             attribution_label: None,
             version: 1,
         }

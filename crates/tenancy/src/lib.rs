@@ -6,7 +6,8 @@
 //! per-tenant [`Limits`] (0: off; defaults from config); [`DropRule`]s
 //! (drop always, or shed by priority when over the rate; dry runs count
 //! only); [`MappingRule`]s (the storage policies a selector's series are
-//! downsampled into, from a cutover time); bearer tokens (`tokens`: generated from the OS's randomness,
+//! downsampled into, from a cutover time); [`RollupRule`]s (counters summed
+//! by some of their labels into a new series per window); bearer tokens (`tokens`: generated from the OS's randomness,
 //! SHA-256 at rest, compared in constant time) and who a request is
 //! ([`authenticate`]); the per-tenant GCRA [`RateLimiter`] that keeps its
 //! state across limit changes; the write [`Gate`] that applies a tenant's
@@ -24,6 +25,7 @@ mod gate;
 mod gcra;
 mod limits;
 mod mapping;
+mod rollup;
 mod rules;
 mod series;
 mod state;
@@ -36,6 +38,7 @@ pub use gate::{adjust, retry_after_secs, Admitted, Gate, OverLimit, Reason, Refu
 pub use gcra::{RateLimiter, Verdict};
 pub use limits::{check_overrides, Limits};
 pub use mapping::{check_mapping_rules, keeps, CompiledMapping, MappingRule, MatchedMapping};
+pub use rollup::{check_rollup_rules, CompiledRollups, RollupRule, INPUT_LABEL};
 pub use rules::{check_rules, Class, CompiledRules, DropRule, RuleAction};
 pub use series::{SeriesRefusal, SeriesTracker, IDLE};
 pub use state::{Change, ChangeError, Status, Tenancy, TenantRecord};

@@ -6,6 +6,7 @@
 
 use crate::limits::check_overrides;
 use crate::mapping::{check_mapping_rules, MappingRule};
+use crate::rollup::{check_rollup_rules, RollupRule};
 use crate::rules::{check_rules, DropRule};
 use crate::tokens::TokenRecord;
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,9 @@ pub struct TenantRecord {
     /// The storage policies series are downsampled into (see `mapping`).
     #[serde(default)]
     pub mapping_rules: Vec<MappingRule>,
+    /// Counters summed by some labels into new series (see `rollup`).
+    #[serde(default)]
+    pub rollup_rules: Vec<RollupRule>,
     /// The label usage is attributed by inside the tenant (e.g. `team`).
     #[serde(default)]
     pub attribution_label: Option<String>,
@@ -185,6 +189,7 @@ fn check_tenant(t: &TenantRecord) -> Result<(), ChangeError> {
     }
     check_rules(&t.drop_rules).map_err(ChangeError::Invalid)?;
     check_mapping_rules(&t.mapping_rules).map_err(ChangeError::Invalid)?;
+    check_rollup_rules(&t.rollup_rules).map_err(ChangeError::Invalid)?;
     if let Some(l) = &t.attribution_label {
         if l.is_empty() || !l.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(ChangeError::Invalid(format!(

@@ -6,6 +6,7 @@
 
 use crate::limits::Limits;
 use crate::mapping::CompiledMapping;
+use crate::rollup::CompiledRollups;
 use crate::rules::CompiledRules;
 use crate::state::{Change, ChangeError, Status, Tenancy};
 use crate::tokens::{self, TokenRecord};
@@ -24,6 +25,7 @@ pub struct TenantView {
     pub limits: Limits,
     pub rules: CompiledRules,
     pub mapping: CompiledMapping,
+    pub rollups: CompiledRollups,
     pub attribution_label: Option<String>,
     /// 0: no record (defaults only).
     pub version: u64,
@@ -46,6 +48,7 @@ impl View {
             // compiles (never expected) leaves the tenant without rules.
             let rules = CompiledRules::compile(&t.drop_rules).unwrap_or_default();
             let mapping = CompiledMapping::compile(&t.mapping_rules).unwrap_or_default();
+            let rollups = CompiledRollups::compile(&t.rollup_rules).unwrap_or_default();
             tenants.insert(
                 id.clone(),
                 Arc::new(TenantView {
@@ -54,6 +57,7 @@ impl View {
                     limits: defaults.with(&t.limits),
                     rules,
                     mapping,
+                    rollups,
                     attribution_label: t.attribution_label.clone(),
                     version: t.version,
                 }),
@@ -82,6 +86,7 @@ impl View {
                 limits: self.defaults,
                 rules: CompiledRules::default(),
                 mapping: CompiledMapping::default(),
+                rollups: CompiledRollups::default(),
                 attribution_label: None,
                 version: 0,
             })
