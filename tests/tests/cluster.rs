@@ -380,6 +380,18 @@ fn killing_the_meta_leader_elects_another_and_writes_never_stop() {
     assert!(acked.len() > 20);
 }
 
+/// Writes `req` through `node` at level `all`, asserting 204.
+fn write_all(node: &TestServer, req: &WriteRequest) {
+    let (status, body) = try_remote_write_with(
+        &node.url(),
+        None,
+        &[("X-Cairn-Write-Consistency", "all")],
+        req,
+    )
+    .expect("write");
+    assert_eq!(status, 204, "{body}");
+}
+
 /// Downsampling on a cluster: every replica computes a shard's windows
 /// from its own raw copy, and the three copies of the rollups are the same
 /// to the bit (each node read alone, at read level `one`: itself first).
@@ -405,19 +417,8 @@ fn replicas_write_identical_rollups() {
             )
         })
         .collect();
-    let body = encode_write(&write_request(ts));
-    let r = post(
-        &format!("{}/api/v1/write", nodes[0].url()),
-        &[
-            ("Content-Encoding", "snappy"),
-            ("Content-Type", "application/x-protobuf"),
-            ("X-Prometheus-Remote-Write-Version", "0.1.0"),
-            ("X-Cairn-Write-Consistency", "all"),
-        ],
-        &body,
-    )
-    .expect("write");
-    assert_eq!(r.status, 204, "{}", r.text());
+    let body = write_request(ts);
+    write_all(&nodes[0], &body);
     let copies: Vec<String> = nodes
         .iter()
         .map(|n| {
@@ -528,18 +529,7 @@ fn a_mapping_rule_applies_on_every_node_from_its_cutover() {
             series(&[("__name__", "ds_temp"), ("sensor", sensor)], &samples)
         })
         .collect();
-    let r = post(
-        &format!("{}/api/v1/write", nodes[2].url()),
-        &[
-            ("Content-Encoding", "snappy"),
-            ("Content-Type", "application/x-protobuf"),
-            ("X-Prometheus-Remote-Write-Version", "0.1.0"),
-            ("X-Cairn-Write-Consistency", "all"),
-        ],
-        &encode_write(&write_request(ts)),
-    )
-    .expect("write");
-    assert_eq!(r.status, 204, "{}", r.text());
+    write_all(&nodes[2], &write_request(ts));
     let q = r#"ds_temp{__namespace__="agg_1m_30d",__rollup__="count"}[3h]"#;
     let mut per_node = Vec::new();
     for n in &nodes {
@@ -626,18 +616,7 @@ fn replicas_keep_the_same_p99_exemplar_per_window() {
             s
         })
         .collect();
-    let r = post(
-        &format!("{}/api/v1/write", nodes[0].url()),
-        &[
-            ("Content-Encoding", "snappy"),
-            ("Content-Type", "application/x-protobuf"),
-            ("X-Prometheus-Remote-Write-Version", "0.1.0"),
-            ("X-Cairn-Write-Consistency", "all"),
-        ],
-        &encode_write(&write_request(ts)),
-    )
-    .expect("write");
-    assert_eq!(r.status, 204, "{}", r.text());
+    write_all(&nodes[0], &write_request(ts));
     let url = |n: &TestServer| {
         format!(
             "{}/api/v1/query_exemplars?query={}&start={}&end={}&max_source_resolution=1m",
@@ -733,18 +712,7 @@ fn downsampled_reads_find_every_series_when_no_node_holds_every_shard() {
             )
         })
         .collect();
-    let r = post(
-        &format!("{}/api/v1/write", nodes[0].url()),
-        &[
-            ("Content-Encoding", "snappy"),
-            ("Content-Type", "application/x-protobuf"),
-            ("X-Prometheus-Remote-Write-Version", "0.1.0"),
-            ("X-Cairn-Write-Consistency", "all"),
-        ],
-        &encode_write(&write_request(ts)),
-    )
-    .expect("write");
-    assert_eq!(r.status, 204, "{}", r.text());
+    write_all(&nodes[0], &write_request(ts));
     for n in &nodes {
         let r = post(&format!("{}/admin/v1/flush", n.url()), ADMIN, &[]).expect("flush");
         assert_eq!(r.status, 200, "{}", r.text());
@@ -849,7 +817,7 @@ fn rollup_rules_sum_counters_by_service_per_window() {
         &[("__name__", "debug_total"), ("instance", "1")],
         &debug,
     ));
-    let body = encode_write(&write_request(ts));
+    let body = write_request(ts);
     let rules = br#"[
         {"name": "svc", "selector": "{__name__=\"http_requests_total\"}", "by": ["service"], "output": "service:http_requests:increase"},
         {"name": "dbg", "selector": "{__name__=\"debug_total\"}", "output": "debug:increase", "drop_inputs": true}
@@ -884,18 +852,7 @@ fn rollup_rules_sum_counters_by_service_per_window() {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
-        let r = post(
-            &format!("{}/api/v1/write", nodes[0].url()),
-            &[
-                ("Content-Encoding", "snappy"),
-                ("Content-Type", "application/x-protobuf"),
-                ("X-Prometheus-Remote-Write-Version", "0.1.0"),
-                ("X-Cairn-Write-Consistency", "all"),
-            ],
-            &body,
-        )
-        .expect("write");
-        assert_eq!(r.status, 204, "{}", r.text());
+        write_all(&nodes[0], &body);
         for n in nodes {
             let r = post(&format!("{}/admin/v1/flush", n.url()), ADMIN, &[]).expect("flush");
             assert_eq!(r.status, 200, "{}", r.text());

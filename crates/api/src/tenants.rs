@@ -450,6 +450,31 @@ pub(crate) async fn put_limits(
     get_limits(AdminCaller::internal(), State(st), Path(id)).await
 }
 
+/// One of a tenant's rule lists as its endpoints answer it.
+fn rule_list(id: String, t: &TenantRecord, field: &str, list: Value) -> Response {
+    let mut v = json!({"tenant": id, "version": t.version});
+    v[field] = list;
+    success(v)
+}
+
+/// Replaces one of tenant `id`'s rule lists with the JSON list in `body`
+/// (`set` checks it and puts it in the record), at the version it was read
+/// at or `If-Match`'s; the record as stored.
+async fn replace_list<T: for<'de> Deserialize<'de>>(
+    st: &AppState,
+    id: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+    set: impl FnOnce(&mut TenantRecord, Vec<T>) -> Result<()>,
+) -> Result<TenantRecord> {
+    let rules: Vec<T> = json_body(body)?;
+    let mut t = current(st, id)?;
+    let read_at = t.version;
+    set(&mut t, rules)?;
+    store(st, t, if_match(headers)?, read_at, StatusCode::OK).await?;
+    current(st, id)
+}
+
 /// `GET /admin/v1/tenants/{id}/drop_rules`.
 pub(crate) async fn get_rules(
     _: AdminCaller,
@@ -457,9 +482,7 @@ pub(crate) async fn get_rules(
     Path(id): Path<String>,
 ) -> Result<Response> {
     let t = current(&st, &id)?;
-    Ok(success(
-        json!({"tenant": id, "version": t.version, "drop_rules": t.drop_rules}),
-    ))
+    Ok(rule_list(id, &t, "drop_rules", json!(t.drop_rules)))
 }
 
 /// `PUT /admin/v1/tenants/{id}/drop_rules` `[{"name", "selector", "action":
@@ -471,12 +494,12 @@ pub(crate) async fn put_rules(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
-    let rules: Vec<DropRule> = json_body(&body)?;
-    let mut t = current(&st, &id)?;
-    let read_at = t.version;
-    t.drop_rules = rules;
-    store(&st, t, if_match(&headers)?, read_at, StatusCode::OK).await?;
-    get_rules(AdminCaller::internal(), State(st), Path(id)).await
+    let t = replace_list(&st, &id, &headers, &body, |t, r: Vec<DropRule>| {
+        t.drop_rules = r;
+        Ok(())
+    })
+    .await?;
+    Ok(rule_list(id, &t, "drop_rules", json!(t.drop_rules)))
 }
 
 /// `GET /admin/v1/tenants/{id}/mapping_rules`.
@@ -486,9 +509,7 @@ pub(crate) async fn get_mapping(
     Path(id): Path<String>,
 ) -> Result<Response> {
     let t = current(&st, &id)?;
-    Ok(success(
-        json!({"tenant": id, "version": t.version, "mapping_rules": t.mapping_rules}),
-    ))
+    Ok(rule_list(id, &t, "mapping_rules", json!(t.mapping_rules)))
 }
 
 /// `PUT /admin/v1/tenants/{id}/mapping_rules` `[{"name", "selector",
@@ -502,12 +523,12 @@ pub(crate) async fn put_mapping(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
-    let rules: Vec<MappingRule> = json_body(&body)?;
-    let mut t = current(&st, &id)?;
-    let read_at = t.version;
-    t.mapping_rules = mapping_rules(&st, rules)?;
-    store(&st, t, if_match(&headers)?, read_at, StatusCode::OK).await?;
-    get_mapping(AdminCaller::internal(), State(st), Path(id)).await
+    let t = replace_list(&st, &id, &headers, &body, |t, r: Vec<MappingRule>| {
+        t.mapping_rules = mapping_rules(&st, r)?;
+        Ok(())
+    })
+    .await?;
+    Ok(rule_list(id, &t, "mapping_rules", json!(t.mapping_rules)))
 }
 
 /// `GET /admin/v1/tenants/{id}/rollup_rules`.
@@ -517,9 +538,7 @@ pub(crate) async fn get_rollups(
     Path(id): Path<String>,
 ) -> Result<Response> {
     let t = current(&st, &id)?;
-    Ok(success(
-        json!({"tenant": id, "version": t.version, "rollup_rules": t.rollup_rules}),
-    ))
+    Ok(rule_list(id, &t, "rollup_rules", json!(t.rollup_rules)))
 }
 
 /// `PUT /admin/v1/tenants/{id}/rollup_rules` `[{"name", "selector", "by":
@@ -532,12 +551,12 @@ pub(crate) async fn put_rollups(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
-    let rules: Vec<RollupRule> = json_body(&body)?;
-    let mut t = current(&st, &id)?;
-    let read_at = t.version;
-    t.rollup_rules = rollup_rules(&st, rules)?;
-    store(&st, t, if_match(&headers)?, read_at, StatusCode::OK).await?;
-    get_rollups(AdminCaller::internal(), State(st), Path(id)).await
+    let t = replace_list(&st, &id, &headers, &body, |t, r: Vec<RollupRule>| {
+        t.rollup_rules = rollup_rules(&st, r)?;
+        Ok(())
+    })
+    .await?;
+    Ok(rule_list(id, &t, "rollup_rules", json!(t.rollup_rules)))
 }
 
 fn token_json(t: &TokenRecord) -> Value {

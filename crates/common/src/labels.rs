@@ -152,6 +152,20 @@ impl<'a> IntoIterator for &'a Labels {
     }
 }
 
+/// A label name as Prometheus's classic scheme allows: `[a-zA-Z_][a-zA-Z0-9_]*`.
+pub fn is_valid_label_name(n: &str) -> bool {
+    let mut cs = n.chars();
+    matches!(cs.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && cs.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+pub fn is_valid_metric_name(n: &str) -> bool {
+    let mut cs = n.chars();
+    matches!(cs.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && cs.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
 /// Sorted, distinct label names over label sets (`/api/v1/labels`).
 pub fn distinct_names(sets: &[Labels]) -> Vec<String> {
     let mut names: Vec<String> = sets

@@ -25,7 +25,10 @@ mod series;
 mod series_id;
 mod source;
 
-pub use labels::{distinct_names, distinct_values, Label, Labels, LabelsBuilder, METRIC_NAME};
+pub use labels::{
+    distinct_names, distinct_values, is_valid_label_name, is_valid_metric_name, Label, Labels,
+    LabelsBuilder, METRIC_NAME,
+};
 pub use limits::IngestLimits;
 pub use matcher::{MatchOp, Matcher};
 pub use prepared::{LazyLabels, PreparedBatch, PreparedSeries};

@@ -124,18 +124,6 @@ pub(crate) fn drop_out_of_window(
     })
 }
 
-fn is_valid_label_name(n: &str) -> bool {
-    let mut cs = n.chars();
-    matches!(cs.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && cs.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-fn is_valid_metric_name(n: &str) -> bool {
-    let mut cs = n.chars();
-    matches!(cs.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
-        && cs.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-}
-
 /// Readable form of raw labels for error messages (lossy UTF-8).
 pub(crate) fn describe(labels: &[prompb::Label]) -> String {
     let parts: Vec<String> = labels
@@ -180,11 +168,11 @@ pub fn validate_labels(raw: &[prompb::Label], limits: &IngestLimits) -> Result<L
         }
         prev = Some(&l.name);
         if name == METRIC_NAME {
-            if !is_valid_metric_name(value) {
+            if !cairn_common::is_valid_metric_name(value) {
                 return Err(format!("invalid metric name {value:?}"));
             }
             has_name = true;
-        } else if !is_valid_label_name(name) {
+        } else if !cairn_common::is_valid_label_name(name) {
             return Err(format!("invalid label name {name:?}"));
         }
         if value.contains('\0') {
@@ -216,7 +204,7 @@ pub(crate) fn validate_exemplar(
     let mut el = Vec::with_capacity(e.labels.len());
     for l in &e.labels {
         match (std::str::from_utf8(&l.name), std::str::from_utf8(&l.value)) {
-            (Ok(n), Ok(v)) if is_valid_label_name(n) && !v.contains('\0') => {
+            (Ok(n), Ok(v)) if cairn_common::is_valid_label_name(n) && !v.contains('\0') => {
                 el.push((n.to_string(), v.to_string()))
             }
             _ => {

@@ -10,7 +10,7 @@
 //! windows already written stay as they are. A dry-run rule decides
 //! nothing: the storage node counts the windows it would have changed.
 
-use cairn_common::{parse_selector, Matcher};
+use cairn_common::Matcher;
 use cairn_downsample::StoragePolicy;
 pub use cairn_downsample::{keeps, MatchedMapping};
 use serde::{Deserialize, Serialize};
@@ -51,39 +51,18 @@ pub struct CompiledMapping {
 /// the rule. (Whether a policy is one this cluster keeps is the admin
 /// API's check: the metadata store does not know the storage config.)
 pub fn check_mapping_rules(rules: &[MappingRule]) -> Result<(), String> {
-    if rules.len() > MAX_MAPPING_RULES {
-        return Err(format!(
-            "{} mapping rules: at most {MAX_MAPPING_RULES} per tenant",
-            rules.len()
-        ));
-    }
+    crate::rules::check_count("mapping rules", rules.len(), MAX_MAPPING_RULES)?;
     CompiledMapping::compile(rules).map(|_| ())
 }
 
 impl CompiledMapping {
     pub fn compile(rules: &[MappingRule]) -> Result<Self, String> {
+        let selectors = crate::rules::compile_selectors(
+            "mapping rule",
+            rules.iter().map(|r| (r.name.as_str(), r.selector.as_str())),
+        )?;
         let mut out = Vec::with_capacity(rules.len());
-        for (i, r) in rules.iter().enumerate() {
-            if r.name.is_empty() || r.name.len() > 128 {
-                return Err(format!(
-                    "mapping rule #{}: a name of 1 to 128 bytes is required",
-                    i + 1
-                ));
-            }
-            if rules[..i].iter().any(|o| o.name == r.name) {
-                return Err(format!("mapping rule {:?}: the name is used twice", r.name));
-            }
-            if r.selector.len() > crate::rules::MAX_SELECTOR {
-                return Err(format!(
-                    "mapping rule {:?}: the selector is {} bytes, above {}",
-                    r.name,
-                    r.selector.len(),
-                    crate::rules::MAX_SELECTOR
-                ));
-            }
-            let ms = parse_selector(&r.selector).map_err(|e| {
-                format!("mapping rule {:?}: selector {:?}: {e}", r.name, r.selector)
-            })?;
+        for (r, ms) in rules.iter().zip(selectors) {
             let mut namespaces = Vec::with_capacity(r.policies.len());
             for p in &r.policies {
                 let policy: StoragePolicy = p

@@ -9,7 +9,7 @@
 //! replicas sum them in their downsampling pass. `drop_inputs` keeps the
 //! matched inputs out of raw (counted as dropped by the rule).
 
-use cairn_common::{parse_selector, Matcher};
+use cairn_common::Matcher;
 use serde::{Deserialize, Serialize};
 
 pub use cairn_common::INPUT_LABEL;
@@ -41,39 +41,21 @@ pub struct CompiledRollups {
     rules: Vec<(RollupRule, Vec<Matcher>)>,
 }
 
-fn is_name(s: &str, metric: bool) -> bool {
-    let mut chars = s.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || (metric && c == ':'))
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || (metric && c == ':'))
-}
-
 /// Checks a tenant's rollup rules; the error names the rule.
 pub fn check_rollup_rules(rules: &[RollupRule]) -> Result<(), String> {
-    if rules.len() > MAX_ROLLUP_RULES {
-        return Err(format!(
-            "{} rollup rules: at most {MAX_ROLLUP_RULES} per tenant",
-            rules.len()
-        ));
-    }
+    crate::rules::check_count("rollup rules", rules.len(), MAX_ROLLUP_RULES)?;
     CompiledRollups::compile(rules).map(|_| ())
 }
 
 impl CompiledRollups {
     pub fn compile(rules: &[RollupRule]) -> Result<Self, String> {
+        let selectors = crate::rules::compile_selectors(
+            "rollup rule",
+            rules.iter().map(|r| (r.name.as_str(), r.selector.as_str())),
+        )?;
         let mut out = Vec::with_capacity(rules.len());
-        for (i, r) in rules.iter().enumerate() {
-            if r.name.is_empty() || r.name.len() > 128 {
-                return Err(format!(
-                    "rollup rule #{}: a name of 1 to 128 bytes is required",
-                    i + 1
-                ));
-            }
-            if rules[..i].iter().any(|o| o.name == r.name) {
-                return Err(format!("rollup rule {:?}: the name is used twice", r.name));
-            }
-            if !is_name(&r.output, true) {
+        for (r, ms) in rules.iter().zip(selectors) {
+            if !cairn_common::is_valid_metric_name(&r.output) {
                 return Err(format!(
                     "rollup rule {:?}: output {:?} is not a metric name",
                     r.name, r.output
@@ -81,23 +63,13 @@ impl CompiledRollups {
             }
             if let Some(b) =
                 r.by.iter()
-                    .find(|b| !is_name(b, false) || b.starts_with("__"))
+                    .find(|b| !cairn_common::is_valid_label_name(b) || b.starts_with("__"))
             {
                 return Err(format!(
                     "rollup rule {:?}: by {b:?} is not a label name a rule may keep",
                     r.name
                 ));
             }
-            if r.selector.len() > crate::rules::MAX_SELECTOR {
-                return Err(format!(
-                    "rollup rule {:?}: the selector is {} bytes, above {}",
-                    r.name,
-                    r.selector.len(),
-                    crate::rules::MAX_SELECTOR
-                ));
-            }
-            let ms = parse_selector(&r.selector)
-                .map_err(|e| format!("rollup rule {:?}: selector {:?}: {e}", r.name, r.selector))?;
             out.push((r.clone(), ms));
         }
         Ok(CompiledRollups { rules: out })

@@ -69,40 +69,61 @@ pub struct CompiledRules {
 pub fn check_rules(rules: &[DropRule]) -> Result<(), String> {
     // Each rule is matched against every series a tenant writes, and the
     // list travels in one metadata entry: both are kept small.
-    if rules.len() > MAX_RULES {
-        return Err(format!(
-            "{} drop rules: at most {MAX_RULES} per tenant",
-            rules.len()
-        ));
-    }
-    if let Some(r) = rules.iter().find(|r| r.selector.len() > MAX_SELECTOR) {
-        return Err(format!(
-            "drop rule {:?}: the selector is {} bytes, above {MAX_SELECTOR}",
-            cairn_common::limits::truncate_str(&r.name, 128),
-            r.selector.len()
-        ));
-    }
+    check_count("drop rules", rules.len(), MAX_RULES)?;
     CompiledRules::compile(rules).map(|_| ())
+}
+
+/// Refuses a list of more than `max` rules (`what`: "drop rules").
+pub(crate) fn check_count(what: &str, n: usize, max: usize) -> Result<(), String> {
+    if n > max {
+        return Err(format!("{n} {what}: at most {max} per tenant"));
+    }
+    Ok(())
+}
+
+/// What every kind of rule list checks of its rules, given as (name,
+/// selector): names of 1 to 128 bytes, each once; selectors of at most
+/// [`MAX_SELECTOR`] bytes that parse. Returns each rule's matchers; errors
+/// name the rule (`kind`: "drop rule").
+pub(crate) fn compile_selectors<'a>(
+    kind: &str,
+    rules: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Result<Vec<Vec<Matcher>>, String> {
+    let mut names: Vec<&str> = Vec::new();
+    let mut out = Vec::new();
+    for (name, selector) in rules {
+        if name.is_empty() || name.len() > 128 {
+            return Err(format!(
+                "{kind} #{}: a name of 1 to 128 bytes is required",
+                names.len() + 1
+            ));
+        }
+        if names.contains(&name) {
+            return Err(format!("{kind} {name:?}: the name is used twice"));
+        }
+        names.push(name);
+        if selector.len() > MAX_SELECTOR {
+            return Err(format!(
+                "{kind} {name:?}: the selector is {} bytes, above {MAX_SELECTOR}",
+                selector.len()
+            ));
+        }
+        let ms = parse_selector(selector)
+            .map_err(|e| format!("{kind} {name:?}: selector {selector:?}: {e}"))?;
+        out.push(ms);
+    }
+    Ok(out)
 }
 
 impl CompiledRules {
     pub fn compile(rules: &[DropRule]) -> Result<Self, String> {
-        let mut out = Vec::with_capacity(rules.len());
-        for (i, r) in rules.iter().enumerate() {
-            if r.name.is_empty() || r.name.len() > 128 {
-                return Err(format!(
-                    "drop rule #{}: a name of 1 to 128 bytes is required",
-                    i + 1
-                ));
-            }
-            if rules[..i].iter().any(|o| o.name == r.name) {
-                return Err(format!("drop rule {:?}: the name is used twice", r.name));
-            }
-            let ms = parse_selector(&r.selector)
-                .map_err(|e| format!("drop rule {:?}: selector {:?}: {e}", r.name, r.selector))?;
-            out.push((r.clone(), ms));
-        }
-        Ok(CompiledRules { rules: out })
+        let ms = compile_selectors(
+            "drop rule",
+            rules.iter().map(|r| (r.name.as_str(), r.selector.as_str())),
+        )?;
+        Ok(CompiledRules {
+            rules: rules.iter().cloned().zip(ms).collect(),
+        })
     }
 
     pub fn is_empty(&self) -> bool {
