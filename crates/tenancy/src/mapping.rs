@@ -15,8 +15,9 @@ use cairn_downsample::StoragePolicy;
 pub use cairn_downsample::{keeps, MatchedMapping};
 use serde::{Deserialize, Serialize};
 
-/// Most mapping rules a tenant may have.
+/// Most mapping rules a tenant may have, and policies one rule lists.
 pub(crate) const MAX_MAPPING_RULES: usize = 256;
+pub(crate) const MAX_POLICIES: usize = 16;
 
 /// One mapping rule as an operator writes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +64,13 @@ impl CompiledMapping {
         )?;
         let mut out = Vec::with_capacity(rules.len());
         for (r, ms) in rules.iter().zip(selectors) {
+            if r.policies.len() > MAX_POLICIES {
+                return Err(format!(
+                    "mapping rule {:?}: {} policies, at most {MAX_POLICIES}",
+                    r.name,
+                    r.policies.len()
+                ));
+            }
             let mut namespaces = Vec::with_capacity(r.policies.len());
             for p in &r.policies {
                 let policy: StoragePolicy = p
@@ -198,6 +206,10 @@ mod tests {
             (
                 vec![rule("x", "{a=\"b\"}", &["raw:30d"], None, false)],
                 "raw is always kept",
+            ),
+            (
+                vec![rule("x", "{a=\"b\"}", &["5m:1y"; 17], None, false)],
+                "17 policies, at most 16",
             ),
         ];
         for (rules, want) in cases {
