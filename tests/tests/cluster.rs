@@ -108,7 +108,8 @@ impl Writer {
 /// A writer sends remote_write continuously to node 1 at `majority`; node 3
 /// is SIGKILLed mid-stream and stays down: no write fails, and every
 /// acknowledged sample is read back on nodes 1 and 2 (export and PromQL),
-/// and on node 3 after it restarts.
+/// and on node 3 after it restarts — also from node 3's own copy once the
+/// writes it missed are replayed to it.
 #[test]
 fn killing_one_of_three_fails_no_write_and_loses_no_sample() {
     let down: u64 = std::env::var("CAIRN_E2E_DOWN_SECS")
@@ -132,6 +133,32 @@ fn killing_one_of_three_fails_no_write_and_loses_no_sample() {
     assert_holds(&nodes[1], base, &acked, "node 2");
     nodes[2].restart();
     assert_holds(&nodes[2], base, &acked, "node 3 after restart");
+    // And node 3's own copy is whole again: node 1 replays the writes it
+    // missed (hinted handoff), so read alone it holds every sample.
+    let t = (base + 10_000_000) as f64 / 1000.0;
+    let url = format!(
+        "{}/api/v1/query?query={}&time={t}",
+        nodes[2].url(),
+        enc("sum(count_over_time(cl_up[3h]))")
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = request("GET", &url, &[("X-Cairn-Read-Consistency", "one")], &[]).expect("query");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let n: f64 = r.json()["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        if n as usize == SERIES * acked.len() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node 3 alone holds {n} of {} samples",
+            SERIES * acked.len()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// Write levels with nodes down: `all` refuses (503 naming the level and
@@ -432,6 +459,161 @@ fn replicas_write_identical_rollups() {
         .collect();
     assert_eq!(copies[0], copies[1], "node 1 and node 2");
     assert_eq!(copies[0], copies[2], "node 1 and node 3");
+}
+
+/// A replica down during writes catches up (hinted handoff): node 3 is
+/// SIGKILLed after the first half of the data, the second half — gauges,
+/// and a histogram whose buckets carry trace-id exemplars — is written at
+/// `majority` through nodes 1 and 2, node 3 restarts and the writes it
+/// missed are replayed to it; then each node read alone (level `one`)
+/// holds the same raw samples, the same 1m rollups to the bit and the
+/// same p99 exemplars, and the gateways' hint metrics show the replay.
+#[test]
+fn a_replica_down_during_writes_catches_up_and_computes_identical_rollups() {
+    use cairn_proto::prompb;
+    let ns = "storage:\n  namespaces: [\"1m:30d\"]\n";
+    let mut nodes = spawn_cluster(3, 8, 3, ns);
+    let now = now_ms();
+    let t0 = now - now.rem_euclid(60_000) - 2 * 3_600_000;
+    let half = |part: i64| -> WriteRequest {
+        let ks: Vec<i64> = (part * 200..part * 200 + 200).collect();
+        let mut ts: Vec<TimeSeries> = (0..12)
+            .map(|j| {
+                let samples: Vec<(i64, f64)> = ks
+                    .iter()
+                    .map(|&k| {
+                        (
+                            t0 + 1000 + k * 15_000,
+                            ((k * 31 + j * 17) % 97) as f64 / 4.0,
+                        )
+                    })
+                    .collect();
+                series(
+                    &[("__name__", "ds_temp"), ("sensor", &format!("s{j:02}"))],
+                    &samples,
+                )
+            })
+            .collect();
+        for (le, per) in [("0.1", 90.0), ("1", 100.0), ("+Inf", 100.0)] {
+            let samples: Vec<(i64, f64)> = ks
+                .iter()
+                .map(|&k| (t0 + 1000 + k * 15_000, per * (k + 1) as f64))
+                .collect();
+            let mut s = series(
+                &[
+                    ("__name__", "rpc_seconds_bucket"),
+                    ("job", "api"),
+                    ("le", le),
+                ],
+                &samples,
+            );
+            if le == "1" {
+                for &k in &ks {
+                    s.exemplars.push(prompb::Exemplar {
+                        labels: vec![Label::new("trace_id", &format!("{k:032x}"))],
+                        value: 0.2 + ((k * 37) % 80) as f64 / 100.0,
+                        timestamp: t0 + 1000 + k * 15_000,
+                    });
+                }
+            }
+            ts.push(s);
+        }
+        write_request(ts)
+    };
+    write_all(&nodes[0], &half(0));
+    nodes[2].kill9();
+    // Half of the second half through each of the two live gateways.
+    let second = half(1);
+    let (a, b) = second.timeseries.split_at(second.timeseries.len() / 2);
+    for (node, part) in [(&nodes[0], a), (&nodes[1], b)] {
+        let (status, body) = try_remote_write_with(
+            &node.url(),
+            None,
+            &[("X-Cairn-Write-Consistency", "majority")],
+            &write_request(part.to_vec()),
+        )
+        .expect("write");
+        assert_eq!(status, 204, "{body}");
+    }
+    nodes[2].restart();
+    // Both gateways replay what node 3 missed (each second, once it answers).
+    let hint = |n: &TestServer, name: &str| -> f64 {
+        let m = get(&format!("{}/metrics", n.url()))
+            .expect("metrics")
+            .text();
+        m.lines()
+            .find(|l| l.starts_with(&format!("{name}{{peer=\"node-3\"}} ")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} for node-3 in /metrics:\n{m}"))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for n in &nodes[..2] {
+        while hint(n, "cairn_cluster_hint_pending_samples") > 0.0 {
+            assert!(std::time::Instant::now() < deadline, "hints not replayed");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(hint(n, "cairn_cluster_hint_delivered_samples_total") > 0.0);
+        assert_eq!(hint(n, "cairn_cluster_hint_dropped_samples_total"), 0.0);
+    }
+    let one = [("X-Cairn-Read-Consistency", "one")];
+    let copies: Vec<(Vec<String>, Vec<String>, String)> = nodes
+        .iter()
+        .map(|n| {
+            let r = post(&format!("{}/admin/v1/flush", n.url()), ADMIN, &[]).expect("flush");
+            assert_eq!(r.status, 200, "{}", r.text());
+            let raw = result_series(
+                &n.url(),
+                r#"{__name__=~"ds_temp|rpc_seconds_bucket"}[3h]"#,
+                now,
+                &one,
+            );
+            assert_eq!(raw.len(), 15, "{raw:?}");
+            let q = r#"{__name__=~"ds_temp|rpc_seconds_bucket", __namespace__="agg_1m_30d"}[3h]"#;
+            let rollups = result_series(&n.url(), q, now, &one);
+            assert_eq!(rollups.len(), 15 * 7, "seven rollups per series");
+            let url = format!(
+                "{}/api/v1/query_exemplars?query={}&start={}&end={}&max_source_resolution=1m",
+                n.url(),
+                enc("rpc_seconds_bucket"),
+                (t0 - 60_000) as f64 / 1000.0,
+                now as f64 / 1000.0
+            );
+            let r = request("GET", &url, &one, &[]).expect("query_exemplars");
+            assert_eq!(r.status, 200, "{}", r.text());
+            let ex = r.json()["data"].to_string();
+            assert!(ex.contains("trace_id"), "{ex}");
+            (raw, rollups, ex)
+        })
+        .collect();
+    // Compared whole; a difference is reported by its first series.
+    let same = |a: &[String], b: &[String], what: &str| {
+        if let Some((x, y)) = a.iter().zip(b).find(|(x, y)| x != y) {
+            panic!(
+                "{what} differ; first: {:.300} vs {:.300}",
+                x.as_str(),
+                y.as_str()
+            );
+        }
+        assert_eq!(a.len(), b.len(), "{what}: series");
+    };
+    for (i, name) in [(1, "node 2"), (2, "node 3")] {
+        same(
+            &copies[0].0,
+            &copies[i].0,
+            &format!("raw of node 1 and {name}"),
+        );
+        same(
+            &copies[0].1,
+            &copies[i].1,
+            &format!("rollups of node 1 and {name}"),
+        );
+        same(
+            &[copies[0].2.clone()],
+            &[copies[i].2.clone()],
+            &format!("p99 exemplars of node 1 and {name}"),
+        );
+    }
 }
 
 /// The newest and oldest sample time of every series of a range-vector

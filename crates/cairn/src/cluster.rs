@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use cairn_api::{Admin, AppState, Backend};
 use cairn_cluster::{ClusterSection, NodeId, Placement};
 use cairn_common::{ExemplarSeries, Labels, MetricMetadata, WriteOutcome};
-use cairn_replication::{NodeStore, ReplicatedStore};
+use cairn_replication::{Hints, NodeStore, ReplicatedStore};
 use cairn_rpc::{Incoming, NodeService, RemoteNode};
 use cairn_storage::Storage;
 use cairn_storage_api::{
@@ -207,6 +207,7 @@ impl ClusterRole {
                     let peer = Peer::new(id.clone(), client.clone(), metrics.clone());
                     nodes.insert(id.clone(), Arc::new(peer));
                 }
+                let hints = Arc::new(Hints::new(section.hints_max_size.0));
                 let store = match ReplicatedStore::new(
                     (*placement).clone(),
                     nodes,
@@ -215,11 +216,14 @@ impl ClusterRole {
                     // Replica answers still pending once a write is decided
                     // run on: a slow replica delays no write the level allows.
                     // Reads ask this node first: its replica is in process.
-                    Ok(s) => Arc::new(s.preferring(section.node()).with_spawner(Arc::new(
-                        move |f| {
-                            spawner.spawn(f);
-                        },
-                    ))),
+                    // What a replica misses is kept and replayed to it.
+                    Ok(s) => Arc::new(
+                        s.preferring(section.node())
+                            .with_spawner(Arc::new(move |f| {
+                                spawner.spawn(f);
+                            }))
+                            .with_hints(hints.clone()),
+                    ),
                     Err(e) => {
                         tracing::error!(%e, "cannot build the cluster's store");
                         return;
@@ -243,6 +247,24 @@ impl ClusterRole {
                                 }
                             }
                             state.set_gateways(live);
+                        }
+                    });
+                }
+                // Hinted handoff: each second, the replicas that missed
+                // writes get them replayed (a round stops at a replica's
+                // first failure: it is still away).
+                {
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        loop {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            let sent = store.deliver_hints().await;
+                            if sent > 0 {
+                                tracing::info!(
+                                    samples = sent,
+                                    "replayed hinted writes to replicas"
+                                );
+                            }
                         }
                     });
                 }
@@ -369,6 +391,7 @@ impl Admin for ClusterAdmin {
     fn register_metrics(&self, registry: &mut cairn_api::MetricsRegistry) {
         self.storage.register_metrics(registry);
         self.metrics.register(registry);
+        registry.register_collector(Box::new(HintCollector(Arc::downgrade(&self.store))));
     }
     fn cluster(&self) -> Option<BoxFuture<'static, serde_json::Value>> {
         let placement = self.store.placement();
@@ -407,6 +430,82 @@ impl Admin for ClusterAdmin {
             });
             v
         }))
+    }
+}
+
+/// The hinted-handoff queues' gauges and counters, read at scrape time.
+#[derive(Debug)]
+struct HintCollector(std::sync::Weak<ReplicatedStore>);
+
+impl prometheus_client::collector::Collector for HintCollector {
+    fn encode(
+        &self,
+        mut enc: prometheus_client::encoding::DescriptorEncoder,
+    ) -> std::result::Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        use prometheus_client::metrics::MetricType;
+        let Some(store) = self.0.upgrade() else {
+            return Ok(());
+        };
+        let stats = store.hint_stats();
+        type Get = fn(&cairn_replication::HintStats) -> u64;
+        let families: [(&str, &str, bool, Get); 6] = [
+            (
+                "cairn_cluster_hints_pending",
+                "Writes a replica missed, kept here to replay to it (hinted handoff).",
+                false,
+                |s| s.pending,
+            ),
+            (
+                "cairn_cluster_hint_pending_samples",
+                "Samples in the writes kept for a replica.",
+                false,
+                |s| s.pending_samples,
+            ),
+            (
+                "cairn_cluster_hint_pending_bytes",
+                "Estimated memory of the writes kept for a replica (bounded by cluster.hints-max-size).",
+                false,
+                |s| s.pending_bytes,
+            ),
+            (
+                "cairn_cluster_hint_delivered_samples",
+                "Samples of missed writes replayed to a replica, which acknowledged them.",
+                true,
+                |s| s.delivered_samples,
+            ),
+            (
+                "cairn_cluster_hint_dropped_samples",
+                "Samples of missed writes dropped, oldest first, because the replica's budget (cluster.hints-max-size) was full.",
+                true,
+                |s| s.dropped_samples,
+            ),
+            (
+                "cairn_cluster_hint_refused_samples",
+                "Samples of missed writes the replica refused when replayed (e.g. past its retention by then).",
+                true,
+                |s| s.refused_samples,
+            ),
+        ];
+        for (name, help, counter, get) in families {
+            let kind = if counter {
+                MetricType::Counter
+            } else {
+                MetricType::Gauge
+            };
+            let mut family = enc.encode_descriptor(name, help, None, kind)?;
+            for (node, s) in &stats {
+                let labels = [("peer", node.as_str())];
+                if counter {
+                    ConstCounter::new(get(s)).encode(family.encode_family(&labels)?)?;
+                } else {
+                    ConstGauge::new(get(s) as i64).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -5,7 +5,7 @@
 use crate::consistency::{ReadLevel, WriteLevel};
 use crate::node::{Node, NodeId};
 use crate::placement::{Placement, MAX_SHARDS};
-use cairn_common::config::{ConfigError, Duration};
+use cairn_common::config::{ByteSize, ConfigError, Duration};
 use serde::Deserialize;
 
 /// One initial member: its id and the addresses the others reach it at.
@@ -43,6 +43,10 @@ pub struct ClusterSection {
     pub read_consistency: ReadLevel,
     /// How long a call to one replica may take.
     pub replica_timeout: Duration,
+    /// Hinted handoff: the writes a replica missed (down, restarting, too
+    /// slow) kept on the gateway, up to this much per replica, and replayed
+    /// when it answers again (0: none kept).
+    pub hints_max_size: ByteSize,
 }
 
 impl ClusterSection {
@@ -198,6 +202,7 @@ mod tests {
             write_consistency: WriteLevel::Majority,
             read_consistency: ReadLevel::UnstrictMajority,
             replica_timeout: Duration(std::time::Duration::from_secs(5)),
+            hints_max_size: ByteSize(1 << 20),
         }
     }
 

@@ -11,7 +11,9 @@
 //! level, and merged per series (replicas deduplicated by timestamp before
 //! anything downstream sees them). Errors that are the request's own
 //! (invalid input, not found, limit exceeded) are returned as they are, not
-//! counted against a replica.
+//! counted against a replica. [`Hints`]: the replica writes that failed,
+//! kept and replayed to their replica when it answers again (hinted
+//! handoff).
 //!
 //! Must never depend on: RocksDB, the storage crate, tonic or tokio — its
 //! replicas are any stores of the contract (the local node, a
@@ -32,6 +34,10 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
+mod hints;
+use hints::Hint;
+pub use hints::{HintStats, Hints};
+
 /// A replica's store: anything that reads and writes the contract.
 pub trait NodeStore: SeriesReader + ShardWriter {}
 impl<T: SeriesReader + ShardWriter + ?Sized> NodeStore for T {}
@@ -47,6 +53,8 @@ pub struct ReplicatedStore {
     spawner: Option<Spawner>,
     /// The node reads ask first (this one: in process).
     preferred: Option<NodeId>,
+    /// Replica writes that failed, kept to replay (hinted handoff).
+    hints: Option<Arc<Hints>>,
 }
 
 /// Runs a future to its end without the caller (e.g. `tokio::spawn`): the
@@ -78,6 +86,63 @@ impl ReplicatedStore {
             read_level,
             spawner: None,
             preferred: None,
+            hints: None,
+        })
+    }
+
+    /// A replica write that fails (down, restarting, timed out — not a
+    /// refusal of the request) is kept in `hints` and replayed to that
+    /// replica by [`deliver_hints`](Self::deliver_hints).
+    pub fn with_hints(mut self, hints: Arc<Hints>) -> Self {
+        self.hints = Some(hints);
+        self
+    }
+
+    /// The hints this store keeps, per replica.
+    pub fn hint_stats(&self) -> Vec<(NodeId, HintStats)> {
+        self.hints.as_ref().map(|h| h.stats()).unwrap_or_default()
+    }
+
+    /// One delivery round: each replica holding hints gets them replayed,
+    /// oldest first, until one fails (that replica is still away: the rest
+    /// wait for the next round). A hint the replica refuses as a request
+    /// error is dropped (counted). Returns the samples delivered; a round
+    /// already running elsewhere makes this one return 0 at once.
+    pub fn deliver_hints(&self) -> BoxFuture<'_, u64> {
+        Box::pin(async move {
+            let Some(hints) = &self.hints else { return 0 };
+            let Some(_turn) = hints.begin_delivery() else {
+                return 0;
+            };
+            let replicas: Vec<NodeId> = hints
+                .nodes()
+                .into_iter()
+                .filter(|n| self.nodes.contains_key(n))
+                .collect();
+            let rounds = replicas.into_iter().map(|node| async move {
+                let store = self.node(&node).clone();
+                let mut sent = 0u64;
+                while let Some(h) = hints.front(&node) {
+                    let w = WriteRequest {
+                        tenant: h.tenant.clone(),
+                        namespace: h.namespace.clone(),
+                        shard: h.shard,
+                        batch: (*h.batch).clone(),
+                        consistency: cairn_cluster::WriteLevel::One,
+                        applied: None,
+                    };
+                    match store.write(w).await {
+                        Ok(_) => {
+                            sent += h.batch.sample_count() as u64;
+                            hints.done(&node, &h, true);
+                        }
+                        Err(e) if is_request_error(&e) => hints.done(&node, &h, false),
+                        Err(_) => break,
+                    }
+                }
+                sent
+            });
+            join_all(rounds).await.into_iter().sum()
         })
     }
 
@@ -554,19 +619,34 @@ impl ShardWriter for ReplicatedStore {
                 tallies.insert(first, Tally::new(first, level, rf, replicas.len()));
                 // A single shard is named, so the node checks its series.
                 let shard = (shards.len() == 1).then_some(first);
+                let part = Arc::new(part);
                 for node in replicas {
                     let w = WriteRequest {
                         tenant: req.tenant.clone(),
                         namespace: req.namespace.clone(),
                         shard,
-                        batch: part.clone(),
+                        batch: (*part).clone(),
                         consistency: level,
                         // The turn is given back when the write returns.
                         applied: None,
                     };
                     let store = self.node(&node).clone();
-                    let call: BoxFuture<'static, _> =
-                        Box::pin(async move { (first, node, store.write(w).await) });
+                    let hint = self
+                        .hints
+                        .clone()
+                        .map(|h| (h, req.tenant.clone(), req.namespace.clone(), part.clone()));
+                    let call: BoxFuture<'static, _> = Box::pin(async move {
+                        let r = store.write(w).await;
+                        // Missed by this replica (not refused): kept to
+                        // replay when it is back, whatever the write's
+                        // outcome (the level may still allow it).
+                        if let (Err(e), Some((hints, tenant, ns, part))) = (&r, hint) {
+                            if !is_request_error(e) {
+                                hints.push(&node, Hint::new(&tenant, &ns, shard, part));
+                            }
+                        }
+                        (first, node, r)
+                    });
                     calls.push(call);
                 }
             }

@@ -460,3 +460,130 @@ fn reads_ask_a_majority_preferring_the_local_replica() {
         w.take()
     );
 }
+
+/// A replica that can be taken down and brought back: down, its calls fail
+/// as unreachable; up, it is the in-memory store behind it.
+struct Switch {
+    store: Arc<MemStore>,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl Switch {
+    fn is_down(&self) -> bool {
+        self.down.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl SeriesReader for Switch {
+    fn select(&self, r: SelectRequest) -> BoxFuture<'_, Result<SeriesStream<'_>, StoreError>> {
+        if self.is_down() {
+            return down();
+        }
+        self.store.select(r)
+    }
+    fn series(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<Labels>, StoreError>> {
+        if self.is_down() {
+            return down();
+        }
+        self.store.series(q)
+    }
+    fn label_names(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        if self.is_down() {
+            return down();
+        }
+        self.store.label_names(q)
+    }
+    fn label_values(
+        &self,
+        q: SeriesQuery,
+        n: String,
+    ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        if self.is_down() {
+            return down();
+        }
+        self.store.label_values(q, n)
+    }
+    fn exemplars(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<ExemplarSeries>, StoreError>> {
+        if self.is_down() {
+            return down();
+        }
+        self.store.exemplars(q)
+    }
+    fn metadata(
+        &self,
+        t: String,
+        m: Option<String>,
+        l: usize,
+    ) -> BoxFuture<'_, Result<Vec<(String, MetricMetadata)>, StoreError>> {
+        if self.is_down() {
+            return down();
+        }
+        self.store.metadata(t, m, l)
+    }
+}
+
+impl ShardWriter for Switch {
+    fn write(&self, w: WriteRequest) -> BoxFuture<'_, Result<WriteOutcome, StoreError>> {
+        if self.is_down() {
+            return down();
+        }
+        self.store.write(w)
+    }
+}
+
+/// Hinted handoff: writes node 3 missed while it was down are kept on the
+/// gateway and replayed when it is back, so it then holds exactly what the
+/// others hold; while it is away a delivery round leaves them pending.
+#[test]
+fn a_replica_back_from_down_gets_the_writes_it_missed() {
+    let p = placement(3, 3);
+    let mems: Vec<Arc<MemStore>> = (0..3).map(|_| Arc::new(MemStore::new())).collect();
+    let third = Arc::new(Switch {
+        store: mems[2].clone(),
+        down: std::sync::atomic::AtomicBool::new(true),
+    });
+    let mut nodes: HashMap<NodeId, Arc<dyn NodeStore>> = HashMap::new();
+    nodes.insert(NodeId::new("node-1"), mems[0].clone());
+    nodes.insert(NodeId::new("node-2"), mems[1].clone());
+    nodes.insert(NodeId::new("node-3"), third.clone());
+    let hints = Arc::new(crate::Hints::new(64 << 20));
+    let store = ReplicatedStore::new(p, nodes, ReadLevel::UnstrictMajority)
+        .unwrap()
+        .with_hints(hints.clone());
+    let t = now_ms();
+    for k in 0..5 {
+        let w = WriteRequest::new("t", batch("t", 30, t + k));
+        assert_eq!(block_on(store.write(w)).unwrap().accepted_samples, 30);
+    }
+    let n3 = NodeId::new("node-3");
+    let stats = |h: &crate::Hints| {
+        h.stats()
+            .into_iter()
+            .find(|(n, _)| *n == n3)
+            .map(|(_, s)| s)
+            .unwrap_or_default()
+    };
+    assert_eq!(stats(&hints).pending_samples, 150, "{:?}", hints.stats());
+    assert_eq!(block_on(store.deliver_hints()), 0, "still down");
+    assert_eq!(stats(&hints).pending_samples, 150);
+    let held = |m: &MemStore| {
+        block_on(select_all(m, SelectRequest::new("t", up(), t, t + 10)))
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.labels.to_string(), s.samples))
+            .collect::<Vec<_>>()
+    };
+    assert!(held(&mems[2]).is_empty());
+    third.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(block_on(store.deliver_hints()), 150);
+    let s = stats(&hints);
+    assert_eq!((s.pending, s.delivered_samples), (0, 150), "{s:?}");
+    assert_eq!(held(&mems[2]), held(&mems[0]), "node 3 caught up");
+    assert_eq!(held(&mems[2]).len(), 30);
+    assert_eq!(block_on(store.deliver_hints()), 0, "nothing left");
+    // No hints without failures, and only the nodes that failed get them.
+    assert!(hints
+        .stats()
+        .iter()
+        .all(|(n, s)| *n == n3 || s.pending + s.delivered_samples == 0));
+}
