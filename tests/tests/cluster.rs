@@ -948,7 +948,9 @@ fn window_increases(samples: &[(i64, f64)]) -> std::collections::BTreeMap<i64, f
 /// new series, through an input's reset on a window edge, an input that
 /// appears late and one that stops early — equal, window by window, to the
 /// sum of the inputs' own increases; a `drop_inputs` rule's inputs are not
-/// stored raw and are counted as dropped by `rollup:<rule>`.
+/// stored raw and are counted as dropped by `rollup:<rule>`, except samples
+/// older than the inputs' horizon, which stay raw and are counted as too
+/// old; the gateway's usage shows each rule's samples and series saved.
 #[test]
 fn rollup_rules_sum_counters_by_service_per_window() {
     let cfg = "storage:\n  namespaces: [\"1m:30d\"]\n";
@@ -995,10 +997,20 @@ fn rollup_rules_sum_counters_by_service_per_window() {
     let debug: Vec<(i64, f64)> = (0..400)
         .map(|k| (t0 + 1000 + k * 15_000, k as f64))
         .collect();
-    ts.push(series(
-        &[("__name__", "debug_total"), ("instance", "1")],
-        &debug,
-    ));
+    // Three instances into one output (two series saved); instance 1 also
+    // carries four samples from before the inputs' horizon (3h by
+    // default): kept raw, not rolled up, counted as too old.
+    let old_t = t0 - 2 * 3_600_000;
+    for inst in ["1", "2", "3"] {
+        let mut samples = debug.clone();
+        if inst == "1" {
+            samples.splice(0..0, (0..4).map(|k| (old_t + k * 15_000, k as f64)));
+        }
+        ts.push(series(
+            &[("__name__", "debug_total"), ("instance", inst)],
+            &samples,
+        ));
+    }
     let body = write_request(ts);
     let rules = br#"[
         {"name": "svc", "selector": "{__name__=\"http_requests_total\"}", "by": ["service"], "output": "service:http_requests:increase"},
@@ -1081,11 +1093,12 @@ fn rollup_rules_sum_counters_by_service_per_window() {
         let out = result_series(&n.url(), q, now, &[]);
         let newest = t0 + 1000 + 399 * 15_000 - 120_000;
         let closed = newest - newest.rem_euclid(60_000);
-        let total: f64 = window_increases(&debug)
-            .iter()
-            .filter(|(w, _)| **w < closed)
-            .map(|(_, v)| v)
-            .sum();
+        let total: f64 = 3.0
+            * window_increases(&debug)
+                .iter()
+                .filter(|(w, _)| **w < closed)
+                .map(|(_, v)| v)
+                .sum::<f64>();
         assert!(
             out.len() == 1 && out[0].contains(&format!("\"{total}\"")),
             "{out:?} vs {total}"
@@ -1097,7 +1110,44 @@ fn rollup_rules_sum_counters_by_service_per_window() {
             m.lines()
                 .any(|l| l.starts_with("cairn_drop_rule_samples_total{")
                     && l.contains("rule=\"rollup:dbg\"")
-                    && l.ends_with(" 400")),
+                    && l.ends_with(" 1200")),
+            "{m}"
+        );
+        // Too old to roll up: still raw.
+        let q = "count_over_time(debug_total[10m])";
+        let old_raw = result_series(&n.url(), q, old_t + 120_000, &[]);
+        assert!(
+            old_raw.len() == 1 && old_raw[0].contains("\"4\""),
+            "{old_raw:?}"
+        );
+        // The gateway's usage: per rule, samples by outcome and series saved.
+        let r = request(
+            "GET",
+            &format!("{}/admin/v1/tenants/default/usage", nodes[0].url()),
+            ADMIN,
+            &[],
+        )
+        .expect("usage");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let u = r.json()["data"]["rollup_rules"].clone();
+        assert_eq!(
+            u,
+            serde_json::json!([
+                {"rule": "dbg", "samples_copied": 1200, "input_samples_dropped": 1200,
+                 "samples_too_old": 4, "input_series_dropped": 3, "output_series": 1,
+                 "series_saved": 2, "series_counts_capped": false},
+                {"rule": "svc", "samples_copied": 1680, "input_samples_dropped": 0,
+                 "samples_too_old": 0, "input_series_dropped": 0, "output_series": 2,
+                 "series_saved": 0, "series_counts_capped": false},
+            ]),
+            "{u}"
+        );
+        assert!(
+            m.lines()
+                .any(|l| l.starts_with("cairn_rollup_rule_samples_total{")
+                    && l.contains("rule=\"dbg\"")
+                    && l.contains("outcome=\"too_old\"")
+                    && l.ends_with(" 4")),
             "{m}"
         );
     };

@@ -151,5 +151,7 @@ pub fn api_config(ingest: &IngestSection, query: &QuerySection) -> Result<ApiCon
         write_queue_wait: ingest.max_queue_duration.get(),
         // Set from the cluster section by the binary.
         write_consistency: cairn_storage_api::WriteLevel::default(),
+        // Set from the storage section by the binary.
+        rollup_input_horizon_ms: None,
     })
 }

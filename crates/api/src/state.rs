@@ -76,6 +76,10 @@ pub struct ApiConfig {
     /// The level a write is acknowledged at when its request names none
     /// (`cluster.write-consistency`; header `X-Cairn-Write-Consistency`).
     pub write_consistency: cairn_storage_api::WriteLevel,
+    /// How old a sample may be to be copied as a rollup rule's input (ms;
+    /// the store's `rollup_input_horizon`); `None` without aggregated
+    /// namespaces (rollup rules then apply to nothing).
+    pub rollup_input_horizon_ms: Option<i64>,
 }
 
 impl Default for ApiConfig {
@@ -91,6 +95,7 @@ impl Default for ApiConfig {
             write_consistency: cairn_storage_api::WriteLevel::Majority,
             write_concurrency: 0,
             write_queue_wait: std::time::Duration::from_secs(60),
+            rollup_input_horizon_ms: None,
         }
     }
 }

@@ -70,6 +70,25 @@ pub(crate) struct RuleLabels {
     pub dry_run: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RollupLabels {
+    pub tenant: String,
+    pub rule: String,
+    pub outcome: &'static str,
+}
+
+/// Distinct input and output series a rollup rule met, each counted up to
+/// [`ROLLUP_SERIES_CAP`].
+#[derive(Debug, Default)]
+struct RollupSeries {
+    inputs_dropped: std::collections::HashSet<u128>,
+    outputs: std::collections::HashSet<u128>,
+}
+
+/// Distinct series of one rollup rule counted (each kind); past it the
+/// count is a lower bound.
+pub(crate) const ROLLUP_SERIES_CAP: usize = 100_000;
+
 /// Per-tenant counters.
 #[derive(Debug, Default)]
 pub(crate) struct TenantMetrics {
@@ -84,6 +103,10 @@ pub(crate) struct TenantMetrics {
     pub attributed_stored: Family<AttributedLabels, Counter>,
     /// Each tenant's attribution values counted so far (to cap them).
     attributed_values: Mutex<HashMap<String, std::collections::HashSet<String>>>,
+    /// Samples of each rollup rule by outcome (copied, inputs_dropped, too_old).
+    pub rollup_samples: Family<RollupLabels, Counter>,
+    /// Series each rollup rule met, by (tenant, rule).
+    rollup_series: Mutex<HashMap<(String, String), RollupSeries>>,
 }
 
 impl TenantMetrics {
@@ -124,10 +147,97 @@ impl TenantMetrics {
             self.active_series.clone(),
         );
         r.register(
+            "cairn_rollup_rule_samples",
+            "Samples matched by a tenant's rollup rule, by outcome: copied (rolled up), inputs_dropped (of those, left out of raw), too_old (older than the inputs' horizon: kept raw, not rolled up)",
+            self.rollup_samples.clone(),
+        );
+        r.register(
             "cairn_tenant_queries",
             "Reads (queries, series, labels, export, remote read) by tenant",
             self.queries.clone(),
         );
+    }
+
+    /// Records what a write did with each rollup rule's matches.
+    pub(crate) fn rollups(&self, tenant: &str, tally: &[crate::write::RuleTally]) {
+        if tally.is_empty() {
+            return;
+        }
+        let mut series = self
+            .rollup_series
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for t in tally {
+            for (outcome, n) in [
+                ("copied", t.copied),
+                ("inputs_dropped", t.dropped),
+                ("too_old", t.too_old),
+            ] {
+                let c = self.rollup_samples.get_or_create(&RollupLabels {
+                    tenant: tenant.to_string(),
+                    rule: t.rule.clone(),
+                    outcome,
+                });
+                c.inc_by(n);
+            }
+            let e = series
+                .entry((tenant.to_string(), t.rule.clone()))
+                .or_default();
+            for (set, ids) in [
+                (&mut e.inputs_dropped, &t.inputs_dropped),
+                (&mut e.outputs, &t.outputs),
+            ] {
+                for id in ids {
+                    if set.len() >= ROLLUP_SERIES_CAP {
+                        break;
+                    }
+                    set.insert(*id);
+                }
+            }
+        }
+    }
+
+    /// Each rollup rule of `tenant` this gateway has seen: samples by
+    /// outcome and the series it saved (inputs left out of raw less the
+    /// outputs written instead).
+    fn rollup_usage(&self, tenant: &str) -> serde_json::Value {
+        let series = self
+            .rollup_series
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut rules: Vec<&String> = series
+            .keys()
+            .filter(|(t, _)| t == tenant)
+            .map(|(_, r)| r)
+            .collect();
+        rules.sort();
+        let out: Vec<serde_json::Value> = rules
+            .into_iter()
+            .map(|rule| {
+                let n = |outcome: &'static str| {
+                    self.rollup_samples
+                        .get_or_create(&RollupLabels {
+                            tenant: tenant.to_string(),
+                            rule: rule.clone(),
+                            outcome,
+                        })
+                        .get()
+                };
+                let s = &series[&(tenant.to_string(), rule.clone())];
+                let (inputs, outputs) = (s.inputs_dropped.len(), s.outputs.len());
+                serde_json::json!({
+                    "rule": rule,
+                    "samples_copied": n("copied"),
+                    "input_samples_dropped": n("inputs_dropped"),
+                    "samples_too_old": n("too_old"),
+                    "input_series_dropped": inputs,
+                    "output_series": outputs,
+                    "series_saved": inputs.saturating_sub(outputs),
+                    "series_counts_capped": inputs >= ROLLUP_SERIES_CAP || outputs >= ROLLUP_SERIES_CAP,
+                })
+            })
+            .collect();
+        serde_json::Value::Array(out)
     }
 
     pub(crate) fn discard(&self, tenant: &str, reason: cairn_tenancy::Reason, n: u64) {
@@ -265,6 +375,7 @@ impl TenantMetrics {
             "samples_discarded": discarded,
             "queries": Self::tenant_counter(&self.queries, tenant),
             "attribution": attribution.map(|l| self.attributed(tenant, l)),
+            "rollup_rules": self.rollup_usage(tenant),
         })
     }
 }

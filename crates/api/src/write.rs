@@ -84,66 +84,75 @@ pub(crate) async fn remote_write(
     let writer = backend.writer;
     let gate_tenants = tenants.clone();
     let tenant_id = tenant.clone();
-    let downsampling = !st.0.cfg.engine.namespaces.is_empty();
-    let ((n_samples, received, invalid, gated), outcome, rollup_drops) = blocking(move || {
-        let (mut batch, invalid) = cairn_ingest::decode_prepared(&tenant, &body, &limits, now)?;
-        let n_samples = batch.sample_count() as u64;
-        let received = n_samples
-            + batch
-                .series
-                .iter()
-                .map(|s| s.exemplars.len() as u64)
-                .sum::<u64>();
-        let attribution = t.attribution_label.as_deref();
-        if let Some(l) = attribution {
-            gate_tenants.metrics.attribute(&t.id, l, &batch, false);
-        }
-        let gated = gate_tenants
-            .gate
-            .admit(&t, &mut batch, std::time::Instant::now());
-        if let (Some(l), Ok(_)) = (attribution, &gated) {
-            gate_tenants.metrics.attribute(&t.id, l, &batch, true);
-        }
-        // Rollup rules: the matched inputs copied to their outputs' shards
-        // (written first: a downsampling pass that misses them then sees the
-        // raw write mark their windows), dropped from raw where the rule says.
-        let mut rollup_drops = Vec::new();
-        let copies = match (&gated, downsampling) {
-            (Ok(_), true) if !t.rollups.is_empty() => {
-                rollup_copies(&t, &tenant, &mut batch, &mut rollup_drops)
+    // Rollup inputs are copied while there are aggregated namespaces.
+    let horizon = st.0.cfg.rollup_input_horizon_ms;
+    let ((n_samples, received, invalid, gated), outcome, (rollup_drops, rollup_tally)) =
+        blocking(move || {
+            let (mut batch, invalid) = cairn_ingest::decode_prepared(&tenant, &body, &limits, now)?;
+            let n_samples = batch.sample_count() as u64;
+            let received = n_samples
+                + batch
+                    .series
+                    .iter()
+                    .map(|s| s.exemplars.len() as u64)
+                    .sum::<u64>();
+            let attribution = t.attribution_label.as_deref();
+            if let Some(l) = attribution {
+                gate_tenants.metrics.attribute(&t.id, l, &batch, false);
             }
-            _ => None,
-        };
-        if let Some(c) = copies {
-            let req = cairn_storage_api::WriteRequest::new(tenant.clone(), c)
-                .with_namespace(cairn_storage_api::ROLLUP_INPUTS_NAMESPACE)
-                .with_consistency(level);
-            if let Err(e) = cairn_storage_api::block_on(writer.write(req)) {
-                return Ok((
-                    (n_samples, received, invalid, gated),
-                    Some(Err(e)),
-                    rollup_drops,
-                ));
+            let gated = gate_tenants
+                .gate
+                .admit(&t, &mut batch, std::time::Instant::now());
+            if let (Some(l), Ok(_)) = (attribution, &gated) {
+                gate_tenants.metrics.attribute(&t.id, l, &batch, true);
             }
-        }
-        let outcome = if gated.is_err() || (batch.series.is_empty() && batch.metadata.is_empty()) {
-            None
-        } else {
-            // The turn goes back once the batch is applied: waiting for the
-            // fsync takes no CPU and holds no decoded body. (Otherwise it
-            // goes when this closure ends.)
-            let req = cairn_storage_api::WriteRequest::new(tenant.clone(), batch)
-                .with_consistency(level)
-                .on_applied(move || drop(turn));
-            Some(cairn_storage_api::block_on(writer.write(req)))
-        };
-        Ok::<_, cairn_ingest::IngestError>((
-            (n_samples, received, invalid, gated),
-            outcome,
-            rollup_drops,
-        ))
-    })
-    .await??;
+            // Rollup rules: the matched inputs copied to their outputs' shards
+            // (written first: a downsampling pass that misses them then sees the
+            // raw write mark their windows), dropped from raw where the rule says.
+            let mut rollup_drops = Vec::new();
+            let mut rollup_tally = Vec::new();
+            let copies = match (&gated, horizon) {
+                (Ok(_), Some(h)) if !t.rollups.is_empty() => rollup_copies(
+                    &t,
+                    &tenant,
+                    now - h,
+                    &mut batch,
+                    &mut rollup_drops,
+                    &mut rollup_tally,
+                ),
+                _ => None,
+            };
+            if let Some(c) = copies {
+                let req = cairn_storage_api::WriteRequest::new(tenant.clone(), c)
+                    .with_namespace(cairn_storage_api::ROLLUP_INPUTS_NAMESPACE)
+                    .with_consistency(level);
+                if let Err(e) = cairn_storage_api::block_on(writer.write(req)) {
+                    return Ok((
+                        (n_samples, received, invalid, gated),
+                        Some(Err(e)),
+                        (rollup_drops, rollup_tally),
+                    ));
+                }
+            }
+            let outcome =
+                if gated.is_err() || (batch.series.is_empty() && batch.metadata.is_empty()) {
+                    None
+                } else {
+                    // The turn goes back once the batch is applied: waiting for the
+                    // fsync takes no CPU and holds no decoded body. (Otherwise it
+                    // goes when this closure ends.)
+                    let req = cairn_storage_api::WriteRequest::new(tenant.clone(), batch)
+                        .with_consistency(level)
+                        .on_applied(move || drop(turn));
+                    Some(cairn_storage_api::block_on(writer.write(req)))
+                };
+            Ok::<_, cairn_ingest::IngestError>((
+                (n_samples, received, invalid, gated),
+                outcome,
+                (rollup_drops, rollup_tally),
+            ))
+        })
+        .await??;
     let tenant = tenant_id;
     let m = &st.0.metrics;
     let tm = &tenants.metrics;
@@ -202,6 +211,7 @@ pub(crate) async fn remote_write(
     }
     tm.rules(&tenant, &admitted.by_rule);
     tm.rules(&tenant, &rollup_drops);
+    tm.rollups(&tenant, &rollup_tally);
     // A refused series is echoed cut short: it may hold thousands of labels.
     let shown = |s: &str| cairn_common::limits::truncate_str(s, 512).into_owned();
     let mut problems: Vec<String> = invalid
@@ -282,43 +292,103 @@ fn write_level(
         })
 }
 
+/// What one write did with the matches of one rollup rule.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct RuleTally {
+    pub rule: String,
+    /// Samples copied as the rule's inputs.
+    pub copied: u64,
+    /// Of those, samples left out of raw (the rule drops its inputs).
+    pub dropped: u64,
+    /// Samples matched but older than the inputs' horizon: kept in raw,
+    /// not rolled up.
+    pub too_old: u64,
+    /// Ids of the input series whose samples left raw.
+    pub inputs_dropped: Vec<u128>,
+    /// Ids of the output series written to (without `__input__`).
+    pub outputs: Vec<u128>,
+}
+
 /// The copies of `batch`'s series that tenant `t`'s rollup rules match,
 /// under each output's labels and the input's id (see `cairn-tenancy`'s
-/// `rollup`); the inputs of a `drop_inputs` rule leave `batch`, their
-/// samples counted in `drops` as `rollup:<rule>`.
+/// `rollup`), of their samples at or after `horizon` (older ones stay in
+/// raw, counted as too old); those inputs of a `drop_inputs` rule leave
+/// `batch`, their samples counted in `drops` as `rollup:<rule>`; what each
+/// rule did is added to `tally`.
 fn rollup_copies(
     t: &cairn_tenancy::TenantView,
     tenant: &str,
+    horizon: i64,
     batch: &mut cairn_common::PreparedBatch,
     drops: &mut Vec<(String, bool, u64)>,
+    tally: &mut Vec<RuleTally>,
 ) -> Option<cairn_common::PreparedBatch> {
     let rules = &t.rollups;
     let mut copies = Vec::new();
-    batch.series.retain(|s| {
+    batch.series.retain_mut(|s| {
         let hit = rules.matching(s.labels.pairs());
         if hit.is_empty() || s.samples.is_empty() {
             return true;
         }
+        let fresh = s.samples.iter().filter(|x| x.t >= horizon).count();
+        let old = s.samples.len() - fresh;
         let input = format!("{:032x}", s.id.0);
-        let mut keep = true;
+        let mut drop_fresh = false;
         for i in hit {
+            let r = rules.rule(i);
+            let at = match tally.iter().position(|x| x.rule == r.name) {
+                Some(at) => at,
+                None => {
+                    tally.push(RuleTally {
+                        rule: r.name.clone(),
+                        ..RuleTally::default()
+                    });
+                    tally.len() - 1
+                }
+            };
+            let rt = &mut tally[at];
+            rt.too_old += old as u64;
+            if fresh == 0 {
+                continue;
+            }
             let pairs = rules.output_pairs(i, s.labels.pairs(), &input);
+            let output = cairn_common::SeriesId::of_pairs(
+                tenant,
+                pairs
+                    .iter()
+                    .copied()
+                    .filter(|(n, _)| *n != cairn_common::INPUT_LABEL),
+            );
+            rt.copied += fresh as u64;
+            if !rt.outputs.contains(&output.0) {
+                rt.outputs.push(output.0);
+            }
             copies.push(cairn_common::SeriesWrite {
                 labels: cairn_common::Labels::from_pairs(&pairs),
-                samples: s.samples.clone(),
+                samples: s
+                    .samples
+                    .iter()
+                    .filter(|x| x.t >= horizon)
+                    .copied()
+                    .collect(),
                 exemplars: vec![],
             });
-            let r = rules.rule(i);
             if r.drop_inputs {
-                keep = false;
+                drop_fresh = true;
+                rt.dropped += fresh as u64;
+                rt.inputs_dropped.push(s.id.0);
                 let name = format!("rollup:{}", r.name);
                 match drops.iter_mut().find(|(n, _, _)| *n == name) {
-                    Some((_, _, c)) => *c += s.samples.len() as u64,
-                    None => drops.push((name, false, s.samples.len() as u64)),
+                    Some((_, _, c)) => *c += fresh as u64,
+                    None => drops.push((name, false, fresh as u64)),
                 }
             }
         }
-        keep
+        if drop_fresh {
+            // What was rolled up leaves raw; samples too old to roll up stay.
+            s.samples.retain(|x| x.t < horizon);
+        }
+        !s.samples.is_empty()
     });
     (!copies.is_empty()).then(|| cairn_common::PreparedBatch::from_series(tenant, copies, vec![]))
 }

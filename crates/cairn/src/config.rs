@@ -167,6 +167,7 @@ impl Config {
         let mut c = cairn_api::config::api_config(&self.ingest, &self.query)?;
         let storage = self.storage_config()?;
         let pass_ms = storage.flush_interval.as_millis() as i64;
+        c.rollup_input_horizon_ms = storage.rollup_input_horizon().map(|h| h.as_millis() as i64);
         for ns in storage.namespaces {
             match ns.resolution {
                 None => c.engine.raw_retention_ms = ns.retention_ms(),

@@ -59,6 +59,11 @@ pub struct StorageConfig {
     /// the config file: version 1 is for measurements and for a log a
     /// release before version 2 must still read.
     pub commitlog_format: CommitLogFormat,
+    /// How long rollup rules' input copies are kept (the internal
+    /// `rollup_inputs` namespace; default 6h), at least three of the
+    /// larger of raw's block and the coarsest resolution (see
+    /// [`rollup_inputs`](Self::rollup_inputs)).
+    pub rollup_inputs_retention: Duration,
 }
 
 /// The layout new commit-log records are written in (see `record.rs`).
@@ -92,7 +97,37 @@ impl StorageConfig {
             max_new_series_per_request: 100_000,
             strict_replay: false,
             commitlog_format: CommitLogFormat::default(),
+            rollup_inputs_retention: Duration::from_secs(6 * 3600),
         }
+    }
+
+    /// The internal namespace of rollup rules' input copies, when there
+    /// are aggregated namespaces: raw samples in raw's blocks, kept for
+    /// `rollup_inputs_retention` but at least three of the larger of raw's
+    /// block and the coarsest resolution — so a window's inputs outlive
+    /// its closing (R + lateness) and the late recomputes of
+    /// [`rollup_input_horizon`](Self::rollup_input_horizon). The copies are
+    /// aggregation state, not a second raw store: a rule that drops its
+    /// inputs saves their storage after this span.
+    pub fn rollup_inputs(&self) -> Option<Namespace> {
+        let raw = self.namespaces.iter().find(|n| n.resolution.is_none())?;
+        let coarsest = self.namespaces.iter().filter_map(|n| n.resolution).max()?;
+        let floor = 3 * raw.block.max(coarsest);
+        Some(Namespace {
+            name: cairn_storage_api::ROLLUP_INPUTS_NAMESPACE.to_string(),
+            resolution: None,
+            retention: self.rollup_inputs_retention.max(floor),
+            block: raw.block,
+        })
+    }
+
+    /// How old a sample may be for the gateway to copy it as a rollup
+    /// input: half the inputs' retention, so the windows it lands in can
+    /// still be recomputed from complete inputs. An older sample matched by
+    /// a rollup rule stays in raw (even when the rule drops its inputs)
+    /// and is counted as too old. `None` without aggregated namespaces.
+    pub fn rollup_input_horizon(&self) -> Option<Duration> {
+        self.rollup_inputs().map(|n| n.retention / 2)
     }
 
     /// The `raw` namespace, created with the defaults when the list has
@@ -159,6 +194,9 @@ pub struct StorageSection {
     /// Aggregated namespaces beside `raw` (default none).
     #[serde(default)]
     pub namespaces: Vec<NamespaceEntry>,
+    /// How long rollup rules' input copies are kept (see
+    /// [`StorageConfig::rollup_inputs`]).
+    pub rollup_inputs_retention: CfgDuration,
 }
 
 /// One entry of `storage.namespaces`: a storage policy (`5m:1y`), or the
@@ -218,6 +256,8 @@ impl StorageSection {
                 "must be at least storage.block-size",
             ));
         }
+        self.rollup_inputs_retention
+            .positive("storage.rollup-inputs-retention")?;
         if self.num_shards == 0 || self.num_shards > 4096 {
             return Err(ConfigError::new("storage.num-shards", "must be 1..=4096"));
         }
@@ -255,6 +295,38 @@ impl StorageSection {
         c.index_cache_bytes = self.index_cache_size.bytes();
         c.max_new_series_per_request = max_new_series_per_request;
         c.strict_replay = self.strict_replay;
+        c.rollup_inputs_retention = self.rollup_inputs_retention.get();
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(p: &str) -> Namespace {
+        Namespace::aggregated(p.parse().unwrap(), None).unwrap()
+    }
+
+    /// Rollup inputs are kept for their own retention (not raw's), never
+    /// less than three of the larger of raw's block and the coarsest
+    /// resolution; the gateway copies samples within half of it.
+    #[test]
+    fn rollup_inputs_keep_their_own_short_retention() {
+        let h = Duration::from_secs(3600);
+        let mut c = StorageConfig::new("/tmp/x");
+        assert!(c.rollup_inputs().is_none(), "raw only: no inputs");
+        assert!(c.rollup_input_horizon().is_none());
+        c.namespaces.push(policy("5m:1y"));
+        let ns = c.rollup_inputs().unwrap();
+        assert_eq!(ns.name, cairn_storage_api::ROLLUP_INPUTS_NAMESPACE);
+        assert_eq!((ns.retention, ns.block), (6 * h, 2 * h));
+        assert_eq!(c.rollup_input_horizon(), Some(3 * h));
+        // A coarse policy raises the floor: three of its windows.
+        c.namespaces.push(policy("1d:5y"));
+        assert_eq!(c.rollup_inputs().unwrap().retention, 72 * h);
+        c.rollup_inputs_retention = 100 * h;
+        assert_eq!(c.rollup_inputs().unwrap().retention, 100 * h);
+        assert_eq!(c.rollup_input_horizon(), Some(50 * h));
     }
 }

@@ -119,14 +119,9 @@ impl Storage {
         let mut stores = Vec::with_capacity(aggregated.len());
         let mut downsamplers = Vec::with_capacity(aggregated.len());
         // With aggregated namespaces, also the internal one of rollup
-        // rules' input copies (raw samples, raw's retention; last, so the
+        // rules' input copies (raw samples, kept a few hours; last, so the
         // downsamplers stay in step with the aggregated ones).
-        let inputs = (!aggregated.is_empty()).then(|| Namespace {
-            name: cairn_storage_api::ROLLUP_INPUTS_NAMESPACE.to_string(),
-            resolution: None,
-            retention: raw.retention,
-            block: raw.block,
-        });
+        let inputs = cfg.rollup_inputs();
         for ns in aggregated.iter().copied().chain(inputs.iter()) {
             let _span = tracing::info_span!("namespace", name = %ns.name).entered();
             let mut c = cfg.clone();
