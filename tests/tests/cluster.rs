@@ -950,10 +950,11 @@ fn window_increases(samples: &[(i64, f64)]) -> std::collections::BTreeMap<i64, f
 /// sum of the inputs' own increases; a `drop_inputs` rule's inputs are not
 /// stored raw and are counted as dropped by `rollup:<rule>`, except samples
 /// older than the inputs' horizon, which stay raw and are counted as too
-/// old; the gateway's usage shows each rule's samples and series saved.
+/// old; the gateway's usage shows each rule's samples and series saved; a
+/// mapping rule on an output's labels sets the policies it is kept at.
 #[test]
 fn rollup_rules_sum_counters_by_service_per_window() {
-    let cfg = "storage:\n  namespaces: [\"1m:30d\"]\n";
+    let cfg = "storage:\n  namespaces: [\"1m:30d\", \"2m:30d\"]\n";
     let now = now_ms();
     let t0 = now - now.rem_euclid(60_000) - 2 * 3_600_000;
     // (service, instance, first scrape, last scrape, reset at)
@@ -1032,18 +1033,26 @@ fn rollup_rules_sum_counters_by_service_per_window() {
         let url = format!("{}/admin/v1/tenants/default/rollup_rules", nodes[0].url());
         let r = request("PUT", &url, &admin_json, rules).expect("put");
         assert_eq!(r.status, 200, "{}", r.text());
+        // An output's own policies: a mapping rule on its labels keeps
+        // `debug:increase` at 1m only.
+        let url = format!("{}/admin/v1/tenants/default/mapping_rules", nodes[0].url());
+        let mapping = br#"[{"name":"dbg-1m","selector":"{__name__=\"debug:increase\"}","policies":["1m:30d"],"cutover_ms":0}]"#;
+        let r = request("PUT", &url, &admin_json, mapping).expect("put mapping");
+        assert_eq!(r.status, 200, "{}", r.text());
         // Every node follows the metadata store before the write.
         for n in nodes {
-            let url = format!("{}/admin/v1/tenants/default/rollup_rules", n.url());
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while !request("GET", &url, ADMIN, &[])
-                .is_ok_and(|r| r.json()["data"]["rollup_rules"][1]["name"] == "dbg")
-            {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "{url} never showed the rules"
-                );
-                std::thread::sleep(Duration::from_millis(100));
+            for (what, at, name) in [("rollup_rules", 1, "dbg"), ("mapping_rules", 0, "dbg-1m")] {
+                let url = format!("{}/admin/v1/tenants/default/{what}", n.url());
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                while !request("GET", &url, ADMIN, &[])
+                    .is_ok_and(|r| r.json()["data"][what][at]["name"] == name)
+                {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "{url} never showed the rules"
+                    );
+                    std::thread::sleep(Duration::from_millis(100));
+                }
             }
         }
         write_all(&nodes[0], &body);
@@ -1112,6 +1121,17 @@ fn rollup_rules_sum_counters_by_service_per_window() {
                     && l.contains("rule=\"rollup:dbg\"")
                     && l.ends_with(" 1200")),
             "{m}"
+        );
+        // At 2m: the service outputs (no mapping rule), not `debug:increase`.
+        let at2 = |m: &str| {
+            let q = format!("{m}{{__namespace__=\"agg_2m_30d\",__rollup__=\"increase\"}}[3h]");
+            result_series(&n.url(), &q, now, &[]).len()
+        };
+        assert_eq!(at2("service:http_requests:increase"), 2);
+        assert_eq!(
+            at2("debug:increase"),
+            0,
+            "kept at 1m only by its mapping rule"
         );
         // Too old to roll up: still raw.
         let q = "count_over_time(debug_total[10m])";

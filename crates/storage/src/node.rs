@@ -507,7 +507,22 @@ impl Storage {
                     }
                 }
             }
-            for ((tenant, labels), per) in sums {
+            for ((tenant, labels), mut per) in sums {
+                // An output is kept at the policies the tenant's mapping
+                // rules give its own labels (every namespace when none match).
+                if let Some(m) = &mapping {
+                    let rules = m.rules(&tenant, &labels);
+                    if !rules.is_empty() {
+                        let before = per.len();
+                        per.retain(|&w, _| cairn_downsample::keeps(&rules, &agg.ns.name, w, false));
+                        self.metrics
+                            .downsample_mapped_out
+                            .inc_by((before - per.len()) as u64);
+                        if per.is_empty() {
+                            continue;
+                        }
+                    }
+                }
                 windows += per.len();
                 pending.entry(tenant).or_default().push(SeriesWrite {
                     labels: downsample::rollup_labels(&labels, downsample::Rollup::Increase),
