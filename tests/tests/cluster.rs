@@ -1149,6 +1149,13 @@ fn rollup_rules_sum_counters_by_service_per_window() {
         )
         .expect("usage");
         assert_eq!(r.status, 200, "{}", r.text());
+        // The aggregation state: the eight inputs' copies, cluster-wide.
+        assert_eq!(
+            r.json()["data"]["aggregation_state"],
+            serde_json::json!({"rollup_input_series": 8}),
+            "{}",
+            r.text()
+        );
         let u = r.json()["data"]["rollup_rules"].clone();
         assert_eq!(
             u,

@@ -719,6 +719,26 @@ pub(crate) async fn usage(
     let mut u = st.0.tenants.metrics.usage(&id, label.as_deref());
     // Tracked for tenants with a series limit only.
     u["active_series"] = json!(st.0.tenants.gate.active_series(&id));
+    // The tenant's aggregation state: the rollup rules' inputs held (series
+    // of the internal namespace, the whole cluster's).
+    if st.0.cfg.rollup_input_horizon_ms.is_some() {
+        if let Ok(b) = st.backend() {
+            let (src, tenant) = (b.reader.clone(), id.clone());
+            let now = chrono::Utc::now().timestamp_millis();
+            let counted = crate::state::blocking_read(&st, st.0.cfg.engine.timeout, move |_| {
+                let mut q =
+                    cairn_storage_api::SeriesQuery::new(tenant, vec![], 0, now + 86_400_000);
+                q.namespace = cairn_storage_api::ROLLUP_INPUTS_NAMESPACE.to_string();
+                cairn_storage_api::block_on(src.cardinality(q))
+            })
+            .await;
+            u["aggregation_state"] = match counted {
+                Ok(Ok(c)) => json!({ "rollup_input_series": c.series }),
+                Ok(Err(e)) => json!({ "error": e.to_string() }),
+                Err(e) => json!({ "error": format!("{e:?}") }),
+            };
+        }
+    }
     u["tenant"] = Value::String(id);
     u["scope"] = Value::String("this node".into());
     Ok(success(u))
