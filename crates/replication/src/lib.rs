@@ -21,12 +21,11 @@
 
 use cairn_cluster::{evaluate, LevelNotMet, NodeId, Outcome, Placement, ReadLevel, Tally};
 use cairn_common::{
-    ExemplarSeries, Labels, MetricMetadata, PreparedBatch, Sample, SeriesData, SeriesId,
-    WriteOutcome,
+    ExemplarSeries, Labels, MetricMetadata, PreparedBatch, Sample, SeriesId, WriteOutcome,
 };
 use cairn_storage_api::{
-    cut_to_limit, decode_batch, guarded, next_batch, stream_from_vec, BoxFuture, Cardinality,
-    ErrorKind, SelectRequest, SeriesQuery, SeriesReader, SeriesStream, ShardSet, ShardWriter,
+    cut_to_limit, guarded, next_batch, stream_from_vec, BoxFuture, Cardinality, ErrorKind,
+    SelectRequest, SeriesQuery, SeriesReader, SeriesSamples, SeriesStream, ShardSet, ShardWriter,
     StoreError, StoredSeries, Warnings, WriteRequest,
 };
 use futures_util::future::join_all;
@@ -218,7 +217,7 @@ impl ReplicatedStore {
         call: F,
     ) -> Result<Vec<T>, StoreError>
     where
-        F: Fn(Arc<dyn NodeStore>, ShardSet) -> BoxFuture<'static, Result<T, StoreError>>,
+        F: Fn(&NodeId, Arc<dyn NodeStore>, ShardSet) -> BoxFuture<'static, Result<T, StoreError>>,
     {
         struct Shard {
             order: Vec<NodeId>,
@@ -259,7 +258,11 @@ impl ReplicatedStore {
                 break;
             }
             let calls = plan.into_iter().map(|(node, asked)| {
-                let fut = call(self.node(&node).clone(), ShardSet::only(asked.clone()));
+                let fut = call(
+                    &node,
+                    self.node(&node).clone(),
+                    ShardSet::only(asked.clone()),
+                );
                 async move { (node, asked, fut.await) }
             });
             for (node, asked, r) in join_all(calls).await {
@@ -320,7 +323,7 @@ impl ReplicatedStore {
     where
         F: Fn(Arc<dyn NodeStore>, SeriesQuery) -> BoxFuture<'static, Result<T, StoreError>>,
     {
-        self.fan_out(&q.shards, q.read_level, &q.warnings, |node, shards| {
+        self.fan_out(&q.shards, q.read_level, &q.warnings, |_, node, shards| {
             let mut q = q.clone();
             q.shards = shards;
             q.limit = 0;
@@ -367,9 +370,32 @@ fn level_error(e: &LevelNotMet) -> StoreError {
     StoreError::unavailable(e.to_string())
 }
 
+/// One series' samples from the replicas that answered: one copy as it
+/// came when there is one, or when every copy is the same chunks (each
+/// node re-encodes a series' samples in the range as one chunk, so equal
+/// samples give equal bytes); else decoded, trimmed to `[start, end]` and
+/// merged (`merge_samples`), a copy equal to the others kept as it is.
+fn merge_replicas(
+    mut parts: Vec<SeriesSamples>,
+    start: i64,
+    end: i64,
+) -> Result<SeriesSamples, StoreError> {
+    if parts.len() == 1 || parts.windows(2).all(|w| w[0] == w[1]) {
+        return Ok(parts.swap_remove(0));
+    }
+    let decoded: Vec<Vec<Sample>> = parts
+        .into_iter()
+        .map(|p| p.decode(start, end))
+        .collect::<Result<_, _>>()?;
+    Ok(SeriesSamples::Decoded(merge_samples(decoded)))
+}
+
 /// Samples of one series from several replicas: sorted by time, one per
 /// timestamp (replicas hold the same samples; the first copy is kept).
 fn merge_samples(mut parts: Vec<Vec<Sample>>) -> Vec<Sample> {
+    if parts.windows(2).all(|w| w[0] == w[1]) {
+        return parts.swap_remove(0);
+    }
     if parts.len() == 1 {
         return parts.pop().unwrap_or_default();
     }
@@ -432,9 +458,11 @@ fn metadata_shard(p: &Placement, tenant: &str, family: &str) -> u32 {
 
 impl SeriesReader for ReplicatedStore {
     /// The replicas the read level wants answers from asked (a majority,
-    /// this node first; see `fan_out`); all answers read, then merged per
-    /// series (replicas deduplicated) and handed out in label order, in
-    /// batches.
+    /// this node first; see `fan_out`) — the other nodes for encoded
+    /// chunks, which cross the network a tenth the size of decoded samples
+    /// — all answers read, then merged per series (replicas deduplicated:
+    /// identical copies kept once without decoding, see `merge_replicas`)
+    /// and handed out in label order, in batches.
     fn select(&self, req: SelectRequest) -> BoxFuture<'_, Result<SeriesStream<'_>, StoreError>> {
         Box::pin(async move {
             req.check()?;
@@ -444,32 +472,33 @@ impl SeriesReader for ReplicatedStore {
                     &req.shards,
                     req.read_level,
                     &req.warnings,
-                    |node, shards| {
-                        let r = req.clone().with_shards(shards);
+                    |id, node, shards| {
+                        let mut r = req.clone().with_shards(shards);
+                        if self.preferred.as_ref() != Some(id) {
+                            r = r.with_chunks(true);
+                        }
                         Box::pin(async move {
                             let mut stream = node.select(r).await?;
                             let mut got = Vec::new();
                             while let Some(batch) = next_batch(&mut stream).await {
-                                got.extend(decode_batch(batch?, start, end)?);
+                                got.extend(batch?);
                             }
                             Ok(got)
                         })
                     },
                 )
                 .await?;
-            let mut by_labels: BTreeMap<Arc<Labels>, Vec<Vec<Sample>>> = BTreeMap::new();
+            let mut by_labels: BTreeMap<Arc<Labels>, Vec<SeriesSamples>> = BTreeMap::new();
             for s in answers.into_iter().flatten() {
                 by_labels.entry(s.labels).or_default().push(s.samples);
             }
-            let merged: Vec<StoredSeries> = by_labels
-                .into_iter()
-                .map(|(labels, parts)| {
-                    StoredSeries::from(SeriesData {
-                        labels,
-                        samples: merge_samples(parts),
-                    })
-                })
-                .collect();
+            let mut merged: Vec<StoredSeries> = Vec::with_capacity(by_labels.len());
+            for (labels, parts) in by_labels {
+                merged.push(StoredSeries {
+                    labels,
+                    samples: merge_replicas(parts, start, end)?,
+                });
+            }
             Ok(guarded(stream_from_vec(merged, MERGED_BATCH), &req))
         })
     }
@@ -549,7 +578,7 @@ impl SeriesReader for ReplicatedStore {
     ) -> BoxFuture<'_, Result<Vec<(String, MetricMetadata)>, StoreError>> {
         Box::pin(async move {
             let answers = self
-                .fan_out(&ShardSet::All, None, &Warnings::default(), |node, _| {
+                .fan_out(&ShardSet::All, None, &Warnings::default(), |_, node, _| {
                     let (tenant, metric) = (tenant.clone(), metric.clone());
                     Box::pin(async move { node.metadata(tenant, metric, 0).await })
                 })

@@ -587,3 +587,28 @@ fn a_replica_back_from_down_gets_the_writes_it_missed() {
         .iter()
         .all(|(n, s)| *n == n3 || s.pending + s.delivered_samples == 0));
 }
+
+/// Replicas' copies of a series: identical chunks are kept as they came
+/// (not decoded here); a decoded copy and a chunk copy of the same samples
+/// give those samples once; copies that differ are merged by timestamp and
+/// trimmed to the range.
+#[test]
+fn replica_copies_merge_without_decoding_when_identical() {
+    use cairn_storage_api::{EncodedChunk, SeriesSamples};
+    let a: Vec<Sample> = (0..50).map(|k| Sample::new(k * 10, k as f64)).collect();
+    let chunk = |s: &[Sample]| SeriesSamples::Chunks(vec![EncodedChunk::encode(s).unwrap()]);
+    let same = crate::merge_replicas(vec![chunk(&a), chunk(&a)], 0, 1000).unwrap();
+    assert_eq!(same, chunk(&a), "kept encoded");
+    let mixed =
+        crate::merge_replicas(vec![SeriesSamples::Decoded(a.clone()), chunk(&a)], 0, 1000).unwrap();
+    assert_eq!(mixed, SeriesSamples::Decoded(a.clone()));
+    // One replica missed the second half and has one sample the other lacks.
+    let mut b: Vec<Sample> = a[..25].to_vec();
+    b.push(Sample::new(245, -1.0));
+    let merged =
+        crate::merge_replicas(vec![SeriesSamples::Decoded(b), chunk(&a)], 100, 300).unwrap();
+    let mut want: Vec<Sample> = a.iter().filter(|s| (100..=300).contains(&s.t)).copied().collect();
+    want.push(Sample::new(245, -1.0));
+    want.sort_by_key(|s| s.t);
+    assert_eq!(merged, SeriesSamples::Decoded(want));
+}
