@@ -129,6 +129,7 @@ impl ReplicatedStore {
                         batch: (*h.batch).clone(),
                         consistency: cairn_cluster::WriteLevel::One,
                         applied: None,
+                        encoded: Default::default(),
                     };
                     match store.write(w).await {
                         Ok(_) => {
@@ -649,6 +650,8 @@ impl ShardWriter for ReplicatedStore {
                 // A single shard is named, so the node checks its series.
                 let shard = (shards.len() == 1).then_some(first);
                 let part = Arc::new(part);
+                // Encoded once for all the group's remote replicas.
+                let encoded = cairn_storage_api::EncodedOnce::default();
                 for node in replicas {
                     let w = WriteRequest {
                         tenant: req.tenant.clone(),
@@ -658,6 +661,7 @@ impl ShardWriter for ReplicatedStore {
                         consistency: level,
                         // The turn is given back when the write returns.
                         applied: None,
+                        encoded: encoded.clone(),
                     };
                     let store = self.node(&node).clone();
                     let hint = self

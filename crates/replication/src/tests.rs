@@ -607,7 +607,11 @@ fn replica_copies_merge_without_decoding_when_identical() {
     b.push(Sample::new(245, -1.0));
     let merged =
         crate::merge_replicas(vec![SeriesSamples::Decoded(b), chunk(&a)], 100, 300).unwrap();
-    let mut want: Vec<Sample> = a.iter().filter(|s| (100..=300).contains(&s.t)).copied().collect();
+    let mut want: Vec<Sample> = a
+        .iter()
+        .filter(|s| (100..=300).contains(&s.t))
+        .copied()
+        .collect();
     want.push(Sample::new(245, -1.0));
     want.sort_by_key(|s| s.t);
     assert_eq!(merged, SeriesSamples::Decoded(want));

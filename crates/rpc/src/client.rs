@@ -16,10 +16,63 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
 
+/// A `Node.Write` request already encoded (shared by the replicas a
+/// shard group goes to).
+struct PreEncoded(std::sync::Arc<Vec<u8>>);
+
+/// The codec of a pre-encoded write: its bytes as they are out, the
+/// answer decoded with prost.
+struct PreEncodedCodec;
+
+impl tonic::codec::Codec for PreEncodedCodec {
+    type Encode = PreEncoded;
+    type Decode = pb::WriteResponse;
+    type Encoder = PreEncodedCodec;
+    type Decoder = WriteResponseDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        PreEncodedCodec
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        WriteResponseDecoder
+    }
+}
+
+impl tonic::codec::Encoder for PreEncodedCodec {
+    type Item = PreEncoded;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: PreEncoded,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item.0);
+        Ok(())
+    }
+}
+
+struct WriteResponseDecoder;
+
+impl tonic::codec::Decoder for WriteResponseDecoder {
+    type Item = pb::WriteResponse;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<pb::WriteResponse>, tonic::Status> {
+        prost::Message::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(format!("decoding a write's answer: {e}")))
+    }
+}
+
 /// One remote node's storage, through its node service.
 #[derive(Debug, Clone)]
 pub struct RemoteNode {
     client: NodeClient<Channel>,
+    channel: Channel,
     endpoint: String,
     timeout: Duration,
 }
@@ -37,11 +90,12 @@ impl RemoteNode {
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))
             .connect_lazy();
-        let client = NodeClient::new(channel)
+        let client = NodeClient::new(channel.clone())
             .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(crate::MAX_MESSAGE_BYTES);
         Ok(RemoteNode {
             client,
+            channel,
             endpoint: endpoint.to_string(),
             timeout,
         })
@@ -225,13 +279,32 @@ impl SeriesReader for RemoteNode {
 }
 
 impl ShardWriter for RemoteNode {
+    /// The request encoded once for every replica it is sent to (its
+    /// [`encoded`](WriteRequest::encoded) slot), then sent as those bytes.
     fn write(&self, req: WriteRequest) -> BoxFuture<'_, Result<WriteOutcome, StoreError>> {
         Box::pin(async move {
-            let r = self.request(write_to(&req), None)?;
-            let v = self
-                .client
-                .clone()
-                .write(r)
+            let bytes = req
+                .encoded
+                .get_or_init(|| prost::Message::encode_to_vec(&write_to(&req)));
+            drop(req);
+            if bytes.len() > crate::MAX_MESSAGE_BYTES {
+                return Err(StoreError::invalid(format!(
+                    "a write of {} bytes to node {} is above the {}-byte message limit",
+                    bytes.len(),
+                    self.endpoint,
+                    crate::MAX_MESSAGE_BYTES
+                )));
+            }
+            let r = self.request(PreEncoded(bytes), None)?;
+            let mut grpc = tonic::client::Grpc::new(self.channel.clone())
+                .max_decoding_message_size(crate::MAX_MESSAGE_BYTES);
+            grpc.ready()
+                .await
+                .map_err(|e| StoreError::unavailable(format!("node {}: {e}", self.endpoint)))?;
+            let path =
+                tonic::codegen::http::uri::PathAndQuery::from_static("/cairn.node.v1.Node/Write");
+            let v = grpc
+                .unary(r, path, PreEncodedCodec)
                 .await
                 .map_err(|s| self.error(&s))?;
             Ok(outcome_from(v.into_inner()))

@@ -528,6 +528,7 @@ pub(crate) fn write_from(r: pb::WriteRequest) -> Result<WriteRequest, StoreError
         shard: r.shard,
         consistency,
         applied: None,
+        encoded: Default::default(),
     })
 }
 

@@ -29,8 +29,8 @@ pub use cardinality::Cardinality;
 pub use error::{ErrorKind, StoreError};
 pub use guard::guarded;
 pub use request::{
-    cut_to_limit, ReadLimits, SelectHints, SelectRequest, SeriesQuery, ShardSet, Warnings,
-    WriteLevel, WriteRequest, RAW_NAMESPACE, ROLLUP_INPUTS_NAMESPACE,
+    cut_to_limit, EncodedOnce, ReadLimits, SelectHints, SelectRequest, SeriesQuery, ShardSet,
+    Warnings, WriteLevel, WriteRequest, RAW_NAMESPACE, ROLLUP_INPUTS_NAMESPACE,
 };
 pub use series::{EncodedChunk, SeriesSamples, StoredSeries};
 pub use traits::{

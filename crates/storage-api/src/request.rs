@@ -278,6 +278,31 @@ pub struct WriteRequest {
     /// through an fsync. Not carried to other nodes; a writer that never
     /// calls it leaves the turn held to the end, as before.
     pub applied: Option<Applied>,
+    /// A transport's encoding of this request, shared by the copies sent
+    /// to several replicas so it is encoded once (by the first that needs
+    /// it); a copy whose tenant, namespace, shard, batch or level differs
+    /// must get a fresh one.
+    pub encoded: EncodedOnce,
+}
+
+/// The slot of [`WriteRequest::encoded`].
+#[derive(Clone, Default)]
+pub struct EncodedOnce(std::sync::Arc<std::sync::OnceLock<std::sync::Arc<Vec<u8>>>>);
+
+impl EncodedOnce {
+    /// The encoding, made by `encode` if none is there yet.
+    pub fn get_or_init(&self, encode: impl FnOnce() -> Vec<u8>) -> std::sync::Arc<Vec<u8>> {
+        self.0.get_or_init(|| std::sync::Arc::new(encode())).clone()
+    }
+}
+
+impl std::fmt::Debug for EncodedOnce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.get() {
+            Some(b) => write!(f, "EncodedOnce({} bytes)", b.len()),
+            None => f.write_str("EncodedOnce(empty)"),
+        }
+    }
 }
 
 /// The hook of [`WriteRequest::applied`]: runs at most once, however often
@@ -319,6 +344,7 @@ impl WriteRequest {
             batch,
             consistency: WriteLevel::default(),
             applied: None,
+            encoded: EncodedOnce::default(),
         }
     }
 
