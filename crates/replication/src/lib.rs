@@ -371,6 +371,51 @@ fn level_error(e: &LevelNotMet) -> StoreError {
     StoreError::unavailable(e.to_string())
 }
 
+/// The nodes' answers (each sorted by labels, as the contract has a
+/// select answer; one that is not is sorted first) merged in one pass:
+/// series in label order, the copies of a series from several replicas
+/// made one by [`merge_replicas`].
+fn merge_sorted(
+    answers: Vec<Vec<StoredSeries>>,
+    start: i64,
+    end: i64,
+) -> Result<Vec<StoredSeries>, StoreError> {
+    let mut lists: Vec<std::iter::Peekable<std::vec::IntoIter<StoredSeries>>> = answers
+        .into_iter()
+        .map(|mut a| {
+            if !a.windows(2).all(|w| w[0].labels <= w[1].labels) {
+                a.sort_by(|x, y| x.labels.cmp(&y.labels));
+            }
+            a.into_iter().peekable()
+        })
+        .collect();
+    let total: usize = lists.iter().map(|l| l.len()).max().unwrap_or(0);
+    let mut out: Vec<StoredSeries> = Vec::with_capacity(total);
+    loop {
+        // The smallest label set at the head of any list.
+        let mut least: Option<Arc<Labels>> = None;
+        for l in lists.iter_mut() {
+            if let Some(s) = l.peek() {
+                if least.as_ref().is_none_or(|m| s.labels < *m) {
+                    least = Some(s.labels.clone());
+                }
+            }
+        }
+        let Some(labels) = least else { break };
+        let mut parts = Vec::with_capacity(lists.len());
+        for l in lists.iter_mut() {
+            while let Some(s) = l.next_if(|s| s.labels == labels) {
+                parts.push(s.samples);
+            }
+        }
+        out.push(StoredSeries {
+            labels,
+            samples: merge_replicas(parts, start, end)?,
+        });
+    }
+    Ok(out)
+}
+
 /// One series' samples from the replicas that answered: one copy as it
 /// came when there is one, or when every copy is the same chunks (each
 /// node re-encodes a series' samples in the range as one chunk, so equal
@@ -489,17 +534,7 @@ impl SeriesReader for ReplicatedStore {
                     },
                 )
                 .await?;
-            let mut by_labels: BTreeMap<Arc<Labels>, Vec<SeriesSamples>> = BTreeMap::new();
-            for s in answers.into_iter().flatten() {
-                by_labels.entry(s.labels).or_default().push(s.samples);
-            }
-            let mut merged: Vec<StoredSeries> = Vec::with_capacity(by_labels.len());
-            for (labels, parts) in by_labels {
-                merged.push(StoredSeries {
-                    labels,
-                    samples: merge_replicas(parts, start, end)?,
-                });
-            }
+            let merged = merge_sorted(answers, start, end)?;
             Ok(guarded(stream_from_vec(merged, MERGED_BATCH), &req))
         })
     }
