@@ -94,6 +94,18 @@ impl SeriesReader for LocalStore {
 }
 
 impl ShardWriter for LocalStore {
+    fn unknown_series(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        ids: &[cairn_common::SeriesId],
+    ) -> Vec<cairn_common::SeriesId> {
+        match self.get() {
+            Ok(s) => s.unknown_series(tenant, namespace, ids),
+            Err(_) => ids.to_vec(),
+        }
+    }
+
     /// On the blocking pool: the store's write waits for its commit-log sync.
     fn write(&self, req: WriteRequest) -> BoxFuture<'_, Result<WriteOutcome, StoreError>> {
         let store = match self.get() {

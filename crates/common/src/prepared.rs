@@ -25,6 +25,12 @@ impl LazyLabels {
         Self { buf, spans }
     }
 
+    /// True for a series given by id alone (no labels: a valid series has
+    /// at least its name).
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
     /// The (name, value) pairs.
     pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> + Clone + '_ {
         self.spans.iter().map(|s| {

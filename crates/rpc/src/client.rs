@@ -105,6 +105,34 @@ impl RemoteNode {
         &self.endpoint
     }
 
+    /// One `Node.Write` call with an encoded request.
+    async fn send_write(
+        &self,
+        bytes: std::sync::Arc<Vec<u8>>,
+    ) -> Result<pb::WriteResponse, StoreError> {
+        if bytes.len() > crate::MAX_MESSAGE_BYTES {
+            return Err(StoreError::invalid(format!(
+                "a write of {} bytes to node {} is above the {}-byte message limit",
+                bytes.len(),
+                self.endpoint,
+                crate::MAX_MESSAGE_BYTES
+            )));
+        }
+        let r = self.request(PreEncoded(bytes), None)?;
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone())
+            .max_decoding_message_size(crate::MAX_MESSAGE_BYTES);
+        grpc.ready()
+            .await
+            .map_err(|e| StoreError::unavailable(format!("node {}: {e}", self.endpoint)))?;
+        let path =
+            tonic::codegen::http::uri::PathAndQuery::from_static("/cairn.node.v1.Node/Write");
+        let v = grpc
+            .unary(r, path, PreEncodedCodec)
+            .await
+            .map_err(|s| self.error(&s))?;
+        Ok(v.into_inner())
+    }
+
     /// The request with its grpc-timeout: the deadline's remainder, at most
     /// the client's timeout; a deadline already passed is a Timeout here,
     /// without a call.
@@ -279,35 +307,47 @@ impl SeriesReader for RemoteNode {
 }
 
 impl ShardWriter for RemoteNode {
-    /// The request encoded once for every replica it is sent to (its
-    /// [`encoded`](WriteRequest::encoded) slot), then sent as those bytes.
+    /// The series (without exemplars) given by id alone — a node's
+    /// replicas hold most of the series it writes, so label sets cross
+    /// only for the series a replica answers it does not hold, in a second
+    /// call (and, should one have left it meanwhile, all labels in a
+    /// third). The first form is encoded once for every replica it goes to
+    /// (the request's [`encoded`](WriteRequest::encoded) slot).
     fn write(&self, req: WriteRequest) -> BoxFuture<'_, Result<WriteOutcome, StoreError>> {
         Box::pin(async move {
-            let bytes = req
+            let first = req
                 .encoded
-                .get_or_init(|| prost::Message::encode_to_vec(&write_to(&req)));
-            drop(req);
-            if bytes.len() > crate::MAX_MESSAGE_BYTES {
-                return Err(StoreError::invalid(format!(
-                    "a write of {} bytes to node {} is above the {}-byte message limit",
-                    bytes.len(),
-                    self.endpoint,
-                    crate::MAX_MESSAGE_BYTES
-                )));
+                .get_or_init(|| prost::Message::encode_to_vec(&write_eliding(&req, &|_| true)));
+            let mut answer = self.send_write(first).await?;
+            if !answer.unknown_ids.is_empty() {
+                let unknown: std::collections::HashSet<cairn_common::SeriesId> =
+                    ids_from_bytes(&answer.unknown_ids).into_iter().collect();
+                let again = write_eliding(&req, &|id| !unknown.contains(&id));
+                answer = self
+                    .send_write(std::sync::Arc::new(prost::Message::encode_to_vec(&again)))
+                    .await?;
             }
-            let r = self.request(PreEncoded(bytes), None)?;
-            let mut grpc = tonic::client::Grpc::new(self.channel.clone())
-                .max_decoding_message_size(crate::MAX_MESSAGE_BYTES);
-            grpc.ready()
-                .await
-                .map_err(|e| StoreError::unavailable(format!("node {}: {e}", self.endpoint)))?;
-            let path =
-                tonic::codegen::http::uri::PathAndQuery::from_static("/cairn.node.v1.Node/Write");
-            let v = grpc
-                .unary(r, path, PreEncodedCodec)
-                .await
-                .map_err(|s| self.error(&s))?;
-            Ok(outcome_from(v.into_inner()))
+            if !answer.unknown_ids.is_empty() {
+                let all = prost::Message::encode_to_vec(&write_to(&req));
+                answer = self.send_write(std::sync::Arc::new(all)).await?;
+            }
+            let mut out = outcome_from(answer);
+            // A refused series given by id alone is named by its labels.
+            for r in &mut out.rejections {
+                if let Some(hex) = r.series.strip_prefix("id:") {
+                    if let Some(s) = u128::from_str_radix(hex, 16)
+                        .ok()
+                        .and_then(|id| req.batch.series.iter().find(|s| s.id.0 == id))
+                    {
+                        r.series = cairn_common::limits::truncate_str(
+                            &s.labels.materialize().to_string(),
+                            1024,
+                        )
+                        .into_owned();
+                    }
+                }
+            }
+            Ok(out)
         })
     }
 }

@@ -365,7 +365,17 @@ pub(crate) fn metadata_list_from(v: pb::MetadataResponse) -> Vec<(String, Metric
     v.metadata.into_iter().map(metadata_from).collect()
 }
 
+/// `r` for the wire, every series with its labels.
 pub(crate) fn write_to(r: &WriteRequest) -> pb::WriteRequest {
+    write_eliding(r, &|_| false)
+}
+
+/// `r` for the wire, the series without exemplars for which `by_id` says
+/// so given by id alone (no labels; see `PackedSeries`).
+pub(crate) fn write_eliding(
+    r: &WriteRequest,
+    by_id: &dyn Fn(SeriesId) -> bool,
+) -> pb::WriteRequest {
     pb::WriteRequest {
         tenant: r.tenant.clone(),
         namespace: r.namespace.clone(),
@@ -375,7 +385,7 @@ pub(crate) fn write_to(r: &WriteRequest) -> pb::WriteRequest {
             WriteLevel::One => pb::Consistency::One,
             WriteLevel::All => pb::Consistency::All,
         } as i32,
-        packed: Some(pack(&r.batch)),
+        packed: Some(pack(&r.batch, by_id)),
         series: r
             .batch
             .series
@@ -403,8 +413,9 @@ pub(crate) fn write_to(r: &WriteRequest) -> pb::WriteRequest {
     }
 }
 
-/// The batch's series without exemplars, packed (see `PackedSeries`).
-fn pack(b: &PreparedBatch) -> pb::PackedSeries {
+/// The batch's series without exemplars, packed (see `PackedSeries`);
+/// those `by_id` picks given by id alone.
+fn pack(b: &PreparedBatch, by_id: &dyn Fn(SeriesId) -> bool) -> pb::PackedSeries {
     let plain = || b.series.iter().filter(|s| s.exemplars.is_empty());
     let n_samples: usize = plain().map(|s| s.samples.len()).sum();
     let mut p = pb::PackedSeries {
@@ -413,10 +424,20 @@ fn pack(b: &PreparedBatch) -> pb::PackedSeries {
         sample_counts: Vec::with_capacity(b.series.len()),
         t: Vec::with_capacity(n_samples),
         v: Vec::with_capacity(n_samples),
+        ids: Vec::new(),
     };
+    let mut any_by_id = false;
     for s in plain() {
         let at = p.label_lens.len();
         p.label_lens.push(0);
+        p.ids.extend_from_slice(&s.id.0.to_le_bytes());
+        if by_id(s.id) {
+            any_by_id = true;
+            p.sample_counts.push(s.samples.len() as u32);
+            p.t.extend(s.samples.iter().map(|x| x.t));
+            p.v.extend(s.samples.iter().map(|x| x.v));
+            continue;
+        }
         let mut n = 0;
         for (name, value) in s.labels.raw_pairs() {
             p.label_lens.push(name.len() as u32);
@@ -430,7 +451,22 @@ fn pack(b: &PreparedBatch) -> pb::PackedSeries {
         p.t.extend(s.samples.iter().map(|x| x.t));
         p.v.extend(s.samples.iter().map(|x| x.v));
     }
+    if !any_by_id {
+        p.ids.clear();
+    }
     p
+}
+
+/// Ids as the wire carries them (16 little-endian bytes each).
+pub(crate) fn ids_to_bytes(ids: &[SeriesId]) -> Vec<u8> {
+    ids.iter().flat_map(|id| id.0.to_le_bytes()).collect()
+}
+
+/// The ids of [`ids_to_bytes`]' form (a trailing partial id is dropped).
+pub(crate) fn ids_from_bytes(b: &[u8]) -> Vec<SeriesId> {
+    b.chunks_exact(16)
+        .map(|c| SeriesId(u128::from_le_bytes(c.try_into().unwrap_or([0; 16]))))
+        .collect()
 }
 
 /// The packed series as prepared series over one shared buffer, their ids
@@ -440,14 +476,24 @@ fn pack(b: &PreparedBatch) -> pb::PackedSeries {
 fn unpack(tenant: &str, p: pb::PackedSeries) -> Result<Vec<PreparedSeries>, StoreError> {
     let bad = |what: &str| StoreError::invalid(format!("packed write series: {what}"));
     let buf = Arc::new(p.label_bytes);
+    if !p.ids.is_empty() && p.ids.len() != 16 * p.sample_counts.len() {
+        return Err(bad("ids are not 16 bytes for each series"));
+    }
     let mut out = Vec::with_capacity(p.sample_counts.len());
     let (mut li, mut off, mut si) = (0usize, 0usize, 0usize);
-    for &count in &p.sample_counts {
+    for (k, &count) in p.sample_counts.iter().enumerate() {
         let n = *p
             .label_lens
             .get(li)
             .ok_or_else(|| bad("label lengths end early"))? as usize;
         li += 1;
+        let given = p
+            .ids
+            .get(16 * k..16 * k + 16)
+            .map(|b| SeriesId(u128::from_le_bytes(b.try_into().unwrap_or([0; 16]))));
+        if n == 0 && given.is_none() {
+            return Err(bad("a series without labels or id"));
+        }
         let lens = p
             .label_lens
             .get(li..li + 2 * n)
@@ -480,8 +526,13 @@ fn unpack(tenant: &str, p: pb::PackedSeries) -> Result<Vec<PreparedSeries>, Stor
         );
         si += k;
         let labels = LazyLabels::new(buf.clone(), spans);
+        let id = match given {
+            // By id alone: one the receiver holds (it checks).
+            Some(id) if n == 0 => id,
+            _ => SeriesId::of_bytes(tenant, labels.raw_pairs()),
+        };
         out.push(PreparedSeries {
-            id: SeriesId::of_bytes(tenant, labels.raw_pairs()),
+            id,
             labels,
             samples: t.iter().zip(v).map(|(&t, &v)| Sample { t, v }).collect(),
             exemplars: Vec::new(),
@@ -534,6 +585,7 @@ pub(crate) fn write_from(r: pb::WriteRequest) -> Result<WriteRequest, StoreError
 
 pub(crate) fn outcome_to(o: WriteOutcome) -> pb::WriteResponse {
     pb::WriteResponse {
+        unknown_ids: Vec::new(),
         accepted_samples: o.accepted_samples as u64,
         accepted_exemplars: o.accepted_exemplars as u64,
         rejections: o

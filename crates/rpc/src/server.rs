@@ -109,9 +109,34 @@ impl<S: SeriesReader + ShardWriter + 'static> Node for NodeService<S> {
         req: Request<pb::WriteRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let r = write_from(req.into_inner()).map_err(invalid)?;
+        // Series given by id alone must be ones the store holds: else
+        // nothing is written and the sender is told which to send again
+        // with their labels.
+        let by_id: Vec<cairn_common::SeriesId> = r
+            .batch
+            .series
+            .iter()
+            .filter(|s| s.labels.is_empty())
+            .map(|s| s.id)
+            .collect();
         let store = self.store.clone();
-        let out = on_store(move || block_on(store.write(r))).await?;
-        Ok(Response::new(outcome_to(out)))
+        let out = on_store(move || {
+            if !by_id.is_empty() {
+                let unknown = store.unknown_series(&r.tenant, &r.namespace, &by_id);
+                if !unknown.is_empty() {
+                    return Ok(Err(unknown));
+                }
+            }
+            block_on(store.write(r)).map(Ok)
+        })
+        .await?;
+        Ok(Response::new(match out {
+            Ok(o) => outcome_to(o),
+            Err(unknown) => pb::WriteResponse {
+                unknown_ids: ids_to_bytes(&unknown),
+                ..Default::default()
+            },
+        }))
     }
 
     async fn select(

@@ -3,7 +3,7 @@
 //! shard's gRPC client. Object-safe, so callers hold `Arc<dyn SeriesReader>`.
 
 use crate::{Cardinality, SelectRequest, SeriesQuery, StoreError, StoredSeries, WriteRequest};
-use cairn_common::{ExemplarSeries, Labels, MetricMetadata, SeriesData, WriteOutcome};
+use cairn_common::{ExemplarSeries, Labels, MetricMetadata, SeriesData, SeriesId, WriteOutcome};
 use futures_core::Stream;
 use std::future::Future;
 use std::pin::Pin;
@@ -82,6 +82,16 @@ pub trait SeriesReader: Send + Sync {
 /// replicas as the request's consistency level asks.
 pub trait ShardWriter: Send + Sync {
     fn write(&self, req: WriteRequest) -> BoxFuture<'_, Result<WriteOutcome, StoreError>>;
+
+    /// Of `ids` (series of `tenant` in `namespace`), those this store does
+    /// not hold, so a write must carry their labels: a write may give a
+    /// series it holds by id alone (no labels; a node sends its replicas
+    /// label sets only for series they are new to). By default every id is
+    /// unknown (the store takes no series by id alone).
+    fn unknown_series(&self, tenant: &str, namespace: &str, ids: &[SeriesId]) -> Vec<SeriesId> {
+        let _ = (tenant, namespace);
+        ids.to_vec()
+    }
 }
 
 /// The next batch of a stream (None at its end).

@@ -387,6 +387,16 @@ impl Storage {
 }
 
 impl ShardWriter for Storage {
+    /// The ids the namespace's head does not know (the head's map is the
+    /// set of registered series).
+    fn unknown_series(&self, tenant: &str, namespace: &str, ids: &[SeriesId]) -> Vec<SeriesId> {
+        let _ = tenant;
+        match self.in_namespace(namespace) {
+            Ok(me) => ids.iter().copied().filter(|&id| !me.knows(id)).collect(),
+            Err(_) => ids.to_vec(),
+        }
+    }
+
     /// A write to one shard must hold only that shard's series (InvalidInput
     /// naming the first that is not); consistency is the caller's business
     /// (this is one replica).

@@ -22,7 +22,7 @@ use crate::recovery;
 use crate::shard::Shard;
 use cairn_common::limits::{hard, truncate_str};
 use cairn_common::{
-    Labels, LazyLabels, PreparedBatch, Sample, SeriesData, SeriesId, SeriesWrite, Timestamp,
+    Labels, PreparedBatch, PreparedSeries, Sample, SeriesData, SeriesId, SeriesWrite, Timestamp,
     WriteOutcome, WriteRejection,
 };
 use parking_lot::{Mutex, RwLock};
@@ -105,9 +105,14 @@ fn write_rollups(
     Ok(())
 }
 
-/// A series in Prometheus text form for a rejection, at most 1 KiB of it.
-fn series_text(labels: &LazyLabels) -> String {
-    truncate_str(&labels.materialize().to_string(), 1024).into_owned()
+/// A series in Prometheus text form for a rejection, at most 1 KiB of it
+/// (a series written by id alone: `id:` and its id in hex, which the
+/// sender maps back to its labels).
+fn series_text(s: &PreparedSeries) -> String {
+    if s.labels.is_empty() {
+        return format!("id:{:032x}", s.id.0);
+    }
+    truncate_str(&s.labels.materialize().to_string(), 1024).into_owned()
 }
 
 impl Storage {
@@ -244,6 +249,11 @@ impl Storage {
     /// The namespace writes go to unless they name another (`raw`).
     pub fn namespace(&self) -> &Namespace {
         &self.ns
+    }
+
+    /// Whether series `id` is registered here (its head knows it).
+    pub(crate) fn knows(&self, id: SeriesId) -> bool {
+        self.shard_of(id).lock().head.knows(id)
     }
 
     fn shard_of(&self, id: SeriesId) -> &Mutex<Shard> {
@@ -843,6 +853,15 @@ impl Storage {
                 new_at.push(i);
             }
         }
+        // A series given by id alone must be one the store holds (checked by
+        // the sender's `unknown_series` first; a series that left the head
+        // since is refused whole, as retryable, before anything is stored).
+        if let Some(&i) = new_at.iter().find(|&&i| batch.series[i].labels.is_empty()) {
+            return Err(Error::Unavailable(format!(
+                "series {:032x} was written by id alone but is not held here; resend it with its labels",
+                batch.series[i].id.0
+            )));
+        }
         let limit = self.cfg.max_new_series_per_request;
         if new_at.len() > limit {
             return Err(Error::Invalid(format!(
@@ -869,7 +888,7 @@ impl Storage {
                     return true;
                 };
                 out.rejections.push(WriteRejection {
-                    series: series_text(&s.labels),
+                    series: series_text(s),
                     reason: format!("series not stored: {why}"),
                     samples: s.samples.len(),
                 });
@@ -900,7 +919,7 @@ impl Storage {
                     .samples_rejected_too_old
                     .inc_by(old.len() as u64);
                 out.rejections.push(WriteRejection {
-                    series: series_text(&s.labels),
+                    series: series_text(s),
                     reason: format!(
                         "{} sample(s) older than the retention period ({}s): oldest timestamp {}",
                         old.len(),
@@ -915,7 +934,7 @@ impl Storage {
                     .samples_rejected_out_of_range
                     .inc_by(late as u64);
                 out.rejections.push(WriteRejection {
-                    series: series_text(&s.labels),
+                    series: series_text(s),
                     reason: format!(
                         "{late} sample(s) with a timestamp after the latest storable time {} ms",
                         hard::MAX_TIME_MS
@@ -926,11 +945,12 @@ impl Storage {
         }
         let mut exemplars = Vec::new();
         for s in batch.series.iter_mut() {
-            for e in s.exemplars.drain(..) {
+            let taken = std::mem::take(&mut s.exemplars);
+            for e in taken {
                 let pairs = e.labels.iter().map(|l| (l.name.as_str(), l.value.as_str()));
                 if let Some(why) = enc::labels_unstorable(pairs) {
                     out.rejections.push(WriteRejection {
-                        series: series_text(&s.labels),
+                        series: series_text(s),
                         reason: format!("exemplar not stored: {why}"),
                         samples: 0,
                     });
