@@ -62,8 +62,17 @@ pub struct Incoming(pub tokio::net::TcpListener);
 impl Stream for Incoming {
     type Item = std::io::Result<tokio::net::TcpStream>;
 
+    /// Each accepted connection without Nagle's delay: tonic's
+    /// `tcp_nodelay` applies only to the listeners it opens itself, and a
+    /// small answer written in two segments would otherwise wait for the
+    /// peer's delayed ACK (40 ms on Linux) — every small cross-node read.
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.0.poll_accept(cx).map(|r| Some(r.map(|(s, _)| s)))
+        self.0.poll_accept(cx).map(|r| {
+            Some(r.map(|(s, _)| {
+                let _ = s.set_nodelay(true);
+                s
+            }))
+        })
     }
 }
 
