@@ -431,7 +431,8 @@ fn pack(b: &PreparedBatch, by_id: &dyn Fn(SeriesId) -> bool) -> pb::PackedSeries
         let at = p.label_lens.len();
         p.label_lens.push(0);
         p.ids.extend_from_slice(&s.id.0.to_le_bytes());
-        if by_id(s.id) {
+        // (A series that came by id alone can only go on so.)
+        if by_id(s.id) || s.labels.is_empty() {
             any_by_id = true;
             p.sample_counts.push(s.samples.len() as u32);
             p.t.extend(s.samples.iter().map(|x| x.t));
