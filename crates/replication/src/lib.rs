@@ -371,6 +371,43 @@ fn level_error(e: &LevelNotMet) -> StoreError {
     StoreError::unavailable(e.to_string())
 }
 
+/// What one node answered to a replicated select: the series of the
+/// shards it was the first replica of, the digests of the others'.
+struct Answer {
+    node: NodeId,
+    data_shards: Vec<u32>,
+    digest_shards: Vec<u32>,
+    data: Vec<StoredSeries>,
+    digests: Vec<StoredSeries>,
+}
+
+/// Every batch of a select from `node`.
+async fn read_all(node: &dyn NodeStore, r: SelectRequest) -> Result<Vec<StoredSeries>, StoreError> {
+    let mut stream = node.select(r).await?;
+    let mut got = Vec::new();
+    while let Some(batch) = next_batch(&mut stream).await {
+        got.extend(batch?);
+    }
+    Ok(got)
+}
+
+/// The digest of a series' samples in `[start, end]`, however they came.
+fn digest_of(
+    s: &SeriesSamples,
+    start: i64,
+    end: i64,
+) -> Result<cairn_storage_api::SampleDigest, StoreError> {
+    Ok(match s {
+        SeriesSamples::Digest(d) => *d,
+        SeriesSamples::Decoded(v)
+            if v.first().is_none_or(|x| x.t >= start) && v.last().is_none_or(|x| x.t <= end) =>
+        {
+            cairn_storage_api::SampleDigest::of(v)
+        }
+        other => cairn_storage_api::SampleDigest::of(&other.clone().decode(start, end)?),
+    })
+}
+
 /// The nodes' answers (each sorted by labels, as the contract has a
 /// select answer; one that is not is sorted first) merged in one pass:
 /// series in label order, the copies of a series from several replicas
@@ -504,37 +541,153 @@ fn metadata_shard(p: &Placement, tenant: &str, family: &str) -> u32 {
 
 impl SeriesReader for ReplicatedStore {
     /// The replicas the read level wants answers from asked (a majority,
-    /// this node first; see `fan_out`) — the other nodes for encoded
-    /// chunks, which cross the network a tenth the size of decoded samples
-    /// — all answers read, then merged per series (replicas deduplicated:
-    /// identical copies kept once without decoding, see `merge_replicas`)
-    /// and handed out in label order, in batches.
+    /// this node first; see `fan_out`): each shard's first replica in read
+    /// order for its series (encoded chunks from another node, decoded from
+    /// this one), the others for **digests** only (per series, the count and
+    /// a hash of its samples in the range — Cassandra's digest reads), so a
+    /// majority read does not move and decode every series twice. A shard
+    /// whose first replica failed has its data read from one that sent a
+    /// digest; a replica whose digests differ from the data (a series it
+    /// holds with other samples, or one the data lacks) has those shards
+    /// read in full and merged (replicas deduplicated by timestamp). Then
+    /// handed out in label order, in batches.
     fn select(&self, req: SelectRequest) -> BoxFuture<'_, Result<SeriesStream<'_>, StoreError>> {
         Box::pin(async move {
             req.check()?;
             let (start, end) = (req.start, req.end);
+            let p = self.placement();
             let answers = self
                 .fan_out(
                     &req.shards,
                     req.read_level,
                     &req.warnings,
                     |id, node, shards| {
-                        let mut r = req.clone().with_shards(shards);
-                        if self.preferred.as_ref() != Some(id) {
-                            r = r.with_chunks(true);
-                        }
+                        let asked = match &shards {
+                            ShardSet::Only(v) => v.clone(),
+                            ShardSet::All => (0..p.num_shards()).collect(),
+                        };
+                        let (data, digest): (Vec<u32>, Vec<u32>) = asked
+                            .into_iter()
+                            .partition(|&s| self.read_order(&p, s).first() == Some(id));
+                        let chunks = self.preferred.as_ref() != Some(id);
+                        let data_req = (!data.is_empty()).then(|| {
+                            req.clone()
+                                .with_shards(ShardSet::only(data.clone()))
+                                .with_chunks(chunks)
+                        });
+                        let digest_req = (!digest.is_empty()).then(|| {
+                            req.clone()
+                                .with_shards(ShardSet::only(digest.clone()))
+                                .with_digest(true)
+                        });
+                        let id = id.clone();
                         Box::pin(async move {
-                            let mut stream = node.select(r).await?;
-                            let mut got = Vec::new();
-                            while let Some(batch) = next_batch(&mut stream).await {
-                                got.extend(batch?);
+                            let mut a = Answer {
+                                node: id,
+                                data_shards: data,
+                                digest_shards: digest,
+                                data: Vec::new(),
+                                digests: Vec::new(),
+                            };
+                            if let Some(r) = data_req {
+                                a.data = read_all(&*node, r).await?;
                             }
-                            Ok(got)
+                            if let Some(r) = digest_req {
+                                a.digests = read_all(&*node, r).await?;
+                            }
+                            Ok(a)
                         })
                     },
                 )
                 .await?;
-            let merged = merge_sorted(answers, start, end)?;
+            let mut data: Vec<Vec<StoredSeries>> = Vec::new();
+            let mut with_data: std::collections::BTreeSet<u32> = Default::default();
+            let mut digests: Vec<(NodeId, Vec<u32>, Vec<StoredSeries>)> = Vec::new();
+            for mut a in answers {
+                with_data.extend(a.data_shards.iter().copied());
+                data.push(std::mem::take(&mut a.data));
+                // A store that answers a digest select with samples: data.
+                let (dg, samples): (Vec<StoredSeries>, Vec<StoredSeries>) = a
+                    .digests
+                    .into_iter()
+                    .partition(|s| matches!(s.samples, SeriesSamples::Digest(_)));
+                if !samples.is_empty() {
+                    with_data.extend(a.digest_shards.iter().copied());
+                    data.push(samples);
+                }
+                if !a.digest_shards.is_empty() {
+                    digests.push((a.node, a.digest_shards, dg));
+                }
+            }
+            // Shards whose first replica failed: their data from a replica
+            // that sent digests (compared below like any other).
+            let mut need: BTreeMap<NodeId, Vec<u32>> = BTreeMap::new();
+            for (node, shards, _) in &digests {
+                for &s in shards {
+                    if !with_data.contains(&s) && !need.values().any(|v| v.contains(&s)) {
+                        need.entry(node.clone()).or_default().push(s);
+                    }
+                }
+            }
+            for (node, shards) in need {
+                let r = req
+                    .clone()
+                    .with_shards(ShardSet::only(shards.clone()))
+                    .with_chunks(true);
+                data.push(read_all(&**self.node(&node), r).await?);
+                with_data.extend(shards);
+            }
+            let mut merged = merge_sorted(data, start, end)?;
+            // Digests against the data: the shards where a replica differs
+            // are read from it in full and merged in.
+            let mut reread: BTreeMap<NodeId, std::collections::BTreeSet<u32>> = BTreeMap::new();
+            let mut own: Vec<Option<cairn_storage_api::SampleDigest>> = vec![None; merged.len()];
+            for (node, _, dg) in &mut digests {
+                if !dg.windows(2).all(|w| w[0].labels <= w[1].labels) {
+                    dg.sort_by(|x, y| x.labels.cmp(&y.labels));
+                }
+                let mut i = 0;
+                for g in dg.iter() {
+                    let SeriesSamples::Digest(theirs) = g.samples else {
+                        continue;
+                    };
+                    while i < merged.len() && merged[i].labels < g.labels {
+                        i += 1;
+                    }
+                    let same = i < merged.len() && merged[i].labels == g.labels && {
+                        let mine = match own[i] {
+                            Some(d) => d,
+                            None => {
+                                let d = digest_of(&merged[i].samples, start, end)?;
+                                own[i] = Some(d);
+                                d
+                            }
+                        };
+                        mine == theirs
+                    };
+                    if !same {
+                        let shard = p.shard_of(SeriesId::of(&req.tenant, &g.labels));
+                        reread.entry(node.clone()).or_default().insert(shard);
+                    }
+                }
+            }
+            if !reread.is_empty() {
+                let mut extra = vec![std::mem::take(&mut merged)];
+                for (node, shards) in reread {
+                    let r = req
+                        .clone()
+                        .with_shards(ShardSet::only(shards.into_iter().collect()))
+                        .with_chunks(self.preferred.as_ref() != Some(&node));
+                    match read_all(&**self.node(&node), r).await {
+                        Ok(v) => extra.push(v),
+                        Err(e) if is_request_error(&e) => return Err(e),
+                        Err(e) => req.warnings.push(format!(
+                            "replica {node} holds samples the others do not and did not answer when asked for them ({e}); they may be missing"
+                        )),
+                    }
+                }
+                merged = merge_sorted(extra, start, end)?;
+            }
             Ok(guarded(stream_from_vec(merged, MERGED_BATCH), &req))
         })
     }

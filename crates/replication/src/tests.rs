@@ -616,3 +616,99 @@ fn replica_copies_merge_without_decoding_when_identical() {
     want.sort_by_key(|s| s.t);
     assert_eq!(merged, SeriesSamples::Decoded(want));
 }
+
+/// Digest reads: a replica holding samples the others lack (here written
+/// to it alone) is found out by its digests and read in full, so a read
+/// at `all` returns the union; with every replica equal, the answer is
+/// the data of one.
+/// An in-memory replica that answers only for the shards asked (the
+/// storage node does; the in-memory store ignores shard sets).
+struct Sharded(Arc<MemStore>);
+
+impl SeriesReader for Sharded {
+    fn select(&self, r: SelectRequest) -> BoxFuture<'_, Result<SeriesStream<'_>, StoreError>> {
+        Box::pin(async move {
+            let shards = r.shards.clone();
+            let tenant = r.tenant.clone();
+            let mut stream = self.0.select(r).await?;
+            let mut all = Vec::new();
+            while let Some(b) = cairn_storage_api::next_batch(&mut stream).await {
+                all.extend(b?.into_iter().filter(|s| {
+                    shards.contains(cairn_common::SeriesId::of(&tenant, &s.labels).shard(8))
+                }));
+            }
+            Ok(cairn_storage_api::stream_from_vec(all, 100))
+        })
+    }
+    fn series(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<Labels>, StoreError>> {
+        self.0.series(q)
+    }
+    fn label_names(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        self.0.label_names(q)
+    }
+    fn label_values(
+        &self,
+        q: SeriesQuery,
+        n: String,
+    ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        self.0.label_values(q, n)
+    }
+    fn exemplars(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<ExemplarSeries>, StoreError>> {
+        self.0.exemplars(q)
+    }
+    fn metadata(
+        &self,
+        t: String,
+        m: Option<String>,
+        l: usize,
+    ) -> BoxFuture<'_, Result<Vec<(String, MetricMetadata)>, StoreError>> {
+        self.0.metadata(t, m, l)
+    }
+}
+
+impl ShardWriter for Sharded {
+    fn write(&self, w: WriteRequest) -> BoxFuture<'_, Result<WriteOutcome, StoreError>> {
+        self.0.write(w)
+    }
+}
+
+#[test]
+fn a_replica_that_differs_is_found_by_its_digests_and_merged() {
+    let p = placement(3, 3);
+    let mems: Vec<Arc<MemStore>> = (0..3).map(|_| Arc::new(MemStore::new())).collect();
+    let nodes: HashMap<NodeId, Arc<dyn NodeStore>> = p
+        .nodes()
+        .iter()
+        .zip(&mems)
+        .map(|(n, m)| {
+            (
+                n.id.clone(),
+                Arc::new(Sharded(m.clone())) as Arc<dyn NodeStore>,
+            )
+        })
+        .collect();
+    let store = ReplicatedStore::new(p, nodes, ReadLevel::All).unwrap();
+    let t = now_ms();
+    block_on(store.write(WriteRequest::new("t", batch("t", 40, t)))).unwrap();
+    let read = |s: &ReplicatedStore| {
+        let mut v: Vec<(String, Vec<Sample>)> =
+            block_on(select_all(s, SelectRequest::new("t", up(), t - 10, t + 10)))
+                .unwrap()
+                .into_iter()
+                .map(|s| (s.labels.to_string(), s.samples))
+                .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let equal = read(&store);
+    assert_eq!(equal.len(), 40);
+    assert!(equal.iter().all(|(_, s)| s.len() == 1));
+    // Node 2 alone gets one more sample of every series.
+    block_on(mems[1].write(WriteRequest::new("t", batch("t", 40, t + 5)))).unwrap();
+    let got = read(&store);
+    assert_eq!(got.len(), 40);
+    for (l, s) in &got {
+        let ts: Vec<i64> = s.iter().map(|x| x.t).collect();
+        assert_eq!(ts, vec![t, t + 5], "{l}");
+    }
+}

@@ -143,6 +143,7 @@ pub(crate) fn select_to(r: &SelectRequest) -> pb::SelectRequest {
         max_samples: r.limits.max_samples as u64,
         timeout_ms: timeout_to(r.deadline),
         prefer_chunks: r.prefer_chunks,
+        digest: r.digest,
     }
 }
 
@@ -168,6 +169,7 @@ pub(crate) fn select_from(r: pb::SelectRequest) -> Result<SelectRequest, StoreEr
         },
         deadline: deadline_from(r.timeout_ms),
         prefer_chunks: r.prefer_chunks,
+        digest: r.digest,
         warnings: Default::default(),
         // A node reads its own replica; the level is the caller's business.
         read_level: None,
@@ -233,6 +235,10 @@ pub(crate) fn batch_to(batch: Vec<StoredSeries>) -> pb::SeriesBatch {
                 labels: labels_to(&s.labels),
                 samples: Some(match s.samples {
                     SeriesSamples::Decoded(v) => pb::series::Samples::Decoded(samples_to(&v)),
+                    SeriesSamples::Digest(d) => pb::series::Samples::Digest(pb::Digest {
+                        count: d.count,
+                        hash: d.hash,
+                    }),
                     SeriesSamples::Chunks(c) => pb::series::Samples::Chunks(pb::ChunkList {
                         chunks: c
                             .into_iter()
@@ -258,6 +264,12 @@ pub(crate) fn batch_from(b: pb::SeriesBatch) -> Result<Vec<StoredSeries>, StoreE
                 None => SeriesSamples::Decoded(vec![]),
                 Some(pb::series::Samples::Decoded(d)) => {
                     SeriesSamples::Decoded(samples_from(Some(d))?)
+                }
+                Some(pb::series::Samples::Digest(d)) => {
+                    SeriesSamples::Digest(cairn_storage_api::SampleDigest {
+                        count: d.count,
+                        hash: d.hash,
+                    })
                 }
                 Some(pb::series::Samples::Chunks(c)) => SeriesSamples::Chunks(
                     c.chunks

@@ -32,7 +32,7 @@ pub use request::{
     cut_to_limit, EncodedOnce, ReadLimits, SelectHints, SelectRequest, SeriesQuery, ShardSet,
     Warnings, WriteLevel, WriteRequest, RAW_NAMESPACE, ROLLUP_INPUTS_NAMESPACE,
 };
-pub use series::{EncodedChunk, SeriesSamples, StoredSeries};
+pub use series::{EncodedChunk, SampleDigest, SeriesSamples, StoredSeries};
 pub use traits::{
     block_on, decode_batch, next_batch, select_all, select_batched, stream_from_iter,
     stream_from_vec, BoxFuture, SeriesReader, SeriesStream, ShardWriter,

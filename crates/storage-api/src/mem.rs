@@ -32,7 +32,16 @@ impl SeriesReader for MemStore {
             raw_only(&req.namespace)?;
             req.check()?;
             let all = SeriesSource::select(self, &req.tenant, &req.matchers, req.start, req.end)?;
-            let all = all.into_iter().map(StoredSeries::from).collect();
+            let all = all
+                .into_iter()
+                .map(|s| match req.digest {
+                    true => StoredSeries {
+                        samples: crate::SeriesSamples::Digest(crate::SampleDigest::of(&s.samples)),
+                        labels: s.labels,
+                    },
+                    false => StoredSeries::from(s),
+                })
+                .collect();
             Ok(guarded(stream_from_vec(all, MEM_BATCH), &req))
         })
     }

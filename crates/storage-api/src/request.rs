@@ -82,6 +82,12 @@ pub struct SelectRequest {
     /// Whether the caller prefers encoded chunks (a remote caller decoding
     /// lazily) to decoded samples. A store may answer either way.
     pub prefer_chunks: bool,
+    /// Whether the caller wants only each series' [`SampleDigest`] (a
+    /// replicated read comparing a replica's copy with another's). A
+    /// store may answer with samples instead.
+    ///
+    /// [`SampleDigest`]: crate::SampleDigest
+    pub digest: bool,
     /// Where the store notes what the caller should warn about (a shard
     /// answered by fewer replicas than a majority); not sent over the wire.
     pub warnings: Warnings,
@@ -131,6 +137,7 @@ impl SelectRequest {
             limits: ReadLimits::default(),
             deadline: None,
             prefer_chunks: false,
+            digest: false,
             warnings: Warnings::default(),
             read_level: None,
         }
@@ -163,6 +170,12 @@ impl SelectRequest {
 
     pub fn with_chunks(mut self, prefer: bool) -> Self {
         self.prefer_chunks = prefer;
+        self
+    }
+
+    /// Asks for digests only (see [`digest`](Self::digest)).
+    pub fn with_digest(mut self, digest: bool) -> Self {
+        self.digest = digest;
         self
     }
 

@@ -38,6 +38,38 @@ impl EncodedChunk {
     }
 }
 
+/// What a series' samples in a range amount to, to tell whether two
+/// replicas hold the same ones without sending them (a digest select):
+/// their count and a hash of every (timestamp, value bits) in time order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SampleDigest {
+    pub count: u64,
+    pub hash: u64,
+}
+
+impl SampleDigest {
+    /// The digest of `samples` (sorted by time, one per timestamp).
+    pub fn of(samples: &[Sample]) -> SampleDigest {
+        // splitmix64's finaliser over a running state: every sample moves
+        // the whole state, so an equal hash with an equal count means equal
+        // samples but for a 2^-64 accident (replicas are not adversaries).
+        fn mix(mut z: u64) -> u64 {
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+        let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
+        for s in samples {
+            h = mix(h ^ s.t as u64);
+            h = mix(h ^ s.v.to_bits());
+        }
+        SampleDigest {
+            count: samples.len() as u64,
+            hash: h,
+        }
+    }
+}
+
 /// A series' samples as the store chose to send them.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SeriesSamples {
@@ -47,6 +79,9 @@ pub enum SeriesSamples {
     /// head) and reach outside the requested range: [`decode`](Self::decode)
     /// merges and trims them.
     Chunks(Vec<EncodedChunk>),
+    /// Only the digest of the samples in the range (a select that asked
+    /// for digests); it carries none.
+    Digest(SampleDigest),
 }
 
 impl SeriesSamples {
@@ -55,6 +90,7 @@ impl SeriesSamples {
         match self {
             SeriesSamples::Decoded(v) => v.len(),
             SeriesSamples::Chunks(c) => c.iter().map(|c| c.count as usize).sum(),
+            SeriesSamples::Digest(_) => 0,
         }
     }
 
@@ -71,6 +107,11 @@ impl SeriesSamples {
                 return Ok(v);
             }
             SeriesSamples::Chunks(c) => c,
+            SeriesSamples::Digest(_) => {
+                return Err(StoreError::internal(
+                    "a series' digest carries no samples to decode",
+                ))
+            }
         };
         let mut out: Vec<Sample> = Vec::new();
         let mut pairs = Vec::new();

@@ -183,6 +183,7 @@ struct Batches<'a> {
     start: Timestamp,
     end: Timestamp,
     chunks: bool,
+    digest: bool,
 }
 
 impl Batches<'_> {
@@ -197,7 +198,16 @@ impl Batches<'_> {
             if data.is_empty() {
                 continue;
             }
-            let batch = if self.chunks {
+            let batch = if self.digest {
+                data.into_iter()
+                    .map(|s| StoredSeries {
+                        samples: cairn_storage_api::SeriesSamples::Digest(
+                            cairn_storage_api::SampleDigest::of(&s.samples),
+                        ),
+                        labels: s.labels,
+                    })
+                    .collect()
+            } else if self.chunks {
                 data.into_iter()
                     .map(|s| {
                         Ok(StoredSeries {
@@ -259,6 +269,7 @@ impl SeriesReader for Storage {
                 start: req.start,
                 end: req.end,
                 chunks: req.prefer_chunks,
+                digest: req.digest,
             };
             Ok(guarded(stream_from_iter(batches), &req))
         })
