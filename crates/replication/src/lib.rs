@@ -639,10 +639,57 @@ impl SeriesReader for ReplicatedStore {
             }
             let mut merged = merge_sorted(data, start, end)?;
             // Digests against the data: the shards where a replica differs
-            // are read from it in full and merged in.
+            // are read from it in full and merged in. Digests named by id
+            // are looked up by the data's ids (hashed here once a series);
+            // digests with label sets are walked in label order.
             let mut reread: BTreeMap<NodeId, std::collections::BTreeSet<u32>> = BTreeMap::new();
             let mut own: Vec<Option<cairn_storage_api::SampleDigest>> = vec![None; merged.len()];
-            for (node, _, dg) in &mut digests {
+            let mut ids: Vec<Option<SeriesId>> = vec![None; merged.len()];
+            let mut own_digest = |i: usize, merged: &[StoredSeries]| {
+                if let Some(d) = own[i] {
+                    return Ok(d);
+                }
+                let d = digest_of(&merged[i].samples, start, end)?;
+                own[i] = Some(d);
+                Ok::<_, StoreError>(d)
+            };
+            for (node, shards, dg) in &mut digests {
+                let by_id = dg
+                    .iter()
+                    .all(|g| matches!(g.samples, SeriesSamples::Digest(d) if d.series.is_some()));
+                if by_id {
+                    let mut theirs: cairn_common::IdMap<cairn_storage_api::SampleDigest> =
+                        Default::default();
+                    for g in dg.iter() {
+                        if let SeriesSamples::Digest(d) = g.samples {
+                            if let Some(id) = d.series {
+                                theirs.insert(id, d);
+                            }
+                        }
+                    }
+                    for i in 0..merged.len() {
+                        let id = *ids[i]
+                            .get_or_insert_with(|| SeriesId::of(&req.tenant, &merged[i].labels));
+                        let shard = p.shard_of(id);
+                        if shards.binary_search(&shard).is_err() {
+                            continue;
+                        }
+                        if let Some(d) = theirs.remove(&id) {
+                            if !own_digest(i, &merged)?.same_samples(&d) {
+                                reread.entry(node.clone()).or_default().insert(shard);
+                            }
+                        }
+                    }
+                    // Series the data lacks (of the shards asked: a store may
+                    // answer for more).
+                    for id in theirs.keys() {
+                        let shard = p.shard_of(*id);
+                        if shards.binary_search(&shard).is_ok() {
+                            reread.entry(node.clone()).or_default().insert(shard);
+                        }
+                    }
+                    continue;
+                }
                 if !dg.windows(2).all(|w| w[0].labels <= w[1].labels) {
                     dg.sort_by(|x, y| x.labels.cmp(&y.labels));
                 }
@@ -654,17 +701,9 @@ impl SeriesReader for ReplicatedStore {
                     while i < merged.len() && merged[i].labels < g.labels {
                         i += 1;
                     }
-                    let same = i < merged.len() && merged[i].labels == g.labels && {
-                        let mine = match own[i] {
-                            Some(d) => d,
-                            None => {
-                                let d = digest_of(&merged[i].samples, start, end)?;
-                                own[i] = Some(d);
-                                d
-                            }
-                        };
-                        mine == theirs
-                    };
+                    let same = i < merged.len()
+                        && merged[i].labels == g.labels
+                        && own_digest(i, &merged)?.same_samples(&theirs);
                     if !same {
                         let shard = p.shard_of(SeriesId::of(&req.tenant, &g.labels));
                         reread.entry(node.clone()).or_default().insert(shard);

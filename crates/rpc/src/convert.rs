@@ -238,6 +238,10 @@ pub(crate) fn batch_to(batch: Vec<StoredSeries>) -> pb::SeriesBatch {
                     SeriesSamples::Digest(d) => pb::series::Samples::Digest(pb::Digest {
                         count: d.count,
                         hash: d.hash,
+                        id: d
+                            .series
+                            .map(|i| i.0.to_le_bytes().to_vec())
+                            .unwrap_or_default(),
                     }),
                     SeriesSamples::Chunks(c) => pb::series::Samples::Chunks(pb::ChunkList {
                         chunks: c
@@ -269,6 +273,17 @@ pub(crate) fn batch_from(b: pb::SeriesBatch) -> Result<Vec<StoredSeries>, StoreE
                     SeriesSamples::Digest(cairn_storage_api::SampleDigest {
                         count: d.count,
                         hash: d.hash,
+                        series: match d.id.len() {
+                            0 => None,
+                            16 => Some(SeriesId(u128::from_le_bytes(
+                                d.id.as_slice().try_into().unwrap_or([0; 16]),
+                            ))),
+                            n => {
+                                return Err(StoreError::invalid(format!(
+                                    "a series digest's id is {n} bytes, not 16"
+                                )))
+                            }
+                        },
                     })
                 }
                 Some(pb::series::Samples::Chunks(c)) => SeriesSamples::Chunks(

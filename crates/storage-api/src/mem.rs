@@ -35,10 +35,15 @@ impl SeriesReader for MemStore {
             let all = all
                 .into_iter()
                 .map(|s| match req.digest {
-                    true => StoredSeries {
-                        samples: crate::SeriesSamples::Digest(crate::SampleDigest::of(&s.samples)),
-                        labels: s.labels,
-                    },
+                    // Named by id, as the storage node names them.
+                    true => {
+                        let mut d = crate::SampleDigest::of(&s.samples);
+                        d.series = Some(cairn_common::SeriesId::of(&req.tenant, &s.labels));
+                        StoredSeries {
+                            samples: crate::SeriesSamples::Digest(d),
+                            labels: Default::default(),
+                        }
+                    }
                     false => StoredSeries::from(s),
                 })
                 .collect();

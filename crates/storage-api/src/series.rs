@@ -45,6 +45,16 @@ impl EncodedChunk {
 pub struct SampleDigest {
     pub count: u64,
     pub hash: u64,
+    /// The series' id, when the store names the series by it (its label
+    /// set then left empty, so a digest answer does not carry label sets).
+    pub series: Option<cairn_common::SeriesId>,
+}
+
+impl SampleDigest {
+    /// Whether two digests say the same samples (whatever names them).
+    pub fn same_samples(&self, other: &SampleDigest) -> bool {
+        self.count == other.count && self.hash == other.hash
+    }
 }
 
 impl SampleDigest {
@@ -66,6 +76,7 @@ impl SampleDigest {
         SampleDigest {
             count: samples.len() as u64,
             hash: h,
+            series: None,
         }
     }
 }

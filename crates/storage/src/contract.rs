@@ -184,6 +184,7 @@ struct Batches<'a> {
     end: Timestamp,
     chunks: bool,
     digest: bool,
+    tenant: String,
 }
 
 impl Batches<'_> {
@@ -199,12 +200,16 @@ impl Batches<'_> {
                 continue;
             }
             let batch = if self.digest {
+                // Named by id: no label set crosses for a digest.
+                let none = Arc::new(Labels::default());
                 data.into_iter()
-                    .map(|s| StoredSeries {
-                        samples: cairn_storage_api::SeriesSamples::Digest(
-                            cairn_storage_api::SampleDigest::of(&s.samples),
-                        ),
-                        labels: s.labels,
+                    .map(|s| {
+                        let mut d = cairn_storage_api::SampleDigest::of(&s.samples);
+                        d.series = Some(SeriesId::of(&self.tenant, &s.labels));
+                        StoredSeries {
+                            samples: cairn_storage_api::SeriesSamples::Digest(d),
+                            labels: none.clone(),
+                        }
                     })
                     .collect()
             } else if self.chunks {
@@ -270,6 +275,7 @@ impl SeriesReader for Storage {
                 end: req.end,
                 chunks: req.prefer_chunks,
                 digest: req.digest,
+                tenant: req.tenant.clone(),
             };
             Ok(guarded(stream_from_iter(batches), &req))
         })
