@@ -136,7 +136,13 @@ impl<S: SeriesReader + ShardWriter + 'static> Node for NodeService<S> {
                     return Ok(Err(unknown));
                 }
             }
-            block_on(store.write(r)).map(Ok)
+            match block_on(store.write(r)) {
+                // A series given by id left the store between the check and
+                // the write (nothing was stored): all of them again, with
+                // their labels.
+                Err(e) if e.message().contains(cairn_storage_api::NOT_HELD_BY_ID) => Ok(Err(by_id)),
+                other => other.map(Ok),
+            }
         })
         .await?;
         Ok(Response::new(match out {

@@ -30,7 +30,7 @@ pub use error::{ErrorKind, StoreError};
 pub use guard::guarded;
 pub use request::{
     cut_to_limit, EncodedOnce, ReadLimits, SelectHints, SelectRequest, SeriesQuery, ShardSet,
-    Warnings, WriteLevel, WriteRequest, RAW_NAMESPACE, ROLLUP_INPUTS_NAMESPACE,
+    Warnings, WriteLevel, WriteRequest, NOT_HELD_BY_ID, RAW_NAMESPACE, ROLLUP_INPUTS_NAMESPACE,
 };
 pub use series::{EncodedChunk, SampleDigest, SeriesSamples, StoredSeries};
 pub use traits::{

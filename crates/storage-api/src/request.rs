@@ -298,6 +298,11 @@ pub struct WriteRequest {
     pub encoded: EncodedOnce,
 }
 
+/// What a store's refusal of a write says when a series given by id
+/// alone is not one it holds (nothing of the write was stored): the node
+/// service then asks the sender for their labels.
+pub const NOT_HELD_BY_ID: &str = "was written by id alone but is not held here";
+
 /// The slot of [`WriteRequest::encoded`].
 #[derive(Clone, Default)]
 pub struct EncodedOnce(std::sync::Arc<std::sync::OnceLock<std::sync::Arc<Vec<u8>>>>);

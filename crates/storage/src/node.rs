@@ -858,8 +858,9 @@ impl Storage {
         // since is refused whole, as retryable, before anything is stored).
         if let Some(&i) = new_at.iter().find(|&&i| batch.series[i].labels.is_empty()) {
             return Err(Error::Unavailable(format!(
-                "series {:032x} was written by id alone but is not held here; resend it with its labels",
-                batch.series[i].id.0
+                "series {:032x} {}; resend it with its labels",
+                batch.series[i].id.0,
+                cairn_storage_api::NOT_HELD_BY_ID
             )));
         }
         let limit = self.cfg.max_new_series_per_request;

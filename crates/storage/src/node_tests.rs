@@ -403,6 +403,48 @@ fn new_series_per_request_limit() {
     assert_eq!(read(&s, "t", "n").len(), 6);
 }
 
+/// A series given by id alone (no labels, as a peer sends a series its
+/// replica holds) is taken when the store holds it, and refused whole —
+/// retryable, naming why, nothing stored — when it does not.
+#[test]
+fn a_series_by_id_alone_is_taken_only_when_held() {
+    use cairn_storage_api::ShardWriter as _;
+    let f = Fixture::new();
+    let now = f.now.load(Ordering::SeqCst);
+    let s = f.open();
+    let unknown = |ids: &[cairn_common::SeriesId]| {
+        cairn_storage_api::ShardWriter::unknown_series(&*s, "t", "raw", ids)
+    };
+    let b = batch(vec![(labels("n", "a"), vec![(now, 1.0)])]);
+    let id = b.series[0].id;
+    SampleWriter::write(&*s, "t", b).unwrap();
+    assert!(unknown(&[id]).is_empty());
+    let by_id = |id, t: i64| cairn_common::PreparedBatch {
+        series: vec![cairn_common::PreparedSeries {
+            id,
+            labels: cairn_common::LazyLabels::new(Arc::new(Vec::new()), Vec::new()),
+            samples: vec![cairn_common::Sample::new(t, 2.0)],
+            exemplars: vec![],
+        }],
+        metadata: vec![],
+    };
+    SampleWriter::write(&*s, "t", by_id(id, now + 1000)).unwrap();
+    assert_eq!(
+        read(&s, "t", "n")[0].1.len(),
+        2,
+        "appended to the held series"
+    );
+    let stranger = cairn_common::SeriesId(id.0 ^ 1);
+    assert_eq!(unknown(&[stranger, id]), vec![stranger]);
+    let e = SampleWriter::write(&*s, "t", by_id(stranger, now + 2000)).unwrap_err();
+    assert!(matches!(e, StorageError::Unavailable(_)), "{e}");
+    assert!(
+        e.to_string().contains(cairn_storage_api::NOT_HELD_BY_ID),
+        "{e}"
+    );
+    assert_eq!(read(&s, "t", "n")[0].1.len(), 2);
+}
+
 /// An index entry that does not decode leaves its series out of reads
 /// (logged and counted) instead of failing every query touching it.
 #[test]
