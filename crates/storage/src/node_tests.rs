@@ -408,7 +408,6 @@ fn new_series_per_request_limit() {
 /// retryable, naming why, nothing stored — when it does not.
 #[test]
 fn a_series_by_id_alone_is_taken_only_when_held() {
-    use cairn_storage_api::ShardWriter as _;
     let f = Fixture::new();
     let now = f.now.load(Ordering::SeqCst);
     let s = f.open();
