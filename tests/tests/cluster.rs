@@ -419,18 +419,13 @@ fn write_all(node: &TestServer, req: &WriteRequest) {
     assert_eq!(status, 204, "{body}");
 }
 
-/// Downsampling on a cluster: every replica computes a shard's windows
-/// from its own raw copy, and the three copies of the rollups are the same
-/// to the bit (each node read alone, at read level `one`: itself first).
-#[test]
-fn replicas_write_identical_rollups() {
-    let ns = "storage:\n  namespaces: [\"1m:30d\"]\n";
-    let nodes = spawn_cluster(3, 8, 3, ns);
-    let now = now_ms();
-    let t0 = now - now.rem_euclid(60_000) - 2 * 3_600_000;
-    let ts: Vec<TimeSeries> = (0..12)
+/// Twelve `ds_temp` gauges (`sensor` s00…s11), scrape `k` of `ks` at
+/// `t0 + 1s + k×15s`, values that wander.
+fn sensors(t0: i64, ks: std::ops::Range<i64>) -> Vec<TimeSeries> {
+    (0..12)
         .map(|j| {
-            let samples: Vec<(i64, f64)> = (0..400)
+            let samples: Vec<(i64, f64)> = ks
+                .clone()
                 .map(|k| {
                     (
                         t0 + 1000 + k * 15_000,
@@ -443,8 +438,19 @@ fn replicas_write_identical_rollups() {
                 &samples,
             )
         })
-        .collect();
-    let body = write_request(ts);
+        .collect()
+}
+
+/// Downsampling on a cluster: every replica computes a shard's windows
+/// from its own raw copy, and the three copies of the rollups are the same
+/// to the bit (each node read alone, at read level `one`: itself first).
+#[test]
+fn replicas_write_identical_rollups() {
+    let ns = "storage:\n  namespaces: [\"1m:30d\"]\n";
+    let nodes = spawn_cluster(3, 8, 3, ns);
+    let now = now_ms();
+    let t0 = now - now.rem_euclid(60_000) - 2 * 3_600_000;
+    let body = write_request(sensors(t0, 0..400));
     write_all(&nodes[0], &body);
     let copies: Vec<String> = nodes
         .iter()
@@ -477,23 +483,7 @@ fn a_replica_down_during_writes_catches_up_and_computes_identical_rollups() {
     let t0 = now - now.rem_euclid(60_000) - 2 * 3_600_000;
     let half = |part: i64| -> WriteRequest {
         let ks: Vec<i64> = (part * 200..part * 200 + 200).collect();
-        let mut ts: Vec<TimeSeries> = (0..12)
-            .map(|j| {
-                let samples: Vec<(i64, f64)> = ks
-                    .iter()
-                    .map(|&k| {
-                        (
-                            t0 + 1000 + k * 15_000,
-                            ((k * 31 + j * 17) % 97) as f64 / 4.0,
-                        )
-                    })
-                    .collect();
-                series(
-                    &[("__name__", "ds_temp"), ("sensor", &format!("s{j:02}"))],
-                    &samples,
-                )
-            })
-            .collect();
+        let mut ts = sensors(t0, part * 200..part * 200 + 200);
         for (le, per) in [("0.1", 90.0), ("1", 100.0), ("+Inf", 100.0)] {
             let samples: Vec<(i64, f64)> = ks
                 .iter()

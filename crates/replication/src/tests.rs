@@ -15,6 +15,40 @@ use cairn_storage_api::{
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// The label, exemplar and metadata reads of a wrapper, passed through to
+/// the store at `$($inner).+` (the wrappers differ in `select` or writes).
+macro_rules! pass_reads {
+    ($($inner:tt).+) => {
+        fn series(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<Labels>, StoreError>> {
+            self.$($inner).+.series(q)
+        }
+        fn label_names(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+            self.$($inner).+.label_names(q)
+        }
+        fn label_values(
+            &self,
+            q: SeriesQuery,
+            n: String,
+        ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+            self.$($inner).+.label_values(q, n)
+        }
+        fn exemplars(
+            &self,
+            q: SeriesQuery,
+        ) -> BoxFuture<'_, Result<Vec<ExemplarSeries>, StoreError>> {
+            self.$($inner).+.exemplars(q)
+        }
+        fn metadata(
+            &self,
+            t: String,
+            m: Option<String>,
+            l: usize,
+        ) -> BoxFuture<'_, Result<Vec<(String, MetricMetadata)>, StoreError>> {
+            self.$($inner).+.metadata(t, m, l)
+        }
+    };
+}
+
 /// A node that is down: every call fails as unreachable.
 #[derive(Debug)]
 struct Down;
@@ -332,30 +366,7 @@ impl SeriesReader for HungNode {
     fn select(&self, r: SelectRequest) -> BoxFuture<'_, Result<SeriesStream<'_>, StoreError>> {
         self.0 .0.select(r)
     }
-    fn series(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<Labels>, StoreError>> {
-        self.0 .0.series(q)
-    }
-    fn label_names(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
-        self.0 .0.label_names(q)
-    }
-    fn label_values(
-        &self,
-        q: SeriesQuery,
-        n: String,
-    ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
-        self.0 .0.label_values(q, n)
-    }
-    fn exemplars(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<ExemplarSeries>, StoreError>> {
-        self.0 .0.exemplars(q)
-    }
-    fn metadata(
-        &self,
-        t: String,
-        m: Option<String>,
-        l: usize,
-    ) -> BoxFuture<'_, Result<Vec<(String, MetricMetadata)>, StoreError>> {
-        self.0 .0.metadata(t, m, l)
-    }
+    pass_reads!(0.0);
 }
 
 impl ShardWriter for HungNode {
@@ -373,30 +384,7 @@ impl SeriesReader for Counting {
         self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.0.select(r)
     }
-    fn series(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<Labels>, StoreError>> {
-        self.0.series(q)
-    }
-    fn label_names(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
-        self.0.label_names(q)
-    }
-    fn label_values(
-        &self,
-        q: SeriesQuery,
-        n: String,
-    ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
-        self.0.label_values(q, n)
-    }
-    fn exemplars(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<ExemplarSeries>, StoreError>> {
-        self.0.exemplars(q)
-    }
-    fn metadata(
-        &self,
-        t: String,
-        m: Option<String>,
-        l: usize,
-    ) -> BoxFuture<'_, Result<Vec<(String, MetricMetadata)>, StoreError>> {
-        self.0.metadata(t, m, l)
-    }
+    pass_reads!(0);
 }
 
 impl ShardWriter for Counting {
@@ -640,30 +628,7 @@ impl SeriesReader for Sharded {
             Ok(cairn_storage_api::stream_from_vec(all, 100))
         })
     }
-    fn series(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<Labels>, StoreError>> {
-        self.0.series(q)
-    }
-    fn label_names(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
-        self.0.label_names(q)
-    }
-    fn label_values(
-        &self,
-        q: SeriesQuery,
-        n: String,
-    ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
-        self.0.label_values(q, n)
-    }
-    fn exemplars(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<ExemplarSeries>, StoreError>> {
-        self.0.exemplars(q)
-    }
-    fn metadata(
-        &self,
-        t: String,
-        m: Option<String>,
-        l: usize,
-    ) -> BoxFuture<'_, Result<Vec<(String, MetricMetadata)>, StoreError>> {
-        self.0.metadata(t, m, l)
-    }
+    pass_reads!(0);
 }
 
 impl ShardWriter for Sharded {

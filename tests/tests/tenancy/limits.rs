@@ -440,7 +440,7 @@ fn stored(base: &str, t: &str, name: &str) -> u64 {
 fn over_its_rate_a_tenant_sheds_low_priority_series_first() {
     let s = TestServer::spawn(ServerOpts::default());
     let base = s.url();
-    let mut shed_counts = Vec::new();
+    let mut admitted = Vec::new();
     for (tenant, dry) in [("c", false), ("d", true)] {
         create_tenant(
             &base,
@@ -492,8 +492,10 @@ fn over_its_rate_a_tenant_sheds_low_priority_series_first() {
         eprintln!(
             "tenant {tenant} (dry run {dry}): {ok} requests stored, {limited} refused; important {imp} of {offered_imp} stored, go_ {go} stored; the rule counted {counted}"
         );
-        shed_counts.push(counted);
         let offered_go = offered_imp / 30 * 70;
+        // What the tenant was admitted (real rule) or would have been (dry
+        // run): everything offered less what the rule shed or counted.
+        admitted.push((offered_imp + offered_go - counted) as f64);
         // Only low-priority samples are shed; every important one is stored.
         assert_eq!(limited, 0, "requests were refused instead of shed");
         assert_eq!(imp, offered_imp, "important samples lost");
@@ -513,11 +515,15 @@ fn over_its_rate_a_tenant_sheds_low_priority_series_first() {
             assert_eq!(shed, 0);
         }
     }
-    // The dry run counts what the real rule shed (same load, ±25 %).
-    let (real, dry) = (shed_counts[0] as f64, shed_counts[1] as f64);
+    // The dry run counts what the real rule shed: both leave the tenant
+    // its rate over the same 10 s plus its burst (±10 %). Compared as what
+    // is admitted, not as the counts themselves: a machine that sends
+    // fewer requests in one leg's 10 s offers less, and the shed count
+    // moves with the offer while the admitted amount does not.
+    let (real, dry) = (admitted[0], admitted[1]);
     assert!(
-        real > 0.0 && (dry - real).abs() <= 0.25 * real,
-        "shed {real}, dry run counted {dry}"
+        real > 0.0 && (dry - real).abs() <= 0.10 * real,
+        "admitted under the rule {real}, under its dry run {dry}"
     );
 }
 
