@@ -620,22 +620,51 @@ impl SeriesReader for ReplicatedStore {
                 }
             }
             // Shards whose first replica failed: their data from a replica
-            // that sent digests (compared below like any other).
-            let mut need: BTreeMap<NodeId, Vec<u32>> = BTreeMap::new();
+            // that sent digests (compared below like any other), the next
+            // such replica when one fails.
+            let mut sources: BTreeMap<u32, Vec<NodeId>> = BTreeMap::new();
             for (node, shards, _) in &digests {
                 for &s in shards {
-                    if !with_data.contains(&s) && !need.values().any(|v| v.contains(&s)) {
-                        need.entry(node.clone()).or_default().push(s);
+                    if !with_data.contains(&s) {
+                        sources.entry(s).or_default().push(node.clone());
                     }
                 }
             }
-            for (node, shards) in need {
-                let r = req
-                    .clone()
-                    .with_shards(ShardSet::only(shards.clone()))
-                    .with_chunks(true);
-                data.push(read_all(&**self.node(&node), r).await?);
-                with_data.extend(shards);
+            while !sources.is_empty() {
+                let mut plan: BTreeMap<NodeId, Vec<u32>> = BTreeMap::new();
+                for (&s, nodes) in &sources {
+                    match nodes.first() {
+                        Some(n) => plan.entry(n.clone()).or_default().push(s),
+                        None => {
+                            return Err(StoreError::unavailable(format!(
+                                "shard {s}: no replica answered with its data (its first replica failed, and so did every one that sent digests)"
+                            )))
+                        }
+                    }
+                }
+                for (node, shards) in plan {
+                    let r = req
+                        .clone()
+                        .with_shards(ShardSet::only(shards.clone()))
+                        .with_chunks(true);
+                    match read_all(&**self.node(&node), r).await {
+                        Ok(v) => {
+                            data.push(v);
+                            for s in shards {
+                                sources.remove(&s);
+                                with_data.insert(s);
+                            }
+                        }
+                        Err(e) if is_request_error(&e) => return Err(e),
+                        Err(_) => {
+                            for s in shards {
+                                if let Some(n) = sources.get_mut(&s) {
+                                    n.retain(|x| *x != node);
+                                }
+                            }
+                        }
+                    }
+                }
             }
             let mut merged = merge_sorted(data, start, end)?;
             // Digests against the data: the shards where a replica differs

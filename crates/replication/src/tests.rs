@@ -677,3 +677,64 @@ fn a_replica_that_differs_is_found_by_its_digests_and_merged() {
         assert_eq!(ts, vec![t, t + 5], "{l}");
     }
 }
+
+/// A replica that answers digest selects but fails reads of data.
+struct DigestsOnly(Sharded);
+
+impl SeriesReader for DigestsOnly {
+    fn select(&self, r: SelectRequest) -> BoxFuture<'_, Result<SeriesStream<'_>, StoreError>> {
+        if !r.digest {
+            return down();
+        }
+        self.0.select(r)
+    }
+    pass_reads!(0.0);
+}
+
+impl ShardWriter for DigestsOnly {
+    fn write(&self, w: WriteRequest) -> BoxFuture<'_, Result<WriteOutcome, StoreError>> {
+        self.0.write(w)
+    }
+}
+
+/// A shard whose first replica is down has its data read from one that
+/// sent digests — the next such one when that read fails — so the answer
+/// is whole at `all`-minus-one; with no replica left to read, the error
+/// names the shard.
+#[test]
+fn data_comes_from_the_next_replica_when_the_first_and_a_digest_one_fail() {
+    let p = placement(3, 3);
+    let mems: Vec<Arc<MemStore>> = (0..3).map(|_| Arc::new(MemStore::new())).collect();
+    let t = now_ms();
+    for m in &mems {
+        block_on(m.write(WriteRequest::new("t", batch("t", 40, t)))).unwrap();
+    }
+    let build = |third_ok: bool| {
+        let mut nodes: HashMap<NodeId, Arc<dyn NodeStore>> = HashMap::new();
+        nodes.insert(NodeId::new("node-1"), Arc::new(Down));
+        nodes.insert(
+            NodeId::new("node-2"),
+            Arc::new(DigestsOnly(Sharded(mems[1].clone()))),
+        );
+        let third: Arc<dyn NodeStore> = if third_ok {
+            Arc::new(Sharded(mems[2].clone()))
+        } else {
+            Arc::new(DigestsOnly(Sharded(mems[2].clone())))
+        };
+        nodes.insert(NodeId::new("node-3"), third);
+        ReplicatedStore::new(p.clone(), nodes, ReadLevel::UnstrictMajority).unwrap()
+    };
+    let got = block_on(select_all(
+        &build(true),
+        SelectRequest::new("t", up(), t - 10, t + 10),
+    ))
+    .unwrap();
+    assert_eq!(got.len(), 40);
+    let e = block_on(select_all(
+        &build(false),
+        SelectRequest::new("t", up(), t - 10, t + 10),
+    ))
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(e.message().contains("shard "), "{e}");
+}
