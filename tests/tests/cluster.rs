@@ -545,6 +545,19 @@ fn a_replica_down_during_writes_catches_up_and_computes_identical_rollups() {
         }
         assert!(hint(n, "cairn_cluster_hint_delivered_samples_total") > 0.0);
         assert_eq!(hint(n, "cairn_cluster_hint_dropped_samples_total"), 0.0);
+        // The digest reads' counters are exposed beside them.
+        let m = get(&format!("{}/metrics", n.url()))
+            .expect("metrics")
+            .text();
+        for name in [
+            "cairn_cluster_digest_rereads_total ",
+            "cairn_cluster_read_data_fallbacks_total ",
+        ] {
+            assert!(
+                m.lines().any(|l| l.starts_with(name)),
+                "no {name}in /metrics"
+            );
+        }
     }
     let one = [("X-Cairn-Read-Consistency", "one")];
     let copies: Vec<(Vec<String>, Vec<String>, String)> = nodes

@@ -501,6 +501,22 @@ impl prometheus_client::collector::Collector for HintCollector {
                 |s| s.refused_samples,
             ),
         ];
+        let reads = store.read_stats();
+        for (name, help, v) in [
+            (
+                "cairn_cluster_digest_rereads",
+                "Shards a read took in full from a replica whose digests differed from the data (a replica behind or ahead)",
+                reads.digest_rereads,
+            ),
+            (
+                "cairn_cluster_read_data_fallbacks",
+                "Shards whose data a read took from a replica that had sent digests, the first replica having failed",
+                reads.data_fallbacks,
+            ),
+        ] {
+            let c = ConstCounter::new(v);
+            c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
         for (name, help, counter, get) in families {
             let kind = if counter {
                 MetricType::Counter

@@ -54,6 +54,29 @@ pub struct ReplicatedStore {
     preferred: Option<NodeId>,
     /// Replica writes that failed, kept to replay (hinted handoff).
     hints: Option<Arc<Hints>>,
+    /// What digest reads found (for `/metrics`).
+    reads: ReadCounters,
+}
+
+/// Counters of the replicated reads.
+#[derive(Debug, Default)]
+struct ReadCounters {
+    /// Shards read in full from a replica whose digests differed.
+    digest_rereads: std::sync::atomic::AtomicU64,
+    /// Shards whose data came from a replica that sent digests (the first
+    /// replica had failed).
+    data_fallbacks: std::sync::atomic::AtomicU64,
+}
+
+/// What the replicated reads found, since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadStats {
+    /// Shards read in full from a replica whose digests differed from the
+    /// data (a replica behind or ahead: read repair's trigger).
+    pub digest_rereads: u64,
+    /// Shards whose data came from a replica that had sent digests, the
+    /// first replica in read order having failed.
+    pub data_fallbacks: u64,
 }
 
 /// Runs a future to its end without the caller (e.g. `tokio::spawn`): the
@@ -86,6 +109,7 @@ impl ReplicatedStore {
             spawner: None,
             preferred: None,
             hints: None,
+            reads: ReadCounters::default(),
         })
     }
 
@@ -95,6 +119,15 @@ impl ReplicatedStore {
     pub fn with_hints(mut self, hints: Arc<Hints>) -> Self {
         self.hints = Some(hints);
         self
+    }
+
+    /// What the replicated reads found since start.
+    pub fn read_stats(&self) -> ReadStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        ReadStats {
+            digest_rereads: self.reads.digest_rereads.load(Relaxed),
+            data_fallbacks: self.reads.data_fallbacks.load(Relaxed),
+        }
     }
 
     /// The hints this store keeps, per replica.
@@ -650,6 +683,10 @@ impl SeriesReader for ReplicatedStore {
                     match read_all(&**self.node(&node), r).await {
                         Ok(v) => {
                             data.push(v);
+                            self.reads.data_fallbacks.fetch_add(
+                                shards.len() as u64,
+                                std::sync::atomic::Ordering::Relaxed,
+                            );
                             for s in shards {
                                 sources.remove(&s);
                                 with_data.insert(s);
@@ -742,6 +779,9 @@ impl SeriesReader for ReplicatedStore {
             if !reread.is_empty() {
                 let mut extra = vec![std::mem::take(&mut merged)];
                 for (node, shards) in reread {
+                    self.reads
+                        .digest_rereads
+                        .fetch_add(shards.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     let r = req
                         .clone()
                         .with_shards(ShardSet::only(shards.into_iter().collect()))

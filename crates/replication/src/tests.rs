@@ -668,6 +668,11 @@ fn a_replica_that_differs_is_found_by_its_digests_and_merged() {
     let equal = read(&store);
     assert_eq!(equal.len(), 40);
     assert!(equal.iter().all(|(_, s)| s.len() == 1));
+    assert_eq!(
+        store.read_stats().digest_rereads,
+        0,
+        "equal replicas: no re-read"
+    );
     // Node 2 alone gets one more sample of every series.
     block_on(mems[1].write(WriteRequest::new("t", batch("t", 40, t + 5)))).unwrap();
     let got = read(&store);
@@ -676,6 +681,11 @@ fn a_replica_that_differs_is_found_by_its_digests_and_merged() {
         let ts: Vec<i64> = s.iter().map(|x| x.t).collect();
         assert_eq!(ts, vec![t, t + 5], "{l}");
     }
+    assert!(
+        store.read_stats().digest_rereads > 0,
+        "{:?}",
+        store.read_stats()
+    );
 }
 
 /// A replica that answers digest selects but fails reads of data.
@@ -724,12 +734,18 @@ fn data_comes_from_the_next_replica_when_the_first_and_a_digest_one_fail() {
         nodes.insert(NodeId::new("node-3"), third);
         ReplicatedStore::new(p.clone(), nodes, ReadLevel::UnstrictMajority).unwrap()
     };
+    let store = build(true);
     let got = block_on(select_all(
-        &build(true),
+        &store,
         SelectRequest::new("t", up(), t - 10, t + 10),
     ))
     .unwrap();
     assert_eq!(got.len(), 40);
+    assert!(
+        store.read_stats().data_fallbacks > 0,
+        "{:?}",
+        store.read_stats()
+    );
     let e = block_on(select_all(
         &build(false),
         SelectRequest::new("t", up(), t - 10, t + 10),
