@@ -305,7 +305,8 @@ pub(crate) struct RuleTally {
     pub too_old: u64,
     /// Ids of the input series whose samples left raw.
     pub inputs_dropped: Vec<u128>,
-    /// Ids of the output series written to (without `__input__`).
+    /// Ids of the output series written to (without `__input__`), once per
+    /// input copied (the usage counts distinct ones).
     pub outputs: Vec<u128>,
 }
 
@@ -360,9 +361,7 @@ fn rollup_copies(
                     .filter(|(n, _)| *n != cairn_common::INPUT_LABEL),
             );
             rt.copied += fresh as u64;
-            if !rt.outputs.contains(&output.0) {
-                rt.outputs.push(output.0);
-            }
+            rt.outputs.push(output.0);
             copies.push(cairn_common::SeriesWrite {
                 labels: cairn_common::Labels::from_pairs(&pairs),
                 samples: s

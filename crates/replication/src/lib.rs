@@ -705,73 +705,47 @@ impl SeriesReader for ReplicatedStore {
             }
             let mut merged = merge_sorted(data, start, end)?;
             // Digests against the data: the shards where a replica differs
-            // are read from it in full and merged in. Digests named by id
-            // are looked up by the data's ids (hashed here once a series);
-            // digests with label sets are walked in label order.
+            // are read from it in full and merged in. Digests are looked up
+            // by series id (the storage node names them so; one named by its
+            // labels is hashed here), the data's ids hashed once a series.
             let mut reread: BTreeMap<NodeId, std::collections::BTreeSet<u32>> = BTreeMap::new();
             let mut own: Vec<Option<cairn_storage_api::SampleDigest>> = vec![None; merged.len()];
             let mut ids: Vec<Option<SeriesId>> = vec![None; merged.len()];
-            let mut own_digest = |i: usize, merged: &[StoredSeries]| {
-                if let Some(d) = own[i] {
-                    return Ok(d);
-                }
-                let d = digest_of(&merged[i].samples, start, end)?;
-                own[i] = Some(d);
-                Ok::<_, StoreError>(d)
-            };
-            for (node, shards, dg) in &mut digests {
-                let by_id = dg
+            for (node, shards, dg) in &digests {
+                let mut theirs: cairn_common::IdMap<cairn_storage_api::SampleDigest> = dg
                     .iter()
-                    .all(|g| matches!(g.samples, SeriesSamples::Digest(d) if d.series.is_some()));
-                if by_id {
-                    let mut theirs: cairn_common::IdMap<cairn_storage_api::SampleDigest> =
-                        Default::default();
-                    for g in dg.iter() {
-                        if let SeriesSamples::Digest(d) = g.samples {
-                            if let Some(id) = d.series {
-                                theirs.insert(id, d);
-                            }
-                        }
+                    .filter_map(|g| match g.samples {
+                        SeriesSamples::Digest(d) => Some((
+                            d.series
+                                .unwrap_or_else(|| SeriesId::of(&req.tenant, &g.labels)),
+                            d,
+                        )),
+                        _ => None,
+                    })
+                    .collect();
+                for i in 0..merged.len() {
+                    let id =
+                        *ids[i].get_or_insert_with(|| SeriesId::of(&req.tenant, &merged[i].labels));
+                    let shard = p.shard_of(id);
+                    if shards.binary_search(&shard).is_err() {
+                        continue;
                     }
-                    for i in 0..merged.len() {
-                        let id = *ids[i]
-                            .get_or_insert_with(|| SeriesId::of(&req.tenant, &merged[i].labels));
-                        let shard = p.shard_of(id);
-                        if shards.binary_search(&shard).is_err() {
-                            continue;
-                        }
-                        if let Some(d) = theirs.remove(&id) {
-                            if !own_digest(i, &merged)?.same_samples(&d) {
-                                reread.entry(node.clone()).or_default().insert(shard);
-                            }
-                        }
-                    }
-                    // Series the data lacks (of the shards asked: a store may
-                    // answer for more).
-                    for id in theirs.keys() {
-                        let shard = p.shard_of(*id);
-                        if shards.binary_search(&shard).is_ok() {
-                            reread.entry(node.clone()).or_default().insert(shard);
-                        }
-                    }
-                    continue;
-                }
-                if !dg.windows(2).all(|w| w[0].labels <= w[1].labels) {
-                    dg.sort_by(|x, y| x.labels.cmp(&y.labels));
-                }
-                let mut i = 0;
-                for g in dg.iter() {
-                    let SeriesSamples::Digest(theirs) = g.samples else {
+                    let Some(d) = theirs.remove(&id) else {
                         continue;
                     };
-                    while i < merged.len() && merged[i].labels < g.labels {
-                        i += 1;
+                    let mine = match own[i] {
+                        Some(m) => m,
+                        None => *own[i].insert(digest_of(&merged[i].samples, start, end)?),
+                    };
+                    if !mine.same_samples(&d) {
+                        reread.entry(node.clone()).or_default().insert(shard);
                     }
-                    let same = i < merged.len()
-                        && merged[i].labels == g.labels
-                        && own_digest(i, &merged)?.same_samples(&theirs);
-                    if !same {
-                        let shard = p.shard_of(SeriesId::of(&req.tenant, &g.labels));
+                }
+                // Series the data lacks (of the shards asked: a store may
+                // answer for more).
+                for id in theirs.keys() {
+                    let shard = p.shard_of(*id);
+                    if shards.binary_search(&shard).is_ok() {
                         reread.entry(node.clone()).or_default().insert(shard);
                     }
                 }
@@ -934,6 +908,8 @@ impl ShardWriter for ReplicatedStore {
             }
             let mut calls = Vec::new();
             let mut tallies: BTreeMap<u32, Tally> = BTreeMap::new();
+            // Tenant and namespace, shared by every call's would-be hint.
+            let names = Arc::new((req.tenant.clone(), req.namespace.clone()));
             for Group {
                 replicas,
                 mut shards,
@@ -960,18 +936,15 @@ impl ShardWriter for ReplicatedStore {
                         encoded: encoded.clone(),
                     };
                     let store = self.node(&node).clone();
-                    let hint = self
-                        .hints
-                        .clone()
-                        .map(|h| (h, req.tenant.clone(), req.namespace.clone(), part.clone()));
+                    let hint = self.hints.clone().map(|h| (h, names.clone(), part.clone()));
                     let call: BoxFuture<'static, _> = Box::pin(async move {
                         let r = store.write(w).await;
                         // Missed by this replica (not refused): kept to
                         // replay when it is back, whatever the write's
                         // outcome (the level may still allow it).
-                        if let (Err(e), Some((hints, tenant, ns, part))) = (&r, hint) {
+                        if let (Err(e), Some((hints, names, part))) = (&r, hint) {
                             if !is_request_error(e) {
-                                hints.push(&node, Hint::new(&tenant, &ns, shard, part));
+                                hints.push(&node, Hint::new(&names.0, &names.1, shard, part));
                             }
                         }
                         (first, node, r)
