@@ -1420,6 +1420,19 @@ fn differential(cluster: bool) {
         "{} queries errored on both sides; see above",
         both_err_queries.len()
     );
+    // The cluster answered aggregations from partials the nodes computed.
+    if cluster && !self_check {
+        let m = get(&format!("{target}/metrics")).expect("metrics").text();
+        let value = |name: &str| -> f64 {
+            m.lines()
+                .find(|l| l.starts_with(&format!("{name} ")))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in /metrics"))
+        };
+        assert!(value("cairn_cluster_aggregations_pushed_down_total") > 0.0);
+        value("cairn_cluster_aggregation_fallback_shards_total");
+    }
 }
 
 /// `/api/v1/series` honours start/end to the series' own samples, as

@@ -116,6 +116,13 @@ impl SeriesReader for ReadAt {
         q.read_level = Some(self.level);
         self.inner.cardinality(q)
     }
+    fn aggregate(
+        &self,
+        mut req: cairn_storage_api::AggregateRequest,
+    ) -> BoxFuture<'_, Result<Option<cairn_storage_api::PartialAggregate>, StoreError>> {
+        req.select.read_level = Some(self.level);
+        self.inner.aggregate(req)
+    }
 }
 
 /// The request's tenant, authenticated for the scope its route group

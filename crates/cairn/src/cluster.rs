@@ -28,6 +28,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+/// What computes partial aggregations (this node's part of one pushed
+/// down by the query role, a peer's request for its part): the engine,
+/// the request giving its steps, lookback and limits.
+fn aggregator() -> Arc<dyn cairn_storage_api::Aggregator> {
+    Arc::new(cairn_promql::Engine::new(
+        cairn_promql::EngineOptions::default(),
+    ))
+}
+
 /// This node's own store as the cluster reaches it: Unavailable until
 /// recovery has opened it.
 #[derive(Debug, Default)]
@@ -229,12 +238,14 @@ impl ClusterRole {
                     // run on: a slow replica delays no write the level allows.
                     // Reads ask this node first: its replica is in process.
                     // What a replica misses is kept and replayed to it.
+                    // Aggregations are computed in parts on the nodes.
                     Ok(s) => Arc::new(
                         s.preferring(section.node())
                             .with_spawner(Arc::new(move |f| {
                                 spawner.spawn(f);
                             }))
-                            .with_hints(hints.clone()),
+                            .with_hints(hints.clone())
+                            .with_aggregator(aggregator()),
                     ),
                     Err(e) => {
                         tracing::error!(%e, "cannot build the cluster's store");
@@ -329,7 +340,8 @@ impl Service for ClusterRole {
                 self.local.clone(),
                 self.section.node_id.clone(),
                 self.ready.clone(),
-            );
+            )
+            .with_aggregator(aggregator());
             let raft_id = self.section.raft_id().context("cluster.node-id")?;
             let peers = self
                 .section
@@ -512,6 +524,16 @@ impl prometheus_client::collector::Collector for HintCollector {
                 "cairn_cluster_read_data_fallbacks",
                 "Shards whose data a read took from a replica that had sent digests, the first replica having failed",
                 reads.data_fallbacks,
+            ),
+            (
+                "cairn_cluster_aggregations_pushed_down",
+                "Aggregations answered from partials the nodes computed over their shards",
+                reads.aggregations_pushed,
+            ),
+            (
+                "cairn_cluster_aggregation_fallback_shards",
+                "Shards of pushed-down aggregations aggregated on the query node from their replicas' series instead (a replica failed or its digests differed)",
+                reads.aggregation_fallback_shards,
             ),
         ] {
             let c = ConstCounter::new(v);
@@ -712,6 +734,12 @@ impl Peer {
 impl SeriesReader for Peer {
     fn select(&self, req: SelectRequest) -> BoxFuture<'_, Result<SeriesStream<'_>, StoreError>> {
         self.metered("select", self.client.select(req))
+    }
+    fn aggregate(
+        &self,
+        req: cairn_storage_api::AggregateRequest,
+    ) -> BoxFuture<'_, Result<Option<cairn_storage_api::PartialAggregate>, StoreError>> {
+        self.metered("aggregate", self.client.aggregate(req))
     }
     fn series(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<Labels>, StoreError>> {
         self.metered("series", self.client.series(q))

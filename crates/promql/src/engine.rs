@@ -5,7 +5,9 @@ use crate::exec::run::{run, Query, Settings};
 use crate::resolution::{rewrite, SourceNamespace, SourceResolution, Sources};
 use crate::value::{QueryError, QueryResult};
 use crate::{ast, bounds};
-use cairn_storage_api::SeriesReader;
+use cairn_storage_api::{
+    AggregateRequest, Aggregator, BoxFuture, PartialAggregate, SeriesReader, StoreError,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -378,6 +380,19 @@ pub fn parse_bounded(
     let e = parsed.map_err(|m| QueryError::Parse(crate::parse_error::describe(query, m)))?;
     bounds::check_expr(&e)?;
     Ok(e)
+}
+
+/// The engine computes the partial aggregations a cluster pushes down to
+/// the nodes holding the data (`exec::fold`'s `partial`), on the calling
+/// thread.
+impl Aggregator for Engine {
+    fn partial<'a>(
+        &'a self,
+        store: &'a dyn SeriesReader,
+        req: AggregateRequest,
+    ) -> BoxFuture<'a, Result<Option<PartialAggregate>, StoreError>> {
+        Box::pin(async move { crate::exec::fold::partial(store, &req, self.fold_floor_cells) })
+    }
 }
 
 #[cfg(test)]

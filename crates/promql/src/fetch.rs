@@ -73,7 +73,7 @@ pub(crate) async fn fetch(
 /// The store's error as the query's: its kind decides the status (an
 /// unavailable or rate-limited store is 503, a timeout a timeout, a
 /// request the store refuses 400).
-fn storage_err(vs: &dyn std::fmt::Display, e: StoreError) -> QueryError {
+pub(crate) fn storage_err(vs: &dyn std::fmt::Display, e: StoreError) -> QueryError {
     let msg = format!("selecting {vs}: {e}");
     match e.kind() {
         ErrorKind::Unavailable | ErrorKind::RateLimited => QueryError::Unavailable(msg),
@@ -237,13 +237,7 @@ impl futures_core::Stream for Counted<'_> {
                 .fetch_add(batch.len(), std::sync::atomic::Ordering::Relaxed)
                 + batch.len();
             if n > self.max {
-                return std::task::Poll::Ready(Some(Err(StoreError::new(
-                    ErrorKind::LimitExceeded,
-                    format!(
-                        "the query selects more than {} series (the tenant's max_series_per_query)",
-                        self.max
-                    ),
-                ))));
+                return std::task::Poll::Ready(Some(Err(too_many_series(self.max))));
             }
         }
         r
@@ -323,4 +317,39 @@ impl SeriesReader for Warned<'_> {
     > {
         self.inner.metadata(tenant, metric, limit)
     }
+
+    /// Pushed down to the store as a select would be (warnings into the
+    /// sink, the series read counted against `max_series`) — but not over
+    /// rollups, whose series lose a label the nodes would group by.
+    fn aggregate(
+        &self,
+        mut req: cairn_storage_api::AggregateRequest,
+    ) -> cairn_storage_api::BoxFuture<
+        '_,
+        std::result::Result<Option<cairn_storage_api::PartialAggregate>, StoreError>,
+    > {
+        req.select.warnings = self.sink.clone();
+        if route(&mut req.select) {
+            return Box::pin(async { Ok(None) });
+        }
+        let (selected, max) = (self.selected.clone(), self.max_series);
+        Box::pin(async move {
+            let p = self.inner.aggregate(req).await?;
+            if let Some(p) = &p {
+                let n = selected.fetch_add(p.series as usize, std::sync::atomic::Ordering::Relaxed)
+                    + p.series as usize;
+                if max > 0 && n > max {
+                    return Err(too_many_series(max));
+                }
+            }
+            Ok(p)
+        })
+    }
+}
+
+fn too_many_series(max: usize) -> StoreError {
+    StoreError::new(
+        ErrorKind::LimitExceeded,
+        format!("the query selects more than {max} series (the tenant's max_series_per_query)"),
+    )
 }

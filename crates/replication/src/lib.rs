@@ -33,6 +33,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
+mod aggregate;
 mod hints;
 use hints::Hint;
 pub use hints::{HintStats, Hints};
@@ -56,6 +57,9 @@ pub struct ReplicatedStore {
     hints: Option<Arc<Hints>>,
     /// What digest reads found (for `/metrics`).
     reads: ReadCounters,
+    /// Computes partial aggregations: this node's part of one pushed
+    /// down, and the parts aggregated here (`aggregate`).
+    aggregator: Option<Arc<dyn cairn_storage_api::Aggregator>>,
 }
 
 /// Counters of the replicated reads.
@@ -66,6 +70,11 @@ struct ReadCounters {
     /// Shards whose data came from a replica that sent digests (the first
     /// replica had failed).
     data_fallbacks: std::sync::atomic::AtomicU64,
+    /// Aggregations answered from the nodes' partials.
+    aggregations_pushed: std::sync::atomic::AtomicU64,
+    /// Shards of those aggregated on this node from their replicas'
+    /// series instead (a replica failed or disagreed).
+    aggregation_fallback_shards: std::sync::atomic::AtomicU64,
 }
 
 /// What the replicated reads found, since start.
@@ -77,6 +86,11 @@ pub struct ReadStats {
     /// Shards whose data came from a replica that had sent digests, the
     /// first replica in read order having failed.
     pub data_fallbacks: u64,
+    /// Aggregations answered from partials computed on the nodes.
+    pub aggregations_pushed: u64,
+    /// Shards of pushed-down aggregations aggregated on the query node
+    /// from their replicas' series (a replica failed or disagreed).
+    pub aggregation_fallback_shards: u64,
 }
 
 /// Runs a future to its end without the caller (e.g. `tokio::spawn`): the
@@ -110,6 +124,7 @@ impl ReplicatedStore {
             preferred: None,
             hints: None,
             reads: ReadCounters::default(),
+            aggregator: None,
         })
     }
 
@@ -127,6 +142,8 @@ impl ReplicatedStore {
         ReadStats {
             digest_rereads: self.reads.digest_rereads.load(Relaxed),
             data_fallbacks: self.reads.data_fallbacks.load(Relaxed),
+            aggregations_pushed: self.reads.aggregations_pushed.load(Relaxed),
+            aggregation_fallback_shards: self.reads.aggregation_fallback_shards.load(Relaxed),
         }
     }
 
@@ -291,6 +308,10 @@ impl ReplicatedStore {
             if plan.is_empty() {
                 break;
             }
+            // This node's own read runs on this thread when polled: the
+            // peers' calls first, so they are on their way meanwhile.
+            let mut plan: Vec<(NodeId, Vec<u32>)> = plan.into_iter().collect();
+            plan.sort_by_key(|(n, _)| Some(n) == self.preferred.as_ref());
             let calls = plan.into_iter().map(|(node, asked)| {
                 let fut = call(
                     &node,
@@ -415,7 +436,10 @@ struct Answer {
 }
 
 /// Every batch of a select from `node`.
-async fn read_all(node: &dyn NodeStore, r: SelectRequest) -> Result<Vec<StoredSeries>, StoreError> {
+async fn read_all(
+    node: &dyn SeriesReader,
+    r: SelectRequest,
+) -> Result<Vec<StoredSeries>, StoreError> {
     let mut stream = node.select(r).await?;
     let mut got = Vec::new();
     while let Some(batch) = next_batch(&mut stream).await {
@@ -772,6 +796,14 @@ impl SeriesReader for ReplicatedStore {
             }
             Ok(guarded(stream_from_vec(merged, MERGED_BATCH), &req))
         })
+    }
+
+    /// Pushed down (see `aggregate.rs`) when this store has an aggregator.
+    fn aggregate(
+        &self,
+        req: cairn_storage_api::AggregateRequest,
+    ) -> BoxFuture<'_, Result<Option<cairn_storage_api::PartialAggregate>, StoreError>> {
+        Box::pin(self.aggregate_replicated(req))
     }
 
     fn series(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<Labels>, StoreError>> {

@@ -7,8 +7,8 @@ use crate::node as pb;
 use crate::node::node_client::NodeClient;
 use cairn_common::{ExemplarSeries, Labels, MetricMetadata, WriteOutcome};
 use cairn_storage_api::{
-    BoxFuture, SelectRequest, SeriesQuery, SeriesReader, SeriesStream, ShardWriter, StoreError,
-    StoredSeries, WriteRequest,
+    AggregateRequest, BoxFuture, PartialAggregate, SelectRequest, SeriesQuery, SeriesReader,
+    SeriesStream, ShardWriter, StoreError, StoredSeries, WriteRequest,
 };
 use futures_core::Stream;
 use std::pin::Pin;
@@ -219,6 +219,22 @@ impl SeriesReader for RemoteNode {
                 node: self.clone(),
             });
             Ok(s)
+        })
+    }
+
+    /// Computed by the node (None: it computes none, or folding would not
+    /// pay there).
+    fn aggregate(
+        &self,
+        req: AggregateRequest,
+    ) -> BoxFuture<'_, Result<Option<PartialAggregate>, StoreError>> {
+        Box::pin(async move {
+            let r = self.request(aggregate_to(&req), req.select.deadline)?;
+            match self.client.clone().aggregate(r).await {
+                Ok(v) => partial_from(v.into_inner()),
+                Err(s) if s.code() == tonic::Code::Unimplemented => Ok(None),
+                Err(s) => Err(self.error(&s)),
+            }
         })
     }
 

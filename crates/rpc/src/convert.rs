@@ -9,8 +9,9 @@ use cairn_common::{
     WriteRejection,
 };
 use cairn_storage_api::{
-    EncodedChunk, ErrorKind, ReadLimits, SelectHints, SelectRequest, SeriesQuery, SeriesSamples,
-    ShardSet, StoreError, StoredSeries, WriteLevel, WriteRequest,
+    AggregateRequest, EncodedChunk, ErrorKind, PartialAggregate, PartialCell, PartialGroup,
+    ReadLimits, SampleDigest, SelectHints, SelectRequest, SeriesQuery, SeriesSamples, ShardSet,
+    StoreError, StoredSeries, WriteLevel, WriteRequest,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -235,14 +236,7 @@ pub(crate) fn batch_to(batch: Vec<StoredSeries>) -> pb::SeriesBatch {
                 labels: labels_to(&s.labels),
                 samples: Some(match s.samples {
                     SeriesSamples::Decoded(v) => pb::series::Samples::Decoded(samples_to(&v)),
-                    SeriesSamples::Digest(d) => pb::series::Samples::Digest(pb::Digest {
-                        count: d.count,
-                        hash: d.hash,
-                        id: d
-                            .series
-                            .map(|i| i.0.to_le_bytes().to_vec())
-                            .unwrap_or_default(),
-                    }),
+                    SeriesSamples::Digest(d) => pb::series::Samples::Digest(digest_to(&d)),
                     SeriesSamples::Chunks(c) => pb::series::Samples::Chunks(pb::ChunkList {
                         chunks: c
                             .into_iter()
@@ -269,23 +263,7 @@ pub(crate) fn batch_from(b: pb::SeriesBatch) -> Result<Vec<StoredSeries>, StoreE
                 Some(pb::series::Samples::Decoded(d)) => {
                     SeriesSamples::Decoded(samples_from(Some(d))?)
                 }
-                Some(pb::series::Samples::Digest(d)) => {
-                    SeriesSamples::Digest(cairn_storage_api::SampleDigest {
-                        count: d.count,
-                        hash: d.hash,
-                        series: match d.id.len() {
-                            0 => None,
-                            16 => Some(SeriesId(u128::from_le_bytes(
-                                d.id.as_slice().try_into().unwrap_or([0; 16]),
-                            ))),
-                            n => {
-                                return Err(StoreError::invalid(format!(
-                                    "a series digest's id is {n} bytes, not 16"
-                                )))
-                            }
-                        },
-                    })
-                }
+                Some(pb::series::Samples::Digest(d)) => SeriesSamples::Digest(digest_from(d)?),
                 Some(pb::series::Samples::Chunks(c)) => SeriesSamples::Chunks(
                     c.chunks
                         .into_iter()
@@ -304,6 +282,146 @@ pub(crate) fn batch_from(b: pb::SeriesBatch) -> Result<Vec<StoredSeries>, StoreE
             })
         })
         .collect()
+}
+
+fn digest_to(d: &SampleDigest) -> pb::Digest {
+    pb::Digest {
+        count: d.count,
+        hash: d.hash,
+        id: d
+            .series
+            .map(|i| i.0.to_le_bytes().to_vec())
+            .unwrap_or_default(),
+    }
+}
+
+fn digest_from(d: pb::Digest) -> Result<SampleDigest, StoreError> {
+    Ok(SampleDigest {
+        count: d.count,
+        hash: d.hash,
+        series: match d.id.len() {
+            0 => None,
+            16 => Some(SeriesId(u128::from_le_bytes(
+                d.id.as_slice().try_into().unwrap_or([0; 16]),
+            ))),
+            n => {
+                return Err(StoreError::invalid(format!(
+                    "a series digest's id is {n} bytes, not 16"
+                )))
+            }
+        },
+    })
+}
+
+pub(crate) fn aggregate_to(r: &AggregateRequest) -> pb::AggregateRequest {
+    pb::AggregateRequest {
+        select: Some(select_to(&r.select)),
+        query: r.query.clone(),
+        start: r.start,
+        end: r.end,
+        step: r.step,
+        lookback: r.lookback,
+        max_samples: r.max_samples as u64,
+        digests: r.digests,
+    }
+}
+
+pub(crate) fn aggregate_from(r: pb::AggregateRequest) -> Result<AggregateRequest, StoreError> {
+    let select = r
+        .select
+        .ok_or_else(|| StoreError::invalid("an aggregate request without its select"))?;
+    Ok(AggregateRequest {
+        select: select_from(select)?,
+        query: r.query,
+        start: r.start,
+        end: r.end,
+        step: r.step,
+        lookback: r.lookback,
+        max_samples: usize::try_from(r.max_samples).unwrap_or(usize::MAX),
+        digests: r.digests,
+    })
+}
+
+pub(crate) fn partial_to(p: Option<PartialAggregate>) -> pb::AggregateResponse {
+    let Some(p) = p else {
+        return pb::AggregateResponse::default();
+    };
+    pb::AggregateResponse {
+        folded: true,
+        groups: p
+            .groups
+            .into_iter()
+            .map(|g| pb::PartialGroup {
+                labels: labels_to(&g.labels),
+                first: g.first,
+                value: g.cells.iter().map(|c| c.value).collect(),
+                kahan_c: g.cells.iter().map(|c| c.kahan_c).collect(),
+                mean: g.cells.iter().map(|c| c.mean).collect(),
+                count: g.cells.iter().map(|c| c.count).collect(),
+                incremental_mean: g.cells.iter().map(|c| c.incremental_mean).collect(),
+            })
+            .collect(),
+        series: p.series,
+        samples: p.samples,
+        step_samples: p.step_samples,
+        not_counters: p.not_counters,
+        digests: p.digests.iter().map(digest_to).collect(),
+    }
+}
+
+/// The steps a partial may answer: a day at one-second steps.
+const MAX_PARTIAL_STEPS: usize = 86_400;
+
+pub(crate) fn partial_from(
+    r: pb::AggregateResponse,
+) -> Result<Option<PartialAggregate>, StoreError> {
+    if !r.folded {
+        return Ok(None);
+    }
+    let mut groups = Vec::with_capacity(r.groups.len());
+    for g in r.groups {
+        let n = g.value.len();
+        if [
+            g.kahan_c.len(),
+            g.mean.len(),
+            g.count.len(),
+            g.incremental_mean.len(),
+        ]
+        .iter()
+        .any(|&m| m != n)
+            || g.first as usize + n > MAX_PARTIAL_STEPS
+        {
+            return Err(StoreError::invalid(format!(
+                "a partial aggregation's group has columns of unequal lengths or more than {MAX_PARTIAL_STEPS} steps"
+            )));
+        }
+        let cells = (0..n)
+            .map(|i| PartialCell {
+                value: g.value[i],
+                kahan_c: g.kahan_c[i],
+                mean: g.mean[i],
+                count: g.count[i],
+                incremental_mean: g.incremental_mean[i],
+            })
+            .collect();
+        groups.push(PartialGroup {
+            labels: labels_from(g.labels),
+            first: g.first,
+            cells,
+        });
+    }
+    Ok(Some(PartialAggregate {
+        groups,
+        series: r.series,
+        samples: r.samples,
+        step_samples: r.step_samples,
+        not_counters: r.not_counters,
+        digests: r
+            .digests
+            .into_iter()
+            .map(digest_from)
+            .collect::<Result<_, _>>()?,
+    }))
 }
 
 pub(crate) fn label_sets_to(v: Vec<Labels>) -> pb::LabelSets {

@@ -6,7 +6,7 @@
 use crate::convert::*;
 use crate::node as pb;
 use crate::node::node_server::{Node, NodeServer};
-use cairn_storage_api::{block_on, next_batch, SeriesReader, ShardWriter, StoreError};
+use cairn_storage_api::{block_on, next_batch, Aggregator, SeriesReader, ShardWriter, StoreError};
 use futures_core::Stream;
 use std::future::Future;
 use std::pin::Pin;
@@ -16,11 +16,34 @@ use std::task::{Context, Poll};
 use tonic::{Request, Response, Status};
 
 /// Serves one store as the node service.
-#[derive(Debug)]
 pub struct NodeService<S> {
     store: Arc<S>,
     node_id: String,
     ready: Arc<AtomicBool>,
+    /// Computes the partial aggregations peers push down (none: `Aggregate`
+    /// answers UNIMPLEMENTED and the peer reads the series instead).
+    aggregator: Option<Arc<dyn Aggregator>>,
+}
+
+impl<S> std::fmt::Debug for AggregatorSlot<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.aggregator.is_some() {
+            "yes"
+        } else {
+            "no"
+        })
+    }
+}
+
+struct AggregatorSlot<'a, S>(&'a NodeService<S>);
+
+impl<S> std::fmt::Debug for NodeService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeService")
+            .field("node_id", &self.node_id)
+            .field("aggregator", &AggregatorSlot(self))
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S: SeriesReader + ShardWriter + 'static> NodeService<S> {
@@ -30,7 +53,15 @@ impl<S: SeriesReader + ShardWriter + 'static> NodeService<S> {
             store,
             node_id: node_id.into(),
             ready,
+            aggregator: None,
         }
+    }
+
+    /// Partial aggregations pushed down by peers are computed by
+    /// `aggregator` (the query engine) over this node's store.
+    pub fn with_aggregator(mut self, aggregator: Arc<dyn Aggregator>) -> Self {
+        self.aggregator = Some(aggregator);
+        self
     }
 
     /// The tonic service, message sizes bounded by [`crate::MAX_MESSAGE_BYTES`].
@@ -233,6 +264,25 @@ impl<S: SeriesReader + ShardWriter + 'static> Node for NodeService<S> {
         let v = on_store(move || block_on(store.metadata(r.tenant, r.metric, r.limit as usize)))
             .await?;
         Ok(Response::new(metadata_list_to(v)))
+    }
+
+    async fn aggregate(
+        &self,
+        req: Request<pb::AggregateRequest>,
+    ) -> Result<Response<pb::AggregateResponse>, Status> {
+        let Some(agg) = self.aggregator.clone() else {
+            return Err(Status::unimplemented(
+                "this node computes no partial aggregations",
+            ));
+        };
+        let r = aggregate_from(req.into_inner()).map_err(invalid)?;
+        let store = self.store.clone();
+        let p = on_store(move || {
+            let store: &dyn SeriesReader = &*store;
+            block_on(agg.partial(store, r))
+        })
+        .await?;
+        Ok(Response::new(partial_to(p)))
     }
 
     async fn health(

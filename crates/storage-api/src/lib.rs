@@ -8,13 +8,16 @@
 //! decoded or encoded chunks, [`SeriesSamples`]); the one error type
 //! [`StoreError`] with its [`ErrorKind`]s, HTTP statuses and gRPC codes; the
 //! async, object-safe traits [`SeriesReader`] and [`ShardWriter`]; the
-//! mergeable answer of a cardinality read ([`Cardinality`]); their
+//! mergeable answer of a cardinality read ([`Cardinality`]); partial
+//! aggregation pushed down to the stores ([`AggregateRequest`],
+//! [`PartialAggregate`], [`Aggregator`]); their
 //! implementation for the in-memory store; limits and deadline enforcement
 //! shared by every store ([`guarded`]); and the [`conformance`] suite.
 //!
 //! Must never depend on: RocksDB, tokio, tonic, any I/O crate, or any store.
 //! Stores (the on-disk node, a remote node's client) depend on this crate.
 
+mod aggregate;
 mod cardinality;
 pub mod conformance;
 mod error;
@@ -24,6 +27,7 @@ mod request;
 mod series;
 mod traits;
 
+pub use aggregate::{AggregateRequest, Aggregator, PartialAggregate, PartialCell, PartialGroup};
 pub use cairn_cluster::ReadLevel;
 pub use cardinality::Cardinality;
 pub use error::{ErrorKind, StoreError};

@@ -2,7 +2,10 @@
 //! storage node, the in-memory store, and (with the cluster) a remote
 //! shard's gRPC client. Object-safe, so callers hold `Arc<dyn SeriesReader>`.
 
-use crate::{Cardinality, SelectRequest, SeriesQuery, StoreError, StoredSeries, WriteRequest};
+use crate::{
+    AggregateRequest, Cardinality, PartialAggregate, SelectRequest, SeriesQuery, StoreError,
+    StoredSeries, WriteRequest,
+};
 use cairn_common::{ExemplarSeries, Labels, MetricMetadata, SeriesData, SeriesId, WriteOutcome};
 use futures_core::Stream;
 use std::future::Future;
@@ -66,6 +69,18 @@ pub trait SeriesReader: Send + Sync {
             let sets = self.series(q).await?;
             Ok(Cardinality::of_series(&sets))
         })
+    }
+
+    /// A partial aggregation computed where the data is (a cluster's
+    /// nodes, each over shards it holds), or `None` when this store does
+    /// not push aggregations down (the default): the caller then selects
+    /// the series and aggregates them itself.
+    fn aggregate(
+        &self,
+        req: AggregateRequest,
+    ) -> BoxFuture<'_, Result<Option<PartialAggregate>, StoreError>> {
+        let _ = req;
+        Box::pin(async { Ok(None) })
     }
 
     /// How far downsampled namespace `namespace` is written: its windows

@@ -10,11 +10,11 @@ use promql_parser::parser::LabelModifier;
 /// One group's running state at one step (`count > 0` once seen).
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Acc {
-    value: f64,
-    kahan_c: f64,
-    mean: f64,
-    count: f64,
-    incremental_mean: bool,
+    pub value: f64,
+    pub kahan_c: f64,
+    pub mean: f64,
+    pub count: f64,
+    pub incremental_mean: bool,
 }
 
 /// Folds `v` into `g` for `op` (not `quantile`, whose values are kept
@@ -92,6 +92,58 @@ pub(crate) fn acc_add(op: TokenId, g: &mut Acc, v: f64) -> bool {
         _ => return false,
     }
     true
+}
+
+/// Merges `b` (another part's state of the same group and step) into `a`
+/// for `op` — `sum`, `avg`, `min`, `max`, `count`, `group`: the result is
+/// the one folding both parts' values into one state gives, but for the
+/// order of float additions.
+pub(crate) fn acc_merge(op: TokenId, a: &mut Acc, b: &Acc) {
+    if !b.seen() {
+        return;
+    }
+    if !a.seen() {
+        *a = *b;
+        return;
+    }
+    match op {
+        T_SUM => {
+            let (s, c) = kahan_inc(b.value, a.value, a.kahan_c);
+            a.value = s;
+            a.kahan_c = c + b.kahan_c;
+        }
+        T_AVG if !a.incremental_mean && !b.incremental_mean => {
+            let (s, c) = kahan_inc(b.value, a.value, a.kahan_c);
+            if s.is_infinite() && !a.value.is_infinite() && !b.value.is_infinite() {
+                // The sum overflowed: weigh the two means instead.
+                let n = a.count + b.count;
+                let m = acc_value(T_AVG, a) * (a.count / n) + acc_value(T_AVG, b) * (b.count / n);
+                a.incremental_mean = true;
+                a.mean = m;
+                a.kahan_c = 0.0;
+            } else {
+                a.value = s;
+                a.kahan_c = c + b.kahan_c;
+            }
+        }
+        T_AVG => {
+            let n = a.count + b.count;
+            let (ma, mb) = (acc_value(T_AVG, a), acc_value(T_AVG, b));
+            let m = if ma.is_infinite() || mb.is_infinite() {
+                ma + mb
+            } else {
+                ma * (a.count / n) + mb * (b.count / n)
+            };
+            a.incremental_mean = true;
+            a.mean = m;
+            a.kahan_c = 0.0;
+        }
+        T_MIN if a.value > b.value || a.value.is_nan() => a.value = b.value,
+        T_MAX if a.value < b.value || a.value.is_nan() => a.value = b.value,
+        T_COUNT => a.value += b.value,
+        _ => {}
+    }
+    a.count += b.count;
 }
 
 impl Acc {
