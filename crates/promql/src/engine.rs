@@ -713,6 +713,12 @@ mod tests {
                             let a = thrifty.range_query(&m3, "default", &fast, start, end, step);
                             assert_same_result(&fast, &a, &plain, 0.0);
                         }
+                        // An instant query folds its aggregation too.
+                        for t in [0, 455_000, 1_005_000, 1_830_000, 2_100_000] {
+                            let plain = step_by_step.instant_query(&m, "default", &fast, t);
+                            let a = e.instant_query(&m3, "default", &fast, t);
+                            assert_same_result(&fast, &a, &plain, 0.0);
+                        }
                     }
                 }
             }
@@ -736,6 +742,20 @@ mod tests {
             }
             (a, b) => panic!("{q}: {a:?} vs {b:?}"),
         };
+        // An instant vector: element by element, in order.
+        if let (Value::Vector(x), Value::Vector(y)) = (&a.value, &b.value) {
+            assert_eq!(x.len(), y.len(), "{q}: {x:?} vs {y:?}");
+            for (p, r) in x.iter().zip(y) {
+                assert_eq!((&p.labels, p.t), (&r.labels, r.t), "{q}");
+                let same = (p.v.is_nan() && r.v.is_nan())
+                    || p.v == r.v
+                    || (p.v - r.v).abs() <= rel * p.v.abs().max(r.v.abs());
+                assert!(same, "{q} {:?}: {} vs {}", p.labels, p.v, r.v);
+            }
+            assert_eq!(a.warnings, b.warnings, "{q}");
+            assert_eq!(a.infos.len(), b.infos.len(), "{q}");
+            return;
+        }
         let (Value::Matrix(x), Value::Matrix(y)) = (&a.value, &b.value) else {
             panic!("{q}: not matrices: {:?} vs {:?}", a.value, b.value);
         };

@@ -372,8 +372,8 @@ pub(crate) struct Reads<'a> {
 }
 
 /// Plans `expr` evaluated at times within `[start, end]` every `step`
-/// (0 for an instant query); `fast`: whether a range query may fold
-/// aggregations while reading and compute nodes series-wise (off only in
+/// (0 for an instant query); `fast`: whether a query may fold
+/// aggregations while reading and a range query compute nodes series-wise (off only in
 /// tests comparing those paths with plain step-by-step evaluation).
 pub(crate) fn plan<'a>(
     expr: &'a Expr,
@@ -384,6 +384,9 @@ pub(crate) fn plan<'a>(
     default_sub_step: i64,
     fast: bool,
 ) -> Plan<'a> {
+    // An instant query (one step) folds its aggregations too: over a
+    // cluster that is what lets the nodes compute them in parts.
+    let fold = fast && end >= start && (step > 0 || start == end);
     let fast = fast && step > 0 && end >= start;
     let nodes = Nodes::of(expr);
     let mut planner = Planner {
@@ -402,7 +405,7 @@ pub(crate) fn plan<'a>(
     // the selector).
     let mut folded: BTreeMap<NodeId, (NodeId, &AggregateExpr)> = BTreeMap::new();
     let mut strategy = vec![Strategy::Steps; nodes.len()];
-    if fast {
+    if fold {
         let mut aggs = Vec::new();
         stream_candidates(&nodes, expr, 0, &mut aggs);
         for (id, a) in aggs {
@@ -415,6 +418,8 @@ pub(crate) fn plan<'a>(
             folded.insert(sel, (id, a));
             strategy[id] = Strategy::Folded;
         }
+    }
+    if fast {
         // The whole query series-wise when it can be, worth it or not.
         if strategy[0] == Strategy::Steps && supported(&nodes, expr, 0) {
             strategy[0] = Strategy::SeriesWise;
@@ -454,7 +459,8 @@ mod tests {
     /// instant one when `step` is 0), in id order.
     fn strategies(q: &str, step: i64, fast: bool) -> Vec<Strategy> {
         let e = promql_parser::parser::parse(q).unwrap();
-        plan(&e, 0, 3_600_000, step, 300_000, 60_000, fast).strategy
+        let end = if step == 0 { 0 } else { 3_600_000 };
+        plan(&e, 0, end, step, 300_000, 60_000, fast).strategy
     }
 
     fn range(q: &str) -> Vec<Strategy> {
@@ -518,7 +524,11 @@ mod tests {
     fn subqueries_and_instant_queries_are_step_by_step() {
         // max_over_time → subquery → ( ) → + → a, b
         assert_eq!(range("max_over_time((a + b)[10m:1m])"), [Steps; 6]);
-        assert_eq!(strategies("sum(rate(x[5m])) * 2", 0, true), [Steps; 5]);
+        // An instant query folds its aggregations, the rest step by step.
+        assert_eq!(
+            strategies("sum(rate(x[5m])) * 2", 0, true),
+            [Steps, Folded, Steps, Steps, Steps]
+        );
         // With the fast paths off every node is evaluated step by step.
         assert_eq!(
             strategies("sum(rate(x[5m])) * 2", 60_000, false),

@@ -794,6 +794,26 @@ fn counters(tenant: &str, n: usize, t0: i64) -> PreparedBatch {
 
 fn close_values(a: &cairn_promql::Value, b: &cairn_promql::Value) -> Result<(), String> {
     use cairn_promql::Value;
+    if let (Value::Vector(a), Value::Vector(b)) = (a, b) {
+        let sorted = |v: &[cairn_promql::InstantSample]| {
+            let mut v: Vec<(String, i64, f64)> =
+                v.iter().map(|s| (s.labels.to_string(), s.t, s.v)).collect();
+            v.sort_by(|x, y| x.0.cmp(&y.0));
+            v
+        };
+        let (a, b) = (sorted(a), sorted(b));
+        let same = a.len() == b.len()
+            && a.iter().zip(&b).all(|(x, y)| {
+                x.0 == y.0
+                    && x.1 == y.1
+                    && (x.2 - y.2).abs() <= 1e-9 * x.2.abs().max(y.2.abs()).max(1.0)
+            });
+        return if same {
+            Ok(())
+        } else {
+            Err(format!("{a:?} against {b:?}"))
+        };
+    }
     let (Value::Matrix(a), Value::Matrix(b)) = (a, b) else {
         return Err(format!("not two matrices: {a:?} / {b:?}"));
     };
@@ -887,13 +907,20 @@ fn pushed_down_aggregations_answer_what_one_store_does() {
                 }
                 assert!(got.warnings.is_empty(), "{what}: {q}: {:?}", got.warnings);
             }
+            for t in [t0 + 299_000, t0 + 1_000_000, t0 + 1_785_000, t0 + 2_000_000] {
+                let want = engine.instant_query(single, "t", q, t).unwrap();
+                let got = engine.instant_query(s, "t", q, t).unwrap();
+                if let Err(e) = close_values(&got.value, &want.value) {
+                    panic!("{what}: {q} at {t}: {e}");
+                }
+            }
         }
     };
     check(&default, &single, "equal replicas");
     let stats = default.read_stats();
     assert_eq!(
         stats.aggregations_pushed,
-        (PUSHED.len() * grids.len()) as u64,
+        (PUSHED.len() * (grids.len() + 4)) as u64,
         "{stats:?}"
     );
     assert_eq!(stats.aggregation_fallback_shards, 0, "{stats:?}");

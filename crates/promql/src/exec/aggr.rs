@@ -262,8 +262,10 @@ fn select_k(
 fn folded(ev: &Evaluator, id: NodeId, t: i64) -> Option<Result<Val>> {
     let p = ev.folded[id].as_ref()?;
     let off = t - ev.start;
-    let i = (off / ev.step) as usize;
-    if off < 0 || off % ev.step != 0 || i >= p.steps {
+    // An instant query's one step has step 0.
+    let step = ev.step.max(1);
+    let i = (off / step) as usize;
+    if off < 0 || off % step != 0 || i >= p.steps {
         return Some(Err(exec_err(
             "internal error: folded aggregation evaluated off its steps",
         )));

@@ -287,7 +287,7 @@ pub(crate) async fn fold(
     let Some(input) = fold_shape(a) else {
         return Ok(false);
     };
-    if ev.step <= 0 || ev.end < ev.start {
+    if ev.end < ev.start || (ev.step <= 0 && ev.end != ev.start) {
         return Ok(false);
     }
     if let Some(p) = pushed_down(ev, src, tenant, a, matchers, mint, maxt, *loaded).await? {

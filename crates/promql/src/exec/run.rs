@@ -61,7 +61,8 @@ pub(crate) fn run(
     // The store's warnings (too few replicas answered) join the query's.
     let warned = crate::fetch::Warned::new(src, set.max_series);
     let src: &dyn SeriesReader = &warned;
-    let fast = q.is_range && set.fold_and_serieswise;
+    // A range query folds and goes series-wise; an instant one only folds.
+    let fast = set.fold_and_serieswise && (q.is_range || q.start == q.end);
     let Plan {
         nodes,
         reads,

@@ -44,6 +44,10 @@ use std::sync::Arc;
 const MAX_CELLS: usize = 1 << 22;
 
 pub(crate) fn steps(ev: &Evaluator) -> usize {
+    if ev.step <= 0 {
+        // An instant query: its one step.
+        return 1;
+    }
     ((ev.end - ev.start) / ev.step) as usize + 1
 }
 
@@ -71,6 +75,9 @@ fn steps_within(
     // The first step whose time is at or after `t`.
     let first_at = |t: i64| -> usize {
         let d = t + off - ev.start;
+        if ev.step <= 0 {
+            return if d <= 0 { 0 } else { n };
+        }
         let i = -((-d).div_euclid(ev.step));
         i.clamp(0, n as i64) as usize
     };
