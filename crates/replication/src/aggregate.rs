@@ -87,7 +87,10 @@ impl ReplicatedStore {
             let agg = agg.clone();
             let data_req = (!part.data.is_empty()).then(|| {
                 let mut r = req.clone();
-                r.select = r.select.with_shards(ShardSet::only(part.data.clone()));
+                r.select = r
+                    .select
+                    .with_shards(ShardSet::only(part.data.clone()))
+                    .with_any_order(true);
                 r.digests = want > 1;
                 r
             });
@@ -96,6 +99,7 @@ impl ReplicatedStore {
                     .clone()
                     .with_shards(ShardSet::only(part.digest.clone()))
                     .with_digest(true)
+                    .with_any_order(true)
             });
             let tenant = tenant.clone();
             async move {
@@ -168,7 +172,8 @@ impl ReplicatedStore {
                     .select
                     .clone()
                     .with_shards(ShardSet::only(shards.clone()))
-                    .with_digest(true);
+                    .with_digest(true)
+                    .with_any_order(true);
                 let store = self.node(&node).clone();
                 let tenant = tenant.clone();
                 async move { (node, shards, digests_from(&*store, r, &tenant).await) }

@@ -636,6 +636,7 @@ impl SeriesReader for ReplicatedStore {
                             req.clone()
                                 .with_shards(ShardSet::only(digest.clone()))
                                 .with_digest(true)
+                                .with_any_order(true)
                         });
                         let id = id.clone();
                         Box::pin(async move {

@@ -145,6 +145,7 @@ pub(crate) fn select_to(r: &SelectRequest) -> pb::SelectRequest {
         timeout_ms: timeout_to(r.deadline),
         prefer_chunks: r.prefer_chunks,
         digest: r.digest,
+        any_order: r.any_order,
     }
 }
 
@@ -171,6 +172,7 @@ pub(crate) fn select_from(r: pb::SelectRequest) -> Result<SelectRequest, StoreEr
         deadline: deadline_from(r.timeout_ms),
         prefer_chunks: r.prefer_chunks,
         digest: r.digest,
+        any_order: r.any_order,
         warnings: Default::default(),
         // A node reads its own replica; the level is the caller's business.
         read_level: None,

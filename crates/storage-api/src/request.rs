@@ -88,6 +88,9 @@ pub struct SelectRequest {
     ///
     /// [`SampleDigest`]: crate::SampleDigest
     pub digest: bool,
+    /// Whether the caller takes the series in any order (digests matched
+    /// by id, a partial aggregation): a store may then leave them unsorted.
+    pub any_order: bool,
     /// Where the store notes what the caller should warn about (a shard
     /// answered by fewer replicas than a majority); not sent over the wire.
     pub warnings: Warnings,
@@ -138,6 +141,7 @@ impl SelectRequest {
             deadline: None,
             prefer_chunks: false,
             digest: false,
+            any_order: false,
             warnings: Warnings::default(),
             read_level: None,
         }
@@ -170,6 +174,12 @@ impl SelectRequest {
 
     pub fn with_chunks(mut self, prefer: bool) -> Self {
         self.prefer_chunks = prefer;
+        self
+    }
+
+    /// Takes the series in any order (see [`any_order`](Self::any_order)).
+    pub fn with_any_order(mut self, any_order: bool) -> Self {
+        self.any_order = any_order;
         self
     }
 

@@ -253,20 +253,24 @@ impl SeriesReader for Storage {
 
     /// Matchers resolved in the index at once; samples read a batch of
     /// [`READ_BATCH`] series at a time as the stream is polled, in the
-    /// index's label order; with `prefer_chunks` each series' merged samples
+    /// index's label order (unless the caller takes any order); with `prefer_chunks` each series' merged samples
     /// are re-encoded as one chunk.
     fn select(&self, req: SelectRequest) -> BoxFuture<'_, Result<SeriesStream<'_>, StoreError>> {
         Box::pin(async move {
             let me = self.in_namespace(&req.namespace)?;
             req.check()?;
-            let mut sel = me
+            // Other shards' series dropped before the sort, which a caller
+            // taking them in any order skips.
+            let n = me.cfg.num_shards.max(1);
+            let sel = me
                 .index
-                .select(&req.tenant, &req.matchers)
+                .select_where(
+                    &req.tenant,
+                    &req.matchers,
+                    &|id| req.shards.contains(id.shard(n)),
+                    !req.any_order,
+                )
                 .map_err(|e| StoreError::from(StorageError::from(e)))?;
-            if req.shards != ShardSet::All {
-                let n = me.cfg.num_shards.max(1);
-                sel.retain(|(id, _)| req.shards.contains(id.shard(n)));
-            }
             let batches = Batches {
                 store: me,
                 sel,

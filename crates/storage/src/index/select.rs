@@ -99,6 +99,19 @@ impl Index {
         tenant: &str,
         matchers: &[Matcher],
     ) -> Result<Vec<(SeriesId, Arc<Labels>)>> {
+        self.select_where(tenant, matchers, &|_| true, true)
+    }
+
+    /// [`select`](Self::select) of the series whose id `keep` takes
+    /// (e.g. some shards', dropped before the sort), sorted by labels
+    /// only when `sorted`.
+    pub fn select_where(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        keep: &dyn Fn(SeriesId) -> bool,
+        sorted: bool,
+    ) -> Result<Vec<(SeriesId, Arc<Labels>)>> {
         let candidates = self.candidate_refs(tenant, matchers)?;
         let mut out = Vec::with_capacity(candidates.len());
         let mut missing = Vec::new();
@@ -138,15 +151,16 @@ impl Index {
         // Postings already enforce the matchers that need a value; those
         // that match the empty string are checked against the labels.
         let checks: Vec<&Matcher> = matchers.iter().filter(|m| m.matches_empty()).collect();
-        if !checks.is_empty() {
-            out.retain(|(_, l)| {
-                checks
+        out.retain(|(id, l)| {
+            keep(*id)
+                && checks
                     .iter()
                     .all(|m| m.matches(l.get(&m.name).unwrap_or("")))
-            });
+        });
+        if sorted {
+            // Label sets are distinct, so an unstable sort gives the same order.
+            out.sort_unstable_by(|a, b| a.1.cmp(&b.1));
         }
-        // Label sets are distinct, so an unstable sort gives the same order.
-        out.sort_unstable_by(|a, b| a.1.cmp(&b.1));
         Ok(out)
     }
 
