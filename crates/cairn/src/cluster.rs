@@ -61,6 +61,15 @@ impl SeriesReader for LocalStore {
             Err(e) => Box::pin(async { Err(e) }),
         }
     }
+    fn shard_sums(
+        &self,
+        req: SelectRequest,
+    ) -> BoxFuture<'_, Result<cairn_storage_api::ShardSums, StoreError>> {
+        match self.get() {
+            Ok(s) => s.shard_sums(req),
+            Err(e) => Box::pin(async { Err(e) }),
+        }
+    }
     fn series(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<Labels>, StoreError>> {
         match self.get() {
             Ok(s) => s.series(q),
@@ -740,6 +749,12 @@ impl SeriesReader for Peer {
         req: cairn_storage_api::AggregateRequest,
     ) -> BoxFuture<'_, Result<Option<cairn_storage_api::PartialAggregate>, StoreError>> {
         self.metered("aggregate", self.client.aggregate(req))
+    }
+    fn shard_sums(
+        &self,
+        req: SelectRequest,
+    ) -> BoxFuture<'_, Result<cairn_storage_api::ShardSums, StoreError>> {
+        self.metered("shard_sums", self.client.shard_sums(req))
     }
     fn series(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<Labels>, StoreError>> {
         self.metered("series", self.client.series(q))

@@ -1,12 +1,16 @@
 //! Partial aggregation over a cluster: each shard's partial computed by one
 //! of its replicas — the replicas of the shards taken in turn, so every
 //! node computes its part and the query node merges a few accumulators per
-//! group and step — and checked against the digests of as many other
-//! replicas as the read level wants answers from: replica deduplication
-//! before any aggregation, without moving the series. A node whose
-//! partial covers a shard some replica disagrees on (or that failed) has
-//! its shards aggregated here from the replicated select instead, which
-//! merges the replicas' series.
+//! group and step — and checked against as many other replicas as the read
+//! level wants answers from: replica deduplication before any aggregation,
+//! without moving the series. A replica is first asked for its shard sums
+//! (`SeriesReader::shard_sums`: what it took into the range's block
+//! windows); one equal to the computing replica's holds the same samples
+//! and reads nothing; where they differ or cannot tell (data recovered at
+//! open), it sends each series' digest, compared with the computing
+//! replica's. A node whose partial covers a shard some replica disagrees
+//! on (or that failed) has its shards aggregated here from the replicated
+//! select instead, which merges the replicas' series.
 
 use crate::{digest_of, is_request_error, level_error, read_all, ReplicatedStore};
 use cairn_cluster::{evaluate, NodeId, Outcome};
@@ -26,7 +30,7 @@ struct Part {
     data: Vec<u32>,
     digest: Vec<u32>,
     partial: Option<Result<Option<PartialAggregate>, StoreError>>,
-    digests: Option<Result<Vec<SampleDigest>, StoreError>>,
+    sums: Option<Result<cairn_storage_api::ShardSums, StoreError>>,
 }
 
 impl ReplicatedStore {
@@ -75,7 +79,7 @@ impl ReplicatedStore {
                 data,
                 digest,
                 partial: None,
-                digests: None,
+                sums: None,
             })
             .collect();
         // This node's own part computes on this thread: the peers' calls
@@ -94,14 +98,11 @@ impl ReplicatedStore {
                 r.digests = want > 1;
                 r
             });
-            let digest_req = (!part.digest.is_empty()).then(|| {
+            let sums_req = (!part.digest.is_empty()).then(|| {
                 req.select
                     .clone()
                     .with_shards(ShardSet::only(part.digest.clone()))
-                    .with_digest(true)
-                    .with_any_order(true)
             });
-            let tenant = tenant.clone();
             async move {
                 if let Some(r) = data_req {
                     part.partial = Some(match node.aggregate(r.clone()).await {
@@ -109,18 +110,17 @@ impl ReplicatedStore {
                         other => other,
                     });
                 }
-                if let Some(r) = digest_req {
-                    part.digests = Some(digests_from(&*node, r, &tenant).await);
+                if let Some(r) = sums_req {
+                    part.sums = Some(node.shard_sums(r).await);
                 }
             }
         });
         join_all(calls).await;
-        // Digest replicas that failed: the shard's next replica, round by
-        // round, until none is left.
         let mut oks: BTreeMap<u32, usize> = BTreeMap::new();
         let mut failed: BTreeMap<u32, Vec<NodeId>> = BTreeMap::new();
         let mut answers: Vec<(Vec<u32>, Vec<SampleDigest>)> = Vec::new();
         let mut partials: BTreeMap<NodeId, (Vec<u32>, PartialAggregate)> = BTreeMap::new();
+        let mut sums: Vec<(NodeId, Vec<u32>, cairn_storage_api::ShardSums)> = Vec::new();
         for part in parts {
             match part.partial {
                 Some(Ok(Some(pa))) => {
@@ -135,24 +135,41 @@ impl ReplicatedStore {
                 Some(Err(_)) => fallback.extend(part.data),
                 None => {}
             }
-            let mut retry = Vec::new();
-            match part.digests {
-                Some(Ok(d)) => {
-                    for &s in &part.digest {
-                        *oks.entry(s).or_default() += 1;
-                    }
-                    answers.push((part.digest, d));
-                }
+            match part.sums {
+                Some(Ok(v)) => sums.push((part.node, part.digest, v)),
                 Some(Err(e)) if is_request_error(&e) => return Err(e),
-                Some(Err(_)) => retry = part.digest,
+                Some(Err(_)) => {
+                    for s in part.digest {
+                        failed.entry(s).or_default().push(part.node.clone());
+                    }
+                }
                 None => {}
             }
-            for s in retry {
-                failed.entry(s).or_default().push(part.node.clone());
+        }
+        // A replica whose shard sum equals the computing replica's holds the
+        // same samples in the range: an answer. The others are asked for
+        // each series' digest.
+        let mut ask: BTreeMap<NodeId, Vec<u32>> = BTreeMap::new();
+        for (node, shards, theirs) in sums {
+            let theirs: BTreeMap<u32, Option<u64>> = theirs.into_iter().collect();
+            for s in shards {
+                let Some((_, pa)) = computes.get(&s).and_then(|n| partials.get(n)) else {
+                    continue; // aggregated here from the replicas' series
+                };
+                let mine = pa.shard_sums.iter().find(|x| x.0 == s).and_then(|x| x.1);
+                match (mine, theirs.get(&s).copied().flatten()) {
+                    (Some(a), Some(b)) if a == b => {
+                        *oks.entry(s).or_default() += 1;
+                        self.reads.aggregation_shards_by_sums.fetch_add(1, Relaxed);
+                    }
+                    _ => ask.entry(node.clone()).or_default().push(s),
+                }
             }
         }
+        // Rounds of per-series digests: first from the replicas whose sums
+        // did not tell, then, for shards whose replica failed, from the
+        // next replica, until none is left.
         loop {
-            let mut ask: BTreeMap<NodeId, Vec<u32>> = BTreeMap::new();
             for &s in failed.keys() {
                 if oks.get(&s).copied().unwrap_or(0) >= want || fallback.contains(&s) {
                     continue;
@@ -167,7 +184,7 @@ impl ReplicatedStore {
             if ask.is_empty() {
                 break;
             }
-            let round = ask.into_iter().map(|(node, shards)| {
+            let round = std::mem::take(&mut ask).into_iter().map(|(node, shards)| {
                 let r = req
                     .select
                     .clone()

@@ -75,6 +75,9 @@ struct ReadCounters {
     /// Shards of those aggregated on this node from their replicas'
     /// series instead (a replica failed or disagreed).
     aggregation_fallback_shards: std::sync::atomic::AtomicU64,
+    /// Replica answers of those taken from equal shard sums (no per-series
+    /// digests read).
+    aggregation_shards_by_sums: std::sync::atomic::AtomicU64,
 }
 
 /// What the replicated reads found, since start.
@@ -91,6 +94,9 @@ pub struct ReadStats {
     /// Shards of pushed-down aggregations aggregated on the query node
     /// from their replicas' series (a replica failed or disagreed).
     pub aggregation_fallback_shards: u64,
+    /// Replica answers to those that were equal shard sums (the replica
+    /// read no series).
+    pub aggregation_shards_by_sums: u64,
 }
 
 /// Runs a future to its end without the caller (e.g. `tokio::spawn`): the
@@ -144,6 +150,7 @@ impl ReplicatedStore {
             data_fallbacks: self.reads.data_fallbacks.load(Relaxed),
             aggregations_pushed: self.reads.aggregations_pushed.load(Relaxed),
             aggregation_fallback_shards: self.reads.aggregation_fallback_shards.load(Relaxed),
+            aggregation_shards_by_sums: self.reads.aggregation_shards_by_sums.load(Relaxed),
         }
     }
 

@@ -693,6 +693,47 @@ fn a_replica_that_differs_is_found_by_its_digests_and_merged() {
     );
 }
 
+/// A shard-aware in-memory replica that also reports shard sums: a hash
+/// of the samples it holds of each shard in the range (what the storage
+/// node counts as it takes them).
+struct Summed(Sharded);
+
+impl SeriesReader for Summed {
+    fn select(&self, r: SelectRequest) -> BoxFuture<'_, Result<SeriesStream<'_>, StoreError>> {
+        self.0.select(r)
+    }
+    fn shard_sums(
+        &self,
+        r: SelectRequest,
+    ) -> BoxFuture<'_, Result<cairn_storage_api::ShardSums, StoreError>> {
+        Box::pin(async move {
+            let all = select_all(
+                &*self.0 .0,
+                SelectRequest::new(r.tenant.clone(), vec![], r.start, r.end),
+            )
+            .await?;
+            let mut sums = [0u64; 8];
+            for s in all {
+                let id = cairn_common::SeriesId::of(&r.tenant, &s.labels);
+                let d = cairn_storage_api::SampleDigest::of(&s.samples);
+                let k = id.shard(8) as usize;
+                sums[k] = sums[k].wrapping_add(d.hash ^ (id.0 as u64));
+            }
+            Ok((0..8u32)
+                .filter(|s| r.shards.contains(*s))
+                .map(|s| (s, Some(sums[s as usize])))
+                .collect())
+        })
+    }
+    pass_reads!(0.0);
+}
+
+impl ShardWriter for Summed {
+    fn write(&self, w: WriteRequest) -> BoxFuture<'_, Result<WriteOutcome, StoreError>> {
+        self.0.write(w)
+    }
+}
+
 /// A replica that answers digest selects but fails reads of data.
 struct DigestsOnly(Sharded);
 
@@ -860,6 +901,17 @@ const PUSHED: [&str; 8] = [
 /// the default level.
 #[test]
 fn pushed_down_aggregations_answer_what_one_store_does() {
+    pushed_down_aggregations(false);
+}
+
+/// The same with replicas that report shard sums: equal sums stand for the
+/// replica's answer, unequal ones send it to per-series digests.
+#[test]
+fn pushed_down_aggregations_take_equal_shard_sums_for_answers() {
+    pushed_down_aggregations(true);
+}
+
+fn pushed_down_aggregations(summed: bool) {
     use cairn_promql::{Engine, EngineOptions};
     let p = placement(3, 3);
     let mems: Vec<Arc<MemStore>> = (0..3).map(|_| Arc::new(MemStore::new())).collect();
@@ -871,6 +923,8 @@ fn pushed_down_aggregations_answer_what_one_store_does() {
             .map(|(k, (n, m))| {
                 let s: Arc<dyn NodeStore> = if down == Some(k) {
                     Arc::new(Down)
+                } else if summed {
+                    Arc::new(Summed(Sharded(m.clone())))
                 } else {
                     Arc::new(Sharded(m.clone()))
                 };
@@ -924,6 +978,7 @@ fn pushed_down_aggregations_answer_what_one_store_does() {
         "{stats:?}"
     );
     assert_eq!(stats.aggregation_fallback_shards, 0, "{stats:?}");
+    assert_eq!(stats.aggregation_shards_by_sums > 0, summed, "{stats:?}");
     // One node down: the shards it computed come from the replicated
     // select, its digests from the third replica.
     for down in 0..3 {

@@ -238,6 +238,21 @@ impl SeriesReader for RemoteNode {
         })
     }
 
+    fn shard_sums(
+        &self,
+        req: SelectRequest,
+    ) -> BoxFuture<'_, Result<cairn_storage_api::ShardSums, StoreError>> {
+        Box::pin(async move {
+            let r = self.request(select_to(&req), req.deadline)?;
+            match self.client.clone().shard_sums(r).await {
+                Ok(v) => sums_from(Some(v.into_inner())),
+                // A node from before shard sums: nothing known.
+                Err(s) if s.code() == tonic::Code::Unimplemented => Ok(Vec::new()),
+                Err(s) => Err(self.error(&s)),
+            }
+        })
+    }
+
     fn series(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<Labels>, StoreError>> {
         Box::pin(async move {
             let r = self.request(query_to(&q), q.deadline)?;

@@ -368,7 +368,33 @@ pub(crate) fn partial_to(p: Option<PartialAggregate>) -> pb::AggregateResponse {
         step_samples: p.step_samples,
         not_counters: p.not_counters,
         digests: p.digests.iter().map(digest_to).collect(),
+        shard_sums: Some(sums_to(&p.shard_sums)),
     }
+}
+
+pub(crate) fn sums_to(v: &[(u32, Option<u64>)]) -> pb::ShardSumList {
+    pb::ShardSumList {
+        shard: v.iter().map(|x| x.0).collect(),
+        known: v.iter().map(|x| x.1.is_some()).collect(),
+        sum: v.iter().map(|x| x.1.unwrap_or(0)).collect(),
+    }
+}
+
+pub(crate) fn sums_from(
+    v: Option<pb::ShardSumList>,
+) -> Result<cairn_storage_api::ShardSums, StoreError> {
+    let v = v.unwrap_or_default();
+    if v.known.len() != v.shard.len() || v.sum.len() != v.shard.len() {
+        return Err(StoreError::invalid(
+            "shard sums with columns of unequal lengths",
+        ));
+    }
+    Ok(v.shard
+        .iter()
+        .zip(&v.known)
+        .zip(&v.sum)
+        .map(|((&s, &k), &sum)| (s, k.then_some(sum)))
+        .collect())
 }
 
 /// The steps a partial may answer: a day at one-second steps.
@@ -423,6 +449,7 @@ pub(crate) fn partial_from(
             .into_iter()
             .map(digest_from)
             .collect::<Result<_, _>>()?,
+        shard_sums: sums_from(r.shard_sums)?,
     }))
 }
 

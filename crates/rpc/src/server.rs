@@ -285,6 +285,16 @@ impl<S: SeriesReader + ShardWriter + 'static> Node for NodeService<S> {
         Ok(Response::new(partial_to(p)))
     }
 
+    async fn shard_sums(
+        &self,
+        req: Request<pb::SelectRequest>,
+    ) -> Result<Response<pb::ShardSumList>, Status> {
+        let r = select_from(req.into_inner()).map_err(invalid)?;
+        let store = self.store.clone();
+        let v = on_store(move || block_on(store.shard_sums(r))).await?;
+        Ok(Response::new(sums_to(&v)))
+    }
+
     async fn health(
         &self,
         _req: Request<pb::HealthRequest>,

@@ -38,6 +38,10 @@ pub struct AggregateRequest {
     pub digests: bool,
 }
 
+/// Per shard (by number), its sum, or None where the store cannot tell
+/// (see [`SeriesReader::shard_sums`](crate::SeriesReader::shard_sums)).
+pub type ShardSums = Vec<(u32, Option<u64>)>;
+
 /// One group's accumulator at one step (`count` 0: no value folded in).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct PartialCell {
@@ -72,6 +76,11 @@ pub struct PartialAggregate {
     /// With [`AggregateRequest::digests`]: each series' digest over the
     /// select's range, named by its id.
     pub digests: Vec<SampleDigest>,
+    /// With [`AggregateRequest::digests`]: the store's
+    /// [`shard_sums`](crate::SeriesReader::shard_sums) for the select,
+    /// taken before the series were read (so a sample it read may be
+    /// missing from them, never the other way round).
+    pub shard_sums: ShardSums,
 }
 
 /// What computes a partial aggregation over a store (the query engine).

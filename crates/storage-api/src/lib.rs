@@ -27,7 +27,9 @@ mod request;
 mod series;
 mod traits;
 
-pub use aggregate::{AggregateRequest, Aggregator, PartialAggregate, PartialCell, PartialGroup};
+pub use aggregate::{
+    AggregateRequest, Aggregator, PartialAggregate, PartialCell, PartialGroup, ShardSums,
+};
 pub use cairn_cluster::ReadLevel;
 pub use cardinality::Cardinality;
 pub use error::{ErrorKind, StoreError};

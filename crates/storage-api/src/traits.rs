@@ -83,6 +83,21 @@ pub trait SeriesReader: Send + Sync {
         Box::pin(async { Ok(None) })
     }
 
+    /// Per shard of `req.shards` (by number), a sum over every sample the
+    /// store took into the block windows overlapping `[req.start,
+    /// req.end]` of `req.namespace` (every tenant's) since it opened —
+    /// equal on two replicas that took the same samples, whatever order
+    /// they came in — or None where it cannot tell (data it recovered at
+    /// open). A replicated read compares them to skip reading a replica
+    /// known to hold the same. By default nothing is known (empty).
+    fn shard_sums(
+        &self,
+        req: SelectRequest,
+    ) -> BoxFuture<'_, Result<crate::ShardSums, StoreError>> {
+        let _ = req;
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
     /// How far downsampled namespace `namespace` is written: its windows
     /// starting before the time returned are in it. `None` when the store
     /// cannot tell (the reader then estimates from the clock).

@@ -285,6 +285,28 @@ impl SeriesReader for Storage {
         })
     }
 
+    /// From each shard's write sums (`shard::WriteSums`).
+    fn shard_sums(
+        &self,
+        req: SelectRequest,
+    ) -> BoxFuture<'_, Result<cairn_storage_api::ShardSums, StoreError>> {
+        Box::pin(async move {
+            let me = self.in_namespace(&req.namespace)?;
+            req.validate()?;
+            Ok((0..me.shards.len() as u32)
+                .filter(|s| req.shards.contains(*s))
+                .map(|s| {
+                    let sum =
+                        me.shards[s as usize]
+                            .lock()
+                            .sums
+                            .of_range(req.start, req.end, me.block_ms);
+                    (s, sum)
+                })
+                .collect())
+        })
+    }
+
     fn series(&self, q: SeriesQuery) -> BoxFuture<'_, Result<Vec<Labels>, StoreError>> {
         Box::pin(async move {
             let me = self.query_checks(&q)?;

@@ -169,7 +169,10 @@ impl Storage {
             Index::open_with_cache(&data_dir.join("index"), cfg.index_cache_bytes as usize)?;
         let ns_root = data_dir.join("data").join(&ns.name);
         let metrics = Metrics::default();
-        let (shards, log) = recovery::recover(started, &cfg, &ns, &ns_root, &index, &metrics)?;
+        let (mut shards, log) = recovery::recover(started, &cfg, &ns, &ns_root, &index, &metrics)?;
+        for s in &mut shards {
+            s.start_counting();
+        }
         metrics
             .recovery_seconds
             .set(started.elapsed().as_secs_f64());
@@ -1047,6 +1050,7 @@ impl Storage {
                         g.head.register(id);
                     } else {
                         g.head.append(id, self.block_ms, samples);
+                        g.sums.add(id, self.block_ms, samples);
                     }
                     i += 1;
                 }

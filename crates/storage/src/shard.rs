@@ -30,9 +30,82 @@ pub struct Shard {
     pub head: Head,
     pub flushing: Vec<(i64, Flushing)>,
     pub filesets: BTreeMap<i64, Arc<Fileset>>,
+    /// What the shard took per block window since the node opened.
+    pub sums: WriteSums,
+}
+
+/// Per block window, the wrapping sum of a hash of (series, time, value)
+/// over every sample this node took into the window since it opened: two
+/// replicas that took the same samples have the same sums, whatever order
+/// they came in and however they are stored, so a read can tell they hold
+/// the same without reading them. A window that held data when the node
+/// opened (recovered: taken before the counting began) or lost data since
+/// (retention) is unknown. A sample taken twice counts twice (the sums
+/// then differ though the data does not: a read only reads more).
+#[derive(Debug, Default)]
+pub struct WriteSums {
+    sums: BTreeMap<i64, u64>,
+    /// Windows starting at or before this are unknown.
+    unknown_upto: Option<i64>,
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl WriteSums {
+    /// Counts `samples` of series `id` in.
+    pub fn add(&mut self, id: SeriesId, block_ms: i64, samples: &[Sample]) {
+        let seed = mix(id.0 as u64 ^ mix((id.0 >> 64) as u64));
+        let mut i = 0;
+        while i < samples.len() {
+            let w = block_start(samples[i].t, block_ms);
+            let end = block_end(w, block_ms);
+            let sum = self.sums.entry(w).or_insert(0);
+            while i < samples.len() && samples[i].t >= w && samples[i].t < end {
+                let s = samples[i];
+                *sum = sum.wrapping_add(mix(seed ^ mix(s.t as u64 ^ mix(s.v.to_bits()))));
+                i += 1;
+            }
+        }
+    }
+
+    /// Makes every window starting at or before `w` unknown.
+    pub fn forget_upto(&mut self, w: i64) {
+        self.unknown_upto = Some(self.unknown_upto.map_or(w, |u| u.max(w)));
+        let keep = self.sums.split_off(&(w + 1));
+        self.sums = keep;
+    }
+
+    /// One sum over the windows overlapping `[start, end]`, or None when
+    /// one of them is unknown.
+    pub fn of_range(&self, start: i64, end: i64, block_ms: i64) -> Option<u64> {
+        let (first, last) = (block_start(start, block_ms), block_start(end, block_ms));
+        if self.unknown_upto.is_some_and(|u| first <= u) {
+            return None;
+        }
+        let mut h = mix(first as u64 ^ mix(last as u64));
+        for (w, sum) in self.sums.range(first..=last) {
+            h = mix(h ^ *w as u64) ^ *sum;
+        }
+        Some(h)
+    }
 }
 
 impl Shard {
+    /// The sums start over from what the shard holds now: every window it
+    /// holds data of is unknown (at open, after recovery).
+    pub fn start_counting(&mut self) {
+        let mut held: BTreeSet<i64> = self.filesets.keys().copied().collect();
+        held.extend(self.flushing.iter().map(|(b, _)| *b));
+        self.head.blocks(&mut held);
+        if let Some(&newest) = held.last() {
+            self.sums.forget_upto(newest);
+        }
+    }
+
     /// Detaches the head's buffers of every block `pick` selects; they stay
     /// readable as in-flight flushes until [`Shard::flush_block`] puts
     /// their fileset in place.
@@ -193,6 +266,9 @@ impl Shard {
             .copied()
             .filter(|&b| block_end(b, block_ms) <= cutoff)
             .collect();
+        if let Some(&newest) = old.last() {
+            self.sums.forget_upto(newest);
+        }
         old.iter().filter_map(|b| self.filesets.remove(b)).collect()
     }
 

@@ -208,6 +208,7 @@ impl<'a> Folder<'a> {
             step_samples: self.samples.iter().map(|&n| n as u64).collect(),
             not_counters: self.odd,
             digests: self.digests.map(|(_, d)| d).unwrap_or_default(),
+            shard_sums: Vec::new(),
         }
     }
 }
@@ -524,6 +525,7 @@ pub(crate) fn partial(
         req.digests.then_some(req.select.tenant.as_str()),
     );
     let (mint, maxt) = (req.select.start, req.select.end);
+    let mut sums = Vec::new();
     let as_store = |e: QueryError| match e {
         QueryError::TooManySamples(m) => {
             StoreError::new(cairn_storage_api::ErrorKind::LimitExceeded, m)
@@ -532,6 +534,11 @@ pub(crate) fn partial(
         other => StoreError::internal(other.to_string()),
     };
     let done = cairn_storage_api::block_on(async {
+        // Before the series: a sample read may be missing from the sums,
+        // never one the sums count from the data read.
+        if req.digests {
+            sums = store.shard_sums(req.select.clone()).await?;
+        }
         let mut stream = store.select(req.select.clone()).await?;
         while let Some(batch) = next_batch(&mut stream).await {
             let batch = decode_batch(batch?, mint, maxt)?;
@@ -541,5 +548,9 @@ pub(crate) fn partial(
         }
         Ok(true)
     })?;
-    Ok(done.then(|| folder.into_partial()))
+    Ok(done.then(|| {
+        let mut p = folder.into_partial();
+        p.shard_sums = sums;
+        p
+    }))
 }
