@@ -696,11 +696,43 @@ fn a_replica_that_differs_is_found_by_its_digests_and_merged() {
 /// A shard-aware in-memory replica that also reports shard sums: a hash
 /// of the samples it holds of each shard in the range (what the storage
 /// node counts as it takes them).
-struct Summed(Sharded);
+struct Summed(Sharded, Arc<std::sync::atomic::AtomicUsize>);
 
 impl SeriesReader for Summed {
+    /// A digest select leaves out the shards whose sums equal the caller's
+    /// (as the storage node does); it counts the digests it sends.
     fn select(&self, r: SelectRequest) -> BoxFuture<'_, Result<SeriesStream<'_>, StoreError>> {
-        self.0.select(r)
+        Box::pin(async move {
+            let same: Vec<u32> = if r.digest && !r.digest_unless.is_empty() {
+                let mine = self.shard_sums(r.clone()).await?;
+                r.digest_unless
+                    .iter()
+                    .filter(|x| x.1.is_some() && mine.contains(x))
+                    .map(|x| x.0)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let digest = r.digest;
+            let tenant = r.tenant.clone();
+            let all = read_all_of(&self.0, r).await?;
+            let kept: Vec<_> = all
+                .into_iter()
+                .filter(|s| {
+                    let id = match &s.samples {
+                        cairn_storage_api::SeriesSamples::Digest(d) => d.series,
+                        _ => None,
+                    }
+                    .unwrap_or_else(|| cairn_common::SeriesId::of(&tenant, &s.labels));
+                    !same.contains(&id.shard(8))
+                })
+                .collect();
+            if digest {
+                self.1
+                    .fetch_add(kept.len(), std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(cairn_storage_api::stream_from_vec(kept, 100))
+        })
     }
     fn shard_sums(
         &self,
@@ -732,6 +764,76 @@ impl ShardWriter for Summed {
     fn write(&self, w: WriteRequest) -> BoxFuture<'_, Result<WriteOutcome, StoreError>> {
         self.0.write(w)
     }
+}
+
+async fn read_all_of(
+    s: &dyn SeriesReader,
+    r: SelectRequest,
+) -> Result<Vec<cairn_storage_api::StoredSeries>, StoreError> {
+    let mut stream = s.select(r).await?;
+    let mut all = Vec::new();
+    while let Some(b) = cairn_storage_api::next_batch(&mut stream).await {
+        all.extend(b?);
+    }
+    Ok(all)
+}
+
+/// A select at `all` whose local replica's shard sums equal a peer's gets
+/// no digests from that peer for those shards (it holds the same); a peer
+/// that took one sample more has a different sum, sends its digests, and
+/// is read in full: the answer is the union either way.
+#[test]
+fn replicas_with_equal_shard_sums_send_no_digests() {
+    let p = placement(3, 3);
+    let mems: Vec<Arc<MemStore>> = (0..3).map(|_| Arc::new(MemStore::new())).collect();
+    let sent: Vec<Arc<std::sync::atomic::AtomicUsize>> =
+        (0..3).map(|_| Default::default()).collect();
+    let nodes: HashMap<NodeId, Arc<dyn NodeStore>> = p
+        .nodes()
+        .iter()
+        .zip(mems.iter().zip(&sent))
+        .map(|(n, (m, c))| {
+            let s: Arc<dyn NodeStore> = Arc::new(Summed(Sharded(m.clone()), c.clone()));
+            (n.id.clone(), s)
+        })
+        .collect();
+    let store = ReplicatedStore::new(p, nodes, ReadLevel::All)
+        .unwrap()
+        .preferring(NodeId::from("node-1"));
+    let t = now_ms();
+    block_on(store.write(WriteRequest::new("t", batch("t", 40, t)))).unwrap();
+    let read = || {
+        let mut v: Vec<(String, Vec<Sample>)> = block_on(select_all(
+            &store,
+            SelectRequest::new("t", up(), t - 10, t + 10),
+        ))
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.labels.to_string(), s.samples))
+        .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let got = read();
+    assert_eq!(got.len(), 40);
+    assert!(got.iter().all(|(_, s)| s.len() == 1));
+    let digests = |k: usize| sent[k].load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!((digests(1), digests(2)), (0, 0), "equal sums: no digests");
+    // Node 2 alone takes one more sample of every series.
+    block_on(mems[1].write(WriteRequest::new("t", batch("t", 40, t + 5)))).unwrap();
+    let got = read();
+    assert_eq!(got.len(), 40);
+    for (l, s) in &got {
+        let ts: Vec<i64> = s.iter().map(|x| x.t).collect();
+        assert_eq!(ts, vec![t, t + 5], "{l}");
+    }
+    assert!(
+        digests(1) > 0 && digests(2) == 0,
+        "{} {}",
+        digests(1),
+        digests(2)
+    );
+    assert!(store.read_stats().digest_rereads > 0);
 }
 
 /// A replica that answers digest selects but fails reads of data.
@@ -924,7 +1026,7 @@ fn pushed_down_aggregations(summed: bool) {
                 let s: Arc<dyn NodeStore> = if down == Some(k) {
                     Arc::new(Down)
                 } else if summed {
-                    Arc::new(Summed(Sharded(m.clone())))
+                    Arc::new(Summed(Sharded(m.clone()), Default::default()))
                 } else {
                     Arc::new(Sharded(m.clone()))
                 };

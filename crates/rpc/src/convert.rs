@@ -146,6 +146,7 @@ pub(crate) fn select_to(r: &SelectRequest) -> pb::SelectRequest {
         prefer_chunks: r.prefer_chunks,
         digest: r.digest,
         any_order: r.any_order,
+        digest_unless: (!r.digest_unless.is_empty()).then(|| sums_to(&r.digest_unless)),
     }
 }
 
@@ -173,6 +174,7 @@ pub(crate) fn select_from(r: pb::SelectRequest) -> Result<SelectRequest, StoreEr
         prefer_chunks: r.prefer_chunks,
         digest: r.digest,
         any_order: r.any_order,
+        digest_unless: sums_from(r.digest_unless)?,
         warnings: Default::default(),
         // A node reads its own replica; the level is the caller's business.
         read_level: None,

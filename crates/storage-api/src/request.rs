@@ -88,6 +88,12 @@ pub struct SelectRequest {
     ///
     /// [`SampleDigest`]: crate::SampleDigest
     pub digest: bool,
+    /// With `digest`: shard sums (see
+    /// [`SeriesReader::shard_sums`](crate::SeriesReader::shard_sums)) of
+    /// the replica whose data the caller has; a shard whose own sum the
+    /// store finds equal holds the same samples and is left out of the
+    /// answer. Empty: every shard asked is answered.
+    pub digest_unless: crate::ShardSums,
     /// Whether the caller takes the series in any order (digests matched
     /// by id, a partial aggregation): a store may then leave them unsorted.
     pub any_order: bool,
@@ -141,6 +147,7 @@ impl SelectRequest {
             deadline: None,
             prefer_chunks: false,
             digest: false,
+            digest_unless: Vec::new(),
             any_order: false,
             warnings: Warnings::default(),
             read_level: None,
@@ -174,6 +181,13 @@ impl SelectRequest {
 
     pub fn with_chunks(mut self, prefer: bool) -> Self {
         self.prefer_chunks = prefer;
+        self
+    }
+
+    /// Leaves out of a digest answer the shards whose sums equal these
+    /// (see [`digest_unless`](Self::digest_unless)).
+    pub fn with_digest_unless(mut self, sums: crate::ShardSums) -> Self {
+        self.digest_unless = sums;
         self
     }
 

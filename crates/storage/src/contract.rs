@@ -260,14 +260,27 @@ impl SeriesReader for Storage {
             let me = self.in_namespace(&req.namespace)?;
             req.check()?;
             // Other shards' series dropped before the sort, which a caller
-            // taking them in any order skips.
+            // taking them in any order skips; so are, in a digest answer,
+            // the shards whose sums equal the caller's.
             let n = me.cfg.num_shards.max(1);
+            let mut same = vec![false; n as usize];
+            if req.digest {
+                for &(s, sum) in &req.digest_unless {
+                    if let (Some(theirs), Some(sh)) = (sum, me.shards.get(s as usize)) {
+                        let mine = sh.lock().sums.of_range(req.start, req.end, me.block_ms);
+                        same[s as usize] = mine == Some(theirs);
+                    }
+                }
+            }
             let sel = me
                 .index
                 .select_where(
                     &req.tenant,
                     &req.matchers,
-                    &|id| req.shards.contains(id.shard(n)),
+                    &|id| {
+                        let s = id.shard(n);
+                        req.shards.contains(s) && !same[s as usize]
+                    },
                     !req.any_order,
                 )
                 .map_err(|e| StoreError::from(StorageError::from(e)))?;

@@ -915,6 +915,27 @@ fn shard_sums_tell_nodes_that_took_the_same_samples() {
     assert_eq!(x.len(), 4);
     assert!(x.iter().all(|s| s.1.is_some()), "{x:?}");
     assert_eq!(x, y);
+    // A digest select given equal sums leaves those shards out.
+    let digests = |s: &Storage, unless: cairn_storage_api::ShardSums| {
+        let m = vec![Matcher::new(MatchOp::Equal, "__name__", "m").unwrap()];
+        let r = SelectRequest::new("t", m, now - 4 * H, now)
+            .with_digest(true)
+            .with_digest_unless(unless);
+        block_on(async {
+            let mut st = SeriesReader::select(s, r).await.unwrap();
+            let mut n = 0;
+            while let Some(b) = cairn_storage_api::next_batch(&mut st).await {
+                n += b.unwrap().len();
+            }
+            n
+        })
+    };
+    assert_eq!(digests(&b, Vec::new()), 20);
+    assert_eq!(digests(&b, x.clone()), 0);
+    let mut one_off = x.clone();
+    one_off[0].1 = one_off[0].1.map(|v| v ^ 1);
+    let n = digests(&b, one_off);
+    assert!(n > 0 && n < 20, "{n}");
     b.write(
         "t",
         batch(vec![(series[3].0.clone(), vec![(now - 1, 7.0)])]),
