@@ -109,7 +109,8 @@ pub(crate) fn fetched(series: Vec<SeriesData>, range: bool, name: Option<&str>) 
 }
 
 /// Selector `vs`'s series for `matchers` over `[mint, maxt]`, handed to
-/// `f` in batches (in the source's order) until it returns false.
+/// `f` in batches (in the source's order, which need not be label order)
+/// until it returns false.
 pub(crate) async fn select_batched(
     src: &dyn SeriesReader,
     tenant: &str,
@@ -119,7 +120,9 @@ pub(crate) async fn select_batched(
     maxt: i64,
     f: &mut dyn FnMut(Vec<SeriesData>) -> bool,
 ) -> Result<()> {
-    let req = SelectRequest::new(tenant, matchers.to_vec(), mint, maxt);
+    // A fold takes the series in any order (its groups are merged by
+    // label set): the store may skip sorting every matching label set.
+    let req = SelectRequest::new(tenant, matchers.to_vec(), mint, maxt).with_any_order(true);
     let mut stream = src.select(req).await.map_err(|e| storage_err(vs, e))?;
     while let Some(batch) = next_batch(&mut stream).await {
         let batch = batch

@@ -262,8 +262,10 @@ fn mergeable(op: TokenId) -> bool {
 /// `f` is computed over the series' steps with a sliding window, its group
 /// found once. Only a batch of samples is held, never the selector's whole
 /// data, and no per-step input vectors are built. Series are folded in the
-/// order the step path folds them (the source's order), so results are
-/// identical. Adds the samples read to `loaded` (the query's sample limit).
+/// source's order — the order the step path folds them, but that a store
+/// may leave them unsorted for a fold (the storage node skips its label
+/// sort), so sums may differ from the step path's in the last bits. Adds
+/// the samples read to `loaded` (the query's sample limit).
 ///
 /// A store that pushes aggregations down (a cluster) is asked first for
 /// the partials of the aggregations that merge exactly; they are merged

@@ -134,28 +134,25 @@ async fn read(
     for &(id, mint, maxt) in &reads.target_info {
         ev.data[id] = Some(target_info(src, tenant, mint, maxt).await?);
     }
-    let mut loaded = 0usize;
-    let mut later = Vec::new();
-    for sel in &reads.selectors {
-        if sel.folded.is_some() {
-            later.push(sel);
-            continue;
-        }
-        check_cancel(set.cancel.as_deref())?;
-        let series = fetch(
-            src,
-            tenant,
-            sel.vs,
-            sel.mint,
-            sel.maxt,
-            &mut loaded,
-            set.max_samples,
-        )
-        .await?;
-        if began.elapsed() > set.timeout {
-            return Err(timeout_err("query preparation"));
-        }
-        ev.data[sel.id] = Some(fetched(series, sel.range, sel.vs.name.as_deref()));
+    // The plain selectors read at once (a remote store's calls for one
+    // overlap another's), each held to the sample limit, their sum after.
+    let (later, plain): (Vec<_>, Vec<_>) = reads.selectors.iter().partition(|s| s.folded.is_some());
+    check_cancel(set.cancel.as_deref())?;
+    let mut counts = vec![0usize; plain.len()];
+    let reads_at_once = plain
+        .iter()
+        .zip(counts.iter_mut())
+        .map(|(sel, n)| fetch(src, tenant, sel.vs, sel.mint, sel.maxt, n, set.max_samples));
+    let fetched_all = join_all(reads_at_once.collect()).await;
+    let mut loaded: usize = counts.iter().sum();
+    for (sel, series) in plain.iter().zip(fetched_all) {
+        ev.data[sel.id] = Some(fetched(series?, sel.range, sel.vs.name.as_deref()));
+    }
+    if loaded > set.max_samples {
+        return Err(too_many_samples());
+    }
+    if began.elapsed() > set.timeout {
+        return Err(timeout_err("query preparation"));
     }
     for sel in later {
         let groups = selector_matchers(sel.vs)?;
@@ -194,6 +191,31 @@ async fn read(
         }
     }
     Ok(())
+}
+
+/// Every future of `futs` run to its end, concurrently on the calling
+/// task; their outputs in order.
+async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
+    let mut futs: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in futs.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *o = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
 }
 
 /// Evaluates the query over the read data as the plan says: a range
