@@ -285,6 +285,7 @@ impl SeriesReader for Storage {
                 .select_where(
                     &req.tenant,
                     &req.matchers,
+                    &|s| req.shards.contains(s) && !same.get(s as usize).copied().unwrap_or(false),
                     &|id| {
                         let s = id.shard(n);
                         req.shards.contains(s) && !same[s as usize]

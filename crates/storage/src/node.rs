@@ -167,6 +167,8 @@ impl Storage {
         })?;
         let index =
             Index::open_with_cache(&data_dir.join("index"), cfg.index_cache_bytes as usize)?;
+        // Reads of some shards skip the others' series before their labels.
+        index.track_shards(cfg.num_shards)?;
         let ns_root = data_dir.join("data").join(&ns.name);
         let metrics = Metrics::default();
         let (mut shards, log) = recovery::recover(started, &cfg, &ns, &ns_root, &index, &metrics)?;

@@ -963,3 +963,60 @@ fn shard_sums_tell_nodes_that_took_the_same_samples() {
     assert!(y.iter().all(|s| s.1.is_some()), "{y:?}");
     assert_eq!(x, y);
 }
+
+/// A select of some shards answers exactly the full select's series of
+/// those shards — sorted or in any order — whether their refs' shards
+/// were registered since open or read from the registry at open.
+#[test]
+fn a_select_of_some_shards_keeps_exactly_their_series() {
+    use cairn_storage_api::{block_on, SelectRequest, SeriesReader, ShardSet};
+    let f = Fixture::new();
+    let now = f.now.load(Ordering::SeqCst);
+    let write = |s: &Storage, from: usize| {
+        let series = (from..from + 100)
+            .map(|i| (labels("m", &format!("j{i}")), vec![(now - 1000, i as f64)]))
+            .collect();
+        s.write("t", batch(series)).unwrap();
+    };
+    let check = |s: &Storage| {
+        let m = vec![Matcher::new(MatchOp::Equal, "__name__", "m").unwrap()];
+        let read = |shards: ShardSet, any: bool| -> Vec<String> {
+            let r = SelectRequest::new("t", m.clone(), now - 2000, now)
+                .with_shards(shards)
+                .with_any_order(any);
+            let mut v: Vec<String> = block_on(cairn_storage_api::select_all(s, r))
+                .unwrap()
+                .into_iter()
+                .map(|d| d.labels.to_string())
+                .collect();
+            if any {
+                v.sort();
+            }
+            v
+        };
+        let all = read(ShardSet::All, false);
+        for shards in [vec![0], vec![1, 3], vec![0, 1, 2, 3]] {
+            let want: Vec<String> = all
+                .iter()
+                .filter(|l| {
+                    let ls = Labels::from_pairs(&[("__name__", "m"), ("job", &l[7..l.len() - 2])]);
+                    shards.contains(&cairn_common::SeriesId::of("t", &ls).shard(4))
+                })
+                .cloned()
+                .collect();
+            assert!(!want.is_empty());
+            assert_eq!(read(ShardSet::only(shards.clone()), false), want);
+            assert_eq!(read(ShardSet::only(shards), true), want);
+        }
+        all.len()
+    };
+    let s = f.open();
+    write(&s, 0);
+    assert_eq!(check(&s), 100);
+    s.close().unwrap();
+    drop(s);
+    let s = f.open();
+    assert_eq!(check(&s), 100);
+    write(&s, 100);
+    assert_eq!(check(&s), 200);
+}

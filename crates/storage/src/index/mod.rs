@@ -71,6 +71,10 @@ pub struct Index {
     /// The next ref to assign; also serializes registration so that a series
     /// registered concurrently by two writers gets one ref.
     next_ref: Mutex<u64>,
+    /// Per ref, its series' shard (`u16::MAX`: not known), once
+    /// [`track_shards`](Self::track_shards) set the shard count: a select
+    /// of some shards drops the others' refs before decoding their labels.
+    ref_shards: parking_lot::RwLock<(u32, Vec<u16>)>,
     /// Postings were appended since the last compaction (true at open, so
     /// operands left by an earlier run are folded at the first flush).
     postings_dirty: std::sync::atomic::AtomicBool,
@@ -186,6 +190,7 @@ impl Index {
             last_recovery: Mutex::new(None),
             series_cache: Mutex::new(SeriesCache::new(cache_bytes - cache_bytes / 4)),
             next_ref: Mutex::new(0),
+            ref_shards: parking_lot::RwLock::new((0, Vec::new())),
             postings_dirty: std::sync::atomic::AtomicBool::new(true),
             last_compaction: Mutex::new(None),
             bad_keys: Mutex::new(Default::default()),

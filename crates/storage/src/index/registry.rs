@@ -79,6 +79,34 @@ pub(super) fn entry_tenant(v: &[u8]) -> Result<&[u8]> {
 
 impl Index {
     /// Every registered series id (startup: the write path's known set).
+    /// Keeps each ref's shard (of `num_shards`, at most 65,535) from now
+    /// on, the registered series' read from the registry now.
+    pub fn track_shards(&self, num_shards: u32) -> Result<()> {
+        if num_shards == 0 || num_shards >= u32::from(u16::MAX) {
+            return Ok(());
+        }
+        let next = *self.next_ref.lock();
+        let mut table = vec![u16::MAX; next as usize];
+        for item in prefix_iter(&*self.db()?, b"r") {
+            let (k, v) = item.map_err(db_err("scanning series registry"))?;
+            if let (Ok(r), Ok(id)) = (super::ref_of_key(&k), entry_id(&v)) {
+                if let Some(slot) = table.get_mut(r as usize) {
+                    *slot = id.shard(num_shards) as u16;
+                }
+            }
+        }
+        *self.ref_shards.write() = (num_shards, table);
+        Ok(())
+    }
+
+    /// The shard of the series at ref `r`, when known.
+    pub(super) fn shard_of_ref(&self, r: u64) -> Option<u32> {
+        let t = self.ref_shards.read();
+        t.1.get(r as usize)
+            .filter(|&&s| s != u16::MAX)
+            .map(|&s| u32::from(s))
+    }
+
     pub fn all_series_ids(&self) -> Result<Vec<SeriesId>> {
         let mut out = Vec::new();
         for item in prefix_iter(&*self.db()?, b"r") {
@@ -131,6 +159,7 @@ impl Index {
         tenant: &str,
         series: &[(SeriesId, &Labels)],
         bounds: Bounds,
+        new_ids: &mut Vec<SeriesId>,
     ) -> Result<u64> {
         let mut postings: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
         let mut batch: HashMap<SeriesId, &Labels> = HashMap::new();
@@ -153,6 +182,7 @@ impl Index {
                 )));
             }
             batch.insert(id, labels);
+            new_ids.push(id);
             let r = next;
             next += 1;
             let mut rv = Vec::with_capacity(3);
@@ -198,13 +228,26 @@ impl Index {
         self.recover()?;
         let mut next = self.next_ref.lock();
         let mut wb = WriteBatch::default();
-        let n = self.register(&mut wb, *next, tenant, series, bounds)?;
+        let mut new_ids = Vec::new();
+        let n = self.register(&mut wb, *next, tenant, series, bounds, &mut new_ids)?;
         if n == *next {
             return Ok(());
         }
         self.write(wb, "writing series to index")?;
         self.postings_dirty
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        {
+            let mut t = self.ref_shards.write();
+            let shards = t.0;
+            if shards > 0 {
+                // The refs just taken, `*next` on, in order.
+                if t.1.len() as u64 == *next {
+                    t.1.extend(new_ids.iter().map(|id| id.shard(shards) as u16));
+                } else {
+                    t.1.resize(n as usize, u16::MAX);
+                }
+            }
+        }
         *next = n;
         Ok(())
     }

@@ -99,20 +99,26 @@ impl Index {
         tenant: &str,
         matchers: &[Matcher],
     ) -> Result<Vec<(SeriesId, Arc<Labels>)>> {
-        self.select_where(tenant, matchers, &|_| true, true)
+        self.select_where(tenant, matchers, &|_| true, &|_| true, true)
     }
 
     /// [`select`](Self::select) of the series whose id `keep` takes
-    /// (e.g. some shards', dropped before the sort), sorted by labels
-    /// only when `sorted`.
+    /// (e.g. some shards', dropped before the sort) — and, where
+    /// [`track_shards`](Self::track_shards) knows a ref's shard, whose shard
+    /// `keep_shard` takes (dropped before their labels are read) — sorted
+    /// by labels only when `sorted`.
     pub fn select_where(
         &self,
         tenant: &str,
         matchers: &[Matcher],
+        keep_shard: &dyn Fn(u32) -> bool,
         keep: &dyn Fn(SeriesId) -> bool,
         sorted: bool,
     ) -> Result<Vec<(SeriesId, Arc<Labels>)>> {
-        let candidates = self.candidate_refs(tenant, matchers)?;
+        let mut candidates = self.candidate_refs(tenant, matchers)?;
+        // Refs of shards `keep_shard` refuses go before their labels are
+        // looked up (a node asked for a third of the shards decodes a third).
+        candidates.retain(|&r| self.shard_of_ref(r).is_none_or(keep_shard));
         let mut out = Vec::with_capacity(candidates.len());
         let mut missing = Vec::new();
         {
