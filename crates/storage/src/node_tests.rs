@@ -969,7 +969,7 @@ fn shard_sums_tell_nodes_that_took_the_same_samples() {
 /// were registered since open or read from the registry at open.
 #[test]
 fn a_select_of_some_shards_keeps_exactly_their_series() {
-    use cairn_storage_api::{block_on, SelectRequest, SeriesReader, ShardSet};
+    use cairn_storage_api::{block_on, SelectRequest, ShardSet};
     let f = Fixture::new();
     let now = f.now.load(Ordering::SeqCst);
     let write = |s: &Storage, from: usize| {
