@@ -79,7 +79,7 @@ bench-quick: deps
 FUZZ_TIME ?= 60
 FUZZ_TARGETS ?= commitlog_record fileset_read index_decode remote_write_decode \
 	remote_read_decode selector_parse codec_decode promql_parse promql_eval replica_write_decode \
-	head_snapshot_parse downsample_row_decode
+	head_snapshot_parse downsample_row_decode aggregate_decode
 FUZZ_TARGET_DIR ?= $(HOME)/.cache/cairn-fuzz-target
 FUZZ_CARGO := CARGO_TARGET_DIR=$(FUZZ_TARGET_DIR) cargo +nightly fuzz
 
