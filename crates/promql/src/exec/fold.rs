@@ -30,6 +30,30 @@ struct GroupAccs {
     accs: Vec<Acc>,
 }
 
+impl GroupAccs {
+    /// Widens the accumulators to cover steps `from..to`; returns the cells
+    /// added.
+    fn widen(&mut self, from: usize, to: usize) -> usize {
+        if self.accs.is_empty() {
+            self.first = from;
+        }
+        let mut grown = 0;
+        if from < self.first {
+            let grow = self.first - from;
+            self.accs
+                .splice(0..0, std::iter::repeat_n(Acc::default(), grow));
+            self.first = from;
+            grown += grow;
+        }
+        if to > self.first + self.accs.len() {
+            let grow = to - self.first - self.accs.len();
+            self.accs.resize(self.accs.len() + grow, Acc::default());
+            grown += grow;
+        }
+        grown
+    }
+}
+
 /// The state of one aggregation folded over the series read so far.
 struct Folder<'a> {
     ev: &'a Evaluator,
@@ -129,24 +153,10 @@ impl<'a> Folder<'a> {
                 }
             };
             // Widen the group's steps to this series' (rarely forward:
-            // series come in label order, mostly with similar spans).
+            // series mostly have similar spans).
             let ga = &mut self.groups[g];
             let (from, to) = (first + lo, first + hi);
-            if ga.accs.is_empty() {
-                ga.first = from;
-            }
-            if from < ga.first {
-                let grow = ga.first - from;
-                ga.accs
-                    .splice(0..0, std::iter::repeat_n(Acc::default(), grow));
-                ga.first = from;
-                self.cells += grow;
-            }
-            if to > ga.first + ga.accs.len() {
-                let grow = to - ga.first - ga.accs.len();
-                ga.accs.resize(ga.accs.len() + grow, Acc::default());
-                self.cells += grow;
-            }
+            self.cells += ga.widen(from, to);
             for (i, v) in (from..to).zip(&vals[lo..hi]) {
                 if let Some(v) = *v {
                     let acc = &mut ga.accs[i - ga.first];
@@ -413,20 +423,7 @@ fn merged(
             }
         };
         let ga = &mut groups[g].1;
-        if ga.accs.is_empty() {
-            ga.first = first;
-        }
-        let to = first + pg.cells.len();
-        if first < ga.first {
-            let grow = ga.first - first;
-            ga.accs
-                .splice(0..0, std::iter::repeat_n(Acc::default(), grow));
-            ga.first = first;
-        }
-        if to > ga.first + ga.accs.len() {
-            let len = to - ga.first;
-            ga.accs.resize(len, Acc::default());
-        }
+        ga.widen(first, first + pg.cells.len());
         for (i, c) in pg.cells.iter().enumerate() {
             if c.count > 0.0 {
                 acc_merge(op, &mut ga.accs[first + i - ga.first], &acc_of(c));
