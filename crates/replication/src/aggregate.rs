@@ -12,8 +12,8 @@
 //! on (or that failed) has its shards aggregated here from the replicated
 //! select instead, which merges the replicas' series.
 
-use crate::{digest_of, is_request_error, level_error, read_all, ReplicatedStore};
-use cairn_cluster::{evaluate, NodeId, Outcome};
+use crate::{digest_of, is_request_error, read_all, ReplicatedStore};
+use cairn_cluster::NodeId;
 use cairn_common::{IdMap, SeriesId};
 use cairn_storage_api::{
     AggregateRequest, Aggregator, PartialAggregate, SampleDigest, SeriesReader, ShardSet,
@@ -24,19 +24,25 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-/// One node's part of a pushed-down aggregation.
+/// One node's answer to its part of a pushed-down aggregation: the partial
+/// of the shards it computes (None: folding does not pay there), its shard
+/// sums of those it checks.
 struct Part {
     node: NodeId,
     data: Vec<u32>,
-    digest: Vec<u32>,
-    partial: Option<Result<Option<PartialAggregate>, StoreError>>,
-    sums: Option<Result<cairn_storage_api::ShardSums, StoreError>>,
+    partial: Option<PartialAggregate>,
+    checks: Vec<u32>,
+    sums: cairn_storage_api::ShardSums,
 }
 
 impl ReplicatedStore {
     /// See [`SeriesReader::aggregate`]: `None` without an aggregator (this
     /// store cannot compute its own node's part) or when a node finds
-    /// folding would not pay.
+    /// folding would not pay. The replicas are asked as a select asks
+    /// them (`fan_out`: as many as the read level wants answers from, a
+    /// failed one replaced by the shard's next, the level checked per
+    /// shard), in the spread order: each shard's first replica computes its
+    /// partial, the others answer their shard sums.
     pub(crate) async fn aggregate_replicated(
         &self,
         req: AggregateRequest,
@@ -50,180 +56,134 @@ impl ReplicatedStore {
         let level = req.select.read_level.unwrap_or(self.read_level);
         let want = level.wanted_acks(rf).max(1);
         let tenant = req.select.tenant.clone();
-        // Per shard: the replica computing its partial (the replicas taken
-        // in turn by shard), those sending digests, the ones left.
-        let mut computes: BTreeMap<u32, NodeId> = BTreeMap::new();
-        let mut spare: BTreeMap<u32, Vec<NodeId>> = BTreeMap::new();
-        let mut fallback: BTreeSet<u32> = BTreeSet::new();
-        let mut parts: BTreeMap<NodeId, (Vec<u32>, Vec<u32>)> = BTreeMap::new();
-        for s in (0..p.num_shards()).filter(|s| req.select.shards.contains(*s)) {
-            let mut order: Vec<NodeId> = p.readable(s).map(|r| r.node.clone()).collect();
-            if order.len() < want {
-                fallback.insert(s);
-                continue;
-            }
-            order.sort();
-            let k = s as usize % order.len();
-            order.rotate_left(k);
-            parts.entry(order[0].clone()).or_default().0.push(s);
-            for n in &order[1..want] {
-                parts.entry(n.clone()).or_default().1.push(s);
-            }
-            computes.insert(s, order[0].clone());
-            spare.insert(s, order[want..].to_vec());
-        }
-        let mut parts: Vec<Part> = parts
-            .into_iter()
-            .map(|(node, (data, digest))| Part {
-                node,
-                data,
-                digest,
-                partial: None,
-                sums: None,
-            })
-            .collect();
-        // This node's own part computes on this thread: the peers' calls
-        // first, so they run meanwhile.
-        let me = self.preferred.clone();
-        parts.sort_by_key(|x| Some(&x.node) == me.as_ref());
-        let calls = parts.iter_mut().map(|part| {
-            let node = self.node(&part.node).clone();
-            let agg = agg.clone();
-            let data_req = (!part.data.is_empty()).then(|| {
-                let mut r = req.clone();
-                r.select = r
-                    .select
-                    .with_shards(ShardSet::only(part.data.clone()))
-                    .with_any_order(true);
-                r.digests = want > 1;
-                r
-            });
-            let sums_req = (!part.digest.is_empty()).then(|| {
-                req.select
-                    .clone()
-                    .with_shards(ShardSet::only(part.digest.clone()))
-            });
-            async move {
-                if let Some(r) = data_req {
-                    part.partial = Some(match node.aggregate(r.clone()).await {
-                        Ok(None) => agg.partial(&*node, r).await,
-                        other => other,
+        let parts: Vec<Part> = self
+            .fan_out(
+                &req.select.shards,
+                req.select.read_level,
+                &req.select.warnings,
+                Self::spread_order,
+                |id, node, shards| {
+                    let asked = match &shards {
+                        ShardSet::Only(v) => v.clone(),
+                        ShardSet::All => (0..p.num_shards()).collect(),
+                    };
+                    let (data, checks): (Vec<u32>, Vec<u32>) = asked
+                        .into_iter()
+                        .partition(|&s| self.spread_order(&p, s).first() == Some(id));
+                    let data_req = (!data.is_empty()).then(|| {
+                        let mut r = req.clone();
+                        r.select = r
+                            .select
+                            .with_shards(ShardSet::only(data.clone()))
+                            .with_any_order(true);
+                        r.digests = want > 1;
+                        r
                     });
-                }
-                if let Some(r) = sums_req {
-                    part.sums = Some(node.shard_sums(r).await);
-                }
-            }
-        });
-        join_all(calls).await;
-        let mut oks: BTreeMap<u32, usize> = BTreeMap::new();
-        let mut failed: BTreeMap<u32, Vec<NodeId>> = BTreeMap::new();
-        let mut answers: Vec<(Vec<u32>, Vec<SampleDigest>)> = Vec::new();
+                    let sums_req = (!checks.is_empty()).then(|| {
+                        req.select
+                            .clone()
+                            .with_shards(ShardSet::only(checks.clone()))
+                    });
+                    let (agg, id) = (agg.clone(), id.clone());
+                    Box::pin(async move {
+                        let mut part = Part {
+                            node: id,
+                            data,
+                            partial: None,
+                            checks,
+                            sums: Vec::new(),
+                        };
+                        if let Some(r) = data_req {
+                            part.partial = match node.aggregate(r.clone()).await? {
+                                Some(pa) => Some(pa),
+                                None => agg.partial(&*node, r).await?,
+                            };
+                            if part.partial.is_none() {
+                                return Ok(part);
+                            }
+                        }
+                        if let Some(r) = sums_req {
+                            part.sums = node.shard_sums(r).await?;
+                        }
+                        Ok(part)
+                    })
+                },
+            )
+            .await?;
         let mut partials: BTreeMap<NodeId, (Vec<u32>, PartialAggregate)> = BTreeMap::new();
-        let mut sums: Vec<(NodeId, Vec<u32>, cairn_storage_api::ShardSums)> = Vec::new();
+        let mut computes: BTreeMap<u32, NodeId> = BTreeMap::new();
+        let mut checked: Vec<(NodeId, Vec<u32>, cairn_storage_api::ShardSums)> = Vec::new();
         for part in parts {
-            match part.partial {
-                Some(Ok(Some(pa))) => {
-                    for &s in &part.data {
-                        *oks.entry(s).or_default() += 1;
-                    }
-                    partials.insert(part.node.clone(), (part.data, pa));
-                }
+            if !part.data.is_empty() {
                 // Folding does not pay on that node: nor here.
-                Some(Ok(None)) => return Ok(None),
-                Some(Err(e)) if is_request_error(&e) => return Err(e),
-                Some(Err(_)) => fallback.extend(part.data),
-                None => {}
-            }
-            match part.sums {
-                Some(Ok(v)) => sums.push((part.node, part.digest, v)),
-                Some(Err(e)) if is_request_error(&e) => return Err(e),
-                Some(Err(_)) => {
-                    for s in part.digest {
-                        failed.entry(s).or_default().push(part.node.clone());
-                    }
+                let Some(pa) = part.partial else {
+                    return Ok(None);
+                };
+                for &s in &part.data {
+                    computes.insert(s, part.node.clone());
                 }
-                None => {}
+                partials.insert(part.node.clone(), (part.data, pa));
+            }
+            if !part.checks.is_empty() {
+                checked.push((part.node, part.checks, part.sums));
             }
         }
         // A replica whose shard sum equals the computing replica's holds the
-        // same samples in the range: an answer. The others are asked for
-        // each series' digest.
+        // same samples in the range; the others send each series' digest.
         let mut ask: BTreeMap<NodeId, Vec<u32>> = BTreeMap::new();
-        for (node, shards, theirs) in sums {
+        let mut tainted: BTreeSet<NodeId> = BTreeSet::new();
+        for (node, shards, theirs) in checked {
             let theirs: BTreeMap<u32, Option<u64>> = theirs.into_iter().collect();
             for s in shards {
-                let Some((_, pa)) = computes.get(&s).and_then(|n| partials.get(n)) else {
-                    continue; // aggregated here from the replicas' series
+                // A shard no replica computed is aggregated here below.
+                let Some(computer) = computes.get(&s) else {
+                    continue;
                 };
-                let mine = pa.shard_sums.iter().find(|x| x.0 == s).and_then(|x| x.1);
+                let mine = partials[computer]
+                    .1
+                    .shard_sums
+                    .iter()
+                    .find(|x| x.0 == s)
+                    .and_then(|x| x.1);
                 match (mine, theirs.get(&s).copied().flatten()) {
                     (Some(a), Some(b)) if a == b => {
-                        *oks.entry(s).or_default() += 1;
                         self.reads.aggregation_shards_by_sums.fetch_add(1, Relaxed);
                     }
                     _ => ask.entry(node.clone()).or_default().push(s),
                 }
             }
         }
-        // Rounds of per-series digests: first from the replicas whose sums
-        // did not tell, then, for shards whose replica failed, from the
-        // next replica, until none is left.
-        loop {
-            for &s in failed.keys() {
-                if oks.get(&s).copied().unwrap_or(0) >= want || fallback.contains(&s) {
-                    continue;
-                }
-                if let Some(n) = spare
-                    .get_mut(&s)
-                    .and_then(|v| (!v.is_empty()).then(|| v.remove(0)))
-                {
-                    ask.entry(n).or_default().push(s);
-                }
-            }
-            if ask.is_empty() {
-                break;
-            }
-            let round = std::mem::take(&mut ask).into_iter().map(|(node, shards)| {
-                let r = req
-                    .select
-                    .clone()
-                    .with_shards(ShardSet::only(shards.clone()))
-                    .with_digest(true)
-                    .with_any_order(true);
-                let store = self.node(&node).clone();
-                let tenant = tenant.clone();
-                async move { (node, shards, digests_from(&*store, r, &tenant).await) }
-            });
-            for (node, shards, r) in join_all(round).await {
-                match r {
-                    Ok(d) => {
-                        for &s in &shards {
-                            *oks.entry(s).or_default() += 1;
-                        }
-                        answers.push((shards, d));
-                    }
-                    Err(e) if is_request_error(&e) => return Err(e),
-                    Err(_) => {
-                        for s in shards {
-                            failed.entry(s).or_default().push(node.clone());
-                        }
-                    }
-                }
+        let round = ask.into_iter().map(|(node, shards)| {
+            let r = req
+                .select
+                .clone()
+                .with_shards(ShardSet::only(shards.clone()))
+                .with_digest(true)
+                .with_any_order(true);
+            let store = self.node(&node).clone();
+            let tenant = tenant.clone();
+            async move { (shards, digests_from(&*store, r, &tenant).await) }
+        });
+        let mut answers: Vec<(Vec<u32>, Vec<SampleDigest>)> = Vec::new();
+        for (shards, r) in join_all(round).await {
+            match r {
+                Ok(d) => answers.push((shards, d)),
+                Err(e) if is_request_error(&e) => return Err(e),
+                // Not checked: those shards are aggregated here.
+                Err(_) => tainted.extend(shards.iter().filter_map(|s| computes.get(s).cloned())),
             }
         }
         // The computing replicas' digests against the others'.
-        let mut theirs: IdMap<(SampleDigest, NodeId)> = IdMap::default();
+        let mut theirs: IdMap<SampleDigest> = IdMap::default();
         let mut held: BTreeMap<u32, usize> = BTreeMap::new();
-        for (node, (_, pa)) in &partials {
+        for (_, pa) in partials.values() {
             for d in &pa.digests {
                 if let Some(id) = d.series.filter(|_| d.count > 0) {
-                    theirs.insert(id, (*d, node.clone()));
+                    theirs.insert(id, *d);
                     *held.entry(p.shard_of(id)).or_default() += 1;
                 }
             }
         }
-        let mut tainted: BTreeSet<NodeId> = BTreeSet::new();
         for (shards, ds) in &answers {
             let mut matched: BTreeMap<u32, usize> = BTreeMap::new();
             for d in ds.iter().filter(|d| d.count > 0) {
@@ -233,24 +193,24 @@ impl ReplicatedStore {
                     continue;
                 }
                 match theirs.get(&id) {
-                    Some((mine, _)) if mine.same_samples(d) => {
+                    Some(mine) if mine.same_samples(d) => {
                         *matched.entry(shard).or_default() += 1;
                     }
-                    _ => {
-                        if let Some(n) = computes.get(&shard) {
-                            tainted.insert(n.clone());
-                        }
-                    }
+                    _ => tainted.extend(computes.get(&shard).cloned()),
                 }
             }
             for &s in shards {
                 if matched.get(&s) != held.get(&s) {
-                    if let Some(n) = computes.get(&s) {
-                        tainted.insert(n.clone());
-                    }
+                    tainted.extend(computes.get(&s).cloned());
                 }
             }
         }
+        // Shards no replica computed (their first ones failed), and those
+        // of a node whose partial some replica disagrees with: aggregated
+        // here from the replicated select, which merges the replicas.
+        let mut fallback: BTreeSet<u32> = (0..p.num_shards())
+            .filter(|s| req.select.shards.contains(*s) && !computes.contains_key(s))
+            .collect();
         let mut out = PartialAggregate::default();
         for (node, (shards, pa)) in partials {
             if tainted.contains(&node) {
@@ -261,28 +221,6 @@ impl ReplicatedStore {
                 continue;
             }
             append(&mut out, pa);
-        }
-        // Every shard answered from partials at the read level.
-        let mut short: Vec<u32> = Vec::new();
-        let mut down: BTreeSet<NodeId> = BTreeSet::new();
-        for s in computes.keys().filter(|s| !fallback.contains(s)) {
-            let none = Vec::new();
-            let f = failed.get(s).unwrap_or(&none);
-            match evaluate(*s, level, rf, oks.get(s).copied().unwrap_or(0), f) {
-                Outcome::Failure(e) => return Err(level_error(&e)),
-                Outcome::Warning(_) => {
-                    short.push(*s);
-                    down.extend(f.iter().cloned());
-                }
-                Outcome::Success => {}
-            }
-        }
-        if let Some(first) = short.first() {
-            req.select.warnings.push(format!(
-                "read at {level}: {} of the shards read were answered by fewer than a majority of their replicas (first: shard {first}; unavailable: {}); samples written since may be missing",
-                short.len(),
-                down.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
-            ));
         }
         if !fallback.is_empty() {
             self.reads

@@ -242,12 +242,7 @@ impl ReplicatedStore {
     /// preferred node (this one, in process) first, the others rotated by
     /// shard so the peers share the reads.
     fn read_order(&self, p: &Placement, shard: u32) -> Vec<NodeId> {
-        let mut r: Vec<NodeId> = p.readable(shard).map(|r| r.node.clone()).collect();
-        r.sort();
-        if !r.is_empty() {
-            let k = shard as usize % r.len();
-            r.rotate_left(k);
-        }
+        let mut r = self.spread_order(p, shard);
         if let Some(i) = self
             .preferred
             .as_ref()
@@ -255,6 +250,19 @@ impl ReplicatedStore {
         {
             let me = r.remove(i);
             r.insert(0, me);
+        }
+        r
+    }
+
+    /// The readable replicas of `shard` rotated by shard, whichever node
+    /// this is: the order in which every node takes a part of the work
+    /// (a pushed-down aggregation's partials).
+    fn spread_order(&self, p: &Placement, shard: u32) -> Vec<NodeId> {
+        let mut r: Vec<NodeId> = p.readable(shard).map(|r| r.node.clone()).collect();
+        r.sort();
+        if !r.is_empty() {
+            let k = shard as usize % r.len();
+            r.rotate_left(k);
         }
         r
     }
@@ -272,6 +280,7 @@ impl ReplicatedStore {
         wanted: &ShardSet,
         level: Option<ReadLevel>,
         warnings: &Warnings,
+        order: fn(&Self, &Placement, u32) -> Vec<NodeId>,
         call: F,
     ) -> Result<Vec<T>, StoreError>
     where
@@ -293,7 +302,7 @@ impl ReplicatedStore {
                 (
                     s,
                     Shard {
-                        order: self.read_order(&p, s),
+                        order: order(self, &p, s),
                         next: 0,
                         ok: 0,
                         failed: Vec::new(),
@@ -385,12 +394,19 @@ impl ReplicatedStore {
     where
         F: Fn(Arc<dyn NodeStore>, SeriesQuery) -> BoxFuture<'static, Result<T, StoreError>>,
     {
-        self.fan_out(&q.shards, q.read_level, &q.warnings, |_, node, shards| {
-            let mut q = q.clone();
-            q.shards = shards;
-            q.limit = 0;
-            call(node, q)
-        })
+        let order = Self::read_order;
+        self.fan_out(
+            &q.shards,
+            q.read_level,
+            &q.warnings,
+            order,
+            |_, node, shards| {
+                let mut q = q.clone();
+                q.shards = shards;
+                q.limit = 0;
+                call(node, q)
+            },
+        )
         .await
     }
 }
@@ -646,6 +662,7 @@ impl SeriesReader for ReplicatedStore {
                     &req.shards,
                     req.read_level,
                     &req.warnings,
+                    Self::read_order,
                     |id, node, shards| {
                         let asked = match &shards {
                             ShardSet::Only(v) => v.clone(),
@@ -915,10 +932,16 @@ impl SeriesReader for ReplicatedStore {
     ) -> BoxFuture<'_, Result<Vec<(String, MetricMetadata)>, StoreError>> {
         Box::pin(async move {
             let answers = self
-                .fan_out(&ShardSet::All, None, &Warnings::default(), |_, node, _| {
-                    let (tenant, metric) = (tenant.clone(), metric.clone());
-                    Box::pin(async move { node.metadata(tenant, metric, 0).await })
-                })
+                .fan_out(
+                    &ShardSet::All,
+                    None,
+                    &Warnings::default(),
+                    Self::read_order,
+                    |_, node, _| {
+                        let (tenant, metric) = (tenant.clone(), metric.clone());
+                        Box::pin(async move { node.metadata(tenant, metric, 0).await })
+                    },
+                )
                 .await?;
             let mut all: Vec<(String, MetricMetadata)> = Vec::new();
             for (family, md) in answers.into_iter().flatten() {
