@@ -280,16 +280,15 @@ impl SeriesReader for Storage {
             if req.digest && all_same {
                 return Ok(guarded(stream_from_iter(std::iter::empty()), &req));
             }
+            let take =
+                |s: u32| req.shards.contains(s) && !same.get(s as usize).copied().unwrap_or(false);
+            let some = req.shards != ShardSet::All || same.contains(&true);
             let sel = me
                 .index
                 .select_where(
                     &req.tenant,
                     &req.matchers,
-                    &|s| req.shards.contains(s) && !same.get(s as usize).copied().unwrap_or(false),
-                    &|id| {
-                        let s = id.shard(n);
-                        req.shards.contains(s) && !same[s as usize]
-                    },
+                    some.then_some((n, &take as &dyn Fn(u32) -> bool)),
                     !req.any_order,
                 )
                 .map_err(|e| StoreError::from(StorageError::from(e)))?;

@@ -78,7 +78,6 @@ pub(super) fn entry_tenant(v: &[u8]) -> Result<&[u8]> {
 }
 
 impl Index {
-    /// Every registered series id (startup: the write path's known set).
     /// Keeps each ref's shard (of `num_shards`, at most 65,535) from now
     /// on, the registered series' read from the registry now.
     pub fn track_shards(&self, num_shards: u32) -> Result<()> {
@@ -99,14 +98,25 @@ impl Index {
         Ok(())
     }
 
-    /// The shard of the series at ref `r`, when known.
-    pub(super) fn shard_of_ref(&self, r: u64) -> Option<u32> {
+    /// Drops the refs whose shard (of `num_shards`) is known and `keep`
+    /// refuses; one lock for them all.
+    pub(super) fn retain_shards(
+        &self,
+        refs: &mut Vec<u64>,
+        num_shards: u32,
+        keep: &dyn Fn(u32) -> bool,
+    ) {
         let t = self.ref_shards.read();
-        t.1.get(r as usize)
-            .filter(|&&s| s != u16::MAX)
-            .map(|&s| u32::from(s))
+        if t.0 != num_shards {
+            return;
+        }
+        refs.retain(|&r| match t.1.get(r as usize) {
+            Some(&s) if s != u16::MAX => keep(u32::from(s)),
+            _ => true,
+        });
     }
 
+    /// Every registered series id (startup: the write path's known set).
     pub fn all_series_ids(&self) -> Result<Vec<SeriesId>> {
         let mut out = Vec::new();
         for item in prefix_iter(&*self.db()?, b"r") {

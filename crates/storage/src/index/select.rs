@@ -99,26 +99,26 @@ impl Index {
         tenant: &str,
         matchers: &[Matcher],
     ) -> Result<Vec<(SeriesId, Arc<Labels>)>> {
-        self.select_where(tenant, matchers, &|_| true, &|_| true, true)
+        self.select_where(tenant, matchers, None, true)
     }
 
-    /// [`select`](Self::select) of the series whose id `keep` takes
-    /// (e.g. some shards', dropped before the sort) — and, where
-    /// [`track_shards`](Self::track_shards) knows a ref's shard, whose shard
-    /// `keep_shard` takes (dropped before their labels are read) — sorted
-    /// by labels only when `sorted`.
+    /// [`select`](Self::select) of the series in the shards (of
+    /// `shards.0`) that `shards.1` takes, when given — refs whose shard
+    /// [`track_shards`](Self::track_shards) knows dropped before their
+    /// labels are read, the others after — sorted by labels only when
+    /// `sorted`.
     pub fn select_where(
         &self,
         tenant: &str,
         matchers: &[Matcher],
-        keep_shard: &dyn Fn(u32) -> bool,
-        keep: &dyn Fn(SeriesId) -> bool,
+        shards: Option<(u32, &dyn Fn(u32) -> bool)>,
         sorted: bool,
     ) -> Result<Vec<(SeriesId, Arc<Labels>)>> {
         let mut candidates = self.candidate_refs(tenant, matchers)?;
-        // Refs of shards `keep_shard` refuses go before their labels are
-        // looked up (a node asked for a third of the shards decodes a third).
-        candidates.retain(|&r| self.shard_of_ref(r).is_none_or(keep_shard));
+        if let Some((n, keep)) = shards {
+            // A node asked for a third of the shards decodes a third.
+            self.retain_shards(&mut candidates, n, keep);
+        }
         let mut out = Vec::with_capacity(candidates.len());
         let mut missing = Vec::new();
         {
@@ -158,7 +158,7 @@ impl Index {
         // that match the empty string are checked against the labels.
         let checks: Vec<&Matcher> = matchers.iter().filter(|m| m.matches_empty()).collect();
         out.retain(|(id, l)| {
-            keep(*id)
+            shards.is_none_or(|(n, keep)| keep(id.shard(n)))
                 && checks
                     .iter()
                     .all(|m| m.matches(l.get(&m.name).unwrap_or("")))
