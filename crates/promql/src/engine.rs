@@ -622,6 +622,42 @@ mod tests {
         assert_eq!(r.value, Value::Scalar { t: 5_000, v: 5.0 });
     }
 
+    /// A peer's request for a partial aggregation over more steps than a
+    /// partial may answer, or that is no aggregation, is refused as invalid
+    /// before anything is allocated or read.
+    #[test]
+    fn partials_of_too_many_steps_or_no_aggregation_are_refused() {
+        use cairn_storage_api::{block_on, AggregateRequest, Aggregator, ErrorKind, SelectRequest};
+        let m = MemStore::new();
+        let e = Engine::new(EngineOptions::default());
+        let req = |query: &str, end: i64, step: i64| AggregateRequest {
+            select: SelectRequest::new("default", vec![], 0, end),
+            query: query.into(),
+            start: 0,
+            end,
+            step,
+            lookback: 300_000,
+            max_samples: 1000,
+            digests: false,
+        };
+        for r in [
+            req("sum(x)", i64::MAX / 2, 1),
+            req("sum(x)", 86_400_000, 1),
+            req("x", 60_000, 15_000),
+            req("topk(2, x)", 60_000, 15_000),
+            req("sum(x)", 60_000, 0),
+        ] {
+            let got = block_on(Aggregator::partial(&e, &m, r.clone()));
+            assert_eq!(
+                got.map(|_| ()).unwrap_err().kind(),
+                ErrorKind::InvalidInput,
+                "{}",
+                r.query
+            );
+        }
+        assert!(block_on(Aggregator::partial(&e, &m, req("sum(x)", 86_399_000, 1000))).is_ok());
+    }
+
     /// Aggregations folded ahead (series by series as they are read, from
     /// one batch or three series at a time) and, parenthesised, evaluated
     /// series-wise give exactly what the step-by-step path gives.

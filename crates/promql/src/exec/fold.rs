@@ -481,6 +481,16 @@ pub(crate) fn partial(
             req.start, req.end, req.step
         )));
     }
+    // Accumulators are allocated per step: a peer asks for no more than a
+    // partial may answer (a day at one-second steps; a range query has at
+    // most 11,000).
+    const MAX_STEPS: i64 = 86_400;
+    if req.step > 0 && (req.end - req.start) / req.step >= MAX_STEPS {
+        return Err(StoreError::invalid(format!(
+            "a pushed-down aggregation of more than {MAX_STEPS} steps: start {}, end {}, step {}",
+            req.start, req.end, req.step
+        )));
+    }
     let expr = promql_parser::parser::parse(&req.query).map_err(|e| {
         StoreError::invalid(format!("a pushed-down aggregation does not parse: {e}"))
     })?;
