@@ -149,6 +149,7 @@ pub fn api_config(ingest: &IngestSection, query: &QuerySection) -> Result<ApiCon
         remote_read_concurrent_limit: query.remote_read_concurrent_limit,
         write_concurrency: ingest.max_concurrency,
         write_queue_wait: ingest.max_queue_duration.get(),
+        label_set_cache: ingest.label_set_cache,
         // Set from the cluster section by the binary.
         write_consistency: cairn_storage_api::WriteLevel::default(),
         // Set from the storage section by the binary.

@@ -73,6 +73,9 @@ pub struct ApiConfig {
     /// How long a write waits for its turn before 503
     /// (`ingest.max-queue-duration`).
     pub write_queue_wait: std::time::Duration,
+    /// Label sets remembered as validated, with their ids
+    /// (`ingest.label-set-cache`; [`cairn_ingest::KnownLabels`]).
+    pub label_set_cache: usize,
     /// The level a write is acknowledged at when its request names none
     /// (`cluster.write-consistency`; header `X-Cairn-Write-Consistency`).
     pub write_consistency: cairn_storage_api::WriteLevel,
@@ -95,6 +98,7 @@ impl Default for ApiConfig {
             write_consistency: cairn_storage_api::WriteLevel::Majority,
             write_concurrency: 0,
             write_queue_wait: std::time::Duration::from_secs(60),
+            label_set_cache: 1 << 21,
             rollup_input_horizon_ms: None,
         }
     }
@@ -111,6 +115,8 @@ pub(crate) struct Inner {
     pub(crate) writes: Arc<tokio::sync::Semaphore>,
     /// `writes`' permits.
     pub(crate) write_slots: usize,
+    /// Label sets validated before, for the remote-write decoder.
+    pub(crate) known_labels: Arc<cairn_ingest::KnownLabels>,
     /// Tenants: the directory, auth, the write gate, per-tenant counters.
     pub(crate) tenants: Arc<crate::tenancy::Tenants>,
 }
@@ -146,6 +152,7 @@ impl AppState {
         Ok(Self(Arc::new(Inner {
             writes: Arc::new(tokio::sync::Semaphore::new(write_slots)),
             write_slots,
+            known_labels: Arc::new(cairn_ingest::KnownLabels::new(cfg.label_set_cache)),
             cfg,
             backend: OnceLock::new(),
             metrics,

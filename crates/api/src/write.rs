@@ -86,9 +86,11 @@ pub(crate) async fn remote_write(
     let tenant_id = tenant.clone();
     // Rollup inputs are copied while there are aggregated namespaces.
     let horizon = st.0.cfg.rollup_input_horizon_ms;
+    let known = st.0.known_labels.clone();
     let ((n_samples, received, invalid, gated), outcome, (rollup_drops, rollup_tally)) =
         blocking(move || {
-            let (mut batch, invalid) = cairn_ingest::decode_prepared(&tenant, &body, &limits, now)?;
+            let (mut batch, invalid) =
+                cairn_ingest::decode_known(&tenant, &body, &limits, now, Some(&known))?;
             let n_samples = batch.sample_count() as u64;
             let received = n_samples
                 + batch

@@ -8,32 +8,64 @@ use crate::labels::{Label, Labels};
 use crate::sample::Sample;
 use crate::series::{Exemplar, MetricMetadata, SeriesWrite};
 use crate::series_id::SeriesId;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Validated labels as (name, value) byte ranges into a shared buffer.
 /// Invariant (upheld by the constructor's caller): every range is valid UTF-8,
 /// names are sorted and unique, empty values are already left out.
+///
+/// Either the ranges are given, or (for a label set the decoder has
+/// validated before: [`LazyLabels::from_label_messages`]) they are found
+/// the first time they are asked for, from the request's protobuf `Label`
+/// messages — a write of known series never walks its labels.
 #[derive(Clone, Debug)]
 pub struct LazyLabels {
     buf: Arc<Vec<u8>>,
-    spans: Vec<[u32; 4]>,
+    spans: OnceLock<Vec<[u32; 4]>>,
+    /// The `Label` messages' byte range in `buf`, for spans not yet found.
+    messages: (u32, u32),
 }
 
 impl LazyLabels {
     /// `spans`: `[name_start, name_end, value_start, value_end]` per label.
     pub fn new(buf: Arc<Vec<u8>>, spans: Vec<[u32; 4]>) -> Self {
-        Self { buf, spans }
+        Self {
+            buf,
+            spans: OnceLock::from(spans),
+            messages: (0, 0),
+        }
+    }
+
+    /// Labels given as the run of protobuf-encoded `prometheus.Label`
+    /// fields (field 1 of a `TimeSeries`: tag, length, message) in
+    /// `buf[start..end]`. The caller vouches for them: the same bytes
+    /// passed validation before (sorted, unique, valid UTF-8, names valid).
+    /// Labels with empty values are left out, as everywhere.
+    pub fn from_label_messages(buf: Arc<Vec<u8>>, start: u32, end: u32) -> Self {
+        Self {
+            buf,
+            spans: OnceLock::new(),
+            messages: (start, end),
+        }
+    }
+
+    fn spans(&self) -> &[[u32; 4]] {
+        self.spans
+            .get_or_init(|| label_message_spans(&self.buf, self.messages.0, self.messages.1))
     }
 
     /// True for a series given by id alone (no labels: a valid series has
     /// at least its name).
     pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
+        match self.spans.get() {
+            Some(s) => s.is_empty(),
+            None => self.messages.0 == self.messages.1,
+        }
     }
 
     /// The (name, value) pairs.
     pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> + Clone + '_ {
-        self.spans.iter().map(|s| {
+        self.spans().iter().map(|s| {
             let get = |a: u32, b: u32| {
                 std::str::from_utf8(&self.buf[a as usize..b as usize]).unwrap_or("\u{fffd}")
             };
@@ -43,7 +75,7 @@ impl LazyLabels {
 
     /// The (name, value) pairs as bytes (no UTF-8 re-check).
     pub fn raw_pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
-        self.spans.iter().map(|s| {
+        self.spans().iter().map(|s| {
             (
                 &self.buf[s[0] as usize..s[1] as usize],
                 &self.buf[s[2] as usize..s[3] as usize],
@@ -54,6 +86,63 @@ impl LazyLabels {
     pub fn materialize(&self) -> Labels {
         Labels::from_sorted_unchecked(self.pairs().map(|(n, v)| Label::new(n, v)).collect())
     }
+}
+
+/// A protobuf varint at `b[*pos..]`, or None past the end.
+fn varint(b: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(*pos)?;
+        *pos += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// The length-delimited field at `b[*pos..]` whose tag is read: its
+/// (field number, absolute range), or None if it is not length-delimited
+/// or runs past `end`.
+fn delimited(b: &[u8], pos: &mut usize, end: usize) -> Option<(u64, usize, usize)> {
+    let key = varint(b, pos)?;
+    if key & 7 != 2 {
+        return None;
+    }
+    let len = varint(b, pos)? as usize;
+    let start = *pos;
+    let stop = start.checked_add(len).filter(|&e| e <= end)?;
+    *pos = stop;
+    Some((key >> 3, start, stop))
+}
+
+/// The label spans of the `Label` fields in `buf[start..end]` (see
+/// [`LazyLabels::from_label_messages`]); empty values left out. Stops at
+/// anything malformed (the caller vouched for the bytes).
+fn label_message_spans(buf: &[u8], start: u32, end: u32) -> Vec<[u32; 4]> {
+    let end = (end as usize).min(buf.len());
+    let mut pos = start as usize;
+    let mut spans = Vec::new();
+    while pos < end {
+        let Some((1, l0, l1)) = delimited(buf, &mut pos, end) else {
+            break;
+        };
+        let (mut n, mut v) = ([l0; 2], [l0; 2]);
+        let mut p = l0;
+        while p < l1 {
+            match delimited(buf, &mut p, l1) {
+                Some((1, a, b)) => n = [a, b],
+                Some((2, a, b)) => v = [a, b],
+                Some(_) => {}
+                None => break,
+            }
+        }
+        if v[1] > v[0] {
+            spans.push([n[0] as u32, n[1] as u32, v[0] as u32, v[1] as u32]);
+        }
+    }
+    spans
 }
 
 /// One series of a prepared write.

@@ -2,9 +2,10 @@
 //!
 //! Remote-write 1.0 decoding of a Prometheus-like request (2000 series, one
 //! sample each, node-exporter-like labels): the zero-copy path the server
-//! uses (`decode_prepared`) against prost + `validate`.
+//! uses (`decode_prepared`; `decode_known` with the label sets known, as
+//! from the second scrape on) against prost + `validate`.
 
-use cairn_ingest::{decode_prepared, decode_remote_write, validate};
+use cairn_ingest::{decode_known, decode_prepared, decode_remote_write, validate};
 use cairn_proto::prompb::{Label, Sample, TimeSeries, WriteRequest};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use prost::Message;
@@ -52,6 +53,11 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(2000));
     g.bench_function("zero_copy_prepared", |b| {
         b.iter(|| decode_prepared("default", &body, &limits, now).expect("decode"))
+    });
+    let known = cairn_ingest::KnownLabels::new(1 << 16);
+    decode_known("default", &body, &limits, now, Some(&known)).expect("decode");
+    g.bench_function("zero_copy_known_labels", |b| {
+        b.iter(|| decode_known("default", &body, &limits, now, Some(&known)).expect("decode"))
     });
     g.bench_function("prost_then_validate", |b| {
         b.iter(|| {

@@ -21,6 +21,7 @@ pub struct IngestSection {
     pub max_future: Duration,
     pub max_concurrency: usize,
     pub max_queue_duration: Duration,
+    pub label_set_cache: usize,
 }
 
 impl IngestSection {

@@ -14,6 +14,8 @@ use cairn_common::{
 };
 use cairn_proto::prompb;
 use prost::Message;
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 struct Wire<'a> {
@@ -86,6 +88,137 @@ impl<'a> Wire<'a> {
             return Err("field number 0".into());
         }
         Ok(Some((field, f)))
+    }
+}
+
+/// The end of the leading run of length-delimited field-1 entries (a
+/// `TimeSeries`'s labels, as senders write them: all first) in `ts`; 0 if
+/// it does not start with one. Stops before anything malformed (the full
+/// walk reports it).
+fn leading_labels_end(ts: &[u8]) -> usize {
+    let mut w = Wire::new(ts);
+    let mut end = 0;
+    // The tag of field 1, wire type 2, is the single byte 0x0a.
+    while ts.get(w.pos) == Some(&0x0a) {
+        w.pos += 1;
+        let Ok(len) = w.varint() else { break };
+        match w.pos.checked_add(len as usize).filter(|&e| e <= ts.len()) {
+            Some(e) => {
+                w.pos = e;
+                end = e;
+            }
+            None => break,
+        }
+    }
+    end
+}
+
+/// Ids of label sets the decoder validated before, by a 128-bit hash of
+/// the tenant, the ingest limits labels are checked against and the
+/// series' raw `Label` messages: a sender repeats the same bytes for a
+/// series every scrape, so a known series costs a hash and a lookup
+/// instead of a walk, a validation and an id per label set. (The ids are
+/// themselves 128-bit hashes of tenant and labels: this trusts a hash no
+/// less than they do.) Bounded: a shard that fills is emptied, so churn
+/// costs re-validation, never memory. Shared by every write; sharded
+/// locks.
+pub struct KnownLabels {
+    shards: Box<[parking_lot::Mutex<KeyMap>]>,
+    per_shard: usize,
+}
+
+type KeyMap = HashMap<u128, SeriesId, BuildHasherDefault<KeyHasher>>;
+
+impl std::fmt::Debug for KnownLabels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KnownLabels")
+            .field("len", &self.len())
+            .field("capacity", &(self.per_shard * KNOWN_SHARDS))
+            .finish()
+    }
+}
+
+const KNOWN_SHARDS: usize = 16;
+
+/// The keys are uniform hashes: their low bits pick buckets as they are.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64;
+    }
+}
+
+impl KnownLabels {
+    /// Room for `capacity` label sets (0: none are kept).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            shards: (0..KNOWN_SHARDS)
+                .map(|_| parking_lot::Mutex::new(HashMap::default()))
+                .collect(),
+            per_shard: capacity.div_ceil(KNOWN_SHARDS),
+        }
+    }
+
+    /// The label sets held.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The hash seed of a request: its tenant and every limit
+    /// `check_labels` applies, so a set validated under other limits (or
+    /// for another tenant) is never found.
+    fn seed(tenant: &str, limits: &IngestLimits) -> u64 {
+        let mut b = Vec::with_capacity(tenant.len() + 25);
+        b.extend_from_slice(tenant.as_bytes());
+        b.push(0xff);
+        for n in [
+            limits.max_labels_per_series,
+            limits.max_label_name_length,
+            limits.max_label_value_length,
+        ] {
+            b.extend_from_slice(&(n as u64).to_le_bytes());
+        }
+        xxhash_rust::xxh3::xxh3_64(&b)
+    }
+
+    fn key(seed: u64, labels: &[u8]) -> u128 {
+        xxhash_rust::xxh3::xxh3_128_with_seed(labels, seed)
+    }
+
+    fn shard(&self, key: u128) -> &parking_lot::Mutex<KeyMap> {
+        &self.shards[(key >> 124) as usize % KNOWN_SHARDS]
+    }
+
+    fn get(&self, key: u128) -> Option<SeriesId> {
+        if self.per_shard == 0 {
+            return None;
+        }
+        self.shard(key).lock().get(&key).copied()
+    }
+
+    fn insert(&self, key: u128, id: SeriesId) {
+        if self.per_shard == 0 {
+            return;
+        }
+        let mut m = self.shard(key).lock();
+        if m.len() >= self.per_shard {
+            *m = HashMap::default();
+        }
+        m.insert(key, id);
     }
 }
 
@@ -203,6 +336,20 @@ pub fn decode_prepared(
     limits: &IngestLimits,
     now_ms: i64,
 ) -> Result<(PreparedBatch, Vec<Invalid>), IngestError> {
+    decode_known(tenant, body, limits, now_ms, None)
+}
+
+/// [`decode_prepared`], taking the ids of label sets validated before from
+/// `known` (and adding the ones it validates): a series `known` holds is
+/// neither walked label by label nor validated nor hashed again. The
+/// answer is the same with or without `known`.
+pub fn decode_known(
+    tenant: &str,
+    body: &[u8],
+    limits: &IngestLimits,
+    now_ms: i64,
+    known: Option<&KnownLabels>,
+) -> Result<(PreparedBatch, Vec<Invalid>), IngestError> {
     let raw = decompress(body, limits.max_decoded_size)?;
     let window = time_window(limits, now_ms);
     let buf = Arc::new(raw);
@@ -213,6 +360,7 @@ pub fn decode_prepared(
     let mut label_spans: Vec<[usize; 4]> = Vec::new();
     let perr = |e: String| IngestError::Protobuf(e);
     let mut n_series = 0usize;
+    let seed = known.map(|_| KnownLabels::seed(tenant, limits));
     while let Some((field, f)) = w.next().map_err(perr)? {
         match (field, f) {
             (1, Field::Bytes(ts, ts_off)) => {
@@ -222,14 +370,45 @@ pub fn decode_prepared(
                         limit: limits.max_series_per_request,
                     });
                 }
+                // The leading run of `Label` fields, as bytes: the key under
+                // which `known` may hold this label set's id.
+                let lead = seed.map(|seed| {
+                    let end = leading_labels_end(ts);
+                    (end, KnownLabels::key(seed, &ts[..end]))
+                });
+                let mut hit = match (known, lead) {
+                    (Some(k), Some((end, key))) if end > 0 => k.get(key).map(|id| (end, id)),
+                    _ => None,
+                };
+                // Label messages other than plain name/value fields: the
+                // lazy spans of a known set could not be found from them.
+                let mut plain = true;
+                let mut labels_done = false;
                 label_spans.clear();
                 let mut samples = Vec::new();
                 let mut exemplars_raw: Vec<&[u8]> = Vec::new();
                 let mut histograms = 0usize;
                 let mut tw = Wire::new(ts);
+                if let Some((end, _)) = hit {
+                    tw.pos = end;
+                }
                 while let Some((tf, tv)) = tw.next().map_err(perr)? {
                     match (tf, tv) {
                         (1, Field::Bytes(l, l_off)) => {
+                            if labels_done {
+                                // Labels after other fields: not the set the
+                                // leading run names; walk it all.
+                                plain = false;
+                                if hit.take().is_some() {
+                                    label_spans.clear();
+                                    samples.clear();
+                                    exemplars_raw.clear();
+                                    histograms = 0;
+                                    labels_done = false;
+                                    tw = Wire::new(ts);
+                                    continue;
+                                }
+                            }
                             let (mut n, mut v) = ([0usize; 2], [0usize; 2]);
                             let base = ts_off + l_off;
                             let mut lw = Wire::new(l);
@@ -240,12 +419,13 @@ pub fn decode_prepared(
                                     (1 | 2, _) => {
                                         return Err(perr("label field with wrong wire type".into()))
                                     }
-                                    _ => {}
+                                    _ => plain = false,
                                 }
                             }
                             label_spans.push([n[0], n[1], v[0], v[1]]);
                         }
                         (2, Field::Bytes(s, _)) => {
+                            labels_done = true;
                             let mut sw = Wire::new(s);
                             let mut smp = Sample::new(0, 0.0);
                             while let Some((sf, sv)) = sw.next().map_err(perr)? {
@@ -262,27 +442,46 @@ pub fn decode_prepared(
                             }
                             samples.push(smp);
                         }
-                        (3, Field::Bytes(e, _)) => exemplars_raw.push(e),
-                        (4, Field::Bytes(..)) => histograms += 1,
+                        (3, Field::Bytes(e, _)) => {
+                            labels_done = true;
+                            exemplars_raw.push(e)
+                        }
+                        (4, Field::Bytes(..)) => {
+                            labels_done = true;
+                            histograms += 1
+                        }
                         (1..=4, _) => {
                             return Err(perr("time series field with wrong wire type".into()))
                         }
-                        _ => {}
+                        _ => labels_done = true,
                     }
                 }
-                let spans = match check_labels(b, &label_spans, limits) {
-                    Ok(s) => s,
-                    Err(reason) => {
-                        invalid.push(Invalid {
-                            series: describe_raw(b, &label_spans),
-                            reason,
-                            samples: samples.len() + histograms,
-                        });
-                        continue;
+                let (labels, id) = if let Some((end, id)) = hit {
+                    let (a, b) = (ts_off as u32, (ts_off + end) as u32);
+                    (LazyLabels::from_label_messages(buf.clone(), a, b), id)
+                } else {
+                    let spans = match check_labels(b, &label_spans, limits) {
+                        Ok(s) => s,
+                        Err(reason) => {
+                            invalid.push(Invalid {
+                                series: describe_raw(b, &label_spans),
+                                reason,
+                                samples: samples.len() + histograms,
+                            });
+                            continue;
+                        }
+                    };
+                    let labels = LazyLabels::new(buf.clone(), spans);
+                    let id = SeriesId::of_bytes(tenant, labels.raw_pairs());
+                    // A plain set is the whole leading run (a label after
+                    // other fields makes it not plain).
+                    if let (Some(k), Some((end, key)), true) = (known, lead, plain) {
+                        if end > 0 {
+                            k.insert(key, id);
+                        }
                     }
+                    (labels, id)
                 };
-                let labels = LazyLabels::new(buf.clone(), spans);
-                let id = SeriesId::of_bytes(tenant, labels.raw_pairs());
                 let mut shown: Option<Labels> = None;
                 if histograms > 0 {
                     let l = shown.get_or_insert_with(|| labels.materialize());
@@ -345,4 +544,164 @@ pub fn decode_prepared(
         }
     }
     Ok((batch, invalid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// One field of a hand-built `TimeSeries`, in any order.
+    #[derive(Debug, Clone)]
+    enum Part {
+        Label(&'static str, &'static str),
+        /// A label whose message carries an unknown varint field too.
+        OddLabel(&'static str, &'static str),
+        Sample(i64, f64),
+    }
+
+    fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    fn put_bytes(out: &mut Vec<u8>, field: u64, b: &[u8]) {
+        put_varint(out, field << 3 | 2);
+        put_varint(out, b.len() as u64);
+        out.extend_from_slice(b);
+    }
+
+    fn series(parts: &[Part]) -> Vec<u8> {
+        let mut ts = Vec::new();
+        for p in parts {
+            let mut m = Vec::new();
+            match p {
+                Part::Label(n, v) | Part::OddLabel(n, v) => {
+                    if matches!(p, Part::OddLabel(..)) {
+                        put_varint(&mut m, 3 << 3);
+                        put_varint(&mut m, 7);
+                    }
+                    put_bytes(&mut m, 1, n.as_bytes());
+                    put_bytes(&mut m, 2, v.as_bytes());
+                    put_bytes(&mut ts, 1, &m);
+                }
+                Part::Sample(t, v) => {
+                    m.push(1 << 3 | 1);
+                    m.extend_from_slice(&v.to_bits().to_le_bytes());
+                    put_varint(&mut m, 2 << 3);
+                    put_varint(&mut m, *t as u64);
+                    put_bytes(&mut ts, 2, &m);
+                }
+            }
+        }
+        ts
+    }
+
+    fn body(all: &[Vec<Part>]) -> Vec<u8> {
+        let mut req = Vec::new();
+        for parts in all {
+            put_bytes(&mut req, 1, &series(parts));
+        }
+        snap::raw::Encoder::new().compress_vec(&req).unwrap()
+    }
+
+    fn arb_part() -> impl Strategy<Value = Part> {
+        let name = prop_oneof![Just("__name__"), Just("job"), Just("a"), Just("1x")];
+        let value = prop_oneof![Just("up"), Just("v"), Just(""), Just("x y")];
+        prop_oneof![
+            4 => (name.clone(), value.clone()).prop_map(|(n, v)| Part::Label(n, v)),
+            1 => (name, value).prop_map(|(n, v)| Part::OddLabel(n, v)),
+            2 => (0i64..3, 0u8..3).prop_map(|(t, v)| Part::Sample(t, f64::from(v))),
+        ]
+    }
+
+    fn same(
+        a: &(PreparedBatch, Vec<Invalid>),
+        b: &(PreparedBatch, Vec<Invalid>),
+    ) -> Result<(), TestCaseError> {
+        prop_assert_eq!(&a.1, &b.1);
+        prop_assert_eq!(a.0.series.len(), b.0.series.len());
+        for (x, y) in a.0.series.iter().zip(&b.0.series) {
+            prop_assert_eq!(x.id, y.id);
+            prop_assert_eq!(x.labels.materialize(), y.labels.materialize());
+            let raw = |s: &PreparedSeries| -> Vec<(Vec<u8>, Vec<u8>)> {
+                s.labels
+                    .raw_pairs()
+                    .map(|(n, v)| (n.to_vec(), v.to_vec()))
+                    .collect()
+            };
+            prop_assert_eq!(raw(x), raw(y));
+            let bits = |s: &PreparedSeries| -> Vec<(i64, u64)> {
+                s.samples.iter().map(|p| (p.t, p.v.to_bits())).collect()
+            };
+            prop_assert_eq!(bits(x), bits(y));
+        }
+        Ok(())
+    }
+
+    proptest! {
+        /// Requests decoded through one `KnownLabels` — label sets seen
+        /// before, labels after samples, label messages with unknown
+        /// fields, other limits and tenants — decode as without it.
+        #[test]
+        fn known_labels_change_nothing(
+            requests in prop::collection::vec(
+                prop::collection::vec(
+                    (any::<bool>(), prop::collection::vec(arb_part(), 0..5)).prop_map(|(named, mut parts)| {
+                        // Mostly valid series: a name first.
+                        if named {
+                            parts.insert(0, Part::Label("__name__", "up"));
+                        }
+                        parts
+                    }),
+                    0..5),
+                1..5),
+            tight in prop::collection::vec(any::<bool>(), 5),
+            tenants in prop::collection::vec(prop_oneof![Just("t"), Just("u")], 5),
+        ) {
+            let known = KnownLabels::new(64);
+            for (round, req) in requests.iter().chain(requests.iter()).enumerate() {
+                let b = body(req);
+                let limits = if tight[round % 5] {
+                    IngestLimits { max_labels_per_series: 2, ..Default::default() }
+                } else {
+                    IngestLimits { max_future_ms: i64::MAX / 2, ..Default::default() }
+                };
+                let tenant = tenants[round % 5];
+                let plain = decode_prepared(tenant, &b, &limits, 0).unwrap();
+                let cached = decode_known(tenant, &b, &limits, 0, Some(&known)).unwrap();
+                same(&plain, &cached)?;
+            }
+        }
+    }
+
+    #[test]
+    fn a_known_label_set_is_found_and_a_full_cache_starts_over() {
+        let known = KnownLabels::new(KNOWN_SHARDS);
+        let limits = IngestLimits::default();
+        let one =
+            |name: &'static str| body(&[vec![Part::Label("__name__", name), Part::Sample(1, 1.0)]]);
+        decode_known("t", &one("a"), &limits, 0, Some(&known)).unwrap();
+        assert_eq!(known.len(), 1);
+        // Found: not added again; its labels come from the messages.
+        let (b, _) = decode_known("t", &one("a"), &limits, 0, Some(&known)).unwrap();
+        assert_eq!(known.len(), 1);
+        assert_eq!(b.series[0].labels.materialize().to_string(), "a");
+        // Another tenant's set is another key.
+        decode_known("u", &one("a"), &limits, 0, Some(&known)).unwrap();
+        assert_eq!(known.len(), 2);
+        // One set per shard at most here: many sets never hold more.
+        let names: Vec<&'static str> = (0..200).map(|i| &*format!("m{i}").leak()).collect();
+        for n in &names {
+            decode_known("t", &one(n), &limits, 0, Some(&known)).unwrap();
+        }
+        assert!(known.len() <= KNOWN_SHARDS, "{}", known.len());
+        // A cache of none holds none.
+        let none = KnownLabels::new(0);
+        decode_known("t", &one("a"), &limits, 0, Some(&none)).unwrap();
+        assert!(none.is_empty());
+    }
 }

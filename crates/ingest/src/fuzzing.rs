@@ -13,7 +13,8 @@ const MAX_DECODED: usize = 1 << 24;
 /// never panic. Every series it accepts carries the id of its labels, and
 /// when the prost decoder plus [`crate::validate`] (same limits) also
 /// accepts the body, both accept and refuse the same series, with the same
-/// labels, samples and exemplars.
+/// labels, samples and exemplars. Decoding with a [`crate::KnownLabels`]
+/// (once to fill it, once to use it) gives the same answer as without.
 pub fn remote_write(data: &[u8]) {
     let framed = snap::raw::Encoder::new()
         .compress_vec(data)
@@ -26,7 +27,17 @@ pub fn remote_write(data: &[u8]) {
     // those past that time still are.
     let now = cairn_common::limits::hard::MAX_TIME_MS;
     for body in [data, framed.as_slice()] {
-        let Ok((batch, invalid)) = crate::decode_prepared("t", body, &limits, now) else {
+        let plain = crate::decode_prepared("t", body, &limits, now);
+        let known = crate::KnownLabels::new(1 << 10);
+        for round in ["filling", "using"] {
+            let k = crate::decode_known("t", body, &limits, now, Some(&known));
+            match (&plain, &k) {
+                (Ok(a), Ok(b)) => same_decoding(a, b, round),
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{round}"),
+                _ => panic!("{round} known labels: {k:?} against {plain:?}"),
+            }
+        }
+        let Ok((batch, invalid)) = plain else {
             continue;
         };
         for s in &batch.series {
@@ -63,6 +74,37 @@ pub fn remote_write(data: &[u8]) {
         }
         assert_eq!(batch.metadata, slow.metadata);
     }
+}
+
+/// Two decodings of one body agree series by series: ids, labels, samples
+/// and exemplars, and the refused series.
+fn same_decoding(
+    a: &(cairn_common::PreparedBatch, Vec<crate::Invalid>),
+    b: &(cairn_common::PreparedBatch, Vec<crate::Invalid>),
+    what: &str,
+) {
+    assert_eq!(a.1, b.1, "{what}: refused series");
+    assert_eq!(
+        a.0.series.len(),
+        b.0.series.len(),
+        "{what}: accepted series"
+    );
+    for (x, y) in a.0.series.iter().zip(&b.0.series) {
+        let labels = x.labels.materialize();
+        assert_eq!(x.id, y.id, "{what}: id of {labels}");
+        assert_eq!(labels, y.labels.materialize(), "{what}");
+        assert_eq!(x.labels.is_empty(), y.labels.is_empty(), "{what}");
+        let bits = |s: &cairn_common::PreparedSeries| -> Vec<(i64, u64)> {
+            s.samples.iter().map(|p| (p.t, p.v.to_bits())).collect()
+        };
+        assert_eq!(bits(x), bits(y), "{what}: samples of {labels}");
+        assert_eq!(
+            format!("{:?}", x.exemplars),
+            format!("{:?}", y.exemplars),
+            "{what}: exemplars of {labels}"
+        );
+    }
+    assert_eq!(a.0.metadata, b.0.metadata, "{what}: metadata");
 }
 
 /// A remote-read body, as sent and snappy-framed, through the handler's

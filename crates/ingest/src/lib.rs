@@ -27,7 +27,7 @@ mod validate;
 pub use config::IngestSection;
 pub use content::check_write_headers;
 pub use error::IngestError;
-pub use fast::decode_prepared;
+pub use fast::{decode_known, decode_prepared, KnownLabels};
 pub use validate::{
     decode_remote_write, decompress, tenant_from_header, time_window, validate, validate_labels,
     Decoded, Invalid,
