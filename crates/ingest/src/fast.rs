@@ -199,26 +199,51 @@ impl KnownLabels {
         xxhash_rust::xxh3::xxh3_128_with_seed(labels, seed)
     }
 
-    fn shard(&self, key: u128) -> &parking_lot::Mutex<KeyMap> {
-        &self.shards[(key >> 124) as usize % KNOWN_SHARDS]
+    fn shard_of(key: u128) -> usize {
+        (key >> 124) as usize % KNOWN_SHARDS
     }
 
-    fn get(&self, key: u128) -> Option<SeriesId> {
+    /// The ids of `keys` (None: not held), one lock per shard.
+    fn get_many(&self, keys: &[Option<u128>]) -> Vec<Option<SeriesId>> {
+        let mut out = vec![None; keys.len()];
         if self.per_shard == 0 {
-            return None;
+            return out;
         }
-        self.shard(key).lock().get(&key).copied()
+        // Taken shard by shard: a lock per series would serialise the
+        // lookups' cache misses (a locked instruction waits for them).
+        let mut order: Vec<(u32, u32)> = keys
+            .iter()
+            .enumerate()
+            .filter_map(|(i, k)| k.map(|k| (Self::shard_of(k) as u32, i as u32)))
+            .collect();
+        order.sort_unstable();
+        for run in order.chunk_by(|a, b| a.0 == b.0) {
+            let m = self.shards[run[0].0 as usize].lock();
+            for &(_, i) in run {
+                if let Some(k) = keys[i as usize] {
+                    out[i as usize] = m.get(&k).copied();
+                }
+            }
+        }
+        out
     }
 
-    fn insert(&self, key: u128, id: SeriesId) {
+    /// Adds `(key, id)`s, one lock per shard; a shard that is full is
+    /// emptied first.
+    fn insert_many(&self, mut learnt: Vec<(u128, SeriesId)>) {
         if self.per_shard == 0 {
             return;
         }
-        let mut m = self.shard(key).lock();
-        if m.len() >= self.per_shard {
-            *m = HashMap::default();
+        learnt.sort_unstable_by_key(|(k, _)| Self::shard_of(*k));
+        for run in learnt.chunk_by(|a, b| Self::shard_of(a.0) == Self::shard_of(b.0)) {
+            let mut m = self.shards[Self::shard_of(run[0].0)].lock();
+            for &(k, id) in run {
+                if m.len() >= self.per_shard {
+                    *m = HashMap::default();
+                }
+                m.insert(k, id);
+            }
         }
-        m.insert(key, id);
     }
 }
 
@@ -360,7 +385,24 @@ pub fn decode_known(
     let mut label_spans: Vec<[usize; 4]> = Vec::new();
     let perr = |e: String| IngestError::Protobuf(e);
     let mut n_series = 0usize;
-    let seed = known.map(|_| KnownLabels::seed(tenant, limits));
+    // The leading run of `Label` fields of each series, as bytes: the key
+    // under which `known` may hold its label set's id; looked up for the
+    // whole request at once.
+    let mut leads: Vec<(usize, Option<u128>)> = Vec::new();
+    let mut found = Vec::new();
+    let mut learnt = Vec::new();
+    if let Some(k) = known {
+        let seed = KnownLabels::seed(tenant, limits);
+        let mut pre = Wire::new(b);
+        while let Ok(Some((field, f))) = pre.next() {
+            if let (1, Field::Bytes(ts, _)) = (field, f) {
+                let end = leading_labels_end(ts);
+                leads.push((end, (end > 0).then(|| KnownLabels::key(seed, &ts[..end]))));
+            }
+        }
+        let keys: Vec<Option<u128>> = leads.iter().map(|l| l.1).collect();
+        found = k.get_many(&keys);
+    }
     while let Some((field, f)) = w.next().map_err(perr)? {
         match (field, f) {
             (1, Field::Bytes(ts, ts_off)) => {
@@ -370,14 +412,9 @@ pub fn decode_known(
                         limit: limits.max_series_per_request,
                     });
                 }
-                // The leading run of `Label` fields, as bytes: the key under
-                // which `known` may hold this label set's id.
-                let lead = seed.map(|seed| {
-                    let end = leading_labels_end(ts);
-                    (end, KnownLabels::key(seed, &ts[..end]))
-                });
-                let mut hit = match (known, lead) {
-                    (Some(k), Some((end, key))) if end > 0 => k.get(key).map(|id| (end, id)),
+                let lead = leads.get(n_series - 1).copied();
+                let mut hit = match (lead, found.get(n_series - 1)) {
+                    (Some((end, _)), Some(&Some(id))) => Some((end, id)),
                     _ => None,
                 };
                 // Label messages other than plain name/value fields: the
@@ -475,10 +512,8 @@ pub fn decode_known(
                     let id = SeriesId::of_bytes(tenant, labels.raw_pairs());
                     // A plain set is the whole leading run (a label after
                     // other fields makes it not plain).
-                    if let (Some(k), Some((end, key)), true) = (known, lead, plain) {
-                        if end > 0 {
-                            k.insert(key, id);
-                        }
+                    if let (Some((_, Some(key))), true) = (lead, plain) {
+                        learnt.push((key, id));
                     }
                     (labels, id)
                 };
@@ -542,6 +577,9 @@ pub fn decode_known(
             (1 | 3, _) => return Err(perr("write request field with wrong wire type".into())),
             _ => {}
         }
+    }
+    if let Some(k) = known {
+        k.insert_many(learnt);
     }
     Ok((batch, invalid))
 }

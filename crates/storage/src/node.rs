@@ -851,13 +851,33 @@ impl Storage {
         // Series the store has never seen (the head's map is the set of
         // registered series, looked up for every series anyway): counted
         // against the limit before anything is stored or materialised.
+        // Shard by shard: one lock per shard touched, not per series (a
+        // locked instruction per series would also serialise the lookups'
+        // cache misses). The same order applies the batch below.
+        let n = self.cfg.num_shards.max(1);
+        let shard_order = |series: &[cairn_common::PreparedSeries]| {
+            let mut order: Vec<(u32, usize)> = series
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.id.shard(n), i))
+                .collect();
+            order.sort_unstable();
+            order
+        };
+        let mut order = shard_order(&batch.series);
         let mut new_at: Vec<usize> = Vec::new();
-        let mut seen_new: cairn_common::IdMap<()> = Default::default();
-        for (i, s) in batch.series.iter().enumerate() {
-            if !self.shard_of(s.id).lock().head.knows(s.id) && seen_new.insert(s.id, ()).is_none() {
-                new_at.push(i);
-            }
+        for run in order.chunk_by(|a, b| a.0 == b.0) {
+            let g = self.shards[run[0].0 as usize].lock();
+            new_at.extend(
+                run.iter()
+                    .filter(|(_, i)| !g.head.knows(batch.series[*i].id))
+                    .map(|(_, i)| *i),
+            );
         }
+        // In the batch's order, each new series once.
+        new_at.sort_unstable();
+        let mut seen_new: cairn_common::IdMap<()> = Default::default();
+        new_at.retain(|&i| seen_new.insert(batch.series[i].id, ()).is_none());
         // A series given by id alone must be one the store holds (checked by
         // the sender's `unknown_series` first; a series that left the head
         // since is refused whole, as retryable, before anything is stored).
@@ -889,6 +909,7 @@ impl Storage {
             }
         }
         if !unstorable.is_empty() {
+            order.clear();
             batch.series.retain(|s| {
                 let Some(why) = unstorable.get(&s.id) else {
                     return true;
@@ -1034,14 +1055,11 @@ impl Storage {
                     self.encoder.lock().encode(pos, &parts, out)
                 })?,
             };
-            // Apply shard by shard: one lock per shard touched, not per series.
-            let n = self.cfg.num_shards.max(1);
-            let mut order: Vec<(u32, usize)> = prepared
-                .iter()
-                .enumerate()
-                .map(|(i, p)| (p.0.shard(n), i))
-                .collect();
-            order.sort_unstable();
+            // Apply shard by shard (`order`, found again if series were
+            // refused since).
+            if order.is_empty() {
+                order = shard_order(&batch.series);
+            }
             let mut i = 0;
             while i < order.len() {
                 let shard = order[i].0;

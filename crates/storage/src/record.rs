@@ -427,7 +427,9 @@ pub(crate) struct Encoder {
     /// The segment the table belongs to (None before the first record).
     segment: Option<u64>,
     epoch: u64,
-    refs: IdMap<EncRef>,
+    /// Each series' ref; its state is `states[ref]`.
+    refs: IdMap<u32>,
+    states: Vec<EncRef>,
     /// Refs handed out in this epoch (a series declared twice holds the
     /// later).
     next_ref: u32,
@@ -449,6 +451,7 @@ impl Encoder {
             segment: None,
             epoch: 0,
             refs: IdMap::default(),
+            states: Vec::new(),
             next_ref: 0,
             dirty: false,
             body: Vec::new(),
@@ -504,22 +507,29 @@ impl Encoder {
 
     fn clear(&mut self) {
         self.refs.clear();
+        self.states.clear();
         self.next_ref = 0;
         if self.refs.capacity() > MAX_REFS {
             self.refs.shrink_to(MAX_REFS);
+            self.states.shrink_to(MAX_REFS);
         }
     }
 
-    fn declare(&mut self, id: SeriesId) {
+    /// A new ref for `id` (the later one if it had one): returns it.
+    fn declare(&mut self, id: SeriesId) -> u32 {
+        let r = self.next_ref;
         let mut e = EncRef {
             word: 0,
-            r: self.next_ref,
+            r,
             exp: 0,
             seen: 0,
         };
         e.set_prev(Prev::START);
-        self.refs.insert(id, e);
+        debug_assert_eq!(self.states.len(), r as usize);
+        self.states.push(e);
+        self.refs.insert(id, r);
         self.next_ref += 1;
+        r
     }
 
     fn encode_body(&mut self, parts: &Parts, body: &mut Vec<u8>) -> Result<()> {
@@ -537,11 +547,19 @@ impl Encoder {
             // later ref is the one used from here on.
             self.declare(*id);
         }
+        // One lookup per series: its ref, declared here if new to the table.
         let mut known = Vec::new();
+        let mut entry_refs = Vec::with_capacity(parts.samples.len());
         for (id, samples) in parts.samples {
-            if !samples.is_empty() && !self.refs.contains_key(id) {
-                self.declare(*id);
-                known.push(*id);
+            if samples.is_empty() {
+                continue;
+            }
+            match self.refs.get(id) {
+                Some(&r) => entry_refs.push(r),
+                None => {
+                    entry_refs.push(self.declare(*id));
+                    known.push(*id);
+                }
             }
         }
         put_uvarint(body, known.len() as u64);
@@ -562,9 +580,8 @@ impl Encoder {
         hdr.clear();
         vals.clear();
         let mut prev_ref = 0i64;
-        for (id, samples) in entries {
-            // Declared above: every series with samples has a ref.
-            let st = self.refs.get_mut(id).expect("declared above");
+        for ((_, samples), &r) in entries.zip(&entry_refs) {
+            let st = &mut self.states[r as usize];
             let r = st.r;
             let simple = samples.len() == 1 && samples[0].t == base;
             put_uvarint(&mut hdr, zigzag(r as i64 - prev_ref) << 1 | simple as u64);
