@@ -420,7 +420,6 @@ pub fn decode_known(
                 // Label messages other than plain name/value fields: the
                 // lazy spans of a known set could not be found from them.
                 let mut plain = true;
-                let mut labels_done = false;
                 label_spans.clear();
                 let mut samples = Vec::new();
                 let mut exemplars_raw: Vec<&[u8]> = Vec::new();
@@ -432,16 +431,17 @@ pub fn decode_known(
                 while let Some((tf, tv)) = tw.next().map_err(perr)? {
                     match (tf, tv) {
                         (1, Field::Bytes(l, l_off)) => {
-                            if labels_done {
-                                // Labels after other fields: not the set the
-                                // leading run names; walk it all.
+                            // A label outside the leading run (after other
+                            // fields, or with a tag not written as the one
+                            // byte 0x0a): the run does not name this set;
+                            // walk it all.
+                            if !lead.is_some_and(|(end, _)| l_off + l.len() <= end) {
                                 plain = false;
                                 if hit.take().is_some() {
                                     label_spans.clear();
                                     samples.clear();
                                     exemplars_raw.clear();
                                     histograms = 0;
-                                    labels_done = false;
                                     tw = Wire::new(ts);
                                     continue;
                                 }
@@ -462,7 +462,6 @@ pub fn decode_known(
                             label_spans.push([n[0], n[1], v[0], v[1]]);
                         }
                         (2, Field::Bytes(s, _)) => {
-                            labels_done = true;
                             let mut sw = Wire::new(s);
                             let mut smp = Sample::new(0, 0.0);
                             while let Some((sf, sv)) = sw.next().map_err(perr)? {
@@ -479,18 +478,12 @@ pub fn decode_known(
                             }
                             samples.push(smp);
                         }
-                        (3, Field::Bytes(e, _)) => {
-                            labels_done = true;
-                            exemplars_raw.push(e)
-                        }
-                        (4, Field::Bytes(..)) => {
-                            labels_done = true;
-                            histograms += 1
-                        }
+                        (3, Field::Bytes(e, _)) => exemplars_raw.push(e),
+                        (4, Field::Bytes(..)) => histograms += 1,
                         (1..=4, _) => {
                             return Err(perr("time series field with wrong wire type".into()))
                         }
-                        _ => labels_done = true,
+                        _ => {}
                     }
                 }
                 let (labels, id) = if let Some((end, id)) = hit {
@@ -595,6 +588,9 @@ mod tests {
         Label(&'static str, &'static str),
         /// A label whose message carries an unknown varint field too.
         OddLabel(&'static str, &'static str),
+        /// A label whose tag is written in two bytes (0x8a 0x00: still
+        /// field 1, wire type 2).
+        LongTagLabel(&'static str, &'static str),
         Sample(i64, f64),
     }
 
@@ -626,6 +622,13 @@ mod tests {
                     put_bytes(&mut m, 2, v.as_bytes());
                     put_bytes(&mut ts, 1, &m);
                 }
+                Part::LongTagLabel(n, v) => {
+                    put_bytes(&mut m, 1, n.as_bytes());
+                    put_bytes(&mut m, 2, v.as_bytes());
+                    ts.extend_from_slice(&[0x8a, 0x00]);
+                    put_varint(&mut ts, m.len() as u64);
+                    ts.extend_from_slice(&m);
+                }
                 Part::Sample(t, v) => {
                     m.push(1 << 3 | 1);
                     m.extend_from_slice(&v.to_bits().to_le_bytes());
@@ -651,7 +654,8 @@ mod tests {
         let value = prop_oneof![Just("up"), Just("v"), Just(""), Just("x y")];
         prop_oneof![
             4 => (name.clone(), value.clone()).prop_map(|(n, v)| Part::Label(n, v)),
-            1 => (name, value).prop_map(|(n, v)| Part::OddLabel(n, v)),
+            1 => (name.clone(), value.clone()).prop_map(|(n, v)| Part::OddLabel(n, v)),
+            1 => (name, value).prop_map(|(n, v)| Part::LongTagLabel(n, v)),
             2 => (0i64..3, 0u8..3).prop_map(|(t, v)| Part::Sample(t, f64::from(v))),
         ]
     }
