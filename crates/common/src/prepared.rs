@@ -107,7 +107,7 @@ fn varint(b: &[u8], pos: &mut usize) -> Option<u64> {
 /// or runs past `end`.
 fn delimited(b: &[u8], pos: &mut usize, end: usize) -> Option<(u64, usize, usize)> {
     let key = varint(b, pos)?;
-    if key & 7 != 2 {
+    if key & 7 != 2 || key > u64::from(u32::MAX) {
         return None;
     }
     let len = varint(b, pos)? as usize;

@@ -54,6 +54,11 @@ impl<'a> Wire<'a> {
             return Ok(None);
         }
         let key = self.varint()?;
+        // As prost: a key beyond 32 bits is an error (its field number
+        // would otherwise be read truncated, as another field).
+        if key > u64::from(u32::MAX) {
+            return Err(format!("invalid key value {key}"));
+        }
         let field = (key >> 3) as u32;
         let f = match key & 7 {
             0 => Field::Varint(self.varint()?),
@@ -125,6 +130,9 @@ fn leading_labels_end(ts: &[u8]) -> usize {
 pub struct KnownLabels {
     shards: Box<[parking_lot::Mutex<KeyMap>]>,
     per_shard: usize,
+    /// Random per process, in every key: a sender cannot aim a label set
+    /// at another's key (the hit path trusts the bytes it skips).
+    salt: u64,
 }
 
 type KeyMap = HashMap<u128, SeriesId, BuildHasherDefault<KeyHasher>>;
@@ -166,6 +174,10 @@ impl KnownLabels {
                 .map(|_| parking_lot::Mutex::new(HashMap::default()))
                 .collect(),
             per_shard: capacity.div_ceil(KNOWN_SHARDS),
+            salt: std::hash::BuildHasher::hash_one(
+                &std::collections::hash_map::RandomState::new(),
+                0u64,
+            ),
         }
     }
 
@@ -181,8 +193,9 @@ impl KnownLabels {
     /// The hash seed of a request: its tenant and every limit
     /// `check_labels` applies, so a set validated under other limits (or
     /// for another tenant) is never found.
-    fn seed(tenant: &str, limits: &IngestLimits) -> u64 {
-        let mut b = Vec::with_capacity(tenant.len() + 25);
+    fn seed(&self, tenant: &str, limits: &IngestLimits) -> u64 {
+        let mut b = Vec::with_capacity(tenant.len() + 33);
+        b.extend_from_slice(&self.salt.to_le_bytes());
         b.extend_from_slice(tenant.as_bytes());
         b.push(0xff);
         for n in [
@@ -391,8 +404,8 @@ pub fn decode_known(
     let mut leads: Vec<(usize, Option<u128>)> = Vec::new();
     let mut found = Vec::new();
     let mut learnt = Vec::new();
-    if let Some(k) = known {
-        let seed = KnownLabels::seed(tenant, limits);
+    if let Some(k) = known.filter(|k| k.per_shard > 0) {
+        let seed = k.seed(tenant, limits);
         let mut pre = Wire::new(b);
         while let Ok(Some((field, f))) = pre.next() {
             if let (1, Field::Bytes(ts, _)) = (field, f) {
@@ -591,6 +604,9 @@ mod tests {
         /// A label whose tag is written in two bytes (0x8a 0x00: still
         /// field 1, wire type 2).
         LongTagLabel(&'static str, &'static str),
+        /// A label whose name's key is field 2^32 + 1 (six bytes; read
+        /// truncated, it would be field 1).
+        WideKeyLabel(&'static str, &'static str),
         Sample(i64, f64),
     }
 
@@ -629,6 +645,13 @@ mod tests {
                     put_varint(&mut ts, m.len() as u64);
                     ts.extend_from_slice(&m);
                 }
+                Part::WideKeyLabel(n, v) => {
+                    put_varint(&mut m, ((1u64 << 32) + 1) << 3 | 2);
+                    put_varint(&mut m, n.len() as u64);
+                    m.extend_from_slice(n.as_bytes());
+                    put_bytes(&mut m, 2, v.as_bytes());
+                    put_bytes(&mut ts, 1, &m);
+                }
                 Part::Sample(t, v) => {
                     m.push(1 << 3 | 1);
                     m.extend_from_slice(&v.to_bits().to_le_bytes());
@@ -655,7 +678,8 @@ mod tests {
         prop_oneof![
             4 => (name.clone(), value.clone()).prop_map(|(n, v)| Part::Label(n, v)),
             1 => (name.clone(), value.clone()).prop_map(|(n, v)| Part::OddLabel(n, v)),
-            1 => (name, value).prop_map(|(n, v)| Part::LongTagLabel(n, v)),
+            1 => (name.clone(), value.clone()).prop_map(|(n, v)| Part::LongTagLabel(n, v)),
+            1 => (name, value).prop_map(|(n, v)| Part::WideKeyLabel(n, v)),
             2 => (0i64..3, 0u8..3).prop_map(|(t, v)| Part::Sample(t, f64::from(v))),
         ]
     }
@@ -713,16 +737,20 @@ mod tests {
                     IngestLimits { max_future_ms: i64::MAX / 2, ..Default::default() }
                 };
                 let tenant = tenants[round % 5];
-                let plain = decode_prepared(tenant, &b, &limits, 0).unwrap();
-                let cached = decode_known(tenant, &b, &limits, 0, Some(&known)).unwrap();
-                same(&plain, &cached)?;
+                let plain = decode_prepared(tenant, &b, &limits, 0);
+                let cached = decode_known(tenant, &b, &limits, 0, Some(&known));
+                match (plain, cached) {
+                    (Ok(p), Ok(c)) => same(&p, &c)?,
+                    (Err(p), Err(c)) => prop_assert_eq!(p.to_string(), c.to_string()),
+                    (p, c) => prop_assert!(false, "{:?} against {:?}", p.map(|_| ()), c.map(|_| ())),
+                }
             }
         }
     }
 
     #[test]
     fn a_known_label_set_is_found_and_a_full_cache_starts_over() {
-        let known = KnownLabels::new(KNOWN_SHARDS);
+        let known = KnownLabels::new(1 << 10);
         let limits = IngestLimits::default();
         let one =
             |name: &'static str| body(&[vec![Part::Label("__name__", name), Part::Sample(1, 1.0)]]);
@@ -735,12 +763,13 @@ mod tests {
         // Another tenant's set is another key.
         decode_known("u", &one("a"), &limits, 0, Some(&known)).unwrap();
         assert_eq!(known.len(), 2);
-        // One set per shard at most here: many sets never hold more.
+        // One set per shard at most: many sets never hold more.
+        let small = KnownLabels::new(KNOWN_SHARDS);
         let names: Vec<&'static str> = (0..200).map(|i| &*format!("m{i}").leak()).collect();
         for n in &names {
-            decode_known("t", &one(n), &limits, 0, Some(&known)).unwrap();
+            decode_known("t", &one(n), &limits, 0, Some(&small)).unwrap();
         }
-        assert!(known.len() <= KNOWN_SHARDS, "{}", known.len());
+        assert!(small.len() <= KNOWN_SHARDS, "{}", small.len());
         // A cache of none holds none.
         let none = KnownLabels::new(0);
         decode_known("t", &one("a"), &limits, 0, Some(&none)).unwrap();
