@@ -448,7 +448,7 @@ pub fn decode_known(
                             // fields, or with a tag not written as the one
                             // byte 0x0a): the run does not name this set;
                             // walk it all.
-                            if !lead.is_some_and(|(end, _)| l_off + l.len() <= end) {
+                            if lead.is_none_or(|(end, _)| l_off + l.len() > end) {
                                 plain = false;
                                 if hit.take().is_some() {
                                     label_spans.clear();
